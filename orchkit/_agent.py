@@ -1,0 +1,101 @@
+"""Agents as the live runtime sees them: the ``Agent`` base class and ``AgentResponse``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from ._errors import AgentError
+
+
+class AgentResponse(BaseModel):
+    """What an agent returns for one attempt (the seed's shape).
+
+    ``confidence`` is in [0, 1]; ``data`` holds the action's result.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    action: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    reasoning: str = ""
+    data: Any = None
+    recommendations: list[Any] | None = None
+    next_steps: list[Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """camelCase dict, as the seed's agents return it."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+def coerce_response(value: Any, agent_id: str, action: str) -> AgentResponse:
+    """Turn what an agent returned into an ``AgentResponse`` or raise ``AgentError``."""
+    if isinstance(value, AgentResponse):
+        return value
+    if isinstance(value, dict):
+        try:
+            return AgentResponse.model_validate(value)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'response'}: {e['msg']}" for e in exc.errors()
+            )
+            raise AgentError(
+                f"agent '{agent_id}' action '{action}' returned an invalid response "
+                f"({problems}): {_short(value)}"
+            ) from None
+    raise AgentError(
+        f"agent '{agent_id}' action '{action}' returned {type(value).__name__} "
+        f"{_short(value)}, not an AgentResponse (return ok.AgentResponse(action=..., confidence=...))"
+    )
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Agent:
+    """Base class of live agents.
+
+    Subclass it and implement ``async process(action, input, context)``, returning an
+    ``AgentResponse`` (or a dict of that shape). ``capacity`` caps the attempts the agent
+    serves at once (``None``: unlimited); the others wait FIFO. Raise
+    ``AgentError(msg, retryable=False)`` for a permanent failure.
+    """
+
+    capacity: int | None = None
+
+    def __init__(self, agent_id: str, *, capacity: int | None = None):
+        if not isinstance(agent_id, str) or not agent_id:
+            raise ValueError("agent id must be a non-empty string")
+        if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
+            raise ValueError(f"agent '{agent_id}': capacity must be an int >= 1 or None, got {capacity!r}")
+        self.agent_id = agent_id
+        if capacity is not None:
+            self.capacity = capacity
+        self._listeners: list[Callable[[str, Any], None]] = []
+        self.orchestrator: Any = None  # set by Orchestrator.register_agent
+
+    async def initialize(self) -> None:
+        """Called once by ``Orchestrator.register_agent``; load models, open clients."""
+
+    async def shutdown(self) -> None:
+        """Called by ``Orchestrator.shutdown``; release what ``initialize`` acquired."""
+
+    async def process(self, action: str, input: Any, context: dict[str, Any]) -> AgentResponse:
+        """Serve one attempt of ``action`` with the step's ``input``.
+
+        ``context`` holds ``plan_id``, ``step_id``, ``attempt`` (1-based), ``run_id`` and
+        ``results`` (step id -> AgentResponse of the steps that already succeeded).
+        """
+        raise AgentError(f"agent '{self.agent_id}' does not implement process()", retryable=False)
+
+    def emit(self, kind: str, payload: Any) -> None:
+        """Report ``kind`` ('insight' or 'error') to the orchestrator's bus as ``agent:<kind>``."""
+        for listener in list(self._listeners):
+            listener(kind, payload)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.agent_id!r})"

@@ -1,0 +1,562 @@
+"""The scheduling core: every rule of SPEC §3, and nothing else.
+
+Everything that decides what runs when lives in this module. It does no I/O, reads no
+clock and imports no event loop: a driver tells it the time and what happened, and it
+answers with what to do. The live runtime (asyncio) and the simulated runtime (SimPy) are
+two small loops around it::
+
+    core = Scheduler(capacity=lambda agent_id: None, rng=random.Random(0))
+    run, actions = core.submit(compile_plan(plan), now_ms=0.0, run_id="r1")
+    while ...:                       # the driver's loop
+        for action in actions:       # StartAttempt, CancelAttempt, StartTimer, CancelTimer,
+            ...                      # Emit, FinishRun: carry them out, in order
+        actions = core.attempt_succeeded(attempt, now_ms, response)   # or attempt_failed,
+                                                                      # timer_fired
+
+Facts about attempts or timers the core no longer cares about (an attempt it cancelled, a
+timer it dropped) are ignored, so a driver never has to race the core.
+
+Timers: the plan deadline starts when the plan starts; a step's timeout starts when its
+attempt is queued at the agent (the wait for capacity counts); a retry waits its backoff
+from the moment the failed attempt ended. One core may serve many runs at once (a live
+orchestrator, a workload study): they share each agent's capacity, FIFO.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from enum import IntEnum
+from heapq import heappop, heappush
+from typing import Any, Callable
+
+from ._plan import Plan
+
+
+class StepState(IntEnum):
+    PENDING = 0
+    RUNNING = 1  # an attempt is queued at the agent or running
+    BACKING_OFF = 2
+    SUCCEEDED = 3
+    FAILED = 4
+    SKIPPED = 5
+    CANCELLED = 6
+
+
+PENDING, RUNNING, BACKING_OFF, SUCCEEDED, FAILED, SKIPPED, CANCELLED = StepState
+_TERMINAL = (SUCCEEDED, FAILED, SKIPPED, CANCELLED)
+
+_LINEAR, _EXPONENTIAL, _FIXED = 0, 1, 2
+_STRATEGY = {"linear": _LINEAR, "exponential": _EXPONENTIAL, "fixed": _FIXED}
+_ATTEMPT_TIMEOUT, _RETRY, _DEADLINE = 0, 1, 2
+_INF = float("inf")
+
+
+class CompiledPlan:
+    """A plan compiled once into indexed, plain structures (step i = i-th step in plan order)."""
+
+    __slots__ = ("plan", "id", "n", "step_ids", "agent_ids", "actions", "inputs", "deps",
+                 "deps_count", "dependents", "retry", "timeout_ms", "limit", "deadline_ms",
+                 "fail_fast", "fallback", "roots")
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.id = plan.id
+        steps = plan.steps
+        self.n = len(steps)
+        self.step_ids = [s.id for s in steps]
+        index = {sid: i for i, sid in enumerate(self.step_ids)}
+        self.agent_ids = [s.agent_id for s in steps]
+        self.actions = [s.action for s in steps]
+        self.inputs = [s.input for s in steps]
+        self.deps = [tuple(index[d] for d in dict.fromkeys(s.dependencies)) for s in steps]
+        self.deps_count = [len(d) for d in self.deps]
+        self.dependents: list[list[int]] = [[] for _ in steps]
+        for i, ds in enumerate(self.deps):
+            for d in ds:
+                self.dependents[d].append(i)
+        self.roots = [i for i, c in enumerate(self.deps_count) if c == 0]
+        # retry: (max_retries, backoff_ms, strategy, cap_ms, jitter, on_error, on_timeout)
+        self.retry = []
+        for s in steps:
+            rp = s.retry_policy
+            self.retry.append(None if rp is None or rp.max_retries == 0 else (
+                rp.max_retries, rp.backoff_ms, _STRATEGY[rp.strategy],
+                _INF if rp.max_backoff_ms is None else rp.max_backoff_ms, rp.jitter,
+                "error" in rp.retry_on, "timeout" in rp.retry_on))
+        self.timeout_ms = [s.timeout_ms for s in steps]
+        self.limit = (plan.max_concurrency or self.n) if plan.parallel else 1
+        self.deadline_ms = plan.timeout_ms
+        self.fail_fast = plan.fail_fast
+        self.fallback = None if plan.fallback_plan is None else compile_plan(plan.fallback_plan)
+
+
+def compile_plan(plan: Plan) -> CompiledPlan:
+    """The plan's compiled form, built once per Plan object and cached on it."""
+    cp = plan.__pydantic_private__.get("_compiled") if plan.__pydantic_private__ else None
+    if cp is None:
+        cp = CompiledPlan(plan)
+        if plan.__pydantic_private__ is None:
+            object.__setattr__(plan, "__pydantic_private__", {})
+        plan.__pydantic_private__["_compiled"] = cp
+    return cp
+
+
+# ------------------------------------------------------------------ state the core owns
+
+
+class Attempt:
+    """One call of a step's action. Times in ms on the driver's clock; ``start_ms`` is None
+    while the attempt waits for agent capacity (and stays None if it never started)."""
+
+    __slots__ = ("run", "prun", "step", "number", "queued_ms", "start_ms", "end_ms",
+                 "outcome", "error", "timer", "live")
+
+    def __init__(self, run: Run, prun: PlanRun, step: int, number: int, queued_ms: float):
+        self.run = run
+        self.prun = prun
+        self.step = step
+        self.number = number
+        self.queued_ms = queued_ms
+        self.start_ms: float | None = None
+        self.end_ms: float | None = None
+        self.outcome: str | None = None
+        self.error: str | None = None
+        self.timer: Timer | None = None
+        self.live = True
+
+    @property
+    def step_id(self) -> str:
+        return self.prun.cp.step_ids[self.step]
+
+    @property
+    def agent_id(self) -> str:
+        return self.prun.cp.agent_ids[self.step]
+
+    @property
+    def action(self) -> str:
+        return self.prun.cp.actions[self.step]
+
+    @property
+    def input(self) -> Any:
+        return self.prun.cp.inputs[self.step]
+
+    def __repr__(self) -> str:
+        return f"<Attempt {self.prun.cp.id}/{self.step_id}#{self.number} {self.outcome or 'live'}>"
+
+
+class Timer:
+    """A wake-up the core asked for at ``at_ms``; the driver calls ``timer_fired`` then."""
+
+    __slots__ = ("at_ms", "kind", "target", "live")
+
+    def __init__(self, at_ms: float, kind: int, target: Any):
+        self.at_ms = at_ms
+        self.kind = kind
+        self.target = target
+        self.live = True
+
+
+class PlanRun:
+    """The state of one plan of a run's fallback chain."""
+
+    __slots__ = ("cp", "run", "start_ms", "end_ms", "state", "remaining", "ready", "busy",
+                 "left", "current", "results", "errors", "deadline", "status", "failed")
+
+    def __init__(self, cp: CompiledPlan, run: Run, now: float):
+        self.cp = cp
+        self.run = run
+        self.start_ms = now
+        self.end_ms: float | None = None
+        self.state = [PENDING] * cp.n
+        self.remaining = cp.deps_count.copy()
+        self.ready = cp.roots.copy()  # a heap of step indexes: plan order breaks ties
+        self.busy = 0  # steps holding one of the plan's slots (running or backing off)
+        self.left = cp.n  # steps not yet in a terminal state
+        self.current: list[Any] = [None] * cp.n  # live Attempt, or the retry Timer
+        self.results: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+        self.deadline: Timer | None = None
+        self.status: str | None = None
+        self.failed = False
+
+
+class Run:
+    """One call of ``orchestrate``/``simulate``: a plan and, if it did not succeed, its
+    fallbacks. ``plans`` lists the PlanRuns tried; ``attempts`` every attempt, in order."""
+
+    __slots__ = ("run_id", "start_ms", "end_ms", "plans", "attempts", "status", "context")
+
+    def __init__(self, run_id: Any, now: float, context: Any = None):
+        self.run_id = run_id
+        self.start_ms = now
+        self.end_ms: float | None = None
+        self.plans: list[PlanRun] = []
+        self.attempts: list[Attempt] = []
+        self.status: str | None = None
+        self.context = context  # the driver's own data (a future, an rng...)
+
+
+class _AgentSlots:
+    __slots__ = ("capacity", "busy", "queue")
+
+    def __init__(self, capacity: int | None):
+        self.capacity = capacity
+        self.busy = 0
+        self.queue: deque[Attempt] = deque()
+
+
+# ------------------------------------------------------------------ actions
+
+
+@dataclass(slots=True)
+class StartAttempt:
+    """Call the agent for ``attempt`` now; report its end with attempt_succeeded/failed."""
+    attempt: Attempt
+
+
+@dataclass(slots=True)
+class CancelAttempt:
+    """Stop ``attempt`` (it timed out, or its plan ended); the core has recorded it."""
+    attempt: Attempt
+
+
+@dataclass(slots=True)
+class StartTimer:
+    """Call ``timer_fired(timer, now)`` at ``timer.at_ms``."""
+    timer: Timer
+
+
+@dataclass(slots=True)
+class CancelTimer:
+    """``timer`` is no longer needed (firing it anyway is harmless)."""
+    timer: Timer
+
+
+@dataclass(slots=True)
+class Emit:
+    """Publish ``event`` with ``payload`` on the bus."""
+    event: str
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class FinishRun:
+    """``run`` is over: ``run.status`` and ``run.end_ms`` are set."""
+    run: Run
+
+
+# ------------------------------------------------------------------ the scheduler
+
+
+class Scheduler:
+    """The one scheduling core (SPEC §3), shared by every driver.
+
+    ``capacity(agent_id)`` gives an agent's capacity (None: unlimited); ``rng`` draws the
+    backoff jitter; ``events=False`` skips building bus events (Monte-Carlo studies).
+    Each fact method takes the driver's current time in ms and returns the actions to
+    carry out, in order.
+    """
+
+    def __init__(self, capacity: Callable[[str], int | None] = lambda agent_id: None,
+                 rng: random.Random | None = None, *, events: bool = True):
+        self._capacity = capacity
+        self._rng = rng if rng is not None else random.Random(0)
+        self._events = events
+        self._agents: dict[str, _AgentSlots] = {}
+        self._out: list[Any] = []
+
+    # -- facts ------------------------------------------------------------------------
+
+    def submit(self, cp: CompiledPlan, now_ms: float, run_id: Any,
+               context: Any = None) -> tuple[Run, list[Any]]:
+        """Start a run of ``cp`` at ``now_ms``; returns the run and the first actions."""
+        out = self._out = []
+        run = Run(run_id, now_ms, context)
+        self._start_plan(run, cp, now_ms)
+        return run, out
+
+    def attempt_succeeded(self, attempt: Attempt, now_ms: float, response: Any) -> list[Any]:
+        """The agent returned a valid ``response`` for ``attempt``."""
+        out = self._out = []
+        if not attempt.live:
+            return out
+        self._end_attempt(attempt, now_ms, "succeeded", None)
+        pr = attempt.prun
+        cp = pr.cp
+        i = attempt.step
+        sid = cp.step_ids[i]
+        pr.state[i] = SUCCEEDED
+        pr.current[i] = None
+        pr.results[sid] = response
+        pr.busy -= 1
+        pr.left -= 1
+        if self._events:
+            job = _job_id(attempt)
+            self._emit("step:completed", attempt, now_ms, jobId=job, response=response)
+            self._emit("queue:completed", attempt, now_ms, jobId=job, result=response)
+        remaining, state, ready = pr.remaining, pr.state, pr.ready
+        for j in cp.dependents[i]:
+            remaining[j] -= 1
+            if remaining[j] == 0 and state[j] == PENDING:
+                heappush(ready, j)
+        if pr.left == 0:
+            self._finish_plan(pr, now_ms, "failed" if pr.failed else "succeeded")
+        elif ready:
+            self._pump(pr, now_ms)
+        return out
+
+    def attempt_failed(self, attempt: Attempt, now_ms: float, error: str, *,
+                       retryable: bool = True) -> list[Any]:
+        """The agent raised, or returned something that is not a valid response."""
+        out = self._out = []
+        if attempt.live:
+            self._fail_attempt(attempt, now_ms, "error", str(error), retryable)
+        return out
+
+    def timer_fired(self, timer: Timer, now_ms: float) -> list[Any]:
+        """A timer the core started is due."""
+        out = self._out = []
+        if not timer.live:
+            return out
+        timer.live = False
+        kind, target = timer.kind, timer.target
+        if kind == _ATTEMPT_TIMEOUT:
+            att = target
+            if att.start_ms is not None:
+                out.append(CancelAttempt(att))
+            limit = att.prun.cp.timeout_ms[att.step]
+            where = "waiting for agent capacity" if att.start_ms is None else "running"
+            self._fail_attempt(att, now_ms, "timeout",
+                               f"step '{att.step_id}' attempt {att.number} timed out after "
+                               f"{_ms(limit)} ms ({where})", True)
+        elif kind == _RETRY:
+            pr, i, number = target
+            pr.current[i] = None
+            pr.state[i] = RUNNING
+            self._launch(pr, i, number, now_ms)
+        else:
+            pr = target
+            pr.deadline = None
+            self._finish_plan(pr, now_ms, "timed_out")
+        return out
+
+    def abort(self, run: Run, now_ms: float, reason: str) -> list[Any]:
+        """End ``run`` now with status "failed" (its caller gave up): what is in flight is
+        cancelled and no fallback runs."""
+        out = self._out = []
+        if run.status is None:
+            self._finish_plan(run.plans[-1], now_ms, "failed", reason, fallback=False)
+        return out
+
+    # -- rules ------------------------------------------------------------------------
+
+    def _start_plan(self, run: Run, cp: CompiledPlan, now: float) -> None:
+        pr = PlanRun(cp, run, now)
+        run.plans.append(pr)
+        if self._events:
+            self._out.append(Emit("plan:started", {
+                "planId": cp.id, "runId": run.run_id, "timeMs": now - run.start_ms}))
+        if cp.deadline_ms is not None:
+            pr.deadline = self._timer(now + cp.deadline_ms, _DEADLINE, pr)
+        self._pump(pr, now)
+
+    def _pump(self, pr: PlanRun, now: float) -> None:
+        """§3.1/3.2: start ready steps, first in plan order, while the plan has free slots."""
+        ready, limit, state = pr.ready, pr.cp.limit, pr.state
+        while ready and pr.busy < limit:
+            i = heappop(ready)
+            pr.busy += 1
+            state[i] = RUNNING
+            self._launch(pr, i, 1, now)
+
+    def _launch(self, pr: PlanRun, i: int, number: int, now: float) -> None:
+        """Queue attempt ``number`` of step ``i`` at its agent (§3.3a)."""
+        att = Attempt(pr.run, pr, i, number, now)
+        pr.current[i] = att
+        pr.run.attempts.append(att)
+        cp = pr.cp
+        t = cp.timeout_ms[i]
+        if t is not None:
+            att.timer = self._timer(now + t, _ATTEMPT_TIMEOUT, att)
+        agent_id = cp.agent_ids[i]
+        slots = self._agents.get(agent_id)
+        if slots is None:
+            slots = self._agents[agent_id] = _AgentSlots(self._capacity(agent_id))
+        if slots.capacity is None or slots.busy < slots.capacity:
+            slots.busy += 1
+            self._begin(att, now)
+        else:
+            slots.queue.append(att)
+
+    def _begin(self, att: Attempt, now: float) -> None:
+        att.start_ms = now
+        if self._events:
+            self._emit("step:started", att, now, jobId=_job_id(att), attempt=att.number,
+                       queuedMs=att.queued_ms - att.run.start_ms)
+        self._out.append(StartAttempt(att))
+
+    def _end_attempt(self, att: Attempt, now: float, outcome: str, error: str | None) -> None:
+        """Record the attempt's end; free its agent slot for the next queued attempt."""
+        att.live = False
+        att.end_ms = now
+        att.outcome = outcome
+        att.error = error
+        if att.timer is not None and att.timer.live:
+            att.timer.live = False
+            self._out.append(CancelTimer(att.timer))
+        if att.start_ms is None:
+            return  # it was still waiting: the queue drops it when it comes to its turn
+        slots = self._agents[att.prun.cp.agent_ids[att.step]]
+        slots.busy -= 1
+        queue = slots.queue
+        while queue and (slots.capacity is None or slots.busy < slots.capacity):
+            nxt = queue.popleft()
+            if nxt.live:
+                slots.busy += 1
+                self._begin(nxt, now)
+
+    def _fail_attempt(self, att: Attempt, now: float, outcome: str, error: str,
+                      retryable: bool) -> None:
+        """§3.4/3.5: retry after the backoff, or fail the step and skip its dependents."""
+        self._end_attempt(att, now, outcome, error)
+        pr = att.prun
+        cp = pr.cp
+        i = att.step
+        if self._events:
+            job = _job_id(att)
+            self._emit("queue:failed", att, now, jobId=job, error=error)
+            if outcome == "error":
+                self._emit("agent:error", att, now, jobId=job, error=error)
+        rp = cp.retry[i]
+        k = att.number
+        if (rp is not None and k <= rp[0] and retryable
+                and (rp[5] if outcome == "error" else rp[6])):
+            backoff, strategy = rp[1], rp[2]
+            if strategy == _LINEAR:
+                delay = backoff * k
+            elif strategy == _EXPONENTIAL:
+                delay = backoff * 2.0 ** (k - 1)
+            else:
+                delay = backoff
+            if delay > rp[3]:
+                delay = rp[3]
+            if rp[4]:
+                delay *= 1.0 - rp[4] + 2.0 * rp[4] * self._rng.random()
+            if self._events:
+                self._emit("step:retrying", att, now, jobId=_job_id(att), attempt=k + 1,
+                           delayMs=delay, error=error)
+            if delay > 0:
+                pr.state[i] = BACKING_OFF
+                pr.current[i] = self._timer(now + delay, _RETRY, (pr, i, k + 1))
+            else:
+                self._launch(pr, i, k + 1, now)
+            return
+        sid = cp.step_ids[i]
+        pr.state[i] = FAILED
+        pr.current[i] = None
+        pr.errors[sid] = error
+        pr.busy -= 1
+        pr.left -= 1
+        pr.failed = True
+        if self._events:
+            self._emit("step:failed", att, now, jobId=_job_id(att), attempt=k,
+                       outcome=outcome, error=error)
+        if cp.fail_fast:
+            self._finish_plan(pr, now, "failed",
+                              f"cancelled: step '{sid}' failed and the plan is failFast")
+            return
+        self._skip_dependents(pr, i, now)
+        if pr.left == 0:
+            self._finish_plan(pr, now, "failed")
+        elif pr.ready:
+            self._pump(pr, now)
+
+    def _skip_dependents(self, pr: PlanRun, failed: int, now: float) -> None:
+        cp, state = pr.cp, pr.state
+        cause = cp.step_ids[failed]
+        stack = list(reversed(cp.dependents[failed]))
+        while stack:
+            j = stack.pop()
+            if state[j] != PENDING:
+                continue
+            state[j] = SKIPPED
+            pr.left -= 1
+            sid = cp.step_ids[j]
+            pr.errors[sid] = f"skipped: dependency '{cause}' did not succeed"
+            if self._events:
+                self._out.append(Emit("step:skipped", {
+                    "planId": cp.id, "stepId": sid, "agentId": cp.agent_ids[j],
+                    "dependencyId": cause, "runId": pr.run.run_id,
+                    "timeMs": now - pr.run.start_ms}))
+            stack.extend(reversed(cp.dependents[j]))
+
+    def _finish_plan(self, pr: PlanRun, now: float, status: str, reason: str | None = None,
+                     fallback: bool = True) -> None:
+        """§3.6–3.8: cancel what is unfinished, then run the fallback or finish the run."""
+        cp, run = pr.cp, pr.run
+        if status == "timed_out":
+            reason = f"cancelled: Orchestration plan {cp.id} timed out"
+        if pr.left:
+            for i, cur in enumerate(pr.current):
+                if cur is None:
+                    continue
+                if isinstance(cur, Timer):  # a waiting retry is dropped
+                    cur.live = False
+                    self._out.append(CancelTimer(cur))
+                else:
+                    if cur.start_ms is not None:
+                        self._out.append(CancelAttempt(cur))
+                    self._end_attempt(cur, now, "cancelled", reason)
+                pr.current[i] = None
+            state = pr.state
+            for i in range(cp.n):
+                if state[i] not in _TERMINAL:
+                    state[i] = CANCELLED
+                    pr.errors[cp.step_ids[i]] = reason or "cancelled"
+            pr.left = 0
+        if pr.deadline is not None:
+            pr.deadline.live = False
+            self._out.append(CancelTimer(pr.deadline))
+            pr.deadline = None
+        pr.status = status
+        pr.end_ms = now
+        if self._events:
+            self._out.append(Emit("plan:completed", {
+                "planId": cp.id, "runId": run.run_id, "status": status,
+                "success": status == "succeeded", "duration": now - pr.start_ms,
+                "timeMs": now - run.start_ms}))
+        if status != "succeeded" and fallback and cp.fallback is not None:
+            if self._events:
+                self._out.append(Emit("plan:fallback", {
+                    "planId": cp.id, "fallbackPlanId": cp.fallback.id, "runId": run.run_id,
+                    "timeMs": now - run.start_ms}))
+            self._start_plan(run, cp.fallback, now)
+            return
+        run.status = status
+        run.end_ms = now
+        self._out.append(FinishRun(run))
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _timer(self, at: float, kind: int, target: Any) -> Timer:
+        timer = Timer(at, kind, target)
+        self._out.append(StartTimer(timer))
+        return timer
+
+    def _emit(self, event: str, att: Attempt, now: float, **extra: Any) -> None:
+        pr = att.prun
+        payload = {"planId": pr.cp.id, "stepId": pr.cp.step_ids[att.step],
+                   "agentId": pr.cp.agent_ids[att.step], "runId": pr.run.run_id,
+                   "timeMs": now - pr.run.start_ms}
+        payload.update(extra)
+        self._out.append(Emit(event, payload))
+
+
+def _job_id(att: Attempt) -> str:
+    return f"{att.run.run_id}:{att.prun.cp.id}:{att.prun.cp.step_ids[att.step]}:{att.number}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:g}"

@@ -1,0 +1,40 @@
+"""The one exception hierarchy of orchkit.
+
+    OrchkitError
+    ├── PlanValidationError (also ValueError)   a plan, a model file or a workload is wrong
+    ├── PlanTimeoutError                        raise_for_status(): the plan's deadline passed
+    ├── PlanFailedError                         raise_for_status(): a step failed
+    └── AgentError                              raised by an agent for one attempt
+
+Every message says what is wrong, where (plan, step) and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class OrchkitError(Exception):
+    """Root of every error orchkit raises on purpose."""
+
+
+class PlanValidationError(OrchkitError, ValueError):
+    """A plan (or agent model, or workload) is invalid; raised before anything runs."""
+
+
+class PlanTimeoutError(OrchkitError):
+    """The plan's ``timeout`` passed before it finished (message: ``Orchestration plan X timed out``)."""
+
+
+class PlanFailedError(OrchkitError):
+    """At least one step of the plan failed."""
+
+
+class AgentError(OrchkitError):
+    """An agent could not serve one attempt.
+
+    ``retryable=False`` marks a permanent failure (e.g. invalid input): the step fails at
+    once, whatever its retry policy says.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable

@@ -1,0 +1,386 @@
+"""The plan format (SPEC §2): pydantic models at the edge, camelCase on disk, ms everywhere.
+
+Validation happens here, before anything runs; every failure is a ``PlanValidationError``
+whose message names the plan, the step and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from ._errors import PlanValidationError
+
+MAX_FALLBACK_DEPTH = 16
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class RetryPolicy(_Model):
+    """When and how a failed attempt is tried again (SPEC §3.4). Times in ms."""
+
+    max_retries: int = Field(ge=0)
+    backoff_ms: float = Field(ge=0)
+    strategy: Literal["linear", "exponential", "fixed"] = "linear"
+    max_backoff_ms: float | None = Field(default=None, ge=0)
+    jitter: float = Field(default=0.0, ge=0.0, le=1.0)
+    retry_on: tuple[Literal["error", "timeout"], ...] = ("error", "timeout")
+
+    def delay_ms(self, failed_attempt: int, uniform: float = 0.5) -> float:
+        """Delay before attempt ``failed_attempt + 1``; ``uniform`` in [0, 1) drives the jitter."""
+        k = failed_attempt
+        if self.strategy == "linear":
+            d = self.backoff_ms * k
+        elif self.strategy == "exponential":
+            d = self.backoff_ms * 2.0 ** (k - 1)
+        else:
+            d = self.backoff_ms
+        if self.max_backoff_ms is not None and d > self.max_backoff_ms:
+            d = self.max_backoff_ms
+        if self.jitter:
+            d *= 1.0 - self.jitter + 2.0 * self.jitter * uniform
+        return d
+
+
+class Step(_Model):
+    """One call of ``action`` on agent ``agent_id``. ``timeout_ms`` limits one attempt."""
+
+    id: str = Field(min_length=1)
+    agent_id: str = Field(min_length=1)
+    action: str = Field(min_length=1)
+    input: Any = Field(default_factory=dict)
+    dependencies: tuple[str, ...] = ()
+    retry_policy: RetryPolicy | None = None
+    timeout_ms: float | None = Field(default=None, gt=0, alias="timeout")
+
+
+class Plan(_Model):
+    """A DAG of steps with a deadline (``timeout_ms``) and an optional fallback plan.
+
+    Load with ``Plan.load(path)`` (JSON or YAML) or ``Plan.model_validate(dict)`` (camelCase,
+    as in the seed); write with ``save(path)`` or ``to_dict(compat=None | "seed")``.
+    """
+
+    id: str = Field(min_length=1)
+    steps: tuple[Step, ...] = Field(min_length=1)
+    parallel: bool = False
+    timeout_ms: float | None = Field(default=None, gt=0, alias="timeout")
+    fallback_plan: Plan | None = None
+    max_concurrency: int | None = Field(default=None, ge=1)
+    fail_fast: bool = False
+
+    def __init__(self, **data: Any):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _translate(exc, data) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Plan:  # type: ignore[override]
+        """Validate a dict (camelCase or snake_case keys); raises ``PlanValidationError``."""
+        if isinstance(obj, Plan):
+            return obj
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise _translate(exc, obj) from None
+
+    @classmethod
+    def model_validate_json(cls, data: str | bytes, **kwargs: Any) -> Plan:  # type: ignore[override]
+        return cls.from_text(data if isinstance(data, str) else data.decode(), "json")
+
+    @classmethod
+    def from_text(cls, text: str, fmt: Literal["json", "yaml"] = "json", source: str = "<text>") -> Plan:
+        """Parse a plan from JSON or YAML text."""
+        try:
+            data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise PlanValidationError(
+                f"{source}: not valid {fmt.upper()}: {exc}. Fix the syntax and load it again."
+            ) from None
+        if not isinstance(data, dict):
+            raise PlanValidationError(
+                f"{source}: a plan must be a {fmt.upper()} object with 'id' and 'steps', "
+                f"got {type(data).__name__}"
+            )
+        return cls.model_validate(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        """Read a plan from a ``.json``, ``.yaml`` or ``.yml`` file."""
+        path = Path(path)
+        fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PlanValidationError(f"cannot read plan file {path}: {exc.strerror}") from None
+        return cls.from_text(text, fmt, str(path))
+
+    def save(self, path: str | Path, *, compat: Literal["seed"] | None = None) -> None:
+        """Write the plan as JSON (or YAML for a ``.yaml``/``.yml`` path)."""
+        path = Path(path)
+        data = self.to_dict(compat=compat)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        else:
+            path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+    def to_dict(self, *, compat: Literal["seed"] | None = None) -> dict[str, Any]:
+        """The plan in its on-disk (camelCase, ms) form.
+
+        ``compat="seed"`` keeps only the fields the seed's TypeScript orchestrator reads and
+        warns (``SeedCompatWarning``) with the list of extension fields it dropped.
+        """
+        if compat is None:
+            return _dump_plan(self)
+        if compat != "seed":
+            raise ValueError(f"compat must be None or 'seed', got {compat!r}")
+        dropped: list[str] = []
+        data = _dump_seed(self, dropped)
+        if dropped:
+            warnings.warn(
+                "the seed's orchestrator ignores these extension fields, dropped from the "
+                "export: " + ", ".join(dropped),
+                SeedCompatWarning,
+                stacklevel=2,
+            )
+        return data
+
+    def seed_dropped_fields(self) -> list[str]:
+        """The extension fields that ``to_dict(compat="seed")`` would drop."""
+        dropped: list[str] = []
+        _dump_seed(self, dropped)
+        return dropped
+
+    def chain(self) -> list[Plan]:
+        """This plan followed by its fallback plans, in the order they would run."""
+        out, plan = [], self
+        while plan is not None:
+            out.append(plan)
+            plan = plan.fallback_plan
+        return out
+
+    @model_validator(mode="after")
+    def _check_graph(self) -> Plan:
+        _check_graph(self)
+        return self
+
+
+class SeedCompatWarning(UserWarning):
+    """An export for the seed's orchestrator dropped extension fields."""
+
+
+# ---------------------------------------------------------------- export
+
+
+def _dump_plan(plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": plan.id, "steps": [_dump_step(s) for s in plan.steps],
+                           "parallel": plan.parallel}
+    if plan.timeout_ms is not None:
+        out["timeout"] = _num(plan.timeout_ms)
+    if plan.max_concurrency is not None:
+        out["maxConcurrency"] = plan.max_concurrency
+    if plan.fail_fast:
+        out["failFast"] = True
+    if plan.fallback_plan is not None:
+        out["fallbackPlan"] = _dump_plan(plan.fallback_plan)
+    return out
+
+
+def _dump_step(step: Step) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": step.id, "agentId": step.agent_id, "action": step.action,
+                           "input": step.input}
+    if step.dependencies:
+        out["dependencies"] = list(step.dependencies)
+    if step.retry_policy is not None:
+        rp = step.retry_policy.model_dump(by_alias=True, exclude_defaults=True)
+        rp = {"maxRetries": step.retry_policy.max_retries,
+              "backoffMs": _num(step.retry_policy.backoff_ms), **rp}
+        if "retryOn" in rp:
+            rp["retryOn"] = list(rp["retryOn"])
+        out["retryPolicy"] = {k: _num(v) for k, v in rp.items()}
+    if step.timeout_ms is not None:
+        out["timeout"] = _num(step.timeout_ms)
+    return out
+
+
+def _dump_seed(plan: Plan, dropped: list[str]) -> dict[str, Any]:
+    full = _dump_plan(plan)
+    for key in ("maxConcurrency", "failFast"):
+        if full.pop(key, None) is not None:
+            dropped.append(f"plan '{plan.id}': {key}")
+    full.pop("fallbackPlan", None)
+    for step in full["steps"]:
+        if step.pop("timeout", None) is not None:
+            dropped.append(f"plan '{plan.id}' step '{step['id']}': timeout")
+        rp = step.get("retryPolicy")
+        if rp:
+            for key in [k for k in rp if k not in ("maxRetries", "backoffMs")]:
+                dropped.append(f"plan '{plan.id}' step '{step['id']}': retryPolicy.{key}")
+                del rp[key]
+    if plan.fallback_plan is not None:
+        full["fallbackPlan"] = _dump_seed(plan.fallback_plan, dropped)
+    return full
+
+
+def _num(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_graph(plan: Plan) -> None:
+    ids = [s.id for s in plan.steps]
+    seen: set[str] = set()
+    for s in plan.steps:
+        if s.id in seen:
+            raise PlanValidationError(
+                f"plan '{plan.id}': step id '{s.id}' is used by more than one step; "
+                "give every step a unique id"
+            )
+        seen.add(s.id)
+    for s in plan.steps:
+        for dep in s.dependencies:
+            if dep == s.id:
+                raise PlanValidationError(
+                    f"plan '{plan.id}': step '{s.id}' depends on itself; remove '{dep}' "
+                    "from its dependencies"
+                )
+            if dep not in seen:
+                hint = difflib.get_close_matches(dep, ids, n=1)
+                fix = f" Did you mean '{hint[0]}'?" if hint else ""
+                raise PlanValidationError(
+                    f"plan '{plan.id}': step '{s.id}' depends on '{dep}', which is not a step "
+                    f"of this plan (steps: {', '.join(ids)}).{fix}"
+                )
+    cycle = _find_cycle(plan)
+    if cycle:
+        raise PlanValidationError(
+            f"plan '{plan.id}': steps form a cycle {' -> '.join(cycle)}; remove one of these "
+            "dependencies"
+        )
+    depth = len(plan.chain())
+    if depth > MAX_FALLBACK_DEPTH + 1:
+        raise PlanValidationError(
+            f"plan '{plan.id}': fallback chain is {depth - 1} plans deep; at most "
+            f"{MAX_FALLBACK_DEPTH} fallback plans may follow a plan"
+        )
+
+
+def _find_cycle(plan: Plan) -> list[str] | None:
+    deps = {s.id: s.dependencies for s in plan.steps}
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    for root in deps:
+        if state.get(root):
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = [root]
+        state[root] = 1
+        while stack:
+            node, i = stack[-1]
+            if i < len(deps[node]):
+                stack[-1] = (node, i + 1)
+                nxt = deps[node][i]
+                if state.get(nxt) == 1:
+                    # nxt is a dependency of node: execution order is nxt ... -> node -> nxt
+                    loop = path[path.index(nxt):] + [nxt]
+                    return loop[::-1]
+                if not state.get(nxt):
+                    state[nxt] = 1
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                state[node] = 2
+                stack.pop()
+                path.pop()
+    return None
+
+
+_FIELD_ALIASES = {
+    "Plan": ["id", "steps", "parallel", "timeout", "fallbackPlan", "maxConcurrency", "failFast"],
+    "Step": ["id", "agentId", "action", "input", "dependencies", "retryPolicy", "timeout"],
+    "RetryPolicy": ["maxRetries", "backoffMs", "strategy", "maxBackoffMs", "jitter", "retryOn"],
+}
+
+_FIXES = {
+    "greater_than": "use a number > {gt}",
+    "greater_than_equal": "use a number >= {ge}",
+    "less_than_equal": "use a number <= {le}",
+    "too_short": "it must not be empty",
+    "literal_error": "use one of {expected}",
+}
+
+
+def _translate(exc: ValidationError, raw: Any) -> PlanValidationError:
+    """Turn pydantic's errors into one message naming plan, step, field and fix."""
+    lines = []
+    for err in exc.errors():
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, PlanValidationError):
+            return ctx_err
+        lines.append(_describe(err, raw))
+    plan_id = raw.get("id") if isinstance(raw, dict) else None
+    head = f"invalid plan '{plan_id}'" if isinstance(plan_id, str) else "invalid plan"
+    return PlanValidationError(head + ":\n  " + "\n  ".join(lines))
+
+
+def _describe(err: dict[str, Any], raw: Any) -> str:
+    loc = err["loc"]
+    where: list[str] = []
+    # walk the raw data along the error's location to name its plan and step
+    node, kind, i = raw, "Plan", 0
+    plan_label = step_label = None
+    field = None
+    while i < len(loc):
+        part = loc[i]
+        if kind == "Plan":
+            plan_label = node.get("id") if isinstance(node, dict) else None
+            if part == "steps" and i + 1 < len(loc) and isinstance(loc[i + 1], int):
+                steps = node.get("steps") if isinstance(node, dict) else None
+                idx = loc[i + 1]
+                step = steps[idx] if isinstance(steps, list) and idx < len(steps) else None
+                sid = step.get("id") if isinstance(step, dict) else None
+                step_label = f"'{sid}'" if isinstance(sid, str) else f"#{idx + 1}"
+                node, kind, i = step, "Step", i + 2
+                continue
+            if part == "fallbackPlan" and isinstance(node, dict):
+                node, i = node.get("fallbackPlan"), i + 1
+                step_label = None
+                continue
+        if kind == "Step" and part == "retryPolicy" and i + 1 < len(loc):
+            node, kind, i = (node or {}).get("retryPolicy"), "RetryPolicy", i + 1
+            continue
+        field = part
+        break
+    if plan_label is not None:
+        where.append(f"plan '{plan_label}'")
+    if step_label is not None:
+        where.append(f"step {step_label}")
+    if kind == "RetryPolicy":
+        where.append("retryPolicy")
+    prefix = " ".join(where) + ": " if where else ""
+    etype = err["type"]
+    if etype == "extra_forbidden":
+        valid = _FIELD_ALIASES[kind]
+        hint = difflib.get_close_matches(str(field), valid, n=1)
+        fix = f"did you mean '{hint[0]}'? " if hint else ""
+        return f"{prefix}unknown field '{field}': {fix}(valid fields: {', '.join(valid)})"
+    if etype == "missing":
+        return f"{prefix}missing required field '{field}'"
+    name = f"'{field}'" if field is not None else "value"
+    fix = _FIXES.get(etype)
+    ctx = err.get("ctx") or {}
+    fix_text = "; " + fix.format(**ctx) if fix else ""
+    return f"{prefix}{name} {err['msg'].lower()} (got {err.get('input')!r}){fix_text}"

@@ -1,0 +1,116 @@
+"""``RunResult``: what a run (live or simulated) returns, and the spans frame (SPEC §3.9, §4.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pandas as pd
+
+from ._core import Run
+from ._errors import PlanFailedError, PlanTimeoutError
+
+SPAN_COLUMNS = ["run_id", "plan_id", "step_id", "agent_id", "action", "attempt",
+                "queued_ms", "start_ms", "end_ms", "outcome", "error"]
+_STEP_STATES = ["pending", "running", "backing_off", "succeeded", "failed", "skipped",
+                "cancelled"]
+
+
+def span_rows(run: Run, origin_ms: float) -> Iterable[tuple]:
+    """One tuple per attempt of ``run`` (SPAN_COLUMNS), times in ms from ``origin_ms``."""
+    rid = run.run_id
+    for a in run.attempts:
+        cp = a.prun.cp
+        i = a.step
+        yield (rid, cp.id, cp.step_ids[i], cp.agent_ids[i], cp.actions[i], a.number,
+               a.queued_ms - origin_ms,
+               float("nan") if a.start_ms is None else a.start_ms - origin_ms,
+               float("nan") if a.end_ms is None else a.end_ms - origin_ms,
+               a.outcome, a.error)
+
+
+def spans_frame(rows: Iterable[tuple]) -> pd.DataFrame:
+    """The spans DataFrame (one row per attempt) from ``span_rows`` tuples."""
+    df = pd.DataFrame.from_records(list(rows), columns=SPAN_COLUMNS)
+    return df.astype({"attempt": "int64", "queued_ms": "float64", "start_ms": "float64",
+                      "end_ms": "float64"})
+
+
+@dataclass(eq=False)
+class RunResult:
+    """The result of one run: never raises for step failures (call ``raise_for_status``).
+
+    - ``status``: "succeeded" | "failed" | "timed_out" (of the last plan of the chain)
+    - ``results``: step id -> AgentResponse, ``errors``: step id -> message, for every step
+      of the last plan that did not succeed (failed, skipped or cancelled)
+    - ``step_states``: step id -> "succeeded" | "failed" | "skipped" | "cancelled"
+    - ``duration_ms``: from the run's start to its end, fallbacks included
+    - ``fallback_chain``: [{"plan_id", "status"}] for every plan tried, in order
+    - ``spans``: one row per attempt (columns in ``orchkit.SPAN_COLUMNS``), times in ms
+      from the run's start
+    """
+
+    run_id: Any
+    plan_id: str
+    status: str
+    results: dict[str, Any]
+    errors: dict[str, str]
+    step_states: dict[str, str]
+    duration_ms: float
+    fallback_chain: list[dict[str, str]]
+    _run: Run = field(repr=False)
+    _spans: pd.DataFrame | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_run(cls, run: Run) -> RunResult:
+        last = run.plans[-1]
+        cp = last.cp
+        return cls(
+            run_id=run.run_id,
+            plan_id=cp.id,
+            status=run.status or "failed",
+            results=dict(last.results),
+            errors=dict(last.errors),
+            step_states={sid: _STEP_STATES[s] for sid, s in zip(cp.step_ids, last.state)},
+            duration_ms=(run.end_ms or run.start_ms) - run.start_ms,
+            fallback_chain=[{"plan_id": p.cp.id, "status": p.status or "failed"} for p in run.plans],
+            _run=run,
+        )
+
+    @property
+    def success(self) -> bool:
+        """True if the last plan of the chain succeeded."""
+        return self.status == "succeeded"
+
+    @property
+    def spans(self) -> pd.DataFrame:
+        """One row per attempt: run_id, plan_id, step_id, agent_id, action, attempt,
+        queued_ms, start_ms, end_ms (ms from the run's start), outcome, error."""
+        if self._spans is None:
+            self._spans = spans_frame(span_rows(self._run, self._run.start_ms))
+        return self._spans
+
+    @property
+    def error(self) -> str | None:
+        """The plan-level message (as the seed's), or None if the run succeeded."""
+        if self.status == "succeeded":
+            return None
+        if self.status == "timed_out":
+            return f"Orchestration plan {self.plan_id} timed out"
+        failed = [f"{sid}: {msg}" for sid, msg in self.errors.items()
+                  if self.step_states.get(sid) == "failed"]
+        return f"Orchestration plan {self.plan_id} failed: " + "; ".join(failed or ["no step succeeded"])
+
+    def raise_for_status(self) -> RunResult:
+        """Raise ``PlanTimeoutError`` or ``PlanFailedError`` unless the run succeeded."""
+        if self.status == "timed_out":
+            raise PlanTimeoutError(self.error)
+        if self.status != "succeeded":
+            raise PlanFailedError(self.error)
+        return self
+
+    def __repr__(self) -> str:
+        chain = " -> ".join(f"{p['plan_id']}:{p['status']}" for p in self.fallback_chain)
+        return (f"RunResult(plan_id={self.plan_id!r}, status={self.status!r}, "
+                f"duration_ms={self.duration_ms:.1f}, steps={len(self.step_states)}, "
+                f"attempts={len(self._run.attempts)}, chain={chain!r})")
