@@ -315,9 +315,9 @@ _FIELD_ALIASES = {
 }
 
 _FIXES = {
-    "greater_than": "use a number > {gt}",
-    "greater_than_equal": "use a number >= {ge}",
-    "less_than_equal": "use a number <= {le}",
+    "greater_than": "use a number > {gt:g}",
+    "greater_than_equal": "use a number >= {ge:g}",
+    "less_than_equal": "use a number <= {le:g}",
     "too_short": "it must not be empty",
     "literal_error": "use one of {expected}",
 }
@@ -326,10 +326,13 @@ _FIXES = {
 def _translate(exc: ValidationError, raw: Any) -> PlanValidationError:
     """Turn pydantic's errors into one message naming plan, step, field and fix."""
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors:
         ctx_err = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_err, PlanValidationError):
             return ctx_err
+        if err["type"] == "too_short" and len(errors) > 1:
+            continue  # pydantic's echo of a failed item, not a second problem
         lines.append(_describe(err, raw))
     plan_id = raw.get("id") if isinstance(raw, dict) else None
     head = f"invalid plan '{plan_id}'" if isinstance(plan_id, str) else "invalid plan"

@@ -1,0 +1,154 @@
+"""The simulated runtime: a thin SimPy driver around the same scheduling core.
+
+Agents are replaced by their models (§4.1): when the core starts an attempt, the driver
+draws its latency and outcome from the run's own ``random.Random`` and schedules the
+matching fact on the SimPy clock. Times are simulated ms.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+import simpy
+
+from ._agent import AgentResponse
+from ._core import (CompiledPlan, Emit, FinishRun, Run, Scheduler, StartAttempt, StartTimer,
+                    compile_plan)
+from ._live import EventBus
+from ._models import AgentModels
+from ._plan import Plan
+from ._result import RunResult
+
+BLOCK = 64  # runs share one rng seeding per block of BLOCK run indexes (see run_rng)
+
+
+def run_rng(seed: int, block: int) -> random.Random:
+    """The rng of block ``block`` of a study with ``seed``: runs ``block*BLOCK ..`` draw from it
+    in order, so results do not depend on how runs are split into chunks (§4.3)."""
+    return random.Random((abs(int(seed)) << 40) ^ (block << 1) ^ (1 if seed < 0 else 0))
+
+
+def as_models(models: AgentModels | str | Path | dict) -> AgentModels:
+    """Accept an ``AgentModels``, a path to a YAML/JSON file or a dict."""
+    if isinstance(models, AgentModels):
+        return models
+    if isinstance(models, dict):
+        return AgentModels.from_dict(models)
+    return AgentModels.load(models)
+
+
+class SimDriver:
+    """Carries out the core's actions on a SimPy environment."""
+
+    def __init__(self, env: simpy.Environment, core: Scheduler, models: AgentModels,
+                 bus: EventBus | None = None, responses: bool = True):
+        self.env = env
+        self.core = core
+        self.models = models
+        self.bus = bus
+        self.responses = responses
+        self.finished: list[Run] = []
+        self._steps: dict[CompiledPlan, list[tuple]] = {}
+
+    def _compile(self, cp: CompiledPlan) -> list[tuple]:
+        out = []
+        for i in range(cp.n):
+            agent_id, action = cp.agent_ids[i], cp.actions[i]
+            response = (AgentResponse(action=action, confidence=1.0,
+                                      reasoning=f"simulated by the model of agent '{agent_id}'")
+                        if self.responses else None)
+            out.append((self.models.resolve(agent_id, action).draw, response,
+                        f"simulated error: agent '{agent_id}' action '{action}' failed"))
+        self._steps[cp] = out
+        return out
+
+    def apply(self, actions: list[Any]) -> None:
+        env = self.env
+        for action in actions:
+            kind = type(action)
+            if kind is StartAttempt:
+                att = action.attempt
+                cp = att.prun.cp
+                steps = self._steps.get(cp) or self._compile(cp)
+                draw, response, error = steps[att.step]
+                latency, outcome = draw(att.run.context)
+                if outcome == "hang":
+                    continue  # never returns: only a timeout or the deadline ends it
+                ev = env.timeout(latency)
+                if outcome == "ok":
+                    ev.callbacks.append(lambda _e, a=att, r=response: self.apply(
+                        self.core.attempt_succeeded(a, self.env.now, r)))
+                else:
+                    ev.callbacks.append(lambda _e, a=att, m=error: self.apply(
+                        self.core.attempt_failed(a, self.env.now, m)))
+            elif kind is StartTimer:
+                timer = action.timer
+                ev = env.timeout(max(0.0, timer.at_ms - env.now))
+                ev.callbacks.append(lambda _e, t=timer: self.apply(
+                    self.core.timer_fired(t, self.env.now)))
+            elif kind is Emit:
+                if self.bus is not None:
+                    self.bus.emit(action.event, action.payload)
+            elif kind is FinishRun:
+                self.finished.append(action.run)
+            # CancelAttempt / CancelTimer: nothing to undo, the core ignores stale facts
+
+    def finish_hung(self, runs: list[Run]) -> None:
+        """Runs still open when no event is left hung forever: end them as failed."""
+        for run in runs:
+            if run.status is None:
+                self.apply(self.core.abort(run, self.env.now,
+                                           "never finished: an attempt hung and no step "
+                                           "timeout or plan timeout ends it"))
+
+
+def simulate(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,
+             seed: int = 0, *, bus: EventBus | None = None) -> RunResult:
+    """Run ``plan`` once in simulated time against agent ``models``; ms from the run's start.
+
+    Emits the live runtime's events, with simulated times, on ``bus`` if given. The same
+    seed gives the same result.
+    """
+    plan = _as_plan(plan)
+    models = as_models(models)
+    models.check_plan(plan)
+    rng = run_rng(seed, 0)
+    env = simpy.Environment()
+    core = Scheduler(models.capacity, rng)
+    driver = SimDriver(env, core, models, bus)
+    run, actions = core.submit(compile_plan(plan), 0.0, 0, rng)
+    driver.apply(actions)
+    env.run()
+    driver.finish_hung([run])
+    return RunResult.from_run(run)
+
+
+def _as_plan(plan: Plan | dict | str | Path) -> Plan:
+    if isinstance(plan, (str, Path)):
+        return Plan.load(plan)
+    return Plan.model_validate(plan)
+
+
+def simulate_runs(cp: CompiledPlan, models: AgentModels, seed: int, start: int, stop: int,
+                  sink: Callable[[Run], None]) -> None:
+    """Simulate independent runs ``start..stop`` (each alone, from t = 0), feeding each
+    finished run to ``sink``. ``start`` must be a multiple of BLOCK."""
+    if start % BLOCK:
+        raise ValueError(f"start must be a multiple of {BLOCK}")
+    driver = SimDriver(None, None, models, responses=False)  # type: ignore[arg-type]
+    capacity = models.capacity
+    rng = None
+    for i in range(start, stop):
+        if i % BLOCK == 0 or rng is None:
+            rng = run_rng(seed, i // BLOCK)
+        env = simpy.Environment()
+        core = Scheduler(capacity, rng, events=False)
+        driver.env, driver.core = env, core
+        run, actions = core.submit(cp, 0.0, i, rng)
+        driver.apply(actions)
+        env.run()
+        if run.status is None:
+            driver.finish_hung([run])
+        sink(run)

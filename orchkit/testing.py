@@ -1,0 +1,107 @@
+"""Test doubles for users testing their own plans: a scripted agent.
+
+    from orchkit.testing import ScriptedAgent, Ok, Fail, Hang, Garbage
+
+    agent = ScriptedAgent("learning-agent-123", {
+        "fetch_external_data": [Fail(10), Fail(10), Ok(30)],  # fail twice, then succeed in 30 ms
+        "predict_with_ml": [Hang()],                           # never returns: only a timeout ends it
+    }, default=Ok(5))
+
+A script maps a step id, an action or ``"*"`` (looked up in that order) to the outcomes of
+successive attempts; when a list runs out, ``default`` applies. Every call is recorded in
+``agent.calls``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from ._agent import Agent, AgentResponse
+from ._errors import AgentError
+
+
+@dataclass(frozen=True)
+class Ok:
+    """Succeed after ``latency_ms`` with ``data`` (and ``confidence``)."""
+    latency_ms: float = 0.0
+    data: Any = None
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Raise ``AgentError(message, retryable=retryable)`` after ``latency_ms``."""
+    latency_ms: float = 0.0
+    message: str = "scripted failure"
+    retryable: bool = True
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Never return; only a step timeout, the plan deadline or cancellation ends it."""
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """Return ``value`` (not a valid AgentResponse) after ``latency_ms``."""
+    latency_ms: float = 0.0
+    value: Any = "not a response"
+
+
+@dataclass(frozen=True)
+class Crash:
+    """Raise ``exception`` (not an AgentError) after ``latency_ms``."""
+    latency_ms: float = 0.0
+    exception: BaseException = field(default_factory=lambda: RuntimeError("scripted crash"))
+
+
+Outcome = Ok | Fail | Hang | Garbage | Crash
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call a ScriptedAgent received."""
+    step_id: str
+    action: str
+    attempt: int
+    input: Any
+    outcome: Outcome
+
+
+class ScriptedAgent(Agent):
+    """An agent whose latency and outcome per attempt are given (see the module docstring)."""
+
+    def __init__(self, agent_id: str, script: Mapping[str, Sequence[Outcome]] | None = None, *,
+                 default: Outcome = Ok(), capacity: int | None = None):
+        super().__init__(agent_id, capacity=capacity)
+        self._script = {key: list(outcomes) for key, outcomes in (script or {}).items()}
+        self._used: dict[str, int] = {}
+        self.default = default
+        self.calls: list[Call] = []
+
+    def _next(self, step_id: str, action: str) -> Outcome:
+        for key in (step_id, action, "*"):
+            outcomes = self._script.get(key)
+            if outcomes is not None:
+                i = self._used.get(key, 0)
+                self._used[key] = i + 1
+                return outcomes[i] if i < len(outcomes) else self.default
+        return self.default
+
+    async def process(self, action: str, input: Any, context: dict[str, Any]) -> AgentResponse:
+        outcome = self._next(context["step_id"], action)
+        self.calls.append(Call(context["step_id"], action, context["attempt"], input, outcome))
+        if isinstance(outcome, Hang):
+            await asyncio.Event().wait()
+        if outcome.latency_ms:
+            await asyncio.sleep(outcome.latency_ms / 1000.0)
+        if isinstance(outcome, Fail):
+            raise AgentError(outcome.message, retryable=outcome.retryable)
+        if isinstance(outcome, Garbage):
+            return outcome.value
+        if isinstance(outcome, Crash):
+            raise outcome.exception
+        return AgentResponse(action=action, confidence=outcome.confidence,
+                             reasoning="scripted", data=outcome.data)
