@@ -7,13 +7,18 @@ from ._agent import Agent, AgentResponse
 from ._errors import (AgentError, OrchkitError, PlanFailedError, PlanTimeoutError,
                       PlanValidationError)
 from ._live import EventBus, Orchestrator
+from ._models import ActionModel, AgentModels
 from ._plan import Plan, RetryPolicy, SeedCompatWarning, Step
 from ._result import SPAN_COLUMNS, RunResult
+from ._sim import simulate
+from ._study import RUN_COLUMNS, MonteCarloResult, Summary, Workload, monte_carlo
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Agent", "AgentError", "AgentResponse", "EventBus", "Orchestrator", "OrchkitError", "Plan",
-    "PlanFailedError", "PlanTimeoutError", "PlanValidationError", "RetryPolicy", "RunResult",
-    "SPAN_COLUMNS", "SeedCompatWarning", "Step",
+    "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "EventBus",
+    "MonteCarloResult", "Orchestrator", "OrchkitError", "Plan", "PlanFailedError",
+    "PlanTimeoutError", "PlanValidationError", "RUN_COLUMNS", "RetryPolicy", "RunResult",
+    "SPAN_COLUMNS", "SeedCompatWarning", "Step", "Summary", "Workload", "monte_carlo",
+    "simulate",
 ]

@@ -186,7 +186,8 @@ class Run:
     """One call of ``orchestrate``/``simulate``: a plan and, if it did not succeed, its
     fallbacks. ``plans`` lists the PlanRuns tried; ``attempts`` every attempt, in order."""
 
-    __slots__ = ("run_id", "start_ms", "end_ms", "plans", "attempts", "status", "context")
+    __slots__ = ("run_id", "start_ms", "end_ms", "plans", "attempts", "status", "context",
+                 "retries", "timeouts")
 
     def __init__(self, run_id: Any, now: float, context: Any = None):
         self.run_id = run_id
@@ -196,15 +197,18 @@ class Run:
         self.attempts: list[Attempt] = []
         self.status: str | None = None
         self.context = context  # the driver's own data (a future, an rng...)
+        self.retries = 0  # attempts after a step's first
+        self.timeouts = 0  # attempts that ended in a step timeout
 
 
 class _AgentSlots:
-    __slots__ = ("capacity", "busy", "queue")
+    __slots__ = ("capacity", "busy", "queue", "busy_ms")
 
     def __init__(self, capacity: int | None):
         self.capacity = capacity
-        self.busy = 0
-        self.queue: deque[Attempt] = deque()
+        self.busy = 0  # attempts running now
+        self.queue: deque[Attempt] = deque()  # attempts waiting, FIFO
+        self.busy_ms = 0.0  # total running time of the attempts that ended
 
 
 # ------------------------------------------------------------------ actions
@@ -253,8 +257,8 @@ class FinishRun:
 class Scheduler:
     """The one scheduling core (SPEC §3), shared by every driver.
 
-    ``capacity(agent_id)`` gives an agent's capacity (None: unlimited); ``rng`` draws the
-    backoff jitter; ``events=False`` skips building bus events (Monte-Carlo studies).
+    ``capacity(agent_id)`` gives an agent's capacity (None: unlimited), asked once per
+    agent; ``rng`` (a ``random.Random``) draws the backoff jitter; ``events=False`` skips building bus events (Monte-Carlo studies).
     Each fact method takes the driver's current time in ms and returns the actions to
     carry out, in order.
     """
@@ -262,7 +266,7 @@ class Scheduler:
     def __init__(self, capacity: Callable[[str], int | None] = lambda agent_id: None,
                  rng: random.Random | None = None, *, events: bool = True):
         self._capacity = capacity
-        self._rng = rng if rng is not None else random.Random(0)
+        self.rng = rng if rng is not None else random.Random(0)
         self._events = events
         self._agents: dict[str, _AgentSlots] = {}
         self._out: list[Any] = []
@@ -350,6 +354,10 @@ class Scheduler:
             self._finish_plan(run.plans[-1], now_ms, "failed", reason, fallback=False)
         return out
 
+    def busy_ms(self) -> dict[str, float]:
+        """Per agent: total ms its attempts spent running (ended attempts only)."""
+        return {agent_id: slots.busy_ms for agent_id, slots in self._agents.items()}
+
     # -- rules ------------------------------------------------------------------------
 
     def _start_plan(self, run: Run, cp: CompiledPlan, now: float) -> None:
@@ -373,9 +381,12 @@ class Scheduler:
 
     def _launch(self, pr: PlanRun, i: int, number: int, now: float) -> None:
         """Queue attempt ``number`` of step ``i`` at its agent (§3.3a)."""
-        att = Attempt(pr.run, pr, i, number, now)
+        run = pr.run
+        att = Attempt(run, pr, i, number, now)
         pr.current[i] = att
-        pr.run.attempts.append(att)
+        run.attempts.append(att)
+        if number > 1:
+            run.retries += 1
         cp = pr.cp
         t = cp.timeout_ms[i]
         if t is not None:
@@ -386,16 +397,22 @@ class Scheduler:
             slots = self._agents[agent_id] = _AgentSlots(self._capacity(agent_id))
         if slots.capacity is None or slots.busy < slots.capacity:
             slots.busy += 1
-            self._begin(att, now)
+            att.start_ms = now
+            if self._events:
+                self._emit_started(att, now)
+            self._out.append(StartAttempt(att))
         else:
             slots.queue.append(att)
 
     def _begin(self, att: Attempt, now: float) -> None:
         att.start_ms = now
         if self._events:
-            self._emit("step:started", att, now, jobId=_job_id(att), attempt=att.number,
-                       queuedMs=att.queued_ms - att.run.start_ms)
+            self._emit_started(att, now)
         self._out.append(StartAttempt(att))
+
+    def _emit_started(self, att: Attempt, now: float) -> None:
+        self._emit("step:started", att, now, jobId=_job_id(att), attempt=att.number,
+                   queuedMs=att.queued_ms - att.run.start_ms)
 
     def _end_attempt(self, att: Attempt, now: float, outcome: str, error: str | None) -> None:
         """Record the attempt's end; free its agent slot for the next queued attempt."""
@@ -410,6 +427,7 @@ class Scheduler:
             return  # it was still waiting: the queue drops it when it comes to its turn
         slots = self._agents[att.prun.cp.agent_ids[att.step]]
         slots.busy -= 1
+        slots.busy_ms += now - att.start_ms
         queue = slots.queue
         while queue and (slots.capacity is None or slots.busy < slots.capacity):
             nxt = queue.popleft()
@@ -424,6 +442,8 @@ class Scheduler:
         pr = att.prun
         cp = pr.cp
         i = att.step
+        if outcome == "timeout":
+            att.run.timeouts += 1
         if self._events:
             job = _job_id(att)
             self._emit("queue:failed", att, now, jobId=job, error=error)
@@ -443,7 +463,7 @@ class Scheduler:
             if delay > rp[3]:
                 delay = rp[3]
             if rp[4]:
-                delay *= 1.0 - rp[4] + 2.0 * rp[4] * self._rng.random()
+                delay *= 1.0 - rp[4] + 2.0 * rp[4] * self.rng.random()
             if self._events:
                 self._emit("step:retrying", att, now, jobId=_job_id(att), attempt=k + 1,
                            delayMs=delay, error=error)

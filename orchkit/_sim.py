@@ -132,23 +132,32 @@ def _as_plan(plan: Plan | dict | str | Path) -> Plan:
 
 
 def simulate_runs(cp: CompiledPlan, models: AgentModels, seed: int, start: int, stop: int,
-                  sink: Callable[[Run], None]) -> None:
+                  sink: Callable[[Run], None]) -> dict[str, float]:
     """Simulate independent runs ``start..stop`` (each alone, from t = 0), feeding each
-    finished run to ``sink``. ``start`` must be a multiple of BLOCK."""
+    finished run to ``sink``; returns each agent's total running time in ms. ``start``
+    must be a multiple of BLOCK."""
     if start % BLOCK:
         raise ValueError(f"start must be a multiple of {BLOCK}")
-    driver = SimDriver(None, None, models, responses=False)  # type: ignore[arg-type]
-    capacity = models.capacity
-    rng = None
+    capacities = {a: models.capacity(a) for a in _agent_ids(cp)}
+    env = simpy.Environment()
+    core = Scheduler(capacities.__getitem__, None, events=False)
+    driver = SimDriver(env, core, models, responses=False)
     for i in range(start, stop):
-        if i % BLOCK == 0 or rng is None:
-            rng = run_rng(seed, i // BLOCK)
-        env = simpy.Environment()
-        core = Scheduler(capacity, rng, events=False)
-        driver.env, driver.core = env, core
-        run, actions = core.submit(cp, 0.0, i, rng)
+        if i % BLOCK == 0 or i == start:
+            core.rng = run_rng(seed, i // BLOCK)
+        env._now = 0.0  # each run alone from t = 0: the queue is empty between runs
+        run, actions = core.submit(cp, 0.0, i, core.rng)
         driver.apply(actions)
         env.run()
         if run.status is None:
             driver.finish_hung([run])
         sink(run)
+    return core.busy_ms()
+
+
+def _agent_ids(cp: CompiledPlan) -> set[str]:
+    out: set[str] = set()
+    while cp is not None:
+        out.update(cp.agent_ids)
+        cp = cp.fallback
+    return out

@@ -74,31 +74,19 @@ class Workload:
 
 
 class _Collector:
-    """Turns finished runs into run rows, optional span rows and agents' busy time."""
+    """Turns finished runs into run rows and (optionally) span rows."""
 
-    def __init__(self, keep_spans: bool | int, span_origin: bool):
+    def __init__(self, keep_spans: bool | int, study_clock: bool):
         self.rows: list[tuple] = []
         self.spans: list[tuple] = []
-        self.busy: dict[str, float] = {}
         self.keep = keep_spans
-        self.study_clock = span_origin
+        self.study_clock = study_clock
 
     def __call__(self, run: Run) -> None:
-        attempts = run.attempts
-        retries = timeouts = 0
-        busy = self.busy
-        for a in attempts:
-            if a.number > 1:
-                retries += 1
-            if a.outcome == "timeout":
-                timeouts += 1
-            if a.start_ms is not None:
-                agent = a.prun.cp.agent_ids[a.step]
-                busy[agent] = busy.get(agent, 0.0) + (a.end_ms - a.start_ms)
         plans = run.plans
         self.rows.append((run.run_id, plans[0].cp.id, run.status, run.start_ms, run.start_ms,
-                          run.end_ms, run.end_ms - run.start_ms, len(attempts), retries,
-                          timeouts, len(plans) > 1, plans[-1].cp.id))
+                          run.end_ms, run.end_ms - run.start_ms, len(run.attempts), run.retries,
+                          run.timeouts, len(plans) > 1, plans[-1].cp.id))
         keep = self.keep
         if keep is True or (keep and run.run_id < keep):
             self.spans.extend(span_rows(run, 0.0 if self.study_clock else run.start_ms))
@@ -107,9 +95,9 @@ class _Collector:
 def _chunk(plan: Plan, models: AgentModels, seed: int, start: int, stop: int,
            keep_spans: bool | int) -> tuple[list, list, dict]:
     """Worker: independent runs start..stop (picklable, for any Executor)."""
-    sink = _Collector(keep_spans, span_origin=False)
-    simulate_runs(compile_plan(plan), models, seed, start, stop, sink)
-    return sink.rows, sink.spans, sink.busy
+    sink = _Collector(keep_spans, study_clock=False)
+    busy = simulate_runs(compile_plan(plan), models, seed, start, stop, sink)
+    return sink.rows, sink.spans, busy
 
 
 def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Workload,
@@ -119,7 +107,7 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
     env = simpy.Environment()
     core = Scheduler(models.capacity, random.Random(f"jitter:{seed}"), events=False)
     driver = SimDriver(env, core, models, responses=False)
-    sink = _Collector(keep_spans, span_origin=True)
+    sink = _Collector(keep_spans, study_clock=True)
     runs: list[Run] = []
     bar = tqdm(total=len(times), desc="capacity study", unit="run", disable=not progress)
     rngs: dict[int, random.Random] = {}
@@ -147,7 +135,7 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
     bar.close()
     for run in runs:
         sink(run)
-    return sink.rows, sink.spans, sink.busy, max([r.end_ms for r in runs], default=0.0)
+    return sink.rows, sink.spans, core.busy_ms(), max([r.end_ms for r in runs], default=0.0)
 
 
 def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,

@@ -6,7 +6,7 @@
         server.script(Reply(delay_ms=2000))        # answer late, to force a client timeout
         client = AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
         ...
-        server.requests                            # what it got: [{"path", "headers", "json"}]
+        server.requests    # what it got: [{"path", "headers" (lower-case names), "json"}]
 
 It serves ``POST /v1/chat/completions`` with the full ``chat.completion`` JSON shape
 (id, object, created, model, choices[{index, message{role, content}, finish_reason}],
@@ -68,7 +68,7 @@ class LLMServer:
         self._counter = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def port(self) -> int:
@@ -122,7 +122,8 @@ class LLMServer:
                     payload = None
                 with server._lock:
                     server.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "json": payload}
+                        {"path": self.path, "json": payload,
+                         "headers": {k.lower(): v for k, v in self.headers.items()}}
                     )
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(404, _error(404, f"no route {self.path}"), {})

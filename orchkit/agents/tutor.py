@@ -200,13 +200,20 @@ class AITutorAgent(Agent):
             self._client = None
 
     def on_insight(self, payload: dict[str, Any]) -> None:
-        """Bus listener: for ``struggling_detected``, prepare an intervention for the next response."""
+        """Bus listener: for ``struggling_detected``, prepare an intervention for the next response.
+
+        The intervention (three progressive template hints for the insight's concept) is
+        ready at once, without an LLM call; the next successful response whose learner
+        matches (or that names no learner) carries it as ``data["intervention"]``.
+        """
         insight = payload.get("insight") if isinstance(payload, dict) else None
         if not isinstance(insight, dict) or insight.get("type") != "struggling_detected":
             return
         data = insight.get("data") if isinstance(insight.get("data"), dict) else {}
         concept = str(data.get("concept") or "the current topic")
         learner = data.get("learnerId") or data.get("userId") or insight.get("learnerId")
+        if any((i["concept"], i["learnerId"]) == (concept, learner) for i in self._interventions):
+            return  # one pending intervention per learner and concept
         self._interventions.append(
             {
                 "type": "struggling_support",

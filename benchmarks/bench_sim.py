@@ -1,0 +1,125 @@
+"""Simulation speed: runs per second of the seed's parallel-analysis plan (3 parallel
+lognormal steps, then a combine step; p = 0.05 errors; 2 retries, linear backoff), as
+  (a) a direct hand-written SimPy model,   (b) orchkit's SimPy path,
+  (c) a hand-written numpy version,        (d) orchkit's fast path,
+  (e) a capacity study (workload sharing capacity-limited agents).
+Prints runs/s and the ratios the targets are stated in. Run: python benchmarks/bench_sim.py
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+
+import numpy as np
+import simpy
+
+import orchkit as ok
+
+MEDIAN, P95, P_ERR, RETRIES, BACKOFF = 250.0, 900.0, 0.05, 2, 100.0
+MU, SIGMA = math.log(MEDIAN), math.log(P95 / MEDIAN) / 1.6448536269514722
+STEPS = ["learning_analysis", "speech_analysis", "tutor_analysis"]
+
+PLAN = ok.Plan.model_validate({
+    "id": "bench_parallel_analysis", "parallel": True,
+    "steps": [{"id": s, "agentId": f"agent-{i}", "action": "analyze",
+               "retryPolicy": {"maxRetries": RETRIES, "backoffMs": BACKOFF}}
+              for i, s in enumerate(STEPS)] + [
+        {"id": "combine", "agentId": "agent-0", "action": "combine", "dependencies": STEPS,
+         "retryPolicy": {"maxRetries": RETRIES, "backoffMs": BACKOFF}}]})
+LAT = {"dist": "lognormal", "median": MEDIAN, "p95": P95}
+MODELS = ok.AgentModels.from_dict({"agents": {"agent-*": {"latency": LAT, "error": P_ERR}}})
+CAP_MODELS = ok.AgentModels.from_dict({"agents": {"agent-*": {"latency": LAT, "error": P_ERR,
+                                                              "capacity": 4}}})
+
+
+def hand_simpy(n: int, seed: int) -> np.ndarray:
+    """The plan written directly in SimPy: one Environment per run, a process per step."""
+    rng = random.Random(seed)
+    out = np.empty(n)
+
+    def step(env):
+        for k in range(1, RETRIES + 2):
+            yield env.timeout(rng.lognormvariate(MU, SIGMA))
+            if rng.random() >= P_ERR:
+                return True
+            if k <= RETRIES:
+                yield env.timeout(BACKOFF * k)
+        return False
+
+    def plan(env):
+        procs = [env.process(step(env)) for _ in STEPS]
+        yield env.all_of(procs)
+        if all(p.value for p in procs):
+            yield env.process(step(env))
+
+    for i in range(n):
+        env = simpy.Environment()
+        env.process(plan(env))
+        env.run()
+        out[i] = env.now
+    return out
+
+
+def hand_numpy(n: int, seed: int) -> np.ndarray:
+    """The same statistic fully vectorised."""
+    gen = np.random.default_rng(seed)
+
+    def step():
+        total = np.zeros(n)
+        ok_ = np.zeros(n, dtype=bool)
+        for k in range(1, RETRIES + 2):
+            lat = gen.lognormal(MU, SIGMA, n)
+            err = gen.random(n) < P_ERR
+            total += np.where(ok_, 0.0, lat)
+            newly = ~ok_ & ~err
+            if k <= RETRIES:
+                total += np.where(ok_ | newly, 0.0, BACKOFF * k)
+            ok_ |= newly
+        return total, ok_
+
+    parts = [step() for _ in STEPS]
+    first = np.max([p[0] for p in parts], axis=0)
+    all_ok = np.logical_and.reduce([p[1] for p in parts])
+    comb, _ = step()
+    return first + np.where(all_ok, comb, 0.0)
+
+
+def rate(fn, n: int, repeat: int = 3) -> tuple[float, object]:
+    best, out = math.inf, None
+    for r in range(repeat):
+        t = time.perf_counter()
+        out = fn(n, r + 1)
+        best = min(best, time.perf_counter() - t)
+    return n / best, out
+
+
+def main(scale: float = 1.0) -> None:
+    n_sim, n_fast = int(20_000 * scale), int(1_000_000 * scale)
+    r_hand, hs = rate(hand_simpy, n_sim)
+    r_sim, mc = rate(lambda n, s: ok.monte_carlo(PLAN, MODELS, runs=n, seed=s, method="simpy",
+                                                keep_spans=False, progress=False), n_sim)
+    r_np, hn = rate(hand_numpy, n_fast)
+    r_fast, mf = rate(lambda n, s: ok.monte_carlo(PLAN, MODELS, runs=n, seed=s, method="fast",
+                                                 keep_spans=False, progress=False), n_fast)
+    wl = ok.Workload(rate_per_s=12.0, horizon_ms=1_000_000 * scale)
+    t = time.perf_counter()
+    cap = ok.monte_carlo(PLAN, CAP_MODELS, workload=wl, seed=1, keep_spans=False, progress=False)
+    r_cap = len(cap.runs) / (time.perf_counter() - t)
+    print(f"{'':32}{'runs/s':>12}  mean makespan ms")
+    print(f"{'hand-written SimPy':32}{r_hand:12,.0f}  {np.mean(hs):8.1f}")
+    print(f"{'orchkit SimPy path':32}{r_sim:12,.0f}  {mc.runs['makespan_ms'].mean():8.1f}")
+    print(f"{'hand-written numpy':32}{r_np:12,.0f}  {np.mean(hn):8.1f}")
+    print(f"{'orchkit fast path':32}{r_fast:12,.0f}  {mf.runs['makespan_ms'].mean():8.1f}")
+    print(f"{'capacity study (cap 4, 12/s)':32}{r_cap:12,.0f}  {cap.runs['makespan_ms'].mean():8.1f}")
+    print()
+    print(f"SimPy path / hand SimPy  = {r_sim / r_hand:5.2f}   (target >= 0.75)")
+    print(f"fast path / hand numpy   = {r_fast / r_np:5.2f}   (target >= 0.30)")
+    print(f"fast path runs/s         = {r_fast:,.0f}   (target >= 1,000,000)")
+    print(f"capacity study runs/s    = {r_cap:,.0f}   (target >= 10,000)")
+
+
+if __name__ == "__main__":
+    main(float(sys.argv[1]) if len(sys.argv) > 1 else 1.0)
