@@ -4,6 +4,7 @@ Every time in the public API is in milliseconds.
 """
 
 from ._agent import Agent, AgentResponse
+from ._charts import gantt, makespan_chart
 from ._errors import (AgentError, OrchkitError, PlanFailedError, PlanTimeoutError,
                       PlanValidationError)
 from ._live import EventBus, Orchestrator
@@ -19,6 +20,6 @@ __all__ = [
     "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "EventBus",
     "MonteCarloResult", "Orchestrator", "OrchkitError", "Plan", "PlanFailedError",
     "PlanTimeoutError", "PlanValidationError", "RUN_COLUMNS", "RetryPolicy", "RunResult",
-    "SPAN_COLUMNS", "SeedCompatWarning", "Step", "Summary", "Workload", "monte_carlo",
-    "simulate",
+    "SPAN_COLUMNS", "SeedCompatWarning", "Step", "Summary", "Workload", "gantt",
+    "makespan_chart", "monte_carlo", "simulate",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "Exponential",
     "Gamma",
     "Lognormal",
+    "OUTCOMES",
     "Uniform",
     "distribution_from_dict",
 ]

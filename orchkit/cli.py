@@ -8,8 +8,12 @@ import sys
 import warnings
 from typing import Sequence
 
-from ._errors import OrchkitError
+from pathlib import Path
+
+from ._errors import OrchkitError, PlanValidationError
 from ._plan import Plan, SeedCompatWarning
+
+DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -36,6 +40,85 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workload(text: str):
+    from ._study import Workload
+
+    keys = {"rate": "rate_per_s", "interval": "interval_ms", "horizon": "horizon_ms",
+            "arrivals": "arrivals_ms"}
+    kwargs = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if key.strip() not in keys or not value:
+            raise PlanValidationError(
+                f"--workload {text!r}: use key=value pairs from {', '.join(keys)} "
+                "(e.g. rate=20,horizon=600000; arrivals=0;250;900)")
+        field = keys[key.strip()]
+        kwargs[field] = (tuple(float(v) for v in value.split(";")) if field == "arrivals_ms"
+                         else float(value))
+    return Workload(**kwargs)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from ._charts import gantt
+    from ._sim import simulate
+    from ._study import monte_carlo
+
+    plan = Plan.load(args.plan)
+    workload = _workload(args.workload) if args.workload else None
+    quiet = args.json
+    if args.gantt:
+        one = simulate(plan, args.models, seed=args.seed)
+        gantt(one, title=f"{plan.id}: one simulated run (seed {args.seed})").write_html(args.gantt)
+    mc = monte_carlo(plan, args.models, runs=args.runs, seed=args.seed, workload=workload,
+                     keep_spans=False, progress=not quiet and sys.stderr.isatty(),
+                     method=args.method)
+    summary = mc.summary()
+    if args.json:
+        print(json.dumps({"plan_id": plan.id, "runs": len(mc.runs), "seed": args.seed,
+                          "method": mc.method, **summary.to_dict()}, indent=2))
+    else:
+        what = f"workload {args.workload}" if workload else f"{len(mc.runs):,} runs"
+        print(f"plan '{plan.id}': {what}, seed {args.seed}, {mc.method} path; times in ms, "
+              "[95% confidence interval]")
+        for metric, row in summary.metrics.iterrows():
+            print(f"  {metric:<18} {row['value']:>12,.3f}   [{row['ci_low']:,.3f}, {row['ci_high']:,.3f}]")
+        print("  agent utilisation (running attempts / capacity):")
+        for row in summary.agents.itertuples():
+            cap = "unlimited" if row.capacity is None or row.capacity != row.capacity else int(row.capacity)
+            print(f"    {row.agent_id:<24} capacity {cap!s:<9} in flight {row.mean_in_flight:8.3f}"
+                  f"   utilisation {row.utilisation:6.3f}")
+    if args.gantt and not quiet:
+        print(f"Gantt chart of one run written to {args.gantt}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Simulate the seed's parallel-analysis plan on the default agent models."""
+    from ._charts import gantt, makespan_chart
+    from ._sim import simulate
+    from ._study import Workload, monte_carlo
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = Plan.load(DATA / "plans" / "parallel_analysis.json")
+    models = DATA / "agents" / "default.yaml"
+    one = simulate(plan, models, seed=1)
+    print(f"one simulated run of '{plan.id}': {one.status} in {one.duration_ms:,.0f} ms")
+    print(one.spans[["step_id", "agent_id", "attempt", "queued_ms", "start_ms", "end_ms",
+                     "outcome"]].to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+    gantt(one, title=f"{plan.id}: one simulated run").write_html(out / "gantt.html")
+    mc = monte_carlo(plan, models, runs=args.runs, seed=1, keep_spans=1000)
+    print(f"\nMonte-Carlo, {args.runs:,} runs (seed 1), times in ms:")
+    print(mc.summary())
+    makespan_chart(mc, color="status", title=f"{plan.id}: makespan").write_html(out / "makespan.html")
+    study = monte_carlo(plan, models, seed=1, workload=Workload(rate_per_s=1.0, horizon_ms=600_000))
+    print(f"\nCapacity study, 1 run/s for 10 minutes ({len(study.runs)} runs sharing capacity):")
+    print(study.summary())
+    mc.runs.to_csv(out / "runs.csv", index=False)
+    print(f"\nwrote {out}/gantt.html, {out}/makespan.html, {out}/runs.csv")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compat", choices=["seed"], default=None)
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.set_defaults(func=_export)
+    p = sub.add_parser("simulate", help="Monte-Carlo study of a plan against agent models")
+    p.add_argument("plan")
+    p.add_argument("--models", required=True, help="agent models file (YAML or JSON)")
+    p.add_argument("--runs", type=int, default=10_000, help="independent runs (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workload", help="capacity study instead: rate=RUNS_PER_S,horizon=MS | "
+                                      "interval=MS,horizon=MS | arrivals=MS;MS;...")
+    p.add_argument("--method", choices=["auto", "simpy", "fast"], default="auto")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--gantt", metavar="FILE.html", help="write a Gantt chart of one run")
+    p.set_defaults(func=_simulate)
+    p = sub.add_parser("demo", help="simulate the seed's parallel-analysis plan (defaults)")
+    p.add_argument("--runs", type=int, default=10_000)
+    p.add_argument("--out", default="out", help="folder for the charts (default: out)")
+    p.set_defaults(func=_demo)
     return parser
 
 
@@ -58,3 +156,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OrchkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        return 0

@@ -98,7 +98,7 @@ async def test_settings_from_environment(server, monkeypatch):
     (Reply(body={"id": "x", "object": "chat.completion", "choices": []}), True, ["no choices"]),
     (Reply(content="   "), True, ["empty message", "finish_reason='stop'"]),
     (Reply(raw=b"<html>gateway</html>"), True, ["malformed response"]),
-])
+], ids=["429", "500", "503", "400", "401", "no-choices", "empty-content", "not-json"])
 async def test_llm_errors_map_to_agent_errors(server, llm_agent, reply, retryable, words):
     server.script(reply)
     with pytest.raises(AgentError) as exc:
@@ -349,3 +349,16 @@ async def test_struggling_learner_end_to_end(offline_env):
     assert help_.data["intervention"]["concept"] == concept
     assert help_.data["intervention"]["learnerId"] == "l1"
     assert tutor.pending_interventions == 0
+
+
+async def test_intervention_survives_a_failed_attempt(server, llm_agent):
+    bus = TinyBus()
+    llm_agent.orchestrator = bus
+    await llm_agent.initialize()
+    bus.emit("agent:insight", STRUGGLING)
+    server.script(500)
+    with pytest.raises(AgentError):
+        await llm_agent.process("prepare_hints", {"learnerId": "l1", "concept": "fractions"}, CTX)
+    assert llm_agent.pending_interventions == 1  # not lost with the failed attempt
+    r = await llm_agent.process("prepare_hints", {"learnerId": "l1", "concept": "fractions"}, CTX)
+    assert r.data["source"] == "llm" and r.data["intervention"]["concept"] == "fractions"

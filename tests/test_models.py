@@ -25,7 +25,6 @@ from orchkit._models import (
     Exponential,
     Gamma,
     Lognormal,
-    Uniform,
     distribution_from_dict,
 )
 from orchkit._plan import Plan
@@ -146,6 +145,23 @@ def test_same_seed_same_draws_for_every_distribution():
         if not isinstance(d, Constant):  # a different seed gives different draws
             a, c = random.Random(99), random.Random(100)
             assert [d.sample(a) for _ in range(50)] != [d.sample(c) for _ in range(50)]
+
+
+PINNED = {  # random.Random(2024): the same on every machine and Python >= 3.11 (SPEC §4.3)
+    "exponential": ({"mean": 200}, [127.00989078755269, 260.5850689395058, 72.40968775069457]),
+    "lognormal": ({"median": 1500, "p95": 6000}, [1318.045354300364, 2586.27909944809, 1252.5167255590156]),
+    "gamma": ({"mean": 80, "cv": 0.5}, [76.45895038763494, 58.46954948124675, 69.72779840563062]),
+    "uniform": ({"low": 2, "high": 8}, [4.820544310586424, 6.3695857485392455, 3.8225081503481446]),
+    "empirical": ({"samples": [1, 2, 3, 4]}, [4.0, 2.0, 3.0]),
+}
+
+
+@pytest.mark.parametrize("name", PINNED)
+def test_draws_are_pinned(name):
+    params, expected = PINNED[name]
+    d = distribution_from_dict({"dist": name, **params})
+    rng = random.Random(2024)
+    assert [d.sample(rng) for _ in range(3)] == pytest.approx(expected, rel=1e-12)
 
 
 def test_to_dict_round_trips_every_form():
