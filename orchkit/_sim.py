@@ -31,12 +31,13 @@ def run_rng(seed: int, block: int) -> random.Random:
 
 
 def as_models(models: AgentModels | str | Path | dict) -> AgentModels:
-    """Accept an ``AgentModels``, a path to a YAML/JSON file or a dict."""
-    if isinstance(models, AgentModels):
-        return models
+    """Accept an ``AgentModels`` (or any object with its resolve/capacity/check_plan, such as
+    ``orchkit.testing.ScriptedModels``), a path to a YAML/JSON file or a dict."""
     if isinstance(models, dict):
         return AgentModels.from_dict(models)
-    return AgentModels.load(models)
+    if isinstance(models, (str, Path)):
+        return AgentModels.load(models)
+    return models
 
 
 class SimDriver:
@@ -80,9 +81,9 @@ class SimDriver:
                 if outcome == "ok":
                     ev.callbacks.append(lambda _e, a=att, r=response: self.apply(
                         self.core.attempt_succeeded(a, self.env.now, r)))
-                else:
-                    ev.callbacks.append(lambda _e, a=att, m=error: self.apply(
-                        self.core.attempt_failed(a, self.env.now, m)))
+                else:  # "error", or "fatal": an error the agent marks non-retryable
+                    ev.callbacks.append(lambda _e, a=att, m=error, f=outcome == "error": self.apply(
+                        self.core.attempt_failed(a, self.env.now, m, retryable=f)))
             elif kind is StartTimer:
                 timer = action.timer
                 ev = env.timeout(max(0.0, timer.at_ms - env.now))

@@ -10,16 +10,21 @@
 A script maps a step id, an action or ``"*"`` (looked up in that order) to the outcomes of
 successive attempts; when a list runs out, ``default`` applies. Every call is recorded in
 ``agent.calls``.
+
+``ScriptedModels([agent, ...])`` plays the same scripts in the simulator
+(``ok.simulate(plan, ScriptedModels([...]))``), so a plan can be run live and simulated
+with identical outcomes; there, scripts are keyed by action or ``"*"`` only.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+import math
+from typing import Any, Iterable, Mapping, Sequence
 
 from ._agent import Agent, AgentResponse
-from ._errors import AgentError
+from ._errors import AgentError, PlanValidationError
 
 
 @dataclass(frozen=True)
@@ -105,3 +110,42 @@ class ScriptedAgent(Agent):
             raise outcome.exception
         return AgentResponse(action=action, confidence=outcome.confidence,
                              reasoning="scripted", data=outcome.data)
+
+
+class _ScriptedAction:
+    def __init__(self, agent: ScriptedAgent, action: str):
+        self.agent, self.action = agent, action
+
+    def draw(self, rng: Any) -> tuple[float, str]:
+        outcome = self.agent._next("", self.action)
+        if isinstance(outcome, Hang):
+            return math.inf, "hang"
+        if isinstance(outcome, Ok):
+            return outcome.latency_ms, "ok"
+        if isinstance(outcome, Fail) and not outcome.retryable:
+            return outcome.latency_ms, "fatal"
+        return outcome.latency_ms, "error"
+
+
+class ScriptedModels:
+    """Agent models for the simulator that replay ScriptedAgents' scripts (see module doc).
+
+    Use fresh ScriptedAgent objects: scripts are consumed as attempts are drawn.
+    """
+
+    def __init__(self, agents: Iterable[ScriptedAgent]):
+        self._agents = {a.agent_id: a for a in agents}
+
+    def resolve(self, agent_id: str, action: str) -> _ScriptedAction:
+        return _ScriptedAction(self._agents[agent_id], action)
+
+    def capacity(self, agent_id: str) -> int | None:
+        return self._agents[agent_id].capacity
+
+    def check_plan(self, plan: Any) -> None:
+        for p in plan.chain():
+            for step in p.steps:
+                if step.agent_id not in self._agents:
+                    raise PlanValidationError(
+                        f"plan '{p.id}' step '{step.id}': no scripted agent '{step.agent_id}' "
+                        f"(scripted: {', '.join(self._agents)})")
