@@ -15,6 +15,7 @@ run (``context["results"][...].data["learnerId"]``), else for ``DEFAULT_LEARNER_
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -105,6 +106,65 @@ def fit_mastery_model(X: np.ndarray, y: np.ndarray):
     from sklearn.preprocessing import StandardScaler
 
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000)).fit(X, y)
+
+
+class _DataError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """The model and catalogue trained from one data directory (shared, read-only)."""
+
+    subject: str
+    concepts: list[str]
+    activities: dict[str, dict[str, Any]]
+    by_level: dict[tuple[str, int], list[dict[str, Any]]]
+    dataset: Any
+    model: Any
+    model_info: dict[str, Any]
+
+
+@functools.lru_cache(maxsize=8)
+def _train(data_dir: str, csv_mtime_ns: int, cur_mtime_ns: int, seed: int) -> _Trained:
+    """Load a data directory and fit the model; cached per (directory, file versions, seed),
+    so several agents in one process train once."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    csv, cur = Path(data_dir) / "interactions.csv", Path(data_dir) / "curriculum.json"
+    try:
+        curriculum = json.loads(cur.read_text())
+        subject, concepts = curriculum["subject"], list(curriculum["concepts"])
+        activities = {a["activityId"]: a for a in curriculum["activities"]}
+        by_level: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for a in activities.values():
+            by_level.setdefault((a["concept"], int(a["difficulty"])), []).append(a)
+        df = pd.read_csv(csv)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise _DataError(f"cannot read the data in {data_dir} ({type(exc).__name__}: {exc}); "
+                         "regenerate it with `python simulations/learners.py`") from None
+    missing = {"learner_id", "seq", "concept", "difficulty", "correct"} - set(df.columns)
+    if missing or df.empty or not set(df["concept"]) <= set(concepts) or \
+            any((c, d) not in by_level for c in concepts for d in LEVELS):
+        raise _DataError(f"{csv} is not a learner data set of {cur.name} (missing columns "
+                         f"{sorted(missing)}, no rows, unknown concepts or a level without activities)")
+    # Held-out check: fit on 80 % of the learners, score on the other 20 % (seeded choice).
+    df = df.sort_values(["learner_id", "seq"], kind="stable").reset_index(drop=True)
+    X, y = build_training_set(df, concepts)
+    ids = df["learner_id"].unique()
+    test_ids = np.random.default_rng(seed).choice(ids, size=max(1, len(ids) // 5), replace=False)
+    is_test = df["learner_id"].isin(test_ids).to_numpy()
+    held_out = fit_mastery_model(X[~is_test], y[~is_test])
+    base_rate = df[~is_test].groupby("concept")["correct"].mean()
+    baseline = df.loc[is_test, "concept"].map(base_rate).fillna(y[~is_test].mean())
+    info = {
+        "model": "logistic regression on per-concept answer history",
+        "trainedOn": int(len(y)), "learners": int(len(ids)),
+        "heldOutAuc": round(float(roc_auc_score(y[is_test], held_out.predict_proba(X[is_test])[:, 1])), 4),
+        "baselineAuc": round(float(roc_auc_score(y[is_test], baseline)), 4),
+    }
+    return _Trained(subject, concepts, activities, by_level, df, fit_mastery_model(X, y), info)
 
 
 @dataclass
@@ -211,15 +271,13 @@ class PersonalizedLearningAgent(Agent):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def initialize(self) -> None:
-        """Load the data set and train the mastery model (about 0.3 s after scikit-learn is imported)."""
+        """Load the data set and train the mastery model (about 0.3 s once scikit-learn is imported;
+        agents of one process that share ``data_dir`` and ``seed`` train once)."""
         self._load()
 
     def _load(self) -> None:
         if self.model is not None:
             return
-        import pandas as pd
-        from sklearn.metrics import roc_auc_score
-
         csv, cur = self.data_dir / "interactions.csv", self.data_dir / "curriculum.json"
         for path in (csv, cur):
             if not path.is_file():
@@ -227,39 +285,12 @@ class PersonalizedLearningAgent(Agent):
                     f"agent '{self.agent_id}': data file {path} is missing; regenerate it with "
                     "`python simulations/learners.py` or pass data_dir=", retryable=False)
         try:
-            curriculum = json.loads(cur.read_text())
-            subject, concepts = curriculum["subject"], list(curriculum["concepts"])
-            activities = {a["activityId"]: a for a in curriculum["activities"]}
-            df = pd.read_csv(csv)
-        except (ValueError, KeyError, TypeError, OSError) as exc:
-            raise AgentError(f"agent '{self.agent_id}': cannot read the data in {self.data_dir} "
-                             f"({type(exc).__name__}: {exc}); regenerate it with "
-                             "`python simulations/learners.py`", retryable=False) from None
-        missing = {"learner_id", "seq", "concept", "difficulty", "correct"} - set(df.columns)
-        if missing or df.empty or not set(df["concept"]) <= set(concepts):
-            raise AgentError(f"agent '{self.agent_id}': {csv} is not a learner data set (missing columns "
-                             f"{sorted(missing)}, or no rows, or concepts not in {cur.name})", retryable=False)
-        self.subject, self.concepts, self.activities = subject, concepts, activities
-        self._by_level = {}
-        for a in activities.values():
-            self._by_level.setdefault((a["concept"], int(a["difficulty"])), []).append(a)
-        self._dataset = df
-        # Held-out check: fit on 80 % of the learners, score on the other 20 % (seeded choice).
-        df = df.sort_values(["learner_id", "seq"], kind="stable").reset_index(drop=True)
-        X, y = build_training_set(df, self.concepts)
-        ids = df["learner_id"].unique()
-        test_ids = self._rng.choice(ids, size=max(1, len(ids) // 5), replace=False)
-        is_test = df["learner_id"].isin(test_ids).to_numpy()
-        held_out = fit_mastery_model(X[~is_test], y[~is_test])
-        base_rate = df[~is_test].groupby("concept")["correct"].mean()
-        baseline = df.loc[is_test, "concept"].map(base_rate).fillna(y[~is_test].mean())
-        self.model = fit_mastery_model(X, y)
-        self.model_info = {
-            "model": "logistic regression on per-concept answer history",
-            "trainedOn": int(len(y)), "learners": int(len(ids)),
-            "heldOutAuc": round(float(roc_auc_score(y[is_test], held_out.predict_proba(X[is_test])[:, 1])), 4),
-            "baselineAuc": round(float(roc_auc_score(y[is_test], baseline)), 4),
-        }
+            t = _train(str(self.data_dir.resolve()), csv.stat().st_mtime_ns, cur.stat().st_mtime_ns, self.seed)
+        except _DataError as exc:
+            raise AgentError(f"agent '{self.agent_id}': {exc}", retryable=False) from None
+        self.subject, self.concepts, self.activities = t.subject, t.concepts, t.activities
+        self._by_level, self._dataset, self.model_info = t.by_level, t.dataset, t.model_info
+        self.model = t.model
 
     # -- dispatch ----------------------------------------------------------------------------
 
