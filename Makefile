@@ -1,30 +1,36 @@
 # `make demo`: the main job on the embedded defaults. `make test`: every test.
-# Both create .venv and install the project with every extra on first use.
+# Each creates .venv on first use: demo installs orchkit alone (no TensorFlow),
+# test installs it with every extra.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+BASE := $(VENV)/.stamp-base
+DEV := $(VENV)/.stamp-dev
 export TF_CPP_MIN_LOG_LEVEL := 2
-export IPYTHONDIR := $(CURDIR)/.ipython
 
-.PHONY: install test demo bench clean
+.PHONY: demo test bench clean
 
-install: $(STAMP)
-
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(BASE): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(DEV): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	touch $@ $(BASE)
 
-test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
-
-demo: $(STAMP)
+demo: $(BASE)
 	$(PY) -m orchkit demo
 
-bench: $(STAMP)
-	$(PY) benchmarks/run.py
+test: $(DEV)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(DEV)
+	$(PY) benchmarks/bench_live.py
+	$(PY) benchmarks/bench_sim.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .hypothesis
+	rm -rf $(VENV) out .hypothesis

@@ -11,7 +11,6 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score

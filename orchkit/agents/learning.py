@@ -233,6 +233,27 @@ class PersonalizedLearningAgent(Agent):
     ``struggling_detected``, once per run of wrong answers on a concept) after
     ``wrong_streak`` consecutive wrong answers on the concept, or after 2 when the concept's
     mastery is below ``mastery_threshold``. ``clock`` returns the time in ms (default: wall clock).
+
+    Actions (input fields; ``learnerId`` is optional everywhere, see the module docstring):
+
+    - ``initialize_session`` {subject, gradeLevel 0..12, sessionId}: opens a session; a new
+      learner starts at difficulty 1 (grades 0-3), 2 (4-6) or 3 (7-12).
+    - ``get_next_activity`` {learnerId}: the concept, at the learner's level, whose predicted
+      P(correct) is nearest ``target_correct``; the item's prompt (never its answer).
+    - ``process_interaction`` {activityId, response: {answer, responseTimeMs?}}: scores the
+      answer (3/4 = 0.75 = 6/8), updates mastery; two right answers in a row raise the
+      concept's level, two wrong lower it. An activityId the curriculum lacks is scored as the
+      learner's current activity (the one get_next_activity served) and the reasoning says so.
+    - ``analyze_performance``, ``generate_recommendation`` {learnerId}; ``analyze_learning_patterns``
+      {learnerId, days (default 7)}: answers of the last ``days`` days (trend, streaks, ...).
+    - ``generate_comprehensive_report`` {}: combines ``context["results"]`` (every earlier
+      step of the run) with the learner's performance.
+    - ``predict_with_ml`` / ``predict_with_rules`` {features}: P(correct) by the model / by a
+      rule (Laplace-smoothed success rate, no ML). ``features`` is an object with keys
+      ``FEATURE_KEYS`` (no concept: every concept) or a list
+      [accuracy, recentAccuracy, answers, difficulty].
+    - ``fetch_external_data`` {source}: ``curriculum_api`` (the local curriculum) or
+      ``learner_dataset`` (a summary of the training data).
     """
 
     ACTIONS = ("initialize_session", "get_next_activity", "process_interaction",
@@ -295,7 +316,7 @@ class PersonalizedLearningAgent(Agent):
     # -- dispatch ----------------------------------------------------------------------------
 
     async def process(self, action: str, input: Any, context: dict[str, Any]) -> AgentResponse:
-        """Serve one attempt of ``action``; see the class docstring and the README for inputs."""
+        """Serve one attempt of ``action`` (see the class docstring for the inputs)."""
         if action not in self.ACTIONS:
             raise AgentError(f"agent '{self.agent_id}': unknown action '{action}' "
                              f"(valid actions: {', '.join(self.ACTIONS)})", retryable=False)

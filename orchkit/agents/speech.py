@@ -376,41 +376,64 @@ def fluency_features(metrics: dict[str, Any]) -> np.ndarray:
 # --------------------------------------------------------------------------- model
 
 
-def build_fluency_model(seed: int = 0) -> "tf.keras.Model":
-    """An untrained MLP: normalisation -> Dense(16, tanh) -> Dense(1, sigmoid); seeded init."""
+def build_fluency_model(mean: np.ndarray, variance: np.ndarray, seed: int = 0) -> "tf.keras.Model":
+    """An untrained MLP: standardise (``mean``, ``variance`` per feature) -> Dense(16, tanh)
+    -> Dense(1, sigmoid); initial weights drawn from ``seed``."""
     keras = tf.keras
     return keras.Sequential(
         [
             keras.Input(shape=(len(FEATURES),)),
-            keras.layers.Normalization(),
+            keras.layers.Normalization(mean=np.asarray(mean, np.float32), variance=np.asarray(variance, np.float32)),
             keras.layers.Dense(16, activation="tanh", kernel_initializer=keras.initializers.GlorotUniform(seed)),
             keras.layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.GlorotUniform(seed + 1)),
         ]
     )
 
 
-def train_fluency_model(x: np.ndarray, y: np.ndarray, *, seed: int = 0, epochs: int = 1500) -> "tf.keras.Model":
+def train_fluency_model(x: np.ndarray, y: np.ndarray, *, seed: int = 0, steps: int = 1000) -> "tf.keras.Model":
     """Fit the fluency MLP on features ``x`` (n x len(FEATURES)) and scores ``y`` in [0, 1].
 
-    Full-batch Adam, no shuffling: the result depends only on the data and ``seed``.
+    Full-batch Adam (learning rate 0.01) on the squared error for ``steps`` steps: the
+    result depends only on the data and ``seed``.
     """
-    model = build_fluency_model(seed)
-    model.layers[0].adapt(np.asarray(x, np.float32))
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="mse")
-    model.fit(np.asarray(x, np.float32), np.asarray(y, np.float32), batch_size=len(x), epochs=epochs, shuffle=False, verbose=0)
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.float32).reshape(-1, 1)
+    variance = np.maximum(x.var(axis=0), 1e-6)
+    model = build_fluency_model(x.mean(axis=0), variance, seed)
+    optimizer = tf.keras.optimizers.Adam(0.01)
+    xt, yt = tf.constant(x), tf.constant(y)
+
+    @tf.function
+    def step() -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(xt, training=True) - yt))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    for _ in range(steps):
+        step()
     return model
 
 
 def save_fluency_model(model: "tf.keras.Model", path: str | Path) -> None:
-    """Write the model's weights to an ``.npz`` file (a few kB)."""
-    np.savez_compressed(path, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+    """Write the model (standardisation and dense weights) to an ``.npz`` file (a few kB)."""
+    norm = model.layers[0]
+    dense = [w for layer in model.layers[1:] for w in layer.get_weights()]
+    np.savez_compressed(
+        path, mean=np.ravel(norm.input_mean), variance=np.ravel(norm.input_variance),
+        **{f"w{i}": w for i, w in enumerate(dense)},
+    )
 
 
 def load_fluency_model(path: str | Path) -> "tf.keras.Model":
-    """Rebuild the MLP and load weights saved by ``save_fluency_model``."""
-    model = build_fluency_model()
+    """Rebuild the MLP from a file written by ``save_fluency_model``."""
     with np.load(path) as data:
-        model.set_weights([data[f"w{i}"] for i in range(len(data.files))])
+        model = build_fluency_model(data["mean"], data["variance"])
+        weights = [data[f"w{i}"] for i in range(len(data.files) - 2)]
+    for layer in model.layers[1:]:
+        n = len(layer.get_weights())
+        layer.set_weights(weights[:n])
+        weights = weights[n:]
     return model
 
 
@@ -418,7 +441,7 @@ def _load_training_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import csv
 
     with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        rows = [row for row in csv.DictReader(fh) if row.get("split", "train") == "train"]
     x = np.array([[float(row[name]) for name in FEATURES] for row in rows], np.float32)
     y = np.array([float(row["fluency"]) for row in rows], np.float32)
     return x, y
@@ -496,13 +519,13 @@ class SpeechAnalysisAgent(Agent):
         if input is None:
             input = {}
         if not isinstance(input, dict):
-            self._bad(action, f"input must be an object, got {type(input).__name__}")
+            raise self._bad(action, f"input must be an object, got {type(input).__name__}")
         if action == "analyze_speech":
             return await self._analyze(input)
         return self._progress(input)
 
-    def _bad(self, action: str, problem: str) -> None:
-        raise AgentError(f"agent '{self.agent_id}' action '{action}': {problem}", retryable=False)
+    def _bad(self, action: str, problem: str) -> AgentError:
+        return AgentError(f"agent '{self.agent_id}' action '{action}': {problem}", retryable=False)
 
     # ---- analyze_speech
 
@@ -510,17 +533,17 @@ class SpeechAnalysisAgent(Agent):
         action = "analyze_speech"
         learner = input.get("learnerId")
         if learner is not None and (not isinstance(learner, str) or not learner):
-            self._bad(action, f"learnerId must be a non-empty string, got {learner!r}")
+            raise self._bad(action, f"learnerId must be a non-empty string, got {learner!r}")
         options = {}
         for key, name, low, high in (("minPauseMs", "min_pause_ms", 50, 5000), ("syllablesPerWord", "syllables_per_word", 0.5, 5)):
             if key in input:
                 value = input[key]
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                    self._bad(action, f"{key} must be a number in [{low}, {high}], got {value!r}")
+                    raise self._bad(action, f"{key} must be a number in [{low}, {high}], got {value!r}")
                 options[name] = float(value)
         recorded = input.get("recordedAtMs", time.time() * 1000.0)
         if isinstance(recorded, bool) or not isinstance(recorded, (int, float)) or not np.isfinite(recorded):
-            self._bad(action, f"recordedAtMs must be epoch milliseconds, got {recorded!r}")
+            raise self._bad(action, f"recordedAtMs must be epoch milliseconds, got {recorded!r}")
         try:
             if "path" in input and input.get("audio") is None:
                 path = input["path"]
@@ -534,12 +557,12 @@ class SpeechAnalysisAgent(Agent):
             else:
                 samples, rate = decode_audio(input.get("audio"), input.get("sampleRate"))
         except ValueError as exc:
-            self._bad(action, str(exc))
+            raise self._bad(action, str(exc)) from None
         model = self._ensure_model()
         try:
             metrics = await asyncio.to_thread(self._measure, model, samples, rate, options)
         except ValueError as exc:
-            self._bad(action, str(exc))
+            raise self._bad(action, str(exc)) from None
         score = metrics["fluency"]["score"]
         if learner is not None:
             self._history.setdefault(learner, []).append(
@@ -587,10 +610,10 @@ class SpeechAnalysisAgent(Agent):
         action = "analyze_speech_progress"
         learner = input.get("learnerId")
         if not isinstance(learner, str) or not learner:
-            self._bad(action, f"learnerId must be a non-empty string, got {learner!r}")
+            raise self._bad(action, f"learnerId must be a non-empty string, got {learner!r}")
         days = input.get("days", 30)
         if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 < days <= 3650:
-            self._bad(action, f"days must be a number in (0, 3650], got {days!r}")
+            raise self._bad(action, f"days must be a number in (0, 3650], got {days!r}")
         now_ms = time.time() * 1000.0
         since = now_ms - days * 86_400_000.0
         sessions = [h for h in self._history.get(learner, []) if h["recordedAtMs"] >= since]
