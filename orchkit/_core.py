@@ -25,6 +25,7 @@ orchestrator, a workload study): they share each agent's capacity, FIFO.
 from __future__ import annotations
 
 import random
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
@@ -56,12 +57,11 @@ _INF = float("inf")
 class CompiledPlan:
     """A plan compiled once into indexed, plain structures (step i = i-th step in plan order)."""
 
-    __slots__ = ("plan", "id", "n", "step_ids", "agent_ids", "actions", "inputs", "deps",
+    __slots__ = ("id", "n", "step_ids", "agent_ids", "actions", "inputs", "deps",
                  "deps_count", "dependents", "retry", "timeout_ms", "limit", "deadline_ms",
                  "fail_fast", "fallback", "roots")
 
     def __init__(self, plan: Plan):
-        self.plan = plan
         self.id = plan.id
         steps = plan.steps
         self.n = len(steps)
@@ -92,14 +92,17 @@ class CompiledPlan:
         self.fallback = None if plan.fallback_plan is None else compile_plan(plan.fallback_plan)
 
 
+_COMPILED: dict[int, tuple[weakref.ref, CompiledPlan]] = {}
+
+
 def compile_plan(plan: Plan) -> CompiledPlan:
-    """The plan's compiled form, built once per Plan object and cached on it."""
-    cp = plan.__pydantic_private__.get("_compiled") if plan.__pydantic_private__ else None
-    if cp is None:
-        cp = CompiledPlan(plan)
-        if plan.__pydantic_private__ is None:
-            object.__setattr__(plan, "__pydantic_private__", {})
-        plan.__pydantic_private__["_compiled"] = cp
+    """The plan's compiled form, built once per Plan object (cached while the plan lives)."""
+    key = id(plan)
+    hit = _COMPILED.get(key)
+    if hit is not None and hit[0]() is plan:
+        return hit[1]
+    cp = CompiledPlan(plan)
+    _COMPILED[key] = (weakref.ref(plan, lambda _ref: _COMPILED.pop(key, None)), cp)
     return cp
 
 

@@ -119,6 +119,84 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+BUILTIN_AGENTS = {  # agent id glob -> class in orchkit.agents
+    "learning-agent-*": "PersonalizedLearningAgent",
+    "tutor-agent-*": "AITutorAgent",
+    "speech-agent-*": "SpeechAnalysisAgent",
+}
+
+
+def builtin_agents(plan: Plan, models: str | None = None, time_scale: float = 1.0) -> list:
+    """One built-in agent per agent id of the plan chain, matched by glob; ids no glob
+    matches get a SyntheticAgent of ``models`` (or a clear error without it)."""
+    import fnmatch
+
+    from . import agents as builtin
+
+    out = []
+    ids = dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps)
+    for agent_id in ids:
+        name = next((cls for pat, cls in BUILTIN_AGENTS.items()
+                     if fnmatch.fnmatchcase(agent_id, pat)), None)
+        if name is not None:
+            out.append(getattr(builtin, name)(agent_id))
+        elif models is not None:
+            out.append(builtin.SyntheticAgent(agent_id, models, time_scale=time_scale))
+        else:
+            raise PlanValidationError(
+                f"plan '{plan.id}': no built-in agent serves '{agent_id}' (built-in: "
+                f"{', '.join(BUILTIN_AGENTS)}); rename it or pass --models M to serve it with "
+                "a SyntheticAgent")
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ._charts import gantt
+    from ._live import Orchestrator
+
+    plan = Plan.load(args.plan)
+    agents = builtin_agents(plan, args.models, args.time_scale)
+
+    async def go():
+        orch = Orchestrator(seed=args.seed)
+        if args.verbose:
+            orch.on("*", lambda event, p: print(f"  {p.get('timeMs', 0):10.1f} ms  {event:<16} "
+                                                f"{p.get('stepId') or p.get('planId') or p.get('agentId', '')}"))
+        for agent in agents:
+            await orch.register_agent(agent)
+        try:
+            return await orch.orchestrate(plan)
+        finally:
+            await orch.shutdown()
+
+    result = asyncio.run(go())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spans_path = out / f"{plan.id}_spans.{args.format}"
+    if args.format == "parquet":
+        result.spans.to_parquet(spans_path, index=False)
+    else:
+        result.spans.to_csv(spans_path, index=False)
+    gantt_path = out / f"{plan.id}_gantt.html"
+    gantt(result, title=f"{plan.id}: live run").write_html(gantt_path)
+    chain = " -> ".join(f"{p['plan_id']} ({p['status']})" for p in result.fallback_chain)
+    print(f"plan '{plan.id}': {result.status} in {result.duration_ms:,.1f} ms; plans tried: {chain}")
+    for step_id, state in result.step_states.items():
+        extra = result.errors.get(step_id) or _brief(result.results.get(step_id))
+        print(f"  {step_id:<24} {state:<10} {extra}")
+    print(f"spans: {spans_path}\nGantt chart: {gantt_path}")
+    return 0 if result.success else 1
+
+
+def _brief(response) -> str:
+    if response is None:
+        return ""
+    text = f"{response.action}: confidence {response.confidence:.2f}; {response.reasoning}"
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--gantt", metavar="FILE.html", help="write a Gantt chart of one run")
     p.set_defaults(func=_simulate)
+    p = sub.add_parser("run", help="run a plan live against the built-in agents")
+    p.add_argument("plan")
+    p.add_argument("--out", default="out", help="folder for spans and the Gantt chart")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--models", help="agent models serving unmatched agent ids (SyntheticAgent)")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="SyntheticAgent sleeps latency x this (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the backoff jitter")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every event")
+    p.set_defaults(func=_run)
     p = sub.add_parser("demo", help="simulate the seed's parallel-analysis plan (defaults)")
     p.add_argument("--runs", type=int, default=10_000)
     p.add_argument("--out", default="out", help="folder for the charts (default: out)")
