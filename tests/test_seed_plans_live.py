@@ -1,0 +1,88 @@
+"""Issue 4: every seed plan under data/plans/ runs live with the built-in agents."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import orchkit as ok
+from orchkit.cli import builtin_agents, main
+
+ROOT = Path(__file__).resolve().parent.parent
+PLANS = sorted((ROOT / "data" / "plans").glob("*.json"))
+
+
+@pytest.fixture(autouse=True)
+def _offline_llm(monkeypatch):
+    for var in ("ORCHKIT_LLM_BASE_URL", "ORCHKIT_LLM_API_KEY", "ORCHKIT_LLM_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_the_six_seed_plans_are_shipped():
+    assert {p.stem for p in PLANS} >= {
+        "session_initialization", "learning_activity", "parallel_analysis", "retry_example",
+        "ml_with_gpt4_fallback", "graceful_degradation"}
+
+
+@pytest.mark.parametrize("path", PLANS, ids=lambda p: p.stem)
+async def test_seed_plan_runs_live_with_builtin_agents(path):
+    plan = ok.Plan.load(path)
+    orch = ok.Orchestrator()
+    kinds = {}
+    for agent in builtin_agents(plan):
+        kinds[agent.agent_id] = type(agent).__name__
+        await orch.register_agent(agent)
+    events = []
+    orch.on("*", lambda event, payload: events.append(event))
+    result = await orch.orchestrate(plan)
+    await orch.shutdown()
+
+    assert result.status == "succeeded", result.errors
+    assert set(result.step_states.values()) == {"succeeded"}
+    for step in plan.steps:
+        response = result.results[step.id]
+        assert isinstance(response, ok.AgentResponse)
+        assert response.action == step.action and 0.0 <= response.confidence <= 1.0
+        if kinds[step.agent_id] == "AITutorAgent":
+            assert response.data["source"] == "offline"  # no LLM configured: says so
+    assert events[0] == "plan:started" and events[-1] == "plan:completed"
+    assert events.count("step:completed") == len(plan.steps)
+    assert list(result.spans.columns[:11]) == ok.SPAN_COLUMNS
+
+
+def test_builtin_agents_match_ids_by_glob_and_reject_unknown_ids():
+    plan = ok.Plan.model_validate({"id": "p", "steps": [
+        {"id": "a", "agentId": "learning-agent-learner_1-17", "action": "predict_with_rules"},
+        {"id": "b", "agentId": "agent1", "action": "analyze_A"}]})
+    with pytest.raises(ok.PlanValidationError, match="no built-in agent serves 'agent1'.*--models"):
+        builtin_agents(plan)
+    agents = builtin_agents(plan, str(ROOT / "data" / "agents" / "default.yaml"), time_scale=0)
+    assert [type(a).__name__ for a in agents] == ["PersonalizedLearningAgent", "SyntheticAgent"]
+
+
+def test_cli_run_prints_result_and_writes_spans_and_gantt(tmp_path, capsys):
+    code = main(["run", str(ROOT / "data" / "plans" / "session_initialization.json"),
+                 "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "plan 'session_init_12345': succeeded" in out
+    assert "init_learning" in out and "init_tutor" in out
+    spans = pd.read_csv(tmp_path / "session_init_12345_spans.csv")
+    assert list(spans["step_id"]) == ["init_learning", "init_tutor"]
+    assert (spans["outcome"] == "succeeded").all()
+    # init_tutor depends on init_learning: it starts once init_learning has ended
+    assert spans.loc[1, "start_ms"] >= spans.loc[0, "end_ms"]
+    assert (tmp_path / "session_init_12345_gantt.html").read_text().count("plotly") > 0
+
+
+def test_cli_run_unknown_agent_exits_2(tmp_path):
+    bad = tmp_path / "p.json"
+    bad.write_text('{"id": "p", "steps": [{"id": "a", "agentId": "robot-1", "action": "x"}]}')
+    proc = subprocess.run([sys.executable, "-m", "orchkit", "run", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "no built-in agent serves 'robot-1'" in proc.stderr
