@@ -194,29 +194,51 @@ def _check_samples(data: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
 # --------------------------------------------------------------------------- signal
 
 
-def _frames_db(x: tf.Tensor, win: int, hop: int) -> np.ndarray:
-    frames = tf.signal.frame(x, win, hop, pad_end=True)
+BLOCK_FRAMES = 3000  # frames analysed at once (30 s): bounds memory on long recordings
+
+
+def _frame_contours(samples: np.ndarray, sr: int, hop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per 10 ms frame: energy (dBFS), 300-3000 Hz band energy (dB) and f0 (Hz, 0 = unvoiced).
+
+    Frame i starts at sample i * hop; the signal is zero-padded at the end.
+    """
+    win_e = max(hop, round(sr * ENERGY_WIN_MS / 1000.0))
+    win_p = max(win_e, round(sr * PITCH_WIN_MS / 1000.0))
+    n_frames = -(-len(samples) // hop)
+    padded = np.concatenate([samples, np.zeros(win_p, np.float32)])
+    parts = []
+    for first in range(0, n_frames, BLOCK_FRAMES):
+        count = min(BLOCK_FRAMES, n_frames - first)
+        block = tf.constant(padded[first * hop : (first + count - 1) * hop + win_p])
+        parts.append(
+            (
+                _energy_db(block, win_e, hop)[:count],
+                _band_db(block, sr, win_e, hop, 300.0, 3000.0)[:count],
+                _pitch_hz(block, sr, win_p, hop)[:count],
+            )
+        )
+    return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
+
+
+def _energy_db(x: tf.Tensor, win: int, hop: int) -> np.ndarray:
+    frames = tf.signal.frame(x, win, hop)
     rms = tf.sqrt(tf.reduce_mean(tf.square(frames), axis=1))
     return (20.0 * tf.math.log(rms + 1e-10) / np.log(10.0)).numpy()
 
 
 def _band_db(x: tf.Tensor, sr: int, win: int, hop: int, lo_hz: float, hi_hz: float) -> np.ndarray:
     nfft = 1 << (win - 1).bit_length()
-    power = tf.square(tf.abs(tf.signal.stft(x, win, hop, nfft, pad_end=True)))
+    power = tf.square(tf.abs(tf.signal.stft(x, win, hop, nfft)))
     freqs = np.arange(nfft // 2 + 1) * sr / nfft
     mask = tf.constant(((freqs >= lo_hz) & (freqs <= hi_hz)).astype(np.float32))
-    db = 10.0 * tf.math.log(tf.reduce_sum(power * mask, axis=1) + 1e-10) / np.log(10.0)
-    smooth = max(1, round(50.0 / HOP_MS))  # 50 ms moving average
-    db = tf.nn.avg_pool1d(db[tf.newaxis, :, tf.newaxis], smooth, 1, "SAME")[0, :, 0]
-    return db.numpy()
+    return (10.0 * tf.math.log(tf.reduce_sum(power * mask, axis=1) + 1e-10) / np.log(10.0)).numpy()
 
 
-def _pitch_hz(x: tf.Tensor, sr: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame f0 (Hz) and autocorrelation strength; f0 is 0 where unvoiced."""
-    win = round(sr * PITCH_WIN_MS / 1000.0)
+def _pitch_hz(x: tf.Tensor, sr: int, win: int, hop: int) -> np.ndarray:
+    """Per-frame f0 in Hz from the normalised autocorrelation; 0 where unvoiced."""
     nfft = 1 << (2 * win - 1).bit_length()
     window = tf.signal.hann_window(win, periodic=False)
-    frames = tf.signal.frame(x, win, hop, pad_end=True)
+    frames = tf.signal.frame(x, win, hop)
     frames = (frames - tf.reduce_mean(frames, axis=1, keepdims=True)) * window
 
     def autocorr(signal: tf.Tensor) -> tf.Tensor:
@@ -227,21 +249,19 @@ def _pitch_hz(x: tf.Tensor, sr: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
     r = autocorr(frames)[:, : lag_hi + 2].numpy()
     rw = autocorr(window[tf.newaxis, :])[0, : lag_hi + 2].numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
-        norm = (r / r[:, :1]) / (rw / rw[0])
+        norm = (r / r[:, :1]) / (rw / rw[0])  # corrected for the window's own autocorrelation
     norm = np.nan_to_num(norm, nan=0.0, posinf=0.0, neginf=0.0)
     seg = norm[:, lag_lo : lag_hi + 1]
     best = np.argmax(seg, axis=1)
     strength = seg[np.arange(len(seg)), best]
-    lag = (best + lag_lo).astype(np.float64)
     # parabolic interpolation around the peak for a sub-sample lag
-    i = np.arange(len(norm))
-    left, mid, right = norm[i, best + lag_lo - 1], norm[i, best + lag_lo], norm[i, best + lag_lo + 1]
+    i, peak = np.arange(len(norm)), best + lag_lo
+    left, mid, right = norm[i, peak - 1], norm[i, peak], norm[i, peak + 1]
     denom = left - 2 * mid + right
     with np.errstate(divide="ignore", invalid="ignore"):
         shift = np.where(np.abs(denom) > 1e-12, 0.5 * (left - right) / denom, 0.0)
-    lag = lag + np.clip(shift, -0.5, 0.5)
-    f0 = np.where(strength > VOICING_THRESHOLD, sr / lag, 0.0)
-    return f0, strength
+    lag = peak + np.clip(shift, -0.5, 0.5)
+    return np.where(strength > VOICING_THRESHOLD, sr / lag, 0.0)
 
 
 def measure_speech(
@@ -254,12 +274,9 @@ def measure_speech(
     """
     sr = int(sample_rate)
     hop = max(1, round(sr * HOP_MS / 1000.0))
-    x = tf.convert_to_tensor(samples, tf.float32)
-    energy = _frames_db(x, max(hop, round(sr * ENERGY_WIN_MS / 1000.0)), hop)
-    band = _band_db(x, sr, max(hop, round(sr * ENERGY_WIN_MS / 1000.0)), hop, 300.0, 3000.0)
-    f0, _ = _pitch_hz(x, sr, hop)
-    n = min(len(energy), len(band), len(f0))
-    energy, band, f0 = energy[:n], band[:n], f0[:n]
+    energy, band, f0 = _frame_contours(np.asarray(samples, np.float32), sr, hop)
+    smooth = max(1, round(50.0 / HOP_MS))  # 50 ms moving average of the band energy
+    band = tf.nn.avg_pool1d(tf.constant(band[np.newaxis, :, np.newaxis]), smooth, 1, "SAME")[0, :, 0].numpy()
 
     top = float(np.percentile(energy, 99))
     floor = float(np.percentile(energy, 5))
@@ -302,7 +319,7 @@ def measure_speech(
             dip = float(band[j : i + 1].min())
             if min(band[j], band[i]) - dip < NUCLEUS_DIP_DB:
                 if band[i] > band[j]:
-                    nuclei[-1] = i
+                    nuclei[-1] = int(i)
                 continue
         nuclei.append(int(i))
     if not nuclei:

@@ -1,0 +1,580 @@
+"""The vectorised fast path of Monte-Carlo studies (numpy): the rules of SPEC §3 computed for
+a whole block of independent runs at once, for plans where no slot limit binds.
+
+It applies when every plan of the fallback chain is sequential (``parallel: false``) or
+parallel with no ``maxConcurrency`` below its number of steps, and no agent has a capacity
+limit (``monte_carlo`` checks the latter). Then a run's timeline needs no event queue:
+
+- parallel: a step starts when its last dependency succeeds (the plan's start for roots);
+  sequential: steps run one at a time in the fixed order "first ready step in plan
+  order", computed once from the DAG; a skipped step is left out and the others keep
+  their relative order (the core's ready-heap gives exactly this order).
+- a step is a chain of attempts: latency and outcome from ``ActionModel.draw_arrays``; an
+  attempt whose latency reaches the step's timeout (or that hangs) ends as "timeout" at
+  the timeout; a retry starts its backoff (with jitter) after the failed attempt's end.
+- each plan is first computed as if nothing ended it early; then it is cut at the first
+  failure (failFast) or at its deadline (the deadline wins a tie, as in the core, whose
+  deadline timer is scheduled first): attempts that start at or after the cut never
+  happened, those still running are "cancelled" at the cut.
+- a plan that never ends (a hang with no step timeout, no deadline, no failFast failure)
+  ends as "failed" at the last event time of the run, without fallback: what the SimPy
+  driver's ``finish_hung`` does (its clock is then at the last scheduled event, including
+  timers the core had already dropped; see ``_hung_events``).
+- a plan that did not succeed runs its fallback from its end time, with its own deadline.
+
+Runs are processed in blocks of ``BLOCK_RUNS``; block b draws from
+``numpy.random.default_rng`` seeded from (seed, b), so results depend only on the seed and
+the number of runs, and memory stays bounded. All times are ms from the run's start.
+"""
+
+from __future__ import annotations
+
+import math
+from heapq import heapify, heappop, heappush
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ._core import _EXPONENTIAL, _LINEAR, CompiledPlan, compile_plan
+from ._models import AgentModels
+from ._plan import Plan
+from ._result import SPAN_COLUMNS, spans_frame
+
+__all__ = ["BLOCK_RUNS", "fast_runs", "supports"]
+
+BLOCK_RUNS = 1 << 16  # runs per block (one rng seeding, bounded working memory)
+_INF = math.inf
+_OK, _ERROR, _HANG, _TIMEOUT, _CANCELLED = 0, 1, 2, 3, 4  # attempt outcome codes
+_OUTCOMES = np.array(["succeeded", "error", "hang", "timeout", "cancelled"], dtype=object)
+_SUCCEEDED, _FAILED, _TIMED_OUT, _HUNG = 0, 1, 2, 3  # plan status codes
+_STATUS = ("succeeded", "failed", "timed_out")
+_HUNG_REASON = "never finished: an attempt hung and no step timeout or plan timeout ends it"
+_SEED_TAG = 0x66617374  # "fast": keeps these streams apart from other uses of the seed
+
+
+def supports(plan: Plan) -> bool:
+    """True when every plan of ``plan``'s fallback chain can be computed by the vectorised
+    rules: sequential, or parallel with no ``maxConcurrency`` below its number of steps.
+    (Agent capacity limits are checked by ``monte_carlo``.)"""
+    p: Plan | None = plan
+    while p is not None:
+        if p.parallel and p.max_concurrency is not None and p.max_concurrency < len(p.steps):
+            return False
+        p = p.fallback_plan
+    return True
+
+
+# ------------------------------------------------------------------ compiled form
+
+
+class _Step:
+    __slots__ = ("index", "step_id", "agent_id", "action", "model", "timeout", "retries",
+                 "delays", "jitter", "on_error", "on_timeout", "error_msg", "timeout_msgs")
+
+    def __init__(self, cp: CompiledPlan, i: int, models: AgentModels):
+        self.index = i
+        self.step_id, self.agent_id, self.action = cp.step_ids[i], cp.agent_ids[i], cp.actions[i]
+        self.model = models.resolve(self.agent_id, self.action)
+        self.timeout = cp.timeout_ms[i]
+        rp = cp.retry[i]
+        self.retries = 0 if rp is None else rp[0]
+        self.delays: list[float] = []  # delay before attempt k+1 (k = 1..retries), before jitter
+        if rp is not None:
+            backoff, strategy, cap = rp[1], rp[2], rp[3]
+            for k in range(1, rp[0] + 1):
+                d = (backoff * k if strategy == _LINEAR
+                     else backoff * 2.0 ** (k - 1) if strategy == _EXPONENTIAL else backoff)
+                self.delays.append(min(d, cap))
+        self.jitter = 0.0 if rp is None else rp[4]
+        self.on_error = rp is not None and rp[5]
+        self.on_timeout = rp is not None and rp[6] and self.timeout is not None
+        self.error_msg = f"simulated error: agent '{self.agent_id}' action '{self.action}' failed"
+        t = self.timeout
+        self.timeout_msgs = [None] + [
+            f"step '{self.step_id}' attempt {k} timed out after {t:g} ms (running)"
+            for k in range(1, self.retries + 2)] if t is not None else []
+
+    def retry_mask(self, outc: np.ndarray) -> np.ndarray | None:
+        if self.on_error and self.on_timeout:
+            return (outc == _ERROR) | (outc == _TIMEOUT)
+        if self.on_error:
+            return outc == _ERROR
+        if self.on_timeout:
+            return outc == _TIMEOUT
+        return None
+
+
+class _Plan:
+    __slots__ = ("cp", "id", "n", "steps", "deps", "order", "rank", "parallel", "deadline",
+                 "fail_fast", "can_hang", "deadline_msg")
+
+    def __init__(self, cp: CompiledPlan, models: AgentModels):
+        self.cp, self.id, self.n = cp, cp.id, cp.n
+        self.steps = [_Step(cp, i, models) for i in range(cp.n)]
+        self.deps = cp.deps
+        self.parallel = cp.limit > 1
+        self.deadline = cp.deadline_ms
+        self.fail_fast = cp.fail_fast
+        self.deadline_msg = f"cancelled: Orchestration plan {cp.id} timed out"
+        # "first ready step in plan order" with every step succeeding (the core's ready
+        # heap): a topological order; a sequential plan runs its non-skipped steps in it
+        remaining = list(cp.deps_count)
+        ready = list(cp.roots)
+        heapify(ready)
+        order, depth = [], [0] * cp.n
+        while ready:
+            i = heappop(ready)
+            order.append(i)
+            for j in cp.dependents[i]:
+                depth[j] = max(depth[j], depth[i] + 1)
+                remaining[j] -= 1
+                if remaining[j] == 0:
+                    heappush(ready, j)
+        self.order = order
+        # tie-break of attempts starting at the same instant in the spans frame
+        key = ({i: pos for pos, i in enumerate(order)} if not self.parallel
+               else {i: (depth[i], i) for i in range(cp.n)})
+        ranked = sorted(range(cp.n), key=key.__getitem__)
+        self.rank = np.empty(cp.n, dtype=np.int64)
+        self.rank[ranked] = np.arange(cp.n)
+        self.can_hang = self.deadline is None and any(
+            s.timeout is None and s.model.hang > 0 for s in self.steps)
+
+
+def _chain(plan: Plan, models: AgentModels) -> list[_Plan]:
+    out = []
+    cp: CompiledPlan | None = compile_plan(plan)
+    while cp is not None:
+        out.append(_Plan(cp, models))
+        cp = cp.fallback
+    return out
+
+
+# ------------------------------------------------------------------ one block of runs
+
+
+class _Block:
+    """Runs ``base .. base+n`` of a study: per-run outputs, busy time, kept span pieces."""
+
+    def __init__(self, chain: list[_Plan], gen: np.random.Generator, base: int, n: int,
+                 keep: int, busy: dict[str, float], pieces: list[tuple] | None):
+        self.chain, self.gen, self.base, self.keep = chain, gen, base, keep
+        self.busy, self.pieces = busy, pieces
+        self.track = any(fp.can_hang for fp in chain)
+        self.end = np.zeros(n)
+        self.status = np.zeros(n, dtype=np.int8)
+        self.attempts = np.zeros(n, dtype=np.int64)
+        self.retries = np.zeros(n, dtype=np.int64)
+        self.timeouts = np.zeros(n, dtype=np.int64)
+        self.final = np.zeros(n, dtype=np.int8)
+        # the latest event time of each run so far (for runs that hang; SimDriver's clock)
+        self.last_event = np.zeros(n) if self.track else None
+
+    def run(self) -> None:
+        ids: np.ndarray | None = None  # block-local run indexes in this plan (None: all)
+        t0 = np.zeros(len(self.end))
+        for p, fp in enumerate(self.chain):
+            st, end = self._plan(p, fp, ids, t0)
+            if ids is None:
+                self.status[:] = st
+                self.end[:] = end
+            else:
+                self.status[ids] = st
+                self.end[ids] = end
+                self.final[ids] = p
+            if p + 1 == len(self.chain):
+                break
+            go = np.flatnonzero((st == _FAILED) | (st == _TIMED_OUT))
+            if not go.size:
+                break
+            t0 = end[go]
+            ids = go if ids is None else ids[go]
+        self.status[self.status == _HUNG] = _FAILED
+
+    # -- one plan of the chain, for the runs ``ids`` started at ``t0`` -----------------
+
+    def _plan(self, p: int, fp: _Plan, ids: np.ndarray | None,
+              t0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = len(t0)
+        gen, track = self.gen, self.track
+        recs: list[tuple] = []  # (step, attempt k, rows | None, run mask, start, end, outcome, ev, sched)
+        ends: list[Any] = [None] * fp.n  # step end (-inf: skipped / never started)
+        oks: list[Any] = [None] * fp.n
+        fails: list[Any] = [None] * fp.n
+        all_ok: np.ndarray | None = None
+        t = t0  # sequential: when the slot frees up
+        for i in fp.order:
+            fs = fp.steps[i]
+            deps = fp.deps[i]
+            run = None
+            if deps:
+                run = oks[deps[0]]
+                for d in deps[1:]:
+                    run = run & oks[d]
+                if run.all():
+                    run = None
+            if fp.parallel:
+                if deps:
+                    start = ends[deps[0]]
+                    for d in deps[1:]:
+                        start = np.maximum(start, ends[d])
+                else:
+                    start = t0
+            else:
+                start = t
+            if run is not None:
+                start = np.where(run, start, _INF)
+            end, outc = self._step(fs, start, run, recs, track)
+            ok = outc == _OK
+            fail = (outc == _ERROR) | (outc == _TIMEOUT)
+            if run is not None:
+                ok &= run
+                fail &= run
+                if not fp.parallel:
+                    t = np.where(run, end, t)
+                end = np.where(run, end, -_INF)
+            elif not fp.parallel:
+                t = end
+            ends[i], oks[i], fails[i] = end, ok, fail
+            all_ok = ok if all_ok is None else all_ok & ok
+
+        natural = t if not fp.parallel else np.maximum.reduce(ends) if fp.n > 1 else ends[0]
+        status = np.where(all_ok, _SUCCEEDED, _FAILED).astype(np.int8)
+        trunc = fp.deadline is not None or fp.fail_fast or fp.can_hang
+        first_fail = None
+        if fp.fail_fast:
+            first_fail = np.minimum.reduce([np.where(f, e, _INF) for f, e in zip(fails, ends)])
+            plan_end = np.minimum(natural, first_fail)
+            cut_start, cut_cancel = first_fail, np.nextafter(first_fail, _INF)
+        else:
+            plan_end = natural
+            cut_start = cut_cancel = _INF
+        timed = None
+        if fp.deadline is not None:
+            dl = t0 + fp.deadline
+            timed = dl <= plan_end  # the deadline timer fires first on a tie
+            plan_end = np.where(timed, dl, plan_end)
+            cut_start = np.where(timed, dl, cut_start)
+            cut_cancel = np.where(timed, dl, cut_cancel)
+            status[timed] = _TIMED_OUT
+        hung = None
+        if fp.can_hang:
+            hung = plan_end == _INF
+            if hung.any():
+                status[hung] = _HUNG
+            else:
+                hung = None
+        if track:  # the latest event time of each run, through this plan
+            prior = self.last_event if ids is None else self.last_event[ids]
+            last = np.maximum(prior, self._hung_events(recs, cut_start, cut_cancel, t0, fp))
+            if hung is not None:
+                plan_end = np.where(hung, last, plan_end)
+            if ids is None:
+                self.last_event[:] = last
+            else:
+                self.last_event[ids] = last
+
+        # -- the attempts that happened: counts, busy time, spans ----------------------
+        attempts = np.zeros(m, dtype=np.int64)
+        retries = np.zeros(m, dtype=np.int64)
+        timeouts = np.zeros(m, dtype=np.int64)
+        keep = self.keep if ids is None else int(np.searchsorted(ids, self.keep))
+        reasons = self._reasons(fp, keep, timed, first_fail, hung, fails, ends) if keep else None
+        busy = self.busy
+        for i, k, rows, run, start, end, outc, _ev, _sched in recs:
+            fs = fp.steps[i]
+            if trunc:
+                cs = cut_start if rows is None or np.ndim(cut_start) == 0 else cut_start[rows]
+                cc = cut_cancel if rows is None or np.ndim(cut_cancel) == 0 else cut_cancel[rows]
+                launched = start < cs
+                cancelled = end >= cc
+                if cancelled.any():
+                    pe = plan_end if rows is None else plan_end[rows]
+                    span_end = np.where(cancelled, pe, end)
+                else:
+                    cancelled = None
+                    span_end = end
+                busy_ms = float(np.sum(span_end - start, where=launched))
+                counted = launched
+            else:
+                cancelled = None
+                span_end = end
+                launched = run  # None: every row
+                if launched is None:
+                    busy_ms = float(np.sum(end - start))
+                else:
+                    busy_ms = float(np.sum(end - start, where=launched))
+                counted = 1 if launched is None else launched
+            busy[fs.agent_id] += busy_ms
+            if rows is None:
+                attempts += counted
+            else:
+                attempts[rows] += counted
+                retries[rows] += counted
+            if fs.timeout is not None:
+                tmo = outc == _TIMEOUT
+                if launched is not None:
+                    tmo &= launched
+                if cancelled is not None:
+                    tmo &= ~cancelled
+                if rows is None:
+                    timeouts += tmo
+                else:
+                    timeouts[rows] += tmo
+            if keep:
+                self._keep(p, fp, fs, k, rows, keep, launched, start, span_end, outc,
+                           cancelled, reasons, ids)
+        self._add(ids, attempts, retries, timeouts)
+        return status, plan_end
+
+    def _step(self, fs: _Step, start: np.ndarray, run: np.ndarray | None, recs: list,
+              track: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Every attempt of step ``fs`` from ``start``: its end and final attempt outcome."""
+        gen = self.gen
+        m = len(start)
+        lat, code = fs.model.draw_arrays(gen, m)
+        end, outc, ev = _outcome(fs, start, lat, code, track)
+        recs.append((fs.index, 1, None, run, start, end, outc, ev, None))
+        if not fs.retries:
+            return end, outc
+        need = fs.retry_mask(outc)
+        if need is None:
+            return end, outc
+        if run is not None:
+            need &= run
+        rows = None
+        fin_end, fin_outc = end, outc
+        for k in range(1, fs.retries + 1):  # attempt k failed: attempt k+1 after the backoff
+            loc = np.flatnonzero(need)
+            if not loc.size:
+                break
+            if rows is None:
+                fin_end, fin_outc = end.copy(), outc.copy()
+                rows = loc
+            else:
+                rows = rows[loc]
+            prev = fin_end[rows]
+            delay: Any = fs.delays[k - 1]
+            if fs.jitter:
+                delay = delay * (1.0 - fs.jitter + 2.0 * fs.jitter * gen.random(rows.size))
+            s = prev + delay
+            lat, code = fs.model.draw_arrays(gen, rows.size)
+            e, o, ev = _outcome(fs, s, lat, code, track)
+            fin_end[rows] = e
+            fin_outc[rows] = o
+            recs.append((fs.index, k + 1, rows, None, s, e, o, ev, prev if track else None))
+            need = fs.retry_mask(o)
+        return fin_end, fin_outc
+
+    @staticmethod
+    def _hung_events(recs: list, cut_start: Any, cut_cancel: Any, t0: np.ndarray,
+                     fp: _Plan) -> np.ndarray:
+        """Per run, the latest time at which the SimPy driver has an event of this plan:
+        the plan start and deadline timer, and for every attempt that started, its latency
+        event (even if it was cancelled) and its step-timeout timer, and every retry timer
+        the core started (even if the plan ended before it fired)."""
+        last = t0 + fp.deadline if fp.deadline is not None else t0.copy()
+        for _i, k, rows, _run, start, end, _outc, ev, sched in recs:
+            cs = cut_start if rows is None or np.ndim(cut_start) == 0 else cut_start[rows]
+            val = np.where(start < cs, ev, -_INF)
+            if k > 1:
+                cc = cut_cancel if np.ndim(cut_cancel) == 0 else cut_cancel[rows]
+                val = np.maximum(val, np.where(sched < cc, start, -_INF))
+            if rows is None:
+                np.maximum(last, val, out=last)
+            else:
+                last[rows] = np.maximum(last[rows], val)
+        return last
+
+    def _add(self, ids: np.ndarray | None, attempts: np.ndarray, retries: np.ndarray,
+             timeouts: np.ndarray) -> None:
+        if ids is None:
+            self.attempts += attempts
+            self.retries += retries
+            self.timeouts += timeouts
+        else:
+            self.attempts[ids] += attempts
+            self.retries[ids] += retries
+            self.timeouts[ids] += timeouts
+
+    # -- spans of the kept runs --------------------------------------------------------
+
+    @staticmethod
+    def _reasons(fp: _Plan, keep: int, timed: Any, first_fail: Any, hung: Any,
+                 fails: list, ends: list) -> np.ndarray:
+        """The error of attempts cancelled by the plan's end, for its first ``keep`` runs."""
+        out = np.full(keep, None, dtype=object)
+        if first_fail is not None:
+            masked = np.stack([np.where(f[:keep], e[:keep], _INF) for f, e in zip(fails, ends)])
+            first = masked.argmin(axis=0)
+            msgs = np.array([f"cancelled: step '{s.step_id}' failed and the plan is failFast"
+                             for s in fp.steps], dtype=object)
+            has = np.isfinite(masked.min(axis=0))
+            out[has] = msgs[first[has]]
+        if hung is not None:
+            out[hung[:keep]] = _HUNG_REASON
+        if timed is not None:
+            out[timed[:keep]] = fp.deadline_msg
+        return out
+
+    def _keep(self, p: int, fp: _Plan, fs: _Step, k: int, rows: np.ndarray | None, keep: int,
+              launched: Any, start: np.ndarray, end: np.ndarray, outc: np.ndarray,
+              cancelled: Any, reasons: np.ndarray, ids: np.ndarray | None) -> None:
+        n = keep if rows is None else int(np.searchsorted(rows, keep))
+        if not n:
+            return
+        local = np.arange(n) if rows is None else rows[:n]
+        sel = slice(0, n)
+        outc = outc[sel].copy()
+        if cancelled is not None:
+            outc[cancelled[sel]] = _CANCELLED
+        take = None if launched is None else launched[sel]
+        start, end = start[sel], end[sel]
+        if take is not None:
+            local, start, end, outc = local[take], start[take], end[take], outc[take]
+        error = np.full(local.size, None, dtype=object)
+        error[outc == _ERROR] = fs.error_msg
+        if fs.timeout is not None:
+            error[outc == _TIMEOUT] = fs.timeout_msgs[k]
+        canc = outc == _CANCELLED
+        if canc.any():
+            error[canc] = reasons[local[canc]]
+        run_id = self.base + (local if ids is None else ids[local])
+        self.pieces.append((run_id, p, fs.index, int(fp.rank[fs.index]), k, start, end, outc,
+                            error))
+
+
+def _outcome(fs: _Step, start: np.ndarray, lat: np.ndarray, code: np.ndarray,
+             track: bool) -> tuple[np.ndarray, np.ndarray, Any]:
+    """End time, outcome code and (if ``track``) latest event time of attempts that start at
+    ``start`` with latency ``lat`` (inf: hang) and model outcome ``code``."""
+    t = fs.timeout
+    if t is None:
+        end = start + lat
+        ev = np.where(np.isfinite(lat), end, start) if track else None
+        return end, code, ev
+    timed_out = lat >= t  # the step's timer was scheduled first: it wins a tie
+    end = start + np.minimum(lat, t)
+    outc = np.where(timed_out, np.int8(_TIMEOUT), code)
+    ev = start + np.where(np.isfinite(lat), np.maximum(lat, t), t) if track else None
+    return end, outc, ev
+
+
+# ------------------------------------------------------------------ the entry point
+
+
+def fast_runs(plan: Plan, models: AgentModels, seed: int, runs: int,
+              keep_spans: bool | int = True, *,
+              progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Simulate ``runs`` independent runs of ``plan`` (each alone, from t = 0) with the
+    vectorised rules; ``plan`` must satisfy ``supports`` and its agents have no capacity.
+
+    Returns ``(runs_df, spans_df, busy_ms)``: one row per run (``orchkit.RUN_COLUMNS``), one
+    row per attempt of the kept runs (``orchkit.SPAN_COLUMNS``; ``keep_spans`` True: all
+    runs, an int k: runs 0..k-1, False: none) and each agent's total running time in ms.
+    ``progress`` shows a tqdm bar over blocks of ``BLOCK_RUNS`` runs when there are several.
+    The same seed and runs give identical frames.
+    """
+    if not supports(plan):
+        raise ValueError(f"plan '{plan.id}': the fast path needs sequential plans or parallel "
+                         "ones whose maxConcurrency is not below their number of steps")
+    chain = _chain(plan, models)
+    keep = runs if keep_spans is True else max(0, min(runs, int(keep_spans or 0)))
+    busy = {a: 0.0 for fp in chain for a in dict.fromkeys(fp.cp.agent_ids)}
+    pieces: list[tuple] = []
+    status = np.empty(runs, dtype=np.int8)
+    end = np.empty(runs)
+    attempts = np.empty(runs, dtype=np.int64)
+    retries = np.empty(runs, dtype=np.int64)
+    timeouts = np.empty(runs, dtype=np.int64)
+    final = np.empty(runs, dtype=np.int8)
+    blocks = range(0, runs, BLOCK_RUNS)
+    bar = tqdm(total=runs, desc=f"simulating {plan.id} (fast)", unit="run",
+               disable=not progress or len(blocks) < 2)
+    with np.errstate(invalid="ignore"):  # inf - inf of attempts that never started
+        for b, base in enumerate(blocks):
+            n = min(BLOCK_RUNS, runs - base)
+            gen = np.random.default_rng([abs(int(seed)), int(seed < 0), b, _SEED_TAG])
+            blk = _Block(chain, gen, base, n, max(0, min(n, keep - base)), busy, pieces)
+            blk.run()
+            sl = slice(base, base + n)
+            status[sl], end[sl], final[sl] = blk.status, blk.end, blk.final
+            attempts[sl], retries[sl], timeouts[sl] = blk.attempts, blk.retries, blk.timeouts
+            bar.update(n)
+    bar.close()
+    return _runs_frame(chain, status, end, attempts, retries, timeouts, final), \
+        _spans_frame(chain, pieces), busy
+
+
+def _str_column(values: list[str], codes: np.ndarray) -> pd.Series:
+    """A str column taking ``values[code]`` per row."""
+    return pd.Series(np.asarray(values, dtype=object)[codes], dtype="str")
+
+
+def _runs_frame(chain: list[_Plan], status: np.ndarray, end: np.ndarray, attempts: np.ndarray,
+                retries: np.ndarray, timeouts: np.ndarray, final: np.ndarray) -> pd.DataFrame:
+    n = len(status)
+    present = sorted({_STATUS[c] for c in np.unique(status)})
+    remap = np.array([present.index(s) if s in present else -1 for s in _STATUS], dtype=np.int8)
+    zeros = np.zeros(n)
+    return pd.DataFrame({
+        "run_id": np.arange(n, dtype=np.int64),
+        "plan_id": _str_column([chain[0].id], np.zeros(n, dtype=np.int8)),
+        "status": pd.Categorical.from_codes(remap[status],
+                                            categories=pd.Index(present, dtype="str")),
+        "arrival_ms": zeros,
+        "start_ms": zeros.copy(),
+        "end_ms": end,
+        "makespan_ms": end.copy(),
+        "attempts": attempts,
+        "retries": retries,
+        "timeouts": timeouts,
+        "fallback_used": final > 0,
+        "final_plan_id": _str_column([fp.id for fp in chain], final),
+    }, columns=pd.Index(_run_columns()))
+
+
+def _run_columns() -> list[str]:
+    from ._study import RUN_COLUMNS  # imported late: _study imports this module lazily
+    return RUN_COLUMNS
+
+
+def _spans_frame(chain: list[_Plan], pieces: list[tuple]) -> pd.DataFrame:
+    if not pieces:
+        return spans_frame([])
+    run_id = np.concatenate([pc[0] for pc in pieces])
+    sizes = [len(pc[0]) for pc in pieces]
+    plan = np.repeat([pc[1] for pc in pieces], sizes)
+    # one code per (plan, step) for the string columns
+    offsets = np.cumsum([0] + [fp.n for fp in chain])
+    step = np.repeat([offsets[pc[1]] + pc[2] for pc in pieces], sizes)
+    rank = np.repeat([pc[3] for pc in pieces], sizes)
+    attempt = np.repeat(np.array([pc[4] for pc in pieces], dtype=np.int64), sizes)
+    start = np.concatenate([pc[5] for pc in pieces])
+    end = np.concatenate([pc[6] for pc in pieces])
+    outc = np.concatenate([pc[7] for pc in pieces])
+    error = np.concatenate([pc[8] for pc in pieces])
+    order = np.lexsort((attempt, rank, start, plan, run_id))
+    steps = [s for fp in chain for s in fp.steps]
+    plan_ids = np.array([fp.id for fp in chain for _ in fp.steps], dtype=object)
+    lookup = {name: np.array([getattr(s, name) for s in steps], dtype=object)
+              for name in ("step_id", "agent_id", "action")}
+    step = step[order]
+    start = start[order]
+    df = pd.DataFrame({
+        "run_id": run_id[order].astype(np.int64),
+        "plan_id": plan_ids[step],
+        "step_id": lookup["step_id"][step],
+        "agent_id": lookup["agent_id"][step],
+        "action": lookup["action"][step],
+        "attempt": attempt[order],
+        "queued_ms": start,
+        "start_ms": start.copy(),
+        "end_ms": end[order],
+        "outcome": _OUTCOMES[outc[order]],
+        "error": error[order],
+    }, columns=SPAN_COLUMNS)
+    return df.astype({"plan_id": "str", "step_id": "str", "agent_id": "str", "action": "str",
+                      "outcome": "str", "error": "str"})
