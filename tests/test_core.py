@@ -317,14 +317,42 @@ def test_plan_deadline_timer_is_cancelled_when_the_plan_ends_first():
     assert id(deadline) in h.cancelled_timers and run.status == "succeeded"
 
 
-def test_plan_deadline_cancels_queued_attempts_too():
+def test_plan_deadline_cancels_queued_attempts_without_starting_them():
+    # When the deadline frees the agent slot of the running attempt, the next attempt of
+    # the same (ending) plan must not be started for an instant and cancelled.
     plan = plan_of("dl", [step("a", agent="one"), step("b", agent="one")], parallel=True,
                    timeout=50)
     h, run = run_plan(plan, capacity={"one": 1}, default=Hang())
     assert run.status == "timed_out"
-    assert [a.step_id for a in h.cancelled] == ["a"]  # b never started
     assert [a.outcome for a in run.attempts] == ["cancelled", "cancelled"]
     assert h.start_times("b") == []
+    assert [p["stepId"] for p in h.named("step:started")] == ["a"]
+    b = attempts_of(run, "b")[0]
+    assert b.start_ms is None  # the span of b shows it never ran
+    assert [a.step_id for a in h.cancelled] == ["a"]
+
+
+def test_fail_fast_does_not_start_a_queued_attempt_of_the_ending_plan():
+    plan = plan_of("ff", [step("a", agent="one"), step("b", agent="one")], parallel=True,
+                   failFast=True)
+    h, run = run_plan(plan, capacity={"one": 1}, script={"a": [Fail(10)]}, default=Hang())
+    assert run.status == "failed" and run.end_ms == 10
+    assert state_names(run) == {"a": "failed", "b": "cancelled"}
+    assert h.start_times("b") == []
+    assert [p["stepId"] for p in h.named("step:started")] == ["a"]
+    assert attempts_of(run, "b")[0].start_ms is None
+
+
+def test_a_queued_attempt_of_another_run_gets_the_slot_when_a_plan_times_out():
+    h = Harness(capacity={"one": 1}, default=Hang())
+    r1 = h.submit(plan_of("slow", [step("a", agent="one")], timeout=50), run_id="r1")
+    r2 = h.submit(plan_of("quick", [step("b", agent="one")]), at_ms=10, run_id="r2")
+    h.script["quick/b"] = [Ok(5)]
+    h.run()
+    assert h.runs[r1].status == "timed_out"
+    b = h.runs[r2].attempts[0]
+    assert (b.queued_ms, b.start_ms, b.end_ms) == (10, 50, 55)
+    assert h.runs[r2].status == "succeeded"
 
 
 # ------------------------------------------------------------------ §3.8 fallback
