@@ -17,9 +17,8 @@ limit (``monte_carlo`` checks the latter). Then a run's timeline needs no event 
   deadline timer is scheduled first): attempts that start at or after the cut never
   happened, those still running are "cancelled" at the cut.
 - a plan that never ends (a hang with no step timeout, no deadline, no failFast failure)
-  ends as "failed" at the last event time of the run, without fallback: what the SimPy
-  driver's ``finish_hung`` does (its clock is then at the last scheduled event, including
-  timers the core had already dropped; see ``_hung_events``).
+  ends as "failed", without fallback, at the last moment anything happened in the run
+  (as the SimPy driver's ``finish_hung``).
 - a plan that did not succeed runs its fallback from its end time, with its own deadline.
 
 Runs are processed in blocks of ``BLOCK_RUNS``; block b draws from
@@ -198,8 +197,10 @@ class _Block:
     def _plan(self, p: int, fp: _Plan, ids: np.ndarray | None,
               t0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = len(t0)
-        gen, track = self.gen, self.track
-        recs: list[tuple] = []  # (step, attempt k, rows | None, run mask, start, end, outcome, ev, sched)
+        track = self.track
+        # one record per batch of attempts: (step, attempt number, rows (None: all m runs),
+        # run mask, start, end, outcome code, latest event time, retry timer's start)
+        recs: list[tuple] = []
         ends: list[Any] = [None] * fp.n  # step end (-inf: skipped / never started)
         oks: list[Any] = [None] * fp.n
         fails: list[Any] = [None] * fp.n
@@ -226,7 +227,7 @@ class _Block:
                 start = t
             if run is not None:
                 start = np.where(run, start, _INF)
-            end, outc = self._step(fs, start, run, recs, track)
+            end, outc = self._step(fs, start, run, recs)
             ok = outc == _OK
             fail = (outc == _ERROR) | (outc == _TIMEOUT)
             if run is not None:
@@ -283,7 +284,7 @@ class _Block:
         keep = self.keep if ids is None else int(np.searchsorted(ids, self.keep))
         reasons = self._reasons(fp, keep, timed, first_fail, hung, fails, ends) if keep else None
         busy = self.busy
-        for i, k, rows, run, start, end, outc, _ev, _sched in recs:
+        for i, k, rows, run, start, end, outc in recs:
             fs = fp.steps[i]
             if trunc:
                 cs = cut_start if rows is None or np.ndim(cut_start) == 0 else cut_start[rows]
@@ -329,14 +330,14 @@ class _Block:
         self._add(ids, attempts, retries, timeouts)
         return status, plan_end
 
-    def _step(self, fs: _Step, start: np.ndarray, run: np.ndarray | None, recs: list,
-              track: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _step(self, fs: _Step, start: np.ndarray, run: np.ndarray | None,
+              recs: list) -> tuple[np.ndarray, np.ndarray]:
         """Every attempt of step ``fs`` from ``start``: its end and final attempt outcome."""
         gen = self.gen
         m = len(start)
         lat, code = fs.model.draw_arrays(gen, m)
-        end, outc, ev = _outcome(fs, start, lat, code, track)
-        recs.append((fs.index, 1, None, run, start, end, outc, ev, None))
+        end, outc = _outcome(fs, start, lat, code)
+        recs.append((fs.index, 1, None, run, start, end, outc))
         if not fs.retries:
             return end, outc
         need = fs.retry_mask(outc)
@@ -361,27 +362,27 @@ class _Block:
                 delay = delay * (1.0 - fs.jitter + 2.0 * fs.jitter * gen.random(rows.size))
             s = prev + delay
             lat, code = fs.model.draw_arrays(gen, rows.size)
-            e, o, ev = _outcome(fs, s, lat, code, track)
+            e, o = _outcome(fs, s, lat, code)
             fin_end[rows] = e
             fin_outc[rows] = o
-            recs.append((fs.index, k + 1, rows, None, s, e, o, ev, prev if track else None))
+            recs.append((fs.index, k + 1, rows, None, s, e, o))
             need = fs.retry_mask(o)
         return fin_end, fin_outc
 
     @staticmethod
+    @staticmethod
     def _hung_events(recs: list, cut_start: Any, cut_cancel: Any, t0: np.ndarray,
                      fp: _Plan) -> np.ndarray:
-        """Per run, the latest time at which the SimPy driver has an event of this plan:
-        the plan start and deadline timer, and for every attempt that started, its latency
-        event (even if it was cancelled) and its step-timeout timer, and every retry timer
-        the core started (even if the plan ended before it fired)."""
-        last = t0 + fp.deadline if fp.deadline is not None else t0.copy()
-        for _i, k, rows, _run, start, end, _outc, ev, sched in recs:
+        """Per run, the last moment anything happened in this plan (as SimDriver.finish_hung
+        sees it): the plan's start, and each attempt that started: its end, or its start if
+        it never ends."""
+        last = t0.copy()
+        for _i, _k, rows, _run, start, end, _outc in recs:
             cs = cut_start if rows is None or np.ndim(cut_start) == 0 else cut_start[rows]
-            val = np.where(start < cs, ev, -_INF)
-            if k > 1:
-                cc = cut_cancel if np.ndim(cut_cancel) == 0 else cut_cancel[rows]
-                val = np.maximum(val, np.where(sched < cc, start, -_INF))
+            cc = cut_cancel if rows is None or np.ndim(cut_cancel) == 0 else cut_cancel[rows]
+            happened = np.where(end < cc, end, np.minimum(cc, end))
+            happened = np.where(np.isfinite(happened), happened, start)
+            val = np.where((start < cs) & np.isfinite(start), happened, -_INF)
             if rows is None:
                 np.maximum(last, val, out=last)
             else:
@@ -446,20 +447,15 @@ class _Block:
                             error))
 
 
-def _outcome(fs: _Step, start: np.ndarray, lat: np.ndarray, code: np.ndarray,
-             track: bool) -> tuple[np.ndarray, np.ndarray, Any]:
-    """End time, outcome code and (if ``track``) latest event time of attempts that start at
-    ``start`` with latency ``lat`` (inf: hang) and model outcome ``code``."""
+def _outcome(fs: _Step, start: np.ndarray, lat: np.ndarray,
+             code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """End time and outcome code of attempts that start at ``start`` with latency ``lat``
+    (inf: hang) and model outcome ``code``."""
     t = fs.timeout
     if t is None:
-        end = start + lat
-        ev = np.where(np.isfinite(lat), end, start) if track else None
-        return end, code, ev
+        return start + lat, code
     timed_out = lat >= t  # the step's timer was scheduled first: it wins a tie
-    end = start + np.minimum(lat, t)
-    outc = np.where(timed_out, np.int8(_TIMEOUT), code)
-    ev = start + np.where(np.isfinite(lat), np.maximum(lat, t), t) if track else None
-    return end, outc, ev
+    return start + np.minimum(lat, t), np.where(timed_out, np.int8(_TIMEOUT), code)
 
 
 # ------------------------------------------------------------------ the entry point
@@ -576,5 +572,4 @@ def _spans_frame(chain: list[_Plan], pieces: list[tuple]) -> pd.DataFrame:
         "outcome": _OUTCOMES[outc[order]],
         "error": error[order],
     }, columns=SPAN_COLUMNS)
-    return df.astype({"plan_id": "str", "step_id": "str", "agent_id": "str", "action": "str",
-                      "outcome": "str", "error": "str"})
+    return df  # str columns inferred as spans_frame's (all-missing errors stay object)

@@ -21,6 +21,7 @@ from ._models import AgentModels
 from ._plan import Plan
 from ._result import RunResult
 
+HUNG = "never finished: an attempt hung and no step timeout or plan timeout ends it"
 BLOCK = 64  # runs share one rng seeding per block of BLOCK run indexes (see run_rng)
 
 
@@ -97,12 +98,15 @@ class SimDriver:
             # CancelAttempt / CancelTimer: nothing to undo, the core ignores stale facts
 
     def finish_hung(self, runs: list[Run]) -> None:
-        """Runs still open when no event is left hung forever: end them as failed."""
+        """Runs still open when no event is left would hang forever: end them as failed at
+        the last moment anything happened in them (a plan started, an attempt started or
+        ended), cancelling the hung attempts."""
         for run in runs:
             if run.status is None:
-                self.apply(self.core.abort(run, self.env.now,
-                                           "never finished: an attempt hung and no step "
-                                           "timeout or plan timeout ends it"))
+                last = max(run.plans[-1].start_ms, max(
+                    (a.end_ms if a.end_ms is not None else a.start_ms or a.queued_ms
+                     for a in run.attempts), default=run.start_ms))
+                self.apply(self.core.abort(run, last, HUNG))
 
 
 def simulate(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,

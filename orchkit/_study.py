@@ -171,7 +171,7 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
         method_used = _choose_method(plan, models, method)
         if method_used == "fast":
             from ._fast import fast_runs
-            rows, spans, busy = fast_runs(plan, models, seed, runs, keep_spans)
+            rows, spans, busy = fast_runs(plan, models, seed, runs, keep_spans, progress=progress)
         else:
             rows, spans, busy = _run_chunks(plan, models, seed, runs, executor,
                                             chunk_runs, keep_spans, progress)

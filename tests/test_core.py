@@ -25,8 +25,8 @@ def test_sequential_runs_a_dependency_listed_after_its_dependent_first():
                            step("z")])
     h, run = run_plan(plan, default=Ok(10))
     order = [r.attempt.step_id for r in h.starts]
-    # "a" is the first ready step in plan order... no: "z" comes after "a" in plan order,
-    # and "c", "b" are not ready. After "a", "b" (index 1) is ready and precedes "z".
+    # ready at 0 ms: "a" and "z"; "a" comes first in plan order. Then "b", then "c"
+    # become ready, and each precedes "z" in plan order.
     assert order == ["a", "b", "c", "z"]
     assert [r.at_ms for r in h.starts] == [0, 10, 20, 30]
     assert h.peak_plan[id(run.plans[0])] == 1
@@ -521,7 +521,7 @@ def test_event_payload_keys():
     assert {"planId", "fallbackPlanId", "runId", "timeMs"} <= set(by_name["plan:fallback"][0])
     assert [p["error"] for p in by_name["agent:error"]] == ["e1", "e2"]
     assert by_name["step:completed"][0]["response"] == ("ok", "x", 1)
-    assert by_name["step:completed"][0]["timeMs"] == 2 + 5 + 1
+    assert by_name["step:completed"][0]["timeMs"] == 1 + 5 + 1 + 2  # fail, backoff, fail, x
     assert all(p["runId"] == run.run_id for ps in by_name.values() for p in ps)
     jobs = [p["jobId"] for p in by_name["step:started"]]
     assert len(set(jobs)) == len(jobs) == 3  # one job id per attempt

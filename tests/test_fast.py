@@ -126,9 +126,10 @@ def test_fast_and_simpy_agree_statistically(name):
     for col in ("status", "final_plan_id"):
         pa = slow.runs[col].astype(str).value_counts(normalize=True)
         pb = fast.runs[col].astype(str).value_counts(normalize=True)
-        assert set(pa.index) | set(pb.index) == set(pa.index) & set(pb.index) or \
-            pa.reindex(pb.index, fill_value=0).sub(pb).abs().max() < 0.01, (name, col)
-        assert pa.reindex(pb.index, fill_value=0).sub(pb).abs().max() < 0.02, (name, col, pa, pb)
+        both = pa.index.union(pb.index)
+        pa, pb = pa.reindex(both, fill_value=0.0), pb.reindex(both, fill_value=0.0)
+        tol = 4 * np.sqrt(pa * (1 - pa) / len(slow.runs) + pb * (1 - pb) / len(fast.runs))
+        assert ((pa - pb).abs() <= tol + 1e-3).all(), (name, col, pa, pb)
     ta, tb = slow.runs["timeouts"].mean(), fast.runs["timeouts"].mean()
     sa = slow.runs["timeouts"].std() / math.sqrt(len(slow.runs))
     assert abs(ta - tb) <= 5 * sa + 1e-9, (name, ta, tb)
@@ -203,9 +204,10 @@ def test_fast_equals_simpy_exactly_on_deterministic_plans():
                     "never finished", "simulated error"}
 
 
-def test_hung_run_ends_at_the_simpy_drivers_last_event():
-    """A run that never ends is failed at the time the SimPy driver runs out of events; that
-    clock includes a retry timer the main plan had dropped at its deadline (110 ms)."""
+def test_hung_run_ends_failed_at_the_last_thing_that_happened_in_it():
+    """A run that can never end is failed at the last moment anything happened in it: here
+    the fallback's hung attempt starting at 50 ms (the main plan's deadline); the retry
+    timer the deadline dropped (due at 110 ms) does not count."""
     plan = ok.Plan.model_validate({"id": "main", "timeout": 50, "steps": [
         {"id": "a", "agentId": "x", "action": "flaky",
          "retryPolicy": {"maxRetries": 3, "backoffMs": 100}}],
@@ -216,12 +218,12 @@ def test_hung_run_ends_at_the_simpy_drivers_last_event():
     for method in ("simpy", "fast"):
         r = mc(plan, models, method, 3, keep_spans=True)
         assert list(r.runs["status"].astype(str)) == ["failed"] * 3
-        assert list(r.runs["end_ms"]) == [110.0] * 3
+        assert list(r.runs["end_ms"]) == [50.0] * 3
         last = r.spans[r.spans["run_id"] == 0].iloc[-1]
         assert (last["step_id"], last["outcome"], last["start_ms"], last["end_ms"]) == (
-            "h", "cancelled", 50.0, 110.0)
+            "h", "cancelled", 50.0, 50.0)
         assert last["error"].startswith("never finished")
-        assert r.busy_ms["x"] == pytest.approx(3 * (10 + 60))
+        assert r.busy_ms["x"] == pytest.approx(3 * 10)
 
 
 # ------------------------------------------------------------------ exact critical paths
@@ -352,7 +354,8 @@ def test_same_seed_identical_frames_and_blocks_are_independent():
     d = fast_runs(plan, models, 5, 2000, True, progress=False)
     pd.testing.assert_frame_equal(c[0], d[0])
     assert c[1].empty and list(c[1].columns) == ok.SPAN_COLUMNS
-    pd.testing.assert_frame_equal(a[1], d[1][d[1]["run_id"] < 500].reset_index(drop=True))
+    more = fast_runs(plan, models, 5, runs, 1000, progress=False)[1]
+    pd.testing.assert_frame_equal(a[1], more[more["run_id"] < 500].reset_index(drop=True))
     # another seed, another result; the second block is not a copy of the first
     e = fast_runs(plan, models, 6, 2000, False, progress=False)
     assert not e[0]["makespan_ms"].equals(c[0]["makespan_ms"])
@@ -367,8 +370,8 @@ def test_same_seed_identical_frames_and_blocks_are_independent():
 
 def test_frames_have_the_simpy_paths_columns_and_dtypes():
     plan, models = STAT_PLANS["fail_fast"]
-    s = mc(plan, models, "simpy", 300, keep_spans=True)
-    f = mc(plan, models, "fast", 300, keep_spans=True)
+    s = mc(plan, models, "simpy", 3000, keep_spans=True)
+    f = mc(plan, models, "fast", 3000, keep_spans=True)
     assert list(f.runs.columns) == ok.RUN_COLUMNS and list(f.spans.columns) == ok.SPAN_COLUMNS
     pd.testing.assert_series_equal(s.runs.dtypes, f.runs.dtypes)
     pd.testing.assert_series_equal(s.spans.dtypes, f.spans.dtypes)
