@@ -273,6 +273,7 @@ class Scheduler:
         self._events = events
         self._agents: dict[str, _AgentSlots] = {}
         self._out: list[Any] = []
+        self._freed: list[_AgentSlots] = []  # agents with a free slot and a queue
 
     # -- facts ------------------------------------------------------------------------
 
@@ -282,6 +283,8 @@ class Scheduler:
         out = self._out = []
         run = Run(run_id, now_ms, context)
         self._start_plan(run, cp, now_ms)
+        if self._freed:
+            self._settle(now_ms)
         return run, out
 
     def attempt_succeeded(self, attempt: Attempt, now_ms: float, response: Any) -> list[Any]:
@@ -312,6 +315,8 @@ class Scheduler:
             self._finish_plan(pr, now_ms, "failed" if pr.failed else "succeeded")
         elif ready:
             self._pump(pr, now_ms)
+        if self._freed:
+            self._settle(now_ms)
         return out
 
     def attempt_failed(self, attempt: Attempt, now_ms: float, error: str, *,
@@ -320,6 +325,8 @@ class Scheduler:
         out = self._out = []
         if attempt.live:
             self._fail_attempt(attempt, now_ms, "error", str(error), retryable)
+            if self._freed:
+                self._settle(now_ms)
         return out
 
     def timer_fired(self, timer: Timer, now_ms: float) -> list[Any]:
@@ -347,6 +354,8 @@ class Scheduler:
             pr = target
             pr.deadline = None
             self._finish_plan(pr, now_ms, "timed_out")
+        if self._freed:
+            self._settle(now_ms)
         return out
 
     def abort(self, run: Run, now_ms: float, reason: str) -> list[Any]:
@@ -355,6 +364,8 @@ class Scheduler:
         out = self._out = []
         if run.status is None:
             self._finish_plan(run.plans[-1], now_ms, "failed", reason, fallback=False)
+            if self._freed:
+                self._settle(now_ms)
         return out
 
     def busy_ms(self) -> dict[str, float]:
@@ -398,14 +409,17 @@ class Scheduler:
         slots = self._agents.get(agent_id)
         if slots is None:
             slots = self._agents[agent_id] = _AgentSlots(self._capacity(agent_id))
-        if slots.capacity is None or slots.busy < slots.capacity:
+        queue = slots.queue
+        while queue and not queue[0].live:
+            queue.popleft()
+        if slots.capacity is None or (slots.busy < slots.capacity and not queue):
             slots.busy += 1
             att.start_ms = now
             if self._events:
                 self._emit_started(att, now)
             self._out.append(StartAttempt(att))
         else:
-            slots.queue.append(att)
+            queue.append(att)
 
     def _begin(self, att: Attempt, now: float) -> None:
         att.start_ms = now
@@ -418,7 +432,9 @@ class Scheduler:
                    queuedMs=att.queued_ms - att.run.start_ms)
 
     def _end_attempt(self, att: Attempt, now: float, outcome: str, error: str | None) -> None:
-        """Record the attempt's end; free its agent slot for the next queued attempt."""
+        """Record the attempt's end and free its agent slot. The slot goes to the next
+        queued attempt once the current fact is fully processed (``_settle``), so that an
+        attempt of a plan this fact ends is never started."""
         att.live = False
         att.end_ms = now
         att.outcome = outcome
@@ -431,12 +447,19 @@ class Scheduler:
         slots = self._agents[att.prun.cp.agent_ids[att.step]]
         slots.busy -= 1
         slots.busy_ms += now - att.start_ms
-        queue = slots.queue
-        while queue and (slots.capacity is None or slots.busy < slots.capacity):
-            nxt = queue.popleft()
-            if nxt.live:
-                slots.busy += 1
-                self._begin(nxt, now)
+        if slots.queue:
+            self._freed.append(slots)
+
+    def _settle(self, now: float) -> None:
+        """Give the agent slots freed by the current fact to queued attempts, FIFO."""
+        freed, self._freed = self._freed, []
+        for slots in freed:
+            queue = slots.queue
+            while queue and slots.busy < slots.capacity:
+                nxt = queue.popleft()
+                if nxt.live:
+                    slots.busy += 1
+                    self._begin(nxt, now)
 
     def _fail_attempt(self, att: Attempt, now: float, outcome: str, error: str,
                       retryable: bool) -> None:
@@ -522,17 +545,20 @@ class Scheduler:
         if status == "timed_out":
             reason = f"cancelled: Orchestration plan {cp.id} timed out"
         if pr.left:
+            attempts = []
             for i, cur in enumerate(pr.current):
                 if cur is None:
                     continue
+                cur.live = False  # first, so that no slot freed below goes to this plan
                 if isinstance(cur, Timer):  # a waiting retry is dropped
-                    cur.live = False
                     self._out.append(CancelTimer(cur))
                 else:
-                    if cur.start_ms is not None:
-                        self._out.append(CancelAttempt(cur))
-                    self._end_attempt(cur, now, "cancelled", reason)
+                    attempts.append(cur)
                 pr.current[i] = None
+            for att in attempts:
+                if att.start_ms is not None:
+                    self._out.append(CancelAttempt(att))
+                self._end_attempt(att, now, "cancelled", reason)
             state = pr.state
             for i in range(cp.n):
                 if state[i] not in _TERMINAL:

@@ -96,11 +96,11 @@ async def test_sim_and_live_agree_on_retries_backoff_and_non_retryable_errors():
 
     def agents():
         return [ScriptedAgent("A", {"a": [Fail(30), Fail(20), Ok(40)]}),
-                ScriptedAgent("B", {"b": [Ok(70)], "c": [Ok(20)]}),
+                ScriptedAgent("B", {"b": [Ok(100)], "c": [Ok(20)]}),
                 ScriptedAgent("C", {"d": [Fail(10, retryable=False)], "e": [Ok(5)]})]
 
     sim, se, live, le = await _run_both(plan, agents)
-    # simulated: a 0-30 err, wait 30, 60-80 err, wait 60, 140-180 ok; b 0-70; c 180-200;
+    # simulated: a 0-30 err, wait 30, 60-80 err, wait 60, 140-180 ok; b 0-100; c 180-200;
     # d fails for good at 10 (non-retryable), e skipped
     assert sim.status == "failed"
     assert sim.duration_ms == 200.0
@@ -183,6 +183,37 @@ async def test_sim_and_live_agree_on_a_fallback_plan():
     assert sim.duration_ms == 90.0
     assert ("plan:fallback", "main") in [(e, p["planId"]) for e, p in se]
     _assert_agree(sim, se, live, le)
+
+
+def _sim_events(plan, agents):
+    events: list = []
+    bus = ok.EventBus()
+    bus.on("*", lambda e, p: events.append((e, p)))
+    return ok.simulate(plan, ScriptedModels(agents), bus=bus), events
+
+
+def test_a_hang_without_any_timeout_ends_the_run_as_failed():
+    plan = _plan([_step("ok", "A"), _step("stuck", "A", deps=["ok"])])
+    res, events = _sim_events(plan, [ScriptedAgent("A", {"ok": [Ok(25)], "stuck": [Hang()]})])
+    assert res.status == "failed" and res.duration_ms == 25.0
+    assert "never finished" in res.errors["stuck"]
+    assert res.spans["outcome"].tolist() == ["succeeded", "cancelled"]
+    assert events[-1][0] == "plan:completed" and events[-1][1]["status"] == "failed"
+
+
+@pytest.mark.parametrize("ending", ["deadline", "failFast"])
+def test_attempts_still_waiting_when_the_plan_ends_never_start(ending):
+    if ending == "deadline":
+        kw, first, status = {"timeout": 100}, Ok(300), "timed_out"
+    else:
+        kw, first, status = {"failFast": True}, Fail(50), "failed"
+    plan = _plan([_step("q1", "Q"), _step("q2", "Q"), _step("q3", "Q")], parallel=True, **kw)
+    res, events = _sim_events(plan, [ScriptedAgent("Q", {"q1": [first]}, capacity=1)])
+    assert res.status == status
+    assert [p["stepId"] for e, p in events if e == "step:started"] == ["q1"]
+    sp = res.spans.set_index("step_id")
+    assert sp.loc[["q2", "q3"], "outcome"].eq("cancelled").all()
+    assert sp.loc[["q2", "q3"], "start_ms"].isna().all()
 
 
 # ------------------------------------------------------------------ determinism

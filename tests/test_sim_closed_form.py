@@ -104,6 +104,32 @@ def test_mmc_queue_wait_matches_erlang_c(c, horizon_ms):
     assert agents.loc["srv", "busy_ms"] == pytest.approx(service.sum())
 
 
+def test_confidence_interval_helpers_cover_at_95_percent():
+    """mean_ci, quantile_ci and wilson_ci: over 400 independent samples, each interval holds
+    the true value in 95% of them (within 3.29 binomial SE)."""
+    from orchkit._study import mean_ci, quantile_ci, wilson_ci
+
+    gen = np.random.default_rng(0)
+    reps, n, mean = 400, 300, 10.0
+    p95 = -mean * math.log(0.05)
+    hits = {"mean": 0, "p50": 0, "p95": 0, "wilson": 0}
+    for _ in range(reps):
+        x = gen.exponential(mean, n)
+        _, lo, hi = mean_ci(x)
+        hits["mean"] += lo <= mean <= hi
+        _, lo, hi = quantile_ci(x, 0.5)
+        hits["p50"] += lo <= mean * math.log(2) <= hi
+        _, lo, hi = quantile_ci(x, 0.95)
+        hits["p95"] += lo <= p95 <= hi
+        _, lo, hi = wilson_ci(int((gen.random(n) < 0.1).sum()), n)
+        hits["wilson"] += lo <= 0.1 <= hi
+    tol = Z999 * math.sqrt(0.95 * 0.05 / reps)
+    for name, h in hits.items():
+        assert abs(h / reps - 0.95) <= tol, (name, h / reps)
+    assert wilson_ci(0, 50)[1] == 0.0 and 0 < wilson_ci(0, 50)[2] < 0.1
+    assert math.isnan(mean_ci(np.array([1.0]))[1])
+
+
 # ------------------------------------------------------------------ parallel maximum
 
 
@@ -115,12 +141,21 @@ def test_mean_of_max_of_k_exponentials_is_mean_times_harmonic_number(k):
     models = _models({"w*": {"latency": {"dist": "exponential", "mean": mean}}})
     plan = _plan([{"id": f"s{i}", "agentId": f"w{i}", "action": "work"} for i in range(k)],
                  parallel=True)
-    mk = _study(plan, models, runs).runs["makespan_ms"].to_numpy()
+    res = _study(plan, models, runs)
+    mk = res.runs["makespan_ms"].to_numpy()
     h_k = sum(1.0 / i for i in range(1, k + 1))
     se = mean * math.sqrt(sum(1.0 / i**2 for i in range(1, k + 1)) / runs)
     assert abs(mk.mean() - mean * h_k) <= Z999 * se, (mk.mean(), mean * h_k, se)
     ks = stats.kstest(mk, lambda x: (1.0 - np.exp(-np.maximum(x, 0) / mean)) ** k)
     assert ks.pvalue > 1e-3, ks
+    # the summary's quantiles: true value within the 95% interval widened to 99.9%
+    metrics = res.summary().metrics
+    for q in (0.5, 0.95, 0.99):
+        true = -mean * math.log(1.0 - q ** (1.0 / k))
+        est, lo, hi = metrics.loc[f"makespan_p{round(q * 100)}_ms", ["value", "ci_low", "ci_high"]]
+        assert est == pytest.approx(np.quantile(mk, q))
+        widen = Z999 / 1.96
+        assert est - widen * (est - lo) <= true <= est + widen * (hi - est), (q, lo, true, hi)
 
 
 def test_parallel_maximum_is_not_the_sequential_sum():
