@@ -11,13 +11,13 @@ from ._live import EventBus, Orchestrator
 from ._models import ActionModel, AgentModels
 from ._plan import Plan, RetryPolicy, SeedCompatWarning, Step
 from ._result import SPAN_COLUMNS, RunResult
-from ._sim import simulate
+from ._sim import HangWarning, simulate
 from ._study import RUN_COLUMNS, MonteCarloResult, Summary, Workload, monte_carlo
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "EventBus",
+    "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "EventBus", "HangWarning",
     "MonteCarloResult", "Orchestrator", "OrchkitError", "Plan", "PlanFailedError",
     "PlanTimeoutError", "PlanValidationError", "RUN_COLUMNS", "RetryPolicy", "RunResult",
     "SPAN_COLUMNS", "SeedCompatWarning", "Step", "Summary", "Workload", "gantt",

@@ -49,7 +49,7 @@ class EventBus:
             self._listeners.pop(event, None)
             return
         entries = self._listeners.get(event, [])
-        self._listeners[event] = [e for e in entries if e[0] is not listener]
+        self._listeners[event] = [e for e in entries if e[0] != listener]  # == : bound methods
 
     def emit(self, event: str, payload: dict[str, Any]) -> None:
         """Call the listeners of ``event`` (then the ``"*"`` listeners) with ``payload``."""

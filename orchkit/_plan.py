@@ -260,7 +260,8 @@ def _check_graph(plan: Plan) -> None:
                 )
             if dep not in seen:
                 hint = difflib.get_close_matches(dep, ids, n=1)
-                fix = f" Did you mean '{hint[0]}'?" if hint else ""
+                fix = (f" Did you mean '{hint[0]}'?" if hint
+                       else " Use one of these ids or remove the dependency.")
                 raise PlanValidationError(
                     f"plan '{plan.id}': step '{s.id}' depends on '{dep}', which is not a step "
                     f"of this plan (steps: {', '.join(ids)}).{fix}"
@@ -319,6 +320,7 @@ _FIXES = {
     "greater_than_equal": "use a number >= {ge:g}",
     "less_than_equal": "use a number <= {le:g}",
     "too_short": "it must not be empty",
+    "string_too_short": "it must not be empty",
     "literal_error": "use one of {expected}",
 }
 

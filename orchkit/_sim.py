@@ -8,6 +8,7 @@ matching fact on the SimPy clock. Times are simulated ms.
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +40,26 @@ def as_models(models: AgentModels | str | Path | dict) -> AgentModels:
     if isinstance(models, (str, Path)):
         return AgentModels.load(models)
     return models
+
+
+class HangWarning(UserWarning):
+    """A step's model can hang and nothing (step timeout, plan timeout) would end it."""
+
+
+def check_models(plan: Plan, models: AgentModels) -> None:
+    """Raise if a step's agent has no model; warn if a step can hang forever."""
+    models.check_plan(plan)
+    for p in plan.chain():
+        if p.timeout_ms is not None:
+            continue
+        for step in p.steps:
+            if step.timeout_ms is None and getattr(
+                    models.resolve(step.agent_id, step.action), "hang", 0.0) > 0:
+                warnings.warn(
+                    f"plan '{p.id}' step '{step.id}': agent '{step.agent_id}' action "
+                    f"'{step.action}' can hang and neither the step nor the plan has a timeout; "
+                    "such runs count as failed at their last event. Add a step 'timeout' "
+                    "or a plan 'timeout'.", HangWarning, stacklevel=3)
 
 
 class SimDriver:
@@ -118,7 +139,7 @@ def simulate(plan: Plan | dict | str | Path, models: AgentModels | str | Path | 
     """
     plan = _as_plan(plan)
     models = as_models(models)
-    models.check_plan(plan)
+    check_models(plan, models)
     rng = run_rng(seed, 0)
     env = simpy.Environment()
     core = Scheduler(models.capacity, rng)

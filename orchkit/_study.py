@@ -20,7 +20,7 @@ from ._errors import PlanValidationError
 from ._models import AgentModels
 from ._plan import Plan
 from ._result import SPAN_COLUMNS, span_rows, spans_frame
-from ._sim import BLOCK, SimDriver, _as_plan, as_models, run_rng, simulate_runs
+from ._sim import BLOCK, SimDriver, _as_plan, as_models, check_models, run_rng, simulate_runs
 
 RUN_COLUMNS = ["run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms", "makespan_ms",
                "attempts", "retries", "timeouts", "fallback_used", "final_plan_id"]
@@ -160,7 +160,7 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
     """
     plan = _as_plan(plan)
     models = as_models(models)
-    models.check_plan(plan)
+    check_models(plan, models)
     if workload is not None:
         rows, spans, busy, total_ms = _capacity_study(plan, models, seed, workload, keep_spans,
                                                       progress)

@@ -8,7 +8,7 @@ import pytest
 
 from core_harness import Harness, plan_of, run_plan, state_names, step
 from orchkit import RetryPolicy, RunResult
-from orchkit._core import (CancelAttempt, CancelTimer, Emit, FinishRun, Scheduler,
+from orchkit._core import (CancelAttempt, Emit, FinishRun, Scheduler,
                            StartAttempt, StartTimer, compile_plan)
 from orchkit.testing import Crash, Fail, Garbage, Hang, Ok
 
@@ -139,17 +139,15 @@ def _retry_plan(**retry):
 def test_backoff_strategies_give_exact_retry_times(strategy, delays):
     h, run = run_plan(_retry_plan(maxRetries=3, backoffMs=100, strategy=strategy),
                       default=Fail(10))
-    ends = [10, None, None, None]
-    starts = [0]
-    for k, d in enumerate(delays):
+    starts = [0]  # each attempt fails after 10 ms, then waits its backoff
+    for d in delays:
         starts.append(starts[-1] + 10 + d)
     assert h.start_times("a") == starts
-    assert h.retry_timers() == [s for s in starts[1:]]
+    assert h.retry_timers() == starts[1:]  # StartTimer.at_ms of each retry
     assert [p["delayMs"] for p in h.named("step:retrying")] == delays
     assert [p["attempt"] for p in h.named("step:retrying")] == [2, 3, 4]
     assert len(run.attempts) == 4 and run.retries == 3
     assert run.status == "failed" and run.end_ms == starts[-1] + 10
-    assert ends[0] == run.attempts[0].end_ms
 
 
 def test_seed_rule_one_two_three_seconds():

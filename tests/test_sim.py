@@ -92,6 +92,7 @@ async def test_sim_and_live_agree_on_retries_backoff_and_non_retryable_errors():
         _step("c", "B", deps=["a", "b"]),
         _step("d", "C", retryPolicy={"maxRetries": 3, "backoffMs": 10}),
         _step("e", "C", deps=["d"]),
+        _step("f", "C", deps=["e", "b"]),
     ], parallel=True)
 
     def agents():
@@ -101,11 +102,11 @@ async def test_sim_and_live_agree_on_retries_backoff_and_non_retryable_errors():
 
     sim, se, live, le = await _run_both(plan, agents)
     # simulated: a 0-30 err, wait 30, 60-80 err, wait 60, 140-180 ok; b 0-100; c 180-200;
-    # d fails for good at 10 (non-retryable), e skipped
+    # d fails for good at 10 (non-retryable), e and (transitively) f skipped
     assert sim.status == "failed"
     assert sim.duration_ms == 200.0
     assert sim.step_states == {"a": "succeeded", "b": "succeeded", "c": "succeeded",
-                               "d": "failed", "e": "skipped"}
+                               "d": "failed", "e": "skipped", "f": "skipped"}
     assert sim.spans["step_id"].tolist().count("d") == 1
     _assert_agree(sim, se, live, le)
     assert [e for e, _ in se].count("step:retrying") == 2
@@ -128,11 +129,11 @@ async def test_sim_and_live_agree_on_a_step_timeout_on_a_hang():
 
 
 async def test_sim_and_live_agree_on_capacity_queueing():
-    """Capacity 1: parallel steps on one agent wait FIFO; a step whose timeout passes while
-    it waits times out without ever starting."""
+    """Capacity 1: parallel steps on one agent wait FIFO; the wait counts toward a step's
+    timeout: q3's passes while it waits (it never starts), q2's while it runs."""
     plan = _plan([
         _step("q1", "Q"),
-        _step("q2", "Q"),
+        _step("q2", "Q", timeout=80),
         _step("q3", "Q", timeout=60),
         _step("other", "R"),
     ], parallel=True)
@@ -144,7 +145,9 @@ async def test_sim_and_live_agree_on_capacity_queueing():
 
     sim, se, live, le = await _run_both(plan, agents)
     sp = sim.spans.set_index("step_id")
-    assert sp.loc["q2", ["queued_ms", "start_ms", "end_ms"]].tolist() == [0.0, 40.0, 90.0]
+    assert sp.loc["q2", ["queued_ms", "start_ms", "end_ms", "outcome"]].tolist() == \
+        [0.0, 40.0, 80.0, "timeout"]
+    assert "(running)" in sp.loc["q2", "error"]
     assert sp.loc["q3", "outcome"] == "timeout" and math.isnan(sp.loc["q3", "start_ms"])
     assert sp.loc["q3", "end_ms"] == 60.0
     assert "waiting for agent capacity" in sp.loc["q3", "error"]
