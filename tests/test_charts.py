@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -104,7 +105,7 @@ async def test_gantt_of_a_live_run():
     orch = ok.Orchestrator()
     for agent in _agents():
         await orch.register_agent(agent)
-    res = await orch.orchestrate(PLAN)
+    res = await asyncio.wait_for(orch.orchestrate(PLAN), 10)
     await orch.shutdown()
     _check_gantt(ok.gantt(res), res.spans)
 

@@ -4,6 +4,7 @@ the agents' capacity on one clock."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import math
 
@@ -31,6 +32,7 @@ def _step(sid, agent, action=None, deps=(), **kw):
 
 JITTER_MS = 15.0  # allowed live-vs-simulated difference per attempt along the chain
 IGNORED = {"agent:registered", "listener:error"}
+LIVE_LIMIT_S = 10.0  # a live run that never finishes fails the test instead of hanging it
 
 
 async def _run_both(plan, make_agents):
@@ -45,7 +47,7 @@ async def _run_both(plan, make_agents):
     orch.on("*", lambda event, payload: live_events.append((event, payload)))
     for agent in make_agents():
         await orch.register_agent(agent)
-    live = await orch.orchestrate(plan)
+    live = await asyncio.wait_for(orch.orchestrate(plan), LIVE_LIMIT_S)
     await orch.shutdown()
     keep = lambda evs: [(e, p) for e, p in evs if e not in IGNORED]  # noqa: E731
     return sim, keep(sim_events), live, keep(live_events)
