@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -140,7 +140,7 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
 
 def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,
                 runs: int = 1000, seed: int = 0, *, workload: Workload | None = None,
-                executor: Executor | None = None, chunk_runs: int = 4096,
+                executor: Executor | Literal["processes"] | None = None, chunk_runs: int = 4096,
                 keep_spans: bool | int = True, progress: bool = True,
                 method: Literal["auto", "simpy", "fast"] = "auto") -> MonteCarloResult:
     """Simulate many runs of ``plan``; returns frames of runs and spans and a summary.
@@ -149,8 +149,9 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
     - ``workload``: a capacity study instead: runs arrive over the horizon and share
       each agent's capacity; times count from the study's start.
     - ``executor``: any ``concurrent.futures.Executor`` (a process pool, a Dask
-      ``Client.get_executor()``) to spread chunks of ``chunk_runs`` runs over; the
-      result is identical to a single-process run with the same seed.
+      ``Client.get_executor()``), or ``"processes"`` for a process pool with one worker
+      per core, to spread chunks of ``chunk_runs`` runs over (SimPy path); the result is
+      identical to a single-process run with the same seed.
     - ``keep_spans``: True keeps every attempt; an int k keeps the spans of the first k
       runs only (runs are i.i.d., so they are a fair sample) — use it for big studies;
       False keeps none. Run rows are always kept (about 100 bytes a run).
@@ -172,6 +173,10 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
         if method_used == "fast":
             from ._fast import fast_runs
             rows, spans, busy = fast_runs(plan, models, seed, runs, keep_spans, progress=progress)
+        elif executor == "processes":
+            with ProcessPoolExecutor() as pool:
+                rows, spans, busy = _run_chunks(plan, models, seed, runs, pool, chunk_runs,
+                                                keep_spans, progress)
         else:
             rows, spans, busy = _run_chunks(plan, models, seed, runs, executor,
                                             chunk_runs, keep_spans, progress)

@@ -71,7 +71,7 @@ def _simulate(args: argparse.Namespace) -> int:
         gantt(one, title=f"{plan.id}: one simulated run (seed {args.seed})").write_html(args.gantt)
     mc = monte_carlo(plan, args.models, runs=args.runs, seed=args.seed, workload=workload,
                      keep_spans=False, progress=not quiet and sys.stderr.isatty(),
-                     method=args.method)
+                     method=args.method, executor="processes" if args.processes else None)
     summary = mc.summary()
     if args.json:
         print(json.dumps({"plan_id": plan.id, "runs": len(mc.runs), "seed": args.seed,
@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", help="capacity study instead: rate=RUNS_PER_S,horizon=MS | "
                                       "interval=MS,horizon=MS | arrivals=MS;MS;...")
     p.add_argument("--method", choices=["auto", "simpy", "fast"], default="auto")
+    p.add_argument("--processes", action="store_true",
+                   help="spread the SimPy path's runs over one process per core")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--gantt", metavar="FILE.html", help="write a Gantt chart of one run")
     p.set_defaults(func=_simulate)
