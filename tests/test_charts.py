@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -113,7 +114,7 @@ async def test_gantt_of_a_live_run():
 def test_gantt_of_a_spans_frame_with_several_runs():
     models = ok.AgentModels.from_dict({"agents": {
         "Q": {"capacity": 1, "latency": {"dist": "exponential", "mean": 20}, "error": 0.3},
-        "R": {"latency": {"dist": "exponential", "mean": 20}, "hang": 0.3}}})
+        "R": {"latency": {"dist": "exponential", "mean": 20}, "actions": {"h": {"hang": 0.3}}}}})
     mc = ok.monte_carlo(PLAN, models, runs=20, seed=4, progress=False, method="simpy")
     one = mc.spans[mc.spans["run_id"] == 7]
     _check_gantt(ok.gantt(mc.spans, run_id=7), one)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -285,6 +286,10 @@ def test_process_pool_gives_identical_results(reference):
         _assert_same(reference, _mc(executor=pool, chunk_runs=128))
 
 
+def test_processes_shorthand_gives_identical_results(reference):
+    _assert_same(reference, _mc(executor="processes", chunk_runs=128))
+
+
 def test_dask_executor_gives_identical_results(reference):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, processes=True, dashboard_address=None,
@@ -381,6 +386,9 @@ def test_simulate_emits_every_event_with_the_spans_times():
     # the capacity queue: b waits for a's first attempt at cap1
     b = span[("main", "b", 1)]
     assert (b.queued_ms, b.start_ms) == (0.0, 20.0)
+    # the slot a's failure freed goes to b only after the failure's own events
+    order = [(e, p.get("stepId")) for e, p in events]
+    assert order.index(("step:retrying", "a")) < order.index(("step:started", "b"))
     # plan events: the chain ends at the run's duration
     plan_events = [(e, p["planId"], p["timeMs"]) for e, p in events if e.startswith("plan:")]
     main_end = sp.loc[sp["plan_id"] == "main", "end_ms"].max()
@@ -525,3 +533,19 @@ def test_capacity_study_interval_workload_and_span_sample():
     assert part.spans["run_id"].tolist() == list(range(10))
     assert full.summary().agents.set_index("agent_id").loc["srv", "utilisation"] == \
         pytest.approx(400.0 / 994.0)
+
+
+def test_a_step_that_can_hang_forever_is_warned_about_naming_plan_step_and_fix():
+    models = ok.AgentModels.from_dict({"agents": {"x": {
+        "latency": {"dist": "constant", "value": 5}, "hang": 0.5}}})
+    bare = _plan([_step("a", "x"), _step("b", "x", timeout=50)])
+    with pytest.warns(ok.HangWarning, match=r"plan 'p' step 'a': .*can hang.*Add a step 'timeout'"):
+        result = ok.simulate(bare, models, seed=3)
+    assert result.status in ("succeeded", "failed")
+    with pytest.warns(ok.HangWarning):
+        ok.monte_carlo(bare, models, runs=10, seed=3, progress=False)
+    bounded = _plan([_step("a", "x", timeout=50)])  # a step timeout ends every hang
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ok.simulate(bounded, models, seed=3)
+        ok.simulate(_plan([_step("a", "x")], timeout=500), models, seed=3)  # so does a deadline
