@@ -15,6 +15,9 @@ import yaml
 from scipy import stats
 
 import orchkit as ok
+
+# hangs without timeouts are exercised on purpose here
+pytestmark = pytest.mark.filterwarnings("ignore::orchkit.HangWarning")
 from orchkit._errors import PlanValidationError
 from orchkit._fast import BLOCK_RUNS, fast_runs, supports
 
