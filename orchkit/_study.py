@@ -163,6 +163,10 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
     models = as_models(models)
     check_models(plan, models)
     if workload is not None:
+        if method == "fast" or executor is not None:
+            raise PlanValidationError(
+                "monte_carlo: a capacity study is one simulation of runs sharing capacity, on "
+                "the SimPy path; drop method='fast' and executor (they apply to independent runs)")
         rows, spans, busy, total_ms = _capacity_study(plan, models, seed, workload, keep_spans,
                                                       progress)
         method_used = "simpy"
