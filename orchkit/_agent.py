@@ -60,7 +60,8 @@ class Agent:
     """Base class of live agents.
 
     Subclass it and implement ``async process(action, input, context)``, returning an
-    ``AgentResponse`` (or a dict of that shape). ``capacity`` caps the attempts the agent
+    ``AgentResponse`` (or a dict of that shape); a plain ``def process`` works too, but
+    it blocks the event loop while it runs and cannot be cancelled by a timeout. ``capacity`` caps the attempts the agent
     serves at once (``None``: unlimited); the others wait FIFO. Raise
     ``AgentError(msg, retryable=False)`` for a permanent failure.
     """

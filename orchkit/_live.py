@@ -221,7 +221,9 @@ class Orchestrator:
         context = {"plan_id": att.prun.cp.id, "step_id": att.step_id, "attempt": att.number,
                    "run_id": att.run.run_id, "results": MappingProxyType(att.prun.results)}
         try:
-            value = await agent.process(action, att.input, context)
+            value = agent.process(action, att.input, context)
+            if inspect.isawaitable(value):  # a plain def process() may return directly
+                value = await value
             response = coerce_response(value, agent.agent_id, action)
         except asyncio.CancelledError:
             if att.live:  # not cancelled by the core: the loop itself is going away

@@ -590,3 +590,14 @@ async def test_orchestrate_accepts_a_camel_case_dict():
     with pytest.raises(PlanValidationError, match="dependecies"):
         await orch.orchestrate({"id": "p", "steps": [{"id": "s", "agentId": "a", "action": "x",
                                                       "dependecies": []}]})
+
+
+async def test_a_plain_def_process_is_accepted():
+    class Sync(ok.Agent):
+        def process(self, action, input, context):
+            return ok.AgentResponse(action=action, confidence=0.5, data=context["step_id"])
+
+    orch = ok.Orchestrator()
+    await orch.register_agent(Sync("s"))
+    result = await orch.orchestrate({"id": "p", "steps": [{"id": "a", "agentId": "s", "action": "x"}]})
+    assert result.success and result.results["a"].data == "a"
