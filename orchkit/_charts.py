@@ -75,7 +75,8 @@ def makespan_chart(data: Any, *, kind: Literal["cdf", "histogram"] = "cdf",
     """The distribution of ``makespan_ms`` over runs, with p50/p95/p99 marked.
 
     ``data`` is a MonteCarloResult or its ``runs`` frame; ``color`` names a column to
-    split by (e.g. "status").
+    split by (e.g. "status"): each CDF curve is then that group's share of all runs, so
+    the curves add up to the overall CDF.
     """
     runs = getattr(data, "runs", data)
     if not isinstance(runs, pd.DataFrame) or "makespan_ms" not in runs.columns:
@@ -95,11 +96,12 @@ def makespan_chart(data: Any, *, kind: Literal["cdf", "histogram"] = "cdf",
         else:
             fig.add_histogram(x=x, name=label, opacity=0.75)
     mk = runs["makespan_ms"].to_numpy(dtype=float)
-    for q, dash in ((0.5, "dot"), (0.95, "dash"), (0.99, "longdash")):
-        v = float(np.quantile(mk, q))
+    for q, dash, y in ((0.5, "dot", 1.0), (0.95, "dash", 0.93), (0.99, "longdash", 0.86)):
+        v = float(np.quantile(mk, q))  # labels at three heights: p95 and p99 may coincide
         fig.add_vline(x=v, line_dash=dash, line_color="black",
                       annotation_text=f"p{round(q * 100)} {v:,.0f} ms",
-                      annotation_position="top left" if q == 0.5 else "top right")
+                      annotation_position="top left", annotation_y=y,
+                      annotation_bgcolor="rgba(255,255,255,0.7)")
     fig.update_layout(title=title, xaxis_title="makespan (ms)",
                       yaxis_title="fraction of runs" if kind == "cdf" else "runs",
                       barmode="overlay")
