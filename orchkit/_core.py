@@ -48,10 +48,7 @@ class StepState(IntEnum):
 PENDING, RUNNING, BACKING_OFF, SUCCEEDED, FAILED, SKIPPED, CANCELLED = StepState
 _TERMINAL = (SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 
-_LINEAR, _EXPONENTIAL, _FIXED = 0, 1, 2
-_STRATEGY = {"linear": _LINEAR, "exponential": _EXPONENTIAL, "fixed": _FIXED}
 _ATTEMPT_TIMEOUT, _RETRY, _DEADLINE = 0, 1, 2
-_INF = float("inf")
 
 
 class CompiledPlan:
@@ -77,14 +74,14 @@ class CompiledPlan:
             for d in ds:
                 self.dependents[d].append(i)
         self.roots = [i for i, c in enumerate(self.deps_count) if c == 0]
-        # retry: (max_retries, backoff_ms, strategy, cap_ms, jitter, on_error, on_timeout)
+        # retry: (max_retries, delays_ms, jitter, on_error, on_timeout), where delays_ms[k-1]
+        # is the delay after failed attempt k before jitter (RetryPolicy.delay_ms)
         self.retry = []
         for s in steps:
             rp = s.retry_policy
             self.retry.append(None if rp is None or rp.max_retries == 0 else (
-                rp.max_retries, rp.backoff_ms, _STRATEGY[rp.strategy],
-                _INF if rp.max_backoff_ms is None else rp.max_backoff_ms, rp.jitter,
-                "error" in rp.retry_on, "timeout" in rp.retry_on))
+                rp.max_retries, tuple(rp.delay_ms(k) for k in range(1, rp.max_retries + 1)),
+                rp.jitter, "error" in rp.retry_on, "timeout" in rp.retry_on))
         self.timeout_ms = [s.timeout_ms for s in steps]
         self.limit = (plan.max_concurrency or self.n) if plan.parallel else 1
         self.deadline_ms = plan.timeout_ms
@@ -478,18 +475,11 @@ class Scheduler:
         rp = cp.retry[i]
         k = att.number
         if (rp is not None and k <= rp[0] and retryable
-                and (rp[5] if outcome == "error" else rp[6])):
-            backoff, strategy = rp[1], rp[2]
-            if strategy == _LINEAR:
-                delay = backoff * k
-            elif strategy == _EXPONENTIAL:
-                delay = backoff * 2.0 ** (k - 1)
-            else:
-                delay = backoff
-            if delay > rp[3]:
-                delay = rp[3]
-            if rp[4]:
-                delay *= 1.0 - rp[4] + 2.0 * rp[4] * self.rng.random()
+                and (rp[3] if outcome == "error" else rp[4])):
+            delay = rp[1][k - 1]
+            jitter = rp[2]
+            if jitter:
+                delay *= 1.0 - jitter + 2.0 * jitter * self.rng.random()
             if self._events:
                 self._emit("step:retrying", att, now, jobId=_job_id(att), attempt=k + 1,
                            delayMs=delay, error=error)

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ._core import _EXPONENTIAL, _LINEAR, CompiledPlan, compile_plan
+from ._core import CompiledPlan, compile_plan
 from ._models import AgentModels
 from ._plan import Plan
 from ._result import SPAN_COLUMNS, spans_frame
@@ -79,16 +79,10 @@ class _Step:
         self.timeout = cp.timeout_ms[i]
         rp = cp.retry[i]
         self.retries = 0 if rp is None else rp[0]
-        self.delays: list[float] = []  # delay before attempt k+1 (k = 1..retries), before jitter
-        if rp is not None:
-            backoff, strategy, cap = rp[1], rp[2], rp[3]
-            for k in range(1, rp[0] + 1):
-                d = (backoff * k if strategy == _LINEAR
-                     else backoff * 2.0 ** (k - 1) if strategy == _EXPONENTIAL else backoff)
-                self.delays.append(min(d, cap))
-        self.jitter = 0.0 if rp is None else rp[4]
-        self.on_error = rp is not None and rp[5]
-        self.on_timeout = rp is not None and rp[6] and self.timeout is not None
+        self.delays = () if rp is None else rp[1]  # after failed attempt k, before jitter
+        self.jitter = 0.0 if rp is None else rp[2]
+        self.on_error = rp is not None and rp[3]
+        self.on_timeout = rp is not None and rp[4] and self.timeout is not None
         self.error_msg = f"simulated error: agent '{self.agent_id}' action '{self.action}' failed"
         t = self.timeout
         self.timeout_msgs = [None] + [

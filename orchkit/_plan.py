@@ -37,8 +37,10 @@ class RetryPolicy(_Model):
     jitter: float = Field(default=0.0, ge=0.0, le=1.0)
     retry_on: tuple[Literal["error", "timeout"], ...] = ("error", "timeout")
 
-    def delay_ms(self, failed_attempt: int, uniform: float = 0.5) -> float:
-        """Delay before attempt ``failed_attempt + 1``; ``uniform`` in [0, 1) drives the jitter."""
+    def delay_ms(self, failed_attempt: int, uniform: float | None = None) -> float:
+        """Delay in ms before attempt ``failed_attempt + 1`` (SPEC §3.4), the one place this
+        rule is written. ``uniform`` in [0, 1) places it in the jitter band
+        [1 - jitter, 1 + jitter]; None gives the delay before jitter."""
         k = failed_attempt
         if self.strategy == "linear":
             d = self.backoff_ms * k
@@ -48,7 +50,7 @@ class RetryPolicy(_Model):
             d = self.backoff_ms
         if self.max_backoff_ms is not None and d > self.max_backoff_ms:
             d = self.max_backoff_ms
-        if self.jitter:
+        if self.jitter and uniform is not None:
             d *= 1.0 - self.jitter + 2.0 * self.jitter * uniform
         return d
 
