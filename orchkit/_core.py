@@ -258,9 +258,9 @@ class Scheduler:
     """The one scheduling core (SPEC §3), shared by every driver.
 
     ``capacity(agent_id)`` gives an agent's capacity (None: unlimited), asked once per
-    agent; ``rng`` (a ``random.Random``) draws the backoff jitter; ``events=False`` skips building bus events (Monte-Carlo studies).
-    Each fact method takes the driver's current time in ms and returns the actions to
-    carry out, in order.
+    agent; ``rng`` (a ``random.Random``) draws the backoff jitter; ``events=False`` skips
+    building bus events (Monte-Carlo studies). Each fact method takes the driver's current
+    time in ms and returns the actions to carry out, in order.
     """
 
     def __init__(self, capacity: Callable[[str], int | None] = lambda agent_id: None,
