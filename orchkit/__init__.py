@@ -12,7 +12,7 @@ from ._models import ActionModel, AgentModels
 from ._plan import Plan, RetryPolicy, SeedCompatWarning, Step
 from ._result import SPAN_COLUMNS, RunResult
 from ._sim import HangWarning, simulate
-from ._study import RUN_COLUMNS, MonteCarloResult, Summary, Workload, monte_carlo
+from ._study import RUN_COLUMNS, MonteCarloResult, Summary, Workload, monte_carlo, sweep
 
 __version__ = "0.1.0"
 
@@ -21,5 +21,5 @@ __all__ = [
     "MonteCarloResult", "Orchestrator", "OrchkitError", "Plan", "PlanFailedError",
     "PlanTimeoutError", "PlanValidationError", "RUN_COLUMNS", "RetryPolicy", "RunResult",
     "SPAN_COLUMNS", "SeedCompatWarning", "Step", "Summary", "Workload", "gantt",
-    "makespan_chart", "monte_carlo", "simulate",
+    "makespan_chart", "monte_carlo", "simulate", "sweep",
 ]

@@ -165,6 +165,18 @@ class Plan(_Model):
         _dump_seed(self, dropped)
         return dropped
 
+    def with_values(self, values: dict[str, Any]) -> Plan:
+        """A copy of the plan with on-disk fields set, validated like a loaded plan.
+
+        Keys are dotted camelCase paths: ``"timeout"``, ``"maxConcurrency"``,
+        ``"steps.<step id>.timeout"``, ``"steps.<step id>.retryPolicy.maxRetries"``,
+        ``"fallbackPlan.timeout"``, ...; ``<step id>`` may be ``*`` for every step.
+        """
+        data = self.to_dict()
+        for path, value in values.items():
+            _set_path(data, path.split("."), value, path, self.id)
+        return Plan.model_validate(data)
+
     def chain(self) -> list[Plan]:
         """This plan followed by its fallback plans, in the order they would run."""
         out, plan = [], self
@@ -234,6 +246,25 @@ def _dump_seed(plan: Plan, dropped: list[str]) -> dict[str, Any]:
     if plan.fallback_plan is not None:
         full["fallbackPlan"] = _dump_seed(plan.fallback_plan, dropped)
     return full
+
+
+def _set_path(node: dict[str, Any], parts: list[str], value: Any, path: str, plan_id: str) -> None:
+    key = parts[0]
+    if key == "steps" and len(parts) > 2:
+        steps = [s for s in node["steps"] if parts[1] in ("*", s["id"])]
+        if not steps:
+            ids = ", ".join(s["id"] for s in node["steps"])
+            raise PlanValidationError(f"plan '{plan_id}': '{path}' names step '{parts[1]}', "
+                                      f"which is not a step of this plan (steps: {ids})")
+        for step in steps:
+            _set_path(step, parts[2:], value, path, plan_id)
+    elif len(parts) == 1:
+        node[key] = value
+    else:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise PlanValidationError(f"plan '{plan_id}': '{path}': '{key}' is not an object")
+        _set_path(child, parts[1:], value, path, plan_id)
 
 
 def _num(v: Any) -> Any:

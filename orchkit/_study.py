@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -241,6 +242,34 @@ def _run_chunks(plan: Plan, models: AgentModels, seed: int, runs: int, executor:
         for k, v in bz.items():
             busy[k] = busy.get(k, 0.0) + v
     return rows, spans, busy
+
+
+def sweep(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,
+          grid: dict[str, Sequence[Any]], *, runs: int = 2000, seed: int = 0,
+          progress: bool = True, **options: Any) -> pd.DataFrame:
+    """One Monte-Carlo study per combination of ``grid`` values, to tune a plan.
+
+    ``grid`` maps a dotted on-disk path (see ``Plan.with_values``, e.g.
+    ``"steps.tutor_analysis.timeout"``) to the values to try. Every study uses the same
+    ``seed`` (common random numbers: differences between rows are not seed noise).
+    Returns one row per combination: the grid's values, then each summary metric with
+    ``_ci_low``/``_ci_high`` columns (times in ms). ``options`` go to ``monte_carlo``.
+    """
+    plan = _as_plan(plan)
+    models = as_models(models)
+    keys = list(grid)
+    combos = list(itertools.product(*(grid[k] for k in keys)))
+    rows = []
+    for combo in tqdm(combos, desc=f"sweeping {plan.id}", unit="study", disable=not progress):
+        metrics = monte_carlo(plan.with_values(dict(zip(keys, combo))), models, runs=runs,
+                              seed=seed, progress=False, **options).summary().metrics
+        row = dict(zip(keys, combo))
+        for metric, r in metrics.iterrows():
+            row[metric] = r["value"]
+            row[f"{metric}_ci_low"] = r["ci_low"]
+            row[f"{metric}_ci_high"] = r["ci_high"]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------ results and statistics
