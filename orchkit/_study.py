@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 import math
 import random
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -157,8 +158,8 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
       runs only (runs are i.i.d., so they are a fair sample) — use it for big studies;
       False keeps none. Run rows are always kept (about 100 bytes a run).
     - ``method``: "simpy" (the SimPy driver of the scheduling core), "fast" (vectorised
-      numpy, for plans whose agents have no capacity limit), or "auto" (fast when it
-      applies).
+      numpy, for plans where no agent's capacity can make an attempt of a lone run
+      wait), or "auto" (fast when it applies).
     """
     plan = _as_plan(plan)
     models = as_models(models)
@@ -200,19 +201,30 @@ def _choose_method(plan: Plan, models: AgentModels, method: str) -> str:
         raise ValueError(f"method must be 'auto', 'simpy' or 'fast', got {method!r}")
     if method == "simpy":
         return "simpy"
-    limited = sorted({s.agent_id for p in plan.chain() for s in p.steps
-                      if models.capacity(s.agent_id) is not None})
-    try:
-        from ._fast import supports
-    except ImportError:  # pragma: no cover - the fast path is part of the package
-        supports = None
-    ok = not limited and supports is not None and supports(plan)
+    from ._fast import supports
+
+    binding = _binding_capacities(plan, models)
+    ok = not binding and supports(plan)
     if method == "fast" and not ok:
-        why = (f"agents {', '.join(limited)} have a capacity limit" if limited
-               else "this plan is not supported by the fast path")
+        why = (f"the capacity of agents {', '.join(binding)} can make attempts of one run "
+               "wait" if binding else "this plan is not supported by the fast path")
         raise PlanValidationError(f"plan '{plan.id}': method='fast' does not apply: {why}; "
                                   "use method='simpy' or 'auto'")
     return "fast" if ok else "simpy"
+
+
+def _binding_capacities(plan: Plan, models: AgentModels) -> list[str]:
+    """Agents whose capacity can make an attempt of a lone run wait: fewer slots than the
+    attempts the run can have in flight on it at once (plans of a chain run one at a time;
+    a plan in flight at most min(its slots, its steps on that agent))."""
+    out = set()
+    for p in plan.chain():
+        slots = (p.max_concurrency or len(p.steps)) if p.parallel else 1
+        for agent_id, steps in Counter(s.agent_id for s in p.steps).items():
+            capacity = models.capacity(agent_id)
+            if capacity is not None and capacity < min(slots, steps):
+                out.add(agent_id)
+    return sorted(out)
 
 
 def _run_chunks(plan: Plan, models: AgentModels, seed: int, runs: int, executor: Executor | None,

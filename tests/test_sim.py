@@ -445,14 +445,17 @@ def test_bad_workloads_are_rejected(kwargs, match):
 
 def test_bad_study_arguments_are_rejected():
     models = _models({"srv": {"capacity": 1, "latency": {"dist": "constant", "value": 1}}})
-    plan = _plan([_step("s", "srv")])
+    plan = _plan([_step("s", "srv"), _step("t", "srv")], parallel=True)  # 2 at once > 1 slot
     with pytest.raises(ok.PlanValidationError, match="runs"):
         ok.monte_carlo(plan, models, runs=0, progress=False)
-    with pytest.raises(ok.PlanValidationError, match="srv.*capacity"):
+    with pytest.raises(ok.PlanValidationError, match="capacity of agents srv"):
         ok.monte_carlo(plan, models, runs=10, method="fast", progress=False)
     with pytest.raises(ValueError, match="method"):
         ok.monte_carlo(plan, models, runs=10, method="quick", progress=False)
     assert ok.monte_carlo(plan, models, runs=10, progress=False).method == "simpy"
+    # a capacity a lone run cannot fill never makes an attempt wait: the fast path applies
+    for lone in (_plan([_step("s", "srv")]), _plan([_step("s", "srv"), _step("t", "srv")])):
+        assert ok.monte_carlo(lone, models, runs=10, progress=False).method == "fast"
 
 
 # ------------------------------------------------------------------ capacity studies
