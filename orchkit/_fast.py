@@ -45,6 +45,7 @@ __all__ = ["BLOCK_RUNS", "fast_runs", "supports"]
 
 BLOCK_RUNS = 1 << 16  # runs per block (one rng seeding, bounded working memory)
 _INF = math.inf
+_ALL = slice(None)  # every run of the block
 _OK, _ERROR, _HANG, _TIMEOUT, _CANCELLED = 0, 1, 2, 3, 4  # attempt outcome codes
 _OUTCOMES = np.array(["succeeded", "error", "hang", "timeout", "cancelled"], dtype=object)
 _SUCCEEDED, _FAILED, _TIMED_OUT, _HUNG = 0, 1, 2, 3  # plan status codes
@@ -136,6 +137,11 @@ class _Plan:
             s.timeout is None and s.model.hang > 0 for s in self.steps)
 
 
+def _at(x: Any, rows: np.ndarray | None) -> Any:
+    """``x`` (a per-run array or a scalar) at ``rows`` (None: all runs)."""
+    return x if rows is None or np.ndim(x) == 0 else x[rows]
+
+
 def _chain(plan: Plan, models: AgentModels) -> list[_Plan]:
     out = []
     cp: CompiledPlan | None = compile_plan(plan)
@@ -170,13 +176,8 @@ class _Block:
         t0 = np.zeros(len(self.end))
         for p, fp in enumerate(self.chain):
             st, end = self._plan(p, fp, ids, t0)
-            if ids is None:
-                self.status[:] = st
-                self.end[:] = end
-            else:
-                self.status[ids] = st
-                self.end[ids] = end
-                self.final[ids] = p
+            sel = _ALL if ids is None else ids
+            self.status[sel], self.end[sel], self.final[sel] = st, end, p
             if p + 1 == len(self.chain):
                 break
             go = np.flatnonzero((st == _FAILED) | (st == _TIMED_OUT))
@@ -262,14 +263,11 @@ class _Block:
             else:
                 hung = None
         if track:  # the latest event time of each run, through this plan
-            prior = self.last_event if ids is None else self.last_event[ids]
-            last = np.maximum(prior, self._hung_events(recs, cut_start, cut_cancel, t0, fp))
+            sel = _ALL if ids is None else ids
+            last = np.maximum(self.last_event[sel], self._hung_events(recs, cut_start, cut_cancel, t0, fp))
             if hung is not None:
                 plan_end = np.where(hung, last, plan_end)
-            if ids is None:
-                self.last_event[:] = last
-            else:
-                self.last_event[ids] = last
+            self.last_event[sel] = last
 
         # -- the attempts that happened: counts, busy time, spans ----------------------
         attempts = np.zeros(m, dtype=np.int64)
@@ -281,13 +279,10 @@ class _Block:
         for i, k, rows, run, start, end, outc in recs:
             fs = fp.steps[i]
             if trunc:
-                cs = cut_start if rows is None or np.ndim(cut_start) == 0 else cut_start[rows]
-                cc = cut_cancel if rows is None or np.ndim(cut_cancel) == 0 else cut_cancel[rows]
-                launched = start < cs
-                cancelled = end >= cc
+                launched = start < _at(cut_start, rows)
+                cancelled = end >= _at(cut_cancel, rows)
                 if cancelled.any():
-                    pe = plan_end if rows is None else plan_end[rows]
-                    span_end = np.where(cancelled, pe, end)
+                    span_end = np.where(cancelled, _at(plan_end, rows), end)
                 else:
                     cancelled = None
                     span_end = end
@@ -364,7 +359,6 @@ class _Block:
         return fin_end, fin_outc
 
     @staticmethod
-    @staticmethod
     def _hung_events(recs: list, cut_start: Any, cut_cancel: Any, t0: np.ndarray,
                      fp: _Plan) -> np.ndarray:
         """Per run, the last moment anything happened in this plan (as SimDriver.finish_hung
@@ -372,8 +366,7 @@ class _Block:
         it never ends."""
         last = t0.copy()
         for _i, _k, rows, _run, start, end, _outc in recs:
-            cs = cut_start if rows is None or np.ndim(cut_start) == 0 else cut_start[rows]
-            cc = cut_cancel if rows is None or np.ndim(cut_cancel) == 0 else cut_cancel[rows]
+            cs, cc = _at(cut_start, rows), _at(cut_cancel, rows)
             happened = np.where(end < cc, end, np.minimum(cc, end))
             happened = np.where(np.isfinite(happened), happened, start)
             val = np.where((start < cs) & np.isfinite(start), happened, -_INF)
@@ -385,14 +378,10 @@ class _Block:
 
     def _add(self, ids: np.ndarray | None, attempts: np.ndarray, retries: np.ndarray,
              timeouts: np.ndarray) -> None:
-        if ids is None:
-            self.attempts += attempts
-            self.retries += retries
-            self.timeouts += timeouts
-        else:
-            self.attempts[ids] += attempts
-            self.retries[ids] += retries
-            self.timeouts[ids] += timeouts
+        sel = _ALL if ids is None else ids  # ids are distinct, so += adds once per run
+        self.attempts[sel] += attempts
+        self.retries[sel] += retries
+        self.timeouts[sel] += timeouts
 
     # -- spans of the kept runs --------------------------------------------------------
 

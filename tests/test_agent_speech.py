@@ -310,6 +310,16 @@ async def test_without_weights_the_model_is_retrained_from_the_csv(analyses, tmp
     assert info.value.retryable is False
 
 
+@pytest.mark.parametrize("name, content", [("bad.npz", b"not a zip"), ("bad.csv", b"split,fluency\ntrain,0.5\n")])
+async def test_a_corrupt_model_or_training_file_is_a_clear_agent_error(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    agent = SpeechAnalysisAgent("speech-agent-5", model_path=tmp_path / name if name.endswith("npz") else
+                                tmp_path / "none.npz", train_path=tmp_path / name)
+    with pytest.raises(AgentError, match=rf"speech-agent-5.*{name}.*regenerate") as info:
+        await agent.initialize()
+    assert info.value.retryable is False
+
+
 # ---------------------------------------------------------------- live orchestrator
 
 

@@ -59,6 +59,10 @@ class _History:
         self.wrong[concept] += int(not correct)
         self.recent[concept].append(int(correct))
 
+    def seen(self, concept: str) -> int:
+        """Answers given so far on ``concept``."""
+        return self.correct[concept] + self.wrong[concept]
+
     def counts(self, concept: str) -> dict[str, int]:
         recent = self.recent[concept]
         return {"priorCorrect": self.correct[concept], "priorIncorrect": self.wrong[concept],
@@ -128,7 +132,8 @@ class _Trained:
 @functools.lru_cache(maxsize=8)
 def _train(data_dir: str, csv_mtime_ns: int, cur_mtime_ns: int, seed: int) -> _Trained:
     """Load a data directory and fit the model; cached per (directory, file versions, seed),
-    so several agents in one process train once."""
+    so several agents in one process train once. The two mtimes (ns) are only cache keys:
+    a regenerated file gives a new key."""
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
@@ -410,8 +415,7 @@ class PersonalizedLearningAgent(Agent):
         st = self.learner(learner_id)
         ps = self._predict([(c, st.level[c], st.history.counts(c)) for c in self.concepts])
         order = sorted(range(len(self.concepts)), key=lambda i: (
-            round(abs(ps[i] - self.target_correct), 6),
-            sum(st.history.counts(self.concepts[i])[k] for k in ("priorCorrect", "priorIncorrect")), i))
+            round(abs(ps[i] - self.target_correct), 6), st.history.seen(self.concepts[i]), i))
         best = order[0]
         concept, level = self.concepts[best], st.level[self.concepts[best]]
         items = self._by_level[(concept, level)]
@@ -493,9 +497,8 @@ class PersonalizedLearningAgent(Agent):
             recs = [f"Offer progressive hints on {concept}", f"Review a worked {concept} example"]
         elif change == "up":
             recs = [f"Move on to difficulty {st.level[concept]} {concept} items"]
-        n = st.history.correct[concept] + st.history.wrong[concept]
         return AgentResponse(
-            action=action, confidence=self._evidence_confidence(n),
+            action=action, confidence=self._evidence_confidence(st.history.seen(concept)),
             reasoning=(f"answer {'correct' if correct else 'wrong'} on {item['activityId']}{note}; "
                        f"{concept} mastery {before:.2f} -> {mastery:.2f}, difficulty {change}"
                        + ("; learner is struggling" if struggling else "")),
@@ -679,7 +682,9 @@ class PersonalizedLearningAgent(Agent):
                 "recentCorrect": recent_right, "recentIncorrect": recent - recent_right}
 
     def _counts(self, learner_id: str, concept: str, given: dict[str, int], explicit_learner: bool) -> dict[str, int]:
-        n = self.learner(learner_id).history.counts(concept) if explicit_learner else dict.fromkeys(FEATURE_KEYS[2:], 0)
+        """Answer counts of one predict_* row: the named learner's (else zeros), overridden by ``given``."""
+        base = self.learner(learner_id).history.counts(concept) if explicit_learner else None
+        n = dict(base) if base is not None else dict.fromkeys(FEATURE_KEYS[2:], 0)
         n.update({k: v for k, v in given.items() if k in ("priorCorrect", "priorIncorrect")})
         if ("priorCorrect" in given or "priorIncorrect" in given) and not (
                 "recentCorrect" in given or "recentIncorrect" in given):
@@ -689,9 +694,8 @@ class PersonalizedLearningAgent(Agent):
             n["recentIncorrect"] = k - n["recentCorrect"]
         for key in ("recentCorrect", "recentIncorrect"):
             n[key] = given.get(key, n[key])
-        base = self.learner(learner_id).history.counts(concept) if explicit_learner else None
         for prior, overall in (("priorCorrect", "overallCorrect"), ("priorIncorrect", "overallIncorrect")):
-            default = n[prior] + (base[overall] - base[prior] if base else 0)
+            default = n[prior] + (base[overall] - base[prior] if base is not None else 0)
             n[overall] = max(given.get(overall, default), n[prior])
         return n
 

@@ -29,6 +29,7 @@ import io
 import os
 import time
 import wave
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -459,6 +460,8 @@ def _load_training_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     with open(path, newline="") as fh:
         rows = [row for row in csv.DictReader(fh) if row.get("split", "train") == "train"]
+    if not rows:
+        raise ValueError("no rows with split 'train'")
     x = np.array([[float(row[name]) for name in FEATURES] for row in rows], np.float32)
     y = np.array([float(row["fluency"]) for row in rows], np.float32)
     return x, y
@@ -510,17 +513,27 @@ class SpeechAnalysisAgent(Agent):
         self._model = None
 
     def _ensure_model(self) -> tf.keras.Model:
-        if self._model is None:
-            if self.model_path.exists():
-                self._model = load_fluency_model(self.model_path)
-            elif self.train_path.exists():
-                self._model = train_fluency_model(*_load_training_csv(self.train_path), seed=self.seed)
+        if self._model is not None:
+            return self._model
+        fix = "run `python simulations/speech_corpus.py`"
+        if not (self.model_path.exists() or self.train_path.exists()):
+            raise AgentError(
+                f"agent '{self.agent_id}': no fluency model at {self.model_path} and no training data "
+                f"at {self.train_path}; {fix}",
+                retryable=False,
+            )
+        path = self.model_path if self.model_path.exists() else self.train_path
+        try:
+            if path == self.model_path:
+                self._model = load_fluency_model(path)
             else:
-                raise AgentError(
-                    f"agent '{self.agent_id}': no fluency model at {self.model_path} and no training data "
-                    f"at {self.train_path}; run `python simulations/speech_corpus.py`",
-                    retryable=False,
-                )
+                self._model = train_fluency_model(*_load_training_csv(path), seed=self.seed)
+        except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
+            raise AgentError(
+                f"agent '{self.agent_id}': cannot use {path} ({type(exc).__name__}: {exc}); "
+                f"delete or regenerate it ({fix})",
+                retryable=False,
+            ) from None
         return self._model
 
     def history(self, learner_id: str) -> list[dict[str, Any]]:
@@ -528,6 +541,7 @@ class SpeechAnalysisAgent(Agent):
         return list(self._history.get(learner_id, []))
 
     async def process(self, action: str, input: Any, context: dict[str, Any]) -> AgentResponse:
+        """Serve ``analyze_speech`` or ``analyze_speech_progress`` (inputs: class docstring)."""
         if action not in self.ACTIONS:
             raise AgentError(
                 f"agent '{self.agent_id}' has no action '{action}' (actions: {', '.join(self.ACTIONS)})",

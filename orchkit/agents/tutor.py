@@ -35,6 +35,7 @@ DEFAULT_TIMEOUT_MS = 30_000.0
 PLACEHOLDER_API_KEY = "not-needed"
 CONFIDENCE = {"llm": 0.8, "offline": 0.5}
 _HISTORY_LIMIT = 200  # messages remembered per learner
+_LEARNER_KEYS = ("learnerId", "learner_id", "userId", "user_id")  # accepted spellings
 
 ACTIONS = (
     "prepare_conversation",
@@ -51,9 +52,7 @@ class _Input(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="allow", strict=True
     )
-    learner_id: str | None = Field(
-        default=None, validation_alias=AliasChoices("learnerId", "learner_id", "userId", "user_id")
-    )
+    learner_id: str | None = Field(default=None, validation_alias=AliasChoices(*_LEARNER_KEYS))
 
 
 class ConversationInput(_Input):
@@ -122,8 +121,6 @@ _FROM_RESULTS: dict[str, dict[str, tuple[type, ...]]] = {
     "prepare_conversation": {},
     "analyze_conversation_patterns": {},
 }
-_LEARNER_KEYS = ("learnerId", "learner_id", "userId", "user_id")
-
 _HINT_TEMPLATES = (
     "Say in your own words what {c} means before you answer.",
     "Split the task into small steps and apply {c} to the first step only.",
@@ -396,9 +393,7 @@ class AITutorAgent(Agent):
                              next_steps=["Wait for the learner's reply", "generate_feedback"])
 
     async def _generate_feedback(self, p: FeedbackInput) -> AgentResponse:
-        return await self._feedback("generate_feedback", p)
-
-    async def _feedback(self, action: str, p: FeedbackInput) -> AgentResponse:
+        action = "generate_feedback"
         correct = p.correct
         if correct is None and p.answer is not None and p.expected_answer is not None:
             correct = _norm(p.answer) == _norm(p.expected_answer)
@@ -490,7 +485,7 @@ class AITutorAgent(Agent):
             source = "llm"
         data = {**stats, "summary": summary}
         return self._respond("analyze_conversation_patterns", source, f"patterns of {where}", data,
-                             recommendations=[_pattern_advice(x) for x in stats["patterns"]] or None,
+                             recommendations=[_ADVICE[x] for x in stats["patterns"]] or None,
                              confidence=None if messages else 0.2)
 
     async def _predict_with_gpt4(self, p: PredictInput) -> AgentResponse:
@@ -505,7 +500,7 @@ class AITutorAgent(Agent):
             source = "offline"
         else:
             user = (f"Concept: {concept}\nPast answers (1 = correct, oldest first): "
-                    f"{[int(h) for h in p.history]}\nOther features: {json.dumps(p.features)}\n"
+                    f"{[int(h) for h in p.history]}\nOther features: {json.dumps(p.features, default=str)}\n"
                     "Reply with JSON only: "
                     '{"probability": <P(next answer correct), 0..1>, "reasoning": "<one sentence>"}')
             text = await self._chat("predict_with_gpt4", "You predict learner performance.", user)
@@ -606,10 +601,6 @@ _ADVICE = {
     "tutor_dominates": "Talk less; give the learner more turns",
     "no_learner_turns": "Start with a question the learner can answer easily",
 }
-
-
-def _pattern_advice(pattern: str) -> str:
-    return _ADVICE[pattern]
 
 
 def _message(exc: Any) -> str:
