@@ -217,6 +217,8 @@ BAD_INPUTS = [
     ({"audio": np.zeros(_RATE, np.float32), "sampleRate": _RATE}, "silent"),
     ({"audio": wav_bytes(_X), "minPauseMs": -5}, "minPauseMs"),
     ({"audio": wav_bytes(_X), "learnerId": 7}, "learnerId"),
+    ({"audio": wav_bytes(_X), "recordedAtMs": 10**400}, "recordedAtMs must be epoch milliseconds"),
+    ({"audio": wav_bytes(_X), "recordedAtMs": float("nan")}, "recordedAtMs must be epoch milliseconds"),
     ({"path": "/nonexistent/x.wav"}, "cannot read path"),
     ("just a string", "input must be an object"),
 ]

@@ -540,8 +540,8 @@ class PersonalizedLearningAgent(Agent):
 
     def _analyze_learning_patterns(self, action: str, input: dict, context: dict) -> AgentResponse:
         days = input.get("days", 7)
-        if isinstance(days, bool) or not isinstance(days, (int, float)) or not days > 0:
-            self._fail(action, f"field 'days' must be a number of days > 0, got {days!r}")
+        if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 < days <= 36_500:
+            self._fail(action, f"field 'days' must be a number of days in (0, 36500], got {days!r}")
         learner_id = self._learner_id(action, input, context)
         now = self._clock()
         since = now - days * DAY_MS

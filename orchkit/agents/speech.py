@@ -573,7 +573,8 @@ class SpeechAnalysisAgent(Agent):
                     raise self._bad(action, f"{key} must be a number in [{low}, {high}], got {value!r}")
                 options[name] = float(value)
         recorded = input.get("recordedAtMs", time.time() * 1000.0)
-        if isinstance(recorded, bool) or not isinstance(recorded, (int, float)) or not np.isfinite(recorded):
+        if (isinstance(recorded, bool) or not isinstance(recorded, (int, float))
+                or not -1e15 < recorded < 1e15):  # also rejects NaN, inf and huge ints
             raise self._bad(action, f"recordedAtMs must be epoch milliseconds, got {recorded!r}")
         try:
             if "path" in input and input.get("audio") is None:
