@@ -14,6 +14,8 @@ from ._result import SPAN_COLUMNS, RunResult
 from ._sim import HangWarning, simulate
 from ._study import RUN_COLUMNS, MonteCarloResult, Summary, Workload, monte_carlo, sweep
 
+from . import agents  # noqa: E402  (lazy: imports no agent library until one is used)
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -119,45 +119,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-BUILTIN_AGENTS = {  # agent id glob -> class in orchkit.agents
-    "learning-agent-*": "PersonalizedLearningAgent",
-    "tutor-agent-*": "AITutorAgent",
-    "speech-agent-*": "SpeechAnalysisAgent",
-}
-
-
-def builtin_agents(plan: Plan, models: str | None = None, time_scale: float = 1.0) -> list:
-    """One built-in agent per agent id of the plan chain, matched by glob; ids no glob
-    matches get a SyntheticAgent of ``models`` (or a clear error without it)."""
-    import fnmatch
-
-    from . import agents as builtin
-
-    out = []
-    ids = dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps)
-    for agent_id in ids:
-        name = next((cls for pat, cls in BUILTIN_AGENTS.items()
-                     if fnmatch.fnmatchcase(agent_id, pat)), None)
-        if name is not None:
-            out.append(getattr(builtin, name)(agent_id))
-        elif models is not None:
-            out.append(builtin.SyntheticAgent(agent_id, models, time_scale=time_scale))
-        else:
-            raise PlanValidationError(
-                f"plan '{plan.id}': no built-in agent serves '{agent_id}' (built-in: "
-                f"{', '.join(BUILTIN_AGENTS)}); rename it or pass --models M to serve it with "
-                "a SyntheticAgent")
-    return out
-
-
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
     from ._charts import gantt
     from ._live import Orchestrator
 
+    from .agents import for_plan
+
     plan = Plan.load(args.plan)
-    agents = builtin_agents(plan, args.models, args.time_scale)
+    agents = for_plan(plan, args.models, args.time_scale)
 
     async def go():
         orch = Orchestrator(seed=args.seed)

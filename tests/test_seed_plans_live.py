@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 import orchkit as ok
-from orchkit.cli import builtin_agents, main
+from orchkit.agents import for_plan
+from orchkit.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANS = sorted((ROOT / "data" / "plans").glob("*.json"))
@@ -29,11 +30,11 @@ def test_the_six_seed_plans_are_shipped():
 
 
 @pytest.mark.parametrize("path", PLANS, ids=lambda p: p.stem)
-async def test_seed_plan_runs_live_with_builtin_agents(path):
+async def test_seed_plan_runs_live_with_for_plan(path):
     plan = ok.Plan.load(path)
     orch = ok.Orchestrator()
     kinds = {}
-    for agent in builtin_agents(plan):
+    for agent in for_plan(plan):
         kinds[agent.agent_id] = type(agent).__name__
         await orch.register_agent(agent)
     events = []
@@ -59,8 +60,8 @@ def test_builtin_agents_match_ids_by_glob_and_reject_unknown_ids():
         {"id": "a", "agentId": "learning-agent-learner_1-17", "action": "predict_with_rules"},
         {"id": "b", "agentId": "agent1", "action": "analyze_A"}]})
     with pytest.raises(ok.PlanValidationError, match="no built-in agent serves 'agent1'.*--models"):
-        builtin_agents(plan)
-    agents = builtin_agents(plan, str(ROOT / "data" / "agents" / "default.yaml"), time_scale=0)
+        for_plan(plan)
+    agents = for_plan(plan, str(ROOT / "data" / "agents" / "default.yaml"), time_scale=0)
     assert [type(a).__name__ for a in agents] == ["PersonalizedLearningAgent", "SyntheticAgent"]
 
 

@@ -3,8 +3,11 @@ scikit-learn, openai or TensorFlow, and simulation never needs them."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 from typing import Any
+
+from .._errors import PlanValidationError
 
 _WHERE = {
     "PersonalizedLearningAgent": ".learning",
@@ -13,7 +16,34 @@ _WHERE = {
     "SyntheticAgent": ".synthetic",
 }
 
-__all__ = sorted(_WHERE)
+BUILTIN = {  # agent id glob -> the built-in agent class serving it
+    "learning-agent-*": "PersonalizedLearningAgent",
+    "tutor-agent-*": "AITutorAgent",
+    "speech-agent-*": "SpeechAnalysisAgent",
+}
+
+__all__ = sorted(_WHERE) + ["BUILTIN", "for_plan"]
+
+
+def for_plan(plan: Any, models: Any = None, time_scale: float = 1.0) -> list:
+    """One agent per agent id of ``plan`` and its fallbacks: the built-in agent whose glob
+    in ``BUILTIN`` matches the id, else a ``SyntheticAgent`` of ``models`` (a path or
+    AgentModels; it sleeps latency x ``time_scale``). Raises ``PlanValidationError`` for an
+    id no glob matches when ``models`` is None."""
+    out = []
+    for agent_id in dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps):
+        name = next((cls for pat, cls in BUILTIN.items() if fnmatch.fnmatchcase(agent_id, pat)),
+                    None)
+        if name is not None:
+            out.append(__getattr__(name)(agent_id))
+        elif models is not None:
+            out.append(__getattr__("SyntheticAgent")(agent_id, models, time_scale=time_scale))
+        else:
+            raise PlanValidationError(
+                f"plan '{plan.id}': no built-in agent serves '{agent_id}' (built-in: "
+                f"{', '.join(BUILTIN)}); rename it or pass models (--models M) to serve it "
+                "with a SyntheticAgent")
+    return out
 
 
 def __getattr__(name: str) -> Any:
