@@ -51,6 +51,10 @@ class EventBus:
         entries = self._listeners.get(event, [])
         self._listeners[event] = [e for e in entries if e[0] != listener]  # == : bound methods
 
+    def clear(self) -> None:
+        """Remove every listener."""
+        self._listeners.clear()
+
     def emit(self, event: str, payload: dict[str, Any]) -> None:
         """Call the listeners of ``event`` (then the ``"*"`` listeners) with ``payload``."""
         for key in (event, "*"):
@@ -177,9 +181,7 @@ class Orchestrator:
             if isinstance(res, Exception):
                 log.warning("agent %s failed to shut down: %s", agent.agent_id, res)
         self._agents.clear()
-        self._bus = EventBus()
-        self.on, self.once, self.off, self.emit = (
-            self._bus.on, self._bus.once, self._bus.off, self._bus.emit)
+        self._bus.clear()
 
     # -- the driver loop --------------------------------------------------------------
 

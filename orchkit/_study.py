@@ -7,6 +7,7 @@ from collections import Counter
 import math
 import random
 from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -179,13 +180,11 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
         if method_used == "fast":
             from ._fast import fast_runs
             rows, spans, busy = fast_runs(plan, models, seed, runs, keep_spans, progress=progress)
-        elif executor == "processes":
-            with ProcessPoolExecutor() as pool:
+        else:
+            with (ProcessPoolExecutor() if executor == "processes"
+                  else nullcontext(executor)) as pool:
                 rows, spans, busy = _run_chunks(plan, models, seed, runs, pool, chunk_runs,
                                                 keep_spans, progress)
-        else:
-            rows, spans, busy = _run_chunks(plan, models, seed, runs, executor,
-                                            chunk_runs, keep_spans, progress)
     runs_df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows, columns=RUN_COLUMNS)
     if workload is None:  # runs are alone: agents are observed for the sum of makespans
         total_ms = float(runs_df["makespan_ms"].sum())
@@ -235,24 +234,18 @@ def _run_chunks(plan: Plan, models: AgentModels, seed: int, runs: int, executor:
     spans: list = []
     busy: dict[str, float] = {}
     bar = tqdm(total=runs, desc=f"simulating {plan.id}", unit="run", disable=not progress)
-    if executor is None:
+    if executor is None:  # lazily, chunk by chunk, so the bar moves
         parts = (_chunk(plan, models, seed, a, b, keep_spans) for a, b in bounds)
-        results = []
-        for (a, b), part in zip(bounds, parts):
-            results.append(part)
-            bar.update(b - a)
     else:
         futures = [executor.submit(_chunk, plan, models, seed, a, b, keep_spans) for a, b in bounds]
-        results = []
-        for (a, b), fut in zip(bounds, futures):
-            results.append(fut.result())
-            bar.update(b - a)
-    bar.close()
-    for r, s, bz in results:
+        parts = (f.result() for f in futures)
+    for (a, b), (r, s, bz) in zip(bounds, parts):  # in run order, whatever finished first
+        bar.update(b - a)
         rows.extend(r)
         spans.extend(s)
         for k, v in bz.items():
             busy[k] = busy.get(k, 0.0) + v
+    bar.close()
     return rows, spans, busy
 
 
