@@ -1,14 +1,18 @@
 # `make demo`: the main job on the embedded defaults. `make test`: every test.
 # Each creates .venv on first use: demo installs orchkit alone (no TensorFlow),
-# test installs it with every extra.
+# test installs it with every extra, plus what the tests drive for real: redis-server and
+# chromium (Debian packages, when missing) and the Node clients (npm ci, from lockfiles).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BASE := $(VENV)/.stamp-base
 DEV := $(VENV)/.stamp-dev
+SYS := $(VENV)/.stamp-sys
+NODE_DIRS := $(patsubst %/package.json,%,$(wildcard tests/node/package.json examples/*/package.json))
+NODE_STAMPS := $(addsuffix /node_modules/.stamp,$(NODE_DIRS))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench serve sysdeps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,15 +26,34 @@ $(DEV): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@ $(BASE)
 
+# System packages the tests use for real (no systemd here: the tests start redis-server
+# themselves on a free port). Installed only when missing.
+$(SYS): | $(PY)
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (apt-get)"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	fi
+	@command -v node >/dev/null || { echo "node is required for the Node interop tests (apt-get install nodejs npm)"; exit 2; }
+	touch $@
+
+%/node_modules/.stamp: %/package.json %/package-lock.json
+	cd $* && npm ci --silent --no-audit --no-fund
+	touch $@
+
+sysdeps: $(SYS) $(NODE_STAMPS)
+
 demo: $(BASE)
 	$(PY) -m orchkit demo
 
-test: $(DEV)
+test: $(DEV) $(SYS) $(NODE_STAMPS)
 	$(PY) -m pytest -q -p no:cacheprovider
 
-bench: $(DEV)
+bench: $(DEV) $(SYS) $(NODE_STAMPS)
 	$(PY) benchmarks/bench_live.py
 	$(PY) benchmarks/bench_sim.py
 
 clean:
-	rm -rf $(VENV) out .hypothesis
+	rm -rf $(VENV) out .hypothesis $(addsuffix /node_modules,$(NODE_DIRS))
