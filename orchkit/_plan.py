@@ -72,6 +72,8 @@ class Plan(_Model):
 
     Load with ``Plan.load(path)`` (JSON or YAML) or ``Plan.model_validate(dict)`` (camelCase,
     as in the seed); write with ``save(path)`` or ``to_dict(compat=None | "seed")``.
+    ``meta`` is a free-form JSON object (e.g. a tuned plan's provenance), kept by
+    ``save``/``load``, ignored by every runtime, dropped by ``compat="seed"``.
     """
 
     id: str = Field(min_length=1)
@@ -81,6 +83,7 @@ class Plan(_Model):
     fallback_plan: Plan | None = None
     max_concurrency: int | None = Field(default=None, ge=1)
     fail_fast: bool = False
+    meta: dict[str, Any] | None = None
 
     def __init__(self, **data: Any):
         try:
@@ -188,6 +191,13 @@ class Plan(_Model):
     @model_validator(mode="after")
     def _check_graph(self) -> Plan:
         _check_graph(self)
+        if self.meta is not None:
+            try:
+                json.dumps(self.meta, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise PlanValidationError(
+                    f"plan '{self.id}': 'meta' must be a JSON object (strings, finite numbers, "
+                    f"booleans, null, lists, objects): {exc}") from None
         return self
 
 
@@ -209,6 +219,8 @@ def _dump_plan(plan: Plan) -> dict[str, Any]:
         out["failFast"] = True
     if plan.fallback_plan is not None:
         out["fallbackPlan"] = _dump_plan(plan.fallback_plan)
+    if plan.meta is not None:
+        out["meta"] = plan.meta
     return out
 
 
@@ -231,7 +243,7 @@ def _dump_step(step: Step) -> dict[str, Any]:
 
 def _dump_seed(plan: Plan, dropped: list[str]) -> dict[str, Any]:
     full = _dump_plan(plan)
-    for key in ("maxConcurrency", "failFast"):
+    for key in ("maxConcurrency", "failFast", "meta"):
         if full.pop(key, None) is not None:
             dropped.append(f"plan '{plan.id}': {key}")
     full.pop("fallbackPlan", None)
@@ -343,7 +355,8 @@ def _find_cycle(plan: Plan) -> list[str] | None:
 
 
 _FIELD_ALIASES = {
-    "Plan": ["id", "steps", "parallel", "timeout", "fallbackPlan", "maxConcurrency", "failFast"],
+    "Plan": ["id", "steps", "parallel", "timeout", "fallbackPlan", "maxConcurrency", "failFast",
+             "meta"],
     "Step": ["id", "agentId", "action", "input", "dependencies", "retryPolicy", "timeout"],
     "RetryPolicy": ["maxRetries", "backoffMs", "strategy", "maxBackoffMs", "jitter", "retryOn"],
 }
