@@ -15,6 +15,7 @@ Entries never merge with each other: only the winning agent entry is used.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import math
@@ -543,6 +544,20 @@ class _Entry:
         return self.base if i is None else self.action_models[i]
 
 
+def _path_entries(keys: list[str], rest: str) -> tuple[list[str], list[str]]:
+    """Split ``"<pattern>.<key>..."`` (agent patterns may hold dots): the entries it names
+    and the remaining path parts. An exact key wins over a glob; longer prefixes first."""
+    parts = rest.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:cut]) in keys:
+            return [".".join(parts[:cut])], parts[cut:]
+    for cut in range(len(parts) - 1, 0, -1):
+        hits = [k for k in keys if fnmatchcase(k, ".".join(parts[:cut]))]
+        if hits:
+            return hits, parts[cut:]
+    return [], parts
+
+
 def _action_model(latency: Distribution, error: float, hang: float, where: str) -> ActionModel:
     if error + hang > 1.0 + 1e-12:
         raise PlanValidationError(
@@ -650,6 +665,42 @@ class AgentModels:
         else:
             text = json.dumps(data, indent=2) + "\n"
         path.write_text(text, encoding="utf-8")
+
+    def with_values(self, values: dict[str, Any]) -> AgentModels:
+        """A copy with on-disk fields set by dotted path, validated like a loaded file.
+
+        Paths are ``"agents.<pattern>.<key>[.<key>...]"``, e.g.
+        ``"agents.tutor-agent-*.capacity"``, ``"agents.llm.latency.median"`` or
+        ``"agents.llm.actions.summarise.error"``. ``<pattern>`` is a key of the file (an
+        agent id or glob, as written) or a glob matching keys (``"agents.*.capacity"`` sets
+        every entry's capacity); a pattern that is neither is an error listing the keys.
+        The original is unchanged.
+        """
+        if not isinstance(values, dict):
+            raise TypeError(f"values must be a dict of dotted path -> value, got {type(values).__name__}")
+        data = copy.deepcopy(self.to_dict())
+        agents = data["agents"]
+        for path, value in values.items():
+            if not isinstance(path, str) or not path.startswith("agents.") or path.count(".") < 2:
+                raise PlanValidationError(
+                    f"{self.source}: model path {path!r} must look like 'agents.<pattern>.<key>', "
+                    "e.g. 'agents.tutor-agent-*.capacity'")
+            keys, rest = _path_entries(list(agents), path[len("agents."):])
+            if not keys:
+                raise PlanValidationError(
+                    f"{self.source}: '{path}' names no agent entry: no key is or matches the "
+                    f"pattern in it (keys: {', '.join(agents)})")
+            for key in keys:
+                node = agents[key]
+                *parents, leaf = rest
+                for part in parents:
+                    child = node.setdefault(part, {})
+                    if not isinstance(child, dict):
+                        raise PlanValidationError(
+                            f"{self.source}: '{path}': '{part}' of agent '{key}' is not a mapping")
+                    node = child
+                node[leaf] = copy.deepcopy(value)
+        return AgentModels(data, source=self.source)
 
     # -------------------------------------------------------------- look-ups
 

@@ -249,25 +249,56 @@ def _run_chunks(plan: Plan, models: AgentModels, seed: int, runs: int, executor:
     return rows, spans, busy
 
 
+# The first segment of a dotted path names the study input it changes; any other path
+# changes the plan. Each input has ``with_values(paths)`` taking the full dotted paths.
+VALUE_TARGETS: dict[str, str] = {"agents": "models"}
+
+
+def path_target(path: str) -> str:
+    """The study input a dotted path changes: ``"models"`` for ``agents.…``, else ``"plan"``."""
+    if not isinstance(path, str):
+        raise TypeError(f"grid/values keys must be dotted path strings, got {path!r}")
+    return VALUE_TARGETS.get(path.split(".", 1)[0], "plan")
+
+
+def with_values(inputs: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a study's ``inputs`` (``{"plan": Plan, "models": AgentModels, ...}``) with
+    ``values`` (dotted path -> value) applied, each path to the input it names
+    (``path_target``); inputs no path names are passed on unchanged."""
+    groups: dict[str, dict[str, Any]] = {}
+    for path, value in values.items():
+        groups.setdefault(path_target(path), {})[path] = value
+    out = dict(inputs)
+    for target, paths in groups.items():
+        if out.get(target) is None:
+            raise PlanValidationError(
+                f"paths {', '.join(paths)} change the study's {target}, but none was given")
+        out[target] = out[target].with_values(paths)
+    return out
+
+
 def sweep(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,
           grid: dict[str, Sequence[Any]], *, runs: int = 2000, seed: int = 0,
           progress: bool = True, **options: Any) -> pd.DataFrame:
     """One Monte-Carlo study per combination of ``grid`` values, to tune a plan.
 
-    ``grid`` maps a dotted on-disk path (see ``Plan.with_values``, e.g.
-    ``"steps.tutor_analysis.timeout"``) to the values to try. Every study uses the same
+    ``grid`` maps a dotted on-disk path to the values to try: a plan path (see
+    ``Plan.with_values``, e.g. ``"steps.tutor_analysis.timeout"``) or a model path (see
+    ``AgentModels.with_values``, e.g. ``"agents.tutor-agent-*.capacity"``). Every study uses the same
     ``seed`` (common random numbers: differences between rows are not seed noise).
     Returns one row per combination: the grid's values, then each summary metric with
     ``_ci_low``/``_ci_high`` columns (times in ms). ``options`` go to ``monte_carlo``.
     """
-    plan = _as_plan(plan)
-    models = as_models(models)
+    inputs = {"plan": _as_plan(plan), "models": as_models(models)}
     keys = list(grid)
     combos = list(itertools.product(*(grid[k] for k in keys)))
+    # every combination is built (and validated) before anything runs
+    studies = [with_values(inputs, dict(zip(keys, combo))) for combo in combos]
     rows = []
-    for combo in tqdm(combos, desc=f"sweeping {plan.id}", unit="study", disable=not progress):
-        metrics = monte_carlo(plan.with_values(dict(zip(keys, combo))), models, runs=runs,
-                              seed=seed, progress=False, **options).summary().metrics
+    for combo, study in tqdm(list(zip(combos, studies)), desc=f"sweeping {inputs['plan'].id}",
+                             unit="study", disable=not progress):
+        metrics = monte_carlo(study["plan"], study["models"], runs=runs, seed=seed,
+                              progress=False, **options).summary().metrics
         row = dict(zip(keys, combo))
         for metric, r in metrics.iterrows():
             row[metric] = r["value"]
