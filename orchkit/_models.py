@@ -11,6 +11,13 @@ wins: an exact id (no wildcard) beats any glob; then the pattern with the most l
 (non-wildcard) characters; then the entry listed first. Action keys under ``actions`` are
 matched by the same rule, and the winning override's keys replace the agent entry's.
 Entries never merge with each other: only the winning agent entry is used.
+
+Outages (SPEC §10.3): an entry's ``outages: [{startMs, endMs, error, hang, latency}]``
+replaces, for attempts that *start* in ``[startMs, endMs)`` of the study clock, the error
+probability (default 1.0: the agent is down), the hang probability (default 0) and,
+if given, the latency of every action of the entry. The study clock is ms from the start
+of a workload study, or from each run's own start for independent runs and ``simulate``.
+Only the SimPy path simulates outages (``monte_carlo`` picks it; the fast path declines).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ __all__ = [
     "Gamma",
     "Lognormal",
     "OUTCOMES",
+    "Outage",
     "Uniform",
     "distribution_from_dict",
 ]
@@ -400,18 +408,38 @@ OUTCOMES = ("ok", "error", "hang")  # codes 0, 1, 2 of ActionModel.draw_arrays
 
 
 @dataclass(frozen=True, slots=True)
+class Outage:
+    """A window ``[start_ms, end_ms)`` of the study clock during which attempts that start
+    are drawn from ``model`` instead of the agent's own (SPEC §10.3)."""
+
+    start_ms: float
+    end_ms: float
+    model: ActionModel
+
+
+@dataclass(frozen=True, slots=True)
 class ActionModel:
     """What one attempt of an (agent, action) does: its ``latency`` distribution (ms),
     ``error`` = P(it ends in an error after its latency), ``hang`` = P(it never returns).
-    P(ok) = 1 − error − hang."""
+    P(ok) = 1 − error − hang. ``outages``: windows of the study clock with another model
+    (``at(t_ms)`` picks the model of an attempt starting at ``t_ms``)."""
 
     latency: Distribution
     error: float = 0.0
     hang: float = 0.0
+    outages: tuple[Outage, ...] = ()
     _fail: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_fail", self.hang + self.error)
+
+    def at(self, t_ms: float) -> ActionModel:
+        """The model of an attempt that starts at ``t_ms`` on the study clock: an outage's
+        while one is on (windows include their start, exclude their end), else this one."""
+        for o in self.outages:
+            if o.start_ms <= t_ms < o.end_ms:
+                return o.model
+        return self
 
     def draw(self, rng: random.Random) -> tuple[float, str]:
         """One attempt: ``(latency_ms, outcome)``, outcome 'ok', 'error' or 'hang'
@@ -437,7 +465,8 @@ class ActionModel:
 # ---------------------------------------------------------------- the models file
 
 _TOP_KEYS = ("agents", "description")
-_ENTRY_KEYS = ("capacity", "latency", "error", "hang", "actions")
+_ENTRY_KEYS = ("capacity", "latency", "error", "hang", "actions", "outages")
+_OUTAGE_KEYS = ("startMs", "endMs", "error", "hang", "latency")
 _ACTION_KEYS = ("latency", "error", "hang")
 _BRACKET = re.compile(r"\[!?\]?[^\]]*\]")
 
@@ -507,7 +536,8 @@ class _Entry:
         latency = distribution_from_dict(raw["latency"], f"{where} latency")
         error = _probability(raw.get("error", 0.0), where, "error")
         hang = _probability(raw.get("hang", 0.0), where, "hang")
-        self.base = _action_model(latency, error, hang, where)
+        outages = _outages(raw.get("outages"), where)
+        self.base = _action_model(latency, error, hang, where, outages)
         actions = raw.get("actions") or {}
         if not isinstance(actions, dict):
             raise PlanValidationError(
@@ -537,7 +567,7 @@ class _Entry:
             a_error = _probability(over["error"], awhere, "error") if "error" in over else error
             a_hang = _probability(over["hang"], awhere, "hang") if "hang" in over else hang
             self.action_patterns.append(action)
-            self.action_models.append(_action_model(a_latency, a_error, a_hang, awhere))
+            self.action_models.append(_action_model(a_latency, a_error, a_hang, awhere, outages))
 
     def model_for(self, action: str) -> ActionModel:
         i = _best_match(action, self.action_patterns)
@@ -558,13 +588,62 @@ def _path_entries(keys: list[str], rest: str) -> tuple[list[str], list[str]]:
     return [], parts
 
 
-def _action_model(latency: Distribution, error: float, hang: float, where: str) -> ActionModel:
+def _action_model(latency: Distribution, error: float, hang: float, where: str,
+                  outages: list[tuple[float, float, Distribution | None, float, float]] = ()
+                  ) -> ActionModel:
     if error + hang > 1.0 + 1e-12:
         raise PlanValidationError(
             f"{where}: error + hang = {error + hang:g} > 1; they are the probabilities of two "
             "exclusive outcomes of one attempt, so their sum must be <= 1"
         )
-    return ActionModel(latency, error, hang)
+    return ActionModel(latency, error, hang, tuple(
+        Outage(start, end, ActionModel(o_latency or latency, o_error, o_hang))
+        for start, end, o_latency, o_error, o_hang in outages))
+
+
+def _outages(raw: Any, where: str) -> list[tuple[float, float, Distribution | None, float, float]]:
+    """Check an entry's ``outages`` list: ``{startMs, endMs, error (default 1.0), hang
+    (default 0), latency (default: the agent's or action's own)}``, windows not overlapping.
+    The outage applies to every action of the entry."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise PlanValidationError(
+            f"{where}: 'outages' must be a list such as [{{startMs: 60000, endMs: 180000, "
+            f"error: 1.0}}], got {raw!r}")
+    out = []
+    for k, o in enumerate(raw):
+        owhere = f"{where} outage {k}"
+        if not isinstance(o, dict):
+            raise PlanValidationError(
+                f"{owhere}: expected a mapping ({', '.join(_OUTAGE_KEYS)}), got {o!r}")
+        _unknown_keys(o, _OUTAGE_KEYS, owhere, "key")
+        for key in ("startMs", "endMs"):
+            if key not in o:
+                raise PlanValidationError(f"{owhere}: missing '{key}' (ms on the study clock)")
+            if not _is_number(o[key]) or o[key] < 0:
+                raise PlanValidationError(
+                    f"{owhere}: '{key}' must be a finite number of ms >= 0, got {o[key]!r}")
+        if not o["startMs"] < o["endMs"]:
+            raise PlanValidationError(
+                f"{owhere}: needs startMs < endMs, got startMs={o['startMs']!r}, "
+                f"endMs={o['endMs']!r}")
+        error = _probability(o.get("error", 1.0), owhere, "error")
+        hang = _probability(o.get("hang", 0.0), owhere, "hang")
+        if error + hang > 1.0 + 1e-12:
+            raise PlanValidationError(
+                f"{owhere}: error + hang = {error + hang:g} > 1 (error defaults to 1.0: set it "
+                "lower when the outage hangs)")
+        latency = (distribution_from_dict(o["latency"], f"{owhere} latency")
+                   if "latency" in o else None)
+        out.append((float(o["startMs"]), float(o["endMs"]), latency, error, hang))
+    out.sort(key=lambda w: w[0])
+    for a, b in zip(out, out[1:]):
+        if b[0] < a[1]:
+            raise PlanValidationError(
+                f"{where}: outages [{a[0]:g}, {a[1]:g}) and [{b[0]:g}, {b[1]:g}) ms overlap; "
+                "merge them or make them disjoint")
+    return out
 
 
 class AgentModels:

@@ -82,8 +82,10 @@ class SimDriver:
             response = (AgentResponse(action=action, confidence=1.0,
                                       reasoning=f"simulated by the model of agent '{agent_id}'")
                         if self.responses else None)
-            out.append((self.models.resolve(agent_id, action).draw, response,
-                        f"simulated error: agent '{agent_id}' action '{action}' failed"))
+            model = self.models.resolve(agent_id, action)
+            out.append((model.draw, response,
+                        f"simulated error: agent '{agent_id}' action '{action}' failed",
+                        model if getattr(model, "outages", ()) else None))
         self._steps[cp] = out
         return out
 
@@ -95,7 +97,9 @@ class SimDriver:
                 att = action.attempt
                 cp = att.prun.cp
                 steps = self._steps.get(cp) or self._compile(cp)
-                draw, response, error = steps[att.step]
+                draw, response, error, timed = steps[att.step]
+                if timed is not None:  # outages: the model of an attempt starting now
+                    draw = timed.at(env.now).draw
                 latency, outcome = draw(att.run.context)
                 if outcome == "hang":
                     continue  # never returns: only a timeout or the deadline ends it

@@ -203,10 +203,15 @@ def _choose_method(plan: Plan, models: AgentModels, method: str) -> str:
     from ._fast import supports
 
     binding = _binding_capacities(plan, models)
-    ok = not binding and supports(plan)
+    outages = sorted({s.agent_id for p in plan.chain() for s in p.steps
+                      if getattr(models.resolve(s.agent_id, s.action), "outages", ())})
+    ok = not binding and not outages and supports(plan)
     if method == "fast" and not ok:
         why = (f"the capacity of agents {', '.join(binding)} can make attempts of one run "
-               "wait" if binding else "this plan is not supported by the fast path")
+               "wait" if binding else
+               f"agents {', '.join(outages)} have outages, which depend on the clock (the fast "
+               "path draws attempts before it knows their start times)" if outages else
+               "this plan is not supported by the fast path")
         raise PlanValidationError(f"plan '{plan.id}': method='fast' does not apply: {why}; "
                                   "use method='simpy' or 'auto'")
     return "fast" if ok else "simpy"
