@@ -7,6 +7,7 @@ from ._agent import Agent, AgentResponse
 from ._charts import gantt, makespan_chart
 from ._errors import (AgentError, OrchkitError, PlanFailedError, PlanTimeoutError,
                       PlanValidationError)
+from ._fit import FitResult, fit_models
 from ._live import EventBus, Orchestrator
 from ._models import ActionModel, AgentModels
 from ._plan import Plan, RetryPolicy, SeedCompatWarning, Step
@@ -19,9 +20,9 @@ from . import agents  # noqa: E402  (lazy: imports no agent library until one is
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "EventBus", "HangWarning",
+    "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "EventBus", "FitResult", "HangWarning",
     "MonteCarloResult", "Orchestrator", "OrchkitError", "Plan", "PlanFailedError",
     "PlanTimeoutError", "PlanValidationError", "RUN_COLUMNS", "RetryPolicy", "RunResult",
     "SPAN_COLUMNS", "SeedCompatWarning", "Step", "Summary", "Workload", "gantt",
-    "makespan_chart", "monte_carlo", "simulate", "sweep",
+    "fit_models", "makespan_chart", "monte_carlo", "simulate", "sweep",
 ]

@@ -156,7 +156,12 @@ class Orchestrator:
         except asyncio.CancelledError:
             self._apply(self._core.abort(run, self._now(), "cancelled: the caller cancelled the run"))
             raise
-        return RunResult.from_run(run)
+        result = RunResult.from_run(run)
+        for agent_id in dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps):
+            scale = getattr(self._agents[agent_id], "time_scale", 1.0)
+            if scale != 1.0:  # e.g. SyntheticAgent: the trace is `scale` x its model's times
+                result.time_scale[agent_id] = scale
+        return result
 
     def _check_agents(self, plan: Plan) -> None:
         for p in plan.chain():

@@ -56,6 +56,7 @@ __all__ = [
     "OUTCOMES",
     "Outage",
     "Uniform",
+    "Weibull",
     "distribution_from_dict",
 ]
 
@@ -290,6 +291,43 @@ class Empirical(Distribution):
         return {"dist": "empirical", "samples": [_num(s) for s in self.samples]}
 
 
+@dataclass(frozen=True, slots=True)
+class Weibull(Distribution):
+    """Weibull with ``shape`` k and ``scale`` λ ms: P(latency > t) = exp(-(t/λ)^k). Built
+    from ``median``/``p95`` (kept for ``to_dict()``) or from ``shape``/``scale``."""
+
+    shape: float
+    scale: float
+    median: float | None = None
+    p95: float | None = None
+    name: ClassVar[str] = "weibull"
+
+    @classmethod
+    def from_median_p95(cls, median: float, p95: float) -> Weibull:
+        """The Weibull whose median and 95th percentile are the given ms."""
+        shape = math.log(math.log(20.0) / math.log(2.0)) / math.log(p95 / median)
+        return cls(shape, median / math.log(2.0) ** (1.0 / shape), median, p95)
+
+    def sample(self, rng: random.Random) -> float:
+        return rng.weibullvariate(self.scale, self.shape)
+
+    def sample_array(self, gen: np.random.Generator, n: int) -> np.ndarray:
+        return self.scale * gen.weibull(self.shape, n)
+
+    @property
+    def mean_ms(self) -> float:
+        return self.scale * math.gamma(1.0 + 1.0 / self.shape)
+
+    def quantile(self, q: float) -> float:
+        _check_q(q)
+        return math.inf if q == 1.0 else self.scale * (-math.log1p(-q)) ** (1.0 / self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.median is not None:
+            return {"dist": "weibull", "median": _num(self.median), "p95": _num(self.p95)}
+        return {"dist": "weibull", "shape": self.shape, "scale": self.scale}
+
+
 # parameter sets of each dist, in the order they are listed in messages
 _DIST_PARAMS: dict[str, tuple[tuple[str, ...], ...]] = {
     "constant": (("value",),),
@@ -298,6 +336,7 @@ _DIST_PARAMS: dict[str, tuple[tuple[str, ...], ...]] = {
     "gamma": (("mean", "cv"),),
     "uniform": (("low", "high"),),
     "empirical": (("samples",),),
+    "weibull": (("median", "p95"), ("shape", "scale")),
 }
 
 
@@ -388,6 +427,15 @@ def distribution_from_dict(spec: Any, where: str = "latency") -> Distribution:
                 "swap them"
             )
         return Uniform(float(p["low"]), float(p["high"]))
+    if dist == "weibull":
+        if "median" not in p:
+            positive("shape", "scale")
+            return Weibull(float(p["shape"]), float(p["scale"]))
+        positive("median")
+        if p["p95"] <= p["median"]:
+            raise PlanValidationError(f"{where}: weibull needs p95 > median (got median="
+                                      f"{p['median']!r}, p95={p['p95']!r})")
+        return Weibull.from_median_p95(float(p["median"]), float(p["p95"]))
     # lognormal
     if "median" in p:
         positive("median")
@@ -840,44 +888,9 @@ class AgentModels:
 
     @classmethod
     def fit(cls, spans: pd.DataFrame, *, min_samples: int = 2) -> AgentModels:
-        """Fit models from a spans frame (SPEC §4.4 columns; live or simulated).
+        """Fit models from a spans frame (SPEC §4.4 columns; live or simulated): the
+        one-line shortcut for ``orchkit.fit_models(spans).models`` (censored maximum
+        likelihood, family by AIC, error and hang rates; see ``fit_models``)."""
+        from ._fit import fit_models  # the fitting layer sits above this one
 
-        Per agent id (exact entries) and per action: a lognormal latency (maximum
-        likelihood on ln(end_ms − start_ms) of attempts whose outcome is 'succeeded' or
-        'error'; a constant when all are equal) and ``error`` = errors / (succeeded +
-        errors). Timeouts and cancellations are not used (their latency is censored), so
-        ``hang`` stays 0 and capacity unlimited: set them by hand. Actions with fewer than
-        ``min_samples`` finished attempts use the agent's overall fit.
-        """
-        need = {"agent_id", "action", "start_ms", "end_ms", "outcome"}
-        missing = need - set(spans.columns)
-        if missing:
-            raise PlanValidationError(
-                f"fit: the spans frame lacks columns {sorted(missing)} (have {list(spans.columns)})"
-            )
-        done = spans[spans["outcome"].isin(["succeeded", "error"])]
-        if done.empty:
-            raise PlanValidationError("fit: no span ended 'succeeded' or 'error'; nothing to fit")
-        dur = (done["end_ms"] - done["start_ms"]).to_numpy(dtype=float)
-        done = done.assign(_ln=np.log(np.maximum(dur, 1e-3)), _err=(done["outcome"] == "error"))
-
-        def fitted(g: pd.DataFrame) -> dict[str, Any]:
-            ln = g["_ln"].to_numpy()
-            sigma = float(ln.std(ddof=1)) if len(ln) > 1 else 0.0
-            if sigma <= 1e-9:
-                lat: dict[str, Any] = {"dist": "constant", "value": float(np.exp(ln.mean()))}
-            else:
-                lat = {"dist": "lognormal", "mu": float(ln.mean()), "sigma": sigma}
-            return {"latency": lat, "error": float(g["_err"].mean())}
-
-        agents: dict[str, Any] = {}
-        for agent_id, g in done.groupby("agent_id", sort=True):
-            entry = fitted(g)
-            actions = {
-                str(a): fitted(ga) for a, ga in g.groupby("action", sort=True) if len(ga) >= min_samples
-            }
-            if actions:
-                entry["actions"] = actions
-            agents[str(agent_id)] = entry
-        return cls({"description": f"fitted from {len(done)} spans", "agents": agents},
-                   source="fitted agent models")
+        return fit_models(spans, min_samples=min_samples).models

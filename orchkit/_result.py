@@ -48,6 +48,8 @@ class RunResult:
     - ``fallback_chain``: [{"plan_id", "status"}] for every plan tried, in order
     - ``spans``: one row per attempt (columns in ``orchkit.SPAN_COLUMNS``), times in ms
       from the run's start
+    - ``time_scale``: agent id -> the time scale of live agents that sleep a scaled model
+      latency (``SyntheticAgent(time_scale=...)``; also in ``spans.attrs["time_scale"]``)
     """
 
     run_id: Any
@@ -60,6 +62,7 @@ class RunResult:
     fallback_chain: list[dict[str, str]]
     _run: Run = field(repr=False)
     _spans: pd.DataFrame | None = field(default=None, repr=False)
+    time_scale: dict[str, float] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_run(cls, run: Run) -> RunResult:
@@ -88,6 +91,8 @@ class RunResult:
         queued_ms, start_ms, end_ms (ms from the run's start), outcome, error."""
         if self._spans is None:
             self._spans = spans_frame(span_rows(self._run, self._run.start_ms))
+            if self.time_scale:
+                self._spans.attrs["time_scale"] = dict(self.time_scale)
         return self._spans
 
     @property

@@ -25,10 +25,11 @@ BUILTIN = {  # agent id glob -> the built-in agent class serving it
 __all__ = sorted(_WHERE) + ["BUILTIN", "for_plan"]
 
 
-def for_plan(plan: Any, models: Any = None, time_scale: float = 1.0) -> list:
+def for_plan(plan: Any, models: Any = None, time_scale: float = 1.0, *, seed: int = 0) -> list:
     """One agent per agent id of ``plan`` and its fallbacks: the built-in agent whose glob
     in ``BUILTIN`` matches the id, else a ``SyntheticAgent`` of ``models`` (a path or
-    AgentModels; it sleeps latency x ``time_scale``). Raises ``PlanValidationError`` for an
+    AgentModels; it sleeps latency x ``time_scale``; its draws come from ``seed`` and its
+    id, so no two agents share a stream). Raises ``PlanValidationError`` for an
     id no glob matches when ``models`` is None."""
     out = []
     for agent_id in dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps):
@@ -37,7 +38,8 @@ def for_plan(plan: Any, models: Any = None, time_scale: float = 1.0) -> list:
         if name is not None:
             out.append(__getattr__(name)(agent_id))
         elif models is not None:
-            out.append(__getattr__("SyntheticAgent")(agent_id, models, time_scale=time_scale))
+            out.append(__getattr__("SyntheticAgent")(agent_id, models, seed=seed,
+                                                    time_scale=time_scale))
         else:
             raise PlanValidationError(
                 f"plan '{plan.id}': no built-in agent serves '{agent_id}' (built-in: "

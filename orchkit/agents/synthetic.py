@@ -16,7 +16,8 @@ from .._models import AgentModels
 
 class SyntheticAgent(Agent):
     """Serves every action by drawing ``(latency_ms, outcome)`` from the model that
-    ``models.resolve(agent_id, action)`` gives, from its own ``random.Random(seed)``.
+    ``models.resolve(agent_id, action)`` gives, from its own rng seeded by ``(seed,
+    agent_id)``: agents given the same seed still draw independent streams.
 
     - ok: sleeps ``latency_ms / 1000 * time_scale`` s, returns an ``AgentResponse`` whose
       ``data`` holds ``latencyMs`` (the drawn, unscaled latency) and ``attempt``.
@@ -26,7 +27,8 @@ class SyntheticAgent(Agent):
     ``models`` is an ``AgentModels`` or the path of a models file; ``capacity`` defaults to
     the model's. Draws are taken in call order, so concurrent calls get the draws in the
     order the agent was called. ``time_scale`` (>= 0) shrinks or stretches the real sleeps
-    (0.01: one model second is 10 ms of wall time).
+    (0.01: one model second is 10 ms of wall time); the live runtime records it with the
+    run's spans (``spans.attrs["time_scale"]``), so ``ok.fit_models`` fits model times.
     """
 
     def __init__(
@@ -48,7 +50,7 @@ class SyntheticAgent(Agent):
         self.models = models
         self.seed = seed
         self.time_scale = float(time_scale)
-        self._rng = random.Random(seed)
+        self._rng = random.Random(f"{seed}:{agent_id}")
 
     async def process(self, action: str, input: Any, context: dict[str, Any]) -> AgentResponse:
         """Sleep, fail or hang as the (agent, action) model draws; see the class docstring."""

@@ -1,0 +1,154 @@
+"""ok.fit_models (SPEC §7.3): censored maximum likelihood, family by AIC, error and hang
+rates with intervals, Q-Q figures; SyntheticAgent seeds and time scales."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import orchkit as ok
+from orchkit._models import ActionModel, Gamma, Lognormal, Weibull
+
+Z = 3.0  # "within its standard errors": 3 SE (99.7%), on fixed seeds
+
+
+def trace(model: ActionModel, n: int, *, timeout_ms: float | None = None,
+          cancel_ms: float | None = None, seed: int = 0, agent: str = "a",
+          action: str = "act") -> pd.DataFrame:
+    """``n`` attempts of ``model`` as spans: a latency past ``timeout_ms`` ends as 'timeout'
+    (a hang always does), past ``cancel_ms`` as 'cancelled' (the plan ended under it)."""
+    latency, code = model.draw_arrays(np.random.default_rng(seed), n)
+    outcome = np.where(code == 1, "error", "succeeded").astype(object)
+    end = latency.copy()
+    for limit, name in ((timeout_ms, "timeout"), (cancel_ms, "cancelled")):
+        if limit is not None:
+            cut = latency > limit
+            outcome[cut], end[cut] = name, limit
+    return pd.DataFrame({"run_id": np.arange(n), "plan_id": "p", "step_id": action,
+                         "agent_id": agent, "action": action, "attempt": 1, "queued_ms": 5.0,
+                         "start_ms": 5.0, "end_ms": 5.0 + end, "outcome": outcome,
+                         "error": None})
+
+
+def row(fit: ok.FitResult, agent: str = "a", action: str = "act") -> pd.Series:
+    r = fit.report
+    return r[(r["agent_id"] == agent) & (r["action"] == action)].iloc[0]
+
+
+def test_censored_lognormal_fit_recovers_the_model_where_dropping_timeouts_is_biased():
+    truth = Lognormal.from_median_p95(1000.0, 3000.0)
+    spans = trace(ActionModel(truth, error=0.04), 3000, timeout_ms=2100.0, seed=1)
+    share = (spans["outcome"] == "timeout").mean()
+    assert 0.10 <= share <= 0.20
+    fit = ok.fit_models(spans)
+    r = row(fit)
+    assert r["family"] == "lognormal" and r["censored"] == (spans["outcome"] == "timeout").sum()
+    for key in ("median", "p95"):
+        assert abs(r["params"][key] - getattr(truth, key)) < Z * r["params_se"][key], key
+    naive = row(ok.fit_models(spans[spans["outcome"] != "timeout"], families=("lognormal",)))
+    # dropping the timeouts fits the agent too fast, by far more than the error bars
+    assert truth.p95 - naive["params"]["p95"] > 8 * r["params_se"]["p95"]
+    assert truth.median - naive["params"]["median"] > 3 * r["params_se"]["median"]
+    assert r["hang_ci_low"] == 0.0 and r["hang"] < r["hang_ci_high"] < 0.05
+    # the saved models carry the human-friendly parameters, not mu/sigma
+    lat = fit.models.to_dict()["agents"]["a"]["actions"]["act"]["latency"]
+    assert set(lat) == {"dist", "median", "p95"}
+    assert abs(fit.models.resolve("a", "act").latency.quantile(0.5) - 1000) < Z * r["params_se"]["median"] + 1
+
+
+def test_censored_gamma_fit_recovers_mean_and_cv_from_cancelled_attempts():
+    truth = Gamma(800.0, 0.5)
+    spans = trace(ActionModel(truth, error=0.02), 3000, cancel_ms=1250.0, seed=2)
+    assert 0.10 <= (spans["outcome"] == "cancelled").mean() <= 0.20
+    r = row(ok.fit_models(spans))
+    assert r["family"] == "gamma"
+    assert abs(r["params"]["mean"] - truth.mean) < Z * r["params_se"]["mean"]
+    assert abs(r["params"]["cv"] - truth.cv) < Z * r["params_se"]["cv"]
+    assert r["hang"] == 0.0  # cancellations alone never estimate hangs
+    naive = row(ok.fit_models(spans[spans["outcome"] != "cancelled"], families=("gamma",)))
+    assert truth.mean - naive["params"]["mean"] > 5 * r["params_se"]["mean"]
+
+
+def test_hang_and_error_rates_are_recovered_within_their_intervals():
+    truth = ActionModel(Weibull.from_median_p95(300.0, 900.0), error=0.05, hang=0.06)
+    spans = trace(truth, 4000, timeout_ms=2000.0, seed=4)
+    fit = ok.fit_models(spans)
+    r = row(fit)
+    assert r["family"] == "weibull"
+    assert r["hang_ci_low"] <= truth.hang <= r["hang_ci_high"]
+    assert r["hang_ci_high"] - r["hang_ci_low"] < 0.03
+    assert r["error_ci_low"] <= truth.error <= r["error_ci_high"]
+    m = fit.models.resolve("a", "act")
+    assert m.hang == pytest.approx(r["hang"], rel=1e-3) and m.error == pytest.approx(r["error"], rel=1e-3)
+    assert r["ks_p"] > 0.01  # the Kaplan–Meier curve agrees with the fitted mixture
+
+
+def test_report_models_and_groups():
+    a = trace(ActionModel(Lognormal.from_median_p95(50, 200)), 600, seed=4, action="x")
+    b = trace(ActionModel(Gamma(120, 0.3), error=0.1), 900, seed=5, action="y")
+    c = trace(ActionModel(Lognormal.from_median_p95(900, 1500)), 300, seed=6, agent="b")
+    spans = pd.concat([a, b, c], ignore_index=True)
+    spans.loc[len(spans)] = {**spans.iloc[0].to_dict(), "start_ms": math.nan, "outcome": "timeout"}
+    fit = ok.fit_models(spans)
+    assert list(fit.report.columns[:13]) == ["agent_id", "action", "n", "censored", "family",
+                                             "params", "aic", "ks_stat", "ks_p", "error",
+                                             "error_ci_low", "error_ci_high", "hang"]
+    assert [tuple(x) for x in fit.report[["agent_id", "action", "n"]].to_numpy()] == [
+        ("a", "x", 600), ("a", "y", 900), ("b", "act", 300)]  # never-started: not counted
+    d = fit.models.to_dict()["agents"]
+    assert d["a"]["latency"]["dist"] == "gamma"  # the agent's own keys: its busiest action
+    assert set(d["a"]["actions"]) == {"x", "y"}
+    assert fit.models.resolve("a", "y").error == pytest.approx(0.1, abs=0.03)
+    again = ok.AgentModels.from_dict({"agents": d})
+    assert again.resolve("b", "other").latency == fit.models.resolve("b", "act").latency
+    per_agent = ok.fit_models(spans, by=("agent_id",))
+    assert list(per_agent.report["action"]) == ["*", "*"]
+    assert "actions" not in per_agent.models.to_dict()["agents"]["a"]
+    shortcut = ok.AgentModels.fit(spans)  # the one-line shortcut delegates
+    assert shortcut.to_dict()["agents"] == d
+    fig = fit.qq("a", "y")
+    assert len(fig.data[0].x) == 900 and "gamma" in fig.layout.title.text
+    with pytest.raises(KeyError, match="fitted: .*'a', 'x'"):
+        fit.qq("a", "nope")
+
+
+def test_qq_under_censoring_uses_kaplan_meier_positions():
+    spans = trace(ActionModel(Lognormal.from_median_p95(100, 400), hang=0.1), 800,
+                  timeout_ms=500, seed=7)
+    fit = ok.fit_models(spans, families=("lognormal",))
+    fig = fit.qq("a", "act")
+    x, y = np.asarray(fig.data[0].x), np.asarray(fig.data[0].y)
+    assert len(y) == (spans["outcome"] == "succeeded").sum()
+    assert np.all(np.isfinite(x))
+    assert np.median(np.abs(x - y) / y) < 0.1  # on the diagonal
+
+
+def test_bad_input_is_named():
+    spans = trace(ActionModel(Lognormal.from_median_p95(50, 200)), 50)
+    with pytest.raises(ValueError, match="families: unknown \\['normal'\\]"):
+        ok.fit_models(spans, families=("normal",))
+    with pytest.raises(ValueError, match="by must be"):
+        ok.fit_models(spans, by=("action",))
+    with pytest.raises(ok.PlanValidationError, match="lacks columns"):
+        ok.fit_models(spans.drop(columns=["outcome"]))
+    with pytest.raises(ok.PlanValidationError, match="nothing to fit"):
+        ok.fit_models(spans.assign(outcome="timeout"))
+    with pytest.raises(TypeError, match="spans must be"):
+        ok.fit_models(42)
+    with pytest.raises(ValueError, match="time_scale"):
+        ok.fit_models(spans, time_scale=0)
+
+
+def test_time_scale_carried_by_the_trace_rescales_the_fit():
+    spans = trace(ActionModel(Lognormal.from_median_p95(1000, 3000)), 1000, seed=8)
+    fast = spans.assign(start_ms=spans["start_ms"] * 0.01, end_ms=spans["end_ms"] * 0.01)
+    plain = row(ok.fit_models(spans, families=("lognormal",)))
+    fast.attrs["time_scale"] = {"a": 0.01}
+    carried = row(ok.fit_models(fast, families=("lognormal",)))
+    explicit = row(ok.fit_models(fast.copy(), families=("lognormal",), time_scale=0.01))
+    for r in (carried, explicit):
+        assert r["params"]["median"] == pytest.approx(plain["params"]["median"], rel=1e-3)
+        assert r["time_scale"] == 0.01
