@@ -99,8 +99,39 @@ async def main(n: int) -> None:
           "the rare outliers are CPython's cyclic GC pauses)")
     worst = max(us["flat"] - us["gather"], us["ochain"] - us["chain"])
     print(f"worst overhead per step: {worst:.2f} us (target <= 50 us)")
+    print(f"fan-out of {n:,}: {us['flat'] / us['gather']:4.2f}x the asyncio floor (target <= 2.5)")
     await orch.shutdown()
 
 
+async def chain_ratio(n: int) -> None:
+    """A chain of n dependent steps against asyncio's chain floor (best of 3)."""
+    _, chain = plans(n)
+    orch = ok.Orchestrator()
+    await orch.register_agent(NoOp("noop"))
+    await orchkit_run(orch, chain)
+    floor = min([await floor_chain(n) for _ in range(3)])
+    ours = min([(await orchkit_run(orch, chain))[0] for _ in range(3)])
+    print(f"chain of {n:,}: {ours / floor:4.2f}x the asyncio floor (target <= 2.5)")
+    await orch.shutdown()
+
+
+async def scaling() -> None:
+    """Per-step cost of a fan-out plan from 10^3 to 10^5 steps (must stay flat)."""
+    print("live per-step cost as plans grow (fan-out, best of 3; must stay flat):")
+    base = None
+    for n in (1_000, 10_000, 100_000):
+        flat, _ = plans(n)
+        orch = ok.Orchestrator()
+        await orch.register_agent(NoOp("noop"))
+        await orchkit_run(orch, flat)
+        us = min([(await orchkit_run(orch, flat))[0] for _ in range(3)]) / n * 1e6
+        base = base or us
+        print(f"  {n:>7,} steps  {us:6.2f} us/step  ({us / base:4.2f}x the 1,000-step cost)")
+        await orch.shutdown()
+
+
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000))
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    asyncio.run(main(n))
+    asyncio.run(chain_ratio(2_000))
+    asyncio.run(scaling())
