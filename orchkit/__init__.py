@@ -5,8 +5,8 @@ Every time in the public API is in milliseconds.
 
 from ._agent import Agent, AgentResponse
 from ._charts import gantt, makespan_chart
-from ._errors import (AgentError, OrchkitError, PlanFailedError, PlanTimeoutError,
-                      PlanValidationError)
+from ._errors import (AgentError, MissingDependencyError, OrchkitError, PlanFailedError,
+                      PlanTimeoutError, PlanValidationError)
 from ._fit import FitResult, fit_models
 from ._live import EventBus, Orchestrator
 from ._models import ActionModel, AgentModels
@@ -16,13 +16,14 @@ from ._sim import HangWarning, simulate
 from ._study import RUN_COLUMNS, MonteCarloResult, Summary, Workload, monte_carlo, sweep
 
 from . import agents  # noqa: E402  (lazy: imports no agent library until one is used)
+from . import examples  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "EventBus", "FitResult", "HangWarning",
-    "MonteCarloResult", "Orchestrator", "OrchkitError", "Plan", "PlanFailedError",
-    "PlanTimeoutError", "PlanValidationError", "RUN_COLUMNS", "RetryPolicy", "RunResult",
-    "SPAN_COLUMNS", "SeedCompatWarning", "Step", "Summary", "Workload", "gantt",
-    "fit_models", "makespan_chart", "monte_carlo", "simulate", "sweep",
+    "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "EventBus", "FitResult",
+    "HangWarning", "MissingDependencyError", "MonteCarloResult", "Orchestrator", "OrchkitError",
+    "Plan", "PlanFailedError", "PlanTimeoutError", "PlanValidationError", "RUN_COLUMNS",
+    "RetryPolicy", "RunResult", "SPAN_COLUMNS", "SeedCompatWarning", "Step", "Summary", "Workload",
+    "examples", "fit_models", "gantt", "makespan_chart", "monte_carlo", "simulate", "sweep",
 ]

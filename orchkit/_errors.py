@@ -4,7 +4,8 @@
     ├── PlanValidationError (also ValueError)   a plan, a model file or a workload is wrong
     ├── PlanTimeoutError                        raise_for_status(): the plan's deadline passed
     ├── PlanFailedError                         raise_for_status(): a step failed
-    └── AgentError                              raised by an agent for one attempt
+    ├── AgentError                              raised by an agent for one attempt
+    └── MissingDependencyError (also ImportError) an optional extra is not installed
 
 Every message says what is wrong, where (plan, step) and how to fix it.
 """
@@ -38,3 +39,8 @@ class AgentError(OrchkitError):
     def __init__(self, message: str, *, retryable: bool = True):
         super().__init__(message)
         self.retryable = retryable
+
+
+class MissingDependencyError(OrchkitError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install
+    (``pip install 'orchkit[speech]'``)."""

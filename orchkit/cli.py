@@ -1,4 +1,4 @@
-"""The ``orchkit`` command line: validate, export, simulate, run, demo."""
+"""The orchkit command line: validate, export, simulate, run, demo, examples."""
 
 from __future__ import annotations
 
@@ -10,14 +10,40 @@ from typing import Sequence
 
 from pathlib import Path
 
+from . import __version__, examples
+from ._deps import EXTRAS, missing, require
 from ._errors import OrchkitError, PlanValidationError
 from ._plan import Plan, SeedCompatWarning
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DESCRIPTION = """\
+Design, simulate and run orchestration plans for AI agents. Times are in ms.
+
+A PLAN argument is a plan file (JSON or YAML) or the name of a shipped example
+(list them with: orchkit examples)."""
+
+EPILOG = """\
+examples:
+  orchkit demo                                  simulate an example plan, write charts to out/
+  orchkit examples                              the shipped example plans and their files
+  orchkit validate my_plan.json                 exit 0, or 2 with the reason
+  orchkit simulate parallel_analysis --models "$(orchkit examples --models)"
+  orchkit run session_initialization            run live with the built-in agents
+
+exit codes: 0 done, 1 the plan ran and failed, 2 invalid input or a missing extra."""
+
+
+PLAN_HELP = "a plan file (JSON or YAML) or an example's name"
+
+
+def _load(arg: str) -> Plan:
+    """A plan file, or (when no such file exists) a shipped example's name."""
+    if not Path(arg).exists() and arg in examples.names():
+        return examples.plan(arg)
+    return Plan.load(arg)
 
 
 def _validate(args: argparse.Namespace) -> int:
-    plan = Plan.load(args.plan)
+    plan = _load(args.plan)
     chain = plan.chain()
     steps = sum(len(p.steps) for p in chain)
     print(f"{args.plan}: plan '{plan.id}' is valid ({steps} steps in {len(chain)} plan(s))")
@@ -25,7 +51,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    plan = Plan.load(args.plan)
+    plan = _load(args.plan)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SeedCompatWarning)
         data = plan.to_dict(compat=args.compat)
@@ -63,7 +89,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from ._sim import simulate
     from ._study import monte_carlo
 
-    plan = Plan.load(args.plan)
+    plan = _load(args.plan)
     workload = _workload(args.workload) if args.workload else None
     quiet = args.json
     if args.gantt:
@@ -100,18 +126,20 @@ def _demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = Plan.load(DATA / "plans" / "parallel_analysis.json")
-    models = DATA / "agents" / "default.yaml"
+    plan = examples.plan("parallel_analysis")
+    models = examples.models()
     one = simulate(plan, models, seed=1)
     print(f"one simulated run of '{plan.id}': {one.status} in {one.duration_ms:,.0f} ms")
     print(one.spans[["step_id", "agent_id", "attempt", "queued_ms", "start_ms", "end_ms",
                      "outcome"]].to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
     gantt(one, title=f"{plan.id}: one simulated run").write_html(out / "gantt.html")
-    mc = monte_carlo(plan, models, runs=args.runs, seed=1, keep_spans=1000)
+    progress = sys.stderr.isatty()  # a bar on a terminal, none in a log
+    mc = monte_carlo(plan, models, runs=args.runs, seed=1, keep_spans=1000, progress=progress)
     print(f"\nMonte-Carlo, {args.runs:,} runs (seed 1), times in ms:")
     print(mc.summary())
     makespan_chart(mc, color="status", title=f"{plan.id}: makespan").write_html(out / "makespan.html")
-    study = monte_carlo(plan, models, seed=1, workload=Workload(rate_per_s=1.0, horizon_ms=600_000))
+    study = monte_carlo(plan, models, seed=1, workload=Workload(rate_per_s=1.0, horizon_ms=600_000),
+                        progress=progress)
     print(f"\nCapacity study, 1 run/s for 10 minutes ({len(study.runs)} runs sharing capacity):")
     print(study.summary())
     mc.runs.to_csv(out / "runs.csv", index=False)
@@ -127,7 +155,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from .agents import for_plan
 
-    plan = Plan.load(args.plan)
+    if args.format == "parquet":
+        require("pyarrow", "--format parquet")
+    plan = _load(args.plan)
     agents = for_plan(plan, args.models, args.time_scale)
 
     async def go():
@@ -168,19 +198,36 @@ def _brief(response) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
+def _examples(args: argparse.Namespace) -> int:
+    if args.models:
+        print(examples.models_path())
+    elif args.path:
+        try:
+            print(examples.path(args.path))
+        except ValueError as exc:
+            raise PlanValidationError(str(exc)) from None
+    else:
+        for name in examples.names():
+            print(f"{name:<24} {examples.path(name)}")
+        print(f"{'(agent models)':<24} {examples.models_path()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchkit", description=__doc__)
+    parser = argparse.ArgumentParser(prog="orchkit", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"orchkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check a plan file; exit 2 with the reason if invalid")
-    p.add_argument("plan")
+    p.add_argument("plan", help=PLAN_HELP)
     p.set_defaults(func=_validate)
     p = sub.add_parser("export", help="write a plan back as JSON (optionally for the seed)")
-    p.add_argument("plan")
+    p.add_argument("plan", help=PLAN_HELP)
     p.add_argument("--compat", choices=["seed"], default=None)
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.set_defaults(func=_export)
     p = sub.add_parser("simulate", help="Monte-Carlo study of a plan against agent models")
-    p.add_argument("plan")
+    p.add_argument("plan", help=PLAN_HELP)
     p.add_argument("--models", required=True, help="agent models file (YAML or JSON)")
     p.add_argument("--runs", type=int, default=10_000, help="independent runs (default 10000)")
     p.add_argument("--seed", type=int, default=0)
@@ -193,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gantt", metavar="FILE.html", help="write a Gantt chart of one run")
     p.set_defaults(func=_simulate)
     p = sub.add_parser("run", help="run a plan live against the built-in agents")
-    p.add_argument("plan")
+    p.add_argument("plan", help=PLAN_HELP)
     p.add_argument("--out", default="out", help="folder for spans and the Gantt chart")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("--models", help="agent models serving unmatched agent ids (SyntheticAgent)")
@@ -206,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=10_000)
     p.add_argument("--out", default="out", help="folder for the charts (default: out)")
     p.set_defaults(func=_demo)
+    p = sub.add_parser("examples", help="list the shipped example plans and their files")
+    p.add_argument("--path", metavar="NAME", help="print only the file of example NAME")
+    p.add_argument("--models", action="store_true", help="print only the default agent models' file")
+    p.set_defaults(func=_examples)
     return parser
 
 
@@ -216,6 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except OrchkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an optional library imported deeper down
+        if (exc.name or "").split(".")[0] not in EXTRAS:
+            raise
+        print(f"error: {missing(exc.name, f'orchkit {args.command}')}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. piped into `head`
         return 0

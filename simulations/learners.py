@@ -20,7 +20,8 @@ the latent truth (``ability``, ``mastered``, ``p_correct``) next to what an agen
 observe. ``curriculum(seed)`` builds the activity catalogue (arithmetic items with exact
 answers) that the data set's ``activity_id`` refers to.
 
-Regenerate the shipped data set (``data/learners/``) with::
+Regenerate the shipped data set (``orchkit/data/learners/``: package data, as the agent
+reads it at run time; ``data/learners/`` links to it) with::
 
     python simulations/learners.py            # --learners 250 --items 40 --seed 0
 """
@@ -187,7 +188,7 @@ def curriculum(seed: int = 0) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: write ``interactions.csv`` and ``curriculum.json`` into ``--out``."""
-    default_out = Path(__file__).resolve().parent.parent / "data" / "learners"
+    default_out = Path(__file__).resolve().parent.parent / "orchkit" / "data" / "learners"
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--learners", type=int, default=250)
     ap.add_argument("--items", type=int, default=40, help="answers per learner")

@@ -1,9 +1,11 @@
 """Make the speech agent's recordings and its fluency model's training data.
 
     apt-get install -y espeak-ng          # only needed to run this script
-    .venv/bin/python simulations/speech_corpus.py [--out data/speech] [--n 320] [--seed 0]
+    .venv/bin/python simulations/speech_corpus.py [--out data/speech] [--model-out orchkit/data/speech]
+                                                 [--n 320] [--seed 0]
 
-Writes to ``--out``:
+Writes the recordings to ``--out`` and what the agent reads at run time (the training
+rows and the model) to ``--model-out``, the package's data (``data/speech`` links to them):
 
 - ``rate_<wpm>wpm.wav``: one sentence spoken by espeak-ng (voice en-us) at 100, 130,
   160, 190 and 220 words per minute, resampled to 16 kHz mono 16-bit PCM;
@@ -162,12 +164,15 @@ def make_training_rows(n: int, rng: np.random.Generator) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "speech")
+    parser.add_argument("--model-out", type=Path, default=ROOT / "orchkit" / "data" / "speech",
+                        help="folder for fluency_train.csv and fluency_model.npz")
     parser.add_argument("--n", type=int, default=320, help="training utterances")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if shutil.which("espeak-ng") is None:
         sys.exit("espeak-ng not found: apt-get install -y espeak-ng")
     args.out.mkdir(parents=True, exist_ok=True)
+    args.model_out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
     recordings = make_recordings(args.out)
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{m['syllablesPerSecond']:.2f} syll/s, ~{m['wordsPerMinute']:.0f} wpm")
 
     rows = make_training_rows(args.n, np.random.default_rng(args.seed))
-    with open(args.out / "fluency_train.csv", "w", newline="") as fh:
+    with open(args.model_out / "fluency_train.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -193,8 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     y = np.array([r["fluency"] for r in rows], np.float32)
     train = np.array([r["split"] == "train" for r in rows])
     model = train_fluency_model(x[train], y[train], seed=args.seed)
-    save_fluency_model(model, args.out / "fluency_model.npz")
-    model = load_fluency_model(args.out / "fluency_model.npz")
+    save_fluency_model(model, args.model_out / "fluency_model.npz")
+    model = load_fluency_model(args.model_out / "fluency_model.npz")
     pred = model(x[~train], training=False).numpy()[:, 0]
     yt = y[~train]
     mae = float(np.mean(np.abs(pred - yt)))
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fluency model, held-out sentences ({len(yt)} utterances): MAE {mae:.3f}, R^2 {r2:.3f}, "
           f"Pearson {pearsonr(pred, yt).statistic:.3f}; baseline MAE (predict train mean) "
           f"{float(np.mean(np.abs(y[train].mean() - yt))):.3f}")
-    print(f"done in {time.perf_counter() - t0:.1f} s -> {args.out}")
+    print(f"done in {time.perf_counter() - t0:.1f} s -> {args.out}, {args.model_out}")
 
 
 if __name__ == "__main__":

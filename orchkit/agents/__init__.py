@@ -7,6 +7,7 @@ import fnmatch
 import importlib
 from typing import Any
 
+from .._deps import missing, require
 from .._errors import PlanValidationError
 
 _WHERE = {
@@ -14,6 +15,11 @@ _WHERE = {
     "AITutorAgent": ".tutor",
     "SpeechAnalysisAgent": ".speech",
     "SyntheticAgent": ".synthetic",
+}
+
+_NEEDS = {  # agent class -> (module it cannot work without, what it is for the message)
+    "PersonalizedLearningAgent": ("sklearn", "the learning agent (PersonalizedLearningAgent)"),
+    "SpeechAnalysisAgent": ("tensorflow", "the speech agent (SpeechAnalysisAgent)"),
 }
 
 BUILTIN = {  # agent id glob -> the built-in agent class serving it
@@ -49,6 +55,13 @@ def for_plan(plan: Any, models: Any = None, time_scale: float = 1.0, *, seed: in
 
 
 def __getattr__(name: str) -> Any:
+    """The agent class ``name``, imported on first use; ``MissingDependencyError`` (naming
+    the extra) when the library it needs is not installed."""
     if name not in _WHERE:
         raise AttributeError(f"module 'orchkit.agents' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    if name in _NEEDS:
+        require(*_NEEDS[name])
+    try:
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    except ModuleNotFoundError as exc:  # a library under the one we checked
+        raise missing(exc.name or "?", f"orchkit.agents.{name}") from None

@@ -5,7 +5,7 @@ predicts P(the learner answers the next item correctly) from the learner's histo
 the item's concept and difficulty, prior correct / incorrect answers on that concept, the
 last answers on it, and the learner's overall record. It is trained in ``initialize()`` on
 the data set that ``simulations/learners.py`` generates from a BKT learner model with known
-ground truth (``data/learners/interactions.csv``; activities in ``curriculum.json``).
+ground truth (``orchkit/data/learners/interactions.csv``; activities in ``curriculum.json``).
 
 "Mastery" of a concept is the model's P(correct) on a medium (difficulty 2) item of it.
 Per-learner state (answers, mastery, difficulty level per concept) lives in memory.
@@ -29,9 +29,10 @@ import numpy as np
 
 from .._agent import Agent, AgentResponse
 from .._errors import AgentError
+from .._resources import data_path
 
 DEFAULT_LEARNER_ID = "default-learner"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "learners"
+DEFAULT_DATA_DIR = data_path("learners")  # shipped in the package (orchkit/data/learners)
 DAY_MS = 86_400_000
 LEVELS = (1, 2, 3)
 RECENT = 3  # answers per concept that the "recent" features look at
@@ -233,7 +234,7 @@ class PersonalizedLearningAgent(Agent):
 
     ``seed`` drives the held-out split of ``initialize()`` and the order in which a learner
     sees a level's items. ``data_dir`` holds ``interactions.csv`` and ``curriculum.json``
-    (default: the repository's ``data/learners``). ``target_correct`` is the P(correct) that
+    (default: the package's ``orchkit/data/learners``). ``target_correct`` is the P(correct) that
     ``get_next_activity`` aims at. A wrong answer signals a struggling learner (insight
     ``struggling_detected``, once per run of wrong answers on a concept) after
     ``wrong_streak`` consecutive wrong answers on the concept, or after 2 when the concept's

@@ -40,6 +40,7 @@ import tensorflow as tf  # noqa: E402
 
 from .._agent import Agent, AgentResponse  # noqa: E402
 from .._errors import AgentError  # noqa: E402
+from .._resources import data_path  # noqa: E402
 
 __all__ = [
     "SpeechAnalysisAgent",
@@ -53,7 +54,7 @@ __all__ = [
     "load_fluency_model",
 ]
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "speech"
+DATA_DIR = data_path("speech")  # shipped in the package (orchkit/data/speech)
 DEFAULT_MODEL_PATH = DATA_DIR / "fluency_model.npz"
 DEFAULT_TRAIN_PATH = DATA_DIR / "fluency_train.csv"
 
@@ -481,9 +482,9 @@ class SpeechAnalysisAgent(Agent):
     ``analyze_speech_progress`` input: ``learnerId``, optional ``days`` (default 30):
     summarises this agent's stored analyses of that learner in the last ``days`` days.
 
-    The fluency model is loaded from ``model_path`` (default ``data/speech/
+    The fluency model is loaded from ``model_path`` (default ``orchkit/data/speech/
     fluency_model.npz``); if that file does not exist it is trained at ``initialize``
-    from ``train_path`` (default ``data/speech/fluency_train.csv``) with ``seed``.
+    from ``train_path`` (default ``orchkit/data/speech/fluency_train.csv``) with ``seed``.
     """
 
     ACTIONS = ("analyze_speech", "analyze_speech_progress")

@@ -28,6 +28,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from .._agent import Agent, AgentResponse
+from .._deps import missing
 from .._errors import AgentError
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -328,7 +329,11 @@ class AITutorAgent(Agent):
     # -- LLM ---------------------------------------------------------------------
     async def _chat(self, action: str, system: str, user: str) -> str:
         """One chat completion; returns the assistant's text or raises ``AgentError``."""
-        import openai
+        try:
+            import openai
+        except ModuleNotFoundError:
+            raise AgentError(str(missing("openai", f"agent '{self.agent_id}' (LLM at {self.base_url})")),
+                             retryable=False) from None
 
         if self._client is None:
             self._client = openai.AsyncOpenAI(
