@@ -16,6 +16,16 @@ two small loops around it::
 Facts about attempts or timers the core no longer cares about (an attempt it cancelled, a
 timer it dropped) are ignored, so a driver never has to race the core.
 
+The core decides by the time it is told, not by the order facts reach it: before it
+handles any fact at ``now_ms`` it fires, in (time, creation) order, every timer of its own
+that is due (``at_ms <= now_ms``) and not yet fired. So a result that arrives after its step
+timeout or its plan deadline (an agent blocked the event loop) is late, whatever order the
+driver's callbacks ran in; the driver's own call for such a timer later is a stale fact.
+
+A driver that cannot stop an attempt at once (asyncio: a coroutine may ignore
+cancellation) creates the core with ``hold_slots=True``: an attempt the core cancels then
+keeps its agent slot until the driver reports ``attempt_exited``.
+
 Timers: the plan deadline starts when the plan starts; a step's timeout starts when its
 attempt is queued at the agent (the wait for capacity counts); a retry waits its backoff
 from the moment the failed attempt ended. One core may serve many runs at once (a live
@@ -29,7 +39,7 @@ import weakref
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any, Callable
 
 from ._plan import Plan
@@ -111,7 +121,7 @@ class Attempt:
     while the attempt waits for agent capacity (and stays None if it never started)."""
 
     __slots__ = ("run", "prun", "step", "number", "queued_ms", "start_ms", "end_ms",
-                 "outcome", "error", "timer", "live")
+                 "outcome", "error", "timer", "live", "held")
 
     def __init__(self, run: Run, prun: PlanRun, step: int, number: int, queued_ms: float):
         self.run = run
@@ -125,6 +135,7 @@ class Attempt:
         self.error: str | None = None
         self.timer: Timer | None = None
         self.live = True
+        self.held = False  # cancelled, still holding its agent slot until attempt_exited
 
     @property
     def step_id(self) -> str:
@@ -222,7 +233,8 @@ class StartAttempt:
 
 @dataclass(slots=True)
 class CancelAttempt:
-    """Stop ``attempt`` (it timed out, or its plan ended); the core has recorded it."""
+    """Stop ``attempt`` (it timed out, or its plan ended); the core has recorded it. With
+    ``hold_slots``, report ``attempt_exited`` once it has really stopped."""
     attempt: Attempt
 
 
@@ -259,18 +271,24 @@ class Scheduler:
 
     ``capacity(agent_id)`` gives an agent's capacity (None: unlimited), asked once per
     agent; ``rng`` (a ``random.Random``) draws the backoff jitter; ``events=False`` skips
-    building bus events (Monte-Carlo studies). Each fact method takes the driver's current
-    time in ms and returns the actions to carry out, in order.
+    building bus events (Monte-Carlo studies); ``hold_slots=True``: a cancelled attempt
+    keeps its agent slot until ``attempt_exited``. Each fact method takes the driver's
+    current time in ms (never decreasing) and returns the actions to carry out, in order.
     """
 
     def __init__(self, capacity: Callable[[str], int | None] = lambda agent_id: None,
-                 rng: random.Random | None = None, *, events: bool = True):
+                 rng: random.Random | None = None, *, events: bool = True,
+                 hold_slots: bool = False):
         self._capacity = capacity
         self.rng = rng if rng is not None else random.Random(0)
         self._events = events
+        self._hold = hold_slots
         self._agents: dict[str, _AgentSlots] = {}
         self._out: list[Any] = []
         self._freed: list[_AgentSlots] = []  # agents with a free slot and a queue
+        self._timers: list[tuple[float, int, Timer]] = []  # heap of (at_ms, seq, timer)
+        self._seq = 0
+        self._stale = 0  # timers in the heap that no longer fire
 
     # -- facts ------------------------------------------------------------------------
 
@@ -278,6 +296,7 @@ class Scheduler:
                context: Any = None) -> tuple[Run, list[Any]]:
         """Start a run of ``cp`` at ``now_ms``; returns the run and the first actions."""
         out = self._out = []
+        self._due(now_ms)
         run = Run(run_id, now_ms, context)
         self._start_plan(run, cp, now_ms)
         if self._freed:
@@ -287,6 +306,7 @@ class Scheduler:
     def attempt_succeeded(self, attempt: Attempt, now_ms: float, response: Any) -> list[Any]:
         """The agent returned a valid ``response`` for ``attempt``."""
         out = self._out = []
+        self._due(now_ms)
         if not attempt.live:
             return out
         self._end_attempt(attempt, now_ms, "succeeded", None)
@@ -320,6 +340,7 @@ class Scheduler:
                        retryable: bool = True) -> list[Any]:
         """The agent raised, or returned something that is not a valid response."""
         out = self._out = []
+        self._due(now_ms)
         if attempt.live:
             self._fail_attempt(attempt, now_ms, "error", str(error), retryable)
             if self._freed:
@@ -329,14 +350,46 @@ class Scheduler:
     def timer_fired(self, timer: Timer, now_ms: float) -> list[Any]:
         """A timer the core started is due."""
         out = self._out = []
-        if not timer.live:
-            return out
+        self._due(now_ms)
+        if timer.live:  # a driver may call a little before ``timer.at_ms`` (clock ticks)
+            self._stale += 1  # it stays in the heap
+            self._fire(timer, now_ms)
+            if self._freed:
+                self._settle(now_ms)
+        return out
+
+    def attempt_exited(self, attempt: Attempt, now_ms: float) -> list[Any]:
+        """An attempt the core cancelled has really stopped (``hold_slots``): its agent slot
+        is free from ``now_ms``."""
+        out = self._out = []
+        self._due(now_ms)
+        if attempt.held:
+            attempt.held = False
+            self._release(attempt, now_ms)
+            if self._freed:
+                self._settle(now_ms)
+        return out
+
+    def _due(self, now: float) -> None:
+        """Fire, in (time, creation) order, the timers due at ``now`` that have not fired."""
+        heap = self._timers
+        while heap and heap[0][0] <= now:
+            timer = heappop(heap)[2]
+            if not timer.live:
+                self._stale -= 1
+                continue
+            self._fire(timer, now)
+            if self._freed:
+                self._settle(now)
+
+    def _fire(self, timer: Timer, now_ms: float) -> None:
+        out = self._out
         timer.live = False
         kind, target = timer.kind, timer.target
         if kind == _ATTEMPT_TIMEOUT:
             att = target
             if att.start_ms is not None:
-                out.append(CancelAttempt(att))
+                self._cancel(att)
             limit = att.prun.cp.timeout_ms[att.step]
             where = "waiting for agent capacity" if att.start_ms is None else "running"
             self._fail_attempt(att, now_ms, "timeout",
@@ -351,14 +404,12 @@ class Scheduler:
             pr = target
             pr.deadline = None
             self._finish_plan(pr, now_ms, "timed_out")
-        if self._freed:
-            self._settle(now_ms)
-        return out
 
     def abort(self, run: Run, now_ms: float, reason: str) -> list[Any]:
         """End ``run`` now with status "failed" (its caller gave up): what is in flight is
         cancelled and no fallback runs."""
         out = self._out = []
+        self._due(now_ms)
         if run.status is None:
             self._finish_plan(run.plans[-1], now_ms, "failed", reason, fallback=False)
             if self._freed:
@@ -437,10 +488,17 @@ class Scheduler:
         att.outcome = outcome
         att.error = error
         if att.timer is not None and att.timer.live:
-            att.timer.live = False
-            self._out.append(CancelTimer(att.timer))
-        if att.start_ms is None:
-            return  # it was still waiting: the queue drops it when it comes to its turn
+            self._drop(att.timer)
+        if att.start_ms is None or att.held:
+            return  # still waiting: the queue drops it at its turn; held: attempt_exited frees it
+        self._release(att, now)
+
+    def _cancel(self, att: Attempt) -> None:
+        """Ask the driver to stop a started attempt (before ``_end_attempt`` records it)."""
+        att.held = self._hold
+        self._out.append(CancelAttempt(att))
+
+    def _release(self, att: Attempt, now: float) -> None:
         slots = self._agents[att.prun.cp.agent_ids[att.step]]
         slots.busy -= 1
         slots.busy_ms += now - att.start_ms
@@ -539,15 +597,15 @@ class Scheduler:
             for i, cur in enumerate(pr.current):
                 if cur is None:
                     continue
-                cur.live = False  # first, so that no slot freed below goes to this plan
                 if isinstance(cur, Timer):  # a waiting retry is dropped
-                    self._out.append(CancelTimer(cur))
+                    self._drop(cur)
                 else:
+                    cur.live = False  # first, so that no slot freed below goes to this plan
                     attempts.append(cur)
                 pr.current[i] = None
             for att in attempts:
                 if att.start_ms is not None:
-                    self._out.append(CancelAttempt(att))
+                    self._cancel(att)
                 self._end_attempt(att, now, "cancelled", reason)
             state = pr.state
             for i in range(cp.n):
@@ -556,8 +614,7 @@ class Scheduler:
                     pr.errors[cp.step_ids[i]] = reason or "cancelled"
             pr.left = 0
         if pr.deadline is not None:
-            pr.deadline.live = False
-            self._out.append(CancelTimer(pr.deadline))
+            self._drop(pr.deadline)
             pr.deadline = None
         pr.status = status
         pr.end_ms = now
@@ -581,8 +638,20 @@ class Scheduler:
 
     def _timer(self, at: float, kind: int, target: Any) -> Timer:
         timer = Timer(at, kind, target)
+        heap = self._timers
+        if self._stale > 64 and 2 * self._stale > len(heap):  # compact the cancelled ones
+            heap[:] = [e for e in heap if e[2].live]
+            heapify(heap)
+            self._stale = 0
+        self._seq += 1
+        heappush(heap, (at, self._seq, timer))
         self._out.append(StartTimer(timer))
         return timer
+
+    def _drop(self, timer: Timer) -> None:
+        timer.live = False
+        self._stale += 1
+        self._out.append(CancelTimer(timer))
 
     def _emit(self, event: str, att: Attempt, now: float, **extra: Any) -> None:
         pr = att.prun

@@ -78,6 +78,7 @@ class Harness:
         self.runs: dict[Any, Run] = {}  # run id -> Run (once submitted)
         self.finished: list[Run] = []
         self.in_flight: set[Attempt] = set()  # started, not yet ended or cancelled
+        self._reporting: Attempt | None = None  # the attempt whose end is being reported
         self.peak_plan: dict[int, int] = {}  # id(PlanRun) -> peak attempts in flight
         self.peak_agent: dict[str, int] = {}  # agent id -> peak attempts in flight
         self._plan_now: dict[int, int] = {}
@@ -130,7 +131,9 @@ class Harness:
                         self.violations.append(f"stale fact for {att!r} gave actions {stale}")
                     continue
                 self._leave(att)
+                self._reporting = att  # a timer due at this moment may cancel it first
                 self._apply(self._report(att, outcome))
+                self._reporting = None
         raise AssertionError(f"more than {max_facts} facts: a loop?")
 
     # -- helpers --------------------------------------------------------------------
@@ -206,7 +209,7 @@ class Harness:
                 self.cancelled.append(att)
                 if att in self.in_flight:
                     self._leave(att)
-                else:
+                elif att is not self._reporting:
                     self.violations.append(f"cancel of {att!r}, which is not in flight")
             elif kind is StartTimer:
                 timer = action.timer
