@@ -84,13 +84,14 @@ class CompiledPlan:
             for d in ds:
                 self.dependents[d].append(i)
         self.roots = [i for i, c in enumerate(self.deps_count) if c == 0]
-        # retry: (max_retries, delays_ms, jitter, on_error, on_timeout), where delays_ms[k-1]
-        # is the delay after failed attempt k before jitter (RetryPolicy.delay_ms)
+        # retry: (max_retries, delay_ms, jitter, on_error, on_timeout), where delay_ms(k) is
+        # the delay after failed attempt k before jitter (RetryPolicy.delay_ms, on demand:
+        # a budget of 10**8 retries costs nothing until used)
         self.retry = []
         for s in steps:
             rp = s.retry_policy
             self.retry.append(None if rp is None or rp.max_retries == 0 else (
-                rp.max_retries, tuple(rp.delay_ms(k) for k in range(1, rp.max_retries + 1)),
+                rp.max_retries, rp.delay_ms,
                 rp.jitter, "error" in rp.retry_on, "timeout" in rp.retry_on))
         self.timeout_ms = [s.timeout_ms for s in steps]
         self.limit = (plan.max_concurrency or self.n) if plan.parallel else 1
@@ -534,7 +535,7 @@ class Scheduler:
         k = att.number
         if (rp is not None and k <= rp[0] and retryable
                 and (rp[3] if outcome == "error" else rp[4])):
-            delay = rp[1][k - 1]
+            delay = rp[1](k)
             jitter = rp[2]
             if jitter:
                 delay *= 1.0 - jitter + 2.0 * jitter * self.rng.random()

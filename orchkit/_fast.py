@@ -71,7 +71,7 @@ def supports(plan: Plan) -> bool:
 
 class _Step:
     __slots__ = ("index", "step_id", "agent_id", "action", "model", "timeout", "retries",
-                 "delays", "jitter", "on_error", "on_timeout", "error_msg", "timeout_msgs")
+                 "delay_ms", "jitter", "on_error", "on_timeout", "error_msg")
 
     def __init__(self, cp: CompiledPlan, i: int, models: AgentModels):
         self.index = i
@@ -80,15 +80,14 @@ class _Step:
         self.timeout = cp.timeout_ms[i]
         rp = cp.retry[i]
         self.retries = 0 if rp is None else rp[0]
-        self.delays = () if rp is None else rp[1]  # after failed attempt k, before jitter
+        self.delay_ms = None if rp is None else rp[1]  # (k): after failed attempt k, before jitter
         self.jitter = 0.0 if rp is None else rp[2]
         self.on_error = rp is not None and rp[3]
         self.on_timeout = rp is not None and rp[4] and self.timeout is not None
         self.error_msg = f"simulated error: agent '{self.agent_id}' action '{self.action}' failed"
-        t = self.timeout
-        self.timeout_msgs = [None] + [
-            f"step '{self.step_id}' attempt {k} timed out after {t:g} ms (running)"
-            for k in range(1, self.retries + 2)] if t is not None else []
+
+    def timeout_msg(self, k: int) -> str:
+        return f"step '{self.step_id}' attempt {k} timed out after {self.timeout:g} ms (running)"
 
     def retry_mask(self, outc: np.ndarray) -> np.ndarray | None:
         if self.on_error and self.on_timeout:
@@ -201,6 +200,7 @@ class _Block:
         fails: list[Any] = [None] * fp.n
         all_ok: np.ndarray | None = None
         t = t0  # sequential: when the slot frees up
+        horizon = None if fp.deadline is None else t0 + fp.deadline
         for i in fp.order:
             fs = fp.steps[i]
             deps = fp.deps[i]
@@ -222,7 +222,7 @@ class _Block:
                 start = t
             if run is not None:
                 start = np.where(run, start, _INF)
-            end, outc = self._step(fs, start, run, recs)
+            end, outc = self._step(fs, start, run, recs, horizon)
             ok = outc == _OK
             fail = (outc == _ERROR) | (outc == _TIMEOUT)
             if run is not None:
@@ -319,9 +319,11 @@ class _Block:
         self._add(ids, attempts, retries, timeouts)
         return status, plan_end
 
-    def _step(self, fs: _Step, start: np.ndarray, run: np.ndarray | None,
-              recs: list) -> tuple[np.ndarray, np.ndarray]:
-        """Every attempt of step ``fs`` from ``start``: its end and final attempt outcome."""
+    def _step(self, fs: _Step, start: np.ndarray, run: np.ndarray | None, recs: list,
+              horizon: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Every attempt of step ``fs`` from ``start``: its end and final attempt outcome.
+        Retries stop once every run still retrying would start at or after its plan's
+        deadline (``horizon``): none of them could start, so a huge budget costs nothing."""
         gen = self.gen
         m = len(start)
         lat, code = fs.model.draw_arrays(gen, m)
@@ -346,10 +348,13 @@ class _Block:
             else:
                 rows = rows[loc]
             prev = fin_end[rows]
-            delay: Any = fs.delays[k - 1]
+            delay: Any = fs.delay_ms(k)
             if fs.jitter:
                 delay = delay * (1.0 - fs.jitter + 2.0 * fs.jitter * gen.random(rows.size))
             s = prev + delay
+            if horizon is not None and (s >= horizon[rows]).all():
+                fin_end[rows] = s  # past the deadline: the plan times out first
+                break
             lat, code = fs.model.draw_arrays(gen, rows.size)
             e, o = _outcome(fs, s, lat, code)
             fin_end[rows] = e
@@ -421,7 +426,7 @@ class _Block:
         error = np.full(local.size, None, dtype=object)
         error[outc == _ERROR] = fs.error_msg
         if fs.timeout is not None:
-            error[outc == _TIMEOUT] = fs.timeout_msgs[k]
+            error[outc == _TIMEOUT] = fs.timeout_msg(k)
         canc = outc == _CANCELLED
         if canc.any():
             error[canc] = reasons[local[canc]]

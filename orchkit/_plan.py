@@ -19,6 +19,10 @@ from pydantic.alias_generators import to_camel
 from ._errors import PlanValidationError
 
 MAX_FALLBACK_DEPTH = 16
+#: The longest wait between two attempts, in ms (about 31.7 years): ``backoffMs`` and
+#: ``maxBackoffMs`` may not exceed it, and a growing (linear or exponential) backoff stops
+#: growing there, so a huge ``maxRetries`` never overflows.
+MAX_RETRY_DELAY_MS = 1e12
 
 
 class _Model(BaseModel):
@@ -31,25 +35,29 @@ class RetryPolicy(_Model):
     """When and how a failed attempt is tried again (SPEC §3.4). Times in ms."""
 
     max_retries: int = Field(ge=0)
-    backoff_ms: float = Field(ge=0)
+    backoff_ms: float = Field(ge=0, le=MAX_RETRY_DELAY_MS)
     strategy: Literal["linear", "exponential", "fixed"] = "linear"
-    max_backoff_ms: float | None = Field(default=None, ge=0)
+    max_backoff_ms: float | None = Field(default=None, ge=0, le=MAX_RETRY_DELAY_MS)
     jitter: float = Field(default=0.0, ge=0.0, le=1.0)
     retry_on: tuple[Literal["error", "timeout"], ...] = ("error", "timeout")
 
     def delay_ms(self, failed_attempt: int, uniform: float | None = None) -> float:
         """Delay in ms before attempt ``failed_attempt + 1`` (SPEC §3.4), the one place this
         rule is written. ``uniform`` in [0, 1) places it in the jitter band
-        [1 - jitter, 1 + jitter]; None gives the delay before jitter."""
+        [1 - jitter, 1 + jitter]; None gives the delay before jitter. Computed on demand in
+        O(1): a growing delay is capped by ``maxBackoffMs``, and always by
+        ``MAX_RETRY_DELAY_MS``, before it can overflow."""
         k = failed_attempt
         if self.strategy == "linear":
             d = self.backoff_ms * k
         elif self.strategy == "exponential":
-            d = self.backoff_ms * 2.0 ** (k - 1)
+            # 2.0 ** 1024 overflows; any backoff above 1e-296 ms reaches the cap before that
+            d = self.backoff_ms * 2.0 ** min(k - 1, 1023)
         else:
             d = self.backoff_ms
-        if self.max_backoff_ms is not None and d > self.max_backoff_ms:
-            d = self.max_backoff_ms
+        cap = MAX_RETRY_DELAY_MS if self.max_backoff_ms is None else self.max_backoff_ms
+        if d > cap:
+            d = cap
         if self.jitter and uniform is not None:
             d *= 1.0 - self.jitter + 2.0 * self.jitter * uniform
         return d
