@@ -14,6 +14,7 @@ from ._plan import Plan, RetryPolicy, SeedCompatWarning, Step
 from ._result import SPAN_COLUMNS, RunResult
 from ._sim import HangWarning, simulate
 from ._study import RUN_COLUMNS, MonteCarloResult, Summary, Workload, monte_carlo, sweep
+from ._tune import Choice, Float, Int, TuneResult, tune
 
 from . import agents  # noqa: E402  (lazy: imports no agent library until one is used)
 from . import examples  # noqa: E402
@@ -21,9 +22,10 @@ from . import examples  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "EventBus", "FitResult",
-    "HangWarning", "MissingDependencyError", "MonteCarloResult", "Orchestrator", "OrchkitError",
-    "Plan", "PlanFailedError", "PlanTimeoutError", "PlanValidationError", "RUN_COLUMNS",
-    "RetryPolicy", "RunResult", "SPAN_COLUMNS", "SeedCompatWarning", "Step", "Summary", "Workload",
-    "examples", "fit_models", "gantt", "makespan_chart", "monte_carlo", "simulate", "sweep",
+    "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "Choice", "EventBus",
+    "FitResult", "Float", "HangWarning", "Int", "MissingDependencyError", "MonteCarloResult",
+    "Orchestrator", "OrchkitError", "Plan", "PlanFailedError", "PlanTimeoutError",
+    "PlanValidationError", "RUN_COLUMNS", "RetryPolicy", "RunResult", "SPAN_COLUMNS",
+    "SeedCompatWarning", "Step", "Summary", "TuneResult", "Workload", "examples", "fit_models",
+    "gantt", "makespan_chart", "monte_carlo", "simulate", "sweep", "tune",
 ]

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ._deps import require
 from ._errors import PlanValidationError
 from ._models import AgentModels
 from ._study import wilson_ci
@@ -40,12 +41,9 @@ _LOGIT_MIN = -25.0  # the cure fraction's lower bound (h ≈ 1e-11): "no hangs"
 
 
 def require_scipy() -> Any:
-    """``scipy.stats``, or one clear line naming the extra to install."""
-    try:
-        import scipy.optimize  # noqa: F401
-        from scipy import stats
-    except ImportError:  # pragma: no cover - scipy is in the dev environment
-        raise ImportError("fitting needs scipy: pip install 'orchkit[tune]'") from None
+    """``scipy.stats``, or ``MissingDependencyError`` naming the ``tune`` extra."""
+    require("scipy", "fitting agent models")
+    from scipy import stats
     return stats
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import pandas as pd
 import pytest
 
 import orchkit as ok
@@ -51,3 +52,165 @@ def test_meta_is_ignored_by_the_simulator():
     without = ok.monte_carlo(bare, models, runs=50, seed=1, progress=False)
     assert with_meta.runs.equals(without.runs)
     assert json.loads(json.dumps(ok.Plan.model_validate(META_PLAN).to_dict()))["meta"]
+
+
+# ------------------------------------------------------------------ ok.tune (§7.1)
+
+P_ERR = 0.3
+RETRY = ok.Plan.model_validate({"id": "retry", "steps": [
+    {"id": "call", "agentId": "x", "action": "go", "retryPolicy": {"maxRetries": 0, "backoffMs": 0}}]})
+FLAKY = {"agents": {"x": {"latency": {"dist": "constant", "value": 10}, "error": P_ERR}}}
+RETRIES = "steps.call.retryPolicy.maxRetries"
+
+
+def tune_retries(**kw):
+    args = dict(minimize="attempts_per_run", constraints={"success_rate": ">= 0.99"}, trials=16,
+                runs=2000, seed=0, progress=False)
+    return ok.tune(RETRY, FLAKY, {RETRIES: ok.Int(0, 8)}, **{**args, **kw})
+
+
+def test_tune_finds_the_smallest_retry_count_whose_interval_meets_the_target():
+    from orchkit._study import wilson_ci
+
+    res = tune_retries()
+    # closed form: success = 1 - p^(r+1); feasible when the 95% interval's low end of a
+    # study of 2000 runs at that rate clears 0.99: r = 3 (0.9919) is not enough, r = 4 is
+    need = next(r for r in range(9) if wilson_ci(round(2000 * (1 - P_ERR ** (r + 1))), 2000)[1] >= 0.99)
+    assert need == 4 and 1 - P_ERR ** 4 > 0.99  # the point estimate alone would take r = 3
+    assert res.best.steps[0].retry_policy.max_retries == need
+    t = res.trials
+    assert set(t.columns) >= {"trial", RETRIES, "success_rate", "success_rate_ci_low",
+                              "success_rate_ci_high", "attempts_per_run", "feasible", "reason"}
+    assert t[RETRIES].dtype.kind == "i"  # flat, pivotable columns
+    # every trial is judged by the interval rule, and says why it failed
+    assert (t["feasible"] == (t["success_rate_ci_low"] >= 0.99)).all()
+    three = t[t[RETRIES] == 3]
+    assert len(three) and not three["feasible"].any()
+    assert three["reason"].str.contains("success_rate ci_low .* not >= 0.99").all()
+    # common random numbers: success never drops as retries grow
+    by_r = t.drop_duplicates(RETRIES).sort_values(RETRIES)
+    assert by_r["success_rate"].is_monotonic_increasing
+    meta = res.best.meta["tuned"]
+    assert meta["values"] == {RETRIES: 4} and meta["seed"] == 0 and meta["runs"] == 2000
+    assert set(meta["predicted"]) == {"attempts_per_run", "success_rate"}
+    assert meta["predicted"]["success_rate"]["ciLow"] >= 0.99
+    assert len(meta["modelsDigest"]) == 16 and meta["orchkitVersion"] == ok.__version__
+
+
+def test_same_seed_gives_identical_trials_and_another_seed_does_not():
+    a, b = tune_retries(trials=10), tune_retries(trials=10)
+    pd.testing.assert_frame_equal(a.trials, b.trials)
+    c = tune_retries(trials=10, seed=1)
+    assert not a.trials[["success_rate"]].equals(c.trials[["success_rate"]])
+
+
+def test_the_tuned_plan_round_trips_and_exports_for_the_seed(tmp_path):
+    best = tune_retries(trials=8).best
+    best.save(tmp_path / "tuned.json")
+    assert ok.Plan.load(tmp_path / "tuned.json") == best
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seed_form = best.to_dict(compat="seed")
+    assert "meta" not in seed_form and seed_form["steps"][0]["retryPolicy"]["maxRetries"] == 4
+
+
+def test_verify_measures_the_optimism_on_a_fresh_seed():
+    res = tune_retries(trials=12)
+    v = res.verify()
+    assert list(v["metric"]) == ["attempts_per_run", "success_rate"]
+    assert (v["trial"] == res.best.meta["tuned"]["trial"]).all()
+    row = v.set_index("metric").loc["success_rate"]
+    assert row["verified"] != row["predicted"]  # fresh runs
+    assert row["optimism"] == pytest.approx(row["predicted"] - row["verified"])
+    assert abs(row["verified"] - (1 - P_ERR ** 5)) < 0.006  # ~4 SE of 2000 runs
+    with pytest.warns(UserWarning, match="same runs"):
+        same = res.verify(seed=0)
+    assert (same["optimism"].abs() < 1e-12).all()
+
+
+PAIR = ok.Plan.model_validate({"id": "pair", "parallel": True, "steps": [
+    {"id": "a", "agentId": "slow", "action": "go", "timeout": 1000,
+     "retryPolicy": {"maxRetries": 2, "backoffMs": 0}},
+    {"id": "b", "agentId": "slow", "action": "go", "timeout": 1000,
+     "retryPolicy": {"maxRetries": 2, "backoffMs": 0}}]})
+SLOW = {"agents": {"slow": {"latency": {"dist": "lognormal", "median": 100, "p95": 600},
+                            "error": 0.05}}}
+
+
+def test_pareto_plans_are_not_dominated_by_any_feasible_trial():
+    res = ok.tune(PAIR, SLOW, {"steps.*.timeout": ok.Float(50, 1000, log=True),
+                               "steps.*.retryPolicy.maxRetries": ok.Int(0, 4)},
+                  minimize=["makespan_p95_ms", "attempts_per_run"],
+                  constraints={"success_rate": ">= 0.9"}, trials=40, runs=500, progress=False)
+    front = res.pareto
+    assert len(front) >= 2
+    ok_trials = res.trials[res.trials["feasible"]]
+    objs = ["makespan_p95_ms", "attempts_per_run"]
+    points = [tuple(p.meta["tuned"]["predicted"][m]["value"] for m in objs) for p in front]
+    assert len(set(points)) == len(points)
+    for p in points:
+        for q in ok_trials[objs].itertuples(index=False):
+            assert not (all(qi <= pi for qi, pi in zip(q, p)) and any(qi < pi for qi, pi in zip(q, p)))
+    # and every feasible trial is matched or dominated by a point of the front
+    for q in ok_trials[objs].itertuples(index=False):
+        assert any(all(pi <= qi for pi, qi in zip(p, q)) for p in points)
+    with pytest.raises(ValueError, match="use .pareto"):
+        res.best
+    fig = res.chart()
+    assert [t.name for t in fig.data][-1] == "Pareto front"
+    assert {t.name for t in tune_retries(trials=6).chart().data} >= {"feasible", "best so far"}
+
+
+def test_invalid_trial_plans_are_infeasible_with_the_reason():
+    res = ok.tune(RETRY, FLAKY, {"steps.call.timeout": ok.Float(-20, 50)},
+                  minimize="makespan_mean_ms", constraints={"success_rate": ">= 0.5"},
+                  trials=12, runs=200, progress=False)
+    bad = res.trials[res.trials["steps.call.timeout"] <= 0]
+    assert len(bad) and not bad["feasible"].any()
+    assert bad["reason"].str.contains("(?s)invalid: .*step 'call'.*greater than 0").all()
+    assert res.best.steps[0].timeout_ms > 10  # a timeout under the 10 ms latency always fails
+
+
+def test_model_paths_tune_capacity_with_common_random_numbers():
+    plan = ok.Plan.model_validate({"id": "fan", "parallel": True, "steps": [
+        {"id": f"s{i}", "agentId": "x", "action": "go"} for i in range(4)]})
+    models = {"agents": {"x": {"capacity": 1, "latency": {"dist": "constant", "value": 100}}}}
+    res = ok.tune(plan, models, {"agents.x.capacity": ok.Int(1, 4)}, minimize="makespan_mean_ms",
+                  constraints={"makespan_p95_ms": "<= 250"}, trials=10, runs=100, progress=False)
+    t = res.trials.drop_duplicates("agents.x.capacity").set_index("agents.x.capacity")
+    for cap, row in t.iterrows():  # ceil(4 / capacity) waves of 100 ms
+        assert row["makespan_mean_ms"] == pytest.approx(100 * -(-4 // cap))
+        assert row["feasible"] == (cap >= 2)
+    assert res.best_models.capacity("x") == 4 and res.best.meta["tuned"]["values"] == {
+        "agents.x.capacity": 4}
+
+
+def test_bad_tune_input_is_named_before_running():
+    space = {RETRIES: ok.Int(0, 3)}
+    with pytest.raises(ValueError, match="unknown metric 'p95'.*makespan_p95_ms"):
+        ok.tune(RETRY, FLAKY, space, minimize="p95", trials=2, runs=10, progress=False)
+    with pytest.raises(ValueError, match="constraints\\['success_rate'\\].*'>= NUMBER'"):
+        ok.tune(RETRY, FLAKY, space, minimize="attempts_per_run",
+                constraints={"success_rate": "at least 0.9"}, progress=False)
+    with pytest.raises(ok.PlanValidationError, match="names step 'nope'"):
+        ok.tune(RETRY, FLAKY, {"steps.nope.timeout": ok.Float(1, 2)}, minimize="attempts_per_run")
+    with pytest.raises(ok.PlanValidationError, match="names no agent entry"):
+        ok.tune(RETRY, FLAKY, {"agents.y.capacity": ok.Int(1, 2)}, minimize="attempts_per_run")
+    with pytest.raises(TypeError, match="space\\['x'\\] must be ok.Int"):
+        ok.tune(RETRY, FLAKY, {"x": [1, 2]}, minimize="attempts_per_run")
+    with pytest.raises(ValueError, match="sampler must be"):
+        ok.tune(RETRY, FLAKY, space, minimize="attempts_per_run", sampler="cmaes")
+    with pytest.raises(ValueError, match="low <= high"):
+        ok.Int(3, 1)
+    with pytest.raises(TypeError, match="non-empty list"):
+        ok.Choice([])
+
+
+def test_choice_of_objects_is_a_flat_column_and_maps_back():
+    policies = [None, {"maxRetries": 2, "backoffMs": 5}]
+    res = ok.tune(RETRY, FLAKY, {"steps.call.retryPolicy": ok.Choice(policies)},
+                  minimize="makespan_mean_ms", constraints={"success_rate": ">= 0.9"},
+                  trials=6, runs=300, progress=False)
+    column = res.trials["steps.call.retryPolicy"]
+    assert set(column.dropna()) == {json.dumps(policies[1], sort_keys=True)} and column.isna().any()
+    assert res.best.steps[0].retry_policy.max_retries == 2
