@@ -11,6 +11,7 @@ from ._fit import FitResult, fit_models
 from ._live import EventBus, Orchestrator
 from ._models import ActionModel, AgentModels
 from ._plan import Plan, RetryPolicy, SeedCompatWarning, Step
+from ._remote import RemoteAgent
 from ._result import SPAN_COLUMNS, RunResult
 from ._sim import HangWarning, simulate
 from ._study import RUN_COLUMNS, MonteCarloResult, Summary, Workload, monte_carlo, sweep
@@ -25,7 +26,7 @@ __all__ = [
     "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "Choice", "EventBus",
     "FitResult", "Float", "HangWarning", "Int", "MissingDependencyError", "MonteCarloResult",
     "Orchestrator", "OrchkitError", "Plan", "PlanFailedError", "PlanTimeoutError",
-    "PlanValidationError", "RUN_COLUMNS", "RetryPolicy", "RunResult", "SPAN_COLUMNS",
+    "PlanValidationError", "RUN_COLUMNS", "RemoteAgent", "RetryPolicy", "RunResult", "SPAN_COLUMNS",
     "SeedCompatWarning", "Step", "Summary", "TuneResult", "Workload", "examples", "fit_models",
     "gantt", "makespan_chart", "monte_carlo", "simulate", "sweep", "tune",
 ]

@@ -88,10 +88,17 @@ class Agent:
     async def process(self, action: str, input: Any, context: dict[str, Any]) -> AgentResponse:
         """Serve one attempt of ``action`` with the step's ``input``.
 
-        ``context`` holds ``plan_id``, ``step_id``, ``attempt`` (1-based), ``run_id`` and
-        ``results`` (step id -> AgentResponse of the steps that already succeeded).
+        ``context`` holds ``plan_id``, ``step_id``, ``attempt`` (1-based), ``run_id``,
+        ``job_id`` (the attempt's ``jobId`` in events) and ``results`` (step id ->
+        AgentResponse of the steps that already succeeded).
         """
         raise AgentError(f"agent '{self.agent_id}' does not implement process()", retryable=False)
+
+    def job_ref(self, job_id: str) -> str | None:
+        """The id, in the system that ran it, of the attempt whose ``jobId`` is ``job_id``
+        (RemoteAgent: its BullMQ job id), or None. The live runtime asks once, when the
+        attempt ends, and adds it to ``queue:completed`` / ``queue:failed`` as ``bullJobId``."""
+        return None
 
     def emit(self, kind: str, payload: Any) -> None:
         """Report ``kind`` ('insight' or 'error') to the orchestrator's bus as ``agent:<kind>``."""

@@ -12,12 +12,13 @@ from typing import Any, Callable
 
 from ._agent import Agent, coerce_response
 from ._core import (CancelAttempt, CancelTimer, Emit, FinishRun, Scheduler, StartAttempt,
-                    StartTimer, compile_plan)
+                    StartTimer, _job_id, compile_plan)
 from ._errors import AgentError, OrchkitError, PlanValidationError
 from ._plan import Plan
 from ._result import RunResult
 
 log = logging.getLogger("orchkit")
+_QUEUE_EVENTS = frozenset({"queue:completed", "queue:failed"})
 Listener = Callable[..., Any]
 
 
@@ -197,6 +198,11 @@ class Orchestrator:
         for action in actions:
             kind = type(action)
             if kind is Emit:
+                if action.event in _QUEUE_EVENTS:  # an agent behind a queue names its job
+                    agent = self._agents.get(action.payload["agentId"])
+                    ref = agent.job_ref(action.payload["jobId"]) if agent else None
+                    if ref is not None:
+                        action.payload["bullJobId"] = ref
                 self._bus.emit(action.event, action.payload)
             elif kind is StartAttempt:
                 att = action.attempt
@@ -226,7 +232,8 @@ class Orchestrator:
         agent = self._agents[att.agent_id]
         action = att.action
         context = {"plan_id": att.prun.cp.id, "step_id": att.step_id, "attempt": att.number,
-                   "run_id": att.run.run_id, "results": MappingProxyType(att.prun.results)}
+                   "run_id": att.run.run_id, "job_id": _job_id(att),
+                   "results": MappingProxyType(att.prun.results)}
         try:
             value = agent.process(action, att.input, context)
             if inspect.isawaitable(value):  # a plain def process() may return directly

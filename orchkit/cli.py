@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.format == "parquet":
         require("pyarrow", "--format parquet")
     plan = _load(args.plan)
-    agents = for_plan(plan, args.models, args.time_scale)
+    agents = for_plan(plan, args.models, args.time_scale, redis=args.redis)
 
     async def go():
         orch = Orchestrator(seed=args.seed)
@@ -189,6 +189,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  {step_id:<24} {state:<10} {extra}")
     print(f"spans: {spans_path}\nGantt chart: {gantt_path}")
     return 0 if result.success else 1
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from ._worker import main
+
+    return main(args)
 
 
 def _brief(response) -> str:
@@ -248,7 +254,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SyntheticAgent sleeps latency x this (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the backoff jitter")
     p.add_argument("-v", "--verbose", action="store_true", help="print every event")
+    p.add_argument("--redis", metavar="URL",
+                   help="run every agent remotely: jobs on BullMQ queues at this Redis, "
+                        "served by `orchkit worker` processes (queue = agent id)")
     p.set_defaults(func=_run)
+    p = sub.add_parser("worker", help="serve agents' BullMQ queues for remote runs (SIGTERM "
+                                      "stops it cleanly)")
+    p.add_argument("--redis", required=True, metavar="URL", help="e.g. redis://127.0.0.1:6379/0")
+    p.add_argument("--agents", required=True, metavar="ID[,ID...]",
+                   help="agent ids to serve, one queue each; with --queue, globs of the ids "
+                        "the pool serves (e.g. 'learning-agent-*')")
+    p.add_argument("--queue", metavar="NAME",
+                   help="serve one pool queue for many agent ids, each created on first use")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs at once per queue (default 1)")
+    p.add_argument("--factory", metavar="MODULE:FUNCTION",
+                   help="function(agent_id) -> orchkit.Agent (default: the built-in agents)")
+    p.add_argument("--models", help="agent models for ids no built-in agent serves (SyntheticAgent)")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="SyntheticAgent sleeps latency x this (default 1)")
+    p.add_argument("--lock-ms", type=int, default=30_000,
+                   help="BullMQ job lock; a dead worker's job is failed as stalled after at "
+                        "most lock + stall interval (default 30000)")
+    p.add_argument("--stalled-interval-ms", type=int, default=30_000,
+                   help="how often this worker checks for stalled jobs (default 30000)")
+    p.add_argument("--grace-ms", type=int, default=10_000,
+                   help="on SIGTERM/SIGINT, time active jobs get to finish (default 10000)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every job")
+    p.set_defaults(func=_worker)
     p = sub.add_parser("demo", help="simulate the seed's parallel-analysis plan (defaults)")
     p.add_argument("--runs", type=int, default=10_000)
     p.add_argument("--out", default="out", help="folder for the charts (default: out)")

@@ -28,30 +28,38 @@ BUILTIN = {  # agent id glob -> the built-in agent class serving it
     "speech-agent-*": "SpeechAnalysisAgent",
 }
 
-__all__ = sorted(_WHERE) + ["BUILTIN", "for_plan"]
+__all__ = sorted(_WHERE) + ["BUILTIN", "for_plan", "make_agent"]
 
 
-def for_plan(plan: Any, models: Any = None, time_scale: float = 1.0, *, seed: int = 0) -> list:
+def for_plan(plan: Any, models: Any = None, time_scale: float = 1.0, *, seed: int = 0,
+             redis: str | None = None) -> list:
     """One agent per agent id of ``plan`` and its fallbacks: the built-in agent whose glob
     in ``BUILTIN`` matches the id, else a ``SyntheticAgent`` of ``models`` (a path or
     AgentModels; it sleeps latency x ``time_scale``; its draws come from ``seed`` and its
     id, so no two agents share a stream). Raises ``PlanValidationError`` for an
-    id no glob matches when ``models`` is None."""
-    out = []
-    for agent_id in dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps):
-        name = next((cls for pat, cls in BUILTIN.items() if fnmatch.fnmatchcase(agent_id, pat)),
-                    None)
-        if name is not None:
-            out.append(__getattr__(name)(agent_id))
-        elif models is not None:
-            out.append(__getattr__("SyntheticAgent")(agent_id, models, seed=seed,
-                                                    time_scale=time_scale))
-        else:
-            raise PlanValidationError(
-                f"plan '{plan.id}': no built-in agent serves '{agent_id}' (built-in: "
-                f"{', '.join(BUILTIN)}); rename it or pass models (--models M) to serve it "
-                "with a SyntheticAgent")
-    return out
+    id no glob matches when ``models`` is None. With ``redis`` (a Redis URL), a
+    ``RemoteAgent`` per id instead, served by ``orchkit worker`` processes."""
+    ids = dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps)
+    if redis is not None:
+        from .._remote import RemoteAgent
+
+        return [RemoteAgent(agent_id, redis) for agent_id in ids]
+    return [make_agent(agent_id, models, time_scale, seed=seed, plan_id=plan.id)
+            for agent_id in ids]
+
+
+def make_agent(agent_id: str, models: Any = None, time_scale: float = 1.0, *, seed: int = 0,
+               plan_id: str | None = None) -> Any:
+    """The agent ``for_plan`` gives ``agent_id`` (also what ``orchkit worker`` serves)."""
+    name = next((cls for pat, cls in BUILTIN.items() if fnmatch.fnmatchcase(agent_id, pat)), None)
+    if name is not None:
+        return __getattr__(name)(agent_id)
+    if models is not None:
+        return __getattr__("SyntheticAgent")(agent_id, models, seed=seed, time_scale=time_scale)
+    where = f"plan '{plan_id}': " if plan_id else ""
+    raise PlanValidationError(
+        f"{where}no built-in agent serves '{agent_id}' (built-in: {', '.join(BUILTIN)}); "
+        "rename it or pass models (--models M) to serve it with a SyntheticAgent")
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,294 @@
+"""Agents on other machines (SPEC §9): ``RemoteAgent``, an ``Agent`` whose attempts are
+BullMQ jobs on Redis, served by ``orchkit worker`` (``_worker.py``) or by any BullMQ worker
+(Node's ``bullmq`` too) that returns the seed's response shape.
+
+The wire format, shared with workers in any language:
+
+- queue ``<queue>`` (default: the agent id), BullMQ's default key prefix ``bull``; job name
+  = the action; job data ``{agentId, action, input, context}`` where ``context`` is
+  ``{planId, stepId, attempt, runId, jobId, results: {stepId: response}}`` (JSON only);
+  job options ``attempts: 1`` (retries are orchkit's), ``removeOnComplete``.
+- the job's return value is the AgentResponse as a camelCase JSON object; a failed job's
+  ``failedReason`` is the error message, and a job that failed with BullMQ's
+  ``UnrecoverableError`` (whose stack trace names it) is a non-retryable ``AgentError``.
+- cancellation: the orchestrator removes the job if it is still waiting and publishes its
+  id on the Redis channel ``orchkit:cancel:<queue>``; the worker running it cancels it, and
+  a worker that sees the id later skips the job. A late result is ignored.
+
+Results reach the orchestrator through ONE ``QueueEvents`` per (event loop, Redis, queue),
+shared by every RemoteAgent on that queue, resolving futures keyed by job id; the future
+is registered before the job is added (the job id is chosen here), so a fast worker cannot
+finish first. ``bullmq`` and ``redis`` are imported only when a RemoteAgent starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from typing import Any
+
+from ._agent import Agent
+from ._deps import missing
+from ._errors import AgentError
+
+log = logging.getLogger("orchkit.remote")
+
+CANCEL_CHANNEL = "orchkit:cancel:{queue}"
+JOB_OPTIONS = {"attempts": 1, "removeOnComplete": True, "removeOnFail": {"count": 1000}}
+
+
+def require_bullmq() -> Any:
+    """The ``bullmq`` module, or ``MissingDependencyError`` naming the extra to install."""
+    try:
+        import bullmq  # noqa: F401
+        import redis.asyncio  # noqa: F401
+    except ImportError as exc:
+        raise missing(exc.name or "bullmq", "agents on other machines (RemoteAgent, "
+                      "orchkit worker)") from None
+    return bullmq
+
+
+def check_redis_url(redis: Any, where: str = "redis") -> str:
+    """``redis`` if it is a redis:// or rediss:// or unix:// URL, else ``ValueError``."""
+    if not isinstance(redis, str) or not redis.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{where} must be a Redis URL such as redis://127.0.0.1:6379/0, "
+                         f"got {redis!r}")
+    return redis
+
+
+def json_context(context: dict[str, Any]) -> dict[str, Any]:
+    """The job's ``context``: the attempt's coordinates and earlier results, JSON only."""
+    run_id = context.get("run_id")
+    results = context.get("results") or {}
+    return {
+        "planId": context.get("plan_id"), "stepId": context.get("step_id"),
+        "attempt": context.get("attempt"), "jobId": context.get("job_id"),
+        "runId": run_id if isinstance(run_id, (int, str)) or run_id is None else str(run_id),
+        "results": {sid: r.to_dict() if hasattr(r, "to_dict") else r for sid, r in results.items()},
+    }
+
+
+class _Link:
+    """One queue as seen from one event loop: the BullMQ ``Queue`` that adds jobs, ONE
+    ``QueueEvents`` whose completed/failed listeners resolve ``pending`` futures, and the
+    cancel channel. Shared by every RemoteAgent of the queue (reference counted)."""
+
+    _open: dict[tuple, "_Link"] = {}
+
+    def __init__(self, key: tuple, redis: str, queue: str):
+        bullmq = require_bullmq()
+        self.key, self.redis, self.name = key, redis, queue
+        self.users = 0
+        self.pending: dict[str, asyncio.Future] = {}
+        self.emitters: dict[str, Any] = {}  # job id -> the RemoteAgent's emit
+        self.queue = bullmq.Queue(queue, {"connection": redis})
+        self.channel = CANCEL_CHANNEL.format(queue=queue)
+        self.events: Any = None
+        self.ready: asyncio.Future | None = None
+        self.last_id = "$"
+        self.closing = False
+        self._chores: set[asyncio.Task] = set()
+
+    @classmethod
+    async def acquire(cls, redis: str, queue: str) -> "_Link":
+        key = (asyncio.get_running_loop(), redis, queue)
+        link = cls._open.get(key)
+        if link is None:
+            link = cls._open[key] = cls(key, redis, queue)
+            link.ready = asyncio.ensure_future(link._listen())
+        link.users += 1
+        try:
+            await asyncio.shield(link.ready)
+        except Exception as exc:
+            link.users -= 1
+            if cls._open.get(key) is link:
+                del cls._open[key]
+                await _bounded(link.queue.close(), 2.0)
+            raise AgentError(f"cannot reach Redis at {redis} for queue '{queue}': "
+                             f"{type(exc).__name__}: {exc}") from None
+        return link
+
+    async def _listen(self) -> None:
+        # start reading the events stream at its current end, so that no event of a job
+        # added after this point can be missed (QueueEvents' own '$' starts when its
+        # first XREAD runs, which may be after our first add)
+        if self.last_id == "$":
+            last = await self.queue.client.xrevrange(self.queue.keys["events"], count=1)
+            self.last_id = last[0][0] if last else "0-0"
+        from bullmq import QueueEvents
+
+        events = QueueEvents(self.name, {"connection": self.redis, "lastEventId": self.last_id})
+        events.on("completed", self._completed)
+        events.on("failed", self._failed)
+        events.on("progress", self._progress)
+        events.on("error", self._lost)
+        self.events = events
+
+    def _completed(self, args: dict, entry_id: str) -> None:
+        self.last_id = entry_id
+        fut = self.pending.pop(args.get("jobId"), None)
+        if fut is not None and not fut.done():
+            fut.set_result((True, args.get("returnvalue")))
+
+    def _failed(self, args: dict, entry_id: str) -> None:
+        self.last_id = entry_id
+        fut = self.pending.pop(args.get("jobId"), None)
+        if fut is not None and not fut.done():
+            fut.set_result((False, args.get("failedReason") or "the job failed"))
+
+    def _progress(self, args: dict, entry_id: str) -> None:
+        """An agent's ``emit`` in the worker, sent as job progress {orchkitEvent, payload}."""
+        data, emit = args.get("data"), self.emitters.get(args.get("jobId"))
+        if emit is not None and isinstance(data, dict) and data.get("orchkitEvent") in (
+                "insight", "error"):
+            emit(data["orchkitEvent"], data.get("payload"))
+
+    def _lost(self, exc: BaseException) -> None:
+        """The events reader stopped on a connection error: resume from the last event seen."""
+        if self.closing:
+            return
+        log.warning("queue '%s': events reader stopped (%s); reconnecting", self.name, exc)
+
+        async def again() -> None:
+            await asyncio.sleep(0.5)
+            if not self.closing:
+                old, self.events = self.events, None
+                await self._listen()
+                await _bounded(old.close(), 2.0)
+
+        self._spawn(again())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def call(self, job_id: str, name: str, data: dict, emit: Any) -> tuple[bool, Any]:
+        """Add the job and wait for its outcome: (True, return value) or (False, reason)."""
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[job_id] = fut
+        self.emitters[job_id] = emit
+        try:
+            await self.queue.add(name, data, {**JOB_OPTIONS, "jobId": job_id})
+            return await fut
+        except asyncio.CancelledError:
+            self.pending.pop(job_id, None)
+            self._spawn(self.cancel(job_id))
+            raise
+        except BaseException:
+            self.pending.pop(job_id, None)
+            raise
+        finally:
+            self.emitters.pop(job_id, None)
+
+    async def cancel(self, job_id: str) -> None:
+        """Remove the job if it is waiting (or its worker died); tell workers to cancel it."""
+        try:
+            await self.queue.remove(job_id)
+            await self.queue.client.publish(self.channel, job_id)
+        except Exception as exc:  # noqa: BLE001 - best effort; the result is ignored anyway
+            log.warning("queue '%s': could not cancel job %s: %s", self.name, job_id, exc)
+
+    async def unrecoverable(self, job_id: str) -> bool:
+        """Did the job fail with BullMQ's UnrecoverableError (Python or Node)?"""
+        try:
+            trace = await self.queue.client.hget(f"{self.queue.qualifiedName}:{job_id}",
+                                                 "stacktrace")
+        except Exception:  # noqa: BLE001
+            return False
+        return bool(trace) and "UnrecoverableError" in trace
+
+    async def release(self) -> None:
+        self.users -= 1
+        if self.users > 0:
+            return
+        self.closing = True
+        self._open.pop(self.key, None)
+        if self._chores:
+            await asyncio.wait(list(self._chores), timeout=2.0)
+        if self.events is not None:
+            await _bounded(self.events.close(), 2.0)
+        await _bounded(self.queue.close(), 2.0)
+
+
+async def _bounded(coro: Any, seconds: float) -> None:
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait([task], timeout=seconds)
+    if not done:
+        task.cancel()
+    elif task.exception() is not None:
+        log.warning("closing: %s", task.exception())
+
+
+class RemoteAgent(Agent):
+    """An agent served by a worker process behind a BullMQ queue on Redis (SPEC §9).
+
+    To the orchestrator it is an ordinary ``Agent``: every attempt adds one job to queue
+    ``queue`` (default: ``agent_id``) and awaits its result; step timeouts, retries, plan
+    deadlines and ``capacity`` (attempts in flight from this orchestrator; ``None``:
+    unlimited, the workers' concurrency then bounds the work) stay the orchestrator's.
+    A failed job raises ``AgentError`` with the worker's message (non-retryable if the
+    worker raised a non-retryable AgentError or BullMQ's UnrecoverableError). A cancelled
+    attempt removes its job if still waiting and asks the worker to cancel it if active;
+    its late result is ignored. Queue events carry the job id as ``bullJobId``.
+    """
+
+    def __init__(self, agent_id: str, redis: str, *, queue: str | None = None,
+                 capacity: int | None = None):
+        super().__init__(agent_id, capacity=capacity)
+        self.redis = check_redis_url(redis, f"RemoteAgent '{agent_id}': redis")
+        if queue is not None and (not isinstance(queue, str) or not queue):
+            raise ValueError(f"RemoteAgent '{agent_id}': queue must be a non-empty string "
+                             f"or None (the agent id), got {queue!r}")
+        self.queue = queue or agent_id
+        self._link: _Link | None = None
+        self._ids = (f"ok-{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count(1))
+        self._refs: dict[str, str] = {}  # orchkit jobId -> BullMQ job id, until reported
+
+    async def initialize(self) -> None:
+        """Open (or share) the queue's connection and its event reader."""
+        if self._link is None:
+            self._link = await _Link.acquire(self.redis, self.queue)
+
+    async def shutdown(self) -> None:
+        """Release the queue's connection (closed when its last RemoteAgent leaves)."""
+        link, self._link = self._link, None
+        if link is not None:
+            await link.release()
+
+    def job_ref(self, job_id: str) -> str | None:
+        """The BullMQ job id of attempt ``job_id`` (once: the driver reports it)."""
+        return self._refs.pop(job_id, None)
+
+    async def process(self, action: str, input: Any, context: dict[str, Any]) -> Any:
+        """Run one attempt as a BullMQ job; returns the worker's response (a dict)."""
+        if self._link is None:
+            await self.initialize()
+        bull_id = next(self._ids)
+        ref = context.get("job_id")
+        if ref is not None:
+            self._refs[ref] = bull_id
+        data = {"agentId": self.agent_id, "action": action, "input": input,
+                "context": json_context(context)}
+        try:
+            ok, value = await self._link.call(bull_id, action, data, self.emit)
+        except asyncio.CancelledError:
+            self._refs.pop(ref, None)
+            raise
+        except (ConnectionError, OSError) as exc:
+            raise AgentError(f"agent '{self.agent_id}': cannot reach Redis at {self.redis}: "
+                             f"{exc}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("redis"):
+                raise AgentError(f"agent '{self.agent_id}': Redis at {self.redis}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+            raise
+        if ok:
+            return value
+        retryable = not await self._link.unrecoverable(bull_id)
+        raise AgentError(str(value), retryable=retryable)
+
+    def __repr__(self) -> str:
+        return f"RemoteAgent({self.agent_id!r}, queue={self.queue!r})"
