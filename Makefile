@@ -1,4 +1,5 @@
 # `make demo`: the main job on the embedded defaults. `make test`: every test.
+# `make serve`: the service (REST + Socket.IO) on 127.0.0.1:8000 with an SQLite file.
 # Each creates .venv on first use: demo installs orchkit alone (no TensorFlow),
 # test installs it with every extra, plus what the tests drive for real: redis-server and
 # chromium (Debian packages, when missing) and the Node clients (npm ci, from lockfiles).
@@ -7,6 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BASE := $(VENV)/.stamp-base
 DEV := $(VENV)/.stamp-dev
+SERVER := $(VENV)/.stamp-server
 SYS := $(VENV)/.stamp-sys
 NODE_DIRS := $(patsubst %/package.json,%,$(wildcard tests/node/package.json examples/*/package.json))
 NODE_STAMPS := $(addsuffix /node_modules/.stamp,$(NODE_DIRS))
@@ -24,6 +26,10 @@ $(BASE): pyproject.toml | $(PY)
 
 $(DEV): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@ $(BASE)
+
+$(SERVER): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[server,agents]'
 	touch $@ $(BASE)
 
 # System packages the tests use for real (no systemd here: the tests start redis-server
@@ -47,6 +53,10 @@ sysdeps: $(SYS) $(NODE_STAMPS)
 
 demo: $(BASE)
 	$(PY) -m orchkit demo
+
+# The service on the embedded defaults: http://127.0.0.1:8000 (docs at /docs), SQLite orchkit.db.
+serve: $(SERVER)
+	$(PY) -m orchkit serve
 
 test: $(DEV) $(SYS) $(NODE_STAMPS)
 	$(PY) -m pytest -q -p no:cacheprovider

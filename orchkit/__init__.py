@@ -5,8 +5,9 @@ Every time in the public API is in milliseconds.
 
 from ._agent import Agent, AgentResponse
 from ._charts import gantt, makespan_chart
-from ._errors import (AgentError, MissingDependencyError, OrchkitError, PlanFailedError,
-                      PlanTimeoutError, PlanValidationError)
+from ._errors import (AgentError, MissingDependencyError, NoSessionError, OrchkitError,
+                      PlanFailedError, PlanTimeoutError, PlanValidationError, RunNotFoundError,
+                      ServiceError, UnknownActionError)
 from ._fit import FitResult, fit_models
 from ._live import EventBus, Orchestrator
 from ._models import ActionModel, AgentModels
@@ -25,8 +26,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "Choice", "EventBus",
     "FitResult", "Float", "HangWarning", "Int", "MissingDependencyError", "MonteCarloResult",
-    "Orchestrator", "OrchkitError", "Plan", "PlanFailedError", "PlanTimeoutError",
-    "PlanValidationError", "RUN_COLUMNS", "RemoteAgent", "RetryPolicy", "RunResult", "SPAN_COLUMNS",
-    "SeedCompatWarning", "Step", "Summary", "TuneResult", "Workload", "examples", "fit_models",
-    "gantt", "makespan_chart", "monte_carlo", "simulate", "sweep", "tune",
+    "NoSessionError", "Orchestrator", "OrchkitError", "Plan", "PlanFailedError",
+    "PlanTimeoutError", "PlanValidationError", "RUN_COLUMNS", "RemoteAgent", "RetryPolicy",
+    "RunNotFoundError", "RunResult", "SPAN_COLUMNS", "SeedCompatWarning", "ServiceError", "Step",
+    "Summary", "TuneResult", "UnknownActionError", "Workload", "examples", "fit_models", "gantt",
+    "makespan_chart", "monte_carlo", "simulate", "sweep", "tune",
 ]

@@ -5,7 +5,11 @@
     ├── PlanTimeoutError                        raise_for_status(): the plan's deadline passed
     ├── PlanFailedError                         raise_for_status(): a step failed
     ├── AgentError                              raised by an agent for one attempt
-    └── MissingDependencyError (also ImportError) an optional extra is not installed
+    ├── MissingDependencyError (also ImportError) an optional extra is not installed
+    └── ServiceError                            the service (orchkit serve) refused a request
+        ├── UnknownActionError (also ValueError)    no such action; lists the valid ones
+        ├── NoSessionError                          the learner has no active session
+        └── RunNotFoundError (also KeyError)        no run has this id
 
 Every message says what is wrong, where (plan, step) and how to fix it.
 """
@@ -44,3 +48,22 @@ class AgentError(OrchkitError):
 class MissingDependencyError(OrchkitError, ImportError):
     """An optional dependency is not installed; the message names the extra to install
     (``pip install 'orchkit[speech]'``)."""
+
+
+class ServiceError(OrchkitError):
+    """The service refused a request (``orchkit.service``); the message says why and the fix."""
+
+
+class UnknownActionError(ServiceError, ValueError):
+    """An agent request named an action that does not exist; the message lists the valid ones."""
+
+
+class NoSessionError(ServiceError):
+    """The learner has no active session (never started, ended or released when idle)."""
+
+
+class RunNotFoundError(ServiceError, KeyError):
+    """No run has this id."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -130,6 +130,35 @@ class Orchestrator:
         """Every registered agent, in registration order."""
         return list(self._agents.values())
 
+    async def unregister_agent(self, agent_id: str) -> None:
+        """Shut ``agent_id``'s agent down and forget it; emits ``agent:unregistered``.
+
+        Raises ``OrchkitError`` while an attempt of a run is queued at or running on it.
+        """
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            return
+        running, waiting = self.agent_load(agent_id)
+        if running or waiting:
+            raise OrchkitError(f"agent '{agent_id}' still has {running} attempt(s) running and "
+                               f"{waiting} waiting; unregister it once its runs have ended")
+        del self._agents[agent_id]
+        self._core._agents.pop(agent_id, None)  # its capacity is asked again if re-registered
+        try:
+            await agent.shutdown()
+        except Exception as exc:  # noqa: BLE001 - a failing shutdown must not keep the agent
+            log.warning("agent %s failed to shut down: %s", agent_id, exc)
+        agent._listeners.clear()
+        agent.orchestrator = None
+        self._bus.emit("agent:unregistered", {"agentId": agent_id})
+
+    def agent_load(self, agent_id: str) -> tuple[int, int]:
+        """(attempts running, attempts waiting for capacity) on ``agent_id`` now."""
+        slots = self._core._agents.get(agent_id)
+        if slots is None:
+            return 0, 0
+        return slots.busy, sum(1 for a in slots.queue if a.live)
+
     def _capacity_of(self, agent_id: str) -> int | None:
         return self._agents[agent_id].capacity
 

@@ -1,4 +1,4 @@
-"""The orchkit command line: validate, export, simulate, run, demo, examples."""
+"""The orchkit command line: validate, export, simulate, run, serve, demo, examples."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ examples:
   orchkit validate my_plan.json                 exit 0, or 2 with the reason
   orchkit simulate parallel_analysis --models "$(orchkit examples --models)"
   orchkit run session_initialization            run live with the built-in agents
+  orchkit serve --port 8000                     REST + Socket.IO service (needs orchkit[server])
 
 exit codes: 0 done, 1 the plan ran and failed, 2 invalid input or a missing extra."""
 
@@ -219,6 +220,15 @@ def _examples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from . import service  # MissingDependencyError (exit 2) without the server extra
+
+    service.serve(host=args.host, port=args.port, store=args.store, idle_ms=args.idle_ms,
+                  max_body_bytes=args.max_body_bytes, log_level=args.log_level,
+                  agent_factory=args.agent_factory)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchkit", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -281,6 +291,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM/SIGINT, time active jobs get to finish (default 10000)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every job")
     p.set_defaults(func=_worker)
+    p = sub.add_parser("serve", help="run the service: REST + Socket.IO on one port (needs "
+                                     "orchkit[server])")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--store", default="sqlite:///orchkit.db",
+                   help="sqlite:///FILE (default sqlite:///orchkit.db) or redis://HOST:PORT/DB")
+    p.add_argument("--idle-ms", type=float, default=1_800_000,
+                   help="release a learner's agents after this long without a request "
+                        "(default 1800000 = 30 min)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                   help="larger request bodies get 413 (default 1048576)")
+    p.add_argument("--agent-factory", metavar="MODULE:FUNCTION",
+                   help="function(kind, agent_id) -> orchkit.Agent making every agent "
+                        "(default: the built-in learning, tutor and speech agents)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=_serve)
     p = sub.add_parser("demo", help="simulate the seed's parallel-analysis plan (defaults)")
     p.add_argument("--runs", type=int, default=10_000)
     p.add_argument("--out", default="out", help="folder for the charts (default: out)")

@@ -15,3 +15,11 @@ def redis_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def service_server(tmp_path_factory):
+    """One real `orchkit serve` process (SQLite store, API key) for the service tests."""
+    from service_harness import shared_service
+
+    yield from shared_service(tmp_path_factory)

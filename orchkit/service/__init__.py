@@ -1,0 +1,47 @@
+"""The service (SPEC §8): ``orchkit serve`` — FastAPI + python-socketio on one ASGI app under
+uvicorn, per-learner agents on one shared orchestrator, run records in SQLite or Redis.
+
+Needs the ``server`` extra (``pip install 'orchkit[server]'``). Layers, top-down:
+``_app`` (ASGI app, auth, body limit, error table) -> ``_routes`` / ``_sockets`` (thin
+handlers) -> ``_service`` (the work, no HTTP) -> ``_store`` / ``_metrics``.
+"""
+
+from __future__ import annotations
+
+from .._deps import require
+
+for _module in ("fastapi", "socketio", "uvicorn", "prometheus_client"):
+    require(_module, "the service (orchkit serve)")
+
+from ._app import MAX_BODY_BYTES, create_app  # noqa: E402
+from ._service import (DEFAULT_IDLE_MS, AgentFactory, Service, default_agent_factory,  # noqa: E402
+                       load_factory)
+from ._store import RedisStore, SQLiteStore, Store, open_store  # noqa: E402
+
+__all__ = ["AgentFactory", "DEFAULT_IDLE_MS", "MAX_BODY_BYTES", "RedisStore", "SQLiteStore",
+           "Service", "Store", "create_app", "default_agent_factory", "load_factory", "open_store", "serve"]
+
+
+def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///orchkit.db",
+          idle_ms: float = DEFAULT_IDLE_MS, api_key: str | None = None,
+          max_body_bytes: int = MAX_BODY_BYTES, agent_factory: AgentFactory | str | None = None,
+          log_level: str = "info") -> None:
+    """Run the service under uvicorn until interrupted (Ctrl-C / SIGTERM stop it cleanly:
+    runs in flight are recorded ``interrupted``). ``store`` is ``sqlite:///FILE`` or
+    ``redis://HOST:PORT/DB``; ``agent_factory(kind, agent_id)`` makes the agents (or
+    ``"module:function"`` naming one)."""
+    import asyncio
+
+    import uvicorn
+
+    if isinstance(agent_factory, str):
+        agent_factory = load_factory(agent_factory)
+    probe = open_store(store)  # a bad URL or an unreachable store fails here, in one line
+
+    async def check() -> None:
+        await probe.open()
+        await probe.close()
+    asyncio.run(check())
+    service = Service(open_store(store), agent_factory=agent_factory, idle_ms=idle_ms)
+    app = create_app(service, api_key=api_key, max_body_bytes=max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")

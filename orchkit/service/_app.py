@@ -1,0 +1,176 @@
+"""The one ASGI app: FastAPI (REST, /docs) and python-socketio on the same port, behind a
+request-body size limit; the error table turns every refusal into a 4xx naming the field."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import sqlite3
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .._errors import OrchkitError
+from ._routes import build_router
+from ._schemas import error_status
+from ._service import Service
+from ._sockets import build_sockets
+
+log = logging.getLogger("orchkit.service")
+MAX_BODY_BYTES = 1 << 20
+
+
+def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               cors_origins: list[str] | None = None) -> Any:
+    """The ASGI app serving ``service``: REST under /api, /healthz, /metrics, /docs and
+    Socket.IO at /socket.io. ``api_key`` (default: ``$ORCHKIT_API_KEY``) guards /api,
+    /metrics and sockets; request bodies over ``max_body_bytes`` get 413. The service is
+    started and stopped by the app's lifespan."""
+    import socketio
+
+    if api_key is None:
+        api_key = os.environ.get("ORCHKIT_API_KEY") or None
+    if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be an int >= 1, got {max_body_bytes!r}")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    bearer = HTTPBearer(auto_error=False, description="the server's ORCHKIT_API_KEY")
+
+    async def auth(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if api_key is None:
+            return
+        if cred is None or not hmac.compare_digest(cred.credentials.encode(), api_key.encode()):
+            raise _Unauthorized()
+
+    api = FastAPI(title="orchkit service", version=_version(), lifespan=lifespan,
+                  description="Per-learner agents, runs and their records (SPEC §8). Times in "
+                              "ms; timestamps ISO-8601 UTC. Socket.IO on the same port.")
+    api.state.service = service
+    api.include_router(build_router(auth))
+
+    @api.exception_handler(_Unauthorized)
+    async def unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
+        return JSONResponse({"detail": "unauthorized: send Authorization: Bearer <ORCHKIT_API_KEY>"},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @api.exception_handler(_TooLarge)
+    async def too_large(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": _too_large(max_body_bytes)}, status_code=413)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return JSONResponse({"detail": "malformed JSON body: " + "; ".join(
+                e["msg"] for e in errors), "errors": errors}, status_code=400)
+        return JSONResponse({"detail": "; ".join(_describe(e) for e in errors), "errors": errors},
+                            status_code=422)
+
+    @api.exception_handler(OrchkitError)
+    async def refused(request: Request, exc: OrchkitError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=error_status(exc))
+
+    @api.exception_handler(ValueError)
+    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @api.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, (OSError, sqlite3.Error)) or type(exc).__module__.startswith("redis"):
+            log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+            return JSONResponse({"detail": f"the store is unavailable ({type(exc).__name__}: "
+                                           f"{exc}); retry later"}, status_code=503)
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server "
+                                       "log"}, status_code=500)
+
+    sio = build_sockets(service, api_key=api_key, max_bytes=max_body_bytes,
+                        cors_origins=cors_origins)
+    return BodyLimit(socketio.ASGIApp(sio, other_asgi_app=api), max_body_bytes)
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    where = ".".join(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else ".".join(loc)
+    kind = {"query": "parameter", "path": "path parameter", "header": "header"}.get(
+        loc[0] if loc else "", "field")
+    return f"{kind} '{where or 'body'}': {err['msg']}"
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__
+
+
+class BodyLimit:
+    """ASGI middleware: HTTP request bodies larger than ``limit`` bytes get 413 (by the
+    Content-Length header, or while streaming when there is none)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if not value.strip().isdigit():
+                    return await _reply(send, 400, "header 'Content-Length' is not a number")
+                if int(value) > self.limit:
+                    return await _reply(send, 413, _too_large(self.limit))
+        seen, started = 0, False
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        async def watch(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, watch)
+        except _TooLarge:
+            if not started:
+                await _reply(send, 413, _too_large(self.limit))
+
+
+def _too_large(limit: int) -> str:
+    return f"request body larger than {limit} bytes (the server's --max-body-bytes); send less"
+
+
+class _TooLarge(HTTPException):  # an HTTPException, so FastAPI's body parsing lets it through
+    def __init__(self) -> None:
+        super().__init__(413)
+
+
+async def _reply(send: Any, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

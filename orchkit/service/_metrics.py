@@ -1,0 +1,45 @@
+"""Prometheus metrics of one service (its own registry, so several apps can live in a process).
+
+- ``orchkit_runs_total{status}``: runs ended, by status (session-initialisation runs included)
+- ``orchkit_runs_in_flight``: runs running now
+- ``orchkit_step_latency_ms{agent,outcome}``: histogram of agent attempt times in ms, by
+  agent kind (``learning``, ``tutor``, ``speech``; other agents by id) — plan attempts and
+  direct agent calls alike
+- ``orchkit_agent_calls_in_flight``: direct agent calls (REST / socket) running now
+- ``orchkit_queue_depth``: attempts waiting for agent capacity
+- ``orchkit_sessions_active``, ``orchkit_agents_registered``
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000)
+
+
+class Metrics:
+    """The service's collectors; ``render()`` gives the Prometheus text and its content type."""
+
+    def __init__(self, service: Any):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = r = CollectorRegistry()
+        self.runs = Counter("orchkit_runs", "Runs ended, by status", ["status"], registry=r)
+        self.step_latency = Histogram(
+            "orchkit_step_latency_ms", "Agent attempt time in ms, by agent kind",
+            ["agent", "outcome"], buckets=LATENCY_BUCKETS_MS, registry=r)
+        self.agent_calls_in_flight = Gauge(
+            "orchkit_agent_calls_in_flight", "Direct agent calls running now", registry=r)
+        Gauge("orchkit_runs_in_flight", "Runs running now",
+              registry=r).set_function(service.runs_in_flight)
+        Gauge("orchkit_queue_depth", "Attempts waiting for agent capacity",
+              registry=r).set_function(service.queue_depth)
+        Gauge("orchkit_sessions_active", "Learner sessions open now",
+              registry=r).set_function(service.sessions_active)
+        Gauge("orchkit_agents_registered", "Agents registered with the orchestrator",
+              registry=r).set_function(lambda: len(service.orch.all_agents()))
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

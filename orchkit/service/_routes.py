@@ -1,0 +1,115 @@
+"""REST routes: thin functions over the ``Service`` (request model in, response model out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+
+from ._schemas import (ERRORS, LEARNER_ID, AgentList, AgentRequest, AgentResponseBody, ErrorBody, Health,
+                       LearnerState, PlanValid, RunAccepted, RunList, RunRecord, RunStatus)
+from ._service import AGENT_MS, Service, now_ms
+
+PLAN_BODY = Body(description="a plan (SPEC §2, camelCase as in the seed), or {plan, runId}",
+                 examples=[{"id": "p", "steps": [{"id": "a", "agentId": "learning-agent-1",
+                                                  "action": "fetch_external_data",
+                                                  "input": {"source": "curriculum_api"}}]}])
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _timed(response: Response, acc: list[float]) -> None:
+    response.headers["Server-Timing"] = f"agent;dur={acc[0]:.3f}"
+
+
+def build_router(auth: Any) -> APIRouter:
+    """The routes; ``auth`` is the dependency guarding /api and /metrics."""
+    api = APIRouter(prefix="/api", dependencies=[Depends(auth)],
+                    responses={k: ERRORS[k] for k in (400, 401, 413, 422)})
+
+    @api.post("/agents", response_model=AgentResponseBody, tags=["agents"],
+              responses={409: _err("the learner has no active session (start_session first)"),
+                         503: _err("the agent failed for a passing reason; retry")})
+    async def agents_action(req: AgentRequest, response: Response,
+                            svc: Service = Depends(_service)) -> Any:
+        """Session actions (start_session, process_interaction, end_session) and, with
+        `agent`, any action of the learner's learning, tutor or speech agent.
+        The `Server-Timing: agent;dur=MS` header gives the agents' own time."""
+        acc = [0.0]
+        token = AGENT_MS.set(acc)
+        try:
+            out = await svc.handle(req.action, req.learnerId, req.agent, req.data)
+        finally:
+            AGENT_MS.reset(token)
+        _timed(response, acc)
+        return out
+
+    @api.get("/agents", response_model=AgentList, tags=["agents"])
+    async def list_agents(svc: Service = Depends(_service)) -> Any:
+        """Every registered agent: id, kind, capacity, attempts in flight and waiting."""
+        return {"agents": svc.agents()}
+
+    @api.get("/learners/{learnerId}", response_model=LearnerState, tags=["agents"])
+    async def learner(learnerId: str = Path(pattern=LEARNER_ID),
+                      limit: int = Query(100, ge=1, le=1000),
+                      svc: Service = Depends(_service)) -> Any:
+        """The learner's latest session record and newest insights (from the store)."""
+        return {"learnerId": learnerId, "session": await svc.store.get_session(learnerId),
+                "insights": await svc.insights(learnerId, limit)}
+
+    @api.post("/runs", status_code=202, response_model=RunAccepted, tags=["runs"],
+              responses={409: _err("runId already used")})
+    async def submit_run(body: dict[str, Any] = PLAN_BODY, svc: Service = Depends(_service)) -> Any:
+        """Start a run of the plan; 202 with its id once it is recorded as `running`."""
+        return {"runId": await svc.submit_run(body)}
+
+    @api.get("/runs", response_model=RunList, tags=["runs"])
+    async def list_runs(status: RunStatus | None = None, limit: int = Query(50, ge=1, le=1000),
+                        svc: Service = Depends(_service)) -> Any:
+        """The newest runs (by creation), optionally of one status."""
+        return {"runs": await svc.list_runs(status, limit)}
+
+    @api.get("/runs/{runId}", response_model=RunRecord, tags=["runs"],
+             responses={404: _err("no such run")})
+    async def get_run(runId: str, svc: Service = Depends(_service)) -> Any:
+        """The run's record: plan, status, result, spans and events."""
+        return await svc.get_run(runId)
+
+    @api.delete("/runs/{runId}", response_model=RunRecord, tags=["runs"],
+                responses={404: _err("no such run"), 409: _err("the run has already ended")})
+    async def cancel_run(runId: str, svc: Service = Depends(_service)) -> Any:
+        """Cancel a running run; answers its final record (status `cancelled`)."""
+        return await svc.cancel_run(runId)
+
+    @api.post("/plans/validate", response_model=PlanValid, tags=["runs"])
+    async def validate(body: dict[str, Any] = PLAN_BODY) -> Any:
+        """200 if the plan is valid, 422 with the validation message otherwise."""
+        plan = Service.validate_plan(body)
+        chain = plan.chain()
+        return {"valid": True, "planId": plan.id, "plans": len(chain),
+                "steps": sum(len(p.steps) for p in chain)}
+
+    root = APIRouter()
+    root.include_router(api)
+
+    @root.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz(svc: Service = Depends(_service)) -> Any:
+        """Liveness: the server answers (no key needed)."""
+        return {"status": "ok", "store": type(svc.store).__name__, "uptimeMs": now_ms() - svc.started_ms,
+                "runsInFlight": svc.runs_in_flight(), "sessionsActive": svc.sessions_active()}
+
+    @root.get("/metrics", tags=["ops"], dependencies=[Depends(auth)], response_class=Response,
+              responses={200: {"content": {"text/plain": {}}}, 401: ERRORS[401], 413: ERRORS[413]})
+    async def metrics(svc: Service = Depends(_service)) -> Response:
+        """Prometheus text: runs by status, step latency histograms by agent, in flight,
+        queue depth."""
+        body, ctype = svc.metrics.render()
+        return Response(body, media_type=ctype)
+
+    return root

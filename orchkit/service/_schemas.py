@@ -1,0 +1,188 @@
+"""Request and response models of the REST API (the OpenAPI schema at /docs is built from
+these), and the one table from refusal to HTTP status shared by REST and Socket.IO."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._errors import (AgentError, NoSessionError, PlanValidationError, RunNotFoundError,
+                       ServiceError, UnknownActionError)
+
+LEARNER_ID = r"^[A-Za-z0-9_.@:-]{1,128}$"
+AgentKind = Literal["learning", "tutor", "speech"]
+RunStatus = Literal["running", "succeeded", "failed", "timed_out", "cancelled", "interrupted"]
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status (also used in socket acks) for an error the service raised."""
+    if isinstance(exc, UnknownActionError):
+        return 400
+    if isinstance(exc, RunNotFoundError):
+        return 404
+    if isinstance(exc, (NoSessionError, ServiceError)):
+        return 409
+    if isinstance(exc, AgentError):
+        return 503 if exc.retryable else 422
+    if isinstance(exc, (PlanValidationError, ValueError, TypeError)):
+        return 422
+    return 500
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentRequest(_In):
+    """``POST /api/agents``: a session action, or (with ``agent``) an agent's own action."""
+
+    action: str = Field(min_length=1, max_length=100, examples=["start_session"],
+                        description="start_session | process_interaction | end_session, or an "
+                                    "action of the agent named by `agent`")
+    learnerId: str = Field(pattern=LEARNER_ID, examples=["student_42"])
+    agent: AgentKind | None = Field(default=None, description="whose action it is, for an "
+                                    "agent action (learning | tutor | speech)")
+    data: dict[str, Any] = Field(default_factory=dict, examples=[
+        {"subject": "mathematics", "gradeLevel": 5}])
+
+
+class StepOutcome(BaseModel):
+    success: bool
+    data: Any = None
+    error: str | None = None
+
+
+class Orchestration(BaseModel):
+    success: bool
+    duration: float = Field(description="ms")
+    results: dict[str, StepOutcome]
+
+
+class SessionAgents(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    learning: str
+    tutor: str
+
+
+class StartSessionResponse(BaseModel):
+    sessionId: str
+    agents: SessionAgents
+    status: Literal["ready", "failed"]
+    orchestration: Orchestration
+    timestamp: str
+
+
+class InteractionResult(BaseModel):
+    correct: bool | None
+    nextActivity: dict[str, Any] | None
+    adaptations: dict[str, Any]
+
+
+class InteractionResponse(BaseModel):
+    success: bool
+    response: InteractionResult
+    confidence: float
+    reasoning: str
+    timestamp: str
+
+
+class EndSessionResponse(BaseModel):
+    success: bool
+    sessionId: str
+    status: Literal["ended"]
+    durationMs: float
+    timestamp: str
+
+
+class AgentActionResponse(BaseModel):
+    success: bool
+    agent: AgentKind
+    agentId: str
+    response: dict[str, Any] = Field(description="the agent's response (action, confidence, "
+                                     "reasoning, data, recommendations, nextSteps)")
+    timestamp: str
+
+
+AgentResponseBody = StartSessionResponse | InteractionResponse | EndSessionResponse | AgentActionResponse
+
+
+class RunAccepted(BaseModel):
+    runId: str
+
+
+class RunSummary(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    runId: str
+    planId: str
+    status: RunStatus
+    kind: str = Field(description="api (POST /api/runs) or session (a session's initialisation)")
+    learnerId: str | None = None
+    createdAt: str
+    createdMs: float
+    finishedAt: str | None = None
+    durationMs: float | None = None
+    error: str | None = None
+
+
+class RunRecord(RunSummary):
+    model_config = ConfigDict(extra="allow")
+    plan: dict[str, Any]
+    result: dict[str, Any] | None = Field(description="success, planId, results, errors, "
+                                          "stepStates, durationMs, fallbackChain")
+    spans: list[dict[str, Any]] = Field(description="one row per attempt, times in ms from the "
+                                        "run's start (orchkit.SPAN_COLUMNS)")
+    events: list[dict[str, Any]] = Field(description="the run's bus events, in order (seq)")
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+
+
+class PlanValid(BaseModel):
+    valid: Literal[True]
+    planId: str
+    plans: int = Field(description="the plan and its fallbacks")
+    steps: int
+
+
+class AgentInfo(BaseModel):
+    id: str
+    kind: str
+    type: str
+    capacity: int | None
+    inFlight: int
+    waiting: int
+    breaker: Any = Field(None, description="breaker state, when the agent has a breaker")
+    learnerId: str | None
+
+
+class AgentList(BaseModel):
+    agents: list[AgentInfo]
+
+
+class LearnerState(BaseModel):
+    learnerId: str
+    session: dict[str, Any] | None
+    insights: list[dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    store: str
+    uptimeMs: float
+    runsInFlight: int
+    sessionsActive: int
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="what is wrong, naming the field, and the fix")
+    errors: list[dict[str, Any]] | None = None
+
+
+ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in {
+    400: "malformed JSON, or an unknown action (the valid ones are listed)",
+    401: "missing or wrong bearer key (ORCHKIT_API_KEY is set)",
+    413: "request body larger than the limit (default 1 MiB)",
+    422: "a field has the wrong type or value, the plan is invalid, or the agent refused the input",
+}.items()}

@@ -1,0 +1,324 @@
+"""Where the service keeps run records, sessions and insights: one small protocol, two stores.
+
+A record is a JSON-able dict. A write returns only once the store has it (SQLite: the
+transaction committed; Redis: the server answered, so with AOF on it survives a restart of
+the Redis server). ``open_store(url)`` picks the store: ``sqlite:///path.db`` (the
+embedded default; ``sqlite:///:memory:`` for a throw-away one) or ``redis://HOST:PORT/DB``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from .._errors import ServiceError
+
+INSIGHTS_KEPT = 1000  # per learner by default; older ones are dropped
+
+
+class Store(Protocol):
+    """The service's persistence seam. Every method is a coroutine; records are dicts."""
+
+    async def open(self) -> None:
+        """Connect / create tables; called once before any other method."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def save_run(self, record: dict[str, Any]) -> None:
+        """Insert or replace the run ``record["runId"]`` (keys: runId, status, createdMs, …)."""
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The run's record, or None."""
+
+    async def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs (by createdMs), only those with ``status`` if given."""
+
+    async def interrupt_running(self, now_ms: float) -> list[str]:
+        """Mark every run still ``running`` as ``interrupted`` (at start-up); returns their ids."""
+
+    async def save_session(self, session: dict[str, Any]) -> None:
+        """Insert or replace the session of ``session["learnerId"]``."""
+
+    async def get_session(self, learner_id: str) -> dict[str, Any] | None:
+        """The learner's latest session, or None."""
+
+    async def list_sessions(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Every learner's latest session (only those with ``status`` if given)."""
+
+    async def add_insight(self, learner_id: str, insight: dict[str, Any]) -> None:
+        """Append an insight to the learner's list (the newest ``insights_kept`` are kept)."""
+
+    async def list_insights(self, learner_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The learner's newest ``limit`` insights, newest first."""
+
+
+def open_store(url: str) -> Store:
+    """The store for ``url``: ``sqlite:///FILE`` or ``redis://HOST:PORT/DB`` (not yet opened)."""
+    if not isinstance(url, str):
+        raise TypeError(f"store url must be a string, got {type(url).__name__}")
+    scheme = urlparse(url).scheme
+    if scheme == "sqlite":
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ServiceError(f"store url {url!r}: write sqlite:///FILE (e.g. sqlite:///orchkit.db, "
+                               "sqlite:////abs/path.db or sqlite:///:memory:)")
+        return SQLiteStore(path)
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisStore(url)
+    raise ServiceError(f"store url {url!r}: unknown scheme {scheme!r} (use sqlite:///FILE or "
+                       "redis://HOST:PORT/DB)")
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"), allow_nan=False, default=str)
+
+
+class SQLiteStore:
+    """Runs, sessions and insights in one SQLite file (WAL), served by one thread.
+
+    Each write is its own committed transaction; the event loop never blocks on the disk.
+    """
+
+    def __init__(self, path: str | Path, *, insights_kept: int = INSIGHTS_KEPT):
+        self.path = str(path)
+        self.insights_kept = insights_kept
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="orchkit-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    async def _do(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def open(self) -> None:
+        def go():
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript("""
+                CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, status TEXT NOT NULL,
+                    created_ms REAL NOT NULL, record TEXT NOT NULL);
+                CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_ms);
+                CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_ms);
+                CREATE TABLE IF NOT EXISTS sessions (learner_id TEXT PRIMARY KEY,
+                    status TEXT NOT NULL, record TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS insights (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    learner_id TEXT NOT NULL, record TEXT NOT NULL);
+                CREATE INDEX IF NOT EXISTS insights_by_learner ON insights (learner_id, id);
+            """)
+            self._db = db
+        try:
+            await self._do(go)
+        except sqlite3.Error as exc:
+            raise ServiceError(f"cannot open the SQLite store {self.path!r}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._do(self._db.close)
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+    def _write(self, sql: str, args: tuple) -> None:
+        self._db.execute(sql, args)
+
+    async def save_run(self, record: dict[str, Any]) -> None:
+        await self._do(self._write, "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
+                       (record["runId"], record["status"], record["createdMs"], _dumps(record)))
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        row = await self._do(lambda: self._db.execute(
+            "SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone())
+        return None if row is None else json.loads(row[0])
+
+    async def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        if status is None:
+            sql, args = "SELECT record FROM runs ORDER BY created_ms DESC, run_id LIMIT ?", (limit,)
+        else:
+            sql = "SELECT record FROM runs WHERE status = ? ORDER BY created_ms DESC, run_id LIMIT ?"
+            args = (status, limit)
+        rows = await self._do(lambda: self._db.execute(sql, args).fetchall())
+        return [json.loads(r[0]) for r in rows]
+
+    async def interrupt_running(self, now_ms: float) -> list[str]:
+        def go():
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute("SELECT record FROM runs WHERE status = 'running'").fetchall()
+                ids = []
+                for (text,) in rows:
+                    rec = _interrupted(json.loads(text), now_ms)
+                    db.execute("UPDATE runs SET status = ?, record = ? WHERE run_id = ?",
+                               (rec["status"], _dumps(rec), rec["runId"]))
+                    ids.append(rec["runId"])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return ids
+        return await self._do(go)
+
+    async def save_session(self, session: dict[str, Any]) -> None:
+        await self._do(self._write, "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)",
+                       (session["learnerId"], session["status"], _dumps(session)))
+
+    async def get_session(self, learner_id: str) -> dict[str, Any] | None:
+        row = await self._do(lambda: self._db.execute(
+            "SELECT record FROM sessions WHERE learner_id = ?", (learner_id,)).fetchone())
+        return None if row is None else json.loads(row[0])
+
+    async def list_sessions(self, status: str | None = None) -> list[dict[str, Any]]:
+        if status is None:
+            sql, args = "SELECT record FROM sessions ORDER BY learner_id", ()
+        else:
+            sql, args = "SELECT record FROM sessions WHERE status = ? ORDER BY learner_id", (status,)
+        rows = await self._do(lambda: self._db.execute(sql, args).fetchall())
+        return [json.loads(r[0]) for r in rows]
+
+    async def add_insight(self, learner_id: str, insight: dict[str, Any]) -> None:
+        def go():
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT INTO insights (learner_id, record) VALUES (?, ?)",
+                           (learner_id, _dumps(insight)))
+                db.execute("DELETE FROM insights WHERE learner_id = ? AND id NOT IN (SELECT id "
+                           "FROM insights WHERE learner_id = ? ORDER BY id DESC LIMIT ?)",
+                           (learner_id, learner_id, self.insights_kept))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        await self._do(go)
+
+    async def list_insights(self, learner_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._do(lambda: self._db.execute(
+            "SELECT record FROM insights WHERE learner_id = ? ORDER BY id DESC LIMIT ?",
+            (learner_id, limit)).fetchall())
+        return [json.loads(r[0]) for r in rows]
+
+
+def _interrupted(record: dict[str, Any], now_ms: float) -> dict[str, Any]:
+    return {**record, "status": "interrupted", "finishedMs": now_ms,
+            "error": "the server stopped while this run was in flight"}
+
+
+class RedisStore:
+    """Runs, sessions and insights in Redis (redis-py asyncio), under the ``orchkit:`` prefix.
+
+    Keys (``prefix`` first): ``run:<id>`` (JSON), ``runs`` (sorted set by createdMs),
+    ``runs:running`` (set), ``session:<learnerId>`` (JSON), ``sessions`` (set),
+    ``insights:<learnerId>`` (list, newest first).
+    A command that meets a lost connection is retried with backoff for up to
+    ``retry_for_ms`` (a Redis restart), so a write is acknowledged only once Redis has it.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "orchkit:", retry_for_ms: float = 15_000,
+                 insights_kept: int = INSIGHTS_KEPT):
+        self.url = url
+        self.PREFIX = prefix
+        self.retry_for_ms = retry_for_ms
+        self.insights_kept = insights_kept
+        self._r: Any = None
+
+    async def open(self) -> None:
+        try:
+            import redis.asyncio as aioredis
+            from redis.backoff import ExponentialBackoff
+            from redis.exceptions import ConnectionError, TimeoutError
+            from redis.asyncio.retry import Retry
+        except ImportError:
+            raise ServiceError("the Redis store needs redis-py: pip install 'orchkit[server]'") from None
+        retries = max(1, int(self.retry_for_ms / 250))
+        self._r = aioredis.from_url(
+            self.url, decode_responses=True, socket_connect_timeout=2,
+            retry=Retry(ExponentialBackoff(cap=0.25, base=0.01), retries),
+            retry_on_error=[ConnectionError, TimeoutError, OSError])
+        try:
+            await self._r.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure here is "cannot reach it"
+            await self._r.aclose()
+            raise ServiceError(f"cannot reach the Redis store at {self.url}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._r is not None:
+            await self._r.aclose()
+            self._r = None
+
+    async def save_run(self, record: dict[str, Any]) -> None:
+        p, rid = self.PREFIX, record["runId"]
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.set(f"{p}run:{rid}", _dumps(record))
+            pipe.zadd(f"{p}runs", {rid: record["createdMs"]})
+            if record["status"] == "running":
+                pipe.sadd(f"{p}runs:running", rid)
+            else:
+                pipe.srem(f"{p}runs:running", rid)
+            await pipe.execute()
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        text = await self._r.get(f"{self.PREFIX}run:{run_id}")
+        return None if text is None else json.loads(text)
+
+    async def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        start, page = 0, max(limit, 100)
+        while len(out) < limit:
+            ids = await self._r.zrevrange(f"{self.PREFIX}runs", start, start + page - 1)
+            if not ids:
+                break
+            texts = await self._r.mget([f"{self.PREFIX}run:{i}" for i in ids])
+            for text in texts:
+                if text is not None:
+                    rec = json.loads(text)
+                    if status is None or rec.get("status") == status:
+                        out.append(rec)
+            start += page
+        return out[:limit]
+
+    async def interrupt_running(self, now_ms: float) -> list[str]:
+        p = self.PREFIX
+        ids = sorted(await self._r.smembers(f"{p}runs:running"))
+        for rid in ids:
+            rec = await self.get_run(rid)
+            if rec is not None and rec.get("status") == "running":
+                await self.save_run(_interrupted(rec, now_ms))
+            else:
+                await self._r.srem(f"{p}runs:running", rid)
+        return ids
+
+    async def save_session(self, session: dict[str, Any]) -> None:
+        p, lid = self.PREFIX, session["learnerId"]
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.set(f"{p}session:{lid}", _dumps(session))
+            pipe.sadd(f"{p}sessions", lid)
+            await pipe.execute()
+
+    async def get_session(self, learner_id: str) -> dict[str, Any] | None:
+        text = await self._r.get(f"{self.PREFIX}session:{learner_id}")
+        return None if text is None else json.loads(text)
+
+    async def list_sessions(self, status: str | None = None) -> list[dict[str, Any]]:
+        ids = sorted(await self._r.smembers(f"{self.PREFIX}sessions"))
+        if not ids:
+            return []
+        texts = await self._r.mget([f"{self.PREFIX}session:{i}" for i in ids])
+        recs = [json.loads(t) for t in texts if t is not None]
+        return [r for r in recs if status is None or r.get("status") == status]
+
+    async def add_insight(self, learner_id: str, insight: dict[str, Any]) -> None:
+        key = f"{self.PREFIX}insights:{learner_id}"
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, _dumps(insight))
+            pipe.ltrim(key, 0, self.insights_kept - 1)
+            await pipe.execute()
+
+    async def list_insights(self, learner_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        texts = await self._r.lrange(f"{self.PREFIX}insights:{learner_id}", 0, limit - 1)
+        return [json.loads(t) for t in texts]
