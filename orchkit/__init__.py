@@ -4,7 +4,7 @@ Every time in the public API is in milliseconds.
 """
 
 from ._agent import Agent, AgentResponse
-from ._charts import gantt, makespan_chart
+from ._charts import draw, gantt, makespan_chart
 from ._errors import (AgentError, MissingDependencyError, NoSessionError, OrchkitError,
                       PlanFailedError, PlanTimeoutError, PlanValidationError, RunNotFoundError,
                       ServiceError, UnknownActionError)
@@ -29,6 +29,6 @@ __all__ = [
     "NoSessionError", "Orchestrator", "OrchkitError", "Plan", "PlanFailedError",
     "PlanTimeoutError", "PlanValidationError", "RUN_COLUMNS", "RemoteAgent", "RetryPolicy",
     "RunNotFoundError", "RunResult", "SPAN_COLUMNS", "SeedCompatWarning", "ServiceError", "Step",
-    "Summary", "TuneResult", "UnknownActionError", "Workload", "examples", "fit_models", "gantt",
+    "Summary", "TuneResult", "UnknownActionError", "Workload", "draw", "examples", "fit_models", "gantt",
     "makespan_chart", "monte_carlo", "simulate", "sweep", "tune",
 ]

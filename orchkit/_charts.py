@@ -1,17 +1,26 @@
-"""Plotly charts of tidy frames: Gantt charts of spans, makespan distributions of runs."""
+"""Plotly charts of tidy frames: Gantt charts of spans, makespan distributions of runs, and
+a plan's DAG. One outcome colour map serves every chart."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ._diagram import depths, describe_plan, describe_step
+from ._plan import Plan
 from ._result import SPAN_COLUMNS, RunResult
 
-OUTCOME_COLORS = {"succeeded": "#2ca02c", "error": "#d62728", "timeout": "#ff7f0e",
-                  "cancelled": "#7f7f7f", "queued": "#aec7e8"}
+GREEN, RED, ORANGE, GREY, PURPLE = "#2ca02c", "#d62728", "#ff7f0e", "#7f7f7f", "#9467bd"
+OUTCOME_COLORS = {  # attempt outcomes and run statuses: the same colour in every chart
+    "succeeded": GREEN, "error": RED, "failed": RED, "timeout": ORANGE, "timed_out": ORANGE,
+    "cancelled": GREY, "skipped": "#c7c7c7", "rejected": PURPLE, "queued": "#aec7e8",
+}
+PALETTE = ("#1f77b4", "#e377c2", "#17becf", "#bcbd22", "#8c564b", "#393b79", "#637939",
+           "#843c39")  # groups that are not outcomes (studies, plans): none of the above
+PERCENTILES = (0.5, 0.95, 0.99)
 
 
 def _spans_of(data: Any) -> pd.DataFrame:
@@ -26,83 +35,279 @@ def _spans_of(data: Any) -> pd.DataFrame:
     return spans
 
 
-def gantt(data: RunResult | pd.DataFrame | Any, *, y: str = "step_id", run_id: Any = None,
-          title: str | None = None) -> go.Figure:
-    """One bar per attempt on a ms axis, one row per ``y`` value, coloured by outcome.
+def _slots(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Sub-lane of each interval: the lowest one free at its start (intervals sorted by
+    start), so overlapping attempts of one agent sit side by side, never on each other."""
+    free_at: list[float] = []
+    out = np.zeros(len(start), dtype=int)
+    for i in np.argsort(start, kind="stable"):
+        k = next((j for j, t in enumerate(free_at) if t <= start[i]), len(free_at))
+        if k == len(free_at):
+            free_at.append(end[i])
+        else:
+            free_at[k] = end[i]
+        out[i] = k
+    return out
 
-    A light bar before an attempt shows its wait for agent capacity (queued_ms→start_ms);
-    bars are labelled with the attempt number, so retries and timeouts read at a glance.
-    ``data`` is a RunResult (live or simulated) or a spans frame; with several runs, pick
-    one with ``run_id`` or the rows are labelled ``run_id/step``.
+
+def gantt(data: RunResult | pd.DataFrame | Any, *, y: str = "step_id", run_id: Any = None,
+          plan: Plan | None = None, title: str | None = None) -> go.Figure:
+    """One bar per attempt on a ms axis, coloured by outcome (``OUTCOME_COLORS``).
+
+    ``y="step_id"`` (default): one row per step (``run/step`` when there are several runs,
+    ``plan/step`` across a fallback chain). ``y="agent_id"``: one lane per agent across all
+    runs, attempts that overlap side by side inside the lane, so capacity contention shows
+    as a lane as tall as the agent's capacity with queue waits in front; bars are labelled
+    ``r<run>#<attempt>``. A light bar before an attempt is its wait for agent capacity
+    (queued_ms→start_ms). ``plan`` (with step rows) adds an arrow from each dependency's
+    end to the dependent's first start. ``data``: a RunResult (live or simulated), a
+    MonteCarloResult or a spans frame; ``run_id`` picks one run.
     """
     spans = _spans_of(data)
     if y not in spans.columns:
         raise ValueError(f"gantt(): y={y!r} is not a column (columns: {list(spans.columns)})")
+    if plan is not None and not isinstance(plan, Plan):
+        raise TypeError(f"gantt(): plan must be a Plan (for dependency arrows), got {type(plan).__name__}")
     if run_id is not None:
         spans = spans[spans["run_id"] == run_id]
-    several_plans = spans["plan_id"].nunique() > 1 and y == "step_id"
+    several_runs = spans["run_id"].nunique() > 1
+    lanes = y == "agent_id"
     labels = spans[y].astype(str)
-    if several_plans:
+    if y == "step_id" and spans["plan_id"].nunique() > 1:
         labels = spans["plan_id"].astype(str) + "/" + labels
-    if spans["run_id"].nunique() > 1 and y != "run_id":
+    if several_runs and y not in ("run_id", "agent_id"):
         labels = spans["run_id"].astype(str) + "/" + labels
-    spans = spans.assign(_row=labels)
-    order = list(dict.fromkeys(spans.sort_values(["queued_ms", "_row"])["_row"]))
+    spans = spans.assign(_row=labels.to_numpy())
+    order = list(dict.fromkeys(spans.sort_values(["queued_ms", "_row"], kind="stable")["_row"]))
+    if lanes:  # sub-lanes inside each agent's lane: offset/width per bar
+        spans = spans.assign(_slot=0, _of=1)
+        for _, g in spans.groupby("_row", sort=False):
+            end = g["end_ms"].fillna(g["queued_ms"]).to_numpy(dtype=float)
+            slot = _slots(g["queued_ms"].to_numpy(dtype=float), end)
+            spans.loc[g.index, "_slot"] = slot
+            spans.loc[g.index, "_of"] = slot.max() + 1
+        width = 0.8 / spans["_of"]
+        spans = spans.assign(_width=width, _offset=-0.4 + spans["_slot"] * width)
+    tag = ("r" + spans["run_id"].astype(str) + "#" if lanes and several_runs else "#")
+    spans = spans.assign(_text=tag + spans["attempt"].astype(str))
+
+    def geometry(g: pd.DataFrame) -> dict[str, Any]:
+        return {"offset": g["_offset"], "width": g["_width"]} if lanes else {}
+
     fig = go.Figure()
     waited = spans[spans["start_ms"].isna() | (spans["start_ms"] > spans["queued_ms"])]
     if len(waited):
         wait_end = waited["start_ms"].fillna(waited["end_ms"])
         fig.add_bar(name="queued", orientation="h", y=waited["_row"], base=waited["queued_ms"],
                     x=wait_end - waited["queued_ms"], marker_color=OUTCOME_COLORS["queued"],
-                    hovertemplate="%{y}: waited %{x:.1f} ms from %{base:.1f} ms<extra></extra>")
+                    customdata=np.stack([waited["run_id"].astype(str), waited["step_id"]], axis=1),
+                    hovertemplate=("run %{customdata[0]} %{customdata[1]}: waited %{x:.1f} ms "
+                                   "from %{base:.1f} ms<extra>queued</extra>"), **geometry(waited))
     ran = spans.dropna(subset=["start_ms"])
     for outcome, g in ran.groupby("outcome", sort=False):
         fig.add_bar(name=str(outcome), orientation="h", y=g["_row"], base=g["start_ms"],
-                    x=g["end_ms"] - g["start_ms"], text="#" + g["attempt"].astype(str),
-                    textposition="inside", marker_color=OUTCOME_COLORS.get(str(outcome)),
-                    customdata=np.stack([g["agent_id"], g["action"], g["error"].fillna("")], axis=1),
-                    hovertemplate=("%{y} attempt %{text}: %{base:.1f} → %{x:.1f} ms<br>"
-                                   "%{customdata[0]}.%{customdata[1]}<br>%{customdata[2]}"
-                                   "<extra>" + str(outcome) + "</extra>"))
+                    x=g["end_ms"] - g["start_ms"], text=g["_text"], textposition="inside",
+                    textangle=0, insidetextanchor="middle",
+                    marker_color=OUTCOME_COLORS.get(str(outcome), GREY),
+                    customdata=np.stack([g["run_id"].astype(str), g["step_id"], g["agent_id"],
+                                         g["action"], g["error"].fillna("")], axis=1),
+                    hovertemplate=("run %{customdata[0]}, step %{customdata[1]}, attempt "
+                                   "%{text}: %{base:.1f} ms + %{x:.1f} ms<br>%{customdata[2]}."
+                                   "%{customdata[3]}<br>%{customdata[4]}<extra>" + str(outcome)
+                                   + "</extra>"), **geometry(g))
+    if plan is not None and not lanes:
+        _arrows(fig, spans, plan)
     fig.update_layout(barmode="overlay", title=title, xaxis_title="time (ms)",
-                      yaxis_title=y, legend_title="outcome")
+                      yaxis_title="agent (lanes: attempts in flight)" if lanes else y,
+                      legend_title="outcome", showlegend=True,  # a legend even for one outcome
+                      uniformtext={"minsize": 9, "mode": "hide"})  # no tiny or sideways labels
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1])
     return fig
 
 
-def makespan_chart(data: Any, *, kind: Literal["cdf", "histogram"] = "cdf",
-                   color: str | None = None, title: str | None = None) -> go.Figure:
-    """The distribution of ``makespan_ms`` over runs, with p50/p95/p99 marked.
+def _arrows(fig: go.Figure, spans: pd.DataFrame, plan: Plan) -> None:
+    """Dependency arrows: from a dependency's last end to the dependent's first start."""
+    deps = {(p.id, s.id): s.dependencies for p in plan.chain() for s in p.steps}
+    key = ["run_id", "plan_id", "step_id"]
+    first = spans.groupby(key, sort=False).agg(start=("start_ms", "min"), row=("_row", "first"))
+    last = spans.groupby(key, sort=False).agg(end=("end_ms", "max"), row=("_row", "first"))
+    for (run, plan_id, step_id), r in first.iterrows():
+        for d in deps.get((plan_id, step_id), ()):
+            if (run, plan_id, d) not in last.index or np.isnan(r["start"]):
+                continue
+            src = last.loc[(run, plan_id, d)]
+            fig.add_annotation(x=r["start"], y=r["row"], ax=src["end"], ay=src["row"],
+                               xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                               arrowhead=2, arrowsize=1, arrowwidth=1, arrowcolor="#444",
+                               opacity=0.6, text="")
 
-    ``data`` is a MonteCarloResult or its ``runs`` frame; ``color`` names a column to
-    split by (e.g. "status"): each CDF curve is then that group's share of all runs, so
-    the curves add up to the overall CDF.
-    """
+
+# ------------------------------------------------------------------ makespan
+
+
+def _runs_of(data: Any, what: str) -> pd.DataFrame:
     runs = getattr(data, "runs", data)
     if not isinstance(runs, pd.DataFrame) or "makespan_ms" not in runs.columns:
-        raise TypeError("makespan_chart() takes a MonteCarloResult or a runs frame with "
-                        "a 'makespan_ms' column")
+        raise TypeError(f"makespan_chart() takes a MonteCarloResult or a runs frame with a "
+                        f"'makespan_ms' column (or a list or dict of them); {what} is a "
+                        f"{type(data).__name__}")
+    return runs
+
+
+def _studies(data: Any) -> tuple[pd.DataFrame, str | None]:
+    """One runs frame; with several studies, a 'study' column labels each one's rows."""
+    if isinstance(data, Mapping):
+        items = [(str(k), v) for k, v in data.items()]
+    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        items = []
+        for i, v in enumerate(data):
+            plan = getattr(v, "plan", None)
+            items.append((f"{i + 1}: {plan.id}" if plan is not None else f"study {i + 1}", v))
+    else:
+        return _runs_of(data, "data"), None
+    if not items:
+        raise ValueError("makespan_chart(): the list or dict of studies is empty")
+    frames = [_runs_of(v, f"study {k!r}").assign(study=k) for k, v in items]
+    return pd.concat(frames, ignore_index=True), "study"
+
+
+def _group_colour(name: Any, i: int, by_outcome: bool) -> str:
+    if by_outcome and str(name) in OUTCOME_COLORS:
+        return OUTCOME_COLORS[str(name)]
+    return PALETTE[i % len(PALETTE)]
+
+
+def makespan_chart(data: Any, *, kind: Literal["cdf", "histogram"] = "cdf",
+                   color: str | None = None, title: str | None = None) -> go.Figure:
+    """The distribution of ``makespan_ms`` over runs, with p50/p95/p99 marked per group.
+
+    ``data``: a MonteCarloResult or its ``runs`` frame; or several to compare in one figure
+    — a list (labelled ``1: <plan id>``, …) or a dict (labelled by key). ``color`` names a
+    column to split by as well (e.g. "status", coloured by ``OUTCOME_COLORS``). Each
+    group's curve is normalised to that group (a CDF ends at 1; a histogram shows the
+    fraction of the group's runs), and its percentiles are marked on it with their 95%
+    intervals as horizontal bars (one group: also as vertical lines). The legend gives
+    each group's runs and, when runs can fail, its success rate.
+    """
+    from ._study import quantile_ci, wilson_ci
+
+    runs, study_col = _studies(data)
+    if color is not None and color not in runs.columns:
+        raise ValueError(f"makespan_chart(): color={color!r} is not a column "
+                         f"(columns: {list(runs.columns)})")
+    keys = [k for k in (study_col, color) if k is not None]
+    groups = [(None, runs)] if not keys else list(runs.groupby(keys if len(keys) > 1 else keys[0],
+                                                                 sort=False, observed=True))
+    by_outcome = color is not None and study_col is None
     fig = go.Figure()
-    groups = [(None, runs)] if color is None else list(runs.groupby(color, observed=True))
-    for name, g in groups:
+    for i, (name, g) in enumerate(groups):
+        label = "all runs" if name is None else (" / ".join(map(str, name))
+                                                 if isinstance(name, tuple) else str(name))
+        colour = _group_colour(name, i, by_outcome)
         x = np.sort(g["makespan_ms"].to_numpy(dtype=float))
-        label = "all runs" if name is None else str(name)
+        n = len(x)
+        legend = f"{label} ({n:,} runs"
+        if "status" in g.columns and color != "status":
+            ok, lo, hi = wilson_ci(int((g["status"] == "succeeded").sum()), n)
+            legend += f", {ok:.1%} succeeded [{lo:.1%}, {hi:.1%}]"
+        legend += ")"
         if kind == "cdf":
-            y = np.arange(1, len(x) + 1) / len(runs)
-            if len(x) > 2000:  # 2000 points draw the same curve, in a lighter figure
-                keep = np.unique(np.linspace(0, len(x) - 1, 2000).astype(int))
+            y = np.arange(1, n + 1) / n
+            if n > 2000:  # 2000 points draw the same curve, in a lighter figure
+                keep = np.unique(np.linspace(0, n - 1, 2000).astype(int))
                 x, y = x[keep], y[keep]
-            fig.add_scatter(x=x, y=y, mode="lines", name=label, line_shape="hv")
+            fig.add_scatter(x=x, y=y, mode="lines", name=legend, line_shape="hv",
+                            line_color=colour, legendgroup=label)
         else:
-            fig.add_histogram(x=x, name=label, opacity=0.75)
-    mk = runs["makespan_ms"].to_numpy(dtype=float)
-    for q, dash, y in ((0.5, "dot", 1.0), (0.95, "dash", 0.93), (0.99, "longdash", 0.86)):
-        v = float(np.quantile(mk, q))  # labels at three heights: p95 and p99 may coincide
-        fig.add_vline(x=v, line_dash=dash, line_color="black",
-                      annotation_text=f"p{round(q * 100)} {v:,.0f} ms",
-                      annotation_position="top left", annotation_y=y,
-                      annotation_bgcolor="rgba(255,255,255,0.7)")
+            fig.add_histogram(x=x, name=legend, opacity=0.6, marker_color=colour,
+                              histnorm="probability" if len(groups) > 1 else None,
+                              legendgroup=label)
+        cis = [quantile_ci(g["makespan_ms"].to_numpy(dtype=float), q) for q in PERCENTILES]
+        est = np.array([c[0] for c in cis])
+        lo = np.array([c[1] for c in cis])
+        hi = np.array([c[2] for c in cis])
+        tags = [f"p{round(q * 100)}" for q in PERCENTILES]
+        fig.add_scatter(
+            x=est, y=list(PERCENTILES) if kind == "cdf" else [0] * len(est), mode="markers",
+            marker={"color": colour, "size": 8, "symbol": "diamond"}, legendgroup=label,
+            showlegend=False, name=f"{label} percentiles",
+            error_x={"type": "data", "symmetric": False, "array": np.nan_to_num(hi - est),
+                     "arrayminus": np.nan_to_num(est - lo), "color": colour, "thickness": 1.5},
+            customdata=np.stack([tags, lo, hi], axis=1),
+            hovertemplate=(label + " %{customdata[0]}: %{x:,.0f} ms (95% CI %{customdata[1]:,.0f}"
+                           "–%{customdata[2]:,.0f})<extra></extra>"))
+    if len(groups) == 1:
+        mk = runs["makespan_ms"].to_numpy(dtype=float)
+        for q, dash, ypos in zip(PERCENTILES, ("dot", "dash", "longdash"), (1.0, 0.93, 0.86)):
+            v = float(np.quantile(mk, q))  # labels at three heights: p95 and p99 may coincide
+            fig.add_vline(x=v, line_dash=dash, line_color="black",
+                          annotation_text=f"p{round(q * 100)} {v:,.0f} ms",
+                          annotation_position="top left", annotation_y=ypos,
+                          annotation_bgcolor="rgba(255,255,255,0.7)")
     fig.update_layout(title=title, xaxis_title="makespan (ms)",
-                      yaxis_title="fraction of runs" if kind == "cdf" else "runs",
-                      barmode="overlay")
+                      yaxis_title=("fraction of the group's runs" if len(groups) > 1
+                                   else "fraction of runs" if kind == "cdf" else "runs"),
+                      barmode="overlay", legend={"yanchor": "bottom", "y": 0.02,
+                                                 "xanchor": "right", "x": 0.99})
+    return fig
+
+
+# ------------------------------------------------------------------ the plan's DAG
+
+
+def draw(plan: Plan, *, title: str | None = None) -> go.Figure:
+    """The plan's DAG: steps as boxes in columns by dependency depth (plan order within a
+    column), arrows for dependencies, one band per plan of the fallback chain with a red
+    "fallback" arrow between bands. Hover a step for its limits (timeout, retries)."""
+    if not isinstance(plan, Plan):
+        raise TypeError(f"draw() takes a Plan, got {type(plan).__name__}")
+    fig = go.Figure()
+    top, half_w, half_h = 0.0, 0.42, 0.3  # y of the current band's label; box half sizes
+    bands = []  # (label y, lowest box y) per plan
+    chain = plan.chain()
+    for k, p in enumerate(chain):
+        colour = PALETTE[k % len(PALETTE)]
+        depth = depths(p)
+        columns: dict[int, list[str]] = {}
+        for s in p.steps:
+            columns.setdefault(depth[s.id], []).append(s.id)
+        rows = max(len(c) for c in columns.values())
+        pos = {sid: (float(d), top - 0.8 - i - (rows - len(ids)) / 2)
+               for d, ids in columns.items() for i, sid in enumerate(ids)}
+        fig.add_annotation(x=-half_w, y=top, xref="x", yref="y", showarrow=False, xanchor="left",
+                           text=f"<b>plan {p.id}</b>{' (fallback)' if k else ''}: {describe_plan(p)}")
+        for s in p.steps:
+            x, y = pos[s.id]
+            fig.add_shape(type="rect", x0=x - half_w, x1=x + half_w, y0=y - half_h, y1=y + half_h,
+                          line={"color": colour, "width": 1.5}, fillcolor=colour, opacity=0.18,
+                          layer="below")
+            for d in s.dependencies:
+                x0, y0 = pos[d]
+                fig.add_annotation(x=x - half_w, y=y, ax=x0 + half_w, ay=y0, xref="x", yref="y",
+                                   axref="x", ayref="y", showarrow=True, arrowhead=2,
+                                   arrowwidth=1.5, arrowcolor="#555", text="")
+        steps = list(p.steps)
+        limits = [describe_step(s) for s in steps]
+        fig.add_scatter(
+            x=[pos[s.id][0] for s in steps], y=[pos[s.id][1] for s in steps], mode="text",
+            text=[f"<b>{s.id}</b><br>{s.agent_id}.{s.action}" + (f"<br><i>{lim}</i>" if lim else "")
+                  for s, lim in zip(steps, limits)],
+            textfont={"size": 11}, showlegend=False, name=f"plan {p.id}",
+            hovertemplate="%{text}<extra>plan " + p.id + "</extra>")
+        bands.append((top, top - 0.8 - (rows - 1)))
+        top -= rows + 1.3
+    for (_, low), (label_y, _) in zip(bands, bands[1:]):
+        fig.add_annotation(x=-half_w, y=label_y + 0.25, ax=-half_w, ay=low - half_h - 0.1,
+                           xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2,
+                           arrowcolor=RED, arrowwidth=1.5, text="")
+        fig.add_annotation(x=-half_w + 0.03, y=(label_y + low - half_h) / 2 + 0.05, xref="x",
+                           yref="y", xanchor="left", showarrow=False, font={"color": RED},
+                           text="fallback: runs if the plan above does not succeed")
+    ncols = 1 + max(max(depths(p).values()) for p in chain)
+    bottom = bands[-1][1] - half_h - 0.2
+    fig.update_xaxes(visible=False, range=[-0.5, ncols - 0.5])
+    fig.update_yaxes(visible=False, range=[bottom, 0.35])
+    fig.update_layout(title=title or f"plan {plan.id}", plot_bgcolor="white", showlegend=False,
+                      width=60 + 340 * ncols, height=int(110 + 80 * (0.35 - bottom)),
+                      margin={"l": 20, "r": 20, "t": 60, "b": 20})
     return fig

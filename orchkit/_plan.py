@@ -196,6 +196,19 @@ class Plan(_Model):
             plan = plan.fallback_plan
         return out
 
+    def to_mermaid(self) -> str:
+        """The DAG as Mermaid ``flowchart`` text: a subgraph per plan of the fallback chain,
+        one node per step (id, agent.action, timeout and retries), dependency arrows."""
+        from ._diagram import to_mermaid
+
+        return to_mermaid(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """In a notebook a plan shows its DAG (a Mermaid diagram: JupyterLab >= 4.1, VS Code
+        and GitHub draw it; elsewhere the text reads as a list of edges)."""
+        return {"text/markdown": f"```mermaid\n{self.to_mermaid()}```",
+                "text/plain": repr(self)}
+
     @model_validator(mode="after")
     def _check_graph(self) -> Plan:
         _check_graph(self)
