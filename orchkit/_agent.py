@@ -52,8 +52,28 @@ def coerce_response(value: Any, agent_id: str, action: str) -> AgentResponse:
 
 
 def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
+    text = describe(value, repr)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe(value: Any, text: Callable[[Any], str] | None = None) -> str:
+    """``value`` as text for a message, never raising: ``text(value)`` (default: an
+    exception as "Type: message"), or "<unprintable Type>" if that raises."""
+    name = type(value).__name__
+    try:
+        return text(value) if text is not None else f"{name}: {value}"
+    except Exception:  # noqa: BLE001 - a broken __str__/__repr__ must not hide the failure
+        return f"<unprintable {name}>"
+
+
+AGENT_KINDS = ("insight", "error")  # the kinds an agent emits under the bus's own names
+
+
+def agent_event(agent_id: str, kind: str) -> str:
+    """The bus event an agent's ``emit(kind, ...)`` becomes: ``agent:insight`` and
+    ``agent:error``; any other kind is the agent's own, ``agent:<agent_id>:<kind>``, so an
+    agent can never forge an orchestrator event such as ``agent:registered``."""
+    return f"agent:{kind}" if kind in AGENT_KINDS else f"agent:{agent_id}:{kind}"
 
 
 class Agent:
@@ -101,7 +121,13 @@ class Agent:
         return None
 
     def emit(self, kind: str, payload: Any) -> None:
-        """Report ``kind`` ('insight' or 'error') to the orchestrator's bus as ``agent:<kind>``."""
+        """Report ``payload`` to the orchestrator's bus: 'insight' and 'error' as
+        ``agent:insight`` {agentId, insight, timeMs} / ``agent:error`` {agentId, error,
+        timeMs}; any other kind as the agent's own ``agent:<agent_id>:<kind>`` {agentId,
+        <kind>, timeMs} (never as an orchestrator event)."""
+        if not isinstance(kind, str) or not kind.strip():
+            raise ValueError(f"agent '{self.agent_id}': emit() kind must be a non-empty string "
+                             f"such as 'insight' or 'error', got {_short(kind)}")
         for listener in list(self._listeners):
             listener(kind, payload)
 

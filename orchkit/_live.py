@@ -1,4 +1,10 @@
-"""The live runtime: a thin asyncio driver around the scheduling core."""
+"""The live runtime: a thin asyncio driver around the scheduling core.
+
+What the driver guarantees whatever agents and listeners do (README "Failure semantics"):
+every run ends, with the status the core gives it; an agent's slot is given back only when
+its coroutine has really finished; a listener's exception never reaches the run.
+``KeyboardInterrupt`` and ``SystemExit`` are never swallowed: they propagate.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,9 @@ import random
 from types import MappingProxyType
 from typing import Any, Callable
 
-from ._agent import Agent, coerce_response
-from ._core import (CancelAttempt, CancelTimer, Emit, FinishRun, Scheduler, StartAttempt,
-                    StartTimer, _job_id, compile_plan)
+from ._agent import Agent, agent_event, coerce_response, describe
+from ._core import (Attempt, CancelAttempt, CancelTimer, Emit, FinishRun, Run, Scheduler,
+                    StartAttempt, StartTimer, _job_id, compile_plan)
 from ._errors import AgentError, OrchkitError, PlanValidationError
 from ._plan import Plan
 from ._result import RunResult
@@ -20,6 +26,8 @@ from ._result import RunResult
 log = logging.getLogger("orchkit")
 _QUEUE_EVENTS = frozenset({"queue:completed", "queue:failed"})
 Listener = Callable[..., Any]
+_FATAL = (KeyboardInterrupt, SystemExit)  # never swallowed, by agents or listeners
+SHUTDOWN = "cancelled: the orchestrator shut down"
 
 
 class EventBus:
@@ -27,12 +35,14 @@ class EventBus:
 
     ``on(event, cb)`` calls ``cb(payload)`` for every ``event``; ``on("*", cb)`` calls
     ``cb(event, payload)`` for every event. Coroutine listeners are scheduled as tasks. A
-    listener that raises is logged and reported as ``listener:error`` {event, listener,
-    error}; it never breaks the run.
+    listener that raises anything (``CancelledError`` and other ``BaseException`` subclasses too,
+    but ``KeyboardInterrupt``/``SystemExit``) is logged and reported as ``listener:error``
+    {event, listener, error}; it never breaks the run.
     """
 
     def __init__(self) -> None:
         self._listeners: dict[str, list[tuple[Listener, bool]]] = {}
+        self._tasks: set[asyncio.Future] = set()  # async listeners still running
 
     def on(self, event: str, listener: Listener) -> Listener:
         """Call ``listener`` on every ``event``; returns it (usable as a decorator)."""
@@ -56,6 +66,18 @@ class EventBus:
         """Remove every listener."""
         self._listeners.clear()
 
+    async def close(self, timeout_ms: float) -> None:
+        """Remove every listener; cancel the async listeners still running and wait up to
+        ``timeout_ms`` for them to end (those that do not are logged)."""
+        self._listeners.clear()
+        tasks, self._tasks = self._tasks, set()
+        for task in tasks:
+            task.cancel()
+        left = await _wait(tasks, timeout_ms)
+        if left:
+            log.warning("%d async listener(s) ignored cancellation and are still running",
+                        len(left))
+
     def emit(self, event: str, payload: dict[str, Any]) -> None:
         """Call the listeners of ``event`` (then the ``"*"`` listeners) with ``payload``."""
         for key in (event, "*"):
@@ -69,20 +91,28 @@ class EventBus:
                     out = listener(payload) if key != "*" else listener(event, payload)
                     if inspect.isawaitable(out):
                         task = asyncio.ensure_future(out)
+                        self._tasks.add(task)
                         task.add_done_callback(
                             lambda t, l=listener: self._check(t, event, l))
-                except Exception as exc:  # noqa: BLE001 - a listener never breaks a run
+                except _FATAL:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - a listener never breaks a run
                     self._failed(event, listener, exc)
 
     def _check(self, task: asyncio.Future, event: str, listener: Listener) -> None:
-        if not task.cancelled() and task.exception() is not None:
+        if task not in self._tasks:
+            return  # cancelled by close()
+        self._tasks.discard(task)
+        if task.cancelled():  # it raised CancelledError itself, or someone cancelled it
+            self._failed(event, listener, asyncio.CancelledError())
+        elif task.exception() is not None:
             self._failed(event, listener, task.exception())
 
     def _failed(self, event: str, listener: Listener, exc: BaseException) -> None:
-        log.warning("listener %r of %s raised %s: %s", listener, event, type(exc).__name__, exc)
+        who, what = describe(listener, repr), describe(exc)
+        log.warning("listener %s of %s raised %s", who, event, what)
         if event != "listener:error":
-            self.emit("listener:error", {"event": event, "listener": repr(listener),
-                                         "error": f"{type(exc).__name__}: {exc}"})
+            self.emit("listener:error", {"event": event, "listener": who, "error": what})
 
 
 class Orchestrator:
@@ -90,16 +120,28 @@ class Orchestrator:
 
     ``seed`` seeds the backoff jitter. Use from a notebook (top-level ``await``) or a script
     (``asyncio.run``). Concurrent ``orchestrate`` calls share each agent's capacity.
+
+    ``grace_ms``: how long a cancelled attempt's coroutine may take to stop before it is
+    reported as a straggler (a warning naming the agent), and how long ``shutdown`` waits
+    for coroutines, async listeners and agents' ``shutdown``. A cancelled attempt keeps its
+    agent slot until its coroutine has really finished, so an agent that ignores
+    cancellation never serves more than ``capacity`` attempts at once.
     """
 
-    def __init__(self, *, seed: int | None = None):
+    def __init__(self, *, seed: int | None = None, grace_ms: float = 1000.0):
+        if isinstance(grace_ms, bool) or not isinstance(grace_ms, (int, float)) or not (
+                0 <= grace_ms < float("inf")):
+            raise ValueError(f"grace_ms must be a finite number of ms >= 0, got {grace_ms!r}")
         self._agents: dict[str, Agent] = {}
         self._bus = EventBus()
-        self._core = Scheduler(self._capacity_of, random.Random(seed))
+        self._core = Scheduler(self._capacity_of, random.Random(seed), hold_slots=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
-        self._tasks: dict[Any, asyncio.Task] = {}
+        self.grace_ms = float(grace_ms)
+        self._tasks: dict[Attempt, asyncio.Task] = {}  # every attempt coroutine not finished
+        self._stragglers: dict[Attempt, float] = {}  # cancelled, still running: -> cancel time
         self._timers: dict[Any, asyncio.TimerHandle] = {}
+        self._open: set[Run] = set()  # runs whose orchestrate() is waiting
         self._runs = itertools.count(1)
         self.on, self.once, self.off, self.emit = (
             self._bus.on, self._bus.once, self._bus.off, self._bus.emit)
@@ -116,8 +158,8 @@ class Orchestrator:
                                "unique id or unregister the old one first")
         agent.orchestrator = self
         agent._listeners.append(
-            lambda kind, payload: self._bus.emit(f"agent:{kind}", {
-                "agentId": agent_id, kind: payload, "timeMs": self._now()}))
+            lambda kind, payload: self._bus.emit(agent_event(agent_id, kind), {
+                kind: payload, "agentId": agent_id, "timeMs": self._now()}))
         await agent.initialize()
         self._agents[agent_id] = agent
         self._bus.emit("agent:registered", {"agentId": agent_id})
@@ -180,15 +222,19 @@ class Orchestrator:
         done = loop.create_future()
         run_id = next(self._runs) if run_id is None else run_id
         run, actions = self._core.submit(compile_plan(plan), self._now(), run_id, done)
-        self._apply(actions)
+        self._open.add(run)
         try:
+            self._apply(actions)
             await done
         except asyncio.CancelledError:
             self._apply(self._core.abort(run, self._now(), "cancelled: the caller cancelled the run"))
             raise
+        finally:
+            self._open.discard(run)
         result = RunResult.from_run(run)
         for agent_id in dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps):
-            scale = getattr(self._agents[agent_id], "time_scale", 1.0)
+            # .get: shutdown() may have dropped the agents while the run was in flight
+            scale = getattr(self._agents.get(agent_id), "time_scale", 1.0)
             if scale != 1.0:  # e.g. SyntheticAgent: the trace is `scale` x its model's times
                 result.time_scale[agent_id] = scale
         return result
@@ -204,19 +250,52 @@ class Orchestrator:
                         "await orchestrator.register_agent(agent) or fix the step's agentId")
 
     async def shutdown(self) -> None:
-        """Cancel attempts in flight, shut every agent down, drop agents and listeners."""
-        for task in list(self._tasks.values()):
-            task.cancel()
+        """End every run in flight, stop their attempts, shut every agent down, drop agents
+        and listeners.
+
+        Each run in flight ends at once with status "failed" (no fallback runs); its
+        unfinished steps are "cancelled" with the error "cancelled: the orchestrator shut
+        down", and its ``orchestrate()`` call returns that result. Attempt coroutines are
+        cancelled (again, every 50 ms) for up to ``grace_ms``; those still running after
+        that are logged as warnings naming their agent and left to the event loop. Async
+        listeners and agents' ``shutdown`` get ``grace_ms`` each too.
+        """
+        for run in sorted(self._open, key=lambda r: r.start_ms):
+            self._apply(self._core.abort(run, self._now(), SHUTDOWN))
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        results = await asyncio.gather(*(a.shutdown() for a in self._agents.values()),
-                                       return_exceptions=True)
-        for agent, res in zip(list(self._agents.values()), results):
-            if isinstance(res, Exception):
-                log.warning("agent %s failed to shut down: %s", agent.agent_id, res)
+        await self._stop_attempts()
+        agents = list(self._agents.values())
+        tasks = [asyncio.ensure_future(_agent_shutdown(a)) for a in agents]
+        await _wait(set(tasks), self.grace_ms)
+        for agent, task in zip(agents, tasks):
+            if not task.done():
+                task.cancel()
+                log.warning("agent '%s' did not shut down within %g ms", agent.agent_id,
+                            self.grace_ms)
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("agent '%s' failed to shut down: %s", agent.agent_id,
+                            describe(task.exception()))
         self._agents.clear()
-        self._bus.clear()
+        await self._bus.close(self.grace_ms)
+
+    async def _stop_attempts(self) -> None:
+        """Cancel every attempt coroutine still running, until they end or ``grace_ms``."""
+        deadline = self._now() + self.grace_ms
+        while self._tasks:
+            for att, task in self._tasks.items():
+                task.cancel()
+                self._stragglers.setdefault(att, self._now())
+            left = deadline - self._now()
+            if left <= 0:
+                break
+            await _wait(set(self._tasks.values()), min(50.0, left))
+        for att in self._tasks:
+            log.warning("agent '%s' is still running step '%s' attempt %d (plan '%s', run %s) "
+                        "%g ms after shutdown() cancelled it: it ignores cancellation",
+                        att.agent_id, att.step_id, att.number, att.prun.cp.id, att.run.run_id,
+                        self.grace_ms)
 
     # -- the driver loop --------------------------------------------------------------
 
@@ -235,7 +314,8 @@ class Orchestrator:
                 self._bus.emit(action.event, action.payload)
             elif kind is StartAttempt:
                 att = action.attempt
-                self._tasks[att] = self._loop.create_task(self._call(att))
+                task = self._tasks[att] = self._loop.create_task(self._call(att))
+                task.add_done_callback(lambda t, a=att: self._exited(a, t))
             elif kind is StartTimer:
                 timer = action.timer
                 self._timers[timer] = self._loop.call_at(
@@ -245,9 +325,14 @@ class Orchestrator:
                 if handle is not None:
                     handle.cancel()
             elif kind is CancelAttempt:
-                task = self._tasks.pop(action.attempt, None)
-                if task is not None:
+                att = action.attempt
+                task = self._tasks.get(att)
+                if task is None:  # its coroutine already ended: give the slot back now
+                    self._loop.call_soon(self._exited, att, None)
+                elif task is not asyncio.current_task():  # (the current one is ending)
                     task.cancel()
+                    self._stragglers[att] = self._now()
+                    self._loop.call_later(self.grace_ms / 1000.0, self._straggling, att)
             elif kind is FinishRun:
                 done = action.run.context
                 if not done.done():
@@ -257,9 +342,33 @@ class Orchestrator:
         self._timers.pop(timer, None)
         self._apply(self._core.timer_fired(timer, self._now()))
 
-    async def _call(self, att: Any) -> None:
+    def _exited(self, att: Attempt, task: asyncio.Task | None) -> None:
+        """An attempt's coroutine has ended: a cancelled attempt's agent slot is free now."""
+        if task is not None and self._tasks.get(att) is task:
+            del self._tasks[att]
+        cancelled_ms = self._stragglers.pop(att, None)
+        if cancelled_ms is not None and self._now() - cancelled_ms > self.grace_ms:
+            log.warning("agent '%s' stopped step '%s' attempt %d %.0f ms after it was cancelled",
+                        att.agent_id, att.step_id, att.number, self._now() - cancelled_ms)
+        if att.held:
+            self._apply(self._core.attempt_exited(att, self._now()))
+        elif att.live:  # its task was cancelled by someone else (the agent itself?)
+            self._apply(self._core.attempt_failed(att, self._now(), (
+                f"agent '{att.agent_id}' action '{att.action}' was cancelled, not by the "
+                "orchestrator")))
+
+    def _straggling(self, att: Attempt) -> None:
+        cancelled_ms = self._stragglers.get(att)
+        if cancelled_ms is not None and att in self._tasks:
+            log.warning("agent '%s' ignores cancellation: step '%s' attempt %d (plan '%s', run "
+                        "%s) is still running %.0f ms after it was cancelled; its slot stays "
+                        "taken until it ends", att.agent_id, att.step_id, att.number,
+                        att.prun.cp.id, att.run.run_id, self._now() - cancelled_ms)
+
+    async def _call(self, att: Attempt) -> None:
         agent = self._agents[att.agent_id]
         action = att.action
+        where = f"agent '{agent.agent_id}' action '{action}'"
         context = {"plan_id": att.prun.cp.id, "step_id": att.step_id, "attempt": att.number,
                    "run_id": att.run.run_id, "job_id": _job_id(att),
                    "results": MappingProxyType(att.prun.results)}
@@ -268,17 +377,30 @@ class Orchestrator:
             if inspect.isawaitable(value):  # a plain def process() may return directly
                 value = await value
             response = coerce_response(value, agent.agent_id, action)
+        except _FATAL:
+            raise
         except asyncio.CancelledError:
-            if att.live:  # not cancelled by the core: the loop itself is going away
+            if asyncio.current_task().cancelling():  # we (or the loop's owner) cancelled it
                 raise
-            return
+            actions = self._core.attempt_failed(  # the agent raised it itself
+                att, self._now(), f"{where} raised CancelledError without being cancelled")
         except AgentError as exc:
-            actions = self._core.attempt_failed(att, self._now(), str(exc), retryable=exc.retryable)
-        except Exception as exc:  # noqa: BLE001 - an agent's bug fails the attempt, not the run
-            actions = self._core.attempt_failed(
-                att, self._now(),
-                f"agent '{agent.agent_id}' action '{action}' raised {type(exc).__name__}: {exc}")
+            actions = self._core.attempt_failed(att, self._now(), describe(exc, str),
+                                                retryable=exc.retryable)
+        except BaseException as exc:  # noqa: BLE001 - an agent's bug fails the attempt, not the run
+            actions = self._core.attempt_failed(att, self._now(), f"{where} raised {describe(exc)}")
         else:
             actions = self._core.attempt_succeeded(att, self._now(), response)
-        self._tasks.pop(att, None)
         self._apply(actions)
+
+
+async def _agent_shutdown(agent: Agent) -> None:
+    await agent.shutdown()
+
+
+async def _wait(tasks: set, timeout_ms: float) -> set:
+    """Wait up to ``timeout_ms`` for ``tasks``; returns those still pending."""
+    if not tasks:
+        return set()
+    _done, pending = await asyncio.wait(tasks, timeout=timeout_ms / 1000.0)
+    return pending
