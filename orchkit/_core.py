@@ -30,6 +30,28 @@ Timers: the plan deadline starts when the plan starts; a step's timeout starts w
 attempt is queued at the agent (the wait for capacity counts); a retry waits its backoff
 from the moment the failed attempt ended. One core may serve many runs at once (a live
 orchestrator, a workload study): they share each agent's capacity, FIFO.
+
+Resilience policies (SPEC §10) are rules of this core too, so both drivers get them alike:
+
+- Circuit breaker per agent (``breakers(agent_id)`` -> a policy or None; Resilience4j's
+  count-based sliding window). It is consulted when an attempt is queued at the agent:
+  CLOSED admits it; OPEN rejects it at once (outcome ``rejected``, the agent is not called;
+  for ``retryOn`` a rejection counts as an ``error``); HALF_OPEN admits ``halfOpenCalls``
+  trial attempts and rejects the rest. An admitted attempt that called the agent is recorded
+  when it ends: a failure if it ended in ``error`` or ``timeout``, slow if it ran (start to
+  end, queue wait excluded) longer than ``slowCallMs``. An attempt that never started, or was
+  cancelled, is not recorded (in HALF_OPEN its trial permit is given back). CLOSED opens when
+  at least ``minCalls`` of the last ``window`` calls are recorded and their failure rate
+  >= ``failureRate`` (or slow-call rate >= ``slowCallRate``); OPEN becomes HALF_OPEN by a core
+  timer exactly ``openMs`` later; HALF_OPEN decides on its ``halfOpenCalls`` trial outcomes
+  with the same thresholds: OPEN again, or CLOSED with an empty window. Outcomes of attempts
+  admitted before the last transition are not counted.
+- Hedged attempts per step (``hedge: {delayMs, maxHedges}``; Polly's hedging): when an
+  attempt of the step starts running and no attempt succeeds within ``delayMs`` of the last
+  start, one more attempt (a hedge) is queued, at most ``maxHedges`` per try. The first
+  success wins and the others are cancelled. Each attempt has its own step ``timeout``. A
+  try fails when its last attempt in flight fails (a non-retryable error fails it at once,
+  cancelling the others); then the retry policy decides, counting tries, not hedges.
 """
 
 from __future__ import annotations
@@ -58,7 +80,8 @@ class StepState(IntEnum):
 PENDING, RUNNING, BACKING_OFF, SUCCEEDED, FAILED, SKIPPED, CANCELLED = StepState
 _TERMINAL = (SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 
-_ATTEMPT_TIMEOUT, _RETRY, _DEADLINE = 0, 1, 2
+_ATTEMPT_TIMEOUT, _RETRY, _DEADLINE, _HEDGE, _BREAKER = 0, 1, 2, 3, 4
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"  # breaker states
 
 
 class CompiledPlan:
@@ -66,7 +89,7 @@ class CompiledPlan:
 
     __slots__ = ("id", "n", "step_ids", "agent_ids", "actions", "inputs", "deps",
                  "deps_count", "dependents", "retry", "timeout_ms", "limit", "deadline_ms",
-                 "fail_fast", "fallback", "roots")
+                 "fail_fast", "fallback", "roots", "hedge")
 
     def __init__(self, plan: Plan):
         self.id = plan.id
@@ -94,6 +117,10 @@ class CompiledPlan:
                 rp.max_retries, rp.delay_ms,
                 rp.jitter, "error" in rp.retry_on, "timeout" in rp.retry_on))
         self.timeout_ms = [s.timeout_ms for s in steps]
+        # hedge: None if no step hedges, else per step None or (delay_ms, max_hedges)
+        hedges = [None if s.hedge is None else (s.hedge.delay_ms, s.hedge.max_hedges)
+                  for s in steps]
+        self.hedge = hedges if any(h is not None for h in hedges) else None
         self.limit = (plan.max_concurrency or self.n) if plan.parallel else 1
         self.deadline_ms = plan.timeout_ms
         self.fail_fast = plan.fail_fast
@@ -122,7 +149,7 @@ class Attempt:
     while the attempt waits for agent capacity (and stays None if it never started)."""
 
     __slots__ = ("run", "prun", "step", "number", "queued_ms", "start_ms", "end_ms",
-                 "outcome", "error", "timer", "live", "held")
+                 "outcome", "error", "timer", "live", "held", "hedge", "gen")
 
     def __init__(self, run: Run, prun: PlanRun, step: int, number: int, queued_ms: float):
         self.run = run
@@ -137,6 +164,8 @@ class Attempt:
         self.timer: Timer | None = None
         self.live = True
         self.held = False  # cancelled, still holding its agent slot until attempt_exited
+        self.hedge = False  # a hedged attempt (SPEC §10.2), not the first of its try
+        self.gen: int | None = None  # the breaker generation that admitted it, if any
 
     @property
     def step_id(self) -> str:
@@ -174,7 +203,8 @@ class PlanRun:
     """The state of one plan of a run's fallback chain."""
 
     __slots__ = ("cp", "run", "start_ms", "end_ms", "state", "remaining", "ready", "busy",
-                 "left", "current", "results", "errors", "deadline", "status", "failed")
+                 "left", "current", "results", "errors", "deadline", "status", "failed",
+                 "hedged")
 
     def __init__(self, cp: CompiledPlan, run: Run, now: float):
         self.cp = cp
@@ -186,12 +216,30 @@ class PlanRun:
         self.ready = cp.roots.copy()  # a heap of step indexes: plan order breaks ties
         self.busy = 0  # steps holding one of the plan's slots (running or backing off)
         self.left = cp.n  # steps not yet in a terminal state
-        self.current: list[Any] = [None] * cp.n  # live Attempt, or the retry Timer
+        # live Attempt, the retry Timer, or the _Hedged state of a hedged step's try
+        self.current: list[Any] = [None] * cp.n
         self.results: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.deadline: Timer | None = None
         self.status: str | None = None
         self.failed = False
+        self.hedged = None if cp.hedge is None else [
+            None if h is None else _Hedged(*h) for h in cp.hedge]
+
+
+class _Hedged:
+    """A hedged step of one plan run: its current try and the attempts of it in flight."""
+
+    __slots__ = ("delay_ms", "max_hedges", "round", "calls", "used", "live", "timer")
+
+    def __init__(self, delay_ms: float, max_hedges: int):
+        self.delay_ms = delay_ms
+        self.max_hedges = max_hedges
+        self.round = 0  # the try (1 = first), as the retry policy counts
+        self.calls = 0  # attempts of the step so far, hedges included (attempt numbers)
+        self.used = 0  # hedges started in this try
+        self.live: list[Attempt] = []
+        self.timer: Timer | None = None
 
 
 class Run:
@@ -214,13 +262,42 @@ class Run:
 
 
 class _AgentSlots:
-    __slots__ = ("capacity", "busy", "queue", "busy_ms")
+    __slots__ = ("capacity", "busy", "queue", "busy_ms", "breaker")
 
-    def __init__(self, capacity: int | None):
+    def __init__(self, capacity: int | None, breaker: _Breaker | None):
         self.capacity = capacity
         self.busy = 0  # attempts running now
         self.queue: deque[Attempt] = deque()  # attempts waiting, FIFO
         self.busy_ms = 0.0  # total running time of the attempts that ended
+        self.breaker = breaker
+
+
+class _Breaker:
+    """One agent's circuit breaker (see the module docstring). ``policy`` has window,
+    min_calls, failure_rate, slow_call_ms, slow_call_rate, open_ms, half_open_calls."""
+
+    __slots__ = ("agent_id", "window", "min_calls", "failure_rate", "slow_ms", "slow_rate",
+                 "open_ms", "half_calls", "state", "gen", "ring", "pos", "n", "fails",
+                 "slows", "permits", "timer", "rates")
+
+    def __init__(self, agent_id: str, policy: Any):
+        self.agent_id = agent_id
+        self.window = policy.window
+        self.min_calls = policy.min_calls
+        self.failure_rate = policy.failure_rate
+        self.slow_ms = policy.slow_call_ms
+        self.slow_rate = policy.slow_call_rate
+        self.open_ms = policy.open_ms
+        self.half_calls = policy.half_open_calls
+        self.timer: Timer | None = None
+        self.rates = (0.0, 0.0)  # failure and slow-call rates at the last transition
+        self._enter(CLOSED, 0)
+
+    def _enter(self, state: str, gen: int) -> None:
+        self.state = state
+        self.gen = gen
+        self.ring = [0] * (self.window if state == CLOSED else self.half_calls)
+        self.pos = self.n = self.fails = self.slows = self.permits = 0
 
 
 # ------------------------------------------------------------------ actions
@@ -273,13 +350,16 @@ class Scheduler:
     ``capacity(agent_id)`` gives an agent's capacity (None: unlimited), asked once per
     agent; ``rng`` (a ``random.Random``) draws the backoff jitter; ``events=False`` skips
     building bus events (Monte-Carlo studies); ``hold_slots=True``: a cancelled attempt
-    keeps its agent slot until ``attempt_exited``. Each fact method takes the driver's
-    current time in ms (never decreasing) and returns the actions to carry out, in order.
+    keeps its agent slot until ``attempt_exited``; ``breakers(agent_id)`` gives an agent's
+    circuit-breaker policy or None, asked once per agent (None: no breakers at all). Each
+    fact method takes the driver's current time in ms (never decreasing) and returns the
+    actions to carry out, in order. ``breaker_log`` lists every breaker transition as
+    (time_ms, agent_id, event, failure_rate, slow_call_rate), events built or not.
     """
 
     def __init__(self, capacity: Callable[[str], int | None] = lambda agent_id: None,
                  rng: random.Random | None = None, *, events: bool = True,
-                 hold_slots: bool = False):
+                 hold_slots: bool = False, breakers: Callable[[str], Any] | None = None):
         self._capacity = capacity
         self.rng = rng if rng is not None else random.Random(0)
         self._events = events
@@ -290,6 +370,9 @@ class Scheduler:
         self._timers: list[tuple[float, int, Timer]] = []  # heap of (at_ms, seq, timer)
         self._seq = 0
         self._stale = 0  # timers in the heap that no longer fire
+        self._breakers = breakers
+        self._rejects: list[Attempt] = []  # attempts a breaker refused, failed in _settle
+        self.breaker_log: list[tuple[float, str, str, float, float]] = []
 
     # -- facts ------------------------------------------------------------------------
 
@@ -300,7 +383,7 @@ class Scheduler:
         self._due(now_ms)
         run = Run(run_id, now_ms, context)
         self._start_plan(run, cp, now_ms)
-        if self._freed:
+        if self._freed or self._rejects:
             self._settle(now_ms)
         return run, out
 
@@ -315,6 +398,9 @@ class Scheduler:
         cp = pr.cp
         i = attempt.step
         sid = cp.step_ids[i]
+        if pr.hedged is not None and pr.hedged[i] is not None:
+            self._end_try(pr.hedged[i], attempt, now_ms,
+                          f"cancelled: attempt {attempt.number} of step '{sid}' succeeded first")
         pr.state[i] = SUCCEEDED
         pr.current[i] = None
         pr.results[sid] = response
@@ -333,7 +419,7 @@ class Scheduler:
             self._finish_plan(pr, now_ms, "failed" if pr.failed else "succeeded")
         elif ready:
             self._pump(pr, now_ms)
-        if self._freed:
+        if self._freed or self._rejects:
             self._settle(now_ms)
         return out
 
@@ -344,7 +430,7 @@ class Scheduler:
         self._due(now_ms)
         if attempt.live:
             self._fail_attempt(attempt, now_ms, "error", str(error), retryable)
-            if self._freed:
+            if self._freed or self._rejects:
                 self._settle(now_ms)
         return out
 
@@ -355,7 +441,7 @@ class Scheduler:
         if timer.live:  # a driver may call a little before ``timer.at_ms`` (clock ticks)
             self._stale += 1  # it stays in the heap
             self._fire(timer, now_ms)
-            if self._freed:
+            if self._freed or self._rejects:
                 self._settle(now_ms)
         return out
 
@@ -367,7 +453,7 @@ class Scheduler:
         if attempt.held:
             attempt.held = False
             self._release(attempt, now_ms)
-            if self._freed:
+            if self._freed or self._rejects:
                 self._settle(now_ms)
         return out
 
@@ -380,7 +466,7 @@ class Scheduler:
                 self._stale -= 1
                 continue
             self._fire(timer, now)
-            if self._freed:
+            if self._freed or self._rejects:
                 self._settle(now)
 
     def _fire(self, timer: Timer, now_ms: float) -> None:
@@ -401,10 +487,15 @@ class Scheduler:
             pr.current[i] = None
             pr.state[i] = RUNNING
             self._launch(pr, i, number, now_ms)
-        else:
+        elif kind == _DEADLINE:
             pr = target
             pr.deadline = None
             self._finish_plan(pr, now_ms, "timed_out")
+        elif kind == _HEDGE:
+            pr, i = target
+            self._hedge(pr, i, now_ms)
+        else:
+            self._half_open(target, now_ms)
 
     def abort(self, run: Run, now_ms: float, reason: str) -> list[Any]:
         """End ``run`` now with status "failed" (its caller gave up): what is in flight is
@@ -413,13 +504,31 @@ class Scheduler:
         self._due(now_ms)
         if run.status is None:
             self._finish_plan(run.plans[-1], now_ms, "failed", reason, fallback=False)
-            if self._freed:
+            if self._freed or self._rejects:
                 self._settle(now_ms)
         return out
 
     def busy_ms(self) -> dict[str, float]:
         """Per agent: total ms its attempts spent running (ended attempts only)."""
         return {agent_id: slots.busy_ms for agent_id, slots in self._agents.items()}
+
+    def breaker_states(self) -> dict[str, str]:
+        """Per agent with a breaker: "closed", "open" or "half_open"."""
+        return {agent_id: slots.breaker.state for agent_id, slots in self._agents.items()
+                if slots.breaker is not None}
+
+    def reset_breakers(self) -> list[Any]:
+        """Close every breaker with an empty window (between independent runs of a study);
+        returns the CancelTimer actions of open breakers' timers."""
+        out = self._out = []
+        for slots in self._agents.values():
+            br = slots.breaker
+            if br is not None:
+                if br.timer is not None:
+                    self._drop(br.timer)
+                    br.timer = None
+                br._enter(CLOSED, br.gen + 1)
+        return out
 
     # -- rules ------------------------------------------------------------------------
 
@@ -443,30 +552,59 @@ class Scheduler:
             self._launch(pr, i, 1, now)
 
     def _launch(self, pr: PlanRun, i: int, number: int, now: float) -> None:
-        """Queue attempt ``number`` of step ``i`` at its agent (§3.3a)."""
+        """Queue the first attempt of try ``number`` of step ``i`` at its agent (§3.3a)."""
         run = pr.run
-        att = Attempt(run, pr, i, number, now)
-        pr.current[i] = att
-        run.attempts.append(att)
         if number > 1:
             run.retries += 1
+        h = pr.hedged[i] if pr.hedged is not None else None
+        if h is None:
+            att = Attempt(run, pr, i, number, now)
+            pr.current[i] = att
+        else:  # attempts of a hedged step are numbered across tries, hedges included
+            h.round = number
+            h.used = 0
+            h.calls += 1
+            att = Attempt(run, pr, i, h.calls, now)
+            h.live.append(att)
+            pr.current[i] = h
+        run.attempts.append(att)
+        self._queue(att, now)
+
+    def _hedge(self, pr: PlanRun, i: int, now: float) -> None:
+        """§10.2: no attempt of the try succeeded ``delayMs`` after the last start."""
+        h = pr.hedged[i]
+        h.timer = None
+        h.used += 1
+        h.calls += 1
+        att = Attempt(pr.run, pr, i, h.calls, now)
+        att.hedge = True
+        h.live.append(att)
+        pr.run.attempts.append(att)
+        self._queue(att, now)
+
+    def _queue(self, att: Attempt, now: float) -> None:
+        pr = att.prun
         cp = pr.cp
-        t = cp.timeout_ms[i]
-        if t is not None:
-            att.timer = self._timer(now + t, _ATTEMPT_TIMEOUT, att)
+        i = att.step
         agent_id = cp.agent_ids[i]
         slots = self._agents.get(agent_id)
         if slots is None:
-            slots = self._agents[agent_id] = _AgentSlots(self._capacity(agent_id))
+            slots = self._agents[agent_id] = _AgentSlots(
+                self._capacity(agent_id), None if self._breakers is None else
+                _optional_breaker(agent_id, self._breakers(agent_id)))
+        br = slots.breaker
+        if br is not None and not self._admit(br, att):
+            self._rejects.append(att)  # failed once the current fact is processed
+            return
+        t = cp.timeout_ms[i]
+        if t is not None:
+            att.timer = self._timer(now + t, _ATTEMPT_TIMEOUT, att)
         queue = slots.queue
         while queue and not queue[0].live:
             queue.popleft()
         if slots.capacity is None or (slots.busy < slots.capacity and not queue):
             slots.busy += 1
-            att.start_ms = now
-            if self._events:
-                self._emit_started(att, now)
-            self._out.append(StartAttempt(att))
+            self._begin(att, now)
         else:
             queue.append(att)
 
@@ -475,6 +613,13 @@ class Scheduler:
         if self._events:
             self._emit_started(att, now)
         self._out.append(StartAttempt(att))
+        hedged = att.prun.hedged
+        if hedged is not None:
+            h = hedged[att.step]
+            if h is not None and h.used < h.max_hedges:  # the delay runs from the last start
+                if h.timer is not None:
+                    self._drop(h.timer)
+                h.timer = self._timer(now + h.delay_ms, _HEDGE, (att.prun, att.step))
 
     def _emit_started(self, att: Attempt, now: float) -> None:
         self._emit("step:started", att, now, jobId=_job_id(att), attempt=att.number,
@@ -490,6 +635,8 @@ class Scheduler:
         att.error = error
         if att.timer is not None and att.timer.live:
             self._drop(att.timer)
+        if att.gen is not None:
+            self._record(att, now, outcome)
         if att.start_ms is None or att.held:
             return  # still waiting: the queue drops it at its turn; held: attempt_exited frees it
         self._release(att, now)
@@ -507,15 +654,22 @@ class Scheduler:
             self._freed.append(slots)
 
     def _settle(self, now: float) -> None:
-        """Give the agent slots freed by the current fact to queued attempts, FIFO."""
-        freed, self._freed = self._freed, []
-        for slots in freed:
-            queue = slots.queue
-            while queue and slots.busy < slots.capacity:
-                nxt = queue.popleft()
-                if nxt.live:
-                    slots.busy += 1
-                    self._begin(nxt, now)
+        """Fail the attempts a breaker rejected, then give the agent slots freed by the
+        current fact to queued attempts, FIFO (until neither is left)."""
+        while self._rejects or self._freed:
+            rejects, self._rejects = self._rejects, []
+            for att in rejects:
+                if att.live:  # else its plan ended meanwhile
+                    self._fail_attempt(att, now, "rejected",
+                                       f"circuit open for agent {att.agent_id}", True)
+            freed, self._freed = self._freed, []
+            for slots in freed:
+                queue = slots.queue
+                while queue and slots.busy < slots.capacity:
+                    nxt = queue.popleft()
+                    if nxt.live:
+                        slots.busy += 1
+                        self._begin(nxt, now)
 
     def _fail_attempt(self, att: Attempt, now: float, outcome: str, error: str,
                       retryable: bool) -> None:
@@ -531,17 +685,25 @@ class Scheduler:
             self._emit("queue:failed", att, now, jobId=job, error=error)
             if outcome == "error":
                 self._emit("agent:error", att, now, jobId=job, error=error)
-        rp = cp.retry[i]
         k = att.number
+        h = pr.hedged[i] if pr.hedged is not None else None
+        if h is not None:
+            h.live.remove(att)
+            if h.live and retryable:
+                return  # the try goes on while one of its attempts is in flight
+            self._end_try(h, att, now, f"cancelled: attempt {k} of step '{cp.step_ids[i]}' "
+                                       "failed with a non-retryable error")
+            k = h.round
+        rp = cp.retry[i]
         if (rp is not None and k <= rp[0] and retryable
-                and (rp[3] if outcome == "error" else rp[4])):
+                and (rp[3] if outcome != "timeout" else rp[4])):
             delay = rp[1](k)
             jitter = rp[2]
             if jitter:
                 delay *= 1.0 - jitter + 2.0 * jitter * self.rng.random()
             if self._events:
-                self._emit("step:retrying", att, now, jobId=_job_id(att), attempt=k + 1,
-                           delayMs=delay, error=error)
+                self._emit("step:retrying", att, now, jobId=_job_id(att),
+                           attempt=(k if h is None else h.calls) + 1, delayMs=delay, error=error)
             if delay > 0:
                 pr.state[i] = BACKING_OFF
                 pr.current[i] = self._timer(now + delay, _RETRY, (pr, i, k + 1))
@@ -598,7 +760,15 @@ class Scheduler:
             for i, cur in enumerate(pr.current):
                 if cur is None:
                     continue
-                if isinstance(cur, Timer):  # a waiting retry is dropped
+                if type(cur) is _Hedged:
+                    for att in cur.live:
+                        att.live = False
+                    attempts.extend(cur.live)
+                    cur.live = []
+                    if cur.timer is not None:
+                        self._drop(cur.timer)
+                        cur.timer = None
+                elif isinstance(cur, Timer):  # a waiting retry is dropped
                     self._drop(cur)
                 else:
                     cur.live = False  # first, so that no slot freed below goes to this plan
@@ -635,6 +805,90 @@ class Scheduler:
         run.end_ms = now
         self._out.append(FinishRun(run))
 
+    # -- hedging (§10.2) --------------------------------------------------------------
+
+    def _end_try(self, h: _Hedged, winner: Attempt, now: float, reason: str) -> None:
+        """The try of a hedged step is over (``winner`` ended it): cancel its other
+        attempts in flight and its hedge timer."""
+        if h.timer is not None:
+            self._drop(h.timer)
+            h.timer = None
+        others = [a for a in h.live if a is not winner]
+        h.live = []
+        for att in others:
+            att.live = False
+        for att in others:
+            if att.start_ms is not None:
+                self._cancel(att)
+            self._end_attempt(att, now, "cancelled", reason)
+
+    # -- circuit breakers (§10.1) -----------------------------------------------------
+
+    def _admit(self, br: _Breaker, att: Attempt) -> bool:
+        state = br.state
+        if state is CLOSED:
+            att.gen = br.gen
+            return True
+        if state is HALF_OPEN and br.permits < br.half_calls:
+            br.permits += 1
+            att.gen = br.gen
+            return True
+        return False
+
+    def _record(self, att: Attempt, now: float, outcome: str) -> None:
+        """An admitted attempt ended: count it in its breaker's window."""
+        br = self._agents[att.prun.cp.agent_ids[att.step]].breaker
+        gen, att.gen = att.gen, None
+        if gen != br.gen:
+            return  # admitted before the last transition
+        if att.start_ms is None or outcome == "cancelled":  # the agent did not answer
+            if br.state is HALF_OPEN:
+                br.permits -= 1
+            return
+        failed = outcome != "succeeded"
+        slow = br.slow_ms is not None and now - att.start_ms > br.slow_ms
+        ring, pos = br.ring, br.pos
+        if br.n == len(ring):  # the window is full: the oldest call leaves it
+            old = ring[pos]
+            br.fails -= old & 1
+            br.slows -= old >> 1
+        else:
+            br.n += 1
+        ring[pos] = failed | (slow << 1)
+        br.pos = (pos + 1) % len(ring)
+        br.fails += failed
+        br.slows += slow
+        if br.state is CLOSED:
+            if br.n < br.min_calls:
+                return
+        elif br.n < br.half_calls:
+            return
+        n = br.n
+        if br.fails / n >= br.failure_rate or (
+                br.slow_ms is not None and br.slows / n >= br.slow_rate):
+            self._breaker_to(br, OPEN, now)
+            br.timer = self._timer(now + br.open_ms, _BREAKER, br)
+        elif br.state is HALF_OPEN:
+            self._breaker_to(br, CLOSED, now)
+
+    def _half_open(self, br: _Breaker, now: float) -> None:
+        br.timer = None
+        self._breaker_to(br, HALF_OPEN, now)
+
+    def _breaker_to(self, br: _Breaker, state: str, now: float) -> None:
+        n = br.n
+        if state is not HALF_OPEN:  # half-open reports the rates that opened it
+            br.rates = (br.fails / n, br.slows / n)
+        rates = br.rates
+        br._enter(state, br.gen + 1)
+        event = f"breaker:{_BREAKER_EVENT[state]}"
+        self.breaker_log.append((now, br.agent_id, event, *rates))
+        if self._events:
+            payload = {"agentId": br.agent_id, "failureRate": rates[0], "timeMs": now}
+            if br.slow_ms is not None:
+                payload["slowCallRate"] = rates[1]
+            self._out.append(Emit(event, payload))
+
     # -- helpers ----------------------------------------------------------------------
 
     def _timer(self, at: float, kind: int, target: Any) -> Timer:
@@ -661,6 +915,13 @@ class Scheduler:
                    "timeMs": now - pr.run.start_ms}
         payload.update(extra)
         self._out.append(Emit(event, payload))
+
+
+_BREAKER_EVENT = {OPEN: "opened", HALF_OPEN: "half_open", CLOSED: "closed"}
+
+
+def _optional_breaker(agent_id: str, policy: Any) -> _Breaker | None:
+    return None if policy is None else _Breaker(agent_id, policy)
 
 
 def _job_id(att: Attempt) -> str:

@@ -559,5 +559,6 @@ def _spans_frame(chain: list[_Plan], pieces: list[tuple]) -> pd.DataFrame:
         "end_ms": end[order],
         "outcome": _OUTCOMES[outc[order]],
         "error": error[order],
+        "hedge": np.zeros(len(order), dtype=bool),  # the fast path declines hedged plans
     }, columns=SPAN_COLUMNS)
     return df  # str columns inferred as spans_frame's (all-missing errors stay object)

@@ -63,6 +63,18 @@ class RetryPolicy(_Model):
         return d
 
 
+class Hedge(_Model):
+    """Hedged attempts of a step (SPEC §10.2, Polly's hedging). Times in ms.
+
+    When no attempt of the step has succeeded ``delay_ms`` after the last one started
+    running, one more is started, at most ``max_hedges`` per try; the first success wins and
+    the others are cancelled.
+    """
+
+    delay_ms: float = Field(ge=0)
+    max_hedges: int = Field(default=1, ge=1, le=10)
+
+
 class Step(_Model):
     """One call of ``action`` on agent ``agent_id``. ``timeout_ms`` limits one attempt."""
 
@@ -73,6 +85,7 @@ class Step(_Model):
     dependencies: tuple[str, ...] = ()
     retry_policy: RetryPolicy | None = None
     timeout_ms: float | None = Field(default=None, gt=0, alias="timeout")
+    hedge: Hedge | None = None
 
 
 class Plan(_Model):
@@ -259,6 +272,8 @@ def _dump_step(step: Step) -> dict[str, Any]:
         out["retryPolicy"] = {k: _num(v) for k, v in rp.items()}
     if step.timeout_ms is not None:
         out["timeout"] = _num(step.timeout_ms)
+    if step.hedge is not None:
+        out["hedge"] = {"delayMs": _num(step.hedge.delay_ms), "maxHedges": step.hedge.max_hedges}
     return out
 
 
@@ -269,8 +284,9 @@ def _dump_seed(plan: Plan, dropped: list[str]) -> dict[str, Any]:
             dropped.append(f"plan '{plan.id}': {key}")
     full.pop("fallbackPlan", None)
     for step in full["steps"]:
-        if step.pop("timeout", None) is not None:
-            dropped.append(f"plan '{plan.id}' step '{step['id']}': timeout")
+        for key in ("timeout", "hedge"):
+            if step.pop(key, None) is not None:
+                dropped.append(f"plan '{plan.id}' step '{step['id']}': {key}")
         rp = step.get("retryPolicy")
         if rp:
             for key in [k for k in rp if k not in ("maxRetries", "backoffMs")]:
@@ -378,9 +394,13 @@ def _find_cycle(plan: Plan) -> list[str] | None:
 _FIELD_ALIASES = {
     "Plan": ["id", "steps", "parallel", "timeout", "fallbackPlan", "maxConcurrency", "failFast",
              "meta"],
-    "Step": ["id", "agentId", "action", "input", "dependencies", "retryPolicy", "timeout"],
+    "Step": ["id", "agentId", "action", "input", "dependencies", "retryPolicy", "timeout",
+             "hedge"],
     "RetryPolicy": ["maxRetries", "backoffMs", "strategy", "maxBackoffMs", "jitter", "retryOn"],
+    "Hedge": ["delayMs", "maxHedges"],
 }
+
+_NESTED = {"retryPolicy": "RetryPolicy", "hedge": "Hedge"}
 
 _FIXES = {
     "greater_than": "use a number > {gt:g}",
@@ -431,8 +451,8 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
                 node, i = node.get("fallbackPlan"), i + 1
                 step_label = None
                 continue
-        if kind == "Step" and part == "retryPolicy" and i + 1 < len(loc):
-            node, kind, i = (node or {}).get("retryPolicy"), "RetryPolicy", i + 1
+        if kind == "Step" and part in ("retryPolicy", "hedge") and i + 1 < len(loc):
+            node, kind, i = (node or {}).get(part), _NESTED[part], i + 1
             continue
         field = part
         break
@@ -440,8 +460,8 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
         where.append(f"plan '{plan_label}'")
     if step_label is not None:
         where.append(f"step {step_label}")
-    if kind == "RetryPolicy":
-        where.append("retryPolicy")
+    if kind in ("RetryPolicy", "Hedge"):
+        where.append(kind[0].lower() + kind[1:])
     prefix = " ".join(where) + ": " if where else ""
     etype = err["type"]
     if etype == "extra_forbidden":

@@ -11,7 +11,7 @@ from ._core import Run
 from ._errors import PlanFailedError, PlanTimeoutError
 
 SPAN_COLUMNS = ["run_id", "plan_id", "step_id", "agent_id", "action", "attempt",
-                "queued_ms", "start_ms", "end_ms", "outcome", "error"]
+                "queued_ms", "start_ms", "end_ms", "outcome", "error", "hedge"]
 _STEP_STATES = ["pending", "running", "backing_off", "succeeded", "failed", "skipped",
                 "cancelled"]
 
@@ -26,14 +26,14 @@ def span_rows(run: Run, origin_ms: float) -> Iterable[tuple]:
                a.queued_ms - origin_ms,
                float("nan") if a.start_ms is None else a.start_ms - origin_ms,
                float("nan") if a.end_ms is None else a.end_ms - origin_ms,
-               a.outcome, a.error)
+               a.outcome, a.error, a.hedge)
 
 
 def spans_frame(rows: Iterable[tuple]) -> pd.DataFrame:
     """The spans DataFrame (one row per attempt) from ``span_rows`` tuples."""
     df = pd.DataFrame.from_records(list(rows), columns=SPAN_COLUMNS)
     return df.astype({"attempt": "int64", "queued_ms": "float64", "start_ms": "float64",
-                      "end_ms": "float64"})
+                      "end_ms": "float64", "hedge": "bool"})
 
 
 @dataclass(eq=False)
@@ -88,7 +88,8 @@ class RunResult:
     @property
     def spans(self) -> pd.DataFrame:
         """One row per attempt: run_id, plan_id, step_id, agent_id, action, attempt,
-        queued_ms, start_ms, end_ms (ms from the run's start), outcome, error."""
+        queued_ms, start_ms, end_ms (ms from the run's start), outcome, error, hedge (True
+        for a hedged attempt, SPEC §10.2)."""
         if self._spans is None:
             self._spans = spans_frame(span_rows(self._run, self._run.start_ms))
             if self.time_scale:
