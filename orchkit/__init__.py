@@ -11,7 +11,8 @@ from ._errors import (AgentError, MissingDependencyError, NoSessionError, Orchki
 from ._fit import FitResult, fit_models
 from ._live import EventBus, Orchestrator
 from ._models import ActionModel, AgentModels
-from ._plan import Plan, RetryPolicy, SeedCompatWarning, Step
+from ._plan import Hedge, Plan, RetryPolicy, SeedCompatWarning, Step
+from ._policies import BreakerPolicy, Policies
 from ._remote import RemoteAgent
 from ._result import SPAN_COLUMNS, RunResult
 from ._sim import HangWarning, simulate
@@ -24,11 +25,12 @@ from . import examples  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "Choice", "EventBus",
-    "FitResult", "Float", "HangWarning", "Int", "MissingDependencyError", "MonteCarloResult",
-    "NoSessionError", "Orchestrator", "OrchkitError", "Plan", "PlanFailedError",
-    "PlanTimeoutError", "PlanValidationError", "RUN_COLUMNS", "RemoteAgent", "RetryPolicy",
-    "RunNotFoundError", "RunResult", "SPAN_COLUMNS", "SeedCompatWarning", "ServiceError", "Step",
-    "Summary", "TuneResult", "UnknownActionError", "Workload", "draw", "examples", "fit_models", "gantt",
+    "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "BreakerPolicy",
+    "Choice", "EventBus", "FitResult", "Float", "HangWarning", "Hedge", "Int",
+    "MissingDependencyError", "MonteCarloResult", "NoSessionError", "Orchestrator",
+    "OrchkitError", "Plan", "PlanFailedError", "PlanTimeoutError", "PlanValidationError",
+    "Policies", "RUN_COLUMNS", "RemoteAgent", "RetryPolicy", "RunNotFoundError", "RunResult",
+    "SPAN_COLUMNS", "SeedCompatWarning", "ServiceError", "Step", "Summary", "TuneResult",
+    "UnknownActionError", "Workload", "draw", "examples", "fit_models", "gantt",
     "makespan_chart", "monte_carlo", "simulate", "sweep", "tune",
 ]

@@ -56,14 +56,25 @@ _SEED_TAG = 0x66617374  # "fast": keeps these streams apart from other uses of t
 
 def supports(plan: Plan) -> bool:
     """True when every plan of ``plan``'s fallback chain can be computed by the vectorised
-    rules: sequential, or parallel with no ``maxConcurrency`` below its number of steps.
-    (Agent capacity limits are checked by ``monte_carlo``.)"""
+    rules (see ``why_not``). (Agent capacity limits are checked by ``monte_carlo``.)"""
+    return why_not(plan) is None
+
+
+def why_not(plan: Plan) -> str | None:
+    """Why the vectorised rules cannot compute ``plan``, or None: they need every plan of
+    the chain sequential, or parallel with no ``maxConcurrency`` below its number of steps,
+    and no hedged step (a hedge starts when another attempt is late, and is cancelled when
+    one succeeds: attempts of a step are no longer one after the other)."""
     p: Plan | None = plan
     while p is not None:
         if p.parallel and p.max_concurrency is not None and p.max_concurrency < len(p.steps):
-            return False
+            return f"plan '{p.id}' caps parallel steps with maxConcurrency {p.max_concurrency}"
+        hedged = [s.id for s in p.steps if s.hedge is not None]
+        if hedged:
+            return (f"plan '{p.id}' hedges steps {', '.join(hedged)} (hedged attempts overlap "
+                    "and cancel each other; the fast path draws attempts one after the other)")
         p = p.fallback_plan
-    return True
+    return None
 
 
 # ------------------------------------------------------------------ compiled form

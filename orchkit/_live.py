@@ -13,6 +13,7 @@ import inspect
 import itertools
 import logging
 import random
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ from ._core import (Attempt, CancelAttempt, CancelTimer, Emit, FinishRun, Run, S
                     StartAttempt, StartTimer, _job_id, compile_plan)
 from ._errors import AgentError, OrchkitError, PlanValidationError
 from ._plan import Plan
+from ._policies import Policies, as_policies, breaker_lookup
 from ._result import RunResult
 
 log = logging.getLogger("orchkit")
@@ -126,15 +128,22 @@ class Orchestrator:
     for coroutines, async listeners and agents' ``shutdown``. A cancelled attempt keeps its
     agent slot until its coroutine has really finished, so an agent that ignores
     cancellation never serves more than ``capacity`` attempts at once.
+
+    ``policies``: circuit breakers per agent-id pattern (SPEC §10.1; a dict, a YAML/JSON
+    file path or ``orchkit.Policies``), shared by every run of this orchestrator; their
+    ``breaker:*`` events carry ``timeMs`` on the orchestrator's clock.
     """
 
-    def __init__(self, *, seed: int | None = None, grace_ms: float = 1000.0):
+    def __init__(self, *, seed: int | None = None, grace_ms: float = 1000.0,
+                 policies: Policies | dict | str | Path | None = None):
         if isinstance(grace_ms, bool) or not isinstance(grace_ms, (int, float)) or not (
                 0 <= grace_ms < float("inf")):
             raise ValueError(f"grace_ms must be a finite number of ms >= 0, got {grace_ms!r}")
         self._agents: dict[str, Agent] = {}
         self._bus = EventBus()
-        self._core = Scheduler(self._capacity_of, random.Random(seed), hold_slots=True)
+        self.policies = as_policies(policies)
+        self._core = Scheduler(self._capacity_of, random.Random(seed), hold_slots=True,
+                               breakers=breaker_lookup(self.policies))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self.grace_ms = float(grace_ms)
@@ -203,6 +212,11 @@ class Orchestrator:
 
     def _capacity_of(self, agent_id: str) -> int | None:
         return self._agents[agent_id].capacity
+
+    def breaker_states(self) -> dict[str, str]:
+        """Agent id -> its circuit breaker's state ("closed", "open", "half_open"), for the
+        agents with a breaker that have been called."""
+        return self._core.breaker_states()
 
     # -- runs -------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from ._core import (CompiledPlan, Emit, FinishRun, Run, Scheduler, StartAttempt,
 from ._live import EventBus
 from ._models import AgentModels
 from ._plan import Plan
+from ._policies import Policies, as_policies, breaker_lookup
 from ._result import RunResult
 
 HUNG = "never finished: an attempt hung and no step timeout or plan timeout ends it"
@@ -135,18 +136,20 @@ class SimDriver:
 
 
 def simulate(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,
-             seed: int = 0, *, bus: EventBus | None = None) -> RunResult:
+             seed: int = 0, *, bus: EventBus | None = None,
+             policies: Policies | dict | str | Path | None = None) -> RunResult:
     """Run ``plan`` once in simulated time against agent ``models``; ms from the run's start.
 
     Emits the live runtime's events, with simulated times, on ``bus`` if given. The same
-    seed gives the same result.
+    seed gives the same result. ``policies``: circuit breakers (SPEC §10.1; a dict, a
+    YAML/JSON file path or ``Policies``).
     """
     plan = _as_plan(plan)
     models = as_models(models)
     check_models(plan, models)
     rng = run_rng(seed, 0)
     env = simpy.Environment()
-    core = Scheduler(models.capacity, rng)
+    core = Scheduler(models.capacity, rng, breakers=breaker_lookup(as_policies(policies)))
     driver = SimDriver(env, core, models, bus)
     run, actions = core.submit(compile_plan(plan), 0.0, 0, rng)
     driver.apply(actions)
@@ -162,26 +165,38 @@ def _as_plan(plan: Plan | dict | str | Path) -> Plan:
 
 
 def simulate_runs(cp: CompiledPlan, models: AgentModels, seed: int, start: int, stop: int,
-                  sink: Callable[[Run], None]) -> dict[str, float]:
+                  sink: Callable[[Run], None], policies: Policies | None = None,
+                  breaker_log: list | None = None) -> dict[str, float]:
     """Simulate independent runs ``start..stop`` (each alone, from t = 0), feeding each
     finished run to ``sink``; returns each agent's total running time in ms. ``start``
-    must be a multiple of BLOCK."""
+    must be a multiple of BLOCK. With breakers in ``policies`` every run starts with closed,
+    empty breakers (runs stay independent); their transitions go to ``breaker_log`` as
+    (run index, *transition)."""
     if start % BLOCK:
         raise ValueError(f"start must be a multiple of {BLOCK}")
     capacities = {a: models.capacity(a) for a in _agent_ids(cp)}
     env = simpy.Environment()
-    core = Scheduler(capacities.__getitem__, None, events=False)
+    breakers = breaker_lookup(policies)
+    core = Scheduler(capacities.__getitem__, None, events=False, breakers=breakers)
     driver = SimDriver(env, core, models, responses=False)
     for i in range(start, stop):
         if i % BLOCK == 0 or i == start:
             core.rng = run_rng(seed, i // BLOCK)
         env._now = 0.0  # each run alone from t = 0: the queue is empty between runs
+        if breakers is not None:
+            core.reset_breakers()
+            if core.breaker_log:
+                if breaker_log is not None:
+                    breaker_log.extend((i - 1, *t) for t in core.breaker_log)
+                core.breaker_log.clear()
         run, actions = core.submit(cp, 0.0, i, core.rng)
         driver.apply(actions)
         env.run()
         if run.status is None:
             driver.finish_hung([run])
         sink(run)
+    if breaker_log is not None:
+        breaker_log.extend((stop - 1, *t) for t in core.breaker_log)
     return core.busy_ms()
 
 

@@ -23,10 +23,14 @@ from ._errors import PlanValidationError
 from ._models import AgentModels
 from ._plan import Plan
 from ._result import SPAN_COLUMNS, span_rows, spans_frame
+from ._policies import Policies, as_policies, breaker_lookup
 from ._sim import BLOCK, SimDriver, _as_plan, as_models, check_models, run_rng, simulate_runs
 
 RUN_COLUMNS = ["run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms", "makespan_ms",
                "attempts", "retries", "timeouts", "fallback_used", "final_plan_id"]
+# breaker transitions of a study: run_id is the run an independent-runs study was in (None
+# in a workload study, where breakers are shared); t_ms on the run's or the study's clock
+BREAKER_COLUMNS = ["run_id", "t_ms", "agent_id", "event", "failure_rate", "slow_call_rate"]
 _Z95 = NormalDist().inv_cdf(0.975)
 
 
@@ -96,19 +100,22 @@ class _Collector:
 
 
 def _chunk(plan: Plan, models: AgentModels, seed: int, start: int, stop: int,
-           keep_spans: bool | int) -> tuple[list, list, dict]:
+           keep_spans: bool | int, policies: Policies | None = None) -> tuple[list, list, dict, list]:
     """Worker: independent runs start..stop (picklable, for any Executor)."""
     sink = _Collector(keep_spans, study_clock=False)
-    busy = simulate_runs(compile_plan(plan), models, seed, start, stop, sink)
-    return sink.rows, sink.spans, busy
+    log: list = []
+    busy = simulate_runs(compile_plan(plan), models, seed, start, stop, sink, policies, log)
+    return sink.rows, sink.spans, busy, log
 
 
 def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Workload,
-                    keep_spans: bool | int, progress: bool) -> tuple[list, list, dict, float]:
+                    keep_spans: bool | int, progress: bool, policies: Policies | None = None
+                    ) -> tuple[list, list, dict, float, list]:
     times = workload.times(random.Random(f"arrivals:{seed}"))
     cp = compile_plan(plan)
     env = simpy.Environment()
-    core = Scheduler(models.capacity, random.Random(f"jitter:{seed}"), events=False)
+    core = Scheduler(models.capacity, random.Random(f"jitter:{seed}"), events=False,
+                     breakers=breaker_lookup(policies))
     driver = SimDriver(env, core, models, responses=False)
     sink = _Collector(keep_spans, study_clock=True)
     runs: list[Run] = []
@@ -138,14 +145,17 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
     bar.close()
     for run in runs:
         sink(run)
-    return sink.rows, sink.spans, core.busy_ms(), max([r.end_ms for r in runs], default=0.0)
+    log = [(None, *t) for t in core.breaker_log]
+    return (sink.rows, sink.spans, core.busy_ms(), max([r.end_ms for r in runs], default=0.0),
+            log)
 
 
 def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,
                 runs: int = 1000, seed: int = 0, *, workload: Workload | None = None,
                 executor: Executor | Literal["processes"] | None = None, chunk_runs: int = 4096,
                 keep_spans: bool | int = True, progress: bool = True,
-                method: Literal["auto", "simpy", "fast"] = "auto") -> MonteCarloResult:
+                method: Literal["auto", "simpy", "fast"] = "auto",
+                policies: Policies | dict | str | Path | None = None) -> MonteCarloResult:
     """Simulate many runs of ``plan``; returns frames of runs and spans and a summary.
 
     - ``runs``: independent runs, each alone from t = 0 (ignored with a ``workload``).
@@ -160,31 +170,37 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
       False keeps none. Run rows are always kept (about 100 bytes a run).
     - ``method``: "simpy" (the SimPy driver of the scheduling core), "fast" (vectorised
       numpy, for plans where no agent's capacity can make an attempt of a lone run
-      wait), or "auto" (fast when it applies).
+      wait), or "auto" (fast when it applies); ``result.method_reason`` says why.
+    - ``policies``: circuit breakers (SPEC §10.1; a dict, a YAML/JSON file path or
+      ``Policies``). In a workload study one breaker per agent serves every run; with
+      independent runs each run starts with closed, empty breakers (runs stay
+      independent). Transitions are in ``result.breakers``.
     """
     plan = _as_plan(plan)
     models = as_models(models)
     check_models(plan, models)
+    policies = as_policies(policies) or None
     if workload is not None:
         if method == "fast" or executor is not None:
             raise PlanValidationError(
                 "monte_carlo: a capacity study is one simulation of runs sharing capacity, on "
                 "the SimPy path; drop method='fast' and executor (they apply to independent runs)")
-        rows, spans, busy, total_ms = _capacity_study(plan, models, seed, workload, keep_spans,
-                                                      progress)
-        method_used = "simpy"
+        rows, spans, busy, total_ms, log = _capacity_study(plan, models, seed, workload,
+                                                           keep_spans, progress, policies)
+        method_used, reason = "simpy", "a capacity study runs on the SimPy path"
     else:
         if runs < 1:
             raise PlanValidationError(f"monte_carlo: runs must be >= 1, got {runs}")
-        method_used = _choose_method(plan, models, method)
+        method_used, reason = _choose_method(plan, models, method, policies)
+        log = []
         if method_used == "fast":
             from ._fast import fast_runs
             rows, spans, busy = fast_runs(plan, models, seed, runs, keep_spans, progress=progress)
         else:
             with (ProcessPoolExecutor() if executor == "processes"
                   else nullcontext(executor)) as pool:
-                rows, spans, busy = _run_chunks(plan, models, seed, runs, pool, chunk_runs,
-                                                keep_spans, progress)
+                rows, spans, busy, log = _run_chunks(plan, models, seed, runs, pool, chunk_runs,
+                                                     keep_spans, progress, policies)
     runs_df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows, columns=RUN_COLUMNS)
     if workload is None:  # runs are alone: agents are observed for the sum of makespans
         total_ms = float(runs_df["makespan_ms"].sum())
@@ -192,29 +208,38 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
     spans_df = spans if isinstance(spans, pd.DataFrame) else spans_frame(spans)
     return MonteCarloResult(plan=plan, models=models, seed=seed, runs=runs_df, spans=spans_df,
                             busy_ms=busy, observed_ms=total_ms, workload=workload,
-                            method=method_used)
+                            method=method_used, method_reason=reason,
+                            breakers=pd.DataFrame.from_records(log, columns=BREAKER_COLUMNS))
 
 
-def _choose_method(plan: Plan, models: AgentModels, method: str) -> str:
+def _choose_method(plan: Plan, models: AgentModels, method: str,
+                   policies: Policies | None = None) -> tuple[str, str]:
+    """The path to take and why (``MonteCarloResult.method_reason``)."""
     if method not in ("auto", "simpy", "fast"):
         raise ValueError(f"method must be 'auto', 'simpy' or 'fast', got {method!r}")
     if method == "simpy":
-        return "simpy"
-    from ._fast import supports
+        return "simpy", "method='simpy' was asked for"
+    from ._fast import why_not
 
     binding = _binding_capacities(plan, models)
     outages = sorted({s.agent_id for p in plan.chain() for s in p.steps
                       if getattr(models.resolve(s.agent_id, s.action), "outages", ())})
-    ok = not binding and not outages and supports(plan)
-    if method == "fast" and not ok:
-        why = (f"the capacity of agents {', '.join(binding)} can make attempts of one run "
-               "wait" if binding else
-               f"agents {', '.join(outages)} have outages, which depend on the clock (the fast "
-               "path draws attempts before it knows their start times)" if outages else
-               "this plan is not supported by the fast path")
+    breakers = sorted({s.agent_id for p in plan.chain() for s in p.steps
+                       if policies is not None and policies.breaker(s.agent_id) is not None})
+    why = (f"the capacity of agents {', '.join(binding)} can make attempts of one run "
+           "wait" if binding else
+           f"agents {', '.join(outages)} have outages, which depend on the clock (the fast "
+           "path draws attempts before it knows their start times)" if outages else
+           f"agents {', '.join(breakers)} have circuit breakers, whose state depends on the "
+           "order of attempt outcomes in time (the fast path draws them step by step)"
+           if breakers else why_not(plan))
+    if why is None:
+        return "fast", "the fast path applies: no capacity, outage, breaker or hedge makes an " \
+                       "attempt depend on another one's timing"
+    if method == "fast":
         raise PlanValidationError(f"plan '{plan.id}': method='fast' does not apply: {why}; "
                                   "use method='simpy' or 'auto'")
-    return "fast" if ok else "simpy"
+    return "simpy", f"the fast path does not apply: {why}"
 
 
 def _binding_capacities(plan: Plan, models: AgentModels) -> list[str]:
@@ -232,31 +257,35 @@ def _binding_capacities(plan: Plan, models: AgentModels) -> list[str]:
 
 
 def _run_chunks(plan: Plan, models: AgentModels, seed: int, runs: int, executor: Executor | None,
-                chunk_runs: int, keep_spans: bool | int, progress: bool) -> tuple[list, list, dict]:
+                chunk_runs: int, keep_spans: bool | int, progress: bool,
+                policies: Policies | None = None) -> tuple[list, list, dict, list]:
     size = max(BLOCK, (chunk_runs // BLOCK) * BLOCK)
     bounds = [(s, min(s + size, runs)) for s in range(0, runs, size)]
     rows: list = []
     spans: list = []
     busy: dict[str, float] = {}
+    log: list = []
     bar = tqdm(total=runs, desc=f"simulating {plan.id}", unit="run", disable=not progress)
     if executor is None:  # lazily, chunk by chunk, so the bar moves
-        parts = (_chunk(plan, models, seed, a, b, keep_spans) for a, b in bounds)
+        parts = (_chunk(plan, models, seed, a, b, keep_spans, policies) for a, b in bounds)
     else:
-        futures = [executor.submit(_chunk, plan, models, seed, a, b, keep_spans) for a, b in bounds]
+        futures = [executor.submit(_chunk, plan, models, seed, a, b, keep_spans, policies)
+                   for a, b in bounds]
         parts = (f.result() for f in futures)
-    for (a, b), (r, s, bz) in zip(bounds, parts):  # in run order, whatever finished first
+    for (a, b), (r, s, bz, lg) in zip(bounds, parts):  # in run order, whatever finished first
         bar.update(b - a)
         rows.extend(r)
         spans.extend(s)
+        log.extend(lg)
         for k, v in bz.items():
             busy[k] = busy.get(k, 0.0) + v
     bar.close()
-    return rows, spans, busy
+    return rows, spans, busy, log
 
 
 # The first segment of a dotted path names the study input it changes; any other path
 # changes the plan. Each input has ``with_values(paths)`` taking the full dotted paths.
-VALUE_TARGETS: dict[str, str] = {"agents": "models"}
+VALUE_TARGETS: dict[str, str] = {"agents": "models", "breakers": "policies"}
 
 
 def path_target(path: str) -> str:
@@ -289,12 +318,15 @@ def sweep(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dic
 
     ``grid`` maps a dotted on-disk path to the values to try: a plan path (see
     ``Plan.with_values``, e.g. ``"steps.tutor_analysis.timeout"``) or a model path (see
-    ``AgentModels.with_values``, e.g. ``"agents.tutor-agent-*.capacity"``). Every study uses the same
+    ``AgentModels.with_values``, e.g. ``"agents.tutor-agent-*.capacity"``) or a breaker path
+    (see ``Policies.with_values``, e.g. ``"breakers.tutor-agent-*.openMs"``; give the
+    ``policies=`` option). Every study uses the same
     ``seed`` (common random numbers: differences between rows are not seed noise).
     Returns one row per combination: the grid's values, then each summary metric with
     ``_ci_low``/``_ci_high`` columns (times in ms). ``options`` go to ``monte_carlo``.
     """
-    inputs = {"plan": _as_plan(plan), "models": as_models(models)}
+    inputs = {"plan": _as_plan(plan), "models": as_models(models),
+              "policies": as_policies(options.pop("policies", None))}
     keys = list(grid)
     combos = list(itertools.product(*(grid[k] for k in keys)))
     # every combination is built (and validated) before anything runs
@@ -303,7 +335,8 @@ def sweep(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dic
     for combo, study in tqdm(list(zip(combos, studies)), desc=f"sweeping {inputs['plan'].id}",
                              unit="study", disable=not progress):
         metrics = monte_carlo(study["plan"], study["models"], runs=runs, seed=seed,
-                              progress=False, **options).summary().metrics
+                              progress=False, policies=study["policies"],
+                              **options).summary().metrics
         row = dict(zip(keys, combo))
         for metric, r in metrics.iterrows():
             row[metric] = r["value"]
@@ -392,7 +425,9 @@ def _nan_none(v: Any) -> Any:
 @dataclass
 class MonteCarloResult:
     """A study's output: ``runs`` (one row per run: RUN_COLUMNS) and ``spans`` (one row per
-    kept attempt: SPAN_COLUMNS); ``summary()`` gives the headline figures."""
+    kept attempt: SPAN_COLUMNS); ``summary()`` gives the headline figures. ``method`` is the
+    path taken ("simpy" or "fast") and ``method_reason`` why; ``breakers`` lists circuit
+    breaker transitions (BREAKER_COLUMNS)."""
 
     plan: Plan
     models: AgentModels
@@ -403,6 +438,8 @@ class MonteCarloResult:
     observed_ms: float
     workload: Workload | None = None
     method: str = "simpy"
+    method_reason: str = ""
+    breakers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BREAKER_COLUMNS))
     _summary: Summary | None = field(default=None, repr=False)
 
     def summary(self) -> Summary:

@@ -94,15 +94,19 @@ def _simulate(args: argparse.Namespace) -> int:
     workload = _workload(args.workload) if args.workload else None
     quiet = args.json
     if args.gantt:
-        one = simulate(plan, args.models, seed=args.seed)
+        one = simulate(plan, args.models, seed=args.seed, policies=args.policies)
         gantt(one, title=f"{plan.id}: one simulated run (seed {args.seed})").write_html(args.gantt)
     mc = monte_carlo(plan, args.models, runs=args.runs, seed=args.seed, workload=workload,
                      keep_spans=False, progress=not quiet and sys.stderr.isatty(),
-                     method=args.method, executor="processes" if args.processes else None)
+                     method=args.method, executor="processes" if args.processes else None,
+                     policies=args.policies)
     summary = mc.summary()
     if args.json:
         print(json.dumps({"plan_id": plan.id, "runs": len(mc.runs), "seed": args.seed,
-                          "method": mc.method, **summary.to_dict()}, indent=2))
+                          "method": mc.method, "method_reason": mc.method_reason,
+                          **summary.to_dict(),
+                          "breaker_events": mc.breakers["event"].value_counts().to_dict()},
+                         indent=2))
     else:
         what = f"workload {args.workload}" if workload else f"{len(mc.runs):,} runs"
         print(f"plan '{plan.id}': {what}, seed {args.seed}, {mc.method} path; times in ms, "
@@ -114,6 +118,10 @@ def _simulate(args: argparse.Namespace) -> int:
             cap = "unlimited" if row.capacity is None or row.capacity != row.capacity else int(row.capacity)
             print(f"    {row.agent_id:<24} capacity {cap!s:<9} in flight {row.mean_in_flight:8.3f}"
                   f"   utilisation {row.utilisation:6.3f}")
+        if args.policies:
+            counts = mc.breakers["event"].value_counts()
+            print("  circuit breakers: " + (", ".join(f"{e} x{n}" for e, n in counts.items())
+                                            or "no transition"))
     if args.gantt and not quiet:
         print(f"Gantt chart of one run written to {args.gantt}")
     return 0
@@ -250,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", help="capacity study instead: rate=RUNS_PER_S,horizon=MS | "
                                       "interval=MS,horizon=MS | arrivals=MS;MS;...")
     p.add_argument("--method", choices=["auto", "simpy", "fast"], default="auto")
+    p.add_argument("--policies", metavar="FILE",
+                   help="resilience policies (circuit breakers), YAML or JSON (SPEC §10.1)")
     p.add_argument("--processes", action="store_true",
                    help="spread the SimPy path's runs over one process per core")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -129,7 +129,7 @@ async def test_parallel_seed_plan_steps_overlap_and_the_join_starts_at_once():
     join = span(result, "combine_insights")
     assert join.start_ms >= max(p.end_ms for p in parts)
     assert result.duration_ms < 45 + 3 * 5 + TOL  # not 3 x 40 ms in a row
-    assert list(result.spans.columns[:11]) == ok.SPAN_COLUMNS
+    assert list(result.spans.columns[:len(ok.SPAN_COLUMNS)]) == ok.SPAN_COLUMNS
     assert result.raise_for_status() is result
 
 

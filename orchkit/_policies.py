@@ -1,0 +1,198 @@
+"""Resilience policies (SPEC §10.1): circuit breakers per agent-id pattern.
+
+A policies file (YAML or JSON), or the same dict::
+
+    breakers:
+      "tutor-agent-*": {window: 20, minCalls: 10, failureRate: 0.5, openMs: 30000,
+                        halfOpenCalls: 3}
+      "speech-agent-1": {window: 50, failureRate: 0.3, slowCallMs: 2000, slowCallRate: 0.5}
+
+Patterns are exact agent ids or globs (``fnmatch``, case-sensitive); the most specific
+match serves an agent, as in agent models (§4.1); an agent no pattern matches has no
+breaker. Each agent gets its own breaker state, shared by every run of one orchestrator
+or one study. The rules themselves live in the scheduling core (``orchkit._core``).
+Hedging is a step field (``hedge``), not a policy here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from ._errors import PlanValidationError
+from ._models import _best_match
+
+SECTIONS = ("breakers",)
+
+
+class BreakerPolicy(BaseModel):
+    """One circuit breaker (Resilience4j's count-based sliding window). Times in ms.
+
+    - ``window``: the last N calls the rates are computed over (default 100)
+    - ``min_calls``: calls recorded before the breaker may open (default: ``window``)
+    - ``failure_rate``: open when failures / calls >= this (0..1, default 0.5)
+    - ``slow_call_ms``, ``slow_call_rate``: optionally, also open when the share of calls
+      running longer than ``slow_call_ms`` is >= ``slow_call_rate`` (default 1.0)
+    - ``open_ms``: how long it stays open before letting trial calls through (default 60000)
+    - ``half_open_calls``: trial calls in the half-open state (default 10)
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
+                              frozen=True)
+
+    window: int = Field(default=100, ge=1)
+    min_calls: int | None = Field(default=None, ge=1)
+    failure_rate: float = Field(default=0.5, gt=0.0, le=1.0)
+    slow_call_ms: float | None = Field(default=None, gt=0)
+    slow_call_rate: float = Field(default=1.0, gt=0.0, le=1.0)
+    open_ms: float = Field(default=60_000.0, gt=0)
+    half_open_calls: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> BreakerPolicy:
+        if self.min_calls is None:
+            object.__setattr__(self, "min_calls", self.window)
+        elif self.min_calls > self.window:
+            raise ValueError(f"minCalls ({self.min_calls}) is larger than window "
+                             f"({self.window}), so the breaker could never open; use "
+                             f"minCalls <= window")
+        return self
+
+
+_KEYS = [to_camel(name) for name in BreakerPolicy.model_fields]
+
+
+class Policies:
+    """Resilience policies for ``ok.Orchestrator``, ``ok.simulate``, ``ok.monte_carlo`` and
+    ``ok.sweep`` (``policies=``): a dict or a YAML/JSON file in the format above."""
+
+    def __init__(self, breakers: dict[str, BreakerPolicy] | None = None, source: str = "policies"):
+        self.breakers = dict(breakers or {})
+        self.source = source
+        self._patterns = list(self.breakers)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "policies") -> Policies:
+        """Validate a policies dict; raises ``PlanValidationError`` naming the pattern/key."""
+        if not isinstance(data, dict):
+            raise PlanValidationError(f"{source}: policies must be a mapping with a 'breakers' "
+                                      f"section, got {type(data).__name__}")
+        for key in data:
+            if key not in SECTIONS:
+                raise PlanValidationError(f"{source}: unknown section '{key}'{_hint(key, SECTIONS)}"
+                                          f" (valid sections: {', '.join(SECTIONS)})")
+        raw = data.get("breakers") or {}
+        if not isinstance(raw, dict):
+            raise PlanValidationError(f"{source}: 'breakers' must map agent-id patterns to "
+                                      f"breaker settings, got {type(raw).__name__}")
+        breakers = {}
+        for pattern, spec in raw.items():
+            where = f"{source}: breakers '{pattern}'"
+            if not isinstance(pattern, str) or not pattern:
+                raise PlanValidationError(f"{source}: breaker patterns must be non-empty "
+                                          f"agent ids or globs, got {pattern!r}")
+            if isinstance(spec, BreakerPolicy):
+                breakers[pattern] = spec
+                continue
+            if not isinstance(spec, dict):
+                raise PlanValidationError(f"{where}: settings must be a mapping of "
+                                          f"{', '.join(_KEYS)}, got {spec!r}")
+            breakers[pattern] = _breaker(spec, where)
+        return cls(breakers, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Policies:
+        """Read policies from a ``.yaml``/``.yml`` or ``.json`` file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PlanValidationError(f"cannot read policies file {path}: {exc.strerror}") from None
+        try:
+            data = (yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml")
+                    else json.loads(text))
+        except (yaml.YAMLError, json.JSONDecodeError) as exc:
+            raise PlanValidationError(f"{path}: not valid YAML/JSON: {exc}") from None
+        return cls.from_dict(data if data is not None else {}, str(path))
+
+    def breaker(self, agent_id: str) -> BreakerPolicy | None:
+        """The breaker policy serving ``agent_id`` (most specific pattern), or None."""
+        i = _best_match(agent_id, self._patterns)
+        return None if i is None else self.breakers[self._patterns[i]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policies in their on-disk (camelCase, ms) form (the keys that were given)."""
+        return {"breakers": {p: b.model_dump(by_alias=True, exclude_unset=True)
+                             for p, b in self.breakers.items()}}
+
+    def with_values(self, values: dict[str, Any]) -> Policies:
+        """A copy with settings changed by dotted paths ``breakers.<pattern>.<key>``
+        (e.g. ``"breakers.tutor-agent-*.openMs"``), for ``ok.sweep``/``ok.tune``. The
+        pattern must be one of the policies' patterns (it may contain dots)."""
+        data = self.to_dict()
+        for path, value in values.items():
+            parts = path.split(".")
+            if len(parts) < 3 or parts[0] != "breakers":
+                raise PlanValidationError(f"{self.source}: '{path}' is not a breaker path; use "
+                                          "breakers.<pattern>.<key>")
+            pattern, key = ".".join(parts[1:-1]), parts[-1]
+            if pattern not in data["breakers"]:
+                raise PlanValidationError(
+                    f"{self.source}: '{path}' names breaker pattern '{pattern}', which is not "
+                    f"in the policies (patterns: {', '.join(self._patterns) or 'none'})")
+            data["breakers"][pattern][key] = value
+        return Policies.from_dict(data, self.source)
+
+    def __bool__(self) -> bool:
+        return bool(self.breakers)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Policies) and self.breakers == other.breakers
+
+    def __repr__(self) -> str:
+        return f"Policies(breakers={self.to_dict()['breakers']!r})"
+
+
+def as_policies(policies: Policies | dict | str | Path | None) -> Policies | None:
+    """None, a ``Policies``, a dict or a YAML/JSON file path -> ``Policies`` or None."""
+    if policies is None or isinstance(policies, Policies):
+        return policies
+    if isinstance(policies, dict):
+        return Policies.from_dict(policies)
+    if isinstance(policies, (str, Path)):
+        return Policies.load(policies)
+    raise TypeError(f"policies must be a dict, a YAML/JSON file path or an orchkit Policies, "
+                    f"got {type(policies).__name__}")
+
+
+def breaker_lookup(policies: Policies | None):
+    """The core's ``breakers`` argument: None when no breaker is configured (no cost)."""
+    return policies.breaker if policies else None
+
+
+def _breaker(spec: dict, where: str) -> BreakerPolicy:
+    for key in spec:
+        if key not in _KEYS:
+            raise PlanValidationError(f"{where}: unknown key '{key}'{_hint(key, _KEYS)} "
+                                      f"(valid keys: {', '.join(_KEYS)})")
+    try:
+        return BreakerPolicy.model_validate(spec)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            got = f" (got {err['input']!r})" if loc else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"'{loc}' {msg.lower()}{got}" if loc else msg)
+        raise PlanValidationError(f"{where}: " + "; ".join(lines)) from None
+
+
+def _hint(key: Any, valid: Any) -> str:
+    hint = difflib.get_close_matches(str(key), list(valid), n=1)
+    return f": did you mean '{hint[0]}'?" if hint else ""
