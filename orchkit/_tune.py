@@ -27,6 +27,7 @@ from ._deps import require
 from ._errors import PlanValidationError
 from ._models import AgentModels
 from ._plan import Plan
+from ._policies import as_policies
 from ._sim import _as_plan, as_models
 from ._study import monte_carlo, with_values
 
@@ -161,7 +162,8 @@ def tune(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict
 
     - ``space``: dotted path -> ``ok.Int`` / ``ok.Float`` / ``ok.Choice``. Plan paths as in
       ``Plan.with_values`` (``"steps.*.timeout"``, ``"steps.<id>.retryPolicy.maxRetries"``,
-      ``"maxConcurrency"``, ``"timeout"``, ...), model paths ``"agents.<pattern>.capacity"``.
+      ``"maxConcurrency"``, ``"timeout"``, ...), model paths ``"agents.<pattern>.capacity"``,
+      breaker paths ``"breakers.<pattern>.openMs"`` (with ``policies=`` in ``options``).
     - ``minimize``: a summary metric (``"makespan_p95_ms"``) or a list of them (Pareto).
     - ``constraints``: metric -> ``">= x"`` / ``"<= x"``; judged on the 95% interval.
     - every trial is a ``monte_carlo`` of ``runs`` runs with the same ``seed``; ``options``
@@ -169,7 +171,8 @@ def tune(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict
       NSGA-II for several), "tpe", "nsga2", "random" or an optuna sampler; seeded by ``seed``.
     """
     optuna = _require_optuna()
-    base = {"plan": _as_plan(plan), "models": as_models(models)}
+    base = {"plan": _as_plan(plan), "models": as_models(models),
+            "policies": as_policies(options.get("policies"))}
     objectives = [minimize] if isinstance(minimize, str) else list(minimize)
     if not objectives or not all(isinstance(m, str) for m in objectives):
         raise TypeError(f"minimize must be a metric name or a list of them, got {minimize!r}")
@@ -273,7 +276,7 @@ def _evaluate(base: dict, values: dict, runs: int, seed: int, options: dict
     try:
         study = with_values(base, values)
         mc = monte_carlo(study["plan"], study["models"], runs=runs, seed=seed, progress=False,
-                         keep_spans=False, **options)
+                         keep_spans=False, **{**options, "policies": study["policies"]})
     except PlanValidationError as exc:
         return None, f"invalid: {exc}"
     return mc.summary().metrics, ""
@@ -368,6 +371,10 @@ class TuneResult:
         """The agent models of ``best`` (its ``agents.…`` paths applied)."""
         return self.models_for(self._chosen()[0])
 
+    def _inputs(self) -> dict[str, Any]:
+        return {"plan": self.plan, "models": self.models,
+                "policies": as_policies(self.options.get("policies"))}
+
     def _values(self, trial: int) -> dict[str, Any]:
         row = self.trials.loc[self.trials["trial"] == trial]
         if row.empty:
@@ -377,14 +384,14 @@ class TuneResult:
 
     def models_for(self, trial: int) -> AgentModels:
         """The agent models with trial ``trial``'s model paths applied."""
-        return with_values({"plan": self.plan, "models": self.models}, self._values(trial))["models"]
+        return with_values(self._inputs(), self._values(trial))["models"]
 
     def plan_for(self, trial: int) -> Plan:
         """Trial ``trial``'s plan, its provenance in ``meta["tuned"]``."""
         import orchkit
 
         values = self._values(trial)
-        plan = with_values({"plan": self.plan, "models": self.models}, values)["plan"]
+        plan = with_values(self._inputs(), values)["plan"]
         row = self.trials.loc[self.trials["trial"] == trial].iloc[0]
         metrics = [m for m in dict.fromkeys([*self.minimize, *self.constraints])]
         predicted = {m: {"value": _jsonable(row[m]), "ciLow": _jsonable(row[f"{m}_ci_low"]),
@@ -414,9 +421,11 @@ class TuneResult:
                           "it measures is 0 by construction; use another seed", stacklevel=2)
         rows = []
         for trial in self._chosen():
-            study = with_values({"plan": self.plan, "models": self.models}, self._values(trial))
+            study = with_values(self._inputs(), self._values(trial))
             metrics = monte_carlo(study["plan"], study["models"], runs=runs, seed=seed,
-                                  progress=False, keep_spans=False, **self.options).summary().metrics
+                                  progress=False, keep_spans=False,
+                                  **{**self.options, "policies": study["policies"]}
+                                  ).summary().metrics
             _, reason = _violations(metrics, self.constraints, "")
             pred = self.trials.loc[self.trials["trial"] == trial].iloc[0]
             for m in dict.fromkeys([*self.minimize, *self.constraints]):
