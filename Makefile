@@ -64,6 +64,7 @@ test: $(DEV) $(SYS) $(NODE_STAMPS)
 bench: $(DEV) $(SYS) $(NODE_STAMPS)
 	$(PY) benchmarks/bench_live.py
 	$(PY) benchmarks/bench_sim.py
+	$(PY) benchmarks/bench_queue.py
 
 clean:
 	rm -rf $(VENV) out .hypothesis $(addsuffix /node_modules,$(NODE_DIRS))

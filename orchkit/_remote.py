@@ -58,6 +58,21 @@ def check_redis_url(redis: Any, where: str = "redis") -> str:
     return redis
 
 
+async def probe_redis(redis: str, timeout_s: float = 3.0) -> None:
+    """PING ``redis`` once, failing within ``timeout_s`` (BullMQ's own clients retry for
+    minutes); ``AgentError`` saying the server cannot be reached."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        await asyncio.wait_for(client.ping(), timeout_s)
+    except Exception as exc:  # noqa: BLE001 - any failure means: not usable
+        raise AgentError(f"cannot reach Redis at {redis}: {type(exc).__name__}: {exc}"
+                         ) from None
+    finally:
+        await _bounded(client.aclose(), 1.0)
+
+
 def json_context(context: dict[str, Any]) -> dict[str, Any]:
     """The job's ``context``: the attempt's coordinates and earlier results, JSON only."""
     run_id = context.get("run_id")
@@ -106,11 +121,15 @@ class _Link:
             if cls._open.get(key) is link:
                 del cls._open[key]
                 await _bounded(link.queue.close(), 2.0)
+            if isinstance(exc, AgentError):
+                raise AgentError(f"RemoteAgent queue '{queue}': {exc}") from None
             raise AgentError(f"cannot reach Redis at {redis} for queue '{queue}': "
                              f"{type(exc).__name__}: {exc}") from None
         return link
 
     async def _listen(self) -> None:
+        if self.events is None:
+            await probe_redis(self.redis)
         # start reading the events stream at its current end, so that no event of a job
         # added after this point can be missed (QueueEvents' own '$' starts when its
         # first XREAD runs, which may be after our first add)

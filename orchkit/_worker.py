@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 from ._agent import Agent, AgentResponse, coerce_response
 from ._errors import AgentError, OrchkitError
-from ._remote import CANCEL_CHANNEL, _bounded, check_redis_url, require_bullmq
+from ._remote import CANCEL_CHANNEL, _bounded, check_redis_url, probe_redis, require_bullmq
 
 log = logging.getLogger("orchkit.worker")
 _JOB: contextvars.ContextVar[Any] = contextvars.ContextVar("orchkit_job", default=None)
@@ -54,8 +54,9 @@ def load_factory(spec: str) -> Callable[[str], Any]:
                            "mypkg.agents:make_agent (function(agent_id) -> orchkit.Agent)")
     try:
         mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise OrchkitError(f"--factory {spec!r}: cannot import module '{module}': {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - ImportError, a relative name, the module's own bug
+        raise OrchkitError(f"--factory {spec!r}: cannot import module '{module}': "
+                           f"{type(exc).__name__}: {exc}") from None
     fn = getattr(mod, name, None)
     if not callable(fn):
         raise OrchkitError(f"--factory {spec!r}: module '{module}' has no function '{name}'")
@@ -219,6 +220,7 @@ class WorkerProcess:
         if not self.pool and self.factory is None:
             for agent_id in self.patterns:  # fail at start, not on the first job
                 await self.agent(agent_id)
+        await probe_redis(self.redis)
         client = aioredis.from_url(self.redis, decode_responses=True)
         pubsub = client.pubsub()
         await pubsub.subscribe(*(CANCEL_CHANNEL.format(queue=q) for q in self.queues))
