@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 
-from ._schemas import (ERRORS, LEARNER_ID, AgentList, AgentRequest, AgentResponseBody, ErrorBody, Health,
-                       LearnerState, PlanValid, RunAccepted, RunList, RunRecord, RunStatus)
+from ._schemas import (ERRORS, LEARNER_ID, AgentList, AgentRequest, AgentResponseBody,
+                       ErrorBody, Health, LearnerState, PlanValid, RunAccepted, RunList,
+                       RunRecord, RunStatus)
 from ._service import AGENT_MS, Service, now_ms
 
 PLAN_BODY = Body(description="a plan (SPEC §2, camelCase as in the seed), or {plan, runId}",
@@ -36,11 +37,11 @@ def build_router(auth: Any) -> APIRouter:
     @api.post("/agents", response_model=AgentResponseBody, tags=["agents"],
               responses={409: _err("the learner has no active session (start_session first)"),
                          503: _err("the agent failed for a passing reason; retry")})
-    async def agents_action(req: AgentRequest, response: Response,
-                            svc: Service = Depends(_service)) -> Any:
+    async def agents_action(req: AgentRequest, request: Request, response: Response) -> Any:
         """Session actions (start_session, process_interaction, end_session) and, with
         `agent`, any action of the learner's learning, tutor or speech agent.
         The `Server-Timing: agent;dur=MS` header gives the agents' own time."""
+        svc = _service(request)
         acc = [0.0]
         token = AGENT_MS.set(acc)
         try:
@@ -51,40 +52,45 @@ def build_router(auth: Any) -> APIRouter:
         return out
 
     @api.get("/agents", response_model=AgentList, tags=["agents"])
-    async def list_agents(svc: Service = Depends(_service)) -> Any:
+    async def list_agents(request: Request) -> Any:
         """Every registered agent: id, kind, capacity, attempts in flight and waiting."""
+        svc = _service(request)
         return {"agents": svc.agents()}
 
     @api.get("/learners/{learnerId}", response_model=LearnerState, tags=["agents"])
-    async def learner(learnerId: str = Path(pattern=LEARNER_ID),
-                      limit: int = Query(100, ge=1, le=1000),
-                      svc: Service = Depends(_service)) -> Any:
+    async def learner(request: Request, learnerId: str = Path(pattern=LEARNER_ID),
+                      limit: int = Query(100, ge=1, le=1000)) -> Any:
         """The learner's latest session record and newest insights (from the store)."""
+        svc = _service(request)
         return {"learnerId": learnerId, "session": await svc.store.get_session(learnerId),
                 "insights": await svc.insights(learnerId, limit)}
 
     @api.post("/runs", status_code=202, response_model=RunAccepted, tags=["runs"],
               responses={409: _err("runId already used")})
-    async def submit_run(body: dict[str, Any] = PLAN_BODY, svc: Service = Depends(_service)) -> Any:
+    async def submit_run(request: Request, body: dict[str, Any] = PLAN_BODY) -> Any:
         """Start a run of the plan; 202 with its id once it is recorded as `running`."""
+        svc = _service(request)
         return {"runId": await svc.submit_run(body)}
 
     @api.get("/runs", response_model=RunList, tags=["runs"])
-    async def list_runs(status: RunStatus | None = None, limit: int = Query(50, ge=1, le=1000),
-                        svc: Service = Depends(_service)) -> Any:
+    async def list_runs(request: Request, status: RunStatus | None = None,
+                        limit: int = Query(50, ge=1, le=1000)) -> Any:
         """The newest runs (by creation), optionally of one status."""
+        svc = _service(request)
         return {"runs": await svc.list_runs(status, limit)}
 
     @api.get("/runs/{runId}", response_model=RunRecord, tags=["runs"],
              responses={404: _err("no such run")})
-    async def get_run(runId: str, svc: Service = Depends(_service)) -> Any:
+    async def get_run(runId: str, request: Request) -> Any:
         """The run's record: plan, status, result, spans and events."""
+        svc = _service(request)
         return await svc.get_run(runId)
 
     @api.delete("/runs/{runId}", response_model=RunRecord, tags=["runs"],
                 responses={404: _err("no such run"), 409: _err("the run has already ended")})
-    async def cancel_run(runId: str, svc: Service = Depends(_service)) -> Any:
+    async def cancel_run(runId: str, request: Request) -> Any:
         """Cancel a running run; answers its final record (status `cancelled`)."""
+        svc = _service(request)
         return await svc.cancel_run(runId)
 
     @api.post("/plans/validate", response_model=PlanValid, tags=["runs"])
@@ -99,16 +105,18 @@ def build_router(auth: Any) -> APIRouter:
     root.include_router(api)
 
     @root.get("/healthz", response_model=Health, tags=["ops"])
-    async def healthz(svc: Service = Depends(_service)) -> Any:
+    async def healthz(request: Request) -> Any:
         """Liveness: the server answers (no key needed)."""
+        svc = _service(request)
         return {"status": "ok", "store": type(svc.store).__name__, "uptimeMs": now_ms() - svc.started_ms,
                 "runsInFlight": svc.runs_in_flight(), "sessionsActive": svc.sessions_active()}
 
     @root.get("/metrics", tags=["ops"], dependencies=[Depends(auth)], response_class=Response,
               responses={200: {"content": {"text/plain": {}}}, 401: ERRORS[401], 413: ERRORS[413]})
-    async def metrics(svc: Service = Depends(_service)) -> Response:
+    async def metrics(request: Request) -> Response:
         """Prometheus text: runs by status, step latency histograms by agent, in flight,
         queue depth."""
+        svc = _service(request)
         body, ctype = svc.metrics.render()
         return Response(body, media_type=ctype)
 

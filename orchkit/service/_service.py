@@ -323,6 +323,9 @@ class Service:
             finally:
                 s.busy -= 1
             status = "ready" if record["status"] == "succeeded" else "failed"
+            acc = AGENT_MS.get()
+            if acc is not None and record["result"]:  # the plan's time counts as the agents'
+                acc[0] += record["result"]["durationMs"]
             await self.store.save_session({
                 "learnerId": learner_id, "sessionId": s.session_id, "status": "active",
                 "agents": dict(s.agents), "startedAt": iso(t), "startedMs": t,

@@ -5,7 +5,8 @@ A client connects with ``auth {learnerId[, token]}`` and joins the room
 subscribed to (room ``run:<runId>``). Client -> server, each with an ack:
 
 - ``agent:learning`` / ``agent:tutor`` / ``agent:speech`` ``{action, data}`` -> ack
-  ``{success, agent, agentId, response, timestamp, agentMs}`` or ``{success: false, status, error}``
+  ``{success, agent, agentId, response, timestamp, agentMs, serverMs}`` (the agents' own
+  time and the handler's, in ms) or ``{success: false, status, error}``
 - ``subscribe {runId}`` -> ack ``{success, runId, status, events}`` (the events so far); the
   run's later events follow under their bus names (``step:completed`` …, each with ``seq``),
   then ``run:finished {runId, status}``. ``unsubscribe {runId}``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import time
 from typing import Any
 
 import socketio
@@ -69,7 +71,7 @@ def build_sockets(service: Service, *, api_key: str | None, max_bytes: int,
             payload = data.get("data", {})
             if not isinstance(payload, dict):
                 return _fail(ValueError(f"field 'data' must be an object, got {payload!r:.80}"))
-            acc = [0.0]
+            acc, t0 = [0.0], time.perf_counter()
             token = AGENT_MS.set(acc)
             try:
                 out = await service.agent_action(learner, kind, data["action"], payload)
@@ -77,7 +79,7 @@ def build_sockets(service: Service, *, api_key: str | None, max_bytes: int,
                 return _fail(exc)
             finally:
                 AGENT_MS.reset(token)
-            return {**out, "agentMs": acc[0]}
+            return {**out, "agentMs": acc[0], "serverMs": (time.perf_counter() - t0) * 1000.0}
         return handler
 
     for kind in KINDS:

@@ -83,6 +83,8 @@ class SQLiteStore:
     """Runs, sessions and insights in one SQLite file (WAL), served by one thread.
 
     Each write is its own committed transaction; the event loop never blocks on the disk.
+    ``synchronous=NORMAL``: a committed write survives the server process being killed; a
+    power cut may lose the last few (use the Redis store with AOF ``always`` for more).
     """
 
     def __init__(self, path: str | Path, *, insights_kept: int = INSIGHTS_KEPT):
@@ -100,7 +102,7 @@ class SQLiteStore:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a process crash
             db.executescript("""
                 CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, status TEXT NOT NULL,
                     created_ms REAL NOT NULL, record TEXT NOT NULL);

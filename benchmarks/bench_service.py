@@ -1,0 +1,230 @@
+"""Load benchmark of `orchkit serve` (loopback only; stops by itself).
+
+N learners at once, each: start_session (REST), then K answers (process_interaction),
+half of the learners over REST and half over Socket.IO, with a think time between answers
+(seeded, uniform in [0.5, 1.5] x --think-ms; 0 = as fast as possible). The server is a real
+process (SQLite store in a temp folder, the built-in agents) on a free port.
+
+Prints requests/s and latency p50/p95/p99 as the client saw it, the agents' own time (the
+server reports it: `Server-Timing: agent;dur=` / the ack's `agentMs`), and the overhead
+per request over the agents' own time, two ways:
+- client: round trip seen by the client - agents' time (includes loopback, HTTP/Socket.IO
+  framing, uvicorn, and the client's own event loop, which shares the 2 cores)
+- server: time inside the app (`Server-Timing: app;dur=` / the ack's `serverMs`) - agents' time
+
+    python benchmarks/bench_service.py                     # 200 learners x 10 answers
+    python benchmarks/bench_service.py --agents instant    # the service's own cost alone
+    python benchmarks/bench_service.py --learners 50 --answers 20 --think-ms 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import socketio
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMING = re.compile(r"(\w+);dur=([0-9.]+)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def instant_agent(kind: str, agent_id: str):
+    """``--agents instant``: agents that answer at once in the built-in agents' shapes, so
+    that what is measured is the service alone."""
+    import orchkit as ok
+
+    class Instant(ok.Agent):
+        async def process(self, action, input, context):
+            data = {"learnerId": (input or {}).get("learnerId"), "correct": False,
+                    "activity": {"activityId": "addition-d1-01", "concept": "addition",
+                                 "difficulty": 1, "prompt": "1 + 1"},
+                    "concept": "addition", "difficultyLevel": 1, "difficultyChange": "same",
+                    "mastery": 0.5, "struggling": False}
+            return ok.AgentResponse(action=action, confidence=0.9, reasoning="instant", data=data)
+
+    return Instant(agent_id)
+
+
+def start_server(port: int, folder: str, agents: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])}
+    env.pop("ORCHKIT_API_KEY", None)
+    env.pop("ORCHKIT_LLM_BASE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchkit", "serve", "--port", str(port), "--store",
+         f"sqlite:///{folder}/bench.db", "--log-level", "warning",
+         *(["--agent-factory", "bench_service:instant_agent"] if agents == "instant" else [])],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"orchkit serve exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    stop(proc)
+    raise SystemExit("orchkit serve did not start within 60 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(5)
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, float, float, float]] = []  # route, total, agent, app (ms)
+        self.errors: list[str] = []
+
+    def add(self, route: str, total_ms: float, agent_ms: float, app_ms: float) -> None:
+        self.rows.append((route, total_ms, agent_ms, app_ms))
+
+
+def timings(headers: httpx.Headers) -> dict[str, float]:
+    return {k: float(v) for k, v in TIMING.findall(", ".join(headers.get_list("server-timing")))}
+
+
+async def rest_learner(i: int, url: str, http: httpx.AsyncClient, answers: int, think_ms: float,
+                       rng: random.Random, stats: Stats) -> None:
+    learner = f"bench-rest-{i}"
+    await start_session(http, learner, stats)
+    r = await http.post("/api/agents", json={"action": "get_next_activity", "agent": "learning",
+                                             "learnerId": learner})
+    activity = r.json()["response"]["data"]["activity"]["activityId"]
+    for _ in range(answers):
+        await think(think_ms, rng)
+        t0 = time.perf_counter()
+        r = await http.post("/api/agents", json={
+            "action": "process_interaction", "learnerId": learner,
+            "data": {"activityId": activity, "response": {"answer": str(rng.randint(0, 20))}}})
+        total = (time.perf_counter() - t0) * 1000.0
+        r.raise_for_status()
+        t = timings(r.headers)
+        stats.add("rest", total, t["agent"], t["app"])
+        activity = r.json()["response"]["nextActivity"]["activityId"]
+
+
+async def socket_learner(i: int, url: str, http: httpx.AsyncClient, answers: int,
+                         think_ms: float, rng: random.Random, stats: Stats) -> None:
+    learner = f"bench-sock-{i}"
+    await start_session(http, learner, stats)
+    sio = socketio.AsyncClient(reconnection=False)
+    await sio.connect(url, auth={"learnerId": learner}, transports=["websocket"], wait_timeout=30)
+    try:
+        ack = await sio.call("agent:learning", {"action": "get_next_activity"}, timeout=60)
+        activity = ack["response"]["data"]["activity"]["activityId"]
+        for _ in range(answers):
+            await think(think_ms, rng)
+            t0 = time.perf_counter()
+            ack = await sio.call("agent:learning", {"action": "process_interaction", "data": {
+                "activityId": activity, "response": {"answer": str(rng.randint(0, 20))}}}, timeout=60)
+            total = (time.perf_counter() - t0) * 1000.0
+            if not ack.get("success"):
+                raise RuntimeError(f"socket answer failed: {ack}")
+            stats.add("socket", total, ack["agentMs"], ack["serverMs"])
+            ack = await sio.call("agent:learning", {"action": "get_next_activity"}, timeout=60)
+            activity = ack["response"]["data"]["activity"]["activityId"]
+    finally:
+        await sio.disconnect()
+
+
+async def start_session(http: httpx.AsyncClient, learner: str, stats: Stats) -> None:
+    t0 = time.perf_counter()
+    r = await http.post("/api/agents", json={"action": "start_session", "learnerId": learner,
+                                             "data": {"gradeLevel": 5}})
+    total = (time.perf_counter() - t0) * 1000.0
+    r.raise_for_status()
+    t = timings(r.headers)
+    stats.add("start_session", total, t.get("agent", 0.0), t["app"])
+
+
+async def think(think_ms: float, rng: random.Random) -> None:
+    if think_ms > 0:
+        await asyncio.sleep(think_ms * rng.uniform(0.5, 1.5) / 1000.0)
+
+
+def pct(values: np.ndarray) -> str:
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return f"p50 {p50:7.2f}   p95 {p95:7.2f}   p99 {p99:7.2f}"
+
+
+async def main(args: argparse.Namespace) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as folder:
+        proc = start_server(port, folder, args.agents)
+        try:
+            limits = httpx.Limits(max_connections=args.learners, max_keepalive_connections=args.learners)
+            async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+                # warm-up: the first session trains the learning model (not measured)
+                await start_session(http, "bench-warm-up", Stats())
+                stats = Stats()
+                rng = random.Random(args.seed)
+                learners = []
+                for i in range(args.learners):
+                    kind = rest_learner if i % 2 == 0 else socket_learner
+                    learners.append(kind(i, url, http, args.answers, args.think_ms,
+                                         random.Random(rng.random()), stats))
+                t0 = time.perf_counter()
+                outcomes = await asyncio.wait_for(asyncio.gather(*learners, return_exceptions=True),
+                                                  args.max_seconds)
+                wall = time.perf_counter() - t0
+                stats.errors = [f"{type(e).__name__}: {e}" for e in outcomes if isinstance(e, BaseException)]
+        finally:
+            stop(proc)
+    rows = np.array([(t, a, s) for _, t, a, s in stats.rows])
+    routes = np.array([r for r, *_ in stats.rows])
+    print(f"orchkit serve, {args.agents} agents, {args.learners} concurrent learners x "
+          f"{args.answers} answers (half REST, half Socket.IO), think time {args.think_ms:g} ms; "
+          "loopback, times in ms")
+    print(f"  {len(rows)} requests in {wall:.1f} s = {len(rows) / wall:.0f} requests/s; "
+          f"{len(stats.errors)} learner(s) stopped by an error"
+          + (f" (first: {stats.errors[0]})" if stats.errors else ""))
+    print(f"  load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    for name in ("start_session", "rest", "socket", None):
+        sel = rows if name is None else rows[routes == name]
+        if not len(sel):
+            continue
+        label = name or "all requests"
+        print(f"  {label:<14} n={len(sel):5d}")
+        print(f"    latency (client)            {pct(sel[:, 0])}")
+        print(f"    agents' own time            {pct(sel[:, 1])}")
+        print(f"    overhead, client - agents   {pct(sel[:, 0] - sel[:, 1])}")
+        print(f"    overhead, in app - agents   {pct(sel[:, 2] - sel[:, 1])}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--learners", type=int, default=200)
+    ap.add_argument("--answers", type=int, default=10, help="process_interaction per learner")
+    ap.add_argument("--think-ms", type=float, default=1000.0,
+                    help="mean think time between a learner's answers (default 1000)")
+    ap.add_argument("--agents", choices=["builtin", "instant"], default="builtin",
+                    help="the built-in agents (scikit-learn, offline tutor) or agents that "
+                         "answer at once (the service's own cost alone)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-seconds", type=float, default=300.0, help="give up after this long")
+    asyncio.run(main(ap.parse_args()))
