@@ -233,7 +233,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     service.serve(host=args.host, port=args.port, store=args.store, idle_ms=args.idle_ms,
                   max_body_bytes=args.max_body_bytes, log_level=args.log_level,
-                  agent_factory=args.agent_factory)
+                  agent_factory=args.agent_factory, policies=args.policies)
     return 0
 
 
@@ -315,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-factory", metavar="MODULE:FUNCTION",
                    help="function(kind, agent_id) -> orchkit.Agent making every agent "
                         "(default: the built-in learning, tutor and speech agents)")
+    p.add_argument("--policies", metavar="FILE",
+                   help="resilience policies (YAML/JSON): circuit breakers per agent pattern")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)

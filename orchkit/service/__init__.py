@@ -8,6 +8,8 @@ handlers) -> ``_service`` (the work, no HTTP) -> ``_store`` / ``_metrics``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .._deps import require
 
 for _module in ("fastapi", "socketio", "uvicorn", "prometheus_client"):
@@ -25,11 +27,12 @@ __all__ = ["AgentFactory", "DEFAULT_IDLE_MS", "MAX_BODY_BYTES", "RedisStore", "S
 def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///orchkit.db",
           idle_ms: float = DEFAULT_IDLE_MS, api_key: str | None = None,
           max_body_bytes: int = MAX_BODY_BYTES, agent_factory: AgentFactory | str | None = None,
-          log_level: str = "info") -> None:
+          policies: Any = None, log_level: str = "info") -> None:
     """Run the service under uvicorn until interrupted (Ctrl-C / SIGTERM stop it cleanly:
     runs in flight are recorded ``interrupted``). ``store`` is ``sqlite:///FILE`` or
     ``redis://HOST:PORT/DB``; ``agent_factory(kind, agent_id)`` makes the agents (or
-    ``"module:function"`` naming one)."""
+    ``"module:function"`` naming one); ``policies`` (a file, dict or ``ok.Policies``) puts
+    circuit breakers on the agents of plan runs."""
     import asyncio
 
     import uvicorn
@@ -42,6 +45,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///
         await probe.open()
         await probe.close()
     asyncio.run(check())
-    service = Service(open_store(store), agent_factory=agent_factory, idle_ms=idle_ms)
+    service = Service(open_store(store), agent_factory=agent_factory, idle_ms=idle_ms,
+                      policies=policies)
     app = create_app(service, api_key=api_key, max_body_bytes=max_body_bytes)
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")

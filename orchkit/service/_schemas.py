@@ -153,7 +153,8 @@ class AgentInfo(BaseModel):
     capacity: int | None
     inFlight: int
     waiting: int
-    breaker: Any = Field(None, description="breaker state, when the agent has a breaker")
+    breaker: str | None = Field(None, description="closed | open | half_open, for an agent with "
+                                "a circuit breaker (--policies) that has been called")
     learnerId: str | None
 
 

@@ -149,17 +149,20 @@ class Service:
 
     ``agent_factory(kind, agent_id)`` makes every agent (default: the built-in ones);
     ``idle_ms`` releases a learner's agents after that long without a request; ``seed``
-    seeds the backoff jitter. Call ``await start()`` before use and ``await stop()`` after.
+    seeds the backoff jitter; ``policies`` (``ok.Policies``, a dict or a file) puts circuit
+    breakers on the agents of plan runs. Call ``await start()`` before use and
+    ``await stop()`` after.
     """
 
     def __init__(self, store: Store, *, agent_factory: AgentFactory | None = None,
-                 idle_ms: float = DEFAULT_IDLE_MS, seed: int | None = None):
+                 idle_ms: float = DEFAULT_IDLE_MS, seed: int | None = None,
+                 policies: Any = None):
         if not idle_ms > 0:
             raise ValueError(f"idle_ms must be > 0, got {idle_ms!r}")
         self.store = store
         self.agent_factory = agent_factory or default_agent_factory
         self.idle_ms = float(idle_ms)
-        self.orch = Orchestrator(seed=seed)
+        self.orch = Orchestrator(seed=seed, policies=policies)
         self.metrics = Metrics(self)
         self.publish: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
         self._plan = session_plan()
@@ -266,14 +269,14 @@ class Service:
 
     def agents(self) -> list[dict[str, Any]]:
         """Every registered agent: id, kind, capacity, in flight, waiting, breaker, learner."""
-        breaker = getattr(self.orch, "breaker_state", None)
+        breakers = self.orch.breaker_states()
         out = []
         for a in self.orch.all_agents():
             running, waiting = self.orch.agent_load(a.agent_id)
             out.append({"id": a.agent_id, "kind": kind_of(a.agent_id) or type(a).__name__,
                         "type": type(a).__name__, "capacity": a.capacity, "inFlight": running,
                         "waiting": waiting,
-                        "breaker": breaker(a.agent_id) if callable(breaker) else None,
+                        "breaker": breakers.get(a.agent_id),
                         "learnerId": self._owner.get(a.agent_id)})
         return out
 
