@@ -27,6 +27,7 @@ import asyncio
 import itertools
 import logging
 import uuid
+import zlib
 from typing import Any
 
 from ._agent import Agent
@@ -311,3 +312,24 @@ class RemoteAgent(Agent):
 
     def __repr__(self) -> str:
         return f"RemoteAgent({self.agent_id!r}, queue={self.queue!r})"
+
+
+def pool_queue(kind: str, agent_id: str, partitions: int = 1) -> str:
+    """The pool queue serving ``agent_id`` of ``kind`` for the service: ``orchkit-<kind>``,
+    or with ``partitions`` > 1 ``orchkit-<kind>-<k>``, k = crc32(agent id) mod partitions
+    (stable: an agent id, and so a learner's in-memory state, stays on one partition)."""
+    if partitions == 1:
+        return f"orchkit-{kind}"
+    return f"orchkit-{kind}-{zlib.crc32(agent_id.encode()) % partitions}"
+
+
+def service_factory(redis: str, partitions: int = 1) -> Any:
+    """An agent factory for ``orchkit serve --redis``: ``factory(kind, agent_id)`` gives a
+    RemoteAgent on the kind's pool queue (see ``pool_queue``)."""
+    check_redis_url(redis, "--redis")
+    if not isinstance(partitions, int) or partitions < 1:
+        raise ValueError(f"--queue-partitions must be an int >= 1, got {partitions!r}")
+
+    def factory(kind: str, agent_id: str) -> RemoteAgent:
+        return RemoteAgent(agent_id, redis, queue=pool_queue(kind, agent_id, partitions))
+    return factory

@@ -187,7 +187,8 @@ class WorkerProcess:
 
     async def _call(self, job: Any, agent: Agent, action: str, input: Any,
                     context: dict) -> AgentResponse:
-        _JOB.set(job)
+        sent: list[asyncio.Future] = []  # the agent's emits, sent before the job ends
+        _JOB.set((job, sent))
         try:
             value = agent.process(action, input, context)
             if inspect.isawaitable(value):
@@ -197,6 +198,9 @@ class WorkerProcess:
         except Exception as exc:  # noqa: BLE001 - an agent's bug fails the job, as live
             raise AgentError(f"agent '{agent.agent_id}' action '{action}' raised "
                              f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if sent:
+                await asyncio.wait(sent, timeout=5.0)
         return coerce_response(value, agent.agent_id, action)
 
     def cancel(self, job_id: str, why: str) -> None:
@@ -270,9 +274,11 @@ class WorkerProcess:
 
 def _forward(kind: str, payload: Any) -> None:
     """An agent's ``emit`` during a job becomes the job's progress {orchkitEvent, payload}."""
-    job = _JOB.get()
-    if job is not None:
-        asyncio.ensure_future(job.updateProgress({"orchkitEvent": kind, "payload": payload}))
+    current = _JOB.get()
+    if current is not None:
+        job, sent = current
+        sent.append(asyncio.ensure_future(
+            job.updateProgress({"orchkitEvent": kind, "payload": payload})))
 
 
 def _agent_context(ctx: Any) -> dict[str, Any]:

@@ -231,9 +231,21 @@ def _examples(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from . import service  # MissingDependencyError (exit 2) without the server extra
 
+    factory = args.agent_factory
+    if args.redis:
+        from ._remote import require_bullmq, service_factory
+
+        if factory:
+            raise OrchkitError("--redis and --agent-factory exclude each other: with --redis "
+                               "the workers make the agents (orchkit worker --factory ...)")
+        require_bullmq()
+        try:
+            factory = service_factory(args.redis, args.queue_partitions)
+        except ValueError as exc:
+            raise OrchkitError(str(exc)) from None
     service.serve(host=args.host, port=args.port, store=args.store, idle_ms=args.idle_ms,
                   max_body_bytes=args.max_body_bytes, log_level=args.log_level,
-                  agent_factory=args.agent_factory, policies=args.policies)
+                  agent_factory=factory, policies=args.policies)
     return 0
 
 
@@ -317,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the built-in learning, tutor and speech agents)")
     p.add_argument("--policies", metavar="FILE",
                    help="resilience policies (YAML/JSON): circuit breakers per agent pattern")
+    p.add_argument("--redis", metavar="URL",
+                   help="run every agent remotely: RemoteAgents on the pool queues "
+                        "orchkit-learning / orchkit-tutor / orchkit-speech, served by "
+                        "`orchkit worker --queue orchkit-learning --agents 'learning-agent-*'` …")
+    p.add_argument("--queue-partitions", type=int, default=1, metavar="N",
+                   help="with --redis: split each pool into orchkit-<kind>-0..N-1 by agent id, "
+                        "so that a learner's agent always runs on the same worker (default 1)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)

@@ -51,7 +51,6 @@ class ScriptAgent(ok.Agent):
             raise ValueError("scripted bug")
         elif action == "insight":
             self.emit("insight", {"type": "struggling_detected", "learnerId": "l-1"})
-            await asyncio.sleep(0.05)
         else:
             raise ok.AgentError(f"no action {action!r}", retryable=False)
         _mark(input, "finished")
