@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections import Counter
 import math
@@ -10,7 +11,6 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -24,6 +24,8 @@ from ._models import AgentModels
 from ._plan import Plan
 from ._result import SPAN_COLUMNS, span_rows, spans_frame
 from ._policies import Policies, as_policies, breaker_lookup
+from ._stats import (batches_for, mean_ci, mser5, quantile_ci, section_ci, steady_mean_ci,
+                     steady_proportion_ci, steady_quantile_ci, wilson_ci)
 from ._sim import BLOCK, SimDriver, _as_plan, as_models, check_models, run_rng, simulate_runs
 
 RUN_COLUMNS = ["run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms", "makespan_ms",
@@ -31,7 +33,6 @@ RUN_COLUMNS = ["run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms"
 # breaker transitions of a study: run_id is the run an independent-runs study was in (None
 # in a workload study, where breakers are shared); t_ms on the run's or the study's clock
 BREAKER_COLUMNS = ["run_id", "t_ms", "agent_id", "event", "failure_rate", "slow_call_rate"]
-_Z95 = NormalDist().inv_cdf(0.975)
 
 
 @dataclass(frozen=True)
@@ -131,17 +132,14 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
         run, actions = core.submit(cp, env.now, i, rng)
         runs.append(run)
         driver.apply(actions)
+        if i % 256 == 255:
+            bar.update(256)
 
     for i, t in enumerate(times):
         env.timeout(t).callbacks.append(lambda e, i=i: arrive(e, i))
-    done = 0
-    while env.peek() != float("inf"):
-        env.step()
-        if len(driver.finished) - done >= 256:
-            bar.update(len(driver.finished) - done)
-            done = len(driver.finished)
+    env.run()
     driver.finish_hung(runs)
-    bar.update(len(runs) - done)
+    bar.update(len(runs) % 256)
     bar.close()
     for run in runs:
         sink(run)
@@ -155,7 +153,8 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
                 executor: Executor | Literal["processes"] | None = None, chunk_runs: int = 4096,
                 keep_spans: bool | int = True, progress: bool = True,
                 method: Literal["auto", "simpy", "fast"] = "auto",
-                policies: Policies | dict | str | Path | None = None) -> MonteCarloResult:
+                policies: Policies | dict | str | Path | None = None,
+                warmup_ms: float | None = None, replications: int = 1) -> MonteCarloResult:
     """Simulate many runs of ``plan``; returns frames of runs and spans and a summary.
 
     - ``runs``: independent runs, each alone from t = 0 (ignored with a ``workload``).
@@ -175,18 +174,41 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
       ``Policies``). In a workload study one breaker per agent serves every run; with
       independent runs each run starts with closed, empty breakers (runs stay
       independent). Transitions are in ``result.breakers``.
+    - ``warmup_ms`` (workload studies): runs arriving earlier are left out of the summary;
+      default None: the MSER-5 warm-up, found from the data and reported by ``summary()``.
+    - ``replications`` (workload studies): k independent studies of the workload (seeds
+      derived from ``seed``; the first is the study ``seed`` alone gives), for intervals
+      from independent replications instead of batch means. Frames gain a
+      ``replication`` column when k > 1.
+
+    The summary's intervals (SPEC §11.1): independent runs get the exact i.i.d.
+    intervals; the runs of a workload study share agents and are autocorrelated, so
+    their intervals come from batch means after warm-up deletion, or from replications
+    (``orchkit._stats`` documents the methods and their sources).
     """
     plan = _as_plan(plan)
     models = as_models(models)
     check_models(plan, models)
     policies = as_policies(policies) or None
+    if warmup_ms is not None and (isinstance(warmup_ms, bool) or not isinstance(warmup_ms, (int, float))):
+        raise TypeError(f"warmup_ms must be a number of ms or None, got {warmup_ms!r}")
+    if warmup_ms is not None and not (math.isfinite(warmup_ms) and warmup_ms >= 0):
+        raise ValueError(f"warmup_ms must be a finite number of ms >= 0, got {warmup_ms!r}")
+    if isinstance(replications, bool) or not isinstance(replications, int):
+        raise TypeError(f"replications must be an int >= 1, got {replications!r}")
+    if replications < 1:
+        raise ValueError(f"replications must be >= 1, got {replications}")
+    if workload is None and (warmup_ms is not None or replications != 1):
+        raise PlanValidationError(
+            "monte_carlo: warmup_ms and replications apply to workload studies (runs sharing "
+            "agents); independent runs each start alone and have no warm-up")
     if workload is not None:
         if method == "fast" or executor is not None:
             raise PlanValidationError(
                 "monte_carlo: a capacity study is one simulation of runs sharing capacity, on "
                 "the SimPy path; drop method='fast' and executor (they apply to independent runs)")
-        rows, spans, busy, total_ms, log = _capacity_study(plan, models, seed, workload,
-                                                           keep_spans, progress, policies)
+        rows, spans, busy, total_ms, log = _replicated_study(
+            plan, models, seed, workload, keep_spans, progress, policies, replications)
         method_used, reason = "simpy", "a capacity study runs on the SimPy path"
     else:
         if runs < 1:
@@ -209,7 +231,38 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
     return MonteCarloResult(plan=plan, models=models, seed=seed, runs=runs_df, spans=spans_df,
                             busy_ms=busy, observed_ms=total_ms, workload=workload,
                             method=method_used, method_reason=reason,
-                            breakers=pd.DataFrame.from_records(log, columns=BREAKER_COLUMNS))
+                            breakers=pd.DataFrame.from_records(log, columns=BREAKER_COLUMNS),
+                            warmup_ms=warmup_ms, replications=replications)
+
+
+def replication_seed(seed: int, r: int) -> int:
+    """The seed of replication ``r`` of a study with ``seed`` (r = 0: ``seed`` itself)."""
+    if r == 0:
+        return seed
+    digest = hashlib.sha256(f"orchkit replication {seed} {r}".encode()).digest()
+    return int.from_bytes(digest[:5], "big")
+
+
+def _replicated_study(plan: Plan, models: AgentModels, seed: int, workload: Workload,
+                      keep_spans: bool | int, progress: bool, policies: Policies | None,
+                      replications: int) -> tuple[Any, Any, dict, float, list]:
+    """One workload study, or ``replications`` independent ones with their frames stacked
+    (a ``replication`` column), busy and observed times summed, breaker logs joined (each
+    on its replication's clock)."""
+    if replications == 1:
+        return _capacity_study(plan, models, seed, workload, keep_spans, progress, policies)
+    runs, spans, busy, total, log = [], [], {}, 0.0, []
+    for r in range(replications):
+        rows, sp, bz, t, lg = _capacity_study(plan, models, replication_seed(seed, r), workload,
+                                              keep_spans, progress, policies)
+        runs.append(pd.DataFrame.from_records(rows, columns=RUN_COLUMNS).assign(replication=r))
+        spans.append(spans_frame(sp).assign(replication=r))
+        for k, v in bz.items():
+            busy[k] = busy.get(k, 0.0) + v
+        total += t
+        log.extend(lg)
+    return (pd.concat(runs, ignore_index=True), pd.concat(spans, ignore_index=True), busy,
+            total, log)
 
 
 def _choose_method(plan: Plan, models: AgentModels, method: str,
@@ -349,49 +402,29 @@ def sweep(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dic
 # ------------------------------------------------------------------ results and statistics
 
 
-def mean_ci(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and its 95% normal-approximation confidence interval."""
-    n = len(x)
-    m = float(np.mean(x)) if n else math.nan
-    if n < 2:
-        return m, math.nan, math.nan
-    h = _Z95 * float(np.std(x, ddof=1)) / math.sqrt(n)
-    return m, m - h, m + h
-
-
-def quantile_ci(x: np.ndarray, q: float) -> tuple[float, float, float]:
-    """The q-quantile and its distribution-free 95% interval from order statistics."""
-    n = len(x)
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    s = np.sort(x)
-    est = float(np.quantile(s, q))
-    half = _Z95 * math.sqrt(n * q * (1 - q))
-    lo, hi = math.floor(n * q - half), math.ceil(n * q + half)
-    low = float(s[lo - 1]) if lo >= 1 else math.nan
-    high = float(s[hi - 1]) if hi <= n else math.nan
-    return est, low, high
-
-
-def wilson_ci(k: int, n: int) -> tuple[float, float, float]:
-    """A proportion k/n and its 95% Wilson score interval."""
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    p = k / n
-    z2 = _Z95 * _Z95
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = _Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return p, max(0.0, centre - half), min(1.0, centre + half)
-
-
 @dataclass
 class Summary:
-    """Headline figures of a study: ``metrics`` (metric, value, ci_low, ci_high; times in ms,
-    95% intervals) and ``agents`` (agent_id, capacity, busy_ms, mean_in_flight,
-    utilisation = mean_in_flight / capacity)."""
+    """Headline figures of a study.
+
+    - ``metrics``: one row per metric (runs, value, ci_low, ci_high; times in ms, 95%
+      intervals), over the runs the summary uses (``runs`` column);
+    - ``agents``: agent_id, capacity, busy_ms, mean_in_flight, utilisation
+      (mean_in_flight / capacity), queue_wait_mean_ms and queue_wait_p95_ms (time attempts
+      waited for a slot, from the kept spans; NaN when none were kept);
+    - ``method``: how the intervals were computed: "independent runs" (exact i.i.d.
+      intervals), "batch means" (one workload study, ``sections`` batches) or
+      "replications" (``sections`` independent studies);
+    - ``warmup``: "none", "MSER-5" or "given"; ``warmup_ms``: runs arriving before it are
+      left out (with replications: the mean over replications); ``warmup_runs``: how many.
+    """
 
     metrics: pd.DataFrame
     agents: pd.DataFrame
+    method: str = "independent runs"
+    sections: int | None = None
+    warmup: str = "none"
+    warmup_ms: float = 0.0
+    warmup_runs: int = 0
 
     def __getitem__(self, metric: str) -> float:
         return float(self.metrics.loc[metric, "value"])
@@ -400,15 +433,30 @@ class Summary:
         return {"metrics": {k: {c: _nan_none(v) for c, v in row.items()}
                             for k, row in self.metrics.to_dict(orient="index").items()},
                 "agents": [{k: _nan_none(v) for k, v in row.items()}
-                           for row in self.agents.to_dict(orient="records")]}
+                           for row in self.agents.to_dict(orient="records")],
+                "intervals": {"method": self.method, "sections": self.sections,
+                              "warmup": self.warmup, "warmup_ms": self.warmup_ms,
+                              "warmup_runs": self.warmup_runs}}
+
+    def describe(self) -> str:
+        """One line: how the intervals were computed and what warm-up was left out."""
+        how = {"batch means": f"batch means ({self.sections} batches)",
+               "replications": f"{self.sections} independent replications"}.get(
+                   self.method, self.method)
+        if self.warmup == "none":
+            return f"95% intervals: {how}"
+        return (f"95% intervals: {how}, after a warm-up of {self.warmup_ms:,.0f} ms "
+                f"({self.warmup_runs} runs left out, {self.warmup})")
 
     def __repr__(self) -> str:
-        return (self.metrics.to_string(float_format=lambda v: f"{v:,.3f}") + "\n\n"
+        head = "" if self.method == "independent runs" else self.describe() + "\n\n"
+        return (head + self.metrics.to_string(float_format=lambda v: f"{v:,.3f}") + "\n\n"
                 + self.agents.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
 
     def _repr_html_(self) -> str:
-        return self.metrics.to_html(float_format=lambda v: f"{v:,.3f}") + self.agents.to_html(
-            index=False, float_format=lambda v: f"{v:,.3f}")
+        head = "" if self.method == "independent runs" else f"<p>{self.describe()}</p>"
+        return (head + self.metrics.to_html(float_format=lambda v: f"{v:,.3f}")
+                + self.agents.to_html(index=False, float_format=lambda v: f"{v:,.3f}"))
 
 
 def _integral(sorted_times: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -422,12 +470,86 @@ def _nan_none(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
+_RATES = (("success_rate", "status", "succeeded"), ("timeout_rate", "status", "timed_out"),
+          ("fallback_rate", "fallback_used", True))
+_MEANS = (("attempts_per_run", "attempts"), ("retries_per_run", "retries"))
+_QUANTILES = (0.5, 0.95, 0.99)
+
+
+def _metrics_iid(runs: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
+    """Exact intervals for independent runs."""
+    mk = runs["makespan_ms"].to_numpy(dtype=float)
+    rows = {"makespan_mean_ms": mean_ci(mk)}
+    mk_ok = mk[(runs["status"] == "succeeded").to_numpy()]  # an SLO is about answers
+    for q in _QUANTILES:
+        rows[f"makespan_p{round(q * 100)}_ms"] = quantile_ci(mk, q)
+        rows[f"makespan_ok_p{round(q * 100)}_ms"] = quantile_ci(mk_ok, q)
+    rows["success_rate"] = wilson_ci(int((runs["status"] == "succeeded").sum()), len(runs))
+    for name, col in _MEANS:
+        rows[name] = mean_ci(runs[col].to_numpy(dtype=float))
+    for name, col, value in _RATES[1:]:
+        rows[name] = wilson_ci(int((runs[col] == value).sum()), len(runs))
+    return _order(rows)
+
+
+def _metrics_batched(runs: pd.DataFrame) -> tuple[dict[str, tuple[float, float, float]], int]:
+    """Batch-means / sectioning intervals for one warm-up-free study, runs in arrival order."""
+    b = batches_for(len(runs))
+    mk = runs["makespan_ms"].to_numpy(dtype=float)
+    rows = {"makespan_mean_ms": steady_mean_ci(mk, b)}
+    mk_ok = mk[(runs["status"] == "succeeded").to_numpy()]  # in arrival order too
+    for q in _QUANTILES:
+        rows[f"makespan_p{round(q * 100)}_ms"] = steady_quantile_ci(mk, q, b)
+        rows[f"makespan_ok_p{round(q * 100)}_ms"] = steady_quantile_ci(
+            mk_ok, q, batches_for(len(mk_ok)))
+    for name, col, value in _RATES:
+        rows[name] = steady_proportion_ci((runs[col] == value).to_numpy(), b)
+    for name, col in _MEANS:
+        rows[name] = steady_mean_ci(runs[col].to_numpy(dtype=float), b)
+    return _order(rows), b
+
+
+def _metrics_replicated(parts: list[pd.DataFrame]) -> dict[str, tuple[float, float, float]]:
+    """Intervals from independent replications: the pooled estimate, the spread of the
+    replications' own estimates (``section_ci`` with ``correlated=False``)."""
+    pooled = pd.concat(parts)
+
+    def ci(stat: Any) -> tuple[float, float, float]:
+        return section_ci(stat(pooled), np.array([stat(p) for p in parts]), correlated=False)
+
+    rows = {"makespan_mean_ms": ci(lambda d: float(d["makespan_ms"].mean()))}
+    for q in _QUANTILES:
+        rows[f"makespan_p{round(q * 100)}_ms"] = ci(
+            lambda d, q=q: _quantile(d["makespan_ms"], q))
+        rows[f"makespan_ok_p{round(q * 100)}_ms"] = ci(
+            lambda d, q=q: _quantile(d.loc[d["status"] == "succeeded", "makespan_ms"], q))
+    for name, col, value in _RATES:
+        p, lo, hi = ci(lambda d, c=col, v=value: float((d[c] == v).mean()))
+        rows[name] = (p, max(0.0, lo), min(1.0, hi))
+    for name, col in _MEANS:
+        rows[name] = ci(lambda d, c=col: float(d[c].mean()))
+    return _order(rows)
+
+
+def _quantile(x: pd.Series, q: float) -> float:
+    return float(np.quantile(x.to_numpy(dtype=float), q)) if len(x) else math.nan
+
+
+def _order(rows: dict[str, Any]) -> dict[str, Any]:
+    names = (["makespan_mean_ms"] + [f"makespan_p{round(q * 100)}_ms" for q in _QUANTILES]
+             + [f"makespan_ok_p{round(q * 100)}_ms" for q in _QUANTILES]
+             + ["success_rate", "attempts_per_run", "retries_per_run", "timeout_rate",
+                "fallback_rate"])
+    return {k: rows[k] for k in names}
+
+
 @dataclass
 class MonteCarloResult:
     """A study's output: ``runs`` (one row per run: RUN_COLUMNS) and ``spans`` (one row per
-    kept attempt: SPAN_COLUMNS); ``summary()`` gives the headline figures. ``method`` is the
-    path taken ("simpy" or "fast") and ``method_reason`` why; ``breakers`` lists circuit
-    breaker transitions (BREAKER_COLUMNS)."""
+    kept attempt: SPAN_COLUMNS), both with a ``replication`` column when the workload
+    study had several; ``summary()`` gives the headline figures. ``method`` is the path
+    taken ("simpy" or "fast") and ``method_reason`` why; ``breakers`` lists circuit breaker
+    transitions (BREAKER_COLUMNS)."""
 
     plan: Plan
     models: AgentModels
@@ -440,64 +562,120 @@ class MonteCarloResult:
     method: str = "simpy"
     method_reason: str = ""
     breakers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BREAKER_COLUMNS))
+    warmup_ms: float | None = None
+    replications: int = 1
     _summary: Summary | None = field(default=None, repr=False)
 
     def summary(self) -> Summary:
-        """mean/p50/p95/p99 makespan (ms) with 95% CIs — ``makespan_p95_ms`` over all runs,
+        """mean/p50/p95/p99 makespan (ms) — ``makespan_p95_ms`` over all runs,
         ``makespan_ok_p95_ms`` over succeeded runs only (the one an SLO is about; ``runs``
-        then counts those) —, success rate (Wilson CI), attempts per run and each agent's
-        utilisation."""
+        then counts those) —, success rate, attempts and retries per run, timeout and
+        fallback rates, each with its 95% interval; each agent's utilisation and queue
+        waits. ``Summary.method`` says how the intervals were computed (SPEC
+        §11.1): exact i.i.d. intervals for independent runs; for a workload study, batch
+        means after warm-up deletion (MSER-5 unless ``warmup_ms`` was given), or
+        independent replications."""
         if self._summary is not None:
             return self._summary
         runs = self.runs
-        mk = runs["makespan_ms"].to_numpy(dtype=float)
-        rows = {"makespan_mean_ms": mean_ci(mk)}
-        for q in (0.5, 0.95, 0.99):
-            rows[f"makespan_p{round(q * 100)}_ms"] = quantile_ci(mk, q)
-        succeeded = runs["status"] == "succeeded"
-        mk_ok = mk[succeeded.to_numpy()]  # an SLO is about answers: succeeded runs only
-        for q in (0.5, 0.95, 0.99):
-            rows[f"makespan_ok_p{round(q * 100)}_ms"] = quantile_ci(mk_ok, q)
-        ok = int(succeeded.sum())
-        rows["success_rate"] = wilson_ci(ok, len(runs))
-        rows["attempts_per_run"] = mean_ci(runs["attempts"].to_numpy(dtype=float))
-        rows["retries_per_run"] = mean_ci(runs["retries"].to_numpy(dtype=float))
-        rows["timeout_rate"] = wilson_ci(int((runs["status"] == "timed_out").sum()), len(runs))
-        rows["fallback_rate"] = wilson_ci(int(runs["fallback_used"].sum()), len(runs))
+        extra: dict[str, Any] = {}
+        if self.workload is None:
+            used = runs
+            rows = _metrics_iid(runs)
+        else:
+            parts, cuts = [], []
+            groups = ([g for _, g in runs.groupby("replication", sort=True)]
+                      if self.replications > 1 else [runs])
+            for g in groups:
+                g = g.sort_values("run_id", kind="stable")  # arrival order
+                if self.warmup_ms is None:
+                    d = mser5(g["makespan_ms"].to_numpy(dtype=float))
+                    cut = float(g["arrival_ms"].iloc[d]) if d else 0.0
+                else:
+                    cut = float(self.warmup_ms)
+                cuts.append(cut)
+                parts.append(g[g["arrival_ms"] >= cut])
+            used = pd.concat(parts)
+            extra = {"warmup": "given" if self.warmup_ms is not None else "MSER-5",
+                     "warmup_ms": float(np.mean(cuts)), "warmup_runs": len(runs) - len(used)}
+            if self.replications > 1:
+                rows = _metrics_replicated(parts)
+                extra.update(method="replications", sections=self.replications)
+            else:
+                rows, b = _metrics_batched(used)
+                extra.update(method="batch means", sections=b)
         metrics = pd.DataFrame.from_dict(rows, orient="index", columns=["value", "ci_low", "ci_high"])
         metrics.index.name = "metric"
-        metrics.insert(0, "runs", len(runs))
+        metrics.insert(0, "runs", len(used))
+        ok = int((used["status"] == "succeeded").sum())
         metrics.loc[metrics.index.str.startswith("makespan_ok_"), "runs"] = ok  # rows it counts
+        self._summary = Summary(metrics, self._agents(used), **extra)
+        return self._summary
+
+    def _agents(self, used: pd.DataFrame) -> pd.DataFrame:
+        waits: dict[str, np.ndarray] = {}
+        sp = self.spans
+        if not sp.empty:
+            if len(used) < len(self.runs):  # the spans of the runs the summary uses
+                keys = ["replication", "run_id"] if "replication" in sp.columns else ["run_id"]
+                sp = sp.merge(used[keys], on=keys)
+            started = sp.dropna(subset=["start_ms"])
+            wait = (started["start_ms"] - started["queued_ms"]).to_numpy(dtype=float)
+            for agent_id, idx in started.groupby("agent_id", sort=True).indices.items():
+                waits[agent_id] = wait[idx]
         agents = []
         for agent_id in sorted({s.agent_id for p in self.plan.chain() for s in p.steps}):
             cap = self.models.capacity(agent_id)
             busy = self.busy_ms.get(agent_id, 0.0)
             in_flight = busy / self.observed_ms if self.observed_ms else math.nan
-            agents.append((agent_id, cap, busy, in_flight,
-                           in_flight / cap if cap else math.nan))
-        agents_df = pd.DataFrame(agents, columns=["agent_id", "capacity", "busy_ms",
-                                                  "mean_in_flight", "utilisation"])
-        self._summary = Summary(metrics, agents_df)
-        return self._summary
+            w = waits.get(agent_id)
+            agents.append((agent_id, cap, busy, in_flight, in_flight / cap if cap else math.nan,
+                           float(w.mean()) if w is not None and len(w) else math.nan,
+                           float(np.quantile(w, 0.95)) if w is not None and len(w) else math.nan))
+        return pd.DataFrame(agents, columns=["agent_id", "capacity", "busy_ms", "mean_in_flight",
+                                             "utilisation", "queue_wait_mean_ms",
+                                             "queue_wait_p95_ms"])
 
     def utilisation(self, bin_ms: float = 1000.0) -> pd.DataFrame:
         """Attempts running per agent over time, from the kept spans: one row per
-        (agent_id, t_ms bin start) with ``in_flight`` (mean attempts running in the bin)
-        and ``utilisation`` (in_flight / capacity)."""
+        (agent_id, t_ms bin start) with ``in_flight`` (mean attempts running in the bin,
+        averaged over replications) and ``utilisation`` (in_flight / capacity)."""
         sp = self.spans.dropna(subset=["start_ms"])
-        if sp.empty:
-            return pd.DataFrame(columns=["agent_id", "t_ms", "in_flight", "utilisation"])
-        edges = np.arange(0.0, float(sp["end_ms"].max()) + bin_ms, bin_ms)
+        out = self._over_time(sp["start_ms"], sp["end_ms"], sp["agent_id"], bin_ms)
+        out = out.rename(columns={"value": "in_flight"})
+        caps = out["agent_id"].map(lambda a: self.models.capacity(a) or math.nan)
+        out["utilisation"] = (out["in_flight"] / caps.astype(float)).astype(float)
+        return out
+
+    def queue_length(self, bin_ms: float = 1000.0) -> pd.DataFrame:
+        """Attempts waiting for an agent slot over time, from the kept spans: one row per
+        (agent_id, t_ms bin start) with ``queue_length`` (mean attempts waiting in the
+        bin, averaged over replications). An attempt waits from ``queued_ms`` to
+        ``start_ms`` (or to ``end_ms`` if it never started)."""
+        sp = self.spans
+        until = sp["start_ms"].fillna(sp["end_ms"])
+        out = self._over_time(sp["queued_ms"], until, sp["agent_id"], bin_ms)
+        return out.rename(columns={"value": "queue_length"})
+
+    def _over_time(self, start: pd.Series, end: pd.Series, agent: pd.Series,
+                   bin_ms: float) -> pd.DataFrame:
+        """Mean number of intervals [start, end) open per bin, per agent."""
+        if isinstance(bin_ms, bool) or not isinstance(bin_ms, (int, float)) or not (
+                math.isfinite(bin_ms) and bin_ms > 0):
+            raise ValueError(f"bin_ms must be a finite number of ms > 0, got {bin_ms!r}")
+        ok = end.notna() & start.notna()
+        start, end, agent = start[ok], end[ok], agent[ok]
+        if start.empty:
+            return pd.DataFrame(columns=["agent_id", "t_ms", "value"])
+        edges = np.arange(0.0, float(end.max()) + bin_ms, bin_ms)
         out = []
-        for agent_id, g in sp.groupby("agent_id", sort=True):
-            # busy time up to t: sum over attempts of clip(t - start, 0, end - start)
-            busy_to = _integral(np.sort(g["start_ms"].to_numpy()), edges) - _integral(
-                np.sort(g["end_ms"].to_numpy()), edges)
-            in_flight = np.diff(busy_to) / bin_ms
-            cap = self.models.capacity(agent_id)
-            for t, busy in zip(edges[:-1], in_flight):
-                out.append((agent_id, float(t), float(busy), busy / cap if cap else math.nan))
-        return pd.DataFrame(out, columns=["agent_id", "t_ms", "in_flight", "utilisation"])
+        for agent_id, idx in agent.groupby(agent, sort=True).groups.items():
+            # open time up to t: sum over intervals of clip(t - start, 0, end - start)
+            open_to = _integral(np.sort(start[idx].to_numpy(dtype=float)), edges) - _integral(
+                np.sort(end[idx].to_numpy(dtype=float)), edges)
+            mean_open = np.diff(open_to) / bin_ms / self.replications
+            out.extend((agent_id, float(t), float(v)) for t, v in zip(edges[:-1], mean_open))
+        return pd.DataFrame(out, columns=["agent_id", "t_ms", "value"])
 
     def __repr__(self) -> str:
         kind = (f"workload {self.workload}" if self.workload else f"{len(self.runs)} runs")

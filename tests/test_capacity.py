@@ -3,9 +3,14 @@ workloads, offered load and the queue outputs."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pandas as pd
 import pytest
 
 import orchkit as ok
+from orchkit._stats import batches_for, mean_ci, mser5, steady_mean_ci
 
 ONE = ok.Plan.model_validate({"id": "one", "steps": [{"id": "s", "agentId": "tutor-agent-1",
                                                       "action": "ask"}]})
@@ -103,3 +108,158 @@ def test_bad_outages_are_clear_errors(outages, message):
     with pytest.raises(ok.PlanValidationError, match="agent 'x'.*" + message):
         ok.AgentModels.from_dict({"agents": {"x": {"latency": {"dist": "constant", "value": 1},
                                                    "outages": outages}}})
+
+
+# ------------------------------------------------------------------ steady-state intervals (§11.1–11.2)
+
+QUEUE = ok.Plan.model_validate({"id": "queue", "steps": [{"id": "s", "agentId": "srv",
+                                                          "action": "serve"}]})
+SERVICE_MS = 10.0
+
+
+def _mmc_models(c: int) -> dict:
+    return {"agents": {"srv": {"capacity": c,
+                               "latency": {"dist": "exponential", "mean": SERVICE_MS}}}}
+
+
+def _erlang_c_sojourn_ms(c: int, lam_per_ms: float) -> float:
+    """Mean time in an M/M/c system (Erlang C), ms."""
+    a = lam_per_ms * SERVICE_MS
+    head = sum(a**k / math.factorial(k) for k in range(c))
+    tail = a**c / math.factorial(c) / (1 - a / c)
+    return tail / (head + tail) / (c / SERVICE_MS - lam_per_ms) + SERVICE_MS
+
+
+def _mmc_studies(c: int, runs: int, studies: int) -> list[ok.MonteCarloResult]:
+    lam = 0.8 * c / SERVICE_MS  # per ms: utilisation 0.8
+    return [ok.monte_carlo(QUEUE, _mmc_models(c), seed=seed, keep_spans=False, progress=False,
+                           workload=ok.Workload(rate_per_s=lam * 1000, horizon_ms=runs / lam))
+            for seed in range(studies)]
+
+
+@pytest.fixture(scope="module")
+def mm1_studies() -> list[ok.MonteCarloResult]:
+    """40 M/M/1 studies at ρ = 0.8 of ~4,000 runs each (true mean time in system 50 ms)."""
+    return _mmc_studies(1, 4000, 40)
+
+
+def _coverage(studies: list[ok.MonteCarloResult], true: float) -> tuple[int, int]:
+    """(studies whose batch-means interval holds ``true``, those whose i.i.d. one does)."""
+    hits = naive = 0
+    for mc in studies:
+        row = mc.summary().metrics.loc["makespan_mean_ms"]
+        hits += row.ci_low <= true <= row.ci_high
+        _, lo, hi = mean_ci(mc.runs["makespan_ms"].to_numpy(dtype=float))
+        naive += lo <= true <= hi
+    return hits, naive
+
+
+@pytest.mark.slow
+def test_mm1_mean_interval_holds_the_true_mean_in_90_percent_of_studies(mm1_studies):
+    # 40 studies tell 95% from 75%: P(>= 36 hits) is 0.86 at 95% coverage, 0.016 at 75%
+    hits, naive = _coverage(mm1_studies, 50.0)
+    assert hits >= 36, f"{hits}/40"
+    assert naive <= 20, f"the i.i.d. interval held the mean in {naive}/40: the check is too easy"
+    s = mm1_studies[0].summary()
+    assert (s.method, s.sections, s.warmup) == ("batch means", 20, "MSER-5")
+
+
+def test_mmc_mean_interval_holds_the_true_mean_in_90_percent_of_studies():
+    studies = _mmc_studies(2, 3000, 40)
+    hits, naive = _coverage(studies, _erlang_c_sojourn_ms(2, 0.16))
+    assert hits >= 36, f"{hits}/40"
+    assert naive <= 24, naive
+
+
+def test_warm_up_deletion_removes_the_empty_start_bias(mm1_studies):
+    # runs arriving at an empty, idle system are faster than in steady state: the first
+    # 20 runs of each study average far below 50 ms (40 independent studies)
+    first = np.array([mc.runs["makespan_ms"].iloc[:20].mean() for mc in mm1_studies])
+    assert first.mean() + 3 * first.std(ddof=1) / math.sqrt(len(first)) < 40, first.mean()
+    # MSER-5 finds a warm-up, reports it, and leaves exactly those runs out
+    cut = [mc.summary() for mc in mm1_studies]
+    assert np.mean([s.warmup_runs for s in cut]) > 10
+    for mc, s in zip(mm1_studies, cut):
+        assert s.metrics.loc["makespan_mean_ms", "runs"] == len(mc.runs) - s.warmup_runs
+        assert (mc.runs["arrival_ms"] < s.warmup_ms).sum() == s.warmup_runs
+
+
+def test_mser5_deletes_a_start_up_transient_and_leaves_an_unbiased_estimate():
+    """A series with a known mean (100), AR(1) noise (φ = 0.9) and a start-up transient
+    (the first few hundred values start up to 200 below the mean): over 200 series the
+    naive mean is biased low, the MSER-5-deleted mean is unbiased and its interval holds
+    100 in >= 90% of them."""
+    gen = np.random.default_rng(7)
+    n, hits, naive, est = 4000, 0, [], []
+    for _ in range(200):
+        e = gen.normal(0, 10, n)
+        x = np.empty(n)
+        x[0] = e[0]
+        for i in range(1, n):
+            x[i] = 0.9 * x[i - 1] + e[i]
+        x += 100 - 200 * np.exp(-np.arange(n) / 80)
+        naive.append(x.mean())
+        y = x[mser5(x):]
+        m, lo, hi = steady_mean_ci(y, batches_for(len(y)))
+        hits += lo <= 100 <= hi
+        est.append(m)
+    naive, est = np.array(naive), np.array(est)
+    assert naive.mean() + 5 * naive.std(ddof=1) / math.sqrt(len(naive)) < 100, naive.mean()
+    assert abs(est.mean() - 100) < 3 * est.std(ddof=1) / math.sqrt(len(est)), est.mean()
+    assert hits >= 180, hits
+
+
+def test_given_warm_up_and_replications():
+    work = ok.Workload(rate_per_s=40, horizon_ms=30_000)
+    one = ok.monte_carlo(QUEUE, _mmc_models(1), seed=5, workload=work, progress=False)
+    given = ok.monte_carlo(QUEUE, _mmc_models(1), seed=5, workload=work, progress=False,
+                           warmup_ms=5_000).summary()
+    assert (given.warmup, given.warmup_ms) == ("given", 5_000)
+    assert given.metrics["runs"].iloc[0] == (one.runs["arrival_ms"] >= 5_000).sum()
+    reps = ok.monte_carlo(QUEUE, _mmc_models(1), seed=5, workload=work, progress=False,
+                          replications=4)
+    s = reps.summary()
+    assert (s.method, s.sections, s.warmup) == ("replications", 4, "MSER-5")
+    assert sorted(reps.runs["replication"].unique()) == [0, 1, 2, 3]
+    # replication 0 is the study the seed alone gives; the others differ, reproducibly
+    first = reps.runs[reps.runs["replication"] == 0].drop(columns="replication")
+    pd.testing.assert_frame_equal(first.reset_index(drop=True), one.runs)
+    again = ok.monte_carlo(QUEUE, _mmc_models(1), seed=5, workload=work, progress=False,
+                           replications=4)
+    pd.testing.assert_frame_equal(again.runs, reps.runs)
+    assert reps.runs.groupby("replication")["makespan_ms"].mean().nunique() == 4
+    low, high = s.metrics.loc["makespan_mean_ms", ["ci_low", "ci_high"]]
+    assert low < s["makespan_mean_ms"] < high
+    assert "replications" in repr(s) and s.to_dict()["intervals"]["sections"] == 4
+    # independent runs: the exact i.i.d. intervals, no warm-up
+    iid = ok.monte_carlo(QUEUE, _mmc_models(1), runs=200, progress=False).summary()
+    assert (iid.method, iid.warmup, iid.warmup_runs) == ("independent runs", "none", 0)
+    with pytest.raises(ok.PlanValidationError, match="apply to workload studies"):
+        ok.monte_carlo(QUEUE, _mmc_models(1), runs=10, warmup_ms=5, progress=False)
+    with pytest.raises(TypeError, match="replications must be an int"):
+        ok.monte_carlo(QUEUE, _mmc_models(1), workload=work, replications=2.0, progress=False)
+    with pytest.raises(ValueError, match="warmup_ms must be a finite number"):
+        ok.monte_carlo(QUEUE, _mmc_models(1), workload=work, warmup_ms=math.nan, progress=False)
+
+
+def test_littles_law_on_the_studys_own_figures():
+    lam = 0.16  # per ms: M/M/2 at ρ = 0.8
+    horizon = 40_000.0
+    mc = ok.monte_carlo(QUEUE, _mmc_models(2), seed=2, progress=False,
+                        workload=ok.Workload(rate_per_s=lam * 1000, horizon_ms=horizon))
+    s = mc.summary()
+    bins = 1000.0
+    queue = mc.queue_length(bins).set_index("t_ms")["queue_length"]
+    busy = mc.utilisation(bins).set_index("t_ms")["in_flight"]
+    # waiting: the time-average queue equals the arrival rate times the mean wait (exactly,
+    # over the whole study: both are the total waiting time)
+    sp = mc.spans
+    total_wait = float((sp["start_ms"] - sp["queued_ms"]).sum())
+    assert queue.sum() * bins == pytest.approx(total_wait, rel=1e-9)
+    agent = s.agents.set_index("agent_id").loc["srv"]
+    assert agent.queue_wait_mean_ms > 0 and agent.queue_wait_p95_ms > agent.queue_wait_mean_ms
+    # in the system: L = λ·W over the horizon, W from the summary's own interval
+    in_system = float((queue + busy).loc[: horizon - bins].mean())
+    low, high = s.metrics.loc["makespan_mean_ms", ["ci_low", "ci_high"]]
+    assert lam * low * 0.95 <= in_system <= lam * high * 1.05, (in_system, lam * low, lam * high)
+    assert busy.loc[: horizon - bins].mean() == pytest.approx(2 * 0.8, rel=0.1)
