@@ -1,6 +1,7 @@
 """Load benchmark of `orchkit serve` (loopback only; stops by itself).
 
-N learners at once, each: start_session (REST), then K answers (process_interaction),
+N learners at once (arriving spread over the first think time), each: start_session
+(REST), then K answers (process_interaction),
 half of the learners over REST and half over Socket.IO, with a think time between answers
 (seeded, uniform in [0.5, 1.5] x --think-ms; 0 = as fast as possible). The server is a real
 process (SQLite store in a temp folder, the built-in agents) on a free port.
@@ -84,6 +85,15 @@ def start_server(port: int, folder: str, agents: str) -> subprocess.Popen:
     raise SystemExit("orchkit serve did not start within 60 s")
 
 
+def cpu_ms(pid: int) -> float | None:
+    """CPU time (user + system) of process ``pid`` so far, in ms (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, 15)
@@ -110,6 +120,7 @@ def timings(headers: httpx.Headers) -> dict[str, float]:
 async def rest_learner(i: int, url: str, http: httpx.AsyncClient, answers: int, think_ms: float,
                        rng: random.Random, stats: Stats) -> None:
     learner = f"bench-rest-{i}"
+    await think(think_ms, rng)  # learners arrive spread over the first think time
     await start_session(http, learner, stats)
     r = await http.post("/api/agents", json={"action": "get_next_activity", "agent": "learning",
                                              "learnerId": learner})
@@ -130,6 +141,7 @@ async def rest_learner(i: int, url: str, http: httpx.AsyncClient, answers: int, 
 async def socket_learner(i: int, url: str, http: httpx.AsyncClient, answers: int,
                          think_ms: float, rng: random.Random, stats: Stats) -> None:
     learner = f"bench-sock-{i}"
+    await think(think_ms, rng)
     await start_session(http, learner, stats)
     sio = socketio.AsyncClient(reconnection=False)
     await sio.connect(url, auth={"learnerId": learner}, transports=["websocket"], wait_timeout=30)
@@ -188,10 +200,11 @@ async def main(args: argparse.Namespace) -> None:
                     kind = rest_learner if i % 2 == 0 else socket_learner
                     learners.append(kind(i, url, http, args.answers, args.think_ms,
                                          random.Random(rng.random()), stats))
-                t0 = time.perf_counter()
+                t0, cpu0, mine0 = time.perf_counter(), cpu_ms(proc.pid), time.process_time()
                 outcomes = await asyncio.wait_for(asyncio.gather(*learners, return_exceptions=True),
                                                   args.max_seconds)
                 wall = time.perf_counter() - t0
+                cpu1, mine = cpu_ms(proc.pid), (time.process_time() - mine0) * 1000.0
                 stats.errors = [f"{type(e).__name__}: {e}" for e in outcomes if isinstance(e, BaseException)]
         finally:
             stop(proc)
@@ -204,6 +217,11 @@ async def main(args: argparse.Namespace) -> None:
           f"{len(stats.errors)} learner(s) stopped by an error"
           + (f" (first: {stats.errors[0]})" if stats.errors else ""))
     print(f"  load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if cpu0 is not None and cpu1 is not None:
+        n = len(rows) + args.learners + int((routes == "socket").sum())  # + get_next_activity
+        print(f"  server CPU: {cpu1 - cpu0:,.0f} ms for {n} requests = {(cpu1 - cpu0) / n:.2f} ms "
+              "per request, agents included (with --agents instant: the service's own cost); "
+              f"this client used {mine:,.0f} ms")
     for name in ("start_session", "rest", "socket", None):
         sel = rows if name is None else rows[routes == name]
         if not len(sel):

@@ -48,4 +48,5 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///
     service = Service(open_store(store), agent_factory=agent_factory, idle_ms=idle_ms,
                       policies=policies)
     app = create_app(service, api_key=api_key, max_body_bytes=max_body_bytes)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on",
+                timeout_keep_alive=30)

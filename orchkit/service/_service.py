@@ -37,6 +37,7 @@ from .._errors import (AgentError, NoSessionError, OrchkitError, PlanValidationE
                        RunNotFoundError, ServiceError, UnknownActionError)
 from .._live import Orchestrator
 from .._plan import Plan
+from .._result import SPAN_COLUMNS, span_rows
 from ._metrics import Metrics
 from ._store import Store
 
@@ -110,8 +111,8 @@ def iso(ms: float) -> str:
 
 def jsonable(obj: Any) -> Any:
     """``obj`` with AgentResponses as dicts and NaN as None: safe for JSON."""
-    if isinstance(obj, AgentResponse):
-        return jsonable(obj.to_dict())
+    if isinstance(obj, AgentResponse):  # serialised by pydantic's core, NaN -> None
+        return obj.model_dump(mode="json", by_alias=True, exclude_none=True)
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -572,18 +573,18 @@ class Service:
         except Exception as exc:  # noqa: BLE001 - recorded, never lost
             rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         else:
-            spans = result.spans
+            run = result._run  # spans as plain rows: no DataFrame on the request path
+            spans = [dict(zip(SPAN_COLUMNS, row)) for row in span_rows(run, run.start_ms)]
             rec.update(status=result.status, error=result.error, result={
                 "success": result.success, "planId": result.plan_id,
                 "results": jsonable(result.results), "errors": dict(result.errors),
                 "stepStates": dict(result.step_states), "durationMs": result.duration_ms,
-                "fallbackChain": result.fallback_chain},
-                spans=jsonable(spans.to_dict(orient="records")))
-            for row in spans.itertuples():
-                if row.start_ms == row.start_ms and row.end_ms == row.end_ms:  # not NaN
-                    self.metrics.step_latency.labels(
-                        agent=kind_of(row.agent_id) or row.agent_id,
-                        outcome=row.outcome).observe(row.end_ms - row.start_ms)
+                "fallbackChain": result.fallback_chain}, spans=jsonable(spans))
+            for span in spans:
+                if span["start_ms"] == span["start_ms"] and span["end_ms"] == span["end_ms"]:
+                    self.metrics.step_latency.labels(  # not NaN: the attempt started and ended
+                        agent=kind_of(span["agent_id"]) or span["agent_id"],
+                        outcome=span["outcome"]).observe(span["end_ms"] - span["start_ms"])
         t = now_ms()
         rec.update(events=live.events, finishedMs=t, finishedAt=iso(t), durationMs=t - t0)
         self.metrics.runs.labels(status=rec["status"]).inc()
@@ -602,7 +603,9 @@ class Service:
         live = self._runs.get(payload.get("runId"))
         if live is None:
             return
-        ev = {"event": event, "seq": len(live.events) + 1, **jsonable(payload)}
+        ev = {"event": event, "seq": len(live.events) + 1}
+        for key, value in payload.items():  # flat: only responses need converting
+            ev[key] = value if value is None or type(value) in (str, int, bool) else jsonable(value)
         live.events.append(ev)
         if self.publish is not None:
             self._spawn(self.publish(f"run:{ev['runId']}", event, ev))
