@@ -5,6 +5,7 @@ Every time in the public API is in milliseconds.
 
 from ._agent import Agent, AgentResponse
 from ._charts import draw, gantt, makespan_chart
+from ._compare import Comparison, compare
 from ._errors import (AgentError, MissingDependencyError, NoSessionError, OrchkitError,
                       PlanFailedError, PlanTimeoutError, PlanValidationError, RunNotFoundError,
                       ServiceError, UnknownActionError)
@@ -26,11 +27,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "BreakerPolicy",
-    "Choice", "EventBus", "FitResult", "Float", "HangWarning", "Hedge", "Int",
+    "Choice", "Comparison", "EventBus", "FitResult", "Float", "HangWarning", "Hedge", "Int",
     "MissingDependencyError", "MonteCarloResult", "NoSessionError", "Orchestrator",
     "OrchkitError", "Plan", "PlanFailedError", "PlanTimeoutError", "PlanValidationError",
     "Policies", "RUN_COLUMNS", "RemoteAgent", "RetryPolicy", "RunNotFoundError", "RunResult",
     "SPAN_COLUMNS", "SeedCompatWarning", "ServiceError", "Step", "Summary", "TuneResult",
-    "UnknownActionError", "Workload", "draw", "examples", "fit_models", "gantt",
+    "UnknownActionError", "Workload", "compare", "draw", "examples", "fit_models", "gantt",
     "makespan_chart", "monte_carlo", "simulate", "sweep", "tune",
 ]

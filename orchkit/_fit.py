@@ -246,21 +246,19 @@ def _friendly_se(fam: _Family, theta: np.ndarray, cov: np.ndarray | None) -> dic
     return out
 
 
-def _fit_family(stats: Any, fam: _Family, obs: np.ndarray, cens: np.ndarray, cure: bool
+def _fit_family(fam: _Family, obs: np.ndarray, cens: np.ndarray, cure: bool
                 ) -> tuple[float, np.ndarray, Callable]:
+    """Maximum likelihood of one family (with the cure fraction as a last parameter, its
+    logit, when ``cure``): (minimised negative log-likelihood, parameters, nll)."""
     nll = _nll_factory(fam, obs, cens, cure)
-    theta0 = fam.start(obs)
-    if not cure:
-        res = _minimize(nll, theta0)
-        return res.fun, res.x, nll
-    best = None
-    share = cens.size / (cens.size + obs.size)
-    for h0 in (0.5 * share, 1e-4):  # two starts: the likelihood may have two bumps
-        res = _minimize(nll, np.append(theta0, math.log(h0 / (1 - h0))))
-        if best is None or res.fun < best.fun:
-            best = res
-    best.x[-1] = min(max(best.x[-1], _LOGIT_MIN), 25.0)
-    return best.fun, best.x, nll
+    x0 = fam.start(obs)
+    if cure:  # start with half the censored share hung
+        h0 = max(0.5 * cens.size / (cens.size + obs.size), 1e-3)
+        x0 = np.append(x0, math.log(h0 / (1 - h0)))
+    res = _minimize(nll, x0)
+    if cure:
+        res.x[-1] = min(max(res.x[-1], _LOGIT_MIN), 25.0)
+    return res.fun, res.x, nll
 
 
 def _profile_hang_ci(nll: Callable, x: np.ndarray, fun: float, se_z: float
@@ -326,7 +324,7 @@ def _fit_group(stats: Any, obs: np.ndarray, cens: np.ndarray, timeouts: int,
     fits = []
     for name in families:
         fam = _family()[name]
-        fun, x, nll = _fit_family(stats, fam, obs, cens, cure)
+        fun, x, nll = _fit_family(fam, obs, cens, cure)
         if math.isfinite(fun):
             fits.append((2 * len(x) + 2 * fun, name, fun, x, nll))
     if not fits:
@@ -513,10 +511,8 @@ def fit_models(spans: Any, *, families: Sequence[str] = FAMILIES,
                 "attempts ('succeeded' or 'error') in every group; nothing to fit for it")
 
         def entry(gf: _GroupFit, err: float, hang: float) -> dict:
-            out = {"latency": gf.latency_dict(), "error": _sig(err)}
-            if hang > 0:
-                out["hang"] = _sig(hang)
-            return out
+            # hang always written: an action's 0 must override its agent's own value
+            return {"latency": gf.latency_dict(), "error": _sig(err), "hang": _sig(hang)}
 
         # the agent's own keys: its most frequent action's model (a fallback for others)
         base = max(fitted, key=lambda a: (fitted[a][0].obs.size, a))

@@ -152,3 +152,118 @@ def test_time_scale_carried_by_the_trace_rescales_the_fit():
     for r in (carried, explicit):
         assert r["params"]["median"] == pytest.approx(plain["params"]["median"], rel=1e-3)
         assert r["time_scale"] == 0.01
+
+
+# ------------------------------------------------------------------ live traces
+
+
+def test_for_plan_gives_each_synthetic_agent_its_own_stream():
+    from orchkit.agents import SyntheticAgent, for_plan
+
+    models = ok.AgentModels.from_dict({"agents": {"syn-*": {
+        "latency": {"dist": "exponential", "mean": 100}, "error": 0.5}}})
+    plan = ok.Plan.model_validate({"id": "two", "steps": [
+        {"id": "a", "agentId": "syn-a", "action": "x"}, {"id": "b", "agentId": "syn-b", "action": "x"}]})
+    a, b = for_plan(plan, models, seed=7)
+    draws = lambda agent: [agent._rng.random() for _ in range(20)]  # noqa: E731
+    assert draws(a) != draws(b)
+    again = for_plan(plan, models, seed=7)[0]
+    assert draws(again) == draws(SyntheticAgent("syn-a", models, seed=7))  # same seed, same id
+    assert draws(for_plan(plan, models, seed=8)[0]) != draws(for_plan(plan, models, seed=7)[0])
+
+
+def test_scaled_plan_scales_every_time_but_not_inputs():
+    from orchkit.agents import scaled_plan
+
+    plan = ok.Plan.model_validate({"id": "p", "timeout": 10_000, "meta": {"timeout": 3}, "steps": [
+        {"id": "a", "agentId": "x", "action": "go", "timeout": 2000, "input": {"timeout": 5},
+         "retryPolicy": {"maxRetries": 2, "backoffMs": 100, "maxBackoffMs": 400}}],
+        "fallbackPlan": {"id": "f", "timeout": 500, "steps": [{"id": "b", "agentId": "x", "action": "go"}]}})
+    fast = scaled_plan(plan, 0.1)
+    assert fast.timeout_ms == 1000 and fast.steps[0].timeout_ms == 200
+    assert fast.steps[0].retry_policy.backoff_ms == 10 and fast.steps[0].retry_policy.max_backoff_ms == 40
+    assert fast.steps[0].retry_policy.max_retries == 2 and fast.fallback_plan.timeout_ms == 50
+    assert fast.steps[0].input == {"timeout": 5} and fast.meta == {"timeout": 3}
+    with pytest.raises(ValueError, match="time_scale"):
+        scaled_plan(plan, 0)
+
+
+LOOP_SCALE = 0.2  # one model second = 200 ms of wall time
+LOOP = ok.Plan.model_validate({"id": "loop", "steps": [
+    {"id": "fetch", "agentId": "syn-fetch", "action": "fetch", "timeout": 5000,
+     "retryPolicy": {"maxRetries": 1, "backoffMs": 100}},
+    {"id": "score", "agentId": "syn-score", "action": "score", "dependencies": ["fetch"],
+     "timeout": 5000, "retryPolicy": {"maxRetries": 1, "backoffMs": 100}},
+    {"id": "report", "agentId": "syn-score", "action": "report", "dependencies": ["score"],
+     "timeout": 5000}]})
+LOOP_TRUTH = ok.AgentModels.from_dict({"agents": {
+    "syn-fetch": {"latency": {"dist": "lognormal", "median": 300, "p95": 1000}, "error": 0.02,
+                  "hang": 0.01},
+    "syn-score": {"latency": {"dist": "gamma", "mean": 400, "cv": 0.4}, "error": 0.01,
+                  "actions": {"report": {"latency": {"dist": "gamma", "mean": 100, "cv": 0.2},
+                                         "error": 0.0}}}}})
+
+
+async def live_trace(seed: int, runs: int) -> list[ok.RunResult]:
+    """``runs`` live runs of LOOP on SyntheticAgents of LOOP_TRUTH (40 at a time)."""
+    import asyncio
+
+    from orchkit.agents import for_plan, scaled_plan
+
+    live_plan = scaled_plan(LOOP, LOOP_SCALE)  # timeouts and backoffs keep their proportion
+    orch = ok.Orchestrator(seed=seed)
+    for agent in for_plan(live_plan, LOOP_TRUTH, LOOP_SCALE, seed=seed):
+        await orch.register_agent(agent)
+    gate = asyncio.Semaphore(40)
+
+    async def one() -> ok.RunResult:
+        async with gate:
+            return await orch.orchestrate(live_plan)
+    try:
+        return await asyncio.gather(*(one() for _ in range(runs)))
+    finally:
+        await orch.shutdown()
+
+
+async def test_closed_loop_live_trace_fit_simulate_and_compare_with_a_fresh_trace():
+    import asyncio
+
+    # two independent live traces (other agents, other seeds), run side by side, while a
+    # probe measures how late the event loop wakes up
+    lateness: list[float] = []
+
+    async def probe() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(0.005)
+            lateness.append(loop.time() - t0 - 0.005)
+
+    watcher = asyncio.create_task(probe())
+    try:
+        train, fresh = await asyncio.gather(live_trace(1, 800), live_trace(2, 800))
+    finally:
+        watcher.cancel()
+    late_ms = 1000 * float(np.quantile(lateness, 0.99))
+    if late_ms > 10:  # 50 model ms at this scale: the machine, not the model, sets the times
+        pytest.skip(f"the event loop woke up to {late_ms:.0f} ms late (p99) during the live "
+                    "traces: the machine is too busy for a live timing comparison")
+    assert train[0].spans.attrs["time_scale"] == {"syn-fetch": LOOP_SCALE, "syn-score": LOOP_SCALE}
+    fit = ok.fit_models(train, families=("lognormal", "gamma"))
+    r = fit.report.set_index("action")
+    assert (r["time_scale"] == LOOP_SCALE).all()  # fitted in model ms, not wall ms
+    # near the truth, a little slower: the live trace includes the event loop's overheads
+    # (and, on a busy machine, its stalls), which is what the simulation must reproduce
+    for agent, action in (("syn-fetch", "fetch"), ("syn-score", "score")):
+        ratio = (fit.models.resolve(agent, action).latency.mean_ms
+                 / LOOP_TRUTH.resolve(agent, action).latency.mean_ms)
+        assert 0.95 <= ratio < 1.25, (action, ratio)
+    predicted = ok.monte_carlo(LOOP, fit.models, runs=20_000, seed=3, progress=False)
+    table = ok.compare(fresh, predicted)
+    p95 = table.loc["makespan_p95_ms"]
+    assert abs(p95["relative"]) < 0.10, (f"loop lateness p99 {late_ms:.1f} ms", table)
+    success = table.loc["success_rate"]
+    assert success["observed_ci_low"] <= success["predicted"] <= success["observed_ci_high"], table
+    assert table.ks_p > 0.001
+    fig = table.chart()
+    assert [t.name for t in fig.data] == ["observed (800 runs)", "predicted (20000 runs)"]

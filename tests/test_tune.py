@@ -214,3 +214,30 @@ def test_choice_of_objects_is_a_flat_column_and_maps_back():
     column = res.trials["steps.call.retryPolicy"]
     assert set(column.dropna()) == {json.dumps(policies[1], sort_keys=True)} and column.isna().any()
     assert res.best.steps[0].retry_policy.max_retries == 2
+
+
+# ------------------------------------------------------------------ ok.compare (§7.4)
+
+
+def test_compare_puts_observed_and_predicted_side_by_side():
+    models = {"agents": {"x": {"latency": {"dist": "lognormal", "median": 100, "p95": 300},
+                               "error": 0.05}}}
+    a = ok.monte_carlo(RETRY, models, runs=3000, seed=1, progress=False)
+    b = ok.monte_carlo(RETRY, models, runs=3000, seed=2, progress=False)
+    slower = {"agents": {"x": {"latency": {"dist": "lognormal", "median": 130, "p95": 300},
+                               "error": 0.05}}}
+    c = ok.monte_carlo(RETRY, slower, runs=3000, seed=2, progress=False)
+    same, other = ok.compare(a, b), ok.compare(a.runs, c)
+    assert list(same.index) == ["makespan_mean_ms", "makespan_p50_ms", "makespan_p95_ms",
+                                "makespan_p99_ms", "success_rate"]
+    assert list(same.columns[:6]) == ["observed", "observed_ci_low", "observed_ci_high",
+                                      "predicted", "predicted_ci_low", "predicted_ci_high"]
+    assert same.loc["makespan_mean_ms", "observed"] == pytest.approx(a.summary()["makespan_mean_ms"])
+    assert same.ks_p > 0.01 and other.ks_p < 1e-6  # the KS test sees a 30% slower median
+    assert same["overlap"].all()
+    assert other.loc["makespan_p50_ms", "relative"] > 0.15
+    assert "two-sample KS" in repr(same)
+    fig = other.chart()
+    assert [t.name for t in fig.data] == ["observed (3000 runs)", "predicted (3000 runs)"]
+    with pytest.raises(TypeError, match="observed must be"):
+        ok.compare(42, b)

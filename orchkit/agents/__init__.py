@@ -28,7 +28,7 @@ BUILTIN = {  # agent id glob -> the built-in agent class serving it
     "speech-agent-*": "SpeechAnalysisAgent",
 }
 
-__all__ = sorted(_WHERE) + ["BUILTIN", "for_plan", "make_agent"]
+__all__ = sorted(_WHERE) + ["BUILTIN", "for_plan", "make_agent", "scaled_plan"]
 
 
 def for_plan(plan: Any, models: Any = None, time_scale: float = 1.0, *, seed: int = 0,
@@ -60,6 +60,13 @@ def make_agent(agent_id: str, models: Any = None, time_scale: float = 1.0, *, se
     raise PlanValidationError(
         f"{where}no built-in agent serves '{agent_id}' (built-in: {', '.join(BUILTIN)}); "
         "rename it or pass models (--models M) to serve it with a SyntheticAgent")
+
+
+def scaled_plan(plan: Any, time_scale: float) -> Any:
+    """``plan`` with every time (timeouts, backoffs, …Ms fields) multiplied by
+    ``time_scale``: run it live with ``for_plan(plan, models, time_scale)``'s agents."""
+    from .synthetic import scaled_plan as scale
+    return scale(plan, time_scale)
 
 
 def __getattr__(name: str) -> Any:

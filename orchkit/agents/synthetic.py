@@ -72,3 +72,26 @@ class SyntheticAgent(Agent):
             reasoning=f"synthetic response after {latency_ms:.1f} ms",
             data={"synthetic": True, "latencyMs": latency_ms, "attempt": attempt},
         )
+
+
+def scaled_plan(plan: Any, time_scale: float) -> Any:
+    """``plan`` with every time multiplied by ``time_scale`` (plan and step ``timeout``,
+    and every ``…Ms`` field such as ``backoffMs``; fallback plans too; not ``input`` or
+    ``meta``): the live twin of a plan whose agents are ``SyntheticAgent(time_scale=…)``,
+    so timeouts and backoffs keep their proportion to the agents' scaled latencies."""
+    from .._plan import Plan
+
+    if not isinstance(time_scale, (int, float)) or not math.isfinite(time_scale) or time_scale <= 0:
+        raise ValueError(f"time_scale must be a finite number > 0, got {time_scale!r}")
+
+    def scale(node: Any) -> Any:
+        if isinstance(node, list):
+            return [scale(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        return {k: (v if k in ("input", "meta") else
+                    v * time_scale if (k == "timeout" or k.endswith("Ms")) and isinstance(v, (int, float))
+                    and not isinstance(v, bool) else scale(v))
+                for k, v in node.items()}
+
+    return Plan.model_validate(scale(Plan.model_validate(plan).to_dict()))
