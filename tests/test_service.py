@@ -120,6 +120,9 @@ def test_unknown_actions_and_missing_sessions_are_refused_clearly(http):
     ('{"action": "x", "learnerId": "a", "data": []}', 422, "data"),
     ('{"action": "x", "learnerId": "a", "extra": 1}', 422, "extra"),
     ('[1, 2]', 422, "body"),
+    ('{"action": "start_session", "learnerId": "a", "data": {"gradeLevel": "five"}}', 422,
+     "data.gradeLevel"),
+    ('{"action": "start_session", "learnerId": "a", "data": {"subject": 3}}', 422, "data.subject"),
 ])
 def test_malformed_requests_are_4xx_naming_the_field(http, body, status, field):
     r = http.post("/api/agents", content=body, headers={"content-type": "application/json"})

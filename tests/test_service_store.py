@@ -224,3 +224,21 @@ def test_redis_restart_mid_stream_loses_nothing_acknowledged(tmp_path):
         if srv is not None:
             srv.stop()
         redis.stop()
+
+
+async def test_a_failing_agent_factory_leaves_no_half_made_session(tmp_path):
+    def factory(kind, agent_id):
+        if kind == "tutor":
+            raise RuntimeError("no tutor today")
+        return ScriptedAgent(agent_id, {}, default=Ok(1))
+
+    svc = Service(SQLiteStore(tmp_path / "o.db"), agent_factory=factory)
+    await svc.start()
+    try:
+        with pytest.raises(RuntimeError, match="no tutor today"):
+            await svc.start_session("half", {})
+        assert svc.agents() == [] and svc.sessions_active() == 0
+        with pytest.raises(ValueError, match="data.gradeLevel"):
+            await svc.start_session("half", {"gradeLevel": 13})
+    finally:
+        await svc.stop()

@@ -305,6 +305,7 @@ class Service:
 
     async def start_session(self, learner_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """Create (or reuse) the learner's agents and run the session-initialisation plan."""
+        _check_session_data(data)
         async with self._lock(learner_id):
             t = now_ms()
             ms = int(t)
@@ -312,9 +313,15 @@ class Service:
             if s is None:
                 ids = {"learning": f"learning-agent-{learner_id}-{ms}",
                        "tutor": f"tutor-agent-{learner_id}-{ms}"}
-                for kind in ("learning", "tutor"):
-                    await self._register(kind, ids[kind])
-                    self._owner[ids[kind]] = learner_id
+                try:
+                    for kind in ("learning", "tutor"):
+                        await self._register(kind, ids[kind])
+                        self._owner[ids[kind]] = learner_id
+                except BaseException:  # no half-made session: release what was registered
+                    for agent_id in ids.values():
+                        self._owner.pop(agent_id, None)
+                        await self.orch.unregister_agent(agent_id)
+                    raise
                 s = _Session(learner_id, "", ids, t, t)
                 s.listener = self._tutor_listener(learner_id, ids["tutor"])
                 self._sessions[learner_id] = s
@@ -678,6 +685,17 @@ class Service:
                 await self.orch.unregister_agent(agent_id)
                 gone += 1
         return gone
+
+
+def _check_session_data(data: dict[str, Any]) -> None:
+    """start_session's optional fields, checked before any agent is made."""
+    grade = data.get("gradeLevel")
+    if grade is not None and (isinstance(grade, bool) or not isinstance(grade, int)
+                              or not 0 <= grade <= 12):
+        raise ValueError(f"field 'data.gradeLevel' must be an integer 0..12, got {grade!r:.40}")
+    subject = data.get("subject")
+    if subject is not None and (not isinstance(subject, str) or not subject.strip()):
+        raise ValueError(f"field 'data.subject' must be a non-empty string, got {subject!r:.40}")
 
 
 def _actions_of(agent: Agent | None) -> tuple[str, ...] | None:
