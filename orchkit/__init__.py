@@ -17,7 +17,8 @@ from ._policies import BreakerPolicy, Policies
 from ._remote import RemoteAgent
 from ._result import SPAN_COLUMNS, RunResult
 from ._sim import HangWarning, simulate
-from ._study import RUN_COLUMNS, MonteCarloResult, Summary, Workload, monte_carlo, sweep
+from ._study import (RUN_COLUMNS, MonteCarloResult, OverloadWarning, Summary, Workload,
+                     monte_carlo, sweep)
 from ._tune import Choice, Float, Int, TuneResult, tune
 
 from . import agents  # noqa: E402  (lazy: imports no agent library until one is used)
@@ -29,7 +30,7 @@ __all__ = [
     "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "BreakerPolicy",
     "Choice", "Comparison", "EventBus", "FitResult", "Float", "HangWarning", "Hedge", "Int",
     "MissingDependencyError", "MonteCarloResult", "NoSessionError", "Orchestrator",
-    "OrchkitError", "Plan", "PlanFailedError", "PlanTimeoutError", "PlanValidationError",
+    "OrchkitError", "OverloadWarning", "Plan", "PlanFailedError", "PlanTimeoutError", "PlanValidationError",
     "Policies", "RUN_COLUMNS", "RemoteAgent", "RetryPolicy", "RunNotFoundError", "RunResult",
     "SPAN_COLUMNS", "SeedCompatWarning", "ServiceError", "Step", "Summary", "TuneResult",
     "UnknownActionError", "Workload", "compare", "draw", "examples", "fit_models", "gantt",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 from collections import Counter
 import math
 import random
+import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,20 +37,48 @@ RUN_COLUMNS = ["run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms"
 BREAKER_COLUMNS = ["run_id", "t_ms", "agent_id", "event", "failure_rate", "slow_call_rate"]
 
 
+class OverloadWarning(UserWarning):
+    """An agent's offered load ρ = λ·E[service]/capacity is >= 1 (SPEC §11.4): its queue grows
+    without bound, and a study's figures depend on its horizon, not on the system."""
+
+
+def _number(value: Any, name: str, *, low: float = 0.0, strict: bool = True) -> float:
+    """A finite int/float > ``low`` (>= with ``strict=False``); TypeError names the parameter."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"workload: {name} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise PlanValidationError(f"workload: {name} must be finite, got {value!r}")
+    if value < low or (strict and value == low):
+        raise PlanValidationError(f"workload: {name} must be {'>' if strict else '>='} {low:g}, "
+                                  f"got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Workload:
-    """Arrivals of plan runs over ``horizon_ms`` for a capacity study (SPEC §4.2).
+    """Arrivals of plan runs over ``horizon_ms`` for a capacity study (SPEC §4.2, §11.3).
 
-    Give exactly one of ``rate_per_s`` (Poisson arrivals, runs per second),
-    ``interval_ms`` (one run every interval, from t = 0) or ``arrivals_ms`` (explicit
-    times). Runs that arrive before the horizon run to their end; all share the agents'
-    capacity, and their times count from the study's start.
+    Give exactly one of
+    - ``rate_per_s``: Poisson arrivals at that many runs per second, or piecewise-constant
+      rates ``[(from_ms, runs_per_s), ...]`` (the first piece from 0, from_ms increasing; a
+      rate may be 0), e.g. ``[(0, 5), (600_000, 20)]`` for a peak after ten minutes;
+    - ``interval_ms``: one run every interval, from t = 0;
+    - ``arrivals_ms``: explicit times (>= 0, sorted).
+    ``plans``: optionally a mix ``[(plan, weight), ...]`` (Plan objects, dicts or file paths;
+    weights > 0, normalised): each arrival runs one of them, drawn independently with
+    those probabilities; the plans share the agents. Runs that arrive before the horizon
+    run to their end; times count from the study's start.
+
+    A workload expected to generate more than ``Workload.MAX_ARRIVALS`` (10 million)
+    arrivals is refused up front; raise the class attribute to allow more.
     """
 
-    rate_per_s: float | None = None
+    rate_per_s: float | Sequence[tuple[float, float]] | None = None
     interval_ms: float | None = None
     arrivals_ms: tuple[float, ...] | None = None
     horizon_ms: float | None = None
+    plans: tuple[tuple[Plan, float], ...] | None = None
+    MAX_ARRIVALS: ClassVar[int] = 10_000_000
 
     def __post_init__(self) -> None:
         given = [k for k in ("rate_per_s", "interval_ms", "arrivals_ms") if getattr(self, k) is not None]
@@ -56,29 +86,123 @@ class Workload:
             raise PlanValidationError(
                 "workload: give exactly one of rate_per_s, interval_ms or arrivals_ms "
                 f"(got {', '.join(given) or 'none'})")
-        if self.arrivals_ms is None and (self.horizon_ms is None or self.horizon_ms <= 0):
+        if self.horizon_ms is not None:
+            _number(self.horizon_ms, "horizon_ms")
+        elif self.arrivals_ms is None:
             raise PlanValidationError("workload: horizon_ms must be > 0 for rate_per_s or interval_ms")
-        for name in ("rate_per_s", "interval_ms"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise PlanValidationError(f"workload: {name} must be > 0, got {value}")
+        if self.rate_per_s is not None:
+            object.__setattr__(self, "rate_per_s", self._rates(self.rate_per_s))
+        if self.interval_ms is not None:
+            _number(self.interval_ms, "interval_ms")
         if self.arrivals_ms is not None:
-            object.__setattr__(self, "arrivals_ms", tuple(float(t) for t in self.arrivals_ms))
-            if any(t < 0 for t in self.arrivals_ms) or list(self.arrivals_ms) != sorted(self.arrivals_ms):
-                raise PlanValidationError("workload: arrivals_ms must be >= 0 and sorted")
+            if isinstance(self.arrivals_ms, (str, bytes)) or not hasattr(self.arrivals_ms, "__iter__"):
+                raise TypeError("workload: arrivals_ms must be a sequence of times in ms, got "
+                                f"{type(self.arrivals_ms).__name__}")
+            times = tuple(self.arrivals_ms)
+            if len(times) > self.MAX_ARRIVALS:
+                self._too_many(len(times))
+            times = tuple(_number(t, f"arrivals_ms[{i}]", strict=False) for i, t in enumerate(times))
+            if any(a > b for a, b in zip(times, times[1:])):
+                raise PlanValidationError("workload: arrivals_ms must be sorted (ms, ascending)")
+            object.__setattr__(self, "arrivals_ms", times)
+        expected = self.expected_arrivals()
+        if expected > self.MAX_ARRIVALS:
+            self._too_many(expected)
+        if self.plans is not None:
+            object.__setattr__(self, "plans", self._mix(self.plans))
+
+    def _rates(self, rate: Any) -> Any:
+        if isinstance(rate, (list, tuple)):
+            if not rate:
+                raise PlanValidationError("workload: rate_per_s pieces must not be empty")
+            pieces = []
+            for i, piece in enumerate(rate):
+                if not isinstance(piece, (list, tuple)) or len(piece) != 2:
+                    raise TypeError(f"workload: rate_per_s[{i}] must be a pair (from_ms, runs_per_s),"
+                                    f" got {piece!r}")
+                pieces.append((_number(piece[0], f"rate_per_s[{i}] from_ms", strict=False),
+                               _number(piece[1], f"rate_per_s[{i}] runs_per_s", strict=False)))
+            if pieces[0][0] != 0:
+                raise PlanValidationError(
+                    f"workload: the first rate_per_s piece must start at 0 ms, got {pieces[0][0]:g}")
+            if any(a[0] >= b[0] for a, b in zip(pieces, pieces[1:])):
+                raise PlanValidationError("workload: rate_per_s pieces need increasing from_ms")
+            if not any(r > 0 for _, r in pieces):
+                raise PlanValidationError("workload: every rate_per_s piece is 0: no run arrives")
+            return tuple(pieces)
+        return _number(rate, "rate_per_s")
+
+    @staticmethod
+    def _mix(plans: Any) -> tuple[tuple[Plan, float], ...]:
+        if isinstance(plans, (str, bytes, dict)) or not isinstance(plans, (list, tuple)) or not plans:
+            raise TypeError("workload: plans must be a non-empty list of (plan, weight) pairs")
+        out = []
+        for i, pair in enumerate(plans):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise TypeError(f"workload: plans[{i}] must be a pair (plan, weight), got {pair!r}")
+            out.append((_as_plan(pair[0]), _number(pair[1], f"plans[{i}] weight")))
+        total = math.fsum(w for _, w in out)
+        return tuple((p, w / total) for p, w in out)
+
+    def _too_many(self, n: float) -> None:
+        raise PlanValidationError(
+            f"workload: about {n:,.0f} arrivals expected, more than Workload.MAX_ARRIVALS "
+            f"({self.MAX_ARRIVALS:,}); shorten horizon_ms or lower the rate, or raise the cap "
+            "(orchkit.Workload.MAX_ARRIVALS = ...) if you have the memory (~1 kB a run)")
+
+    def pieces(self) -> tuple[tuple[float, float], ...]:
+        """The arrival rate as ``((from_ms, runs_per_s), ...)`` (Poisson workloads only)."""
+        rate = self.rate_per_s
+        return rate if isinstance(rate, tuple) else ((0.0, rate),)
+
+    def expected_arrivals(self) -> float:
+        """The expected number of arrivals before the horizon."""
+        if self.arrivals_ms is not None:
+            return float(len(self.times(random.Random(0))))
+        if self.interval_ms is not None:
+            ratio = self.horizon_ms / self.interval_ms
+            return float(math.ceil(ratio)) if math.isfinite(ratio) else math.inf
+        bounds = [a for a, _ in self.pieces()] + [math.inf]
+        return sum(r * max(0.0, min(b, self.horizon_ms) - a) / 1000.0
+                   for (a, r), b in zip(self.pieces(), bounds[1:]))
+
+    def peak_rate_per_s(self) -> float:
+        """The highest arrival rate, runs/s (explicit arrivals: their mean rate)."""
+        if self.interval_ms is not None:
+            return 1000.0 / self.interval_ms
+        if self.arrivals_ms is not None:
+            times = self.times(random.Random(0))
+            span = (times[-1] - times[0]) if len(times) > 1 else 0.0
+            return 1000.0 * (len(times) - 1) / span if span > 0 else 0.0
+        return max(r for a, r in self.pieces() if a < self.horizon_ms)
 
     def times(self, rng: random.Random) -> list[float]:
-        """Arrival times in ms (Poisson arrivals drawn from ``rng``)."""
+        """Arrival times in ms (Poisson arrivals drawn from ``rng``; with piecewise rates
+        each piece's gaps at its own rate, memoryless across piece boundaries)."""
         if self.arrivals_ms is not None:
             return [t for t in self.arrivals_ms if self.horizon_ms is None or t < self.horizon_ms]
         if self.interval_ms is not None:
             return [i * self.interval_ms for i in range(math.ceil(self.horizon_ms / self.interval_ms))]
-        out, t, mean = [], 0.0, 1000.0 / self.rate_per_s
-        while True:
-            t += rng.expovariate(1.0 / mean)
-            if t >= self.horizon_ms:
-                return out
-            out.append(t)
+        out: list[float] = []
+        pieces = self.pieces()
+        for k, (start, rate) in enumerate(pieces):
+            end = min(pieces[k + 1][0] if k + 1 < len(pieces) else math.inf, self.horizon_ms)
+            if rate <= 0 or start >= end:
+                continue
+            t, mean = start, 1000.0 / rate
+            while True:
+                t += rng.expovariate(1.0 / mean)
+                if t >= end:
+                    break
+                out.append(t)
+        return out
+
+    def picks(self, n: int, rng: random.Random) -> list[int] | None:
+        """For a mix of plans: the plan index of each of ``n`` arrivals (None: one plan)."""
+        if self.plans is None or len(self.plans) == 1:
+            return None
+        cum = list(itertools.accumulate(w for _, w in self.plans))
+        return [min(bisect.bisect_right(cum, rng.random()), len(cum) - 1) for _ in range(n)]
 
 
 class _Collector:
@@ -109,11 +233,42 @@ def _chunk(plan: Plan, models: AgentModels, seed: int, start: int, stop: int,
     return sink.rows, sink.spans, busy, log
 
 
+def offered_load(workload: Workload, models: AgentModels, plan: Plan | None = None
+                 ) -> dict[str, float]:
+    """Offered load per capacity-limited agent (SPEC §11.4): ρ = λ·E[service]/capacity, λ the
+    workload's peak arrival rate, E[service] the mean latency its first attempts ask of the
+    agent per run (summed over the steps of each plan of the mix, weighted by its share).
+    Retries, timeouts, hangs and fallback plans add load that is not counted: ρ is a lower
+    bound, and ρ >= 1 means overload for sure."""
+    demand: dict[str, float] = {}
+    mix = workload.plans if workload.plans is not None else ((plan, 1.0),)
+    for p, weight in mix:
+        for step in p.steps:
+            latency = getattr(models.resolve(step.agent_id, step.action), "latency", None)
+            if latency is not None:
+                demand[step.agent_id] = demand.get(step.agent_id, 0.0) + weight * latency.mean_ms
+    lam = workload.peak_rate_per_s() / 1000.0
+    out = {}
+    for agent_id, ms in sorted(demand.items()):
+        cap = models.capacity(agent_id)
+        if cap:
+            out[agent_id] = lam * ms / cap
+    return out
+
+
+def _study_plans(plan: Plan, workload: Workload | None) -> list[Plan]:
+    """The plans a study runs: the workload's mix, or ``plan``."""
+    if workload is not None and workload.plans is not None:
+        return [p for p, _ in workload.plans]
+    return [plan]
+
+
 def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Workload,
                     keep_spans: bool | int, progress: bool, policies: Policies | None = None
                     ) -> tuple[list, list, dict, float, list]:
     times = workload.times(random.Random(f"arrivals:{seed}"))
-    cp = compile_plan(plan)
+    cps = [compile_plan(p) for p in _study_plans(plan, workload)]
+    picks = workload.picks(len(times), random.Random(f"mix:{seed}"))
     env = simpy.Environment()
     core = Scheduler(models.capacity, random.Random(f"jitter:{seed}"), events=False,
                      breakers=breaker_lookup(policies))
@@ -129,7 +284,7 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
         if rng is None:
             rngs.clear()
             rng = rngs[block] = run_rng(seed, block)
-        run, actions = core.submit(cp, env.now, i, rng)
+        run, actions = core.submit(cps[picks[i]] if picks else cps[0], env.now, i, rng)
         runs.append(run)
         driver.apply(actions)
         if i % 256 == 255:
@@ -186,9 +341,20 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
     their intervals come from batch means after warm-up deletion, or from replications
     (``orchkit._stats`` documents the methods and their sources).
     """
+    if workload is not None and not isinstance(workload, Workload):
+        raise TypeError(f"workload must be an orchkit.Workload, got {type(workload).__name__}")
+    mix = workload is not None and workload.plans is not None
+    if plan is None and mix:
+        plan = workload.plans[0][0]
+    elif plan is None:
+        raise TypeError("monte_carlo: plan is required (or a workload with a mix, plans=...)")
+    elif mix:
+        raise PlanValidationError("monte_carlo: give either plan or a workload with a mix of "
+                                  "plans (Workload(plans=...)), not both; pass plan=None")
     plan = _as_plan(plan)
     models = as_models(models)
-    check_models(plan, models)
+    for p in _study_plans(plan, workload):
+        check_models(p, models)
     policies = as_policies(policies) or None
     if warmup_ms is not None and (isinstance(warmup_ms, bool) or not isinstance(warmup_ms, (int, float))):
         raise TypeError(f"warmup_ms must be a number of ms or None, got {warmup_ms!r}")
@@ -203,6 +369,15 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
             "monte_carlo: warmup_ms and replications apply to workload studies (runs sharing "
             "agents); independent runs each start alone and have no warm-up")
     if workload is not None:
+        for agent_id, rho in offered_load(workload, models, plan).items():
+            if rho >= 1:
+                cap = models.capacity(agent_id)
+                warnings.warn(
+                    f"agent '{agent_id}': offered load ρ = {rho:.2f} >= 1 at "
+                    f"{workload.peak_rate_per_s():g} runs/s (λ·E[service]/capacity with capacity "
+                    f"{cap}): its queue grows without bound and the study's figures depend on "
+                    f"its horizon; give it capacity >= {math.floor(rho * cap) + 1} or lower the "
+                    "rate", OverloadWarning, stacklevel=2)
         if method == "fast" or executor is not None:
             raise PlanValidationError(
                 "monte_carlo: a capacity study is one simulation of runs sharing capacity, on "
@@ -624,7 +799,8 @@ class MonteCarloResult:
             for agent_id, idx in started.groupby("agent_id", sort=True).indices.items():
                 waits[agent_id] = wait[idx]
         agents = []
-        for agent_id in sorted({s.agent_id for p in self.plan.chain() for s in p.steps}):
+        for agent_id in sorted({s.agent_id for plan in _study_plans(self.plan, self.workload)
+                                for p in plan.chain() for s in p.steps}):
             cap = self.models.capacity(agent_id)
             busy = self.busy_ms.get(agent_id, 0.0)
             in_flight = busy / self.observed_ms if self.observed_ms else math.nan

@@ -4,12 +4,17 @@ workloads, offered load and the queue outputs."""
 from __future__ import annotations
 
 import math
+import random
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import orchkit as ok
+from orchkit._study import offered_load
 from orchkit._stats import batches_for, mean_ci, mser5, steady_mean_ci
 
 ONE = ok.Plan.model_validate({"id": "one", "steps": [{"id": "s", "agentId": "tutor-agent-1",
@@ -263,3 +268,109 @@ def test_littles_law_on_the_studys_own_figures():
     low, high = s.metrics.loc["makespan_mean_ms", ["ci_low", "ci_high"]]
     assert lam * low * 0.95 <= in_system <= lam * high * 1.05, (in_system, lam * low, lam * high)
     assert busy.loc[: horizon - bins].mean() == pytest.approx(2 * 0.8, rel=0.1)
+
+
+# ------------------------------------------------------------------ workloads (§11.3) and load (§11.4)
+
+PLAN_A = ok.Plan.model_validate({"id": "a", "steps": [{"id": "s", "agentId": "tutor-agent-1",
+                                                       "action": "ask"}]})
+PLAN_B = ok.Plan.model_validate({"id": "b", "parallel": True, "steps": [
+    {"id": "x", "agentId": "tutor-agent-1", "action": "ask"},
+    {"id": "y", "agentId": "api.v1", "action": "ask"}]})
+WIDE = {"agents": {"tutor-agent-*": {"capacity": 50, "latency": {"dist": "exponential", "mean": 40}},
+                   "api.v1": {"latency": {"dist": "constant", "value": 5}}}}
+
+
+def test_piecewise_rates_give_poisson_counts_per_window():
+    work = ok.Workload(rate_per_s=[(0, 5), (60_000, 40), (90_000, 0), (100_000, 10)],
+                       horizon_ms=160_000)
+    assert work.expected_arrivals() == pytest.approx(5 * 60 + 40 * 30 + 10 * 60)
+    assert work.peak_rate_per_s() == 40
+    for seed in range(3):
+        times = np.array(work.times(random.Random(seed)))
+        for start, end, rate in ((0, 60_000, 5), (60_000, 90_000, 40), (90_000, 100_000, 0),
+                                 (100_000, 160_000, 10)):
+            n = int(((times >= start) & (times < end)).sum())
+            mean = rate * (end - start) / 1000
+            assert abs(n - mean) <= 4 * math.sqrt(mean), (start, n, mean)
+    mc = ok.monte_carlo(PLAN_A, WIDE, seed=1, progress=False, keep_spans=False, workload=work)
+    assert abs(len(mc.runs) - 2100) < 4 * math.sqrt(2100)
+    # a single rate is the one-piece case, drawn the same way as before
+    one = ok.Workload(rate_per_s=7, horizon_ms=50_000)
+    assert one.times(random.Random(3)) == ok.Workload(
+        rate_per_s=[(0, 7)], horizon_ms=50_000).times(random.Random(3))
+
+
+def test_a_mix_of_plans_shares_agents_in_the_given_proportions(tmp_path):
+    PLAN_B.save(tmp_path / "b.json")
+    work = ok.Workload(rate_per_s=50, horizon_ms=60_000,
+                       plans=[(PLAN_A, 7), (str(tmp_path / "b.json"), 3)])
+    assert [round(w, 3) for _, w in work.plans] == [0.7, 0.3]
+    mc = ok.monte_carlo(None, WIDE, seed=2, progress=False, workload=work)
+    n = len(mc.runs)
+    share_a = (mc.runs["plan_id"] == "a").mean()
+    assert abs(share_a - 0.7) < 4 * math.sqrt(0.21 / n), share_a
+    # both plans use tutor-agent-1: it serves every run; api.v1 only the runs of plan b
+    agents = mc.summary().agents.set_index("agent_id")
+    assert list(agents.index) == ["api.v1", "tutor-agent-1"]
+    per_agent = mc.spans.groupby("agent_id")["run_id"].nunique()
+    assert per_agent["tutor-agent-1"] == n and per_agent["api.v1"] == (mc.runs["plan_id"] == "b").sum()
+    again = ok.monte_carlo(None, WIDE, seed=2, progress=False, workload=work)
+    pd.testing.assert_frame_equal(again.runs, mc.runs)
+    with pytest.raises(ok.PlanValidationError, match="not both"):
+        ok.monte_carlo(PLAN_A, WIDE, progress=False, workload=work)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"rate_per_s": "5", "horizon_ms": 1000}, TypeError, "rate_per_s must be a number, got str"),
+    ({"rate_per_s": math.inf, "horizon_ms": 1000}, ok.PlanValidationError, "rate_per_s must be finite"),
+    ({"rate_per_s": math.nan, "horizon_ms": 1000}, ok.PlanValidationError, "rate_per_s must be finite"),
+    ({"rate_per_s": 5, "horizon_ms": math.inf}, ok.PlanValidationError, "horizon_ms must be finite"),
+    ({"rate_per_s": 5, "horizon_ms": True}, TypeError, "horizon_ms must be a number"),
+    ({"interval_ms": 1e-300, "horizon_ms": 1e300}, ok.PlanValidationError, "MAX_ARRIVALS"),
+    ({"rate_per_s": 1e6, "horizon_ms": 3.6e6}, ok.PlanValidationError,
+     "more than Workload.MAX_ARRIVALS .10,000,000.; shorten horizon_ms"),
+    ({"arrivals_ms": [0, "1"]}, TypeError, "arrivals_ms\\[1\\] must be a number"),
+    ({"arrivals_ms": [0, math.nan]}, ok.PlanValidationError, "arrivals_ms\\[1\\] must be finite"),
+    ({"arrivals_ms": [5, 1]}, ok.PlanValidationError, "must be sorted"),
+    ({"arrivals_ms": "0;1"}, TypeError, "sequence of times"),
+    ({"rate_per_s": [(5, 1)], "horizon_ms": 10}, ok.PlanValidationError, "must start at 0 ms"),
+    ({"rate_per_s": [(0, 1), (0, 2)], "horizon_ms": 10}, ok.PlanValidationError, "increasing"),
+    ({"rate_per_s": [(0, 0)], "horizon_ms": 10}, ok.PlanValidationError, "every rate_per_s piece is 0"),
+    ({"rate_per_s": [(0, -1)], "horizon_ms": 10}, ok.PlanValidationError, "must be >= 0"),
+    ({"rate_per_s": 1, "horizon_ms": 10, "plans": [(PLAN_A, 0)]}, ok.PlanValidationError,
+     "plans\\[0\\] weight must be > 0"),
+    ({"rate_per_s": 1, "horizon_ms": 10, "plans": PLAN_A}, TypeError, "list of \\(plan, weight\\)"),
+])
+def test_bad_workloads_are_refused_up_front(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ok.Workload(**kwargs)
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(rate=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 10**9),
+                      st.text(max_size=3), st.none()),
+       horizon=st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                         st.integers(-5, 10**12), st.booleans()))
+def test_any_rate_and_horizon_is_a_workload_or_a_clear_error(rate, horizon):
+    try:
+        work = ok.Workload(rate_per_s=rate, horizon_ms=horizon)
+    except (TypeError, ok.PlanValidationError):
+        return
+    assert 0 <= work.expected_arrivals() <= ok.Workload.MAX_ARRIVALS
+
+
+def test_overload_warns_naming_the_agent_and_its_load():
+    models = ok.AgentModels.from_dict(WIDE).with_values({"agents.tutor-agent-*.capacity": 2})
+    work = ok.Workload(rate_per_s=[(0, 10), (5_000, 60)], horizon_ms=6_000)
+    # plan a asks 40 ms of tutor-agent-1 per run: ρ = 60/s · 0.04 s / 2 = 1.2 at the peak
+    with pytest.warns(ok.OverloadWarning, match="agent 'tutor-agent-1': offered load ρ = 1.20 >= 1 "
+                                                "at 60 runs/s.*capacity >= 3"):
+        ok.monte_carlo(PLAN_A, models, progress=False, keep_spans=False, workload=work)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ok.OverloadWarning)
+        ok.monte_carlo(PLAN_A, models, progress=False, keep_spans=False,
+                       workload=ok.Workload(rate_per_s=45, horizon_ms=2_000))  # ρ = 0.9
+    # the mix counts each plan's steps by its share: 0.5·40 + 0.5·40 ms per run, api.v1 unlimited
+    mixed = ok.Workload(rate_per_s=60, horizon_ms=100, plans=[(PLAN_A, 1), (PLAN_B, 1)])
+    assert offered_load(mixed, models) == {"tutor-agent-1": pytest.approx(1.2)}
