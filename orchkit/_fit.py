@@ -443,8 +443,9 @@ def fit_models(spans: Any, *, families: Sequence[str] = FAMILIES,
     their agent's model.
 
     ``time_scale``: live traces of ``SyntheticAgent(time_scale=s)`` run s× faster than
-    their model; times are divided by s. Default: the scale the trace carries
-    (``spans.attrs["time_scale"]``, set by the live runtime: {agent id: s}), else 1.
+    their model; times are divided by s. Default: the scale the trace carries (a
+    ``time_scale`` column, as ``orchkit run`` writes, or ``spans.attrs["time_scale"]`` =
+    {agent id: s}, as the live runtime sets), else 1.
     Capacity is not fitted (unlimited): set it by hand.
     """
     stats = require_scipy()
@@ -474,7 +475,12 @@ def fit_models(spans: Any, *, families: Sequence[str] = FAMILIES,
     if not started["outcome"].isin(_OBSERVED).any():
         raise PlanValidationError("fit: no span ended 'succeeded' or 'error'; nothing to fit")
     dur = (started["end_ms"] - started["start_ms"]).to_numpy(dtype=float)
-    scale = started["agent_id"].map(lambda a: scales.get(a, 1.0)).to_numpy(dtype=float)
+    if time_scale is None and "time_scale" in started.columns:  # a file written by orchkit run
+        scale = started["time_scale"].fillna(1.0).to_numpy(dtype=float)
+        if not (scale > 0).all():
+            raise ValueError("time_scale column: every value must be > 0")
+    else:
+        scale = started["agent_id"].map(lambda a: scales.get(a, 1.0)).to_numpy(dtype=float)
     started = started.assign(_t=np.maximum(dur / scale, 1e-6), _scale=scale)
 
     groups: dict[tuple[str, str], _GroupFit] = {}

@@ -477,3 +477,62 @@ class TuneResult:
         return (f"TuneResult(plan={self.plan.id!r}, trials={len(self.trials)}, "
                 f"feasible={int(self.trials['feasible'].sum())}, minimize={self.minimize}, "
                 f"runs={self.runs}, seed={self.seed})")
+
+
+# ------------------------------------------------------------------ search spaces on disk
+
+
+def space_from_dict(data: Any, source: str = "space") -> dict[str, Int | Float | Choice]:
+    """A search space from its file form (YAML/JSON), one entry per dotted path::
+
+        steps.*.timeout: {float: [1000, 30000], log: true}
+        steps.*.retryPolicy.maxRetries: {int: [0, 4]}
+        maxConcurrency: {choice: [1, 2, 4]}
+        agents.tutor-agent-*.capacity: {int: [1, 8]}
+
+    Raises ``PlanValidationError`` naming the path and the fix."""
+    if not isinstance(data, dict) or not data:
+        raise PlanValidationError(f"{source}: expected a mapping of dotted path to "
+                                  "{int: [low, high]} | {float: [low, high]} | {choice: [...]}")
+    space: dict[str, Int | Float | Choice] = {}
+    for path, spec in data.items():
+        where = f"{source}: '{path}'"
+        kinds = [k for k in ("int", "float", "choice") if isinstance(spec, dict) and k in spec]
+        if len(kinds) != 1:
+            raise PlanValidationError(f"{where}: give exactly one of int, float or choice, e.g. "
+                                      "{int: [0, 4]}, {float: [500, 20000], log: true}, "
+                                      f"{{choice: [1, 2, 4]}}; got {spec!r}")
+        kind = kinds[0]
+        extra = set(spec) - {kind, "log", "step"} - ({"step"} if kind == "int" else set())
+        if extra or (kind != "int" and "step" in spec) or (kind == "choice" and "log" in spec):
+            raise PlanValidationError(f"{where}: unknown keys {sorted(set(spec) - {kind})} for "
+                                      f"{kind} (int takes log, step; float takes log)")
+        value = spec[kind]
+        try:
+            if kind == "choice":
+                space[str(path)] = Choice(value)
+                continue
+            if not isinstance(value, list) or len(value) != 2:
+                raise ValueError(f"{kind} takes [low, high], got {value!r}")
+            if kind == "int":
+                space[str(path)] = Int(value[0], value[1], log=bool(spec.get("log", False)),
+                                       step=spec.get("step", 1))
+            else:
+                space[str(path)] = Float(value[0], value[1], log=bool(spec.get("log", False)))
+        except (TypeError, ValueError) as exc:
+            raise PlanValidationError(f"{where}: {exc}") from None
+    return space
+
+
+def load_space(path: str | Path) -> dict[str, Int | Float | Choice]:
+    """Read a search space file (YAML or JSON); see ``space_from_dict``."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+    except OSError as exc:
+        raise PlanValidationError(f"cannot read space file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise PlanValidationError(f"{path}: not valid YAML/JSON: {exc}") from None
+    return space_from_dict(data, str(path))

@@ -1,4 +1,4 @@
-"""The orchkit command line: validate, export, simulate, run, serve, demo, examples."""
+"""The orchkit command line: validate, export, simulate, run, serve, tune, fit, demo, examples."""
 
 from __future__ import annotations
 
@@ -185,10 +185,13 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     spans_path = out / f"{plan.id}_spans.{args.format}"
+    spans = result.spans
+    if result.time_scale:  # SyntheticAgents slept scaled latencies: the file says so (fit reads it)
+        spans = spans.assign(time_scale=spans["agent_id"].map(result.time_scale).fillna(1.0))
     if args.format == "parquet":
-        result.spans.to_parquet(spans_path, index=False)
+        spans.to_parquet(spans_path, index=False)
     else:
-        result.spans.to_csv(spans_path, index=False)
+        spans.to_csv(spans_path, index=False)
     gantt_path = out / f"{plan.id}_gantt.html"
     gantt(result, title=f"{plan.id}: live run").write_html(gantt_path)
     chain = " -> ".join(f"{p['plan_id']} ({p['status']})" for p in result.fallback_chain)
@@ -204,6 +207,87 @@ def _worker(args: argparse.Namespace) -> int:
     from ._worker import main
 
     return main(args)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    """Tune a plan to an SLO (SPEC §7.5): one line per chosen plan, the tuned plan(s) saved."""
+    from ._tune import load_space, tune
+
+    plan = _load(args.plan)
+    constraints = {}
+    for text in args.constraint or []:
+        metric, op, bound = next(((text.partition(o)[0], o, text.partition(o)[2])
+                                  for o in (">=", "<=") if o in text), (text, "", ""))
+        if not op or not metric.strip():
+            raise PlanValidationError(f"--constraint {text!r}: write METRIC>=NUMBER or "
+                                      "METRIC<=NUMBER, e.g. success_rate>=0.995")
+        constraints[metric.strip()] = f"{op} {bound.strip()}"
+    minimize = args.minimize[0] if len(args.minimize) == 1 else args.minimize
+    try:
+        res = tune(plan, args.models, load_space(args.space), minimize=minimize,
+                   constraints=constraints, trials=args.trials, runs=args.runs, seed=args.seed,
+                   progress=sys.stderr.isatty())
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, OrchkitError):
+            raise
+        raise PlanValidationError(str(exc)) from None
+    feasible = int(res.trials["feasible"].sum())
+    print(f"plan '{plan.id}': {len(res.trials)} trials ({feasible} feasible) of {args.runs:,} "
+          f"runs each, seed {args.seed}; {1000 * res.seconds / len(res.trials):,.0f} ms a trial")
+    if args.trials_csv:
+        res.trials.to_csv(args.trials_csv, index=False)
+        print(f"trials: {args.trials_csv}")
+    if not feasible:
+        print("no trial met the constraints; nearest reasons:", file=sys.stderr)
+        for reason in res.trials["reason"].value_counts().index[:3]:
+            print(f"  {reason}", file=sys.stderr)
+        return 1
+    plans = res.pareto
+    out = Path(args.output)
+    for i, tuned in enumerate(plans, 1):
+        target = out if len(plans) == 1 else out.with_name(f"{out.stem}_{i}{out.suffix}")
+        tuned.save(target)
+        meta = tuned.meta["tuned"]
+        values = ", ".join(f"{k}={v}" for k, v in meta["values"].items())
+        print(f"trial {meta['trial']}: {values}  ->  {target}")
+        for metric, p in meta["predicted"].items():
+            print(f"  {metric:<18} {p['value']:>12,.4g}   [{p['ciLow']:,.4g}, {p['ciHigh']:,.4g}]")
+    if args.verify:
+        v = res.verify()
+        print(f"verified on fresh seed {args.seed + 1} (optimism > 0: the search was optimistic):")
+        for row in v.itertuples(index=False):
+            print(f"  trial {row.trial} {row.metric:<18} predicted {row.predicted:,.4g}  verified "
+                  f"{row.verified:,.4g}  optimism {row.optimism:+,.4g}")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    """Fit agent models to a spans file (SPEC §7.5)."""
+    import pandas as pd
+
+    from ._fit import fit_models
+
+    path = Path(args.spans)
+    if not path.exists():
+        raise PlanValidationError(f"fit: no such spans file {path}")
+    if path.suffix.lower() == ".parquet":
+        require("pyarrow", "reading Parquet spans")
+        spans = pd.read_parquet(path)
+    else:
+        try:
+            spans = pd.read_csv(path)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+            raise PlanValidationError(f"fit: {path} is not a CSV spans file: {exc}") from None
+    by = ("agent_id",) if args.by == "agent" else ("agent_id", "action")
+    result = fit_models(spans, by=by, time_scale=args.time_scale)
+    result.models.save(args.output)
+    cols = ["agent_id", "action", "n", "censored", "family", "params", "error", "hang", "ks_p"]
+    print(result.report[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.report:
+        result.report.to_csv(args.report, index=False)
+        print(f"report: {args.report}")
+    print(f"models: {args.output}")
+    return 0
 
 
 def _brief(response) -> str:
@@ -339,6 +423,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)
+    p = sub.add_parser("tune", help="search timeouts/retries/capacity for an SLO (needs "
+                                    "orchkit[tune])")
+    p.add_argument("plan", help=PLAN_HELP)
+    p.add_argument("--models", required=True, help="agent models file (YAML or JSON)")
+    p.add_argument("--space", required=True, metavar="SPACE.yaml",
+                   help="search space: dotted path -> {int: [lo, hi]} | {float: [lo, hi], "
+                        "log: true} | {choice: [...]}")
+    p.add_argument("--minimize", required=True, action="append", metavar="METRIC",
+                   help="summary metric to minimise (repeat for a Pareto front)")
+    p.add_argument("--constraint", action="append", metavar="METRIC>=X",
+                   help="e.g. success_rate>=0.995 or makespan_p95_ms<=20000 (judged on the "
+                        "95%% interval; repeatable)")
+    p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--runs", type=int, default=2000, help="simulated runs per trial")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", default="tuned.json",
+                   help="tuned plan file (several objectives: NAME_1.json, NAME_2.json, ...)")
+    p.add_argument("--trials-csv", metavar="FILE", help="write every trial to a CSV file")
+    p.add_argument("--verify", action="store_true",
+                   help="re-simulate the tuned plan(s) on a fresh seed and print the optimism")
+    p.set_defaults(func=_tune)
+    p = sub.add_parser("fit", help="fit agent models to a spans file (needs orchkit[tune])")
+    p.add_argument("spans", help="spans file (.csv or .parquet) from orchkit run or a study")
+    p.add_argument("-o", "--output", default="models.yaml", help="models file to write")
+    p.add_argument("--report", metavar="FILE.csv", help="write the fit report")
+    p.add_argument("--by", choices=["action", "agent"], default="action",
+                   help="one model per (agent, action) (default) or per agent")
+    p.add_argument("--time-scale", type=float, default=None,
+                   help="the trace ran at this time scale (SyntheticAgent --time-scale): "
+                        "times are divided by it")
+    p.set_defaults(func=_fit)
     p = sub.add_parser("demo", help="simulate the seed's parallel-analysis plan (defaults)")
     p.add_argument("--runs", type=int, default=10_000)
     p.add_argument("--out", default="out", help="folder for the charts (default: out)")

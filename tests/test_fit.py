@@ -267,3 +267,31 @@ async def test_closed_loop_live_trace_fit_simulate_and_compare_with_a_fresh_trac
     assert table.ks_p > 0.001
     fig = table.chart()
     assert [t.name for t in fig.data] == ["observed (800 runs)", "predicted (20000 runs)"]
+
+
+# ------------------------------------------------------------------ orchkit fit (§7.5)
+
+
+def test_cli_fit_writes_models_and_report_and_reads_the_time_scale_column(tmp_path, capsys):
+    from orchkit.cli import main
+
+    spans = trace(ActionModel(Lognormal.from_median_p95(1000, 3000), error=0.05), 800,
+                  timeout_ms=2500.0, seed=9)
+    scaled = spans.assign(start_ms=spans["start_ms"] * 0.01, end_ms=spans["end_ms"] * 0.01,
+                          time_scale=0.01)  # as `orchkit run --time-scale 0.01` writes it
+    scaled.to_csv(tmp_path / "spans.csv", index=False)
+    code = main(["fit", str(tmp_path / "spans.csv"), "-o", str(tmp_path / "m.yaml"),
+                 "--report", str(tmp_path / "r.csv")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    models = ok.AgentModels.load(tmp_path / "m.yaml")
+    direct = ok.fit_models(spans).models
+    assert models.resolve("a", "act").latency.to_dict() == direct.resolve("a", "act").latency.to_dict()
+    report = pd.read_csv(tmp_path / "r.csv")
+    assert list(report.columns[:13]) == list(ok.fit_models(spans).report.columns[:13])
+    assert "lognormal" in out and "models:" in out
+    (tmp_path / "bad.csv").write_text("agent_id,action\na,b\n")
+    assert main(["fit", str(tmp_path / "bad.csv")]) == 2
+    assert "lacks columns" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "missing.csv")]) == 2
+    assert "no such spans file" in capsys.readouterr().err

@@ -1,12 +1,15 @@
-"""ok.tune (SPEC §7.1) and the plan's free-form ``meta`` (SPEC §7.2)."""
+"""ok.tune (SPEC §7.1), the plan's free-form ``meta`` (§7.2), ok.compare (§7.4) and
+``orchkit tune`` (§7.5)."""
 
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import pandas as pd
 import pytest
+import yaml
 
 import orchkit as ok
 
@@ -241,3 +244,54 @@ def test_compare_puts_observed_and_predicted_side_by_side():
     assert [t.name for t in fig.data] == ["observed (3000 runs)", "predicted (3000 runs)"]
     with pytest.raises(TypeError, match="observed must be"):
         ok.compare(42, b)
+
+
+# ------------------------------------------------------------------ orchkit tune (§7.5)
+
+
+def test_cli_tune_writes_the_tuned_plan_with_its_provenance(tmp_path, capsys):
+    from orchkit.cli import main
+
+    RETRY.save(tmp_path / "plan.json")
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump(FLAKY))
+    (tmp_path / "space.yaml").write_text(f"{RETRIES}: {{int: [0, 8]}}\n")
+    out = tmp_path / "tuned.json"
+    code = main(["tune", str(tmp_path / "plan.json"), "--models", str(tmp_path / "models.yaml"),
+                 "--space", str(tmp_path / "space.yaml"), "--minimize", "attempts_per_run",
+                 "--constraint", "success_rate>=0.99", "--trials", "16", "--runs", "2000",
+                 "--seed", "0", "-o", str(out), "--trials-csv", str(tmp_path / "t.csv"),
+                 "--verify"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    tuned = ok.Plan.load(out)
+    assert tuned.steps[0].retry_policy.max_retries == 4
+    assert tuned.meta["tuned"]["constraints"] == {"success_rate": ">= 0.99"}
+    assert f"{RETRIES}=4" in text and "optimism" in text and "feasible)" in text
+    assert len(pd.read_csv(tmp_path / "t.csv")) == 16
+
+
+def test_cli_tune_bad_input_exits_2_with_the_reason(tmp_path, capsys):
+    from orchkit.cli import main
+
+    RETRY.save(tmp_path / "plan.json")
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump(FLAKY))
+    base = ["tune", str(tmp_path / "plan.json"), "--models", str(tmp_path / "models.yaml"),
+            "--minimize", "attempts_per_run", "--trials", "2", "--runs", "10"]
+    cases = {
+        "{int: [0]}": "takes \\[low, high\\]",
+        "{integer: [0, 2]}": "exactly one of int, float or choice",
+        "{int: [0, 2], lg: true}": "unknown keys \\['lg'\\]",
+        "[1, 2]": "expected a mapping",
+    }
+    for spec, message in cases.items():
+        (tmp_path / "space.yaml").write_text(f"{RETRIES}: {spec}\n" if spec[0] == "{" else spec)
+        assert main([*base, "--space", str(tmp_path / "space.yaml")]) == 2
+        assert re.search(message, capsys.readouterr().err), spec
+    (tmp_path / "space.yaml").write_text(f"{RETRIES}: {{int: [0, 2]}}\n")
+    assert main([*base, "--space", str(tmp_path / "space.yaml"), "--constraint", "success_rate=1"]) == 2
+    assert "METRIC>=NUMBER" in capsys.readouterr().err
+    assert main([*base[:-4], "--minimize", "p95", "--space", str(tmp_path / "space.yaml")]) == 2
+    assert "unknown metric 'p95'" in capsys.readouterr().err
+    assert main([*base, "--space", str(tmp_path / "space.yaml"), "--constraint",
+                 "success_rate>=0.9999"]) == 1
+    assert "no trial met the constraints" in capsys.readouterr().err
