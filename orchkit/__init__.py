@@ -4,7 +4,7 @@ Every time in the public API is in milliseconds.
 """
 
 from ._agent import Agent, AgentResponse
-from ._charts import draw, gantt, makespan_chart
+from ._charts import draw, gantt, makespan_chart, utilisation_chart
 from ._compare import Comparison, compare
 from ._errors import (AgentError, MissingDependencyError, NoSessionError, OrchkitError,
                       PlanFailedError, PlanTimeoutError, PlanValidationError, RunNotFoundError,
@@ -34,5 +34,5 @@ __all__ = [
     "Policies", "RUN_COLUMNS", "RemoteAgent", "RetryPolicy", "RunNotFoundError", "RunResult",
     "SPAN_COLUMNS", "SeedCompatWarning", "ServiceError", "Step", "Summary", "TuneResult",
     "UnknownActionError", "Workload", "compare", "draw", "examples", "fit_models", "gantt",
-    "makespan_chart", "monte_carlo", "simulate", "sweep", "tune",
+    "makespan_chart", "monte_carlo", "simulate", "sweep", "tune", "utilisation_chart",
 ]

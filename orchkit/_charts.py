@@ -311,3 +311,57 @@ def draw(plan: Plan, *, title: str | None = None) -> go.Figure:
                       width=60 + 340 * ncols, height=int(110 + 80 * (0.35 - bottom)),
                       margin={"l": 20, "r": 20, "t": 60, "b": 20})
     return fig
+
+
+def utilisation_chart(mc: Any, bin_ms: float = 1000.0, *, agents: Sequence[str] | None = None,
+                      title: str | None = None) -> go.Figure:
+    """Utilisation and queue length per agent over a study's time (SPEC §11.5).
+
+    Two panels sharing the time axis (seconds of the study clock): ``mc.utilisation(bin_ms)``
+    (attempts running / capacity; the dashed line is 1, full) and
+    ``mc.queue_length(bin_ms)`` (attempts waiting for a slot), one line per agent (all the
+    agents with a capacity, or ``agents``). Outage windows of the models are shaded and a
+    workload study's warm-up cut is marked. Returns a ``go.Figure``.
+    """
+    from plotly.subplots import make_subplots
+
+    util = mc.utilisation(bin_ms)
+    queue = mc.queue_length(bin_ms)
+    if agents is None:
+        agents = [a for a in sorted(set(util["agent_id"])) if mc.models.capacity(a)]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("utilisation (running / capacity)",
+                                        "queue length (attempts waiting)"))
+    for i, agent_id in enumerate(agents):
+        colour = PALETTE[i % len(PALETTE)]
+        u = util[util["agent_id"] == agent_id]
+        q = queue[queue["agent_id"] == agent_id]
+        fig.add_scatter(x=u["t_ms"] / 1000, y=u["utilisation"], mode="lines", name=agent_id,
+                        legendgroup=agent_id, line={"color": colour, "shape": "hv"}, row=1, col=1)
+        fig.add_scatter(x=q["t_ms"] / 1000, y=q["queue_length"], mode="lines", name=agent_id,
+                        legendgroup=agent_id, showlegend=False,
+                        line={"color": colour, "shape": "hv"}, row=2, col=1)
+        for o in getattr(_first_model(mc, agent_id), "outages", ()):
+            fig.add_vrect(x0=o.start_ms / 1000, x1=o.end_ms / 1000, fillcolor=RED, opacity=0.12, line_width=0,
+                annotation_text=f"{agent_id} outage", annotation_position="top left")
+    fig.add_hline(y=1.0, line_dash="dash", line_color="#555", row=1, col=1)
+    if mc.workload is not None:
+        s = mc.summary()
+        if s.warmup_ms > 0:
+            fig.add_vline(x=s.warmup_ms / 1000, line_dash="dot", line_color="#555",
+                          annotation_text="warm-up", annotation_position="top right")
+    fig.update_xaxes(title_text="study time (s)", row=2, col=1)
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_layout(title=title or f"{mc.plan.id}: agents over time ({bin_ms:g} ms bins)",
+                      plot_bgcolor="white", hovermode="x unified")
+    return fig
+
+
+def _first_model(mc: Any, agent_id: str) -> Any:
+    """The model of ``agent_id``'s first step in the study's plans (for its outages)."""
+    mix = getattr(mc.workload, "plans", None)
+    for plan in ([p for p, _ in mix] if mix else [mc.plan]):
+        for s in (s for p in plan.chain() for s in p.steps):
+            if s.agent_id == agent_id:
+                return mc.models.resolve(agent_id, s.action)
+    return None

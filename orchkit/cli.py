@@ -72,23 +72,38 @@ def _workload(text: str):
 
     keys = {"rate": "rate_per_s", "interval": "interval_ms", "horizon": "horizon_ms",
             "arrivals": "arrivals_ms"}
-    kwargs = {}
+    usage = (f"--workload {text[:80]!r}: use key=value pairs from {', '.join(keys)} (e.g. "
+             "rate=20,horizon=600000; rate=0:5;600000:20,horizon=900000 for rates from "
+             "given ms; arrivals=0;250;900)")
+    kwargs: dict = {}
+
+    def number(v: str) -> float:
+        try:
+            return float(v)
+        except ValueError:
+            raise PlanValidationError(f"{usage}: {v.strip()[:40]!r} is not a number") from None
+
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
         if key.strip() not in keys or not value:
-            raise PlanValidationError(
-                f"--workload {text!r}: use key=value pairs from {', '.join(keys)} "
-                "(e.g. rate=20,horizon=600000; arrivals=0;250;900)")
+            raise PlanValidationError(usage)
         field = keys[key.strip()]
-        kwargs[field] = (tuple(float(v) for v in value.split(";")) if field == "arrivals_ms"
-                         else float(value))
+        if field == "arrivals_ms":
+            kwargs[field] = tuple(number(v) for v in value.split(";"))
+        elif field == "rate_per_s" and ":" in value:  # piecewise: FROM_MS:RATE;FROM_MS:RATE
+            pieces = [piece.partition(":") for piece in value.split(";")]
+            if any(not sep for _, sep, _ in pieces):
+                raise PlanValidationError(f"{usage}: write every rate piece as FROM_MS:RUNS_PER_S")
+            kwargs[field] = [(number(a), number(b)) for a, _, b in pieces]
+        else:
+            kwargs[field] = number(value)
     return Workload(**kwargs)
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from ._charts import gantt
     from ._sim import simulate
-    from ._study import monte_carlo
+    from ._study import OverloadWarning, monte_carlo
 
     plan = _load(args.plan)
     workload = _workload(args.workload) if args.workload else None
@@ -96,10 +111,24 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.gantt:
         one = simulate(plan, args.models, seed=args.seed, policies=args.policies)
         gantt(one, title=f"{plan.id}: one simulated run (seed {args.seed})").write_html(args.gantt)
-    mc = monte_carlo(plan, args.models, runs=args.runs, seed=args.seed, workload=workload,
-                     keep_spans=False, progress=not quiet and sys.stderr.isatty(),
-                     method=args.method, executor="processes" if args.processes else None,
-                     policies=args.policies)
+    if (args.warmup is not None or args.replications != 1) and workload is None:
+        raise PlanValidationError("--warmup and --replications apply to a --workload study")
+    if args.replications < 1:
+        raise PlanValidationError(f"--replications must be >= 1, got {args.replications}")
+    if args.warmup is not None and not (0 <= args.warmup < float("inf")):
+        raise PlanValidationError(f"--warmup must be a finite number of ms >= 0, got {args.warmup}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OverloadWarning)
+        mc = monte_carlo(plan, args.models, runs=args.runs, seed=args.seed, workload=workload,
+                         keep_spans=False, progress=not quiet and sys.stderr.isatty(),
+                         method=args.method, executor="processes" if args.processes else None,
+                         policies=args.policies, warmup_ms=args.warmup,
+                         replications=args.replications)
+    for w in caught:  # one line each, not a source listing
+        if issubclass(w.category, OverloadWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     summary = mc.summary()
     if args.json:
         print(json.dumps({"plan_id": plan.id, "runs": len(mc.runs), "seed": args.seed,
@@ -111,6 +140,8 @@ def _simulate(args: argparse.Namespace) -> int:
         what = f"workload {args.workload}" if workload else f"{len(mc.runs):,} runs"
         print(f"plan '{plan.id}': {what}, seed {args.seed}, {mc.method} path; times in ms, "
               "[95% confidence interval]")
+        if workload is not None:
+            print(f"  {summary.describe()}")
         for metric, row in summary.metrics.iterrows():
             print(f"  {metric:<18} {row['value']:>12,.3f}   [{row['ci_low']:,.3f}, {row['ci_high']:,.3f}]")
         print("  agent utilisation (running attempts / capacity):")
@@ -352,7 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=10_000, help="independent runs (default 10000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workload", help="capacity study instead: rate=RUNS_PER_S,horizon=MS | "
+                                      "rate=FROM_MS:RUNS_PER_S;FROM_MS:RUNS_PER_S,horizon=MS | "
                                       "interval=MS,horizon=MS | arrivals=MS;MS;...")
+    p.add_argument("--warmup", type=float, metavar="MS",
+                   help="workload study: leave out runs arriving before MS (default: MSER-5)")
+    p.add_argument("--replications", type=int, default=1, metavar="K",
+                   help="workload study: K independent replications (intervals across them)")
     p.add_argument("--method", choices=["auto", "simpy", "fast"], default="auto")
     p.add_argument("--policies", metavar="FILE",
                    help="resilience policies (circuit breakers), YAML or JSON (SPEC §10.1)")

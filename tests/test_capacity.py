@@ -3,8 +3,11 @@ workloads, offered load and the queue outputs."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -374,3 +377,55 @@ def test_overload_warns_naming_the_agent_and_its_load():
     # the mix counts each plan's steps by its share: 0.5·40 + 0.5·40 ms per run, api.v1 unlimited
     mixed = ok.Workload(rate_per_s=60, horizon_ms=100, plans=[(PLAN_A, 1), (PLAN_B, 1)])
     assert offered_load(mixed, models) == {"tutor-agent-1": pytest.approx(1.2)}
+
+
+def test_utilisation_chart_shows_utilisation_queues_outages_and_warm_up():
+    mc = ok.monte_carlo(ONE, OUTAGE_MODELS, seed=4, progress=False,
+                        workload=ok.Workload(rate_per_s=45, horizon_ms=60_000))
+    fig = ok.utilisation_chart(mc, 2000)
+    lines = {(t.name, t.yaxis) for t in fig.data}
+    assert lines == {("tutor-agent-1", "y"), ("tutor-agent-1", "y2")}
+    util = mc.utilisation(2000)
+    assert list(fig.data[0].y) == list(util["utilisation"])
+    assert list(fig.data[1].y) == list(mc.queue_length(2000)["queue_length"])
+    # the outage windows are shaded on both panels, on the study clock in seconds
+    shaded = [(s.x0, s.x1) for s in fig.layout.shapes if s.type == "rect"]
+    assert sorted(shaded) == [(20, 30), (20, 30), (45, 50), (45, 50)]
+    warm = mc.summary().warmup_ms
+    marks = [s.x0 for s in fig.layout.shapes if s.type == "line" and s.x0 == s.x1]
+    assert marks == ([warm / 1000] if warm > 0 else [])
+    assert (util["utilisation"] <= 1 + 1e-9).all()
+    with pytest.raises(ValueError, match="bin_ms must be a finite number"):
+        mc.queue_length(0)
+
+
+def test_cli_simulate_workload_forms_warmup_and_replications(tmp_path):
+    PLAN_A.save(tmp_path / "a.json")
+    ok.AgentModels.from_dict(WIDE).with_values({"agents.tutor-agent-*.capacity": 2}).save(
+        tmp_path / "m.yaml")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "orchkit", "simulate", str(tmp_path / "a.json"),
+                               "--models", str(tmp_path / "m.yaml"), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    done = cli("--workload", "rate=0:10;20000:30,horizon=40000", "--replications", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["intervals"]["method"] == "replications" and data["intervals"]["sections"] == 3
+    assert data["runs"] == pytest.approx(3 * (10 * 20 + 30 * 20), rel=0.15)
+    done = cli("--workload", "rate=60,horizon=5000", "--warmup", "1000")
+    assert done.returncode == 0
+    assert "batch means" in done.stdout and "warm-up of 1,000 ms" in done.stdout
+    assert done.stderr.strip().splitlines() == [
+        "warning: agent 'tutor-agent-1': offered load ρ = 1.20 >= 1 at 60 runs/s (λ·E[service]/"
+        "capacity with capacity 2): its queue grows without bound and the study's figures "
+        "depend on its horizon; give it capacity >= 3 or lower the rate"]
+    for args, message in ((["--workload", "rate=0:5;x:2,horizon=10"], "'x' is not a number"),
+                          (["--workload", "rate=0:5;7,horizon=10"], "FROM_MS:RUNS_PER_S"),
+                          (["--workload", "rate=nan,horizon=10"], "rate_per_s must be finite"),
+                          (["--warmup", "5"], "apply to a --workload study"),
+                          (["--workload", "rate=5,horizon=10", "--replications", "0"], ">= 1")):
+        done = cli(*args)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
