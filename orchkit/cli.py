@@ -360,7 +360,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise OrchkitError(str(exc)) from None
     service.serve(host=args.host, port=args.port, store=args.store, idle_ms=args.idle_ms,
                   max_body_bytes=args.max_body_bytes, log_level=args.log_level,
-                  agent_factory=factory, policies=args.policies)
+                  agent_factory=factory, policies=args.policies, cors_origins=args.cors_origin)
     return 0
 
 
@@ -449,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the built-in learning, tutor and speech agents)")
     p.add_argument("--policies", metavar="FILE",
                    help="resilience policies (YAML/JSON): circuit breakers per agent pattern")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="a browser origin allowed to call the API and open sockets, e.g. "
+                        "http://localhost:3000 (repeatable; default: same origin only)")
     p.add_argument("--redis", metavar="URL",
                    help="run every agent remotely: RemoteAgents on the pool queues "
                         "orchkit-learning / orchkit-tutor / orchkit-speech, served by "

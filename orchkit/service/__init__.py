@@ -27,12 +27,13 @@ __all__ = ["AgentFactory", "DEFAULT_IDLE_MS", "MAX_BODY_BYTES", "RedisStore", "S
 def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///orchkit.db",
           idle_ms: float = DEFAULT_IDLE_MS, api_key: str | None = None,
           max_body_bytes: int = MAX_BODY_BYTES, agent_factory: AgentFactory | str | None = None,
-          policies: Any = None, log_level: str = "info") -> None:
+          policies: Any = None, cors_origins: list[str] | None = None,
+          log_level: str = "info") -> None:
     """Run the service under uvicorn until interrupted (Ctrl-C / SIGTERM stop it cleanly:
     runs in flight are recorded ``interrupted``). ``store`` is ``sqlite:///FILE`` or
     ``redis://HOST:PORT/DB``; ``agent_factory(kind, agent_id)`` makes the agents (or
     ``"module:function"`` naming one); ``policies`` (a file, dict or ``ok.Policies``) puts
-    circuit breakers on the agents of plan runs."""
+    circuit breakers on the agents of plan runs; browsers on ``cors_origins`` may call it."""
     import asyncio
 
     import uvicorn
@@ -47,6 +48,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///
     asyncio.run(check())
     service = Service(open_store(store), agent_factory=agent_factory, idle_ms=idle_ms,
                       policies=policies)
-    app = create_app(service, api_key=api_key, max_body_bytes=max_body_bytes)
+    app = create_app(service, api_key=api_key, max_body_bytes=max_body_bytes,
+                     cors_origins=cors_origins)
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on",
                 timeout_keep_alive=30)

@@ -31,7 +31,8 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
                cors_origins: list[str] | None = None) -> Any:
     """The ASGI app serving ``service``: REST under /api, /healthz, /metrics, /docs and
     Socket.IO at /socket.io. ``api_key`` (default: ``$ORCHKIT_API_KEY``) guards /api,
-    /metrics and sockets; request bodies over ``max_body_bytes`` get 413. The service is
+    /metrics and sockets; request bodies over ``max_body_bytes`` get 413; browsers on
+    ``cors_origins`` (default: the same origin only) may call the API and open sockets. The service is
     started and stopped by the app's lifespan."""
     import socketio
 
@@ -64,6 +65,11 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
                               "ms; timestamps ISO-8601 UTC. Socket.IO on the same port.")
     api.state.service = service
     api.include_router(build_router(auth))
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        api.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
 
     @api.exception_handler(_Unauthorized)
     async def unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:

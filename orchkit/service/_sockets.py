@@ -38,7 +38,7 @@ def build_sockets(service: Service, *, api_key: str | None, max_bytes: int,
                   cors_origins: list[str] | str | None = None) -> socketio.AsyncServer:
     """The Socket.IO server, wired to ``service`` (it installs ``service.publish``)."""
     sio = socketio.AsyncServer(async_mode="asgi", max_http_buffer_size=max_bytes,
-                               cors_allowed_origins=cors_origins or [])
+                               cors_allowed_origins=cors_origins)  # None: same origin only
 
     async def publish(room: str, event: str, payload: dict[str, Any]) -> None:
         await sio.emit(event, payload, room=room)
