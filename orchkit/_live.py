@@ -302,9 +302,9 @@ class Orchestrator:
                 task.cancel()
                 self._stragglers.setdefault(att, self._now())
             left = deadline - self._now()
+            await _wait(set(self._tasks.values()), max(0.0, min(50.0, left)))  # >= 1 loop turn
             if left <= 0:
                 break
-            await _wait(set(self._tasks.values()), min(50.0, left))
         for att in self._tasks:
             log.warning("agent '%s' is still running step '%s' attempt %d (plan '%s', run %s) "
                         "%g ms after shutdown() cancelled it: it ignores cancellation",
