@@ -62,7 +62,9 @@ def describe(value: Any, text: Callable[[Any], str] | None = None) -> str:
     name = type(value).__name__
     try:
         return text(value) if text is not None else f"{name}: {value}"
-    except Exception:  # noqa: BLE001 - a broken __str__/__repr__ must not hide the failure
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # noqa: BLE001 - a broken __str__/__repr__ must not hide the failure
         return f"<unprintable {name}>"
 
 

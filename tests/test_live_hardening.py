@@ -138,6 +138,11 @@ class BadStrBase(BaseException):
         raise ValueError("so is this one")
 
 
+class StrCancels(Exception):
+    def __str__(self):
+        raise asyncio.CancelledError
+
+
 class BadRepr:
     def __repr__(self):
         raise RuntimeError("__repr__ is broken")
@@ -152,6 +157,7 @@ class BadRepr:
     (BadStr, "BadStr"),
     (BadStrBase, "BadStrBase"),
     (GeneratorExit, "GeneratorExit"),
+    (StrCancels, "StrCancels"),
 ])
 async def test_an_agent_raising_anything_fails_the_attempt_with_an_error(exc, name):
     orch = await orchestrator(Raising("a", exc))
@@ -238,7 +244,7 @@ async def test_shutdown_ends_the_runs_in_flight_as_failed_and_their_callers_retu
 
 @pytest.mark.parametrize("raise_", [
     lambda: asyncio.CancelledError(), lambda: Custom("listener"), lambda: BadStrBase(),
-    lambda: RuntimeError("plain")])
+    lambda: StrCancels(), lambda: RuntimeError("plain")])
 @pytest.mark.parametrize("asynchronous", [False, True])
 async def test_a_listener_raising_anything_never_breaks_runs_or_leaks_a_slot(raise_, asynchronous):
     agent = ScriptedAgent("a", default=Ok(1), capacity=1)
