@@ -718,7 +718,7 @@ class Scheduler:
         pr.left -= 1
         pr.failed = True
         if self._events:
-            self._emit("step:failed", att, now, jobId=_job_id(att), attempt=k,
+            self._emit("step:failed", att, now, jobId=_job_id(att), attempt=att.number,
                        outcome=outcome, error=error)
         if cp.fail_fast:
             self._finish_plan(pr, now, "failed",

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 from orchkit._core import (SUCCEEDED, Attempt, CancelAttempt, CancelTimer, Emit, FinishRun,
                            Run, Scheduler, StartAttempt, StartTimer, Timer, compile_plan)
 from orchkit._plan import Plan
+from orchkit._policies import as_policies, breaker_lookup
 from orchkit.testing import Crash, Fail, Garbage, Hang, Ok
 
 _SUBMIT, _DONE, _TIMER = 0, 1, 2
@@ -46,6 +47,7 @@ class Harness:
     """Drive one ``Scheduler`` with a virtual clock.
 
     ``capacity``: agent id -> capacity (None or missing: unlimited), or a callable.
+    ``policies``: circuit breakers (a policies dict, SPEC §10.1).
     ``deliver_stale``: still report completions of attempts the core cancelled (the core
     must ignore them). ``fire_cancelled``: still fire timers the core cancelled (harmless).
     """
@@ -53,13 +55,14 @@ class Harness:
     def __init__(self, capacity: Mapping[str, int | None] | Callable | None = None, *,
                  script: Mapping[str, Sequence[Any]] | None = None, default: Any = Ok(10),
                  seed: int = 0, deliver_stale: bool = False, fire_cancelled: bool = False,
-                 events: bool = True):
+                 events: bool = True, policies: Any = None):
         if callable(capacity):
             cap = capacity
         else:
             caps = dict(capacity or {})
             cap = lambda agent_id: caps.get(agent_id)  # noqa: E731
-        self.core = Scheduler(cap, random.Random(seed), events=events)
+        self.core = Scheduler(cap, random.Random(seed), events=events,
+                              breakers=breaker_lookup(as_policies(policies)))
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.default = default
         self.deliver_stale = deliver_stale
@@ -111,7 +114,7 @@ class Harness:
                 if until_ms is not None:
                     self.now = max(self.now, until_ms)
                 return self
-            at, _seq, kind, obj = heapq.heappop(self._heap)
+            at, _first, _seq, kind, obj = heapq.heappop(self._heap)
             if at < self.now:
                 self.violations.append(f"time went backwards: {at} < {self.now}")
             self.now = at
@@ -166,7 +169,8 @@ class Harness:
         self._apply(actions)
 
     def _push(self, at: float, kind: int, obj: Any) -> None:
-        heapq.heappush(self._heap, (at, next(self._seq), kind, obj))
+        # timers first at equal times, as the core fires due timers before any fact
+        heapq.heappush(self._heap, (at, kind != _TIMER, next(self._seq), kind, obj))
 
     def _report(self, att: Attempt, outcome: Any) -> list:
         now = self.now

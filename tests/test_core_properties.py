@@ -2,9 +2,9 @@
 
 Plans of 1-12 steps with random acyclic dependencies (acyclic by construction, then the
 plan order shuffled so a dependency may come after its dependent), parallel or not,
-maxConcurrency, failFast, retries, step and plan timeouts, an optional fallback, agents
-with random capacities, and 1-3 runs sharing one Scheduler, driven by the virtual-clock
-harness of ``core_harness``.
+maxConcurrency, failFast, retries, step and plan timeouts, hedged steps, an optional
+fallback, agents with random capacities and circuit breakers (SPEC §10), and 1-3 runs
+sharing one Scheduler, driven by the virtual-clock harness of ``core_harness``.
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ def plan_dict(draw, plan_id: str, fallback_depth: int):
             step["retryPolicy"] = rp
         if timeout is not None:
             step["timeout"] = timeout
+        if draw(st.integers(0, 3)) == 0:
+            step["hedge"] = {"delayMs": draw(st.integers(0, 60)),
+                             "maxHedges": draw(st.integers(1, 2))}
         steps.append(step)
         # a hang is only allowed when something will end it
         can_hang = timeout is not None or plan_timeout is not None
@@ -89,9 +92,23 @@ def plan_dict(draw, plan_id: str, fallback_depth: int):
 
 
 @st.composite
+def breaker(draw):
+    window = draw(st.integers(1, 4))
+    out = {"window": window, "minCalls": draw(st.integers(1, window)),
+           "failureRate": draw(st.sampled_from([0.25, 0.5, 1.0])),
+           "openMs": draw(st.integers(1, 100)), "halfOpenCalls": draw(st.integers(1, 2))}
+    if draw(st.booleans()):
+        out["slowCallMs"] = draw(st.integers(1, 40))
+        out["slowCallRate"] = draw(st.sampled_from([0.5, 1.0]))
+    return out
+
+
+@st.composite
 def scenario(draw):
     plan, scripts = draw(plan_dict("p", 1))
+    breakers = {a: draw(breaker()) for a in AGENTS if draw(st.integers(0, 2)) == 0}
     return {
+        "policies": {"breakers": breakers} if breakers else None,
         "plan": plan,
         "script": scripts,
         "default": draw(st.integers(0, 3).flatmap(
@@ -107,7 +124,7 @@ def scenario(draw):
 def play(sc, events=True):
     h = Harness(sc["capacity"], script=sc["script"], default=sc["default"], seed=sc["seed"],
                 deliver_stale=sc["deliver_stale"], fire_cancelled=sc["fire_cancelled"],
-                events=events)
+                events=events, policies=sc["policies"])
     plan = Plan.model_validate(sc["plan"])
     ids = [h.submit(plan, at_ms=t, run_id=f"run{k}") for k, t in enumerate(sc["arrivals"])]
     h.run()
@@ -144,8 +161,10 @@ def test_scheduling_invariants(sc):
             assert peak <= caps[agent], (agent, peak)
     for run in runs:
         for pr, p in zip(run.plans, Plan.model_validate(sc["plan"]).chain()):
+            # the plan's limit counts steps in flight; a step's hedges share its slot
             limit = (p.max_concurrency or len(p.steps)) if p.parallel else 1
-            assert h.peak_plan.get(id(pr), 0) <= limit
+            per_step = 1 + max((s.hedge.max_hedges for s in p.steps if s.hedge), default=0)
+            assert h.peak_plan.get(id(pr), 0) <= limit * per_step
 
     # no step starts before every dependency succeeded (state and time)
     for rec in h.starts:
@@ -177,8 +196,10 @@ def test_scheduling_invariants(sc):
         by_step = defaultdict(list)
         for a in run.attempts:
             by_step[(id(a.prun), a.step)].append(a)
-            assert a.outcome in ("succeeded", "error", "timeout", "cancelled")
+            assert a.outcome in ("succeeded", "error", "timeout", "cancelled", "rejected")
             assert a.end_ms is not None and a.queued_ms <= a.end_ms
+            if a.outcome == "rejected":  # at once, without calling the agent
+                assert a.start_ms is None and a.end_ms == a.queued_ms
             if a.start_ms is not None:
                 assert a.queued_ms <= a.start_ms <= a.end_ms
 
@@ -194,17 +215,28 @@ def test_scheduling_invariants(sc):
                 assert (sid in pr.results) == (state == SUCCEEDED)
                 assert (sid in pr.errors) == (state != SUCCEEDED)
                 atts = by_step[(id(pr), i)]
-                # attempts numbered 1..k, k <= maxRetries + 1
+                # attempts numbered 1..k, k <= (maxRetries + 1) tries x (1 + maxHedges)
                 rp = p.steps[i].retry_policy
+                hg = p.steps[i].hedge
                 assert [a.number for a in atts] == list(range(1, len(atts) + 1))
-                assert len(atts) <= (rp.max_retries if rp else 0) + 1
+                assert len(atts) <= ((rp.max_retries if rp else 0) + 1) * (
+                    1 + (hg.max_hedges if hg else 0))
+                assert all(not a.hedge for a in atts) if hg is None else not atts[:1] or not atts[0].hedge
                 if state == SKIPPED:
                     assert not atts
+                won = [a for a in atts if a.outcome == "succeeded"]
                 if state == SUCCEEDED:
-                    assert atts[-1].outcome == "succeeded"
-                    assert all(a.outcome != "succeeded" for a in atts[:-1])
+                    assert len(won) == 1
+                    # the others ended first, or were cancelled when it won
+                    assert all(a.end_ms <= won[0].end_ms for a in atts)
+                    if hg is None:
+                        assert atts[-1] is won[0]
+                else:
+                    assert not won
                 if state == FAILED:
-                    assert atts and atts[-1].outcome in ("error", "timeout")
+                    failed = ("error", "timeout", "rejected")
+                    assert atts and (atts[-1].outcome in failed if hg is None
+                                     else any(a.outcome in failed for a in atts))
             states = set(pr.state)
             if pr.status == "succeeded":
                 assert states == {SUCCEEDED}
