@@ -400,7 +400,7 @@ class TuneResult:
                  "constraints": {m: f"{op} {b:g}" for m, (op, b) in self.constraints.items()},
                  "predicted": predicted, "runs": self.runs, "seed": self.seed,
                  "modelsDigest": _digest(self.models),
-                 "modelsSource": str(getattr(self.models, "source", "")),
+                 "modelsSource": Path(str(getattr(self.models, "source", ""))).name,
                  "orchkitVersion": orchkit.__version__}
         data = plan.to_dict()
         data["meta"] = {**(plan.meta or {}), "tuned": tuned}
