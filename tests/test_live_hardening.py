@@ -416,6 +416,12 @@ async def test_shutdown_waits_a_bounded_time_for_stragglers_then_reports_them(ca
     assert attempt_tasks() == [] and forever.running == 0
 
 
+@pytest.mark.parametrize("bad", [-1, float("inf"), float("nan"), True, "100", None])
+def test_grace_ms_must_be_a_finite_number_of_ms(bad):
+    with pytest.raises(ValueError, match="grace_ms must be a finite number of ms >= 0"):
+        ok.Orchestrator(grace_ms=bad)
+
+
 # ------------------------------------------------------------------ forged events
 
 
