@@ -233,7 +233,8 @@ def makespan_chart(data: Any, *, kind: Literal["cdf", "histogram"] = "cdf",
             showlegend=False, name=f"{label} percentiles",
             error_x={"type": "data", "symmetric": False, "array": np.nan_to_num(hi - est),
                      "arrayminus": np.nan_to_num(est - lo), "color": colour, "thickness": 1.5},
-            customdata=np.stack([tags, lo, hi], axis=1),
+            customdata=[[t, *(None if np.isnan(v) else float(v) for v in (a, b))]  # NaN: not JSON
+                        for t, a, b in zip(tags, lo, hi)],
             hovertemplate=(label + " %{customdata[0]}: %{x:,.0f} ms (95% CI %{customdata[1]:,.0f}"
                            "–%{customdata[2]:,.0f})<extra></extra>"))
     if len(groups) == 1:
