@@ -166,17 +166,23 @@ class _Link:
             emit(data["orchkitEvent"], data.get("payload"))
 
     def _lost(self, exc: BaseException) -> None:
-        """The events reader stopped on a connection error: resume from the last event seen."""
+        """The events reader stopped on a connection error: reconnect (every 0.5 s until
+        Redis answers) and resume from the last event seen, so no completion is missed."""
         if self.closing:
             return
         log.warning("queue '%s': events reader stopped (%s); reconnecting", self.name, exc)
 
         async def again() -> None:
-            await asyncio.sleep(0.5)
-            if not self.closing:
-                old, self.events = self.events, None
-                await self._listen()
+            old, self.events = self.events, None
+            if old is not None:
                 await _bounded(old.close(), 2.0)
+            while not self.closing:
+                await asyncio.sleep(0.5)
+                try:
+                    await self._listen()
+                    return
+                except Exception as err:  # noqa: BLE001 - Redis still away: try again
+                    log.warning("queue '%s': reconnecting: %s", self.name, err)
 
         self._spawn(again())
 

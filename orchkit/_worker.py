@@ -231,7 +231,7 @@ class WorkerProcess:
         listener = asyncio.ensure_future(self._listen(pubsub))
         opts = {"connection": self.redis, "concurrency": self.concurrency,
                 "lockDuration": self.lock_ms, "stalledInterval": self.stalled_interval_ms,
-                "maxStalledCount": 0}
+                "maxStalledCount": 0, "runRetryDelay": 1000}
         self.workers = [bullmq.Worker(q, self.process, dict(opts)) for q in self.queues]
         print(f"orchkit worker ready: queue(s) {', '.join(self.queues)}; agents "
               f"{', '.join(self.patterns)}; concurrency {self.concurrency}; lock "

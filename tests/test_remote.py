@@ -317,3 +317,32 @@ def test_orchkit_run_redis_runs_a_plan_file_against_workers(worker, redis_server
                           cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "plan 'cli': succeeded" in proc.stdout
+
+
+def test_runs_go_on_after_redis_restarts(spawn, tmp_path):
+    """Redis (with AOF) restarts between two runs: the orchestrator's events reader and the
+    worker reconnect, and the second run succeeds on the same RemoteAgent."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis", aof=True)
+    try:
+        agent = uid("py")
+        spawn([sys.executable, "-m", "orchkit", "worker", "--redis", server.url, "--agents",
+               agent, "--factory", "remote_agents:make"], env=PYENV).wait_ready()
+        plan = {"id": "restart", "steps": [step("s", agent, "echo", timeout=3000,
+                                                retryPolicy={"maxRetries": 5, "backoffMs": 500})]}
+
+        async def go():
+            orch = ok.Orchestrator()
+            await orch.register_agent(RemoteAgent(agent, server.url))
+            try:
+                first = await orch.orchestrate(plan)
+                await asyncio.to_thread(server.restart)
+                second = await asyncio.wait_for(orch.orchestrate(plan), 30)
+                return first, second
+            finally:
+                await orch.shutdown()
+        first, second = asyncio.run(go())
+        assert first.success and second.success, second.errors
+    finally:
+        server.stop()
