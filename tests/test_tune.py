@@ -295,3 +295,41 @@ def test_cli_tune_bad_input_exits_2_with_the_reason(tmp_path, capsys):
     assert main([*base, "--space", str(tmp_path / "space.yaml"), "--constraint",
                  "success_rate>=0.9999"]) == 1
     assert "no trial met the constraints" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ parsers take any input
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-10, 10) | st.floats(-1e3, 1e3)
+                     | st.text(max_size=5),
+                     lambda kids: st.lists(kids, max_size=3)
+                     | st.dictionaries(st.sampled_from(["int", "float", "choice", "log", "step", "x"]),
+                                       kids, max_size=3), max_leaves=8)
+
+
+@settings(derandomize=True, max_examples=80, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), _json, max_size=3) | _json)
+def test_space_files_either_parse_or_fail_with_a_named_error(data):
+    from orchkit._tune import Choice, Float, Int, space_from_dict
+
+    try:
+        space = space_from_dict(data, "space.yaml")
+    except ok.PlanValidationError as exc:
+        assert str(exc).startswith("space.yaml")
+        return
+    assert space and all(isinstance(v, (Int, Float, Choice)) for v in space.values())
+
+
+@settings(derandomize=True, max_examples=80, deadline=None)
+@given(st.text(max_size=12) | st.sampled_from([">= 0.9", "<=20000", " >= 1e-3 ", ">=", "= 3"]))
+def test_constraint_bounds_either_parse_or_name_the_format(text):
+    from orchkit._tune import _parse_constraints
+
+    try:
+        (op, bound), = _parse_constraints({"success_rate": text}).values()
+    except ValueError as exc:
+        assert "'>= NUMBER' or '<= NUMBER'" in str(exc)
+        return
+    assert op in (">=", "<=") and bound == float(text.strip()[2:])
