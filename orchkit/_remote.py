@@ -244,7 +244,7 @@ async def _bounded(coro: Any, seconds: float) -> None:
     done, _ = await asyncio.wait([task], timeout=seconds)
     if not done:
         task.cancel()
-    elif task.exception() is not None:
+    elif not task.cancelled() and task.exception() is not None:
         log.warning("closing: %s", task.exception())
 
 
