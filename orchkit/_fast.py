@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from ._core import CompiledPlan, compile_plan
 from ._models import AgentModels
 from ._plan import Plan
-from ._result import SPAN_COLUMNS, spans_frame
+from ._result import SPAN_COLUMNS, categorical, spans_frame
 
 __all__ = ["BLOCK_RUNS", "fast_runs", "supports"]
 
@@ -503,22 +503,14 @@ def fast_runs(plan: Plan, models: AgentModels, seed: int, runs: int,
         _spans_frame(chain, pieces), busy
 
 
-def _str_column(values: list[str], codes: np.ndarray) -> pd.Series:
-    """A str column taking ``values[code]`` per row."""
-    return pd.Series(np.asarray(values, dtype=object)[codes], dtype="str")
-
-
 def _runs_frame(chain: list[_Plan], status: np.ndarray, end: np.ndarray, attempts: np.ndarray,
                 retries: np.ndarray, timeouts: np.ndarray, final: np.ndarray) -> pd.DataFrame:
     n = len(status)
-    present = sorted({_STATUS[c] for c in np.unique(status)})
-    remap = np.array([present.index(s) if s in present else -1 for s in _STATUS], dtype=np.int8)
     zeros = np.zeros(n)
     return pd.DataFrame({
         "run_id": np.arange(n, dtype=np.int64),
-        "plan_id": _str_column([chain[0].id], np.zeros(n, dtype=np.int8)),
-        "status": pd.Categorical.from_codes(remap[status],
-                                            categories=pd.Index(present, dtype="str")),
+        "plan_id": categorical([chain[0].id], np.zeros(n, dtype=np.int8)),
+        "status": categorical(list(_STATUS), status),
         "arrival_ms": zeros,
         "start_ms": zeros.copy(),
         "end_ms": end,
@@ -527,7 +519,7 @@ def _runs_frame(chain: list[_Plan], status: np.ndarray, end: np.ndarray, attempt
         "retries": retries,
         "timeouts": timeouts,
         "fallback_used": final > 0,
-        "final_plan_id": _str_column([fp.id for fp in chain], final),
+        "final_plan_id": categorical([fp.id for fp in chain], final),
     }, columns=pd.Index(_run_columns()))
 
 
@@ -553,23 +545,20 @@ def _spans_frame(chain: list[_Plan], pieces: list[tuple]) -> pd.DataFrame:
     error = np.concatenate([pc[8] for pc in pieces])
     order = np.lexsort((attempt, rank, start, plan, run_id))
     steps = [s for fp in chain for s in fp.steps]
-    plan_ids = np.array([fp.id for fp in chain for _ in fp.steps], dtype=object)
-    lookup = {name: np.array([getattr(s, name) for s in steps], dtype=object)
-              for name in ("step_id", "agent_id", "action")}
     step = step[order]
     start = start[order]
     df = pd.DataFrame({
         "run_id": run_id[order].astype(np.int64),
-        "plan_id": plan_ids[step],
-        "step_id": lookup["step_id"][step],
-        "agent_id": lookup["agent_id"][step],
-        "action": lookup["action"][step],
+        "plan_id": categorical([fp.id for fp in chain for _ in fp.steps], step),
+        "step_id": categorical([s.step_id for s in steps], step),
+        "agent_id": categorical([s.agent_id for s in steps], step),
+        "action": categorical([s.action for s in steps], step),
         "attempt": attempt[order],
         "queued_ms": start,
         "start_ms": start.copy(),
         "end_ms": end[order],
-        "outcome": _OUTCOMES[outc[order]],
+        "outcome": categorical(list(_OUTCOMES), outc[order]),
         "error": error[order],
         "hedge": np.zeros(len(order), dtype=bool),  # the fast path declines hedged plans
     }, columns=SPAN_COLUMNS)
-    return df  # str columns inferred as spans_frame's (all-missing errors stay object)
+    return df

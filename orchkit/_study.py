@@ -24,7 +24,7 @@ from ._core import Run, Scheduler, compile_plan
 from ._errors import PlanValidationError
 from ._models import AgentModels
 from ._plan import Plan
-from ._result import SPAN_COLUMNS, span_rows, spans_frame
+from ._result import RUN_CATEGORIES, SPAN_CATEGORIES, SPAN_COLUMNS, categorize, span_rows, spans_frame
 from ._policies import Policies, as_policies, breaker_lookup
 from ._stats import (batches_for, mean_ci, mser5, quantile_ci, section_ci, steady_mean_ci,
                      steady_proportion_ci, steady_quantile_ci, wilson_ci)
@@ -401,8 +401,9 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
     runs_df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows, columns=RUN_COLUMNS)
     if workload is None:  # runs are alone: agents are observed for the sum of makespans
         total_ms = float(runs_df["makespan_ms"].sum())
-    runs_df["status"] = runs_df["status"].astype("category")
-    spans_df = spans if isinstance(spans, pd.DataFrame) else spans_frame(spans)
+    categorize(runs_df, RUN_CATEGORIES)
+    spans_df = categorize(spans, SPAN_CATEGORIES) if isinstance(spans, pd.DataFrame) \
+        else spans_frame(spans)
     return MonteCarloResult(plan=plan, models=models, seed=seed, runs=runs_df, spans=spans_df,
                             busy_ms=busy, observed_ms=total_ms, workload=workload,
                             method=method_used, method_reason=reason,

@@ -302,7 +302,9 @@ def test_keep_spans_k_keeps_the_first_k_runs(reference):
     part = _mc(keep_spans=37)
     pd.testing.assert_frame_equal(part.runs, reference.runs)
     expected = reference.spans[reference.spans["run_id"] < 37].reset_index(drop=True)
-    pd.testing.assert_frame_equal(part.spans.reset_index(drop=True), expected)
+    # the same rows; id columns are categoricals of the values present, so fewer categories
+    pd.testing.assert_frame_equal(part.spans.reset_index(drop=True), expected,
+                                  check_categorical=False)
     assert sorted(part.spans["run_id"].unique()) == list(range(37))
     none = _mc(keep_spans=False)
     pd.testing.assert_frame_equal(none.runs, reference.runs)
