@@ -29,6 +29,8 @@ examples:
   orchkit simulate parallel_analysis --models "$(orchkit examples --models)"
   orchkit run session_initialization            run live with the built-in agents
   orchkit serve --port 8000                     REST + Socket.IO service (needs orchkit[server])
+  orchkit worker --redis URL --agents tutor-agent-1   serve agents' BullMQ queues (orchkit[queue])
+  orchkit run parallel_analysis --redis URL     run a plan on those workers
 
 exit codes: 0 done, 1 the plan ran and failed, 2 invalid input or a missing extra."""
 
