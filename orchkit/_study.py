@@ -30,6 +30,7 @@ from ._stats import (batches_for, mean_ci, mser5, quantile_ci, section_ci, stead
                      steady_proportion_ci, steady_quantile_ci, wilson_ci)
 from ._sim import BLOCK, SimDriver, _as_plan, as_models, check_models, run_rng, simulate_runs
 
+SPAN_SAMPLE_RUNS = 10_000  # monte_carlo keeps the spans of this many independent runs by default
 RUN_COLUMNS = ["run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms", "makespan_ms",
                "attempts", "retries", "timeouts", "fallback_used", "final_plan_id"]
 # breaker transitions of a study: run_id is the run an independent-runs study was in (None
@@ -306,7 +307,7 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
 def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,
                 runs: int = 1000, seed: int = 0, *, workload: Workload | None = None,
                 executor: Executor | Literal["processes"] | None = None, chunk_runs: int = 4096,
-                keep_spans: bool | int = True, progress: bool = True,
+                keep_spans: bool | int | None = None, progress: bool = True,
                 method: Literal["auto", "simpy", "fast"] = "auto",
                 policies: Policies | dict | str | Path | None = None,
                 warmup_ms: float | None = None, replications: int = 1) -> MonteCarloResult:
@@ -319,9 +320,12 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
       ``Client.get_executor()``), or ``"processes"`` for a process pool with one worker
       per core, to spread chunks of ``chunk_runs`` runs over (SimPy path); the result is
       identical to a single-process run with the same seed.
-    - ``keep_spans``: True keeps every attempt; an int k keeps the spans of the first k
-      runs only (runs are i.i.d., so they are a fair sample) — use it for big studies;
-      False keeps none. Run rows are always kept (about 100 bytes a run).
+    - ``keep_spans``: which attempts ``result.spans`` keeps. True: every attempt; an int k:
+      those of runs 0..k-1 only; False: none. Default None: every attempt of a workload
+      study (queue statistics need them all), and of the first ``SPAN_SAMPLE_RUNS``
+      (10,000) independent runs — runs are i.i.d., so that is a fair sample, and it keeps
+      million-run studies fast and small. Run rows, ``summary()`` and utilisation always
+      use every run.
     - ``method``: "simpy" (the SimPy driver of the scheduling core), "fast" (vectorised
       numpy, for plans where no agent's capacity can make an attempt of a lone run
       wait), or "auto" (fast when it applies); ``result.method_reason`` says why.
@@ -343,6 +347,11 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
     """
     if workload is not None and not isinstance(workload, Workload):
         raise TypeError(f"workload must be an orchkit.Workload, got {type(workload).__name__}")
+    if keep_spans is None:
+        keep_spans = True if workload is not None else SPAN_SAMPLE_RUNS
+    elif not isinstance(keep_spans, (bool, int)) or keep_spans < 0:
+        raise TypeError(f"keep_spans must be True, False, a number of runs >= 0 or None, got "
+                        f"{keep_spans!r}")
     mix = workload is not None and workload.plans is not None
     if plan is None and mix:
         plan = workload.plans[0][0]

@@ -403,3 +403,26 @@ def test_supports_and_automatic_choice():
         mc(behind, models, "fast", 10)
     with pytest.raises(ValueError, match="maxConcurrency"):
         fast_runs(limited, models, 0, 10)
+
+
+def test_default_keeps_a_sample_of_spans_and_every_run():
+    """By default an independent-run study keeps the spans of its first SPAN_SAMPLE_RUNS runs
+    (a fair sample of i.i.d. runs) and every run row; a workload study keeps every span."""
+    from orchkit._study import SPAN_SAMPLE_RUNS
+    plan = ok.Plan.model_validate({"id": "p", "steps": [{"id": "a", "agentId": "x",
+                                                         "action": "go"}]})
+    models = ok.AgentModels.from_dict({"agents": {"x": {"latency": LOGN}}})
+    n = SPAN_SAMPLE_RUNS + 500
+    for method in ("fast", "simpy"):
+        res = ok.monte_carlo(plan, models, runs=n, seed=3, method=method, progress=False)
+        assert len(res.runs) == n
+        assert sorted(res.spans["run_id"].unique()) == list(range(SPAN_SAMPLE_RUNS))
+        full = ok.monte_carlo(plan, models, runs=n, seed=3, method=method, keep_spans=True,
+                              progress=False)
+        assert full.spans["run_id"].nunique() == n
+        pd.testing.assert_frame_equal(res.runs, full.runs)
+    study = ok.monte_carlo(plan, {"agents": {"x": {"latency": LOGN, "capacity": 1}}}, seed=3,
+                           workload=ok.Workload(rate_per_s=1, horizon_ms=60_000), progress=False)
+    assert study.spans["run_id"].nunique() == len(study.runs)
+    with pytest.raises(TypeError, match="keep_spans"):
+        ok.monte_carlo(plan, models, runs=10, keep_spans="all", progress=False)
