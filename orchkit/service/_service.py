@@ -287,9 +287,6 @@ class Service:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def valid_actions(self) -> list[str]:
-        return list(SESSION_ACTIONS)
-
     def _lock(self, learner_id: str) -> asyncio.Lock:
         return self._locks.setdefault(learner_id, asyncio.Lock())
 
