@@ -361,6 +361,7 @@ def _serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise OrchkitError(str(exc)) from None
     service.serve(host=args.host, port=args.port, store=args.store, idle_ms=args.idle_ms,
+                  call_timeout_ms=args.call_timeout_ms,
                   max_body_bytes=args.max_body_bytes, log_level=args.log_level,
                   agent_factory=factory, policies=args.policies, cors_origins=args.cors_origin)
     return 0
@@ -444,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-ms", type=float, default=1_800_000,
                    help="release a learner's agents after this long without a request "
                         "(default 1800000 = 30 min)")
+    p.add_argument("--call-timeout-ms", type=float, default=30_000,
+                   help="a request waiting for agents fails after this long (503) instead of "
+                        "hanging (default 30000)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20,
                    help="larger request bodies get 413 (default 1048576)")
     p.add_argument("--agent-factory", metavar="MODULE:FUNCTION",

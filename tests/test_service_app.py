@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 
 from orchkit.service import Service, SQLiteStore, create_app
@@ -36,3 +37,29 @@ async def test_breakers_show_in_the_agent_list_and_cors_lets_the_front_end_in(tm
             other = await c.options("/api/agents", headers={
                 "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
             assert "access-control-allow-origin" not in other.headers
+
+
+def hanging(kind, agent_id):
+    from orchkit.testing import Hang
+    return ScriptedAgent(agent_id, {}, default=Hang())
+
+
+async def test_a_request_never_hangs_on_an_agent_that_does_not_answer(tmp_path):
+    """call_timeout_ms bounds direct agent calls (503, naming agent and action) and is the
+    session-initialisation plan's deadline: the request answers, the session is not ready."""
+    svc = Service(SQLiteStore(tmp_path / "o.db"), agent_factory=hanging, call_timeout_ms=300)
+    app = create_app(svc, api_key=None)
+    async with LifespanManager(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            start = await asyncio.wait_for(c.post("/api/agents", json={
+                "action": "start_session", "learnerId": "l1", "data": {}}), 10)
+            assert start.status_code == 200, start.text
+            body = start.json()
+            assert body["status"] != "ready" and body["orchestration"]["success"] is False
+            call = await asyncio.wait_for(c.post("/api/agents", json={
+                "action": "process_interaction", "learnerId": "l1",
+                "data": {"activityId": "a1", "correct": True}}), 10)
+            assert call.status_code == 503, call.text
+            assert "did not answer within 300 ms" in call.json()["detail"]
+    with pytest.raises(ValueError, match="call_timeout_ms"):
+        Service(SQLiteStore(tmp_path / "p.db"), call_timeout_ms=0)

@@ -16,11 +16,11 @@ for _module in ("fastapi", "socketio", "uvicorn", "prometheus_client"):
     require(_module, "the service (orchkit serve)")
 
 from ._app import MAX_BODY_BYTES, create_app  # noqa: E402
-from ._service import (DEFAULT_IDLE_MS, AgentFactory, Service, default_agent_factory,  # noqa: E402
+from ._service import (DEFAULT_CALL_TIMEOUT_MS, DEFAULT_IDLE_MS, AgentFactory, Service, default_agent_factory,  # noqa: E402
                        load_factory)
 from ._store import RedisStore, SQLiteStore, Store, open_store  # noqa: E402
 
-__all__ = ["AgentFactory", "DEFAULT_IDLE_MS", "MAX_BODY_BYTES", "RedisStore", "SQLiteStore",
+__all__ = ["AgentFactory", "DEFAULT_CALL_TIMEOUT_MS", "DEFAULT_IDLE_MS", "MAX_BODY_BYTES", "RedisStore", "SQLiteStore",
            "Service", "Store", "create_app", "default_agent_factory", "load_factory", "open_store", "serve"]
 
 
@@ -28,12 +28,13 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///
           idle_ms: float = DEFAULT_IDLE_MS, api_key: str | None = None,
           max_body_bytes: int = MAX_BODY_BYTES, agent_factory: AgentFactory | str | None = None,
           policies: Any = None, cors_origins: list[str] | None = None,
-          log_level: str = "info") -> None:
+          call_timeout_ms: float = DEFAULT_CALL_TIMEOUT_MS, log_level: str = "info") -> None:
     """Run the service under uvicorn until interrupted (Ctrl-C / SIGTERM stop it cleanly:
     runs in flight are recorded ``interrupted``). ``store`` is ``sqlite:///FILE`` or
     ``redis://HOST:PORT/DB``; ``agent_factory(kind, agent_id)`` makes the agents (or
     ``"module:function"`` naming one); ``policies`` (a file, dict or ``ok.Policies``) puts
-    circuit breakers on the agents of plan runs; browsers on ``cors_origins`` may call it."""
+    circuit breakers on the agents of plan runs; browsers on ``cors_origins`` may call it;
+    ``call_timeout_ms`` bounds every request that waits for agents (``Service``)."""
     import asyncio
 
     import uvicorn
@@ -47,7 +48,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///
         await probe.close()
     asyncio.run(check())
     service = Service(open_store(store), agent_factory=agent_factory, idle_ms=idle_ms,
-                      policies=policies)
+                      policies=policies, call_timeout_ms=call_timeout_ms)
     app = create_app(service, api_key=api_key, max_body_bytes=max_body_bytes,
                      cors_origins=cors_origins)
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on",

@@ -50,6 +50,7 @@ KINDS = {"learning": "learning-agent-*", "tutor": "tutor-agent-*", "speech": "sp
 SESSION_ACTIONS = ("start_session", "process_interaction", "end_session")
 RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "cancelled", "interrupted")
 DEFAULT_IDLE_MS = 30 * 60_000.0
+DEFAULT_CALL_TIMEOUT_MS = 30_000.0
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 # Agent time spent on behalf of the current request, in ms (a one-element list per request).
@@ -151,15 +152,22 @@ class Service:
     ``agent_factory(kind, agent_id)`` makes every agent (default: the built-in ones);
     ``idle_ms`` releases a learner's agents after that long without a request; ``seed``
     seeds the backoff jitter; ``policies`` (``ok.Policies``, a dict or a file) puts circuit
-    breakers on the agents of plan runs. Call ``await start()`` before use and
-    ``await stop()`` after.
+    breakers on the agents of plan runs; ``call_timeout_ms`` bounds every request that waits
+    for agents — a direct agent call fails after it (HTTP 503, retryable) and the
+    session-initialisation plan gets it as its deadline unless it has one — so a request
+    never hangs on an agent that does not answer (e.g. a remote agent with no worker).
+    Call ``await start()`` before use and ``await stop()`` after.
     """
 
     def __init__(self, store: Store, *, agent_factory: AgentFactory | None = None,
                  idle_ms: float = DEFAULT_IDLE_MS, seed: int | None = None,
-                 policies: Any = None):
+                 policies: Any = None, call_timeout_ms: float = DEFAULT_CALL_TIMEOUT_MS):
         if not idle_ms > 0:
             raise ValueError(f"idle_ms must be > 0, got {idle_ms!r}")
+        if not 0 < call_timeout_ms < float("inf"):
+            raise ValueError(f"call_timeout_ms must be a finite number of ms > 0, got "
+                             f"{call_timeout_ms!r}")
+        self.call_timeout_ms = float(call_timeout_ms)
         self.store = store
         self.agent_factory = agent_factory or default_agent_factory
         self.idle_ms = float(idle_ms)
@@ -249,10 +257,16 @@ class Service:
         t0 = time.perf_counter()
         outcome = "succeeded"
         try:
-            value = agent.process(action, input, context)
-            if inspect.isawaitable(value):
-                value = await value
+            async with asyncio.timeout(self.call_timeout_ms / 1000.0):
+                value = agent.process(action, input, context)
+                if inspect.isawaitable(value):
+                    value = await value
             return coerce_response(value, agent_id, action)
+        except TimeoutError:
+            outcome = "timeout"
+            raise AgentError(f"agent '{agent_id}' action '{action}' did not answer within "
+                             f"{self.call_timeout_ms:g} ms (the service's call_timeout_ms)",
+                             retryable=True) from None
         except AgentError:
             outcome = "failed"
             raise
@@ -364,6 +378,8 @@ class Service:
             inp["learnerId"] = s.learner_id
             step["input"] = inp
         d.pop("fallbackPlan", None)
+        if d.get("timeout") is None:  # a request never waits forever
+            d["timeout"] = self.call_timeout_ms
         return Plan.model_validate(d)
 
     def _tutor_listener(self, learner_id: str, tutor_id: str) -> Any:
