@@ -143,9 +143,9 @@ def test_model_beats_base_rate_on_held_out_learners():
 
 async def test_initialize_trains_fast_and_checks_itself_on_held_out_learners():
     a = PersonalizedLearningAgent("learning-agent-2", seed=3)
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU seconds: what training costs, whatever else the machine runs
     await a.initialize()
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     info = a.model_info
     assert info["trainedOn"] == 10_000 and info["learners"] == 250
     assert info["heldOutAuc"] > info["baselineAuc"] + 0.08
