@@ -446,7 +446,10 @@ class TuneResult:
 
         df = self.trials
         ok, bad = df[df["feasible"]], df[~df["feasible"]]
-        text = lambda d: [", ".join(f"{p}={r[p]}" for p in self.space) for _, r in d.iterrows()]  # noqa: E731
+
+        def text(d: pd.DataFrame) -> list[str]:  # hover text: the values tried
+            return [", ".join(f"{p}={r[p]}" for p in self.space) for _, r in d.iterrows()]
+
         fig = go.Figure()
         if len(self.minimize) == 1:
             m = self.minimize[0]
