@@ -62,7 +62,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
 from heapq import heapify, heappop, heappush
-from typing import Any, Callable
+from typing import Any, Callable, Container
 
 from ._plan import Plan
 
@@ -343,13 +343,22 @@ class FinishRun:
 
 # ------------------------------------------------------------------ the scheduler
 
+#: Every event the core emits (SPEC §3.10, §10): ``Scheduler(events=...)`` filters these.
+CORE_EVENTS = frozenset({
+    "plan:started", "plan:completed", "plan:fallback", "step:started", "step:completed",
+    "step:retrying", "step:failed", "step:skipped", "queue:completed", "queue:failed",
+    "agent:error", "breaker:opened", "breaker:half_open", "breaker:closed"})
+_NO_EVENTS: frozenset[str] = frozenset()
+
 
 class Scheduler:
     """The one scheduling core (SPEC §3), shared by every driver.
 
     ``capacity(agent_id)`` gives an agent's capacity (None: unlimited), asked once per
     agent; ``rng`` (a ``random.Random``) draws the backoff jitter; ``events=False`` skips
-    building bus events (Monte-Carlo studies); ``hold_slots=True``: a cancelled attempt
+    building bus events (Monte-Carlo studies); ``events`` may also be a container of event
+names the driver wants (``EventBus.wanted``, kept current as listeners come and go): the
+core builds an event's payload only if its name is ``in`` it when it happens; ``hold_slots=True``: a cancelled attempt
     keeps its agent slot until ``attempt_exited``; ``breakers(agent_id)`` gives an agent's
     circuit-breaker policy or None, asked once per agent (None: no breakers at all). Each
     fact method takes the driver's current time in ms (never decreasing) and returns the
@@ -358,11 +367,12 @@ class Scheduler:
     """
 
     def __init__(self, capacity: Callable[[str], int | None] = lambda agent_id: None,
-                 rng: random.Random | None = None, *, events: bool = True,
+                 rng: random.Random | None = None, *, events: bool | Container[str] = True,
                  hold_slots: bool = False, breakers: Callable[[str], Any] | None = None):
         self._capacity = capacity
         self.rng = rng if rng is not None else random.Random(0)
-        self._events = events
+        self._wants: Container[str] = (
+            CORE_EVENTS if events is True else _NO_EVENTS if events is False else events)
         self._hold = hold_slots
         self._agents: dict[str, _AgentSlots] = {}
         self._out: list[Any] = []
@@ -406,10 +416,13 @@ class Scheduler:
         pr.results[sid] = response
         pr.busy -= 1
         pr.left -= 1
-        if self._events:
-            job = _job_id(attempt)
-            self._emit("step:completed", attempt, now_ms, jobId=job, response=response)
-            self._emit("queue:completed", attempt, now_ms, jobId=job, result=response)
+        wants = self._wants
+        if "step:completed" in wants:
+            self._emit("step:completed", attempt, now_ms, jobId=_job_id(attempt),
+                       response=response)
+        if "queue:completed" in wants:
+            self._emit("queue:completed", attempt, now_ms, jobId=_job_id(attempt),
+                       result=response)
         remaining, state, ready = pr.remaining, pr.state, pr.ready
         for j in cp.dependents[i]:
             remaining[j] -= 1
@@ -535,7 +548,7 @@ class Scheduler:
     def _start_plan(self, run: Run, cp: CompiledPlan, now: float) -> None:
         pr = PlanRun(cp, run, now)
         run.plans.append(pr)
-        if self._events:
+        if "plan:started" in self._wants:
             self._out.append(Emit("plan:started", {
                 "planId": cp.id, "runId": run.run_id, "timeMs": now - run.start_ms}))
         if cp.deadline_ms is not None:
@@ -610,7 +623,7 @@ class Scheduler:
 
     def _begin(self, att: Attempt, now: float) -> None:
         att.start_ms = now
-        if self._events:
+        if "step:started" in self._wants:
             self._emit_started(att, now)
         self._out.append(StartAttempt(att))
         hedged = att.prun.hedged
@@ -680,11 +693,11 @@ class Scheduler:
         i = att.step
         if outcome == "timeout":
             att.run.timeouts += 1
-        if self._events:
-            job = _job_id(att)
-            self._emit("queue:failed", att, now, jobId=job, error=error)
-            if outcome == "error":
-                self._emit("agent:error", att, now, jobId=job, error=error)
+        wants = self._wants
+        if "queue:failed" in wants:
+            self._emit("queue:failed", att, now, jobId=_job_id(att), error=error)
+        if outcome == "error" and "agent:error" in wants:
+            self._emit("agent:error", att, now, jobId=_job_id(att), error=error)
         k = att.number
         h = pr.hedged[i] if pr.hedged is not None else None
         if h is not None:
@@ -701,7 +714,7 @@ class Scheduler:
             jitter = rp[2]
             if jitter:
                 delay *= 1.0 - jitter + 2.0 * jitter * self.rng.random()
-            if self._events:
+            if "step:retrying" in self._wants:
                 self._emit("step:retrying", att, now, jobId=_job_id(att),
                            attempt=(k if h is None else h.calls) + 1, delayMs=delay, error=error)
             if delay > 0:
@@ -717,7 +730,7 @@ class Scheduler:
         pr.busy -= 1
         pr.left -= 1
         pr.failed = True
-        if self._events:
+        if "step:failed" in self._wants:
             self._emit("step:failed", att, now, jobId=_job_id(att), attempt=att.number,
                        outcome=outcome, error=error)
         if cp.fail_fast:
@@ -742,7 +755,7 @@ class Scheduler:
             pr.left -= 1
             sid = cp.step_ids[j]
             pr.errors[sid] = f"skipped: dependency '{cause}' did not succeed"
-            if self._events:
+            if "step:skipped" in self._wants:
                 self._out.append(Emit("step:skipped", {
                     "planId": cp.id, "stepId": sid, "agentId": cp.agent_ids[j],
                     "dependencyId": cause, "runId": pr.run.run_id,
@@ -789,13 +802,13 @@ class Scheduler:
             pr.deadline = None
         pr.status = status
         pr.end_ms = now
-        if self._events:
+        if "plan:completed" in self._wants:
             self._out.append(Emit("plan:completed", {
                 "planId": cp.id, "runId": run.run_id, "status": status,
                 "success": status == "succeeded", "duration": now - pr.start_ms,
                 "timeMs": now - run.start_ms}))
         if status != "succeeded" and fallback and cp.fallback is not None:
-            if self._events:
+            if "plan:fallback" in self._wants:
                 self._out.append(Emit("plan:fallback", {
                     "planId": cp.id, "fallbackPlanId": cp.fallback.id, "runId": run.run_id,
                     "timeMs": now - run.start_ms}))
@@ -883,7 +896,7 @@ class Scheduler:
         br._enter(state, br.gen + 1)
         event = f"breaker:{_BREAKER_EVENT[state]}"
         self.breaker_log.append((now, br.agent_id, event, *rates))
-        if self._events:
+        if event in self._wants:
             payload = {"agentId": br.agent_id, "failureRate": rates[0], "timeMs": now}
             if br.slow_ms is not None:
                 payload["slowCallRate"] = rates[1]

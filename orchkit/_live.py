@@ -18,8 +18,8 @@ from types import MappingProxyType
 from typing import Any, Callable
 
 from ._agent import Agent, agent_event, coerce_response, describe
-from ._core import (Attempt, CancelAttempt, CancelTimer, Emit, FinishRun, Run, Scheduler,
-                    StartAttempt, StartTimer, _job_id, compile_plan)
+from ._core import (CORE_EVENTS, Attempt, CancelAttempt, CancelTimer, Emit, FinishRun, Run,
+                    Scheduler, StartAttempt, StartTimer, _job_id, compile_plan)
 from ._errors import AgentError, OrchkitError, PlanValidationError
 from ._plan import Plan
 from ._policies import Policies, as_policies, breaker_lookup
@@ -40,38 +40,56 @@ class EventBus:
     listener that raises anything (``CancelledError`` and other ``BaseException`` subclasses too,
     but ``KeyboardInterrupt``/``SystemExit``) is logged and reported as ``listener:error``
     {event, listener, error}; it never breaks the run.
+
+    ``wanted`` is the set of event names someone listens to (every core event while a
+    ``"*"`` listener is on), kept current in place as listeners come and go; a driver passes
+    it to the core (``Scheduler(events=bus.wanted)``), which then builds only the events
+    someone hears. A listener added while a fact's events are being delivered hears the
+    events of the next facts on.
     """
 
     def __init__(self) -> None:
         self._listeners: dict[str, list[tuple[Listener, bool]]] = {}
         self._tasks: set[asyncio.Future] = set()  # async listeners still running
+        self.wanted: set[str] = set()
+
+    def _sync(self) -> None:
+        names = {event for event, entries in self._listeners.items() if entries}
+        if "*" in names:
+            names |= CORE_EVENTS
+        self.wanted.intersection_update(names)  # in place: the core holds this set
+        self.wanted.update(names)
 
     def on(self, event: str, listener: Listener) -> Listener:
         """Call ``listener`` on every ``event``; returns it (usable as a decorator)."""
         self._listeners.setdefault(event, []).append((listener, False))
+        self._sync()
         return listener
 
     def once(self, event: str, listener: Listener) -> Listener:
         """Call ``listener`` on the next ``event`` only."""
         self._listeners.setdefault(event, []).append((listener, True))
+        self._sync()
         return listener
 
     def off(self, event: str, listener: Listener | None = None) -> None:
         """Remove ``listener`` from ``event`` (all of the event's listeners if None)."""
         if listener is None:
             self._listeners.pop(event, None)
-            return
-        entries = self._listeners.get(event, [])
-        self._listeners[event] = [e for e in entries if e[0] != listener]  # == : bound methods
+        else:
+            entries = self._listeners.get(event, [])
+            self._listeners[event] = [e for e in entries if e[0] != listener]  # ==: bound methods
+        self._sync()
 
     def clear(self) -> None:
         """Remove every listener."""
         self._listeners.clear()
+        self._sync()
 
     async def close(self, timeout_ms: float) -> None:
         """Remove every listener; cancel the async listeners still running and wait up to
         ``timeout_ms`` for them to end (those that do not are logged)."""
-        self._listeners.clear()
+        self.clear()
         tasks, self._tasks = self._tasks, set()
         for task in tasks:
             task.cancel()
@@ -88,6 +106,7 @@ class EventBus:
                 continue
             if any(once for _, once in entries):
                 self._listeners[key] = [e for e in entries if not e[1]]
+                self._sync()
             for listener, _ in entries:
                 try:
                     out = listener(payload) if key != "*" else listener(event, payload)
@@ -143,7 +162,8 @@ class Orchestrator:
         self._bus = EventBus()
         self.policies = as_policies(policies)
         self._core = Scheduler(self._capacity_of, random.Random(seed), hold_slots=True,
-                               breakers=breaker_lookup(self.policies))
+                               breakers=breaker_lookup(self.policies),
+                               events=self._bus.wanted)  # only events someone hears
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self.grace_ms = float(grace_ms)
@@ -383,8 +403,9 @@ class Orchestrator:
         agent = self._agents[att.agent_id]
         action = att.action
         where = f"agent '{agent.agent_id}' action '{action}'"
+        job_id = _job_id(att)
         context = {"plan_id": att.prun.cp.id, "step_id": att.step_id, "attempt": att.number,
-                   "run_id": att.run.run_id, "job_id": _job_id(att),
+                   "run_id": att.run.run_id, "job_id": job_id,
                    "results": MappingProxyType(att.prun.results)}
         try:
             value = agent.process(action, att.input, context)
@@ -405,7 +426,10 @@ class Orchestrator:
             actions = self._core.attempt_failed(att, self._now(), f"{where} raised {describe(exc)}")
         else:
             actions = self._core.attempt_succeeded(att, self._now(), response)
-        self._apply(actions)
+        try:
+            self._apply(actions)
+        finally:  # if no queue:* event reported the agent's job ref (nobody listens to it,
+            agent.job_ref(job_id)  # or the run ended), the agent forgets it now
 
 
 async def _agent_shutdown(agent: Agent) -> None:

@@ -149,7 +149,8 @@ def simulate(plan: Plan | dict | str | Path, models: AgentModels | str | Path | 
     check_models(plan, models)
     rng = run_rng(seed, 0)
     env = simpy.Environment()
-    core = Scheduler(models.capacity, rng, breakers=breaker_lookup(as_policies(policies)))
+    core = Scheduler(models.capacity, rng, breakers=breaker_lookup(as_policies(policies)),
+                     events=False if bus is None else getattr(bus, "wanted", True))
     driver = SimDriver(env, core, models, bus)
     run, actions = core.submit(compile_plan(plan), 0.0, 0, rng)
     driver.apply(actions)

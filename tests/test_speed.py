@@ -1,0 +1,166 @@
+"""Speed work (issue 14) that changes behaviour: events built only for listeners."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import orchkit as ok
+from orchkit._core import CORE_EVENTS, Emit
+from orchkit._live import EventBus
+from orchkit.testing import Fail, Ok, ScriptedAgent, ScriptedModels
+
+from core_harness import plan_of, run_plan, step
+
+pytestmark = pytest.mark.timeout(60)
+
+RETRY = {"maxRetries": 1, "backoffMs": 5, "maxBackoffMs": 5, "jitter": 0}
+
+
+class Wants:
+    """A ``wants`` probe for the core: counts the questions, answers from ``names``."""
+
+    def __init__(self, names=()):
+        self.names = set(names)
+        self.asked: list[str] = []
+
+    def __contains__(self, event):
+        self.asked.append(event)
+        return event in self.names
+
+
+def busy_plan():
+    """Every kind of step event: success, a retried failure, a failure, a skip, a fallback."""
+    return plan_of("p", [step("a"), step("b", retry=RETRY), step("c", deps=["b"]),
+                         step("d", deps=["c"])], fallbackPlan={"id": "fb", "steps": [step("z")]})
+
+
+SCRIPT = {"b": [Fail(3), Ok(3)], "c": [Fail(2, retryable=False)]}
+
+
+def emitted(h):
+    return [(t, a.event, a.payload) for t, a in h.actions if type(a) is Emit]
+
+
+def test_core_builds_no_event_nobody_wants_and_asks_for_each():
+    probe = Wants()
+    h, run = run_plan(busy_plan(), script=SCRIPT, events=probe)
+    assert emitted(h) == []
+    assert {"plan:started", "step:started", "step:completed", "queue:completed",
+            "queue:failed", "agent:error", "step:retrying", "step:failed", "step:skipped",
+            "plan:completed", "plan:fallback"} <= set(probe.asked) <= CORE_EVENTS
+    # the run itself is the same as with every event built
+    h_all, run_all = run_plan(busy_plan(), script=SCRIPT)
+    assert run.status == run_all.status == "succeeded"
+    assert [(a.step_id, a.number, a.start_ms, a.end_ms, a.outcome) for a in run.attempts] == [
+        (a.step_id, a.number, a.start_ms, a.end_ms, a.outcome) for a in run_all.attempts]
+
+
+def test_core_builds_exactly_the_wanted_events():
+    h_all, _ = run_plan(busy_plan(), script=SCRIPT)
+    every = emitted(h_all)
+    for names in ({"step:completed"}, {"queue:failed", "plan:fallback"}, {"step:skipped"}):
+        h, _ = run_plan(busy_plan(), script=SCRIPT, events=Wants(names))
+        got = emitted(h)
+        assert got == [e for e in every if e[1] in names] and got
+
+
+def test_bus_wanted_follows_listeners():
+    bus = EventBus()
+    assert bus.wanted == set()
+    cb = bus.on("step:completed", lambda p: None)
+    assert bus.wanted == {"step:completed"}
+    star = bus.on("*", lambda e, p: None)
+    assert bus.wanted == CORE_EVENTS | {"*"}
+    bus.off("*", star)
+    assert bus.wanted == {"step:completed"}
+    bus.once("plan:started", lambda p: None)
+    bus.emit("plan:started", {})
+    assert bus.wanted == {"step:completed"}  # the once listener is gone
+    bus.off("step:completed", cb)
+    assert bus.wanted == set()
+    bus.on("agent:insight", lambda p: None)  # events outside the core are listed too
+    bus.clear()
+    assert bus.wanted == set()
+
+
+def test_live_listener_added_mid_run_hears_later_events():
+    plan = plan_of("p", [step("a"), step("b", deps=["a"]), step("c", deps=["b"])])
+
+    async def main():
+        orch = ok.Orchestrator(seed=0)
+        await orch.register_agent(ScriptedAgent("agent", {"*": [Ok(5)]}, default=Ok(5)))
+        heard: list[tuple[str, str | None]] = []
+        first = await orch.orchestrate(plan)  # no listener: nothing built, run unchanged
+
+        def on_completed(p):
+            heard.append(("step:completed", p["stepId"]))
+            if p["stepId"] == "a":  # from now on every event, from the next fact on
+                orch.on("*", lambda e, q: heard.append((e, q.get("stepId"))))
+
+        orch.on("step:completed", on_completed)
+        second = await orch.orchestrate(plan)
+        await orch.shutdown()
+        return first, second, heard
+
+    first, second, heard = asyncio.run(main())
+    assert first.status == second.status == "succeeded"
+    assert heard[0] == ("step:completed", "a")
+    assert ("step:started", "c") in heard and ("step:completed", "c") in heard
+    assert ("plan:completed", None) in heard
+    assert ("step:started", "a") not in heard  # before any listener wanted it
+
+
+class RefAgent(ok.Agent):
+    """Names a job for each attempt, like RemoteAgent: the driver must claim or drop it."""
+
+    def __init__(self):
+        super().__init__("agent")
+        self.refs: dict[str, str] = {}
+        self.jobs = 0
+
+    async def process(self, action, input, context):
+        self.refs[context["job_id"]] = f"bull-{self.jobs}"
+        self.jobs += 1
+        return ok.AgentResponse(action=action, confidence=1.0)
+
+    def job_ref(self, job_id):
+        return self.refs.pop(job_id, None)
+
+
+@pytest.mark.parametrize("listen", [False, True])
+def test_job_refs_are_claimed_or_dropped(listen):
+    plan = plan_of("p", [step("a"), step("b")])
+
+    async def main():
+        orch = ok.Orchestrator(seed=0)
+        agent = RefAgent()
+        await orch.register_agent(agent)
+        got = []
+        if listen:
+            orch.on("queue:completed", lambda p: got.append(p["bullJobId"]))
+        await orch.orchestrate(plan)
+        left = dict(agent.refs)
+        await orch.shutdown()
+        return got, left
+
+    got, left = asyncio.run(main())
+    assert left == {}  # no ref kept for an event nobody heard
+    assert sorted(got) == (["bull-0", "bull-1"] if listen else [])
+
+
+def test_simulate_same_result_with_or_without_listeners():
+    plan = busy_plan()
+    def models():  # fresh scripts for each run
+        return ScriptedModels([ScriptedAgent(
+            "agent", {"do_b": [Fail(3), Ok(3)], "do_c": [Fail(2, retryable=False)]},
+            default=Ok(4))])
+
+    bus = EventBus()
+    heard = []
+    bus.on("step:failed", heard.append)
+    quiet = ok.simulate(plan, models())
+    loud = ok.simulate(plan, models(), bus=bus)
+    assert quiet.spans.equals(loud.spans) and len(quiet.spans) == 5
+    assert [p["stepId"] for p in heard] == ["c"]
