@@ -245,7 +245,7 @@ async def test_closed_loop_live_trace_fit_simulate_and_compare_with_a_fresh_trac
     finally:
         watcher.cancel()
     late_ms = 1000 * float(np.quantile(lateness, 0.99))
-    if late_ms > 10:  # 50 model ms at this scale: the machine, not the model, sets the times
+    if late_ms > 3:  # 15 model ms: beyond this, stalls of a busy machine set the tail
         pytest.skip(f"the event loop woke up to {late_ms:.0f} ms late (p99) during the live "
                     "traces: the machine is too busy for a live timing comparison")
     assert train[0].spans.attrs["time_scale"] == {"syn-fetch": LOOP_SCALE, "syn-score": LOOP_SCALE}
