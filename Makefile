@@ -62,9 +62,11 @@ test: $(DEV) $(SYS) $(NODE_STAMPS)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(DEV) $(SYS) $(NODE_STAMPS)
+	$(PY) benchmarks/bench_startup.py
 	$(PY) benchmarks/bench_live.py
 	$(PY) benchmarks/bench_sim.py
 	$(PY) benchmarks/bench_queue.py
+	$(PY) benchmarks/bench_service.py
 
 clean:
 	rm -rf $(VENV) out .hypothesis $(addsuffix /node_modules,$(NODE_DIRS))
