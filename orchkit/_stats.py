@@ -9,9 +9,10 @@ they are strongly autocorrelated and the i.i.d. formulas are far too narrow. For
 this module provides the standard steady-state output analysis (A. M. Law, *Simulation
 Modeling and Analysis*, 5th ed., 2015, ch. 9):
 
-- warm-up deletion by MSER-5, searched over the first tenth (K. P. White, "An effective truncation heuristic for bias
-  reduction in simulation output", Simulation 69(6), 1997; White, Cobb & Spratt, "A
-  comparison of five steady-state truncation heuristics", WSC 2000);
+- warm-up deletion by MSER-5, searched over the first tenth (K. P. White, "An effective
+  truncation heuristic for bias reduction in simulation output", Simulation 69(6), 1997;
+  White, Cobb & Spratt, "A comparison of five steady-state truncation heuristics", WSC
+  2000);
 - nonoverlapping batch means for means and proportions, 20 batches (Law §9.5.3;
   Schmeiser, "Batch size effects in the analysis of simulation output", Oper. Res.
   30(3), 1982; Alexopoulos & Seila, "Output data analysis", Handbook of Simulation,
@@ -32,9 +33,9 @@ from statistics import NormalDist
 
 import numpy as np
 
-__all__ = ["BATCHES", "MSER_SEARCH", "Z95", "batched", "batches_for", "mean_ci", "mser5", "quantile_ci",
-           "section_ci", "steady_mean_ci", "steady_proportion_ci", "steady_quantile_ci", "t95",
-           "wilson_ci"]
+__all__ = ["BATCHES", "MSER_SEARCH", "Z95", "batched", "batches_for", "mean_ci", "mser5",
+           "quantile_ci", "section_ci", "steady_mean_ci", "steady_proportion_ci",
+           "steady_quantile_ci", "t95", "wilson_ci"]
 
 Z95 = NormalDist().inv_cdf(0.975)
 BATCHES = 20  # batches of a batch-means interval (Schmeiser 1982: 10 to 30)

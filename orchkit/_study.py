@@ -78,7 +78,7 @@ class Workload:
     interval_ms: float | None = None
     arrivals_ms: tuple[float, ...] | None = None
     horizon_ms: float | None = None
-    plans: tuple[tuple[Plan, float], ...] | None = None
+    plans: tuple[tuple[Plan, float], ...] | None = field(default=None, repr=False)
     MAX_ARRIVALS: ClassVar[int] = 10_000_000
 
     def __post_init__(self) -> None:

@@ -429,3 +429,14 @@ def test_cli_simulate_workload_forms_warmup_and_replications(tmp_path):
         done = cli(*args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def test_student_t_quantiles_and_degenerate_sections():
+    from orchkit._stats import section_ci, t95
+
+    for df, exact in ((1, 12.7062), (2, 4.3027), (3, 3.1824), (9, 2.2622), (19, 2.0930),
+                      (39, 2.0227), (1000, 1.9623)):
+        assert t95(df) == pytest.approx(exact, abs=4e-3)
+    assert section_ci(5.0, np.array([5.0, 5.0, 5.0, 5.0])) == (5.0, 5.0, 5.0)
+    assert all(math.isnan(v) for v in section_ci(5.0, np.array([4.0, 6.0]))[1:])
+    assert mser5(np.arange(8.0)) == 0 and batches_for(19) == 0 and batches_for(100) == 20
