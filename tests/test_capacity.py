@@ -399,25 +399,29 @@ def test_utilisation_chart_shows_utilisation_queues_outages_and_warm_up():
         mc.queue_length(0)
 
 
-def test_cli_simulate_workload_forms_warmup_and_replications(tmp_path):
+def test_cli_simulate_workload_forms_warmup_and_replications(tmp_path, capsys):
+    from orchkit.cli import main
+
     PLAN_A.save(tmp_path / "a.json")
     ok.AgentModels.from_dict(WIDE).with_values({"agents.tutor-agent-*.capacity": 2}).save(
         tmp_path / "m.yaml")
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "orchkit", "simulate", str(tmp_path / "a.json"),
-                               "--models", str(tmp_path / "m.yaml"), *args],
-                              capture_output=True, text=True, timeout=120)
+    def cli(*args: str) -> tuple[int, str, str]:
+        code = main(["simulate", str(tmp_path / "a.json"), "--models", str(tmp_path / "m.yaml"),
+                     *args])
+        out, err = capsys.readouterr()
+        return code, out, err
 
-    done = cli("--workload", "rate=0:10;20000:30,horizon=40000", "--replications", "3", "--json")
-    assert done.returncode == 0, done.stderr
-    data = json.loads(done.stdout)
+    code, out, err = cli("--workload", "rate=0:10;10000:30,horizon=20000", "--replications", "3",
+                         "--json")
+    assert code == 0, err
+    data = json.loads(out)
     assert data["intervals"]["method"] == "replications" and data["intervals"]["sections"] == 3
-    assert data["runs"] == pytest.approx(3 * (10 * 20 + 30 * 20), rel=0.15)
-    done = cli("--workload", "rate=60,horizon=5000", "--warmup", "1000")
-    assert done.returncode == 0
-    assert "batch means" in done.stdout and "warm-up of 1,000 ms" in done.stdout
-    assert done.stderr.strip().splitlines() == [
+    assert data["runs"] == pytest.approx(3 * (10 * 10 + 30 * 10), rel=0.15)
+    code, out, err = cli("--workload", "rate=60,horizon=5000", "--warmup", "1000")
+    assert code == 0
+    assert "batch means" in out and "warm-up of 1,000 ms" in out
+    assert err.strip().splitlines() == [
         "warning: agent 'tutor-agent-1': offered load ρ = 1.20 >= 1 at 60 runs/s (λ·E[service]/"
         "capacity with capacity 2): its queue grows without bound and the study's figures "
         "depend on its horizon; give it capacity >= 3 or lower the rate"]
@@ -426,9 +430,14 @@ def test_cli_simulate_workload_forms_warmup_and_replications(tmp_path):
                           (["--workload", "rate=nan,horizon=10"], "rate_per_s must be finite"),
                           (["--warmup", "5"], "apply to a --workload study"),
                           (["--workload", "rate=5,horizon=10", "--replications", "0"], ">= 1")):
-        done = cli(*args)
-        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
-        assert "Traceback" not in done.stderr
+        code, _, err = cli(*args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+    # the console script itself: one line, exit 2, no traceback
+    done = subprocess.run([sys.executable, "-m", "orchkit", "simulate", str(tmp_path / "a.json"),
+                           "--models", str(tmp_path / "m.yaml"), "--workload", "rate=inf,horizon=9"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: workload: rate_per_s must be finite")
+    assert "Traceback" not in done.stderr
 
 
 def test_student_t_quantiles_and_degenerate_sections():
