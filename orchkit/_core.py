@@ -918,6 +918,7 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
 
     def _drop(self, timer: Timer) -> None:
         timer.live = False
+        timer.target = None  # it may wait in the heap long after: keep nothing alive
         self._stale += 1
         self._out.append(CancelTimer(timer))
 
@@ -931,6 +932,20 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
 
 
 _BREAKER_EVENT = {OPEN: "opened", HALF_OPEN: "half_open", CLOSED: "closed"}
+
+
+def release(run: Run) -> None:
+    """Cut the references a finished ``run``'s objects hold back to one another (plan run
+    -> run, attempt -> run, attempt <-> its timeout timer), so that reference counting frees
+    them as soon as the driver and its result let go, without the cyclic GC. The run keeps
+    its plans and attempts (results and spans are built from them); an attempt whose
+    coroutine is still stopping (``held``) keeps its run for the driver's warnings."""
+    for pr in run.plans:
+        pr.run = None
+    for att in run.attempts:
+        att.timer = None
+        if not att.held:
+            att.run = None
 
 
 def _optional_breaker(agent_id: str, policy: Any) -> _Breaker | None:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from ._agent import Agent, agent_event, coerce_response, describe
 from ._core import (CORE_EVENTS, Attempt, CancelAttempt, CancelTimer, Emit, FinishRun, Run,
-                    Scheduler, StartAttempt, StartTimer, _job_id, compile_plan)
+                    Scheduler, StartAttempt, StartTimer, _job_id, compile_plan, release)
 from ._errors import AgentError, OrchkitError, PlanValidationError
 from ._plan import Plan
 from ._policies import Policies, as_policies, breaker_lookup
@@ -266,6 +266,7 @@ class Orchestrator:
         finally:
             self._open.discard(run)
         result = RunResult.from_run(run)
+        release(run)
         for agent_id in dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps):
             # .get: shutdown() may have dropped the agents while the run was in flight
             scale = getattr(self._agents.get(agent_id), "time_scale", 1.0)

@@ -16,7 +16,7 @@ import simpy
 
 from ._agent import AgentResponse
 from ._core import (CompiledPlan, Emit, FinishRun, Run, Scheduler, StartAttempt, StartTimer,
-                    compile_plan)
+                    compile_plan, release)
 from ._live import EventBus
 from ._models import AgentModels
 from ._plan import Plan
@@ -156,7 +156,9 @@ def simulate(plan: Plan | dict | str | Path, models: AgentModels | str | Path | 
     driver.apply(actions)
     env.run()
     driver.finish_hung([run])
-    return RunResult.from_run(run)
+    result = RunResult.from_run(run)
+    release(run)
+    return result
 
 
 def _as_plan(plan: Plan | dict | str | Path) -> Plan:
@@ -196,6 +198,7 @@ def simulate_runs(cp: CompiledPlan, models: AgentModels, seed: int, start: int, 
         if run.status is None:
             driver.finish_hung([run])
         sink(run)
+        release(run)  # freed at once by reference counting, not by the cyclic GC
     if breaker_log is not None:
         breaker_log.extend((stop - 1, *t) for t in core.breaker_log)
     return core.busy_ms()

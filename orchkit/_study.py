@@ -20,7 +20,7 @@ import pandas as pd
 import simpy
 from tqdm.auto import tqdm
 
-from ._core import Run, Scheduler, compile_plan
+from ._core import Run, Scheduler, compile_plan, release
 from ._errors import PlanValidationError
 from ._models import AgentModels
 from ._plan import Plan
@@ -299,6 +299,7 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
     bar.close()
     for run in runs:
         sink(run)
+        release(run)
     log = [(None, *t) for t in core.breaker_log]
     return (sink.rows, sink.spans, core.busy_ms(), max([r.end_ms for r in runs], default=0.0),
             log)

@@ -1,8 +1,10 @@
-"""Speed work (issue 14) that changes behaviour: events built only for listeners."""
+"""Speed work (issue 14) that changes behaviour: events built only for listeners, finished
+runs freed by reference counting (no cycles left for the cyclic GC)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -164,3 +166,82 @@ def test_simulate_same_result_with_or_without_listeners():
     loud = ok.simulate(plan, models(), bus=bus)
     assert quiet.spans.equals(loud.spans) and len(quiet.spans) == 5
     assert [p["stepId"] for p in heard] == ["c"]
+
+
+GC_PLAN = plan_of("p", [step("a", retry=RETRY, timeout=1000), step("b", deps=["a"]),
+                        step("c", timeout=1)], parallel=True,
+                  fallbackPlan={"id": "fb", "steps": [step("z")]})
+GC_MODELS = {"agents": {"agent": {"latency": {"dist": "lognormal", "median": 10, "p95": 30},
+                                  "error": 0.2}}}
+
+
+def cyclic_garbage(work) -> int:
+    """Objects only the cyclic GC could free after ``work()`` (run with the GC off)."""
+    gc.collect()
+    gc.disable()
+    try:
+        work()
+        return gc.collect()
+    finally:
+        gc.enable()
+
+
+def test_simulated_runs_leave_no_reference_cycles():
+    from orchkit._core import compile_plan
+    from orchkit._sim import simulate_runs
+
+    cp, models = compile_plan(GC_PLAN), ok.AgentModels.from_dict(GC_MODELS)
+    statuses = []
+    sink = lambda run: statuses.append(run.status)  # noqa: E731 - keeps no run
+    few = cyclic_garbage(lambda: simulate_runs(cp, models, 0, 0, 50, sink))
+    many = cyclic_garbage(lambda: simulate_runs(cp, models, 0, 0, 1000, sink))
+    assert many == few < 50  # a constant (the driver's own), not per run
+    assert set(statuses) >= {"succeeded", "failed"}  # the runs really varied
+    assert cyclic_garbage(lambda: ok.simulate(GC_PLAN, GC_MODELS, seed=3)) < 50
+
+
+def test_capacity_study_leaves_no_per_run_cycles():
+    work = ok.Workload(rate_per_s=20.0, horizon_ms=10_000)
+    n = cyclic_garbage(lambda: ok.monte_carlo(GC_PLAN, GC_MODELS, seed=1, workload=work,
+                                              progress=False))
+    assert n < 1000, n  # ~200 runs of ~5 attempts each would leave thousands
+
+
+# no timeouts: a pending timeout timer keeps its attempt (and run) alive until it is due
+LIVE_PLAN = plan_of("p", [step("a", retry=RETRY), step("b", deps=["a"]), step("c")],
+                    parallel=True)
+
+
+class Flaky(ok.Agent):
+    """Fails every other call of step a (so it is retried), answers the rest at once."""
+
+    def __init__(self):
+        super().__init__("agent")
+        self.calls = 0
+
+    async def process(self, action, input, context):
+        self.calls += 1
+        if action == "do_a" and self.calls % 2:
+            raise ok.AgentError("flaky")
+        return ok.AgentResponse(action=action, confidence=1.0)
+
+
+def test_live_runs_leave_no_reference_cycles():
+    async def main():
+        orch = ok.Orchestrator(seed=0)
+        await orch.register_agent(Flaky())  # (a ScriptedAgent would keep every call)
+        await orch.orchestrate(LIVE_PLAN)  # warm up (caches, first-call state)
+        results = []
+        n = cyclic_garbage(lambda: None)
+        gc.disable()
+        try:
+            for _ in range(20):
+                results.append(await orch.orchestrate(LIVE_PLAN))
+            results.clear()
+            n = gc.collect()
+        finally:
+            gc.enable()
+        await orch.shutdown()
+        return n
+
+    assert asyncio.run(main()) == 0
