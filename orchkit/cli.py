@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import warnings
+from dataclasses import replace
 from typing import Sequence
 
 from pathlib import Path
@@ -102,6 +103,27 @@ def _workload(text: str):
     return Workload(**kwargs)
 
 
+def _mix(plan: Plan, mixes: list[str]) -> list[tuple[Plan, float]]:
+    """``--mix PLAN:WEIGHT`` entries plus the positional plan, which gets 1 - their sum."""
+    out = []
+    for text in mixes:
+        name, sep, weight = text.rpartition(":")
+        try:
+            w = float(weight)
+        except ValueError:
+            w = float("nan")
+        if not sep or not name or not 0 < w < 1:
+            raise PlanValidationError(f"--mix {text[:80]!r}: write PLAN:WEIGHT with a plan file "
+                                      "or example name and a weight in (0, 1), e.g. "
+                                      "--mix learning_activity:0.3")
+        out.append((_load(name), w))
+    rest = 1.0 - sum(w for _, w in out)
+    if rest <= 0:
+        raise PlanValidationError(f"--mix weights add up to {1 - rest:g}; they must leave the "
+                                  f"plan '{plan.id}' a share (sum < 1)")
+    return [(plan, rest), *out]
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from ._charts import gantt
     from ._sim import simulate
@@ -109,6 +131,10 @@ def _simulate(args: argparse.Namespace) -> int:
 
     plan = _load(args.plan)
     workload = _workload(args.workload) if args.workload else None
+    if args.mix:
+        if workload is None:
+            raise PlanValidationError("--mix applies to a --workload study (plans sharing agents)")
+        workload = replace(workload, plans=_mix(plan, args.mix))
     quiet = args.json
     if args.gantt:
         one = simulate(plan, args.models, seed=args.seed, policies=args.policies)
@@ -121,7 +147,8 @@ def _simulate(args: argparse.Namespace) -> int:
         raise PlanValidationError(f"--warmup must be a finite number of ms >= 0, got {args.warmup}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OverloadWarning)
-        mc = monte_carlo(plan, args.models, runs=args.runs, seed=args.seed, workload=workload,
+        mc = monte_carlo(None if args.mix else plan, args.models, runs=args.runs, seed=args.seed,
+                         workload=workload,
                          keep_spans=False, progress=not quiet and sys.stderr.isatty(),
                          method=args.method, executor="processes" if args.processes else None,
                          policies=args.policies, warmup_ms=args.warmup,
@@ -390,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "interval=MS,horizon=MS | arrivals=MS;MS;...")
     p.add_argument("--warmup", type=float, metavar="MS",
                    help="workload study: leave out runs arriving before MS (default: MSER-5)")
+    p.add_argument("--mix", action="append", default=[], metavar="PLAN:WEIGHT",
+                   help="workload study with a mix of plans sharing the agents: each --mix "
+                        "plan (file or example name) arrives with this probability, PLAN with "
+                        "the rest (repeatable)")
     p.add_argument("--replications", type=int, default=1, metavar="K",
                    help="workload study: K independent replications (intervals across them)")
     p.add_argument("--method", choices=["auto", "simpy", "fast"], default="auto")

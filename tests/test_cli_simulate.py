@@ -179,3 +179,30 @@ def test_the_installed_command_runs(files):
                           text=True, timeout=120)
     assert done.returncode == 2
     assert "cannot read plan file" in done.stderr and done.stdout == ""
+
+
+def test_simulate_workload_with_a_mix_of_plans(files, capsys):
+    """--mix PLAN:WEIGHT: the same study as the API's Workload(plans=...), the positional
+    plan taking the rest of the weight; bad weights are one line, exit 2."""
+    tmp, plan, models = files
+    other = dict(PLAN, id="other")
+    (tmp / "other.json").write_text(json.dumps(other))
+    code, out, err = _run(capsys, "simulate", plan, "--models", models, "--seed", "2",
+                          "--workload", "rate=5,horizon=20000", "--mix",
+                          f"{tmp / 'other.json'}:0.25", "--json")
+    assert code == 0, err
+    study = ok.monte_carlo(None, models, seed=2, progress=False, workload=ok.Workload(
+        rate_per_s=5, horizon_ms=20_000, plans=[(plan, 0.75), (str(tmp / "other.json"), 0.25)]))
+    data = json.loads(out)
+    assert data["runs"] == len(study.runs)
+    assert set(study.runs["plan_id"]) == {PLAN["id"], "other"}
+    assert data["metrics"]["makespan_mean_ms"]["value"] == pytest.approx(
+        study.summary()["makespan_mean_ms"])
+    for bad, match in ((f"{tmp / 'other.json'}:1.5", "weight in (0, 1)"),
+                       (f"{tmp / 'other.json'}", "PLAN:WEIGHT")):
+        code, out, err = _run(capsys, "simulate", plan, "--models", models, "--workload",
+                              "rate=5,horizon=20000", "--mix", bad)
+        assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+    code, out, err = _run(capsys, "simulate", plan, "--models", models, "--mix",
+                          f"{tmp / 'other.json'}:0.5")
+    assert code == 2 and "--mix applies to a --workload study" in err
