@@ -13,10 +13,13 @@ They are package data, so they work from an installed wheel as well as from a ch
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._models import AgentModels
 from ._plan import Plan
 from ._resources import data_path
+
+if TYPE_CHECKING:
+    from ._models import AgentModels
 
 __all__ = ["models", "models_path", "names", "path", "plan"]
 
@@ -48,4 +51,5 @@ def models_path() -> Path:
 
 def models() -> AgentModels:
     """The default agent models: latency, errors and capacity of the seed's three agents."""
+    from ._models import AgentModels  # numpy: not for the light commands
     return AgentModels.load(models_path())

@@ -1,5 +1,5 @@
 """Speed work (issue 14) that changes behaviour: events built only for listeners, finished
-runs freed by reference counting (no cycles left for the cyclic GC)."""
+runs freed by reference counting (no cycles left for the cyclic GC), lazy imports."""
 
 from __future__ import annotations
 
@@ -245,3 +245,44 @@ def test_live_runs_leave_no_reference_cycles():
         return n
 
     assert asyncio.run(main()) == 0
+
+
+HEAVY = ("pandas", "numpy", "simpy", "plotly")
+
+
+def imported_by(code: str) -> list[str]:
+    """The heavy modules a fresh interpreter has imported after running ``code``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_import_and_light_commands_import_no_heavy_module():
+    assert imported_by("import orchkit") == []
+    assert imported_by(
+        "import contextlib, io, orchkit.cli as c\n"
+        "for argv in (['validate', 'parallel_analysis'], ['export', 'parallel_analysis'],"
+        " ['--help'], ['--version']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        c.main(argv)") == []
+    # a name is resolved on first use, whatever way it is asked for
+    assert {"pandas", "numpy", "simpy"} <= set(imported_by("from orchkit import monte_carlo"))
+
+
+def test_every_public_name_resolves_and_is_listed():
+    names = set(ok.__all__)
+    assert names <= set(dir(ok))
+    for name in sorted(names):
+        assert getattr(ok, name) is not None
+    assert ok.Plan.__module__ == "orchkit._plan" and callable(ok.monte_carlo)
+    assert ok.agents.__name__ == "orchkit.agents"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        ok.nope  # noqa: B018
