@@ -27,7 +27,7 @@ _LAZY = {  # public name -> the module defining it (imported on first use)
     "EventBus": "._live", "Orchestrator": "._live",
     "ActionModel": "._models", "AgentModels": "._models",
     "Hedge": "._plan", "Plan": "._plan", "RetryPolicy": "._plan",
-    "SeedCompatWarning": "._plan", "Step": "._plan",
+    "SeedCompatWarning": "._plan", "Step": "._plan", "PlanWarning": "._plan",
     "BreakerPolicy": "._policies", "Policies": "._policies",
     "RemoteAgent": "._remote",
     "SPAN_COLUMNS": "._result", "RunResult": "._result",
@@ -44,6 +44,7 @@ __all__ = [
     "Choice", "Comparison", "EventBus", "FitResult", "Float", "HangWarning", "Hedge", "Int",
     "MissingDependencyError", "MonteCarloResult", "NoSessionError", "Orchestrator",
     "OrchkitError", "OverloadWarning", "Plan", "PlanFailedError", "PlanTimeoutError", "PlanValidationError",
+    "PlanWarning",
     "Policies", "RUN_COLUMNS", "RemoteAgent", "RetryPolicy", "RunNotFoundError", "RunResult",
     "SPAN_COLUMNS", "SeedCompatWarning", "ServiceError", "Step", "Summary", "TuneResult",
     "UnknownActionError", "Workload", "compare", "draw", "examples", "fit_models", "gantt",
@@ -75,7 +76,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from ._fit import FitResult, fit_models
     from ._live import EventBus, Orchestrator
     from ._models import ActionModel, AgentModels
-    from ._plan import Hedge, Plan, RetryPolicy, SeedCompatWarning, Step
+    from ._plan import Hedge, Plan, PlanWarning, RetryPolicy, SeedCompatWarning, Step
     from ._policies import BreakerPolicy, Policies
     from ._remote import RemoteAgent
     from ._result import SPAN_COLUMNS, RunResult

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import difflib
 import json
+import threading
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
 from pydantic.alias_generators import to_camel
 
 from ._errors import PlanValidationError
+from ._parse import json_value, parse, read_text, short
 
 MAX_FALLBACK_DEPTH = 16
 #: The longest wait between two attempts, in ms (about 31.7 years): ``backoffMs`` and
@@ -31,14 +34,35 @@ class _Model(BaseModel):
     )
 
 
+class _Nesting(threading.local):
+    active = False
+
+
+_INNER = _Nesting()  # pydantic calls Plan.__init__ for a fallback plan: errors go outward
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{value!r} is blank; use a name with visible characters")
+    return value
+
+
+# On disk, types are strict: a bool is not a number, a string is not a bool or a number,
+# and every time and count is finite (SPEC §2; README "Plan format").
+_Id = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+_Ms = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+_Count = Annotated[int, Field(strict=True)]
+_Flag = Annotated[bool, Field(strict=True)]
+
+
 class RetryPolicy(_Model):
     """When and how a failed attempt is tried again (SPEC §3.4). Times in ms."""
 
-    max_retries: int = Field(ge=0)
-    backoff_ms: float = Field(ge=0, le=MAX_RETRY_DELAY_MS)
+    max_retries: _Count = Field(ge=0)
+    backoff_ms: _Ms = Field(ge=0, le=MAX_RETRY_DELAY_MS)
     strategy: Literal["linear", "exponential", "fixed"] = "linear"
-    max_backoff_ms: float | None = Field(default=None, ge=0, le=MAX_RETRY_DELAY_MS)
-    jitter: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_backoff_ms: _Ms | None = Field(default=None, ge=0, le=MAX_RETRY_DELAY_MS)
+    jitter: _Ms = Field(default=0.0, ge=0.0, le=1.0)
     retry_on: tuple[Literal["error", "timeout"], ...] = ("error", "timeout")
 
     def delay_ms(self, failed_attempt: int, uniform: float | None = None) -> float:
@@ -71,21 +95,27 @@ class Hedge(_Model):
     the others are cancelled.
     """
 
-    delay_ms: float = Field(ge=0)
-    max_hedges: int = Field(default=1, ge=1, le=10)
+    delay_ms: _Ms = Field(ge=0)
+    max_hedges: _Count = Field(default=1, ge=1, le=10)
 
 
 class Step(_Model):
     """One call of ``action`` on agent ``agent_id``. ``timeout_ms`` limits one attempt."""
 
-    id: str = Field(min_length=1)
-    agent_id: str = Field(min_length=1)
-    action: str = Field(min_length=1)
+    id: _Id
+    agent_id: _Id
+    action: _Id
     input: Any = Field(default_factory=dict)
-    dependencies: tuple[str, ...] = ()
+    dependencies: tuple[_Id, ...] = ()
     retry_policy: RetryPolicy | None = None
-    timeout_ms: float | None = Field(default=None, gt=0, alias="timeout")
+    timeout_ms: _Ms | None = Field(default=None, gt=0, alias="timeout")
     hedge: Hedge | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _json_input(cls, value: Any) -> Any:
+        """``input`` is plain JSON, so ``save()`` writes strict JSON that loads back equal."""
+        return json_value(value, "'input'")
 
 
 class Plan(_Model):
@@ -97,61 +127,78 @@ class Plan(_Model):
     ``save``/``load``, ignored by every runtime, dropped by ``compat="seed"``.
     """
 
-    id: str = Field(min_length=1)
+    id: _Id
     steps: tuple[Step, ...] = Field(min_length=1)
-    parallel: bool = False
-    timeout_ms: float | None = Field(default=None, gt=0, alias="timeout")
+    parallel: _Flag = False
+    timeout_ms: _Ms | None = Field(default=None, gt=0, alias="timeout")
     fallback_plan: Plan | None = None
-    max_concurrency: int | None = Field(default=None, ge=1)
-    fail_fast: bool = False
+    max_concurrency: _Count | None = Field(default=None, ge=1)
+    fail_fast: _Flag = False
     meta: dict[str, Any] | None = None
 
     def __init__(self, **data: Any):
+        if _INNER.active:  # a fallback plan inside a validation: the outer call reports
+            super().__init__(**data)
+            return
+        data = json_value(data, _where(data), keep=(_Model,))
+        _INNER.active = True
         try:
             super().__init__(**data)
         except ValidationError as exc:
             raise _translate(exc, data) from None
+        finally:
+            _INNER.active = False
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> Plan:  # type: ignore[override]
-        """Validate a dict (camelCase or snake_case keys); raises ``PlanValidationError``."""
+        """Validate a dict (camelCase or snake_case keys) of plain JSON values (see the
+        README's plan format); raises ``PlanValidationError``."""
         if isinstance(obj, Plan):
             return obj
+        if not isinstance(obj, dict):
+            raise PlanValidationError(
+                f"a plan must be a mapping with 'id' and 'steps', got {type(obj).__name__} "
+                f"{short(obj)}")
+        obj = json_value(obj, _where(obj), keep=(_Model,))
+        outer = not _INNER.active
+        _INNER.active = True
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:
             raise _translate(exc, obj) from None
+        finally:
+            if outer:
+                _INNER.active = False
 
     @classmethod
     def model_validate_json(cls, data: str | bytes, **kwargs: Any) -> Plan:  # type: ignore[override]
-        return cls.from_text(data if isinstance(data, str) else data.decode(), "json")
+        if isinstance(data, (bytes, bytearray)):
+            try:
+                data = bytes(data).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise PlanValidationError(
+                    f"<text>: not UTF-8 (bad byte at offset {exc.start}); plans are UTF-8 JSON"
+                ) from None
+        return cls.from_text(data, "json")
 
     @classmethod
     def from_text(cls, text: str, fmt: Literal["json", "yaml"] = "json", source: str = "<text>") -> Plan:
-        """Parse a plan from JSON or YAML text."""
-        try:
-            data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise PlanValidationError(
-                f"{source}: not valid {fmt.upper()}: {exc}. Fix the syntax and load it again."
-            ) from None
+        """Parse a plan from JSON or YAML text (duplicate keys, NaN, dates and the size
+        limits of the README's plan format are errors)."""
+        data = parse(text, fmt, source)
         if not isinstance(data, dict):
             raise PlanValidationError(
                 f"{source}: a plan must be a {fmt.upper()} object with 'id' and 'steps', "
-                f"got {type(data).__name__}"
+                f"got {type(data).__name__} {short(data)}"
             )
         return cls.model_validate(data)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        """Read a plan from a ``.json``, ``.yaml`` or ``.yml`` file."""
+        """Read a plan from a ``.json``, ``.yaml`` or ``.yml`` file (UTF-8)."""
         path = Path(path)
         fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PlanValidationError(f"cannot read plan file {path}: {exc.strerror}") from None
-        return cls.from_text(text, fmt, str(path))
+        return cls.from_text(read_text(path, "plan file"), fmt, str(path))
 
     def save(self, path: str | Path, *, compat: Literal["seed"] | None = None) -> None:
         """Write the plan as JSON (or YAML for a ``.yaml``/``.yml`` path)."""
@@ -222,6 +269,16 @@ class Plan(_Model):
         return {"text/markdown": f"```mermaid\n{self.to_mermaid()}```",
                 "text/plain": repr(self)}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _check_fallback(cls, data: Any) -> Any:
+        fb = data.get("fallbackPlan", data.get("fallback_plan")) if isinstance(data, dict) else None
+        if isinstance(fb, dict) and not fb.get("steps"):
+            raise PlanValidationError(
+                f"{_where(data)}: its fallbackPlan {short(fb.get('id', ''))} has no steps; give "
+                "it 'id' and 'steps', or remove the fallbackPlan")
+        return data
+
     @model_validator(mode="after")
     def _check_graph(self) -> Plan:
         _check_graph(self)
@@ -237,6 +294,11 @@ class Plan(_Model):
 
 class SeedCompatWarning(UserWarning):
     """An export for the seed's orchestrator dropped extension fields."""
+
+
+class PlanWarning(UserWarning):
+    """A plan is valid but holds a setting that has no effect (e.g. ``maxConcurrency`` on a
+    sequential plan)."""
 
 
 # ---------------------------------------------------------------- export
@@ -323,7 +385,17 @@ def _num(v: Any) -> Any:
 # ---------------------------------------------------------------- validation
 
 
+def _where(raw: dict[str, Any]) -> str:
+    plan_id = raw.get("id")
+    return f"plan '{plan_id}'" if isinstance(plan_id, str) else "plan"
+
+
 def _check_graph(plan: Plan) -> None:
+    if plan.max_concurrency is not None and not plan.parallel:
+        warnings.warn(
+            f"plan '{plan.id}': maxConcurrency {plan.max_concurrency} has no effect because "
+            "the plan is sequential (parallel: false); set parallel: true or remove it",
+            PlanWarning, stacklevel=2)
     ids = [s.id for s in plan.steps]
     seen: set[str] = set()
     for s in plan.steps:
@@ -400,7 +472,7 @@ _FIELD_ALIASES = {
     "Hedge": ["delayMs", "maxHedges"],
 }
 
-_NESTED = {"retryPolicy": "RetryPolicy", "hedge": "Hedge"}
+_NESTED = {"retryPolicy": "RetryPolicy", "retry_policy": "RetryPolicy", "hedge": "Hedge"}
 
 _FIXES = {
     "greater_than": "use a number > {gt:g}",
@@ -409,6 +481,10 @@ _FIXES = {
     "too_short": "it must not be empty",
     "string_too_short": "it must not be empty",
     "literal_error": "use one of {expected}",
+    "float_type": "write a number such as 5000 (a bool or a string is not a number)",
+    "int_type": "write a whole number such as 3 (a bool, a string or 3.0 is not one)",
+    "bool_type": "write true or false (not 0/1 or a string)",
+    "finite_number": "use a finite number",
 }
 
 
@@ -438,7 +514,11 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
     while i < len(loc):
         part = loc[i]
         if kind == "Plan":
-            plan_label = node.get("id") if isinstance(node, dict) else None
+            own = node.get("id") if isinstance(node, dict) else None
+            if isinstance(own, str):
+                plan_label = f"plan '{own}'"
+            elif plan_label is not None:  # a fallback plan without an id
+                plan_label = f"the fallback plan of {plan_label}"
             if part == "steps" and i + 1 < len(loc) and isinstance(loc[i + 1], int):
                 steps = node.get("steps") if isinstance(node, dict) else None
                 idx = loc[i + 1]
@@ -447,17 +527,17 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
                 step_label = f"'{sid}'" if isinstance(sid, str) else f"#{idx + 1}"
                 node, kind, i = step, "Step", i + 2
                 continue
-            if part == "fallbackPlan" and isinstance(node, dict):
-                node, i = node.get("fallbackPlan"), i + 1
+            if part in ("fallbackPlan", "fallback_plan") and isinstance(node, dict):
+                node, i = node.get(part), i + 1
                 step_label = None
                 continue
-        if kind == "Step" and part in ("retryPolicy", "hedge") and i + 1 < len(loc):
+        if kind == "Step" and part in _NESTED and i + 1 < len(loc):
             node, kind, i = (node or {}).get(part), _NESTED[part], i + 1
             continue
         field = part
         break
     if plan_label is not None:
-        where.append(f"plan '{plan_label}'")
+        where.append(plan_label)
     if step_label is not None:
         where.append(f"step {step_label}")
     if kind in ("RetryPolicy", "Hedge"):
@@ -475,4 +555,6 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
     fix = _FIXES.get(etype)
     ctx = err.get("ctx") or {}
     fix_text = "; " + fix.format(**ctx) if fix else ""
-    return f"{prefix}{name} {err['msg'].lower()} (got {err.get('input')!r}){fix_text}"
+    if etype == "value_error":  # our own validators: the message is the whole story
+        return f"{prefix}{name}: {err['msg'].removeprefix('Value error, ')}"
+    return f"{prefix}{name} {err['msg'].lower()} (got {short(err.get('input'))}){fix_text}"

@@ -65,3 +65,200 @@ def test_exponential_budget_beyond_1024_simulates(method):
     res = ok.monte_carlo(plan, CONST, runs=3, seed=1, method=method, progress=False)
     assert (res.runs["status"] == "failed").all()
     assert (res.runs["attempts"] == 2001).all()
+
+
+# ------------------------------------------------------------------ plan files and dicts
+
+import json  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD_YAML = "id: p\nsteps:\n  - {id: a, agentId: x, action: go}\n"
+
+
+def S(**kw):
+    return {"id": "s", "agentId": "a", "action": "x", **kw}
+
+
+def bomb(levels: int = 9, fan: int = 10) -> str:
+    """A 'billion laughs' YAML plan: fan**levels strings from a few hundred bytes."""
+    lines = ["  l0: &l0 [" + ",".join(["lol"] * fan) + "]"]
+    lines += [f"  l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * fan) + "]"
+              for i in range(1, levels + 1)]
+    return ("id: p\nmeta:\n" + "\n".join(lines)
+            + f"\nsteps: [{{id: a, agentId: x, action: go, input: *l{levels}}}]\n")
+
+
+BAD_TEXTS = {
+    # name: (suffix, bytes, a word the message must contain)
+    "binary": (".json", bytes(range(256)) * 4, "UTF-8"),
+    "latin-1": (".yaml", "id: caf\xe9\n".encode("latin-1"), "UTF-8"),
+    "deep JSON": (".json", b"[" * 100_000 + b"]" * 100_000, "nest"),
+    "deep YAML": (".yaml", b"a: " + b"[" * 100_000, "nest"),
+    "5,000-digit JSON number": (".json", b'{"id": "p", "x": 1' + b"0" * 5000 + b"}", "digit"),
+    "5,000-digit YAML number": (".yaml", b"id: p\nx: 1" + b"0" * 5000, "digit"),
+    "lone surrogate": (".json", b'{"id": "\\ud800", "steps": []}', "surrogate"),
+    "!!int ~": (".yaml", b"id: p\ntimeout: !!int ~\n", "int"),
+    "!!timestamp x": (".yaml", b"id: p\ntimeout: !!timestamp x\n", "date"),
+    "invalid date": (".yaml", b"id: p\nsteps: [{id: a, agentId: x, action: go, input: 2024-02-30}]",
+                     "date"),
+    "valid date": (".yaml", b"id: p\nsteps: [{id: a, agentId: x, action: go, input: 2024-02-28}]",
+                   "quote"),
+    "non-string key": (".yaml", b"id: p\n1: x\n", "key"),
+    "complex key": (".yaml", b"? [a, b]\n: c\n", "key"),
+    "!!set": (".yaml", b"id: p\nsteps: [{id: a, agentId: x, action: go, input: !!set {a}}]", "set"),
+    "!!bool x": (".yaml", b"id: p\nparallel: !!bool x\n", "YAML"),
+    "list top level": (".json", b"[1, 2]", "object"),
+    "string top level": (".yaml", b"just text", "object"),
+    "empty file": (".yaml", b"", "object"),
+    "duplicate JSON key": (".json", b'{"id": "p", "steps": [{"id": "b", "agentId": "x", "action": "go", '
+                           b'"dependencies": ["a"], "dependencies": []}]}', "duplicate"),
+    "duplicate YAML key": (".yaml", b"id: p\nid: q\nsteps: []\n", "duplicate"),
+    "NaN": (".json", b'{"id": "p", "timeout": NaN}', "NaN"),
+    "Infinity": (".json", b'{"id": "p", "timeout": Infinity}', "Infinity"),
+    "1e400": (".json", b'{"id": "p", "steps": [{"id": "a", "agentId": "x", "action": "go", '
+              b'"timeout": 1e400}]}', "finite"),
+    ".inf": (".yaml", b"id: p\nsteps: [{id: a, agentId: x, action: go, timeout: .inf}]", "finite"),
+    ".nan in input": (".yaml", b"id: p\nsteps: [{id: a, agentId: x, action: go, input: {v: .nan}}]",
+                      "finite"),
+    "alias bomb": (".yaml", bomb().encode(), "alias"),
+    "recursive alias": (".yaml", b"id: p\nsteps: &s [*s]\n", "contains"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_TEXTS))
+def test_every_bad_file_is_one_short_plan_validation_error(tmp_path, name):
+    suffix, data, word = BAD_TEXTS[name]
+    path = tmp_path / f"plan{suffix}"
+    path.write_bytes(data)
+    t0 = time.perf_counter()
+    with pytest.raises(ok.PlanValidationError) as info:
+        ok.Plan.load(path)
+    assert time.perf_counter() - t0 < 1.0
+    msg = str(info.value)
+    assert word.lower() in msg.lower(), msg
+    assert len(msg) < 700  # a short prefix of the input at most, never all of it
+
+
+def test_alias_bomb_is_rejected_before_it_expands():
+    text = bomb(levels=9, fan=10)  # 10**9 strings once expanded
+    assert len(text) < 1024
+    t0 = time.perf_counter()
+    with pytest.raises(ok.PlanValidationError, match="alias"):
+        ok.Plan.from_text(text, "yaml")
+    assert time.perf_counter() - t0 < 0.2
+    # a few aliases that expand modestly are fine (and come out as plain values)
+    plan = ok.Plan.from_text(bomb(levels=2, fan=3), "yaml")
+    assert plan.steps[0].input == [[["lol"] * 3] * 3] * 3
+
+
+def test_a_byte_order_mark_is_ignored(tmp_path):
+    for suffix, text in ((".yaml", GOOD_YAML),
+                         (".json", json.dumps(ok.Plan.from_text(GOOD_YAML, "yaml").to_dict()))):
+        path = tmp_path / f"bom{suffix}"
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert ok.Plan.load(path) == ok.Plan.from_text(GOOD_YAML, "yaml")
+
+
+def test_missing_file_and_directory_are_plan_validation_errors(tmp_path):
+    with pytest.raises(ok.PlanValidationError, match="cannot read plan file"):
+        ok.Plan.load(tmp_path / "nope.json")
+    with pytest.raises(ok.PlanValidationError, match="cannot read plan file"):
+        ok.Plan.load(tmp_path)
+
+
+def test_messages_quote_a_short_prefix_only():
+    huge = "y" * 100_000
+    for bad in ({"id": "p", "steps": [S(timeout=huge)]}, {"id": "p", "steps": huge},
+                {"id": "p", "steps": [S(input={"k": {1, 2, *range(10_000)}})]}):
+        with pytest.raises(ok.PlanValidationError) as info:
+            ok.Plan.model_validate(bad)
+        assert len(str(info.value)) < 500, str(info.value)[:200]
+    with pytest.raises(ok.PlanValidationError) as info:
+        ok.Plan.from_text("[" + "1," * 100_000 + "1]")
+    assert len(str(info.value)) < 300
+
+
+STRICT = {
+    "timeout: true": ({"id": "p", "steps": [S(timeout=True)]}, "timeout"),
+    'timeout: "5000"': ({"id": "p", "steps": [S(timeout="5000")]}, "timeout"),
+    "plan timeout: false": ({"id": "p", "steps": [S()], "timeout": False}, "timeout"),
+    'parallel: "yes"': ({"id": "p", "steps": [S()], "parallel": "yes"}, "parallel"),
+    "parallel: 1": ({"id": "p", "steps": [S()], "parallel": 1}, "parallel"),
+    "maxRetries: true": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": True, "backoffMs": 1})]},
+                         "maxRetries"),
+    "maxRetries: 2.0": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 2.0, "backoffMs": 1})]},
+                        "maxRetries"),
+    'backoffMs: "10"': ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 2, "backoffMs": "10"})]},
+                        "backoffMs"),
+    "jitter: true": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 2, "backoffMs": 1,
+                                                          "jitter": True})]}, "jitter"),
+    "failFast: 0": ({"id": "p", "steps": [S()], "failFast": 0}, "failFast"),
+    "maxConcurrency: true": ({"id": "p", "steps": [S()], "parallel": True, "maxConcurrency": True},
+                             "maxConcurrency"),
+    "timeout: NaN": ({"id": "p", "steps": [S(timeout=float("nan"))]}, "timeout"),
+    "timeout: inf": ({"id": "p", "steps": [S()], "timeout": float("inf")}, "timeout"),
+    "backoffMs: inf": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 1,
+                                                            "backoffMs": float("inf")})]}, "backoffMs"),
+    "maxBackoffMs: nan": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 1, "backoffMs": 1,
+                                                               "maxBackoffMs": float("nan")})]},
+                          "maxBackoffMs"),
+    "input with NaN": ({"id": "p", "steps": [S(input={"v": float("nan")})]}, "input"),
+    "input with a set": ({"id": "p", "steps": [S(input={"v": {1, 2}})]}, "input"),
+    "input with an object": ({"id": "p", "steps": [S(input=[object()])]}, "input"),
+    "input with int keys": ({"id": "p", "steps": [S(input={1: "a"})]}, "input"),
+    "input containing itself": (lambda: (d := {}, d.__setitem__("d", d), {"id": "p", "steps": [
+        S(input=d)]})[-1], "input"),
+    "whitespace plan id": ({"id": "  ", "steps": [S()]}, "blank"),
+    "whitespace step id": ({"id": "p", "steps": [S(id="\t")]}, "blank"),
+    "whitespace agentId": ({"id": "p", "steps": [S(agentId=" ")]}, "blank"),
+    "whitespace action": ({"id": "p", "steps": [S(action="\n")]}, "blank"),
+    "whitespace dependency": ({"id": "p", "steps": [S(dependencies=[" "])]}, "blank"),
+    "empty fallback plan": ({"id": "p", "steps": [S()], "fallbackPlan": {}}, "plan 'p'"),
+    "fallback plan without steps": ({"id": "p", "steps": [S()], "fallbackPlan": {"id": "fb",
+                                                                                 "steps": []}},
+                                    "plan 'p'"),
+    "bad step in an id-less fallback": ({"id": "p", "steps": [S()], "fallbackPlan": {
+        "steps": [S(timeout=-1)]}}, "fallback plan of plan 'p'"),
+    "list, not a plan": ([{"id": "p"}], "mapping"),
+}
+
+
+@pytest.mark.parametrize("name", list(STRICT))
+def test_strict_types_and_json_values(name):
+    data, word = STRICT[name]
+    data = data() if callable(data) else data
+    with pytest.raises(ok.PlanValidationError) as info:
+        ok.Plan.model_validate(data)
+    assert word in str(info.value), str(info.value)
+
+
+def test_seed_plans_load_as_they_are_and_round_trip(tmp_path):
+    paths = sorted((ROOT / "data" / "plans").glob("*.json"))
+    assert len(paths) >= 6
+    for path in paths:
+        plan = ok.Plan.load(path)
+        plan.save(tmp_path / "p.json")
+        assert ok.Plan.load(tmp_path / "p.json") == plan
+
+
+def test_python_values_are_normalised_to_json():
+    np = pytest.importorskip("numpy")
+    plan = ok.Plan.model_validate({"id": "p", "timeout": np.float64(500), "steps": [
+        S(input={"t": (1, 2), "n": np.int64(3)},
+          retryPolicy={"maxRetries": np.int64(2), "backoffMs": np.float32(1.5)})]})
+    assert plan.steps[0].input == {"t": [1, 2], "n": 3}
+    assert type(plan.steps[0].input["n"]) is int
+    assert plan.steps[0].retry_policy.max_retries == 2
+
+
+def test_max_concurrency_on_a_sequential_plan_warns():
+    with pytest.warns(ok.PlanWarning, match="maxConcurrency 2 has no effect.*parallel: false"):
+        ok.Plan.model_validate({"id": "p", "steps": [S()], "maxConcurrency": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ok.Plan.model_validate({"id": "p", "steps": [S()], "maxConcurrency": 2, "parallel": True})

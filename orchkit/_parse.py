@@ -1,0 +1,257 @@
+"""Reading plan and model files safely: text in, plain JSON values out.
+
+Every file orchkit reads (plans, agent models) goes through ``read_text`` and ``parse``,
+and every dict a user hands over goes through ``json_value``. What comes out is plain JSON
+data: dicts with string keys, lists, strings, bools, None, ints and finite floats — or a
+``PlanValidationError`` that quotes at most a short prefix of the offending input. The
+limits (documented in the README's plan-format section):
+
+- a file must be UTF-8 (a leading byte-order mark is allowed and ignored);
+- duplicate keys in a JSON object or YAML mapping are errors, not "last one wins";
+- YAML anchors/aliases may expand a document to at most ``MAX_VALUES`` values, checked
+  on the parsed node graph before anything is built, so a 1 kB "billion laughs" file is
+  rejected in milliseconds;
+- nesting is at most ``MAX_DEPTH`` levels; numbers are finite and an integer has at most
+  ``MAX_INT_DIGITS`` digits; strings are valid Unicode (no lone surrogates);
+- YAML values that are not JSON (dates, sets, binary) are errors that say "quote it".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._errors import PlanValidationError
+
+MAX_DEPTH = 100  # nested lists/mappings
+MAX_VALUES = 1_000_000  # values in one document, YAML aliases expanded
+MAX_INT_DIGITS = 300  # decimal digits of an integer (a float's range is ~1.8e308)
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error messages never echo a whole input."""
+    try:
+        text = repr(value)
+    except Exception:  # a user object whose __repr__ raises
+        text = f"<{type(value).__name__}>"
+    if isinstance(value, (dict, list, tuple, set)) and len(text) > limit:
+        return text[:limit] + f"… ({type(value).__name__} of {len(value):,} items)"
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters (for messages that quote a parser's report)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """The UTF-8 text of ``path`` (a leading BOM dropped); ``what`` names it in errors."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PlanValidationError(
+            f"cannot read {what} {path}: {exc.strerror or exc.__class__.__name__}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start:exc.start + 1]
+        raise PlanValidationError(
+            f"{path}: not a UTF-8 text file (byte 0x{bad.hex()} at offset {exc.start}); a "
+            f"{what} is JSON or YAML text — save it as UTF-8") from None
+
+
+def parse(text: str, fmt: str, source: str) -> Any:
+    """Parse JSON (``fmt="json"``) or YAML text into plain JSON values (see module doc)."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    kind = fmt.upper()
+    try:
+        if fmt == "json":
+            data = json.loads(text, object_pairs_hook=_json_object, parse_constant=_json_constant,
+                              parse_int=_json_int)
+        else:
+            loader = _Loader(text)
+            try:
+                data = loader.get_single_data()
+            finally:
+                loader.dispose()
+    except PlanValidationError as exc:
+        raise PlanValidationError(f"{source}: not valid {kind}: {exc}") from None
+    except RecursionError:
+        raise PlanValidationError(
+            f"{source}: not valid {kind}: nested too deeply (at most {MAX_DEPTH} levels)") from None
+    except Exception as exc:  # noqa: BLE001 - the parsers' own errors (JSONDecodeError,
+        # YAMLError) and what YAML's constructors let escape (ValueError, KeyError, ...)
+        msg = " ".join(str(exc).split())
+        if isinstance(exc, KeyError):
+            msg = f"{type(exc).__name__}: {msg}"
+        raise PlanValidationError(
+            f"{source}: not valid {kind}: {clip(msg)}. Fix it and load it again.") from None
+    return json_value(data, source)
+
+
+def json_value(value: Any, where: str, keep: tuple[type, ...] = ()) -> Any:
+    """A checked copy of ``value`` as plain JSON data: tuples become lists, numpy scalars
+    Python numbers; instances of ``keep`` pass through. Raises ``PlanValidationError``
+    naming the path of the first bad value (``where``, then e.g. ``steps[2].input.x``)."""
+    count = [0]
+    return _copy(value, where, "", 0, count, keep)
+
+
+def _copy(v: Any, where: str, path: str, depth: int, count: list[int], keep: tuple) -> Any:
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        raise PlanValidationError(f"{where}: more than {MAX_VALUES:,} values; a plan or model "
+                                  "file this large is refused (see 'Limits' in the README)")
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            _bad(where, path, f"the string {short(v)} holds a lone surrogate (invalid Unicode)")
+        return v
+    if isinstance(v, int):
+        if v.bit_length() > 997 and len(str(abs(v))) > MAX_INT_DIGITS:
+            _bad(where, path, f"an integer with more than {MAX_INT_DIGITS} digits is not "
+                              "a usable number")
+        return v
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            _bad(where, path, f"{v!r} is not a JSON number; use a finite number")
+        return v
+    if isinstance(v, (dict, list, tuple)):
+        if depth >= MAX_DEPTH:
+            _bad(where, path, f"nested deeper than {MAX_DEPTH} levels (or a value contains itself)")
+        if isinstance(v, dict):
+            out = {}
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    _bad(where, path, f"key {short(k)} ({type(k).__name__}): keys must be "
+                                      "strings (quote it)")
+                out[_copy(k, where, path, depth + 1, count, keep)] = _copy(
+                    item, where, f"{path}.{k}" if path else k, depth + 1, count, keep)
+            return out
+        return [_copy(item, where, f"{path}[{i}]", depth + 1, count, keep)
+                for i, item in enumerate(v)]
+    if keep and isinstance(v, keep):
+        return v
+    item = getattr(v, "item", None)  # numpy scalars
+    if item is not None and type(v).__module__ == "numpy" and getattr(v, "ndim", 1) == 0:
+        return _copy(item(), where, path, depth, count, keep)
+    kind = {"datetime": "a date/time", "date": "a date", "set": "a set", "frozenset": "a set",
+            "bytes": "binary data"}.get(type(v).__name__, f"an object of type {type(v).__name__}")
+    _bad(where, path, f"{kind} ({short(v)}) is not a JSON value; use a string, number, "
+                      "bool, null, list or mapping (quote dates in YAML)")
+
+
+def _bad(where: str, path: str, what: str) -> None:
+    raise PlanValidationError(f"{where}: {path + ': ' if path else ''}{what}")
+
+
+# ---------------------------------------------------------------- JSON hooks
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise PlanValidationError(
+                f"duplicate key {short(k)} in one object; keep one (JSON's last-wins rule "
+                "would silently drop the other)")
+        out[k] = v
+    return out
+
+
+def _json_constant(name: str) -> Any:
+    raise PlanValidationError(f"{name} is not a JSON number; use a finite number")
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise PlanValidationError(f"a {len(text):,}-digit integer ({short(text, 20)}); at most "
+                                  f"{MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+# ---------------------------------------------------------------- YAML loader
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML's safe loader (libyaml's parser when built, which caps nesting at 1,000 levels
+    without recursion) with duplicate and non-string keys refused, alias expansion bounded
+    before construction, and dates/sets/binary left to ``json_value`` to refuse."""
+
+    def construct_yaml_int(self, node: yaml.Node) -> int:
+        if len(str(node.value)) > MAX_INT_DIGITS + 10:  # room for signs, 0x and underscores
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a {len(node.value):,}-character integer; at most "
+                f"{MAX_INT_DIGITS} digits", node.start_mark)
+        return super().construct_yaml_int(node)
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _expanded_size(node)
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        "found a key that is a list or mapping; keys must be strings",
+                        key_node.start_mark)
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {short(key)}; keep one (the last-wins rule "
+                        "would silently drop the other)", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{short(node.value)} reads as a YAML date/time, which is not a JSON "
+            "value; quote it to keep it as a string", node.start_mark)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def _expanded_size(root: yaml.Node) -> None:
+    """Count the values of the document with every alias expanded, in time linear in the
+    number of distinct nodes (sizes memoised per node); refuse more than MAX_VALUES."""
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = ([c for kv in node.value for c in kv] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else ())
+        if done:
+            open_.discard(key)
+            size[key] = total = 1 + sum(size[id(c)] for c in children)
+            if total > MAX_VALUES:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"anchors and aliases expand this document beyond "
+                    f"{MAX_VALUES:,} values (an alias bomb?); write the repeated parts out",
+                    node.start_mark)
+        elif key not in size:
+            if key in open_:  # popped again inside its own subtree
+                raise yaml.constructor.ConstructorError(
+                    None, None, "an alias refers to a node that contains it (a recursive "
+                    "structure); JSON values cannot contain themselves", node.start_mark)
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in size)
