@@ -38,6 +38,7 @@ import numpy as np
 import yaml
 
 from ._errors import PlanValidationError
+from ._parse import json_value, parse, read_text, short
 
 if TYPE_CHECKING:
     import random
@@ -61,6 +62,17 @@ __all__ = [
 ]
 
 _Z95 = NormalDist().inv_cdf(0.95)  # 1.6448536269514722
+
+# Parameter ranges that keep every draw finite on both simulation paths (SPEC §4.1; the
+# README's "Agent models" section). Latencies and their parameters are at most
+# MAX_LATENCY_MS (about 31.7 years). The shapes: lognormal sigma <= 10, so
+# mu + sigma·z stays far below exp's overflow (709) for any normal draw either sampler
+# can make; gamma cv in [1e-9, 10] (shape 1/cv² in [0.01, 1e18], where both samplers
+# work); weibull shape >= 0.1, so scale·(-ln u)^(1/shape) <= 1e12·37^10 stays finite.
+MAX_LATENCY_MS = 1e12
+_SIGMA_MAX = 10.0
+_CV_RANGE = (1e-9, 10.0)
+_WEIBULL_SHAPE_MIN = 0.1
 
 
 def _num(v: float) -> float | int:
@@ -355,7 +367,7 @@ def distribution_from_dict(spec: Any, where: str = "latency") -> Distribution:
     if not isinstance(spec, dict):
         raise PlanValidationError(
             f"{where}: expected a mapping such as {{dist: lognormal, median: 250, p95: 900}}, "
-            f"got {spec!r}"
+            f"got {short(spec)}"
         )
     dist = spec.get("dist")
     if dist is None:
@@ -386,23 +398,36 @@ def distribution_from_dict(spec: Any, where: str = "latency") -> Distribution:
         if not isinstance(samples, (list, tuple)) or not samples:
             raise PlanValidationError(
                 f"{where}: empirical 'samples' must be a non-empty list of latencies in ms, "
-                f"got {samples!r}"
+                f"got {short(samples)}"
             )
-        bad = [s for s in samples if not _is_number(s) or s < 0]
+        bad = [s for s in samples if not _is_number(s) or not 0 <= s <= MAX_LATENCY_MS]
         if bad:
             raise PlanValidationError(
-                f"{where}: empirical 'samples' must be finite numbers >= 0 (ms); "
-                f"bad values: {bad[:5]!r}"
+                f"{where}: empirical 'samples' must be numbers >= 0 and <= {MAX_LATENCY_MS:g} "
+                f"(ms); bad values: {short(bad[:5])}"
             )
         return Empirical(tuple(float(s) for s in samples))
     for k, v in p.items():
         if not _is_number(v):
-            raise PlanValidationError(f"{where}: {dist} '{k}' must be a finite number, got {v!r}")
+            raise PlanValidationError(
+                f"{where}: {dist} '{k}' must be a finite number, got {short(v)}")
+    for k in ("value", "mean", "median", "p95", "low", "high", "scale"):
+        if k in p and p[k] > MAX_LATENCY_MS:
+            raise PlanValidationError(
+                f"{where}: {dist} '{k}' is {p[k]:g} ms; latencies are at most "
+                f"{MAX_LATENCY_MS:g} ms (about 31.7 years)")
 
     def positive(*keys: str) -> None:
         for k in keys:
             if p[k] <= 0:
                 raise PlanValidationError(f"{where}: {dist} '{k}' must be > 0, got {p[k]!r}")
+
+    def shape_range(name: str, value: float, lo: float, hi: float, given: str) -> None:
+        if not lo <= value <= hi:
+            raise PlanValidationError(
+                f"{where}: {dist} {given} gives {name} = {value:.3g}, outside the range "
+                f"[{lo:g}, {hi:g}] in which draws stay finite and both simulation paths agree; "
+                "use a less extreme spread")
 
     if dist == "constant":
         if p["value"] < 0:
@@ -415,6 +440,7 @@ def distribution_from_dict(spec: Any, where: str = "latency") -> Distribution:
         return Exponential(float(p["mean"]))
     if dist == "gamma":
         positive("mean", "cv")
+        shape_range("cv", p["cv"], *_CV_RANGE, given=f"cv {p['cv']!r}")
         return Gamma(float(p["mean"]), float(p["cv"]))
     if dist == "uniform":
         if p["low"] < 0:
@@ -430,12 +456,16 @@ def distribution_from_dict(spec: Any, where: str = "latency") -> Distribution:
     if dist == "weibull":
         if "median" not in p:
             positive("shape", "scale")
+            shape_range("shape", p["shape"], _WEIBULL_SHAPE_MIN, math.inf, "")
             return Weibull(float(p["shape"]), float(p["scale"]))
         positive("median")
         if p["p95"] <= p["median"]:
             raise PlanValidationError(f"{where}: weibull needs p95 > median (got median="
                                       f"{p['median']!r}, p95={p['p95']!r})")
-        return Weibull.from_median_p95(float(p["median"]), float(p["p95"]))
+        w = Weibull.from_median_p95(float(p["median"]), float(p["p95"]))
+        shape_range("shape", w.shape, _WEIBULL_SHAPE_MIN, math.inf,
+                    f"p95/median = {p['p95'] / p['median']:.3g}")
+        return w
     # lognormal
     if "median" in p:
         positive("median")
@@ -445,8 +475,17 @@ def distribution_from_dict(spec: Any, where: str = "latency") -> Distribution:
                 f"p95={p['p95']!r}); p95 is the 95th percentile in ms — for a fixed latency "
                 "use {dist: constant, value: ...}"
             )
-        return Lognormal.from_median_p95(float(p["median"]), float(p["p95"]))
+        d = Lognormal.from_median_p95(float(p["median"]), float(p["p95"]))
+        shape_range("sigma", d.sigma, 0.0, _SIGMA_MAX,
+                    f"p95/median = {p['p95'] / p['median']:.3g} (at most "
+                    f"{math.exp(_SIGMA_MAX * _Z95):.3g})")
+        return d
     positive("sigma")
+    shape_range("sigma", p["sigma"], 0.0, _SIGMA_MAX, "")
+    if p["mu"] > math.log(MAX_LATENCY_MS):
+        raise PlanValidationError(
+            f"{where}: lognormal mu {p['mu']:g} puts the median at e^mu > {MAX_LATENCY_MS:g} ms; "
+            f"mu is ln(ms) and is at most {math.log(MAX_LATENCY_MS):.4g}")
     return Lognormal(float(p["mu"]), float(p["sigma"]))
 
 
@@ -553,7 +592,7 @@ def _unknown_keys(keys: Any, valid: tuple[str, ...], where: str, what: str) -> N
 def _probability(value: Any, where: str, key: str) -> float:
     if not _is_number(value) or not 0.0 <= value <= 1.0:
         raise PlanValidationError(
-            f"{where}: '{key}' is a probability and must be a number in [0, 1], got {value!r}"
+            f"{where}: '{key}' is a probability and must be a number in [0, 1], got {short(value)}"
             + (" (write percentages as fractions: 2% is 0.02)" if _is_number(value) and value > 1 else "")
         )
     return float(value)
@@ -573,7 +612,7 @@ class _Entry:
         ):
             raise PlanValidationError(
                 f"{where}: 'capacity' must be an integer >= 1 (attempts served at once), or "
-                f"omitted for unlimited; got {capacity!r}"
+                f"omitted for unlimited; got {short(capacity)}"
             )
         self.capacity = capacity
         if "latency" not in raw:
@@ -590,17 +629,17 @@ class _Entry:
         if not isinstance(actions, dict):
             raise PlanValidationError(
                 f"{where}: 'actions' must be a mapping of action name (or glob) to overrides, "
-                f"got {actions!r}"
+                f"got {short(actions)}"
             )
         self.action_patterns: list[str] = []
         self.action_models: list[ActionModel] = []
         for action, over in actions.items():
             awhere = f"{where} action '{action}'"
             if not isinstance(action, str) or not action:
-                raise PlanValidationError(f"{where}: action names must be non-empty strings, got {action!r}")
+                raise PlanValidationError(f"{where}: action names must be non-empty strings, got {short(action)}")
             if not isinstance(over, dict):
                 raise PlanValidationError(
-                    f"{awhere}: expected a mapping of overrides ({', '.join(_ACTION_KEYS)}), got {over!r}"
+                    f"{awhere}: expected a mapping of overrides ({', '.join(_ACTION_KEYS)}), got {short(over)}"
                 )
             if "capacity" in over:
                 raise PlanValidationError(
@@ -658,20 +697,20 @@ def _outages(raw: Any, where: str) -> list[tuple[float, float, Distribution | No
     if not isinstance(raw, list):
         raise PlanValidationError(
             f"{where}: 'outages' must be a list such as [{{startMs: 60000, endMs: 180000, "
-            f"error: 1.0}}], got {raw!r}")
+            f"error: 1.0}}], got {short(raw)}")
     out = []
     for k, o in enumerate(raw):
         owhere = f"{where} outage {k}"
         if not isinstance(o, dict):
             raise PlanValidationError(
-                f"{owhere}: expected a mapping ({', '.join(_OUTAGE_KEYS)}), got {o!r}")
+                f"{owhere}: expected a mapping ({', '.join(_OUTAGE_KEYS)}), got {short(o)}")
         _unknown_keys(o, _OUTAGE_KEYS, owhere, "key")
         for key in ("startMs", "endMs"):
             if key not in o:
                 raise PlanValidationError(f"{owhere}: missing '{key}' (ms on the study clock)")
             if not _is_number(o[key]) or o[key] < 0:
                 raise PlanValidationError(
-                    f"{owhere}: '{key}' must be a finite number of ms >= 0, got {o[key]!r}")
+                    f"{owhere}: '{key}' must be a finite number of ms >= 0, got {short(o[key])}")
         if not o["startMs"] < o["endMs"]:
             raise PlanValidationError(
                 f"{owhere}: needs startMs < endMs, got startMs={o['startMs']!r}, "
@@ -707,8 +746,10 @@ class AgentModels:
         """Validate ``data`` (the on-disk form, ``{"agents": {...}}``); prefer ``from_dict``."""
         if not isinstance(data, dict):
             raise PlanValidationError(
-                f"{source}: expected a mapping with an 'agents' key, got {type(data).__name__}"
+                f"{source}: expected a mapping with an 'agents' key, got "
+                f"{type(data).__name__} {short(data)}"
             )
+        data = json_value(data, source)
         _unknown_keys(data, _TOP_KEYS, source, "top-level key")
         agents = data.get("agents")
         if not isinstance(agents, dict) or not agents:
@@ -722,13 +763,13 @@ class AgentModels:
         for pattern, raw in agents.items():
             if not isinstance(pattern, str) or not pattern:
                 raise PlanValidationError(
-                    f"{source}: agent ids and globs must be non-empty strings, got {pattern!r} "
+                    f"{source}: agent ids and globs must be non-empty strings, got {short(pattern)} "
                     "(quote it in YAML)"
                 )
             where = f"{source}: agent '{pattern}'"
             if not isinstance(raw, dict):
                 raise PlanValidationError(
-                    f"{where}: expected a mapping ({', '.join(_ENTRY_KEYS)}), got {raw!r}"
+                    f"{where}: expected a mapping ({', '.join(_ENTRY_KEYS)}), got {short(raw)}"
                 )
             _unknown_keys(raw, _ENTRY_KEYS, where, "key")
             self._entries.append(_Entry(pattern, raw, where))
@@ -746,16 +787,8 @@ class AgentModels:
     def load(cls, path: str | Path) -> AgentModels:
         """Read models from a ``.yaml``/``.yml`` or ``.json`` file."""
         path = Path(path)
-        is_yaml = path.suffix.lower() in (".yaml", ".yml")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PlanValidationError(f"cannot read agent models file {path}: {exc.strerror}") from None
-        try:
-            data = yaml.safe_load(text) if is_yaml else json.loads(text)
-        except (yaml.YAMLError, json.JSONDecodeError) as exc:
-            kind = "YAML" if is_yaml else "JSON"
-            raise PlanValidationError(f"{path}: not valid {kind}: {exc}") from None
+        fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
+        data = parse(read_text(path, "agent models file"), fmt, str(path))
         return cls(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:

@@ -262,3 +262,107 @@ def test_max_concurrency_on_a_sequential_plan_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ok.Plan.model_validate({"id": "p", "steps": [S()], "maxConcurrency": 2, "parallel": True})
+
+
+# ------------------------------------------------------------------ agent model files
+
+import math  # noqa: E402
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ONE_STEP = ok.Plan.model_validate({"id": "one", "steps": [S()]})
+
+OVERFLOWING = {
+    "lognormal sigma 1e3": {"dist": "lognormal", "mu": 0, "sigma": 1e3},
+    "lognormal mu 800": {"dist": "lognormal", "mu": 800, "sigma": 1},
+    "lognormal p95/median 1e300": {"dist": "lognormal", "median": 1, "p95": 1e300},
+    "gamma cv 1e-200": {"dist": "gamma", "mean": 100, "cv": 1e-200},
+    "gamma cv 1e200": {"dist": "gamma", "mean": 100, "cv": 1e200},
+    "weibull p95/median 1e300": {"dist": "weibull", "median": 1, "p95": 1e300},
+    "weibull shape 1e-3": {"dist": "weibull", "shape": 1e-3, "scale": 100},
+    "exponential mean 1e300": {"dist": "exponential", "mean": 1e300},
+    "uniform high 1e308": {"dist": "uniform", "low": 0, "high": 1e308},
+    "constant 1e300": {"dist": "constant", "value": 1e300},
+}
+
+
+@pytest.mark.parametrize("name", list(OVERFLOWING))
+def test_models_that_would_overflow_are_rejected_with_the_range(name):
+    with pytest.raises(ok.PlanValidationError) as info:
+        ok.AgentModels.from_dict({"agents": {"a": {"latency": OVERFLOWING[name]}}})
+    msg = str(info.value)
+    assert "agent 'a' latency" in msg and any(w in msg for w in ("range", "at most")), msg
+
+
+def finite_on_both_paths(models: ok.AgentModels) -> None:
+    """Draws are finite on both samplers, and one simulated run ends with a finite time
+    on the SimPy path and on the fast path."""
+    dist = models.resolve("a", "x").latency
+    assert all(math.isfinite(dist.sample(random.Random(i))) for i in range(200))
+    assert np.isfinite(dist.sample_array(np.random.default_rng(1), 2000)).all()
+    for method in ("simpy", "fast"):
+        res = ok.monte_carlo(ONE_STEP, models, runs=20, seed=3, method=method, progress=False)
+        assert np.isfinite(res.runs["makespan_ms"]).all(), method
+        assert set(res.runs["status"]) <= {"succeeded", "failed"}
+
+
+BOUNDARY = {
+    "lognormal sigma 10": {"dist": "lognormal", "mu": math.log(1e12), "sigma": 10},
+    "lognormal widest p95/median": {"dist": "lognormal", "median": 1e-3, "p95": 1e3},
+    "gamma cv 1e-9": {"dist": "gamma", "mean": 1e12, "cv": 1e-9},
+    "gamma cv 10": {"dist": "gamma", "mean": 1e12, "cv": 10},
+    "weibull shape 0.1": {"dist": "weibull", "shape": 0.1, "scale": 1e12},
+    "exponential mean 1e12": {"dist": "exponential", "mean": 1e12},
+}
+
+
+@pytest.mark.parametrize("name", list(BOUNDARY))
+def test_models_at_the_edge_of_the_range_simulate_finitely_on_both_paths(name):
+    finite_on_both_paths(ok.AgentModels.from_dict({"agents": {"a": {"latency": BOUNDARY[name]}}}))
+
+
+def test_model_files_go_through_the_safe_loader(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("agents:\n  a: {latency: {dist: constant, value: 1}}\n  a: {latency: "
+                    "{dist: constant, value: 2}}\n")
+    with pytest.raises(ok.PlanValidationError, match="duplicate"):
+        ok.AgentModels.load(path)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(ok.PlanValidationError, match="UTF-8"):
+        ok.AgentModels.load(path)
+    path.write_text(bomb().replace("id: p\nmeta:", "agents:\n a: {latency: {dist: constant, "
+                                   "value: 1}}\ndescription:"))
+    with pytest.raises(ok.PlanValidationError, match="alias"):
+        ok.AgentModels.load(path)
+
+
+wild_number = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=1e-300, max_value=1e300).map(lambda v: v * 1.0),
+    st.sampled_from([0, 1, -1, 1e-200, 1e200, 1e12, 1e13, 1e-9, 10, 10.5, True, "5"]),
+    st.integers(-10**20, 10**20))
+DIST_KEYS = {"constant": ["value"], "exponential": ["mean"], "lognormal": ["median", "p95"],
+             "lognormal2": ["mu", "sigma"], "gamma": ["mean", "cv"], "uniform": ["low", "high"],
+             "weibull": ["median", "p95"], "weibull2": ["shape", "scale"]}
+
+
+@st.composite
+def model_dicts(draw):
+    kind = draw(st.sampled_from(sorted(DIST_KEYS)))
+    latency = {"dist": kind.rstrip("2"), **{k: draw(wild_number) for k in DIST_KEYS[kind]}}
+    entry = {"latency": latency}
+    if draw(st.booleans()):
+        entry["error"] = draw(st.one_of(st.floats(0, 1), wild_number))
+    return {"agents": {"a": entry}}
+
+
+@settings(derandomize=True, max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(model_dicts())
+def test_model_dicts_are_an_error_or_simulate_finitely_on_both_paths(data):
+    try:
+        models = ok.AgentModels.from_dict(data)
+    except ok.PlanValidationError:
+        return
+    finite_on_both_paths(models)

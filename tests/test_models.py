@@ -365,7 +365,7 @@ def test_default_models_serve_every_seed_plan():
      ["agent 'a' action 'x'", "error + hang"]),
     ({"a": {**lat(dist="constant", value=1), "actions": ["x"]}}, ["'actions' must be a mapping"]),
     ({"a": "fast"}, ["agent 'a'", "expected a mapping"]),
-    ({5: lat(dist="constant", value=1)}, ["must be non-empty strings", "5"]),
+    ({5: lat(dist="constant", value=1)}, ["must be strings", "5"]),
 ])
 def test_invalid_models_name_the_agent_and_the_fix(agents, parts):
     msg = message({"agents": agents})
