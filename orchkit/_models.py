@@ -749,7 +749,7 @@ class AgentModels:
                 f"{source}: expected a mapping with an 'agents' key, got "
                 f"{type(data).__name__} {short(data)}"
             )
-        data = json_value(data, source)
+        data = json_value(data, source, finite=False)
         _unknown_keys(data, _TOP_KEYS, source, "top-level key")
         agents = data.get("agents")
         if not isinstance(agents, dict) or not agents:

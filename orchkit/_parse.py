@@ -11,8 +11,9 @@ limits (documented in the README's plan-format section):
 - YAML anchors/aliases may expand a document to at most ``MAX_VALUES`` values, checked
   on the parsed node graph before anything is built, so a 1 kB "billion laughs" file is
   rejected in milliseconds;
-- nesting is at most ``MAX_DEPTH`` levels; numbers are finite and an integer has at most
-  ``MAX_INT_DIGITS`` digits; strings are valid Unicode (no lone surrogates);
+- nesting is at most ``MAX_DEPTH`` levels; an integer has at most ``MAX_INT_DIGITS``
+  digits; strings are valid Unicode (no lone surrogates); NaN and infinities are refused
+  by JSON's parser here, and in YAML and dicts by the typed checks of plans and models;
 - YAML values that are not JSON (dates, sets, binary) are errors that say "quote it".
 """
 
@@ -92,66 +93,108 @@ def parse(text: str, fmt: str, source: str) -> Any:
             msg = f"{type(exc).__name__}: {msg}"
         raise PlanValidationError(
             f"{source}: not valid {kind}: {clip(msg)}. Fix it and load it again.") from None
-    return json_value(data, source)
+    return json_value(data, source, finite=False)  # typed checks name the field
 
 
-def json_value(value: Any, where: str, keep: tuple[type, ...] = ()) -> Any:
+def json_value(value: Any, where: str, keep: tuple[type, ...] = (), finite: bool = True) -> Any:
     """A checked copy of ``value`` as plain JSON data: tuples become lists, numpy scalars
     Python numbers; instances of ``keep`` pass through. Raises ``PlanValidationError``
-    naming the path of the first bad value (``where``, then e.g. ``steps[2].input.x``)."""
-    count = [0]
-    return _copy(value, where, "", 0, count, keep)
+    naming the path of the first bad value (``where``, then e.g. ``steps[2].input.x``).
+    ``finite=False`` leaves NaN and infinities to the caller's typed checks (which name
+    the field and its valid range)."""
+    walk = _Walk(keep, finite)
+    try:
+        return walk.copy(value, 0)
+    except _Bad as bad:
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in reversed(bad.path))
+        raise PlanValidationError(": ".join(x for x in (where, path.lstrip("."), bad.what)
+                                            if x)) from None
 
 
-def _copy(v: Any, where: str, path: str, depth: int, count: list[int], keep: tuple) -> Any:
-    count[0] += 1
-    if count[0] > MAX_VALUES:
-        raise PlanValidationError(f"{where}: more than {MAX_VALUES:,} values; a plan or model "
-                                  "file this large is refused (see 'Limits' in the README)")
-    if v is None or isinstance(v, bool):
-        return v
-    if isinstance(v, str):
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError:
-            _bad(where, path, f"the string {short(v)} holds a lone surrogate (invalid Unicode)")
-        return v
-    if isinstance(v, int):
-        if v.bit_length() > 997 and len(str(abs(v))) > MAX_INT_DIGITS:
-            _bad(where, path, f"an integer with more than {MAX_INT_DIGITS} digits is not "
-                              "a usable number")
-        return v
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            _bad(where, path, f"{v!r} is not a JSON number; use a finite number")
-        return v
-    if isinstance(v, (dict, list, tuple)):
-        if depth >= MAX_DEPTH:
-            _bad(where, path, f"nested deeper than {MAX_DEPTH} levels (or a value contains itself)")
-        if isinstance(v, dict):
-            out = {}
-            for k, item in v.items():
-                if not isinstance(k, str):
-                    _bad(where, path, f"key {short(k)} ({type(k).__name__}): keys must be "
-                                      "strings (quote it)")
-                out[_copy(k, where, path, depth + 1, count, keep)] = _copy(
-                    item, where, f"{path}.{k}" if path else k, depth + 1, count, keep)
-            return out
-        return [_copy(item, where, f"{path}[{i}]", depth + 1, count, keep)
-                for i, item in enumerate(v)]
-    if keep and isinstance(v, keep):
-        return v
-    item = getattr(v, "item", None)  # numpy scalars
-    if item is not None and type(v).__module__ == "numpy" and getattr(v, "ndim", 1) == 0:
-        return _copy(item(), where, path, depth, count, keep)
-    kind = {"datetime": "a date/time", "date": "a date", "set": "a set", "frozenset": "a set",
-            "bytes": "binary data"}.get(type(v).__name__, f"an object of type {type(v).__name__}")
-    _bad(where, path, f"{kind} ({short(v)}) is not a JSON value; use a string, number, "
-                      "bool, null, list or mapping (quote dates in YAML)")
+class _Bad(Exception):
+    """A bad value; containers add their key to ``path`` on the way out (no path is
+    built while the walk succeeds: it is on the hot path of every plan validation)."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.path: list[str | int] = []
 
 
-def _bad(where: str, path: str, what: str) -> None:
-    raise PlanValidationError(f"{where}: {path + ': ' if path else ''}{what}")
+class _Walk:
+    def __init__(self, keep: tuple[type, ...], finite: bool):
+        self.keep, self.finite, self.count = keep, finite, 0
+
+    def copy(self, v: Any, depth: int) -> Any:
+        t = type(v)
+        if t is str:
+            return v if v.isascii() else _text(v)
+        if t is float:
+            if self.finite and v - v != 0.0:  # inf - inf and nan - nan are nan
+                raise _Bad(f"{v!r} is not a JSON number; use a finite number")
+            return v
+        if t is int:
+            if v.bit_length() > 997 and len(str(abs(v))) > MAX_INT_DIGITS:
+                raise _Bad(f"an integer with more than {MAX_INT_DIGITS} digits is not a usable "
+                           "number")
+            return v
+        if v is None or t is bool:
+            return v
+        if t is dict or t is list or t is tuple:
+            if depth >= MAX_DEPTH:
+                raise _Bad(f"nested deeper than {MAX_DEPTH} levels (or a value contains itself)")
+            self.count += len(v)
+            if self.count > MAX_VALUES:
+                raise _Bad(f"more than {MAX_VALUES:,} values; a plan or model this large is "
+                           "refused (see the plan format's limits in the README)")
+            depth += 1
+            if t is dict:
+                out = {}
+                for k, item in v.items():
+                    if type(k) is not str:
+                        raise _Bad(f"key {short(k)} ({type(k).__name__}): keys must be strings "
+                                   "(quote it)")
+                    try:
+                        out[k if k.isascii() else _text(k)] = self.copy(item, depth)
+                    except _Bad as bad:
+                        bad.path.append(k)
+                        raise
+                return out
+            out_list = []
+            for i, item in enumerate(v):
+                try:
+                    out_list.append(self.copy(item, depth))
+                except _Bad as bad:
+                    bad.path.append(i)
+                    raise
+            return out_list
+        return self.other(v, depth)
+
+    def other(self, v: Any, depth: int) -> Any:
+        """Subclasses of the JSON types, numpy scalars, ``keep`` instances; else an error."""
+        if self.keep and isinstance(v, self.keep):
+            return v
+        for base in (bool, int, float, str):
+            if isinstance(v, base):
+                return self.copy(base(v), depth)
+        for base in (dict, list, tuple):
+            if isinstance(v, base):
+                return self.copy(dict(v) if base is dict else list(v), depth)
+        item = getattr(v, "item", None)  # numpy scalars
+        if item is not None and type(v).__module__ == "numpy" and getattr(v, "ndim", 1) == 0:
+            return self.copy(item(), depth)
+        kind = {"datetime": "a date/time", "date": "a date", "set": "a set",
+                "frozenset": "a set", "bytes": "binary data"}.get(
+                    type(v).__name__, f"an object of type {type(v).__name__}")
+        raise _Bad(f"{kind} ({short(v)}) is not a JSON value; use a string, number, bool, "
+                   "null, list or mapping (quote dates in YAML)")
+
+
+def _text(v: str) -> str:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Bad(f"the string {short(v)} holds a lone surrogate (invalid Unicode)") from None
+    return v
 
 
 # ---------------------------------------------------------------- JSON hooks

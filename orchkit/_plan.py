@@ -115,7 +115,10 @@ class Step(_Model):
     @classmethod
     def _json_input(cls, value: Any) -> Any:
         """``input`` is plain JSON, so ``save()`` writes strict JSON that loads back equal."""
-        return json_value(value, "'input'")
+        try:
+            return json_value(value, "")
+        except PlanValidationError as exc:  # a ValueError: named with plan and step
+            raise ValueError(str(exc)) from None
 
 
 class Plan(_Model):
@@ -140,7 +143,7 @@ class Plan(_Model):
         if _INNER.active:  # a fallback plan inside a validation: the outer call reports
             super().__init__(**data)
             return
-        data = json_value(data, _where(data), keep=(_Model,))
+        data = json_value(data, _where(data), keep=(_Model,), finite=False)
         _INNER.active = True
         try:
             super().__init__(**data)
@@ -159,7 +162,7 @@ class Plan(_Model):
             raise PlanValidationError(
                 f"a plan must be a mapping with 'id' and 'steps', got {type(obj).__name__} "
                 f"{short(obj)}")
-        obj = json_value(obj, _where(obj), keep=(_Model,))
+        obj = json_value(obj, _where(obj), keep=(_Model,), finite=False)
         outer = not _INNER.active
         _INNER.active = True
         try:

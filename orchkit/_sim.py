@@ -7,6 +7,7 @@ matching fact on the SimPy clock. Times are simulated ms.
 
 from __future__ import annotations
 
+import operator
 import random
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ from ._core import (CompiledPlan, Emit, FinishRun, Run, Scheduler, StartAttempt,
                     compile_plan, release)
 from ._live import EventBus
 from ._models import AgentModels
+from ._parse import short
 from ._plan import Plan
 from ._policies import Policies, as_policies, breaker_lookup
 from ._result import RunResult
@@ -40,7 +42,28 @@ def as_models(models: AgentModels | str | Path | dict) -> AgentModels:
         return AgentModels.from_dict(models)
     if isinstance(models, (str, Path)):
         return AgentModels.load(models)
+    if not (hasattr(models, "resolve") and hasattr(models, "capacity")):
+        raise TypeError("models must be an AgentModels, a dict or a path to a models file, "
+                        f"got {type(models).__name__}")
     return models
+
+
+def check_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """``value`` as an int (numpy ints too; not a bool, a float or a string) >= ``minimum``;
+    else a TypeError/ValueError naming the parameter ``name``."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {short(value)}")
+    value = operator.index(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` if it is a bool; else a TypeError naming the parameter ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {short(value)}")
+    return value
 
 
 class HangWarning(UserWarning):
@@ -144,6 +167,7 @@ def simulate(plan: Plan | dict | str | Path, models: AgentModels | str | Path | 
     seed gives the same result. ``policies``: circuit breakers (SPEC §10.1; a dict, a
     YAML/JSON file path or ``Policies``).
     """
+    seed = check_int("seed", seed)
     plan = _as_plan(plan)
     models = as_models(models)
     check_models(plan, models)
@@ -164,6 +188,9 @@ def simulate(plan: Plan | dict | str | Path, models: AgentModels | str | Path | 
 def _as_plan(plan: Plan | dict | str | Path) -> Plan:
     if isinstance(plan, (str, Path)):
         return Plan.load(plan)
+    if not isinstance(plan, (Plan, dict)):
+        raise TypeError(f"plan must be a Plan, a dict or a path to a plan file, got "
+                        f"{type(plan).__name__}")
     return Plan.model_validate(plan)
 
 

@@ -28,7 +28,8 @@ from ._result import RUN_CATEGORIES, SPAN_CATEGORIES, SPAN_COLUMNS, categorize, 
 from ._policies import Policies, as_policies, breaker_lookup
 from ._stats import (batches_for, mean_ci, mser5, quantile_ci, section_ci, steady_mean_ci,
                      steady_proportion_ci, steady_quantile_ci, wilson_ci)
-from ._sim import BLOCK, SimDriver, _as_plan, as_models, check_models, run_rng, simulate_runs
+from ._sim import (BLOCK, SimDriver, _as_plan, as_models, check_flag, check_int, check_models,
+                   run_rng, simulate_runs)
 
 SPAN_SAMPLE_RUNS = 10_000  # monte_carlo keeps the spans of this many independent runs by default
 RUN_COLUMNS = ["run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms", "makespan_ms",
@@ -348,11 +349,13 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
     """
     if workload is not None and not isinstance(workload, Workload):
         raise TypeError(f"workload must be an orchkit.Workload, got {type(workload).__name__}")
+    runs, seed = check_int("runs", runs, 1), check_int("seed", seed)
+    chunk_runs = check_int("chunk_runs", chunk_runs, 1)
+    check_flag("progress", progress)
     if keep_spans is None:
         keep_spans = True if workload is not None else SPAN_SAMPLE_RUNS
-    elif not isinstance(keep_spans, (bool, int)) or keep_spans < 0:
-        raise TypeError(f"keep_spans must be True, False, a number of runs >= 0 or None, got "
-                        f"{keep_spans!r}")
+    elif not isinstance(keep_spans, bool):
+        keep_spans = check_int("keep_spans (True, False, None or a number of runs)", keep_spans, 0)
     mix = workload is not None and workload.plans is not None
     if plan is None and mix:
         plan = workload.plans[0][0]
@@ -564,6 +567,12 @@ def sweep(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dic
     Returns one row per combination: the grid's values, then each summary metric with
     ``_ci_low``/``_ci_high`` columns (times in ms). ``options`` go to ``monte_carlo``.
     """
+    runs, seed = check_int("runs", runs, 1), check_int("seed", seed)
+    check_flag("progress", progress)
+    if not isinstance(grid, dict) or any(isinstance(v, (str, bytes)) or not hasattr(v, "__iter__")
+                                         for v in grid.values()):
+        raise TypeError("grid must be a dict of a dotted path to a list of values to try, e.g. "
+                        "{'timeout': [500, 1000]}")
     inputs = {"plan": _as_plan(plan), "models": as_models(models),
               "policies": as_policies(options.pop("policies", None))}
     keys = list(grid)

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__, examples
 from ._deps import EXTRAS, missing, require
 from ._errors import OrchkitError, PlanValidationError
+from ._parse import short
 from ._plan import Plan, SeedCompatWarning
 
 DESCRIPTION = """\
@@ -100,7 +101,12 @@ def _workload(text: str):
             kwargs[field] = [(number(a), number(b)) for a, _, b in pieces]
         else:
             kwargs[field] = number(value)
-    return Workload(**kwargs)
+    if not kwargs:
+        raise PlanValidationError(usage)
+    try:
+        return Workload(**kwargs)
+    except (ValueError, TypeError) as exc:  # PlanValidationError is a ValueError
+        raise PlanValidationError(f"--workload {short(text)}: {exc}") from None
 
 
 def _mix(plan: Plan, mixes: list[str]) -> list[tuple[Plan, float]]:
@@ -542,17 +548,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for invalid input)."""
+    """Entry point; returns the exit code (2 for invalid input: one line on stderr)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except OrchkitError as exc:
+        with warnings.catch_warnings():  # one line per warning, not Python's two
+            warnings.showwarning = _show_warning
+            return args.func(args)
+    except BrokenPipeError:  # e.g. piped into `head`
+        return 0
+    except (OrchkitError, ValueError) as exc:  # bad input, also from argument checks
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or folder that cannot be read or written
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:  # an optional library imported deeper down
         if (exc.name or "").split(".")[0] not in EXTRAS:
             raise
         print(f"error: {missing(exc.name, f'orchkit {args.command}')}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # e.g. piped into `head`
-        return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)

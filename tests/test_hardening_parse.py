@@ -366,3 +366,165 @@ def test_model_dicts_are_an_error_or_simulate_finitely_on_both_paths(data):
     except ok.PlanValidationError:
         return
     finite_on_both_paths(models)
+
+
+# ------------------------------------------------------------------ CLI
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from orchkit.cli import main  # noqa: E402
+
+EXE = Path(sys.executable).parent / "orchkit"
+MODELS = {"agents": {"*": {"latency": {"dist": "constant", "value": 10}}}}
+
+
+@pytest.fixture
+def files(tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"id": "p", "steps": [S()]}))
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps(MODELS))
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(bytes(range(256)))
+    return {"plan": str(plan), "models": str(models), "binary": str(binary), "dir": str(tmp_path)}
+
+
+def one_error_line(capsys, code: int) -> str:
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+BAD_ARGS = {
+    "missing plan": (["validate", "{dir}/nope.json"], "cannot read plan file"),
+    "plan is a folder": (["validate", "{dir}"], "cannot read plan file"),
+    "binary plan": (["validate", "{binary}"], "UTF-8"),
+    "export to a missing folder": (["export", "{plan}", "-o", "{dir}/no/such/out.json"],
+                                   "No such file"),
+    "export onto a folder": (["export", "{plan}", "-o", "{dir}"], "directory"),
+    "gantt into a missing folder": (["simulate", "{plan}", "--models", "{models}", "--runs", "5",
+                                     "--gantt", "{dir}/no/such/g.html"], "No such file"),
+    "binary models": (["simulate", "{plan}", "--models", "{binary}", "--runs", "5"], "UTF-8"),
+    "workload: a word": (["simulate", "{plan}", "--models", "{models}", "--workload", "rate=fast"],
+                         "not a number"),
+    "workload: nan rate": (["simulate", "{plan}", "--models", "{models}", "--workload",
+                            "rate=nan,horizon=1000"], "--workload"),
+    "workload: arrivals of words": (["simulate", "{plan}", "--models", "{models}", "--workload",
+                                     "arrivals=0;x;9"], "not a number"),
+    "workload: only commas": (["simulate", "{plan}", "--models", "{models}", "--workload", ",,"],
+                              "key=value"),
+    "workload: unknown key": (["simulate", "{plan}", "--models", "{models}", "--workload",
+                               "speed=3"], "key=value"),
+    "negative runs": (["simulate", "{plan}", "--models", "{models}", "--runs", "-3"], "runs"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_ARGS))
+def test_cli_bad_input_is_one_line_and_exit_2(files, capsys, name):
+    argv, word = BAD_ARGS[name]
+    line = one_error_line(capsys, main([a.format(**files) for a in argv]))
+    assert word in line, line
+
+
+def test_installed_command_prints_no_traceback(files):
+    proc = subprocess.run([str(EXE), "export", files["plan"], "-o", files["dir"] + "/x/y.json"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_cli_warnings_are_one_line(files, capsys):
+    plan = Path(files["dir"]) / "seq.json"
+    plan.write_text(json.dumps({"id": "q", "steps": [S()], "maxConcurrency": 3}))
+    assert main(["validate", str(plan)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: plan 'q': maxConcurrency 3 has no effect") and err.count("\n") == 1
+
+
+ARG_WORDS = st.sampled_from(["--runs", "--seed", "--workload", "--method", "--json", "-o",
+                             "--compat", "seed", "fast", "simpy", "auto", "0", "3", "-1", "2.5",
+                             "1e9", "nan", "rate=5,horizon=100", "interval=0,horizon=10",
+                             "arrivals=1;2", "rate=1e300,horizon=1e300", "=", ",", ";", "",
+                             "{plan}", "{binary}", "{dir}", "{dir}/out/x.json", "{models}"])
+
+
+@st.composite
+def cli_args(draw):
+    cmd = draw(st.sampled_from(["validate", "export", "simulate"]))
+    words = draw(st.lists(st.one_of(ARG_WORDS, st.text(max_size=8)), max_size=6))
+    head = [cmd, draw(st.sampled_from(["{plan}", "{binary}", "{dir}", "x"]))]
+    if cmd == "simulate":
+        head += ["--models", draw(st.sampled_from(["{models}", "{plan}", "{binary}"]))]
+        if "--runs" not in words:
+            head += ["--runs", "3"]
+    return head + words
+
+
+@settings(derandomize=True, max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(argv=cli_args())
+def test_cli_argument_strings_give_an_exit_code_never_a_traceback(files, capsys, argv):
+    argv = [a.replace("{", "{{").replace("}", "}}") if a.count("{") != 1 else a for a in argv]
+    argv = [a.format(**files) for a in argv]
+    if "--runs" in argv:  # keep the property fast: huge run counts are valid, just slow
+        i = argv.index("--runs")
+        if i + 1 < len(argv) and argv[i + 1].lstrip("-").isdigit() and int(argv[i + 1]) > 100:
+            argv[i + 1] = "5"
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors: exit 2 with usage on stderr
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code in (0, 1, 2), (argv, code, err)
+    assert "Traceback" not in err
+    if code == 2 and err.startswith("error:"):
+        assert err.count("\n") == 1, err
+
+
+# ------------------------------------------------------------------ Python API arguments
+
+PLAN = {"id": "p", "steps": [S()]}
+BAD_API = {
+    "simulate seed='x'": (lambda: ok.simulate(PLAN, MODELS, seed="x"), TypeError, "seed"),
+    "simulate seed=1.5": (lambda: ok.simulate(PLAN, MODELS, seed=1.5), TypeError, "seed"),
+    "simulate models=5": (lambda: ok.simulate(PLAN, 5), TypeError, "models"),
+    "simulate plan=[...]": (lambda: ok.simulate([PLAN], MODELS), TypeError, "plan"),
+    "monte_carlo runs=2.5": (lambda: ok.monte_carlo(PLAN, MODELS, runs=2.5), TypeError, "runs"),
+    "monte_carlo runs='10'": (lambda: ok.monte_carlo(PLAN, MODELS, runs="10"), TypeError, "runs"),
+    "monte_carlo runs=True": (lambda: ok.monte_carlo(PLAN, MODELS, runs=True), TypeError, "runs"),
+    "monte_carlo runs=0": (lambda: ok.monte_carlo(PLAN, MODELS, runs=0), ValueError, "runs"),
+    "monte_carlo seed='x'": (lambda: ok.monte_carlo(PLAN, MODELS, seed="x"), TypeError, "seed"),
+    "monte_carlo keep_spans='x'": (lambda: ok.monte_carlo(PLAN, MODELS, keep_spans="x"),
+                                   TypeError, "keep_spans"),
+    "monte_carlo keep_spans=-1": (lambda: ok.monte_carlo(PLAN, MODELS, keep_spans=-1),
+                                  ValueError, "keep_spans"),
+    "monte_carlo chunk_runs=0": (lambda: ok.monte_carlo(PLAN, MODELS, chunk_runs=0), ValueError,
+                                 "chunk_runs"),
+    "monte_carlo progress='no'": (lambda: ok.monte_carlo(PLAN, MODELS, progress="no"), TypeError,
+                                  "progress"),
+    "sweep runs=2.5": (lambda: ok.sweep(PLAN, MODELS, {"timeout": [5]}, runs=2.5), TypeError,
+                       "runs"),
+    "sweep seed='x'": (lambda: ok.sweep(PLAN, MODELS, {"timeout": [5]}, seed="x"), TypeError,
+                       "seed"),
+    "sweep grid of a scalar": (lambda: ok.sweep(PLAN, MODELS, {"timeout": 5}), TypeError, "grid"),
+    "sweep grid of a string": (lambda: ok.sweep(PLAN, MODELS, {"timeout": "500"}), TypeError,
+                               "grid"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_API))
+def test_api_argument_types_are_checked_up_front(name):
+    call, exc_type, word = BAD_API[name]
+    with pytest.raises(exc_type) as info:
+        call()
+    assert word in str(info.value), str(info.value)
+
+
+def test_api_accepts_numpy_ints():
+    res = ok.monte_carlo(PLAN, MODELS, runs=np.int64(5), seed=np.int32(2), keep_spans=np.int64(2),
+                         progress=False)
+    assert len(res.runs) == 5
+    assert ok.simulate(PLAN, MODELS, seed=np.int64(2)).status == "succeeded"
