@@ -19,6 +19,7 @@ from ._agent import AgentResponse
 from ._core import (CompiledPlan, Emit, FinishRun, Run, Scheduler, StartAttempt, StartTimer,
                     compile_plan, release)
 from ._live import EventBus
+from ._errors import PlanValidationError
 from ._models import AgentModels
 from ._parse import short
 from ._plan import Plan
@@ -55,7 +56,7 @@ def check_int(name: str, value: Any, minimum: int | None = None) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {short(value)}")
     value = operator.index(value)
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+        raise PlanValidationError(f"{name} must be an int >= {minimum}, got {value}")
     return value
 
 
