@@ -54,12 +54,43 @@ def categorize(df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     return df
 
 
+def _category_column(values: tuple) -> pd.Categorical:
+    """Strings (or None) as a categorical with the sorted values as categories."""
+    codes, uniques = pd.factorize(np.array(values, dtype=object))  # None -> -1
+    cats = sorted(uniques)
+    if len(cats):
+        remap = np.argsort(np.argsort(uniques.astype(str), kind="stable"))
+        codes = np.where(codes < 0, -1, remap[np.maximum(codes, 0)])
+    return pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype="str"))
+
+
+def records_frame(rows: list[tuple], columns: list[str], categories: Iterable[str],
+                  dtypes: dict[str, str]) -> pd.DataFrame:
+    """A frame of ``rows`` built column by column (much faster than ``from_records`` on
+    object rows): ``categories`` as categoricals of their sorted values, ``dtypes`` as
+    numpy arrays, any other column as pandas infers it."""
+    if not rows:
+        df = pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "object")) for c in columns})
+        return categorize(df, categories)
+    categories = set(categories)
+    data = {}
+    for name, col in zip(columns, zip(*rows)):
+        if name in categories:
+            data[name] = _category_column(col)
+        elif name in dtypes:
+            data[name] = np.array(col, dtype=dtypes[name])
+        else:
+            data[name] = pd.Series(col)  # inferred, as from_records does
+    return pd.DataFrame(data)
+
+
+_SPAN_DTYPES = {"attempt": "int64", "queued_ms": "float64", "start_ms": "float64",
+                "end_ms": "float64", "hedge": "bool"}
+
+
 def spans_frame(rows: Iterable[tuple]) -> pd.DataFrame:
     """The spans DataFrame (one row per attempt) from ``span_rows`` tuples."""
-    df = pd.DataFrame.from_records(list(rows), columns=SPAN_COLUMNS)
-    df = df.astype({"attempt": "int64", "queued_ms": "float64", "start_ms": "float64",
-                    "end_ms": "float64", "hedge": "bool"})
-    return categorize(df, SPAN_CATEGORIES)
+    return records_frame(list(rows), SPAN_COLUMNS, SPAN_CATEGORIES, _SPAN_DTYPES)
 
 
 @dataclass(eq=False)

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 from collections import Counter
 import math
+import operator
 import random
 import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -24,11 +25,12 @@ from ._core import Run, Scheduler, compile_plan, release
 from ._errors import PlanValidationError
 from ._models import AgentModels
 from ._plan import Plan
-from ._result import RUN_CATEGORIES, SPAN_CATEGORIES, SPAN_COLUMNS, categorize, span_rows, spans_frame
+from ._result import (RUN_CATEGORIES, SPAN_CATEGORIES, SPAN_COLUMNS, categorize, records_frame,
+                      span_rows, spans_frame)
 from ._policies import Policies, as_policies, breaker_lookup
 from ._stats import (batches_for, mean_ci, mser5, quantile_ci, section_ci, steady_mean_ci,
                      steady_proportion_ci, steady_quantile_ci, wilson_ci)
-from ._sim import (BLOCK, SimDriver, _as_plan, as_models, check_flag, check_int, check_models,
+from ._sim import (BLOCK, SimDriver, at, _as_plan, as_models, check_flag, check_int, check_models,
                    run_rng, simulate_runs)
 
 SPAN_SAMPLE_RUNS = 10_000  # monte_carlo keeps the spans of this many independent runs by default
@@ -37,6 +39,16 @@ RUN_COLUMNS = ["run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms"
 # breaker transitions of a study: run_id is the run an independent-runs study was in (None
 # in a workload study, where breakers are shared); t_ms on the run's or the study's clock
 BREAKER_COLUMNS = ["run_id", "t_ms", "agent_id", "event", "failure_rate", "slow_call_rate"]
+
+
+_RUN_DTYPES = {"arrival_ms": "float64", "start_ms": "float64", "end_ms": "float64",
+               "makespan_ms": "float64", "attempts": "int64", "retries": "int64",
+               "timeouts": "int64", "fallback_used": "bool"}
+
+
+def runs_frame(rows: list[tuple]) -> pd.DataFrame:
+    """The runs DataFrame (RUN_COLUMNS) from the collector's run tuples."""
+    return records_frame(rows, RUN_COLUMNS, RUN_CATEGORIES, _RUN_DTYPES)
 
 
 class OverloadWarning(UserWarning):
@@ -274,36 +286,54 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
     env = simpy.Environment()
     core = Scheduler(models.capacity, random.Random(f"jitter:{seed}"), events=False,
                      breakers=breaker_lookup(policies))
-    driver = SimDriver(env, core, models, responses=False)
     sink = _Collector(keep_spans, study_clock=True)
-    runs: list[Run] = []
-    bar = tqdm(total=len(times), desc="capacity study", unit="run", disable=not progress)
-    rngs: dict[int, random.Random] = {}
+    open_runs: dict[int, Run] = {}  # the runs in flight; a finished run is collected at once
+    last_end = 0.0
 
-    def arrive(_event: Any, i: int) -> None:
+    def finish(run: Run) -> None:
+        nonlocal last_end
+        del open_runs[run.run_id]
+        last_end = max(last_end, run.end_ms)
+        sink(run)
+        release(run)  # freed by reference counting: the live heap stays small
+
+    driver = SimDriver(env, core, models, responses=False, on_finish=finish)
+    n = len(times)
+    bar = tqdm(total=n, desc="capacity study", unit="run", disable=not progress)
+    rngs: dict[int, random.Random] = {}
+    arrived = 0
+
+    def arrive(_event: Any) -> None:
+        nonlocal arrived
+        i = arrived
+        arrived += 1
+        if arrived < n:  # one arrival in the event heap at a time keeps the heap small;
+            # urgent: at equal times arrivals go first, in order
+            at(env, times[arrived] - env.now, arrive, priority=0)
         block = i // BLOCK
         rng = rngs.get(block)
         if rng is None:
             rngs.clear()
             rng = rngs[block] = run_rng(seed, block)
         run, actions = core.submit(cps[picks[i]] if picks else cps[0], env.now, i, rng)
-        runs.append(run)
+        open_runs[i] = run
         driver.apply(actions)
         if i % 256 == 255:
             bar.update(256)
 
-    for i, t in enumerate(times):
-        env.timeout(t).callbacks.append(lambda e, i=i: arrive(e, i))
+    if n:
+        at(env, times[0], arrive, priority=0)
     env.run()
-    driver.finish_hung(runs)
-    bar.update(len(runs) % 256)
+    arrive = None  # it referred to itself: without the cycle, refcounting frees the study
+    driver.finish_hung(list(open_runs.values()))
+    bar.update(n % 256)
     bar.close()
-    for run in runs:
-        sink(run)
-        release(run)
+    rows, spans = sink.rows, sink.spans
+    key = operator.itemgetter(0)
+    rows.sort(key=key)  # run order (runs were collected as they finished)
+    spans.sort(key=key)  # stable: each run's attempts stay in order
     log = [(None, *t) for t in core.breaker_log]
-    return (sink.rows, sink.spans, core.busy_ms(), max([r.end_ms for r in runs], default=0.0),
-            log)
+    return rows, spans, core.busy_ms(), last_end, log
 
 
 def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,
@@ -411,10 +441,10 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
                   else nullcontext(executor)) as pool:
                 rows, spans, busy, log = _run_chunks(plan, models, seed, runs, pool, chunk_runs,
                                                      keep_spans, progress, policies)
-    runs_df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows, columns=RUN_COLUMNS)
+    runs_df = categorize(rows, RUN_CATEGORIES) if isinstance(rows, pd.DataFrame) \
+        else runs_frame(rows)
     if workload is None:  # runs are alone: agents are observed for the sum of makespans
         total_ms = float(runs_df["makespan_ms"].sum())
-    categorize(runs_df, RUN_CATEGORIES)
     spans_df = categorize(spans, SPAN_CATEGORIES) if isinstance(spans, pd.DataFrame) \
         else spans_frame(spans)
     return MonteCarloResult(plan=plan, models=models, seed=seed, runs=runs_df, spans=spans_df,
@@ -444,7 +474,7 @@ def _replicated_study(plan: Plan, models: AgentModels, seed: int, workload: Work
     for r in range(replications):
         rows, sp, bz, t, lg = _capacity_study(plan, models, replication_seed(seed, r), workload,
                                               keep_spans, progress, policies)
-        runs.append(pd.DataFrame.from_records(rows, columns=RUN_COLUMNS).assign(replication=r))
+        runs.append(runs_frame(rows).assign(replication=r))
         spans.append(spans_frame(sp).assign(replication=r))
         for k, v in bz.items():
             busy[k] = busy.get(k, 0.0) + v
