@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import sys
 import time
@@ -33,6 +34,7 @@ class NoOp(ok.Agent):
 async def floor_gather(n: int) -> float:
     async def noop():
         return None
+    gc.collect()  # every timing starts from the same collector state (see timed())
     t = time.perf_counter()
     await asyncio.gather(*(noop() for _ in range(n)))
     return time.perf_counter() - t
@@ -42,6 +44,7 @@ async def floor_chain(n: int) -> float:
     async def step(prev):
         if prev is not None:
             await prev
+    gc.collect()
     t = time.perf_counter()
     prev = None
     for _ in range(n):
@@ -60,6 +63,8 @@ def plans(n: int) -> tuple[ok.Plan, ok.Plan]:
 
 
 async def orchkit_run(orch: ok.Orchestrator, plan: ok.Plan) -> tuple[float, ok.RunResult]:
+    gc.collect()  # CPython's cyclic GC runs by allocation counts: without this, whether a
+    # full collection falls inside a timing (and doubles it) depends on what ran before
     t = time.perf_counter()
     result = await orch.orchestrate(plan)
     return time.perf_counter() - t, result
@@ -116,7 +121,9 @@ async def chain_ratio(n: int) -> None:
 
 
 async def scaling() -> None:
-    """Per-step cost of a fan-out plan from 10^3 to 10^5 steps (must stay flat)."""
+    """Per-step cost of a fan-out plan from 10^3 to 10^5 steps (must stay flat), beside
+    asyncio's own gather floor at each size: both grow at 10^5, where one plan holds ~10^6
+    objects and each of CPython's full (generation-2) collections walks them all."""
     print("live per-step cost as plans grow (fan-out, best of 3; must stay flat):")
     base = None
     for n in (1_000, 10_000, 100_000):
@@ -125,8 +132,15 @@ async def scaling() -> None:
         await orch.register_agent(NoOp("noop"))
         await orchkit_run(orch, flat)
         us = min([(await orchkit_run(orch, flat))[0] for _ in range(3)]) / n * 1e6
+        floor = min([await floor_gather(n) for _ in range(3)]) / n * 1e6
         base = base or us
-        print(f"  {n:>7,} steps  {us:6.2f} us/step  ({us / base:4.2f}x the 1,000-step cost)")
+        gc.disable()  # the same with the cyclic GC off: what is left is orchkit's own cost
+        try:
+            bare = min([(await orchkit_run(orch, flat))[0] for _ in range(3)]) / n * 1e6
+        finally:
+            gc.enable()
+        print(f"  {n:>7,} steps  {us:6.2f} us/step  ({us / base:4.2f}x the 1,000-step cost; "
+              f"{us / floor:4.2f}x asyncio's gather floor of {floor:5.2f}); GC off: {bare:5.2f}")
         await orch.shutdown()
 
 

@@ -11,6 +11,7 @@ Prints runs/s and the ratios the targets are stated in. Run: python benchmarks/b
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import sys
@@ -131,8 +132,11 @@ def hand_simpy_capacity(rate_per_s: float, horizon_ms: float, seed: int) -> np.n
 
 
 def rate(fn, n: int, repeat: int = 3) -> tuple[float, object]:
+    """``n`` / the best of ``repeat`` timings of ``fn(n, seed)``, and its last output."""
     best, out = math.inf, None
     for r in range(repeat):
+        out = None
+        gc.collect()  # each timing starts from the same collector state
         t = time.perf_counter()
         out = fn(n, r + 1)
         best = min(best, time.perf_counter() - t)
@@ -169,9 +173,8 @@ def main(scale: float = 1.0) -> None:
     print("SimPy path, per-run cost as the study grows (defaults; must stay flat):")
     base = None
     for n in (1_000, 10_000, int(100_000 * scale)):
-        t = time.perf_counter()
-        ok.monte_carlo(PLAN, MODELS, runs=n, seed=1, method="simpy", progress=False)
-        us = (time.perf_counter() - t) / n * 1e6
+        us = 1e6 / rate(lambda n, s: ok.monte_carlo(PLAN, MODELS, runs=n, seed=s, method="simpy",
+                                                   progress=False), n)[0]
         base = base or us
         print(f"  {n:>9,} runs  {us:7.2f} us/run  ({us / base:4.2f}x the 1,000-run cost)")
     print()

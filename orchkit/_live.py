@@ -349,8 +349,7 @@ class Orchestrator:
                 self._bus.emit(action.event, action.payload)
             elif kind is StartAttempt:
                 att = action.attempt
-                task = self._tasks[att] = self._loop.create_task(self._call(att))
-                task.add_done_callback(lambda t, a=att: self._exited(a, t))
+                self._tasks[att] = self._loop.create_task(self._call(att))
             elif kind is StartTimer:
                 timer = action.timer
                 self._timers[timer] = self._loop.call_at(
@@ -363,8 +362,11 @@ class Orchestrator:
                 att = action.attempt
                 task = self._tasks.get(att)
                 if task is None:  # its coroutine already ended: give the slot back now
-                    self._loop.call_soon(self._exited, att, None)
+                    self._loop.call_soon(self._exited, att)
                 elif task is not asyncio.current_task():  # (the current one is ending)
+                    if inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_CREATED:
+                        # cancelled before it ran: its coroutine never runs, the slot is free
+                        self._loop.call_soon(self._exited, att)
                     task.cancel()
                     self._stragglers[att] = self._now()
                     self._loop.call_later(self.grace_ms / 1000.0, self._straggling, att)
@@ -377,10 +379,9 @@ class Orchestrator:
         self._timers.pop(timer, None)
         self._apply(self._core.timer_fired(timer, self._now()))
 
-    def _exited(self, att: Attempt, task: asyncio.Task | None) -> None:
+    def _exited(self, att: Attempt) -> None:
         """An attempt's coroutine has ended: a cancelled attempt's agent slot is free now."""
-        if task is not None and self._tasks.get(att) is task:
-            del self._tasks[att]
+        self._tasks.pop(att, None)
         cancelled_ms = self._stragglers.pop(att, None)
         if cancelled_ms is not None and self._now() - cancelled_ms > self.grace_ms:
             log.warning("agent '%s' stopped step '%s' attempt %d %.0f ms after it was cancelled",
@@ -401,36 +402,42 @@ class Orchestrator:
                         att.prun.cp.id, att.run.run_id, self._now() - cancelled_ms)
 
     async def _call(self, att: Attempt) -> None:
-        agent = self._agents[att.agent_id]
-        action = att.action
-        where = f"agent '{agent.agent_id}' action '{action}'"
-        job_id = _job_id(att)
-        context = {"plan_id": att.prun.cp.id, "step_id": att.step_id, "attempt": att.number,
-                   "run_id": att.run.run_id, "job_id": job_id,
-                   "results": MappingProxyType(att.prun.results)}
         try:
-            value = agent.process(action, att.input, context)
-            if inspect.isawaitable(value):  # a plain def process() may return directly
-                value = await value
-            response = coerce_response(value, agent.agent_id, action)
-        except _FATAL:
-            raise
-        except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():  # we (or the loop's owner) cancelled it
+            cp, i = att.prun.cp, att.step
+            agent = self._agents[cp.agent_ids[i]]
+            action = cp.actions[i]
+            job_id = _job_id(att)
+            context = {"plan_id": cp.id, "step_id": cp.step_ids[i], "attempt": att.number,
+                       "run_id": att.run.run_id, "job_id": job_id,
+                       "results": MappingProxyType(att.prun.results)}
+            try:
+                value = agent.process(action, cp.inputs[i], context)
+                if inspect.isawaitable(value):  # a plain def process() may return directly
+                    value = await value
+                response = coerce_response(value, agent.agent_id, action)
+            except _FATAL:
                 raise
-            actions = self._core.attempt_failed(  # the agent raised it itself
-                att, self._now(), f"{where} raised CancelledError without being cancelled")
-        except AgentError as exc:
-            actions = self._core.attempt_failed(att, self._now(), describe(exc, str),
-                                                retryable=exc.retryable)
-        except BaseException as exc:  # noqa: BLE001 - an agent's bug fails the attempt, not the run
-            actions = self._core.attempt_failed(att, self._now(), f"{where} raised {describe(exc)}")
-        else:
-            actions = self._core.attempt_succeeded(att, self._now(), response)
-        try:
-            self._apply(actions)
-        finally:  # if no queue:* event reported the agent's job ref (nobody listens to it,
-            agent.job_ref(job_id)  # or the run ended), the agent forgets it now
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # we (or the loop's owner) cancelled it
+                    raise
+                actions = self._core.attempt_failed(  # the agent raised it itself
+                    att, self._now(), f"agent '{agent.agent_id}' action '{action}' raised "
+                                      "CancelledError without being cancelled")
+            except AgentError as exc:
+                actions = self._core.attempt_failed(att, self._now(), describe(exc, str),
+                                                    retryable=exc.retryable)
+            except BaseException as exc:  # noqa: BLE001 - an agent's bug fails the attempt, not the run
+                actions = self._core.attempt_failed(
+                    att, self._now(), f"agent '{agent.agent_id}' action '{action}' raised "
+                                      f"{describe(exc)}")
+            else:
+                actions = self._core.attempt_succeeded(att, self._now(), response)
+            try:
+                self._apply(actions)
+            finally:  # if no queue:* event reported the agent's job ref (nobody listens to
+                agent.job_ref(job_id)  # it, or the run ended), the agent forgets it now
+        finally:  # however it ended (cancelled too), the attempt's coroutine has stopped
+            self._exited(att)
 
 
 async def _agent_shutdown(agent: Agent) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -17,17 +18,14 @@ _STEP_STATES = ["pending", "running", "backing_off", "succeeded", "failed", "ski
                 "cancelled"]
 
 
-def span_rows(run: Run, origin_ms: float) -> Iterable[tuple]:
+def span_rows(run: Run, origin_ms: float) -> list[tuple]:
     """One tuple per attempt of ``run`` (SPAN_COLUMNS), times in ms from ``origin_ms``."""
-    rid = run.run_id
-    for a in run.attempts:
-        cp = a.prun.cp
-        i = a.step
-        yield (rid, cp.id, cp.step_ids[i], cp.agent_ids[i], cp.actions[i], a.number,
-               a.queued_ms - origin_ms,
-               float("nan") if a.start_ms is None else a.start_ms - origin_ms,
-               float("nan") if a.end_ms is None else a.end_ms - origin_ms,
-               a.outcome, a.error, a.hedge)
+    rid, nan = run.run_id, math.nan
+    return [(rid, a.prun.cp.id, a.prun.cp.step_ids[a.step], a.prun.cp.agent_ids[a.step],
+             a.prun.cp.actions[a.step], a.number, a.queued_ms - origin_ms,
+             nan if a.start_ms is None else a.start_ms - origin_ms,
+             nan if a.end_ms is None else a.end_ms - origin_ms, a.outcome, a.error, a.hedge)
+            for a in run.attempts]
 
 
 # id-like columns are categoricals (sorted categories): small and fast at millions of rows

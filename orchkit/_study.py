@@ -30,8 +30,8 @@ from ._result import (RUN_CATEGORIES, SPAN_CATEGORIES, SPAN_COLUMNS, categorize,
 from ._policies import Policies, as_policies, breaker_lookup
 from ._stats import (batches_for, mean_ci, mser5, quantile_ci, section_ci, steady_mean_ci,
                      steady_proportion_ci, steady_quantile_ci, wilson_ci)
-from ._sim import (BLOCK, SimDriver, at, _as_plan, as_models, check_flag, check_int, check_models,
-                   run_rng, simulate_runs)
+from ._sim import (BLOCK, SimDriver, _as_plan, as_models, at, check_flag, check_int, check_models,
+                   gc_paused, run_rng, simulate_runs)
 
 SPAN_SAMPLE_RUNS = 10_000  # monte_carlo keeps the spans of this many independent runs by default
 RUN_COLUMNS = ["run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms", "makespan_ms",
@@ -323,9 +323,10 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
 
     if n:
         at(env, times[0], arrive, priority=0)
-    env.run()
+    with gc_paused():
+        env.run()
+        driver.finish_hung(list(open_runs.values()))
     arrive = None  # it referred to itself: without the cycle, refcounting frees the study
-    driver.finish_hung(list(open_runs.values()))
     bar.update(n % 256)
     bar.close()
     rows, spans = sink.rows, sink.spans

@@ -183,6 +183,31 @@ async def test_an_agent_cancelling_its_own_task_fails_the_attempt():
     assert result.errors["s"] == "agent 'a' action 'x' was cancelled, not by the orchestrator"
 
 
+async def test_an_attempt_cancelled_before_its_coroutine_ran_frees_its_slot():
+    """failFast: 'a' fails in the loop turn that started 'b', so 'b' is cancelled before its
+    coroutine ever ran; its slot (capacity 1) must be free for the next run at once."""
+    class Fatal(ok.Agent):
+        async def process(self, action, input, context):
+            raise ok.AgentError("no", retryable=False)
+
+    class Counting(ok.Agent):
+        calls = 0
+
+        async def process(self, action, input, context):
+            Counting.calls += 1
+            return AgentResponse(action=action, confidence=1.0)
+
+    orch = await orchestrator(Fatal("a"), Counting("b", capacity=1))
+    plan = Plan.model_validate({"id": "p", "parallel": True, "failFast": True, "steps": [
+        {"id": "a", "agentId": "a", "action": "x"}, {"id": "b", "agentId": "b", "action": "x"}]})
+    first = await run_bounded(orch, plan)
+    assert first.status == "failed" and first.step_states["b"] == "cancelled"
+    assert Counting.calls == 0 and orch.agent_load("b") == (0, 0)
+    second = await run_bounded(orch, one_step("b"), seconds=2.0)
+    assert second.success and Counting.calls == 1
+    await orch.shutdown()
+
+
 async def test_an_agent_error_whose_str_raises_still_fails_the_attempt():
     class BadAgentError(ok.AgentError):
         def __str__(self):

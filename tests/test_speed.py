@@ -286,3 +286,42 @@ def test_every_public_name_resolves_and_is_listed():
     assert ok.agents.__name__ == "orchkit.agents"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         ok.nope  # noqa: B018
+
+
+def test_studies_pause_the_cyclic_gc_only_while_they_simulate():
+    import threading
+
+    from orchkit._sim import gc_paused
+
+    work = ok.Workload(rate_per_s=20.0, horizon_ms=2_000)
+    assert gc.isenabled()
+    ok.monte_carlo(GC_PLAN, GC_MODELS, runs=200, seed=1, method="simpy", progress=False)
+    ok.monte_carlo(GC_PLAN, GC_MODELS, seed=1, workload=work, progress=False)
+    assert gc.isenabled()  # restored
+    gc.disable()
+    try:  # a caller that turned the collector off keeps it off
+        ok.monte_carlo(GC_PLAN, GC_MODELS, runs=50, seed=1, method="simpy", progress=False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError):  # restored when a simulation raises
+        with gc_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("boom")
+    assert gc.isenabled()
+    # overlapping studies in threads: paused until the last one ends
+    inside, release = threading.Event(), threading.Event()
+
+    def held():
+        with gc_paused():
+            inside.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=held)
+    thread.start()
+    inside.wait(5)
+    ok.monte_carlo(GC_PLAN, GC_MODELS, runs=50, seed=1, method="simpy", progress=False)
+    assert not gc.isenabled()  # the other study is still simulating
+    release.set()
+    thread.join(5)
+    assert gc.isenabled()
