@@ -11,6 +11,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -18,8 +19,8 @@ from sklearn.metrics import roc_auc_score
 import orchkit as ok
 from orchkit import AgentError, AgentResponse
 from orchkit.agents import PersonalizedLearningAgent
-from orchkit.agents.learning import (DEFAULT_LEARNER_ID, answers_match, build_training_set,
-                                     fit_mastery_model)
+from orchkit.agents.learning import (DEFAULT_LEARNER_ID, _features, _History, answers_match,
+                                     build_training_set, fit_mastery_model)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "learners"
@@ -139,6 +140,22 @@ def test_model_beats_base_rate_on_held_out_learners():
     assert auc_model > auc_concept + 0.08
     assert auc_model > auc_concept_diff + 0.08
     assert auc_model < auc_truth  # the latent truth bounds what any model can do
+
+
+async def test_predictions_are_the_fitted_pipelines_own(agent):
+    """The agent predicts with the pipeline folded into one linear map: the same P(correct)
+    as scikit-learn's predict_proba for every concept, level and answer history."""
+    test = learners.generate(30, 40, seed=7).sort_values(["learner_id", "seq"], kind="stable")
+    rows, hist = [], {}
+    for lid, concept, diff, correct in zip(test["learner_id"], test["concept"],
+                                           test["difficulty"], test["correct"]):
+        h = hist.setdefault(lid, _History(agent.concepts))
+        rows.append((concept, int(diff), h.counts(concept)))
+        h.add(concept, bool(correct))
+    X = np.asarray([_features(agent.concepts, c, d, n) for c, d, n in rows])
+    assert len(rows) > 1000
+    expected = agent.model.predict_proba(X)[:, 1]
+    assert np.abs(np.asarray(agent._predict(rows)) - expected).max() < 1e-12
 
 
 async def test_initialize_trains_fast_and_checks_itself_on_held_out_learners():

@@ -128,6 +128,8 @@ class _Trained:
     dataset: Any
     model: Any
     model_info: dict[str, Any]
+    weights: np.ndarray  # the pipeline folded into one linear map: P = expit(X @ w + b)
+    bias: float
 
 
 @functools.lru_cache(maxsize=8)
@@ -170,7 +172,11 @@ def _train(data_dir: str, csv_mtime_ns: int, cur_mtime_ns: int, seed: int) -> _T
         "heldOutAuc": round(float(roc_auc_score(y[is_test], held_out.predict_proba(X[is_test])[:, 1])), 4),
         "baselineAuc": round(float(roc_auc_score(y[is_test], baseline)), 4),
     }
-    return _Trained(subject, concepts, activities, by_level, df, fit_mastery_model(X, y), info)
+    model = fit_mastery_model(X, y)
+    scaler, logit = model[0], model[-1]  # standardise, then a logistic regression
+    weights = logit.coef_[0] / scaler.scale_
+    bias = float(logit.intercept_[0] - scaler.mean_ @ weights)
+    return _Trained(subject, concepts, activities, by_level, df, model, info, weights, bias)
 
 
 @dataclass
@@ -317,7 +323,7 @@ class PersonalizedLearningAgent(Agent):
             raise AgentError(f"agent '{self.agent_id}': {exc}", retryable=False) from None
         self.subject, self.concepts, self.activities = t.subject, t.concepts, t.activities
         self._by_level, self._dataset, self.model_info = t.by_level, t.dataset, t.model_info
-        self.model = t.model
+        self.model, self._weights, self._bias = t.model, t.weights, t.bias
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -369,8 +375,12 @@ class PersonalizedLearningAgent(Agent):
     # -- model -------------------------------------------------------------------------------
 
     def _predict(self, rows: list[tuple[str, int, dict[str, int]]]) -> list[float]:
+        """P(correct) of each (concept, difficulty, counts) row: ``self.model``'s
+        ``predict_proba`` computed as one folded linear map (the same numbers, without
+        scikit-learn's per-call input checks: ~50x cheaper for a few rows, and this runs
+        on the event loop)."""
         X = np.asarray([_features(self.concepts, c, d, n) for c, d, n in rows], dtype=float)
-        return [float(p) for p in self.model.predict_proba(X)[:, 1]]
+        return (1.0 / (1.0 + np.exp(-(X @ self._weights + self._bias)))).tolist()
 
     def mastery(self, learner_id: str) -> dict[str, float]:
         """P(correct) of ``learner_id`` on a medium item of each concept, by the model."""
