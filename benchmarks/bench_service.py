@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import re
@@ -193,6 +194,8 @@ async def main(args: argparse.Namespace) -> None:
             async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
                 # warm-up: the first session trains the learning model (not measured)
                 await start_session(http, "bench-warm-up", Stats())
+                gc.collect()
+                gc.freeze()  # the client's own start-up heap: no full-collection pauses in its timings
                 stats = Stats()
                 rng = random.Random(args.seed)
                 learners = []
