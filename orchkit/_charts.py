@@ -189,7 +189,7 @@ def makespan_chart(data: Any, *, kind: Literal["cdf", "histogram"] = "cdf",
     intervals as horizontal bars (one group: also as vertical lines). The legend gives
     each group's runs and, when runs can fail, its success rate.
     """
-    from ._study import quantile_ci, wilson_ci
+    from ._stats import quantile_ci, wilson_ci
 
     runs, study_col = _studies(data)
     if color is not None and color not in runs.columns:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ._fit import require_scipy
-from ._study import mean_ci, quantile_ci, wilson_ci
+from ._stats import mean_ci, quantile_ci, wilson_ci
 
 COMPARE_COLUMNS = ["observed", "observed_ci_low", "observed_ci_high", "predicted",
                    "predicted_ci_low", "predicted_ci_high", "relative", "overlap"]

@@ -28,7 +28,7 @@ import pandas as pd
 from ._deps import require
 from ._errors import PlanValidationError
 from ._models import AgentModels
-from ._study import wilson_ci
+from ._stats import wilson_ci
 
 FAMILIES = ("lognormal", "gamma", "weibull", "exponential")
 REPORT_COLUMNS = ["agent_id", "action", "n", "censored", "family", "params", "aic", "ks_stat",

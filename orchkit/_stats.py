@@ -19,10 +19,11 @@ Modeling and Analysis*, 5th ed., 2015, ch. 9):
   1998, ch. 7), with the two corrections of Skart (Tafazzoli & Wilson 2011) for batches
   that are still correlated and skewed: an AR(1) variance inflation and Willink's
   skewness adjustment (``section_ci``);
-- sectioning for quantiles: the point estimate from all observations, its spread from
-  the quantiles of the batches (Asmussen & Glynn, *Stochastic Simulation*, 2007,
-  §III.5; Nakayama, "Confidence intervals for quantiles using sectioning", ACM TOMACS
-  24(4), 2014);
+- quantiles by inverting the batch-means interval of the proportion below the point
+  estimate, in 10 batches (``steady_quantile_ci``; Chen & Kelton 2006), which covered
+  the p95 of M/M/1 studies far better than sectioning the batches' own quantiles
+  (Nakayama, "Confidence intervals for quantiles using sectioning", ACM TOMACS 24(4),
+  2014);
 - independent replications: the same formulas with one "batch" per replication.
 """
 
@@ -33,12 +34,13 @@ from statistics import NormalDist
 
 import numpy as np
 
-__all__ = ["BATCHES", "MSER_SEARCH", "Z95", "batched", "batches_for", "mean_ci", "mser5",
+__all__ = ["BATCHES", "MSER_SEARCH", "QUANTILE_BATCHES", "Z95", "batched", "batches_for", "mean_ci", "mser5",
            "quantile_ci", "section_ci", "steady_mean_ci", "steady_proportion_ci",
            "steady_quantile_ci", "t95", "wilson_ci"]
 
 Z95 = NormalDist().inv_cdf(0.975)
 BATCHES = 20  # batches of a batch-means interval (Schmeiser 1982: 10 to 30)
+QUANTILE_BATCHES = 10  # at most, for a quantile's interval (see steady_quantile_ci)
 _NAN3 = (math.nan, math.nan, math.nan)
 
 
@@ -197,15 +199,36 @@ def steady_mean_ci(x: np.ndarray, b: int) -> tuple[float, float, float]:
 
 
 def steady_quantile_ci(x: np.ndarray, q: float, b: int) -> tuple[float, float, float]:
-    """The q-quantile of the series ``x`` (from all observations) with a 95% sectioning
-    interval: spread from the q-quantiles of ``b`` batches (Nakayama 2014), adjusted as
-    ``section_ci`` says."""
+    """The q-quantile ξ̂ of the series ``x`` (from all observations) with a 95% interval
+    found by inversion: a batch-means interval [q − h⁻, q + h⁺] for the proportion of
+    observations <= ξ̂ (the indicator series, adjusted as ``section_ci`` says), mapped
+    back through the empirical distribution: [F̂⁻¹(q − h⁻), F̂⁻¹(q + h⁺)] (the Bahadur
+    representation ξ̂ − ξ ≈ (q − F̂(ξ))/f(ξ) with the density left implicit, as the
+    order-statistic interval of i.i.d. data does; Chen & Kelton, "Quantile and
+    tolerance-interval estimation in simulation", EJOR 168(2), 2006), never narrower
+    than that i.i.d. interval. The indicator of a tail stays correlated over longer
+    stretches than the values, so it uses at most ``QUANTILE_BATCHES`` (10) batches of
+    the ``b`` given.
+
+    Measured on M/M/1 studies at ρ = 0.8 (the p95 interval holding the true p95, 50 ln 20
+    ms): 89% of 200 studies of 4,000 runs, 94% of 80 studies of 16,000 runs; sectioning
+    (spread from the batches' own p95s, Nakayama 2014) held it in 70% and 85%, 20 batches
+    of this inversion in 85% and 89%. Misses are all quiet studies, whose interval lies
+    below the truth: a tail needs a long study.
+    """
+    x = np.asarray(x, dtype=float)
     if len(x) == 0:
         return _NAN3
     est = float(np.quantile(x, q))
+    b = min(b, QUANTILE_BATCHES)
     if b < 3:
         return est, math.nan, math.nan
-    return section_ci(est, np.quantile(batched(x, b), q, axis=1))
+    below = (x <= est).astype(float)
+    p, plo, phi = section_ci(float(below.mean()), batched(below, b).mean(axis=1))
+    lo = float(np.quantile(x, max(0.0, q - (p - plo))))
+    hi = float(np.quantile(x, min(1.0, q + (phi - p))))
+    _, ilo, ihi = quantile_ci(x, q)
+    return est, lo if math.isnan(ilo) else min(lo, ilo), hi if math.isnan(ihi) else max(hi, ihi)
 
 
 def steady_proportion_ci(flags: np.ndarray, b: int) -> tuple[float, float, float]:

@@ -14,7 +14,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from ._plan import Plan
 from ._result import (RUN_CATEGORIES, SPAN_CATEGORIES, SPAN_COLUMNS, categorize, records_frame,
                       span_rows, spans_frame)
 from ._policies import Policies, as_policies, breaker_lookup
-from ._stats import (batches_for, mean_ci, mser5, quantile_ci, section_ci, steady_mean_ci,
+from ._stats import (QUANTILE_BATCHES, batches_for, mean_ci, mser5, quantile_ci, section_ci, steady_mean_ci,
                      steady_proportion_ci, steady_quantile_ci, wilson_ci)
 from ._sim import (BLOCK, SimDriver, _as_plan, as_models, at, check_flag, check_int, check_models,
                    gc_paused, run_rng, simulate_runs)
@@ -77,7 +77,13 @@ class Workload:
       rates ``[(from_ms, runs_per_s), ...]`` (the first piece from 0, from_ms increasing; a
       rate may be 0), e.g. ``[(0, 5), (600_000, 20)]`` for a peak after ten minutes;
     - ``interval_ms``: one run every interval, from t = 0;
-    - ``arrivals_ms``: explicit times (>= 0, sorted).
+    - ``arrivals_ms``: explicit times (>= 0, sorted);
+    - ``population`` with ``think_ms``: a closed population of that many users (learners),
+      each thinking for an exponential time of mean ``think_ms``, then starting a run, and
+      thinking again once it has ended (a run that never ends keeps its user). Users
+      start thinking at t = 0; no user starts a run after the horizon. The load then
+      regulates itself: a slow agent slows the arrivals, and queues never exceed the
+      population (no ``OverloadWarning``).
     ``plans``: optionally a mix ``[(plan, weight), ...]`` (Plan objects, dicts or file paths;
     weights > 0, normalised): each arrival runs one of them, drawn independently with
     those probabilities; the plans share the agents. Runs that arrive before the horizon
@@ -91,19 +97,32 @@ class Workload:
     interval_ms: float | None = None
     arrivals_ms: tuple[float, ...] | None = None
     horizon_ms: float | None = None
+    population: int | None = None
+    think_ms: float | None = None
     plans: tuple[tuple[Plan, float], ...] | None = field(default=None, repr=False)
     MAX_ARRIVALS: ClassVar[int] = 10_000_000
 
     def __post_init__(self) -> None:
-        given = [k for k in ("rate_per_s", "interval_ms", "arrivals_ms") if getattr(self, k) is not None]
+        given = [k for k in ("rate_per_s", "interval_ms", "arrivals_ms", "population")
+                 if getattr(self, k) is not None]
         if len(given) != 1:
             raise PlanValidationError(
-                "workload: give exactly one of rate_per_s, interval_ms or arrivals_ms "
-                f"(got {', '.join(given) or 'none'})")
+                "workload: give exactly one of rate_per_s, interval_ms, arrivals_ms or "
+                f"population (with think_ms) (got {', '.join(given) or 'none'})")
         if self.horizon_ms is not None:
             _number(self.horizon_ms, "horizon_ms")
         elif self.arrivals_ms is None:
-            raise PlanValidationError("workload: horizon_ms must be > 0 for rate_per_s or interval_ms")
+            raise PlanValidationError(f"workload: horizon_ms must be > 0 for {given[0]}")
+        if (self.think_ms is None) != (self.population is None):
+            raise PlanValidationError("workload: population and think_ms go together (a closed "
+                                      "population of users who think think_ms between runs)")
+        if self.population is not None:
+            if isinstance(self.population, bool) or not isinstance(self.population, int):
+                raise TypeError(f"workload: population must be an int >= 1, got "
+                                f"{type(self.population).__name__} {self.population!r}")
+            if self.population < 1:
+                raise PlanValidationError(f"workload: population must be >= 1, got {self.population}")
+            object.__setattr__(self, "think_ms", _number(self.think_ms, "think_ms"))
         if self.rate_per_s is not None:
             object.__setattr__(self, "rate_per_s", self._rates(self.rate_per_s))
         if self.interval_ms is not None:
@@ -170,7 +189,10 @@ class Workload:
         return rate if isinstance(rate, tuple) else ((0.0, rate),)
 
     def expected_arrivals(self) -> float:
-        """The expected number of arrivals before the horizon."""
+        """The expected number of arrivals before the horizon (a closed population: at
+        most, as if runs took no time)."""
+        if self.population is not None:
+            return self.population * (1.0 + self.horizon_ms / self.think_ms)
         if self.arrivals_ms is not None:
             return float(len(self.times(random.Random(0))))
         if self.interval_ms is not None:
@@ -181,7 +203,10 @@ class Workload:
                    for (a, r), b in zip(self.pieces(), bounds[1:]))
 
     def peak_rate_per_s(self) -> float:
-        """The highest arrival rate, runs/s (explicit arrivals: their mean rate)."""
+        """The highest arrival rate, runs/s (explicit arrivals: their mean rate; a closed
+        population: population / think time, a bound its throughput never reaches)."""
+        if self.population is not None:
+            return 1000.0 * self.population / self.think_ms
         if self.interval_ms is not None:
             return 1000.0 / self.interval_ms
         if self.arrivals_ms is not None:
@@ -192,7 +217,10 @@ class Workload:
 
     def times(self, rng: random.Random) -> list[float]:
         """Arrival times in ms (Poisson arrivals drawn from ``rng``; with piecewise rates
-        each piece's gaps at its own rate, memoryless across piece boundaries)."""
+        each piece's gaps at its own rate, memoryless across piece boundaries). A closed
+        population's arrivals depend on the runs: its users' first arrivals."""
+        if self.population is not None:
+            return sorted(rng.expovariate(1.0 / self.think_ms) for _ in range(self.population))
         if self.arrivals_ms is not None:
             return [t for t in self.arrivals_ms if self.horizon_ms is None or t < self.horizon_ms]
         if self.interval_ms is not None:
@@ -211,12 +239,13 @@ class Workload:
                 out.append(t)
         return out
 
-    def picks(self, n: int, rng: random.Random) -> list[int] | None:
-        """For a mix of plans: the plan index of each of ``n`` arrivals (None: one plan)."""
+    def picker(self, rng: random.Random) -> Callable[[], int]:
+        """For a mix of plans: a function giving the plan index of each next arrival,
+        drawn from ``rng`` (one plan: always 0)."""
         if self.plans is None or len(self.plans) == 1:
-            return None
+            return lambda: 0
         cum = list(itertools.accumulate(w for _, w in self.plans))
-        return [min(bisect.bisect_right(cum, rng.random()), len(cum) - 1) for _ in range(n)]
+        return lambda: min(bisect.bisect_right(cum, rng.random()), len(cum) - 1)
 
 
 class _Collector:
@@ -282,7 +311,11 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
                     ) -> tuple[list, list, dict, float, list]:
     times = workload.times(random.Random(f"arrivals:{seed}"))
     cps = [compile_plan(p) for p in _study_plans(plan, workload)]
-    picks = workload.picks(len(times), random.Random(f"mix:{seed}"))
+    pick = workload.picker(random.Random(f"mix:{seed}"))
+    closed = workload.population is not None
+    if closed:  # a user thinks again once their run has ended
+        think = random.Random(f"think:{seed}")
+        mean_think, horizon = workload.think_ms, workload.horizon_ms
     env = simpy.Environment()
     core = Scheduler(models.capacity, random.Random(f"jitter:{seed}"), events=False,
                      breakers=breaker_lookup(policies))
@@ -296,10 +329,15 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
         last_end = max(last_end, run.end_ms)
         sink(run)
         release(run)  # freed by reference counting: the live heap stays small
+        if closed:
+            delay = think.expovariate(1.0 / mean_think)
+            if env.now + delay < horizon:
+                at(env, delay, arrive, priority=0)
 
     driver = SimDriver(env, core, models, responses=False, on_finish=finish)
     n = len(times)
-    bar = tqdm(total=n, desc="capacity study", unit="run", disable=not progress)
+    bar = tqdm(total=round(workload.horizon_ms) if closed else n, desc="capacity study",
+               unit="ms" if closed else "run", disable=not progress)
     rngs: dict[int, random.Random] = {}
     arrived = 0
 
@@ -307,27 +345,34 @@ def _capacity_study(plan: Plan, models: AgentModels, seed: int, workload: Worklo
         nonlocal arrived
         i = arrived
         arrived += 1
-        if arrived < n:  # one arrival in the event heap at a time keeps the heap small;
-            # urgent: at equal times arrivals go first, in order
+        if arrived < n and not closed:  # one arrival in the event heap at a time keeps the
+            # heap small; urgent: at equal times arrivals go first, in order
             at(env, times[arrived] - env.now, arrive, priority=0)
         block = i // BLOCK
         rng = rngs.get(block)
         if rng is None:
             rngs.clear()
             rng = rngs[block] = run_rng(seed, block)
-        run, actions = core.submit(cps[picks[i]] if picks else cps[0], env.now, i, rng)
+        run, actions = core.submit(cps[pick()], env.now, i, rng)
         open_runs[i] = run
         driver.apply(actions)
-        if i % 256 == 255:
+        if i % 256 == 255 and not closed:
             bar.update(256)
 
-    if n:
+    if closed:  # every user's first think; later arrivals come from finish()
+        for t in times:
+            at(env, t, arrive, priority=0)
+        if progress:  # the bar follows the study clock, in hundredths of the horizon
+            for k in range(1, 101):
+                at(env, horizon * k / 100, lambda _e: bar.update(round(horizon / 100)), priority=1)
+    elif n:
         at(env, times[0], arrive, priority=0)
     with gc_paused():
         env.run()
         driver.finish_hung(list(open_runs.values()))
     arrive = None  # it referred to itself: without the cycle, refcounting frees the study
-    bar.update(n % 256)
+    if not closed:
+        bar.update(n % 256)
     bar.close()
     rows, spans = sink.rows, sink.spans
     key = operator.itemgetter(0)
@@ -413,7 +458,8 @@ def monte_carlo(plan: Plan | dict | str | Path, models: AgentModels | str | Path
             "monte_carlo: warmup_ms and replications apply to workload studies (runs sharing "
             "agents); independent runs each start alone and have no warm-up")
     if workload is not None:
-        for agent_id, rho in offered_load(workload, models, plan).items():
+        load = offered_load(workload, models, plan) if workload.population is None else {}
+        for agent_id, rho in load.items():  # (a closed population cannot overload)
             if rho >= 1:
                 cap = models.capacity(agent_id)
                 warnings.warn(
@@ -638,7 +684,8 @@ class Summary:
       (mean_in_flight / capacity), queue_wait_mean_ms and queue_wait_p95_ms (time attempts
       waited for a slot, from the kept spans; NaN when none were kept);
     - ``method``: how the intervals were computed: "independent runs" (exact i.i.d.
-      intervals), "batch means" (one workload study, ``sections`` batches) or
+      intervals), "batch means" (one workload study, ``sections`` batches; quantiles at
+      most ``QUANTILE_BATCHES``, 10, see ``orchkit._stats.steady_quantile_ci``) or
       "replications" (``sections`` independent studies);
     - ``warmup``: "none", "MSER-5" or "given"; ``warmup_ms``: runs arriving before it are
       left out (with replications: the mean over replications); ``warmup_runs``: how many.
@@ -666,7 +713,8 @@ class Summary:
 
     def describe(self) -> str:
         """One line: how the intervals were computed and what warm-up was left out."""
-        how = {"batch means": f"batch means ({self.sections} batches)",
+        how = {"batch means": f"batch means ({self.sections} batches, at most "
+                              f"{QUANTILE_BATCHES} for quantiles)",
                "replications": f"{self.sections} independent replications"}.get(
                    self.method, self.method)
         if self.warmup == "none":

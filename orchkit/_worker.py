@@ -20,6 +20,10 @@ shorter than that recovers sooner: it cancels the attempt and its retry is a new
 ``--lock-ms`` must exceed the longest time an agent blocks the worker's event loop (a
 synchronous ``process``), or a busy job is declared stalled.
 
+Pool agents are released (``Agent.shutdown``) after ``--idle-ms`` without a job (default 30
+minutes, as the service's sessions); the next job for that id makes a fresh agent, so its
+in-memory state (a learner's history) starts over, as after a worker restart.
+
 Shutdown on SIGTERM/SIGINT: stop taking jobs, give active ones ``--grace-ms`` to finish,
 then fail the rest (retryable: "worker shutting down") and close, with a hard bound
 (BullMQ's ``Worker.close`` can hang: it is abandoned after a few seconds, then forced).
@@ -35,6 +39,7 @@ import inspect
 import logging
 import signal
 import sys
+import time
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
@@ -43,6 +48,7 @@ from ._errors import AgentError, OrchkitError
 from ._remote import CANCEL_CHANNEL, _bounded, check_redis_url, probe_redis, require_bullmq
 
 log = logging.getLogger("orchkit.worker")
+DEFAULT_IDLE_MS = 30 * 60_000.0  # a pool agent is released after this long without a job
 _JOB: contextvars.ContextVar[Any] = contextvars.ContextVar("orchkit_job", default=None)
 
 
@@ -78,7 +84,7 @@ class WorkerProcess:
                  concurrency: int = 1, factory: Callable[[str], Any] | None = None,
                  models: Any = None, time_scale: float = 1.0, lock_ms: int = 30_000,
                  stalled_interval_ms: int = 30_000, grace_ms: int = 10_000,
-                 verbose: bool = False):
+                 idle_ms: float = DEFAULT_IDLE_MS, verbose: bool = False):
         self.redis = check_redis_url(redis, "--redis")
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"--concurrency must be an int >= 1, got {concurrency!r}")
@@ -89,9 +95,14 @@ class WorkerProcess:
         self.pool = queue
         self.concurrency = concurrency
         self.factory, self.models, self.time_scale = factory, models, time_scale
+        if not 0 < idle_ms < float("inf"):
+            raise ValueError(f"--idle-ms must be a number of ms > 0, got {idle_ms!r}")
         self.lock_ms, self.stalled_interval_ms, self.grace_s = lock_ms, stalled_interval_ms, grace_ms / 1000
+        self.idle_ms = float(idle_ms)
         self.verbose = verbose
         self.agents: dict[str, Agent] = {}
+        self.busy: dict[str, int] = {}  # agent id -> jobs in flight
+        self.last_used: dict[str, float] = {}  # agent id -> end of its last job (monotonic s)
         self._making: dict[str, asyncio.Future] = {}
         self.active: dict[str, asyncio.Task] = {}
         self.why: dict[str, str] = {}
@@ -148,7 +159,30 @@ class WorkerProcess:
             raise AgentError(f"cannot create agent '{agent_id}': {type(exc).__name__}: {exc}",
                              retryable=False) from None
         self.agents[agent_id] = agent
+        self.last_used[agent_id] = time.monotonic()
         return agent
+
+    async def release_idle(self, now: float | None = None) -> list[str]:
+        """Shut down and forget the pool's agents idle for ``idle_ms`` (no job in flight);
+        returns their ids. ``now``: monotonic seconds (default: the clock)."""
+        now = time.monotonic() if now is None else now
+        idle = [a for a, t in self.last_used.items()
+                if not self.busy.get(a) and (now - t) * 1000.0 >= self.idle_ms]
+        for agent_id in idle:
+            del self.last_used[agent_id]
+            agent = self.agents.pop(agent_id)
+            await _bounded(agent.shutdown(), 5.0)
+        if idle and self.verbose:
+            print(f"released {len(idle)} idle agent(s)", flush=True)
+        return idle
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.idle_ms / 4000.0, 60.0))
+            try:
+                await self.release_idle()
+            except Exception as exc:  # noqa: BLE001 - an agent's shutdown bug; go on
+                log.warning("releasing idle agents: %s: %s", type(exc).__name__, exc)
 
     # -- jobs -------------------------------------------------------------------------
 
@@ -165,6 +199,7 @@ class WorkerProcess:
             task = asyncio.ensure_future(self._call(job, agent, action, data.get("input"),
                                                     _agent_context(data.get("context"))))
             self.active[job.id] = task
+            self.busy[agent_id] = self.busy.get(agent_id, 0) + 1
             try:
                 response = await task
             except asyncio.CancelledError:
@@ -174,6 +209,7 @@ class WorkerProcess:
                 raise RuntimeError(why) from None
             finally:
                 self.active.pop(job.id, None)
+                self._done_with(agent_id)
         except AgentError as exc:
             if self.verbose:
                 print(f"job {job.id} {agent_id}/{action} failed: {exc}", flush=True)
@@ -184,6 +220,13 @@ class WorkerProcess:
         if self.verbose:
             print(f"job {job.id} {agent_id}/{action} completed", flush=True)
         return response.to_dict()
+
+    def _done_with(self, agent_id: str) -> None:
+        left = self.busy.pop(agent_id) - 1
+        if left:
+            self.busy[agent_id] = left
+        if agent_id in self.last_used:
+            self.last_used[agent_id] = time.monotonic()
 
     async def _call(self, job: Any, agent: Agent, action: str, input: Any,
                     context: dict) -> AgentResponse:
@@ -229,6 +272,7 @@ class WorkerProcess:
         pubsub = client.pubsub()
         await pubsub.subscribe(*(CANCEL_CHANNEL.format(queue=q) for q in self.queues))
         listener = asyncio.ensure_future(self._listen(pubsub))
+        reaper = asyncio.ensure_future(self._reap()) if self.pool else None
         opts = {"connection": self.redis, "concurrency": self.concurrency,
                 "lockDuration": self.lock_ms, "stalledInterval": self.stalled_interval_ms,
                 "maxStalledCount": 0, "runRetryDelay": 1000}
@@ -239,6 +283,8 @@ class WorkerProcess:
         try:
             await stop.wait()
         finally:
+            if reaper is not None:
+                reaper.cancel()
             await self._close()
             listener.cancel()
             await _bounded(pubsub.aclose(), 2.0)
@@ -305,7 +351,7 @@ def main(args: Any) -> int:
             concurrency=args.concurrency, factory=factory, models=args.models,
             time_scale=args.time_scale, lock_ms=args.lock_ms,
             stalled_interval_ms=args.stalled_interval_ms, grace_ms=args.grace_ms,
-            verbose=args.verbose)
+            idle_ms=args.idle_ms, verbose=args.verbose)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -74,10 +74,11 @@ def _workload(text: str):
     from ._study import Workload
 
     keys = {"rate": "rate_per_s", "interval": "interval_ms", "horizon": "horizon_ms",
-            "arrivals": "arrivals_ms"}
+            "arrivals": "arrivals_ms", "population": "population", "think": "think_ms"}
     usage = (f"--workload {text[:80]!r}: use key=value pairs from {', '.join(keys)} (e.g. "
              "rate=20,horizon=600000; rate=0:5;600000:20,horizon=900000 for rates from "
-             "given ms; arrivals=0;250;900)")
+             "given ms; arrivals=0;250;900; population=200,think=30000,horizon=3600000 for "
+             "200 users who think 30 s between runs)")
     kwargs: dict = {}
 
     def number(v: str) -> float:
@@ -98,6 +99,11 @@ def _workload(text: str):
             if any(not sep for _, sep, _ in pieces):
                 raise PlanValidationError(f"{usage}: write every rate piece as FROM_MS:RUNS_PER_S")
             kwargs[field] = [(number(a), number(b)) for a, _, b in pieces]
+        elif field == "population":
+            n = number(value)
+            if n != int(n):
+                raise PlanValidationError(f"{usage}: population must be a whole number, got {value}")
+            kwargs[field] = int(n)
         else:
             kwargs[field] = number(value)
     return Workload(**kwargs)  # its errors are PlanValidationErrors: one line, exit 2
@@ -222,12 +228,14 @@ def _run(args: argparse.Namespace) -> int:
     from ._charts import gantt
     from ._live import Orchestrator
 
-    from .agents import for_plan
+    from .agents import for_plan, scaled_plan
 
     if args.format == "parquet":
         require("pyarrow", "--format parquet")
     plan = _load(args.plan)
     agents = for_plan(plan, args.models, args.time_scale, redis=args.redis)
+    if args.time_scale > 0 and args.time_scale != 1:  # timeouts keep pace with the agents
+        plan = scaled_plan(plan, args.time_scale)
 
     async def go():
         orch = Orchestrator(seed=args.seed)
@@ -437,7 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("--models", help="agent models serving unmatched agent ids (SyntheticAgent)")
     p.add_argument("--time-scale", type=float, default=1.0,
-                   help="SyntheticAgent sleeps latency x this (default 1)")
+                   help="SyntheticAgents sleep latency x this, and the plan's timeouts, "
+                        "backoffs and deadline are scaled to match (built-in agents are not "
+                        "scaled; the spans file records it; default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the backoff jitter")
     p.add_argument("-v", "--verbose", action="store_true", help="print every event")
     p.add_argument("--redis", metavar="URL",
@@ -465,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how often this worker checks for stalled jobs (default 30000)")
     p.add_argument("--grace-ms", type=int, default=10_000,
                    help="on SIGTERM/SIGINT, time active jobs get to finish (default 10000)")
+    p.add_argument("--idle-ms", type=float, default=30 * 60_000,
+                   help="with --queue, release an agent after this long without a job (its "
+                        "in-memory state starts over on the next one; default 1800000)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every job")
     p.set_defaults(func=_worker)
     p = sub.add_parser("serve", help="run the service: REST + Socket.IO on one port (needs "

@@ -267,6 +267,23 @@ def test_a_pool_queue_creates_one_agent_per_id_on_first_use(worker, redis_server
     assert f"not agent '{other}'" in result.errors["foreign"]
 
 
+def test_a_pool_releases_an_agent_idle_for_idle_ms_and_makes_a_fresh_one(worker, redis_server):
+    pool, kind = uid("pool"), uid("learner")
+    worker(f"{kind}-*", "--queue", pool, "--idle-ms", "400")
+    a1 = f"{kind}-1"
+
+    def serial() -> int:
+        plan = {"id": "idle", "steps": [step("s", a1, "echo")]}
+        result = asyncio.run(orchestrate(plan, redis_server.url, RemoteAgent(a1, redis_server.url,
+                                                                             queue=pool)))
+        return result.results["s"].data["serial"]
+
+    first = serial()
+    assert serial() == first  # used again within 400 ms: the same agent
+    time.sleep(1.0)  # idle for 2.5 x idle-ms: released
+    assert serial() != first
+
+
 def test_insights_emitted_in_the_worker_reach_the_orchestrators_bus(worker, redis_server):
     agent = uid("py")
     worker(agent)

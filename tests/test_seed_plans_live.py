@@ -80,6 +80,27 @@ def test_cli_run_prints_result_and_writes_spans_and_gantt(tmp_path, capsys):
     assert (tmp_path / "session_init_12345_gantt.html").read_text().count("plotly") > 0
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.01])
+def test_cli_run_time_scale_scales_the_plans_timeouts_with_the_agents(tmp_path, capsys, scale):
+    """A 1000 ms agent under a 500 ms step timeout times out at any time scale, as the
+    simulator says: the plan's times shrink with the agents' sleeps."""
+    models = tmp_path / "m.yaml"
+    models.write_text('agents:\n  "slow-*": {capacity: 1, latency: {dist: constant, value: 1000}}\n')
+    plan = tmp_path / "p.json"
+    plan.write_text('{"id": "p", "steps": [{"id": "s", "agentId": "slow-1", "action": "a", '
+                    '"timeout": 500, "retryPolicy": {"maxRetries": 1, "backoffMs": 100}}]}')
+    sim = ok.simulate(ok.Plan.load(plan), ok.AgentModels.load(models), seed=0)
+    assert sim.status == "failed"
+    code = main(["run", str(plan), "--models", str(models), "--time-scale", str(scale),
+                 "--out", str(tmp_path)])
+    assert code == 1 and "plan 'p': failed" in capsys.readouterr().out
+    spans = pd.read_csv(tmp_path / "p_spans.csv")
+    assert list(spans["outcome"]) == ["timeout", "timeout"]
+    assert spans["end_ms"].max() < 2 * (500 + 100 + 500) * scale
+    if scale != 1:  # the file says so: fit_models reads it to work in model ms
+        assert (spans["time_scale"] == scale).all()
+
+
 def test_cli_run_unknown_agent_exits_2(tmp_path):
     bad = tmp_path / "p.json"
     bad.write_text('{"id": "p", "steps": [{"id": "a", "agentId": "robot-1", "action": "x"}]}')
