@@ -45,8 +45,19 @@ def _runs_of(data: Any, what: str, time_scale: float | None) -> tuple[pd.DataFra
     return frame, 1.0 if time_scale is None else float(time_scale)
 
 
-def _metrics(frame: pd.DataFrame, scale: float) -> tuple[dict[str, tuple], np.ndarray]:
+_METRICS = ("makespan_mean_ms", "makespan_p50_ms", "makespan_p95_ms", "makespan_p99_ms",
+            "success_rate")
+
+
+def _metrics(data: Any, frame: pd.DataFrame, scale: float) -> tuple[dict[str, tuple], np.ndarray]:
+    """The metrics with 95% intervals: a workload study's own (its runs share agents, so
+    i.i.d. intervals would be far too narrow: batch means or replications, as its
+    ``summary()`` says), else the i.i.d. ones of independent runs."""
     mk = frame["makespan_ms"].to_numpy(dtype=float) / scale
+    if getattr(data, "workload", None) is not None and hasattr(data, "summary"):
+        table = data.summary().metrics
+        return {m: tuple(float(v) for v in table.loc[m, ["value", "ci_low", "ci_high"]])
+                for m in _METRICS}, mk
     out = {"makespan_mean_ms": mean_ci(mk)}
     for q in (0.5, 0.95, 0.99):
         out[f"makespan_p{round(q * 100)}_ms"] = quantile_ci(mk, q)
@@ -98,12 +109,14 @@ def compare(observed: Any, predicted: Any, *, time_scale: float | None = None) -
     makespan mean/p50/p95/p99 (ms) and success rate with 95% intervals, and a two-sample
     KS test of the makespans. Each side is a RunResult, a list of them, a MonteCarloResult
     or a runs frame. Live runs of agents with a ``time_scale`` (SyntheticAgent) are
-    rescaled to model ms (or pass ``time_scale=`` for the observed side)."""
+    rescaled to model ms (or pass ``time_scale=`` for the observed side). A workload
+    study's intervals are its own steady-state ones (``summary()``); the KS p-value
+    assumes independent runs, so for a workload study read D, not p."""
     stats = require_scipy()
     obs_frame, obs_scale = _runs_of(observed, "observed", time_scale)
     pred_frame, pred_scale = _runs_of(predicted, "predicted", None)
-    obs, obs_mk = _metrics(obs_frame, obs_scale)
-    pred, pred_mk = _metrics(pred_frame, pred_scale)
+    obs, obs_mk = _metrics(observed, obs_frame, obs_scale)
+    pred, pred_mk = _metrics(predicted, pred_frame, pred_scale)
     rows = {}
     for metric in obs:
         o, p = obs[metric], pred[metric]

@@ -668,7 +668,9 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
 
     def _settle(self, now: float) -> None:
         """Fail the attempts a breaker rejected, then give the agent slots freed by the
-        current fact to queued attempts, FIFO (until neither is left)."""
+        current fact to queued attempts, FIFO (until neither is left). A queued attempt
+        whose breaker changed state since it was admitted is asked again: one that
+        waited while the breaker opened is rejected, not sent to the failing agent."""
         while self._rejects or self._freed:
             rejects, self._rejects = self._rejects, []
             for att in rejects:
@@ -677,12 +679,16 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
                                        f"circuit open for agent {att.agent_id}", True)
             freed, self._freed = self._freed, []
             for slots in freed:
-                queue = slots.queue
+                queue, br = slots.queue, slots.breaker
                 while queue and slots.busy < slots.capacity:
                     nxt = queue.popleft()
-                    if nxt.live:
-                        slots.busy += 1
-                        self._begin(nxt, now)
+                    if not nxt.live:
+                        continue
+                    if br is not None and nxt.gen != br.gen and not self._admit(br, nxt):
+                        self._rejects.append(nxt)  # the breaker opened while it waited
+                        continue
+                    slots.busy += 1
+                    self._begin(nxt, now)
 
     def _fail_attempt(self, att: Attempt, now: float, outcome: str, error: str,
                       retryable: bool) -> None:

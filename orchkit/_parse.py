@@ -31,6 +31,7 @@ from ._errors import PlanValidationError
 MAX_DEPTH = 100  # nested lists/mappings
 MAX_VALUES = 1_000_000  # values in one document, YAML aliases expanded
 MAX_INT_DIGITS = 300  # decimal digits of an integer (a float's range is ~1.8e308)
+_INT_LIMIT = 10**MAX_INT_DIGITS  # the smallest int with more digits
 
 
 def short(value: Any, limit: int = 60) -> str:
@@ -133,7 +134,7 @@ class _Walk:
                 raise _Bad(f"{v!r} is not a JSON number; use a finite number")
             return v
         if t is int:
-            if v.bit_length() > 997 and len(str(abs(v))) > MAX_INT_DIGITS:
+            if v >= _INT_LIMIT or -v >= _INT_LIMIT:  # (not str(v): it refuses > 4300 digits)
                 raise _Bad(f"an integer with more than {MAX_INT_DIGITS} digits is not a usable "
                            "number")
             return v

@@ -22,10 +22,11 @@ from ._errors import PlanValidationError
 from ._parse import json_value, parse, read_text, short
 
 MAX_FALLBACK_DEPTH = 16
-#: The longest wait between two attempts, in ms (about 31.7 years): ``backoffMs`` and
-#: ``maxBackoffMs`` may not exceed it, and a growing (linear or exponential) backoff stops
+#: The longest time a plan may give, in ms (about 31.7 years): timeouts, ``backoffMs``,
+#: ``maxBackoffMs`` and ``delayMs`` may not exceed it (so every time saves as an integer of
+#: at most 13 digits and loads back), and a growing (linear or exponential) backoff stops
 #: growing there, so a huge ``maxRetries`` never overflows.
-MAX_RETRY_DELAY_MS = 1e12
+MAX_MS = MAX_RETRY_DELAY_MS = 1e12
 
 
 class _Model(BaseModel):
@@ -95,7 +96,7 @@ class Hedge(_Model):
     the others are cancelled.
     """
 
-    delay_ms: _Ms = Field(ge=0)
+    delay_ms: _Ms = Field(ge=0, le=MAX_MS)
     max_hedges: _Count = Field(default=1, ge=1, le=10)
 
 
@@ -108,7 +109,7 @@ class Step(_Model):
     input: Any = Field(default_factory=dict)
     dependencies: tuple[_Id, ...] = ()
     retry_policy: RetryPolicy | None = None
-    timeout_ms: _Ms | None = Field(default=None, gt=0, alias="timeout")
+    timeout_ms: _Ms | None = Field(default=None, gt=0, le=MAX_MS, alias="timeout")
     hedge: Hedge | None = None
 
     @field_validator("input", mode="before")
@@ -133,7 +134,7 @@ class Plan(_Model):
     id: _Id
     steps: tuple[Step, ...] = Field(min_length=1)
     parallel: _Flag = False
-    timeout_ms: _Ms | None = Field(default=None, gt=0, alias="timeout")
+    timeout_ms: _Ms | None = Field(default=None, gt=0, le=MAX_MS, alias="timeout")
     fallback_plan: Plan | None = None
     max_concurrency: _Count | None = Field(default=None, ge=1)
     fail_fast: _Flag = False

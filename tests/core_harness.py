@@ -37,10 +37,12 @@ _SUBMIT, _DONE, _TIMER = 0, 1, 2
 
 @dataclass
 class StartRecord:
-    """One StartAttempt: when, which attempt, and the states of its step's dependencies."""
+    """One StartAttempt: when, which attempt, the states of its step's dependencies, and
+    its agent's last breaker event by then (None: no transition yet)."""
     at_ms: float
     attempt: Attempt
     dep_states: tuple
+    breaker: str | None = None
 
 
 class Harness:
@@ -201,7 +203,10 @@ class Harness:
                 if att in self.in_flight:
                     self.violations.append(f"{att!r} started twice")
                 pr, cp = att.prun, att.prun.cp
-                self.starts.append(StartRecord(now, att, tuple(pr.state[d] for d in cp.deps[att.step])))
+                last = next((e for _, a, e, *_ in reversed(self.core.breaker_log)
+                             if a == att.agent_id), None)
+                self.starts.append(StartRecord(now, att, tuple(pr.state[d] for d in cp.deps[att.step]),
+                                               last))
                 self.in_flight.add(att)
                 key = id(pr)
                 self._plan_now[key] = self._plan_now.get(key, 0) + 1

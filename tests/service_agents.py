@@ -1,6 +1,7 @@
 """The agent factory the service tests start `orchkit serve` with (--agent-factory
 service_agents:make): the built-in agents, except that an id containing ``-slow`` gets a
-``SleepyAgent`` (action ``sleep`` {ms}), so that tests can hold a run in flight."""
+``SleepyAgent`` (action ``sleep`` {ms}), so that tests can hold a run in flight, and a
+speech agent whose id contains ``-no-extra`` fails as it does without TensorFlow."""
 
 from __future__ import annotations
 
@@ -24,4 +25,7 @@ class SleepyAgent(ok.Agent):
 def make(kind: str, agent_id: str) -> ok.Agent:
     if "-slow" in agent_id:
         return SleepyAgent(agent_id)
+    if kind == "speech" and "-no-extra" in agent_id:
+        raise ok.MissingDependencyError(f"the {kind} agent needs TensorFlow: pip install "
+                                        "'orchkit[speech]'")
     return default_agent_factory(kind, agent_id)

@@ -77,6 +77,18 @@ def test_window_slides_opens_exactly_then_rejects_then_half_open_then_closes():
     assert len(transitions(h)) == 3 and not h.violations
 
 
+def test_an_attempt_waiting_for_capacity_when_the_breaker_opens_is_rejected_not_sent():
+    # capacity 1: c0 fails at 10 and opens the breaker (window 1); c1 has waited since 5
+    h = Harness({"a": 1}, policies=breaker(window=1, minCalls=1, failureRate=0.5, openMs=100))
+    first, queued = calls(h, [Fail(10), Ok(10)], gap=5)
+    h.run()
+    att = h.runs[queued].attempts[0]
+    assert transitions(h) == [(10, "breaker:opened", 1.0), (110, "breaker:half_open", 1.0)]
+    assert (att.outcome, att.queued_ms, att.start_ms, att.end_ms) == ("rejected", 5, None, 10)
+    assert [r.attempt.step_id for r in h.starts] == ["c0"]  # the failing agent got one call
+    assert not h.violations
+
+
 def test_failed_trials_reopen_for_another_open_period():
     h = Harness(policies=breaker(window=2, minCalls=2, failureRate=1.0, openMs=50,
                                  halfOpenCalls=1))

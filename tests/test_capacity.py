@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import orchkit as ok
 from orchkit._study import offered_load
-from orchkit._stats import Z95, batches_for, mean_ci, mser5, steady_mean_ci
+from orchkit._stats import Z95, batches_for, mean_ci, mser5, steady_mean_ci, wilson_ci
 
 ONE = ok.Plan.model_validate({"id": "one", "steps": [{"id": "s", "agentId": "tutor-agent-1",
                                                       "action": "ask"}]})
@@ -183,6 +183,24 @@ def test_mm1_p95_interval_holds_the_true_p95_in_90_percent_of_studies(mm1_studie
     # and not by being uselessly wide: about as wide as the estimates really spread
     spread = Z95 * np.std([r.value for r in rows], ddof=1)
     assert np.mean([(r.ci_high - r.ci_low) / 2 for r in rows]) < 2 * spread
+
+
+def test_success_rate_interval_allows_for_dependent_runs():
+    # M/M/1 at rho = 0.8 with a 120 ms step timeout (queue wait counts): timeouts come in
+    # bursts, so the success indicators are autocorrelated. No closed form here: the truth
+    # is the pooled rate of 40 independent studies (its own error ~1/6 of one study's).
+    plan = {"id": "q", "steps": [{"id": "s", "agentId": "srv", "action": "serve", "timeout": 120}]}
+    lam = 0.8 / SERVICE_MS
+    rows = [ok.monte_carlo(plan, _mmc_models(1), seed=seed, keep_spans=False, progress=False,
+                           workload=ok.Workload(rate_per_s=lam * 1000, horizon_ms=4000 / lam)
+                           ).summary().metrics.loc["success_rate"] for seed in range(40)]
+    truth = np.mean([r.value for r in rows])
+    assert 0.97 < truth < 0.995
+    hits = sum(r.ci_low <= truth <= r.ci_high for r in rows)
+    wilson = sum(lo <= truth <= hi for lo, hi in
+                 (wilson_ci(round(r.value * r.runs), int(r.runs))[1:] for r in rows))
+    assert hits >= 36, f"{hits}/40"
+    assert wilson <= 28, f"Wilson's i.i.d. interval held it in {wilson}/40: the check is too easy"
 
 
 def test_mmc_mean_interval_holds_the_true_mean_in_90_percent_of_studies():

@@ -225,6 +225,15 @@ STRICT = {
     "bad step in an id-less fallback": ({"id": "p", "steps": [S()], "fallbackPlan": {
         "steps": [S(timeout=-1)]}}, "fallback plan of plan 'p'"),
     "list, not a plan": ([{"id": "p"}], "mapping"),
+    "timeout: 1e300": ({"id": "p", "steps": [S(timeout=1e300)]}, "timeout"),
+    "plan timeout over 1e12": ({"id": "p", "steps": [S()], "timeout": 1e12 + 1}, "timeout"),
+    "hedge delayMs: 1e300": ({"id": "p", "steps": [S(hedge={"delayMs": 1e300, "maxHedges": 1})]},
+                             "delayMs"),
+    "timeout: a 5,000-digit int": ({"id": "p", "steps": [S(timeout=10**5000)]}, "timeout"),
+    "input with a 5,000-digit int": ({"id": "p", "steps": [S(input={"n": -10**5000})]}, "input"),
+    "maxRetries: a 301-digit int": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 10**300,
+                                                                         "backoffMs": 1})]},
+                                    "maxRetries"),
 }
 
 
@@ -235,6 +244,14 @@ def test_strict_types_and_json_values(name):
     with pytest.raises(ok.PlanValidationError) as info:
         ok.Plan.model_validate(data)
     assert word in str(info.value), str(info.value)
+
+
+def test_the_longest_times_save_and_load_back_equal(tmp_path):
+    plan = ok.Plan.model_validate({"id": "p", "timeout": 1e12, "steps": [
+        S(timeout=1e12 - 0.5, retryPolicy={"maxRetries": 10**299, "backoffMs": 1e12},
+          hedge={"delayMs": 1e12, "maxHedges": 1})]})
+    plan.save(tmp_path / "p.json")
+    assert ok.Plan.load(tmp_path / "p.json") == plan
 
 
 def test_seed_plans_load_as_they_are_and_round_trip(tmp_path):

@@ -111,6 +111,17 @@ def test_unknown_actions_and_missing_sessions_are_refused_clearly(http):
     assert http.get("/api/learners/cleo").json()["session"]["status"] == "ended"
 
 
+def test_an_agent_whose_extra_is_missing_is_501_naming_the_extra(http):
+    assert act(http, "ed-no-extra", "start_session").status_code == 200
+    r = act(http, "ed-no-extra", "analyze_speech", agent="speech")
+    assert r.status_code == 501 and "orchkit[speech]" in r.json()["detail"]
+    plan = {"id": "talk", "steps": [{"id": "s", "agentId": "speech-agent-no-extra-1",
+                                     "action": "analyze_speech"}]}
+    r = http.post("/api/runs", json={"plan": plan})
+    assert r.status_code == 501 and "orchkit[speech]" in r.json()["detail"]
+    assert act(http, "ed-no-extra", "end_session").status_code == 200
+
+
 @pytest.mark.parametrize("body, status, field", [
     ('{"action": "start_session",', 400, "JSON"),
     ('{"action": "start_session", "learnerId": 7}', 422, "learnerId"),

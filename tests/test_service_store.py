@@ -204,16 +204,21 @@ def test_redis_restart_mid_stream_loses_nothing_acknowledged(tmp_path):
         accepted, failures, restarted = [], [], threading.Event()
         after_restart = []
 
-        def client():
+        def client():  # posts until 10 of its runs were accepted after the restart
             with httpx.Client(base_url=srv.url, timeout=30) as http:
-                for _ in range(30):
+                mine_after = 0
+                for _ in range(500):
+                    done = restarted.is_set()
                     r = http.post("/api/runs", json=FAST)
                     if r.status_code != 202:
                         failures.append(r.text)
                         continue
                     accepted.append(r.json()["runId"])
-                    if restarted.is_set():
+                    if done:
                         after_restart.append(r.json()["runId"])
+                        mine_after += 1
+                        if mine_after == 10:
+                            return
 
         threads = [threading.Thread(target=client) for _ in range(3)]
         for t in threads:
@@ -224,8 +229,8 @@ def test_redis_restart_mid_stream_loses_nothing_acknowledged(tmp_path):
         restarted.set()
         for t in threads:
             t.join(60)
-        assert not failures and len(accepted) == 90
-        assert 20 <= len(accepted) - len(after_restart) < 90 and after_restart
+        assert not failures, failures[:3]
+        assert len(after_restart) == 30 and len(accepted) - len(after_restart) >= 20
         with httpx.Client(base_url=srv.url, timeout=20) as http:
             deadline = time.monotonic() + 20
             while http.get("/api/runs", params={"status": "running"}).json()["runs"]:
@@ -236,7 +241,7 @@ def test_redis_restart_mid_stream_loses_nothing_acknowledged(tmp_path):
         srv.start()
         with httpx.Client(base_url=srv.url, timeout=20) as http:
             records = [http.get(f"/api/runs/{rid}").json() for rid in accepted]
-        assert [r["status"] for r in records] == ["succeeded"] * 90
+        assert [r["status"] for r in records] == ["succeeded"] * len(accepted)
         assert all(r["spans"][0]["outcome"] == "succeeded" for r in records)
     finally:
         if srv is not None:

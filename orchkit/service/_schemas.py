@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._errors import (AgentError, NoSessionError, PlanValidationError, RunNotFoundError,
-                       ServiceError, UnknownActionError)
+from .._errors import (AgentError, MissingDependencyError, NoSessionError, PlanValidationError,
+                       RunNotFoundError, ServiceError, UnknownActionError)
 
 LEARNER_ID = r"^[A-Za-z0-9_.@:-]{1,128}$"
 AgentKind = Literal["learning", "tutor", "speech"]
@@ -21,6 +21,8 @@ def error_status(exc: BaseException) -> int:
         return 400
     if isinstance(exc, RunNotFoundError):
         return 404
+    if isinstance(exc, MissingDependencyError):  # e.g. a speech agent on a server without TF
+        return 501
     if isinstance(exc, (NoSessionError, ServiceError)):
         return 409
     if isinstance(exc, AgentError):

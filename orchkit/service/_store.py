@@ -94,9 +94,6 @@ class SQLiteStore:
         self.insights_kept = insights_kept
         self._db: sqlite3.Connection | None = None
 
-    async def _do(self, fn, *args):  # every statement runs on the loop (see above)
-        return fn(*args)
-
     async def open(self) -> None:
         try:
             if self.path != ":memory:":
@@ -124,16 +121,13 @@ class SQLiteStore:
             self._db.close()
             self._db = None
 
-    def _write(self, sql: str, args: tuple) -> None:
-        self._db.execute(sql, args)
-
     async def save_run(self, record: dict[str, Any]) -> None:
-        await self._do(self._write, "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
-                       (record["runId"], record["status"], record["createdMs"], _dumps(record)))
+        self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
+                         (record["runId"], record["status"], record["createdMs"], _dumps(record)))
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
-        row = await self._do(lambda: self._db.execute(
-            "SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone())
+        row = self._db.execute(
+            "SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return None if row is None else json.loads(row[0])
 
     async def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -142,35 +136,32 @@ class SQLiteStore:
         else:
             sql = "SELECT record FROM runs WHERE status = ? ORDER BY created_ms DESC, run_id LIMIT ?"
             args = (status, limit)
-        rows = await self._do(lambda: self._db.execute(sql, args).fetchall())
+        rows = self._db.execute(sql, args).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     async def interrupt_running(self, now_ms: float) -> list[str]:
-        def go():
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = db.execute("SELECT record FROM runs WHERE status = 'running'").fetchall()
-                ids = []
-                for (text,) in rows:
-                    rec = _interrupted(json.loads(text), now_ms)
-                    db.execute("UPDATE runs SET status = ?, record = ? WHERE run_id = ?",
-                               (rec["status"], _dumps(rec), rec["runId"]))
-                    ids.append(rec["runId"])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return ids
-        return await self._do(go)
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            ids = []
+            for (text,) in db.execute("SELECT record FROM runs WHERE status = 'running'").fetchall():
+                rec = _interrupted(json.loads(text), now_ms)
+                db.execute("UPDATE runs SET status = ?, record = ? WHERE run_id = ?",
+                           (rec["status"], _dumps(rec), rec["runId"]))
+                ids.append(rec["runId"])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return ids
 
     async def save_session(self, session: dict[str, Any]) -> None:
-        await self._do(self._write, "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)",
-                       (session["learnerId"], session["status"], _dumps(session)))
+        self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)",
+                         (session["learnerId"], session["status"], _dumps(session)))
 
     async def get_session(self, learner_id: str) -> dict[str, Any] | None:
-        row = await self._do(lambda: self._db.execute(
-            "SELECT record FROM sessions WHERE learner_id = ?", (learner_id,)).fetchone())
+        row = self._db.execute(
+            "SELECT record FROM sessions WHERE learner_id = ?", (learner_id,)).fetchone()
         return None if row is None else json.loads(row[0])
 
     async def list_sessions(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -178,29 +169,27 @@ class SQLiteStore:
             sql, args = "SELECT record FROM sessions ORDER BY learner_id", ()
         else:
             sql, args = "SELECT record FROM sessions WHERE status = ? ORDER BY learner_id", (status,)
-        rows = await self._do(lambda: self._db.execute(sql, args).fetchall())
+        rows = self._db.execute(sql, args).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     async def add_insight(self, learner_id: str, insight: dict[str, Any]) -> None:
-        def go():
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("INSERT INTO insights (learner_id, record) VALUES (?, ?)",
-                           (learner_id, _dumps(insight)))
-                db.execute("DELETE FROM insights WHERE learner_id = ? AND id NOT IN (SELECT id "
-                           "FROM insights WHERE learner_id = ? ORDER BY id DESC LIMIT ?)",
-                           (learner_id, learner_id, self.insights_kept))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        await self._do(go)
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT INTO insights (learner_id, record) VALUES (?, ?)",
+                       (learner_id, _dumps(insight)))
+            db.execute("DELETE FROM insights WHERE learner_id = ? AND id NOT IN (SELECT id "
+                       "FROM insights WHERE learner_id = ? ORDER BY id DESC LIMIT ?)",
+                       (learner_id, learner_id, self.insights_kept))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     async def list_insights(self, learner_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self._do(lambda: self._db.execute(
+        rows = self._db.execute(
             "SELECT record FROM insights WHERE learner_id = ? ORDER BY id DESC LIMIT ?",
-            (learner_id, limit)).fetchall())
+            (learner_id, limit)).fetchall()
         return [json.loads(r[0]) for r in rows]
 
 
