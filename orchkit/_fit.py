@@ -444,8 +444,8 @@ def fit_models(spans: Any, *, families: Sequence[str] = FAMILIES,
 
     ``time_scale``: live traces of ``SyntheticAgent(time_scale=s)`` run s× faster than
     their model; times are divided by s. Default: the scale the trace carries (a
-    ``time_scale`` column, as ``orchkit run`` writes, or ``spans.attrs["time_scale"]`` =
-    {agent id: s}, as the live runtime sets), else 1.
+    ``time_scale`` column, as live ``RunResult.spans`` and ``orchkit run``'s files have,
+    or ``spans.attrs["time_scale"]`` = {agent id: s}), else 1.
     Capacity is not fitted (unlimited): set it by hand.
     """
     stats = require_scipy()

@@ -104,7 +104,8 @@ class RunResult:
     - ``spans``: one row per attempt (columns in ``orchkit.SPAN_COLUMNS``), times in ms
       from the run's start
     - ``time_scale``: agent id -> the time scale of live agents that sleep a scaled model
-      latency (``SyntheticAgent(time_scale=...)``; also in ``spans.attrs["time_scale"]``)
+      latency (``SyntheticAgent(time_scale=...)``; also the ``time_scale`` column of
+      ``spans`` and ``spans.attrs["time_scale"]``)
     """
 
     run_id: Any
@@ -144,10 +145,14 @@ class RunResult:
     def spans(self) -> pd.DataFrame:
         """One row per attempt: run_id, plan_id, step_id, agent_id, action, attempt,
         queued_ms, start_ms, end_ms (ms from the run's start), outcome, error, hedge (True
-        for a hedged attempt, SPEC §10.2)."""
+        for a hedged attempt, SPEC §10.2); and, when an agent slept scaled latencies
+        (``time_scale``), a ``time_scale`` column (1.0 for the others), so that a file or a
+        concatenation of traces still tells ``fit_models`` the scale."""
         if self._spans is None:
             self._spans = spans_frame(span_rows(self._run, self._run.start_ms))
             if self.time_scale:
+                scales = self._spans["agent_id"].astype(object).map(self.time_scale)
+                self._spans["time_scale"] = scales.fillna(1.0).astype(float)
                 self._spans.attrs["time_scale"] = dict(self.time_scale)
         return self._spans
 

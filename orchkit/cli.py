@@ -253,9 +253,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     spans_path = out / f"{plan.id}_spans.{args.format}"
-    spans = result.spans
-    if result.time_scale:  # SyntheticAgents slept scaled latencies: the file says so (fit reads it)
-        spans = spans.assign(time_scale=spans["agent_id"].map(result.time_scale).fillna(1.0))
+    spans = result.spans  # with a time_scale column if SyntheticAgents slept scaled latencies
     if args.format == "parquet":
         spans.to_parquet(spans_path, index=False)
     else:

@@ -346,10 +346,17 @@ def test_studies_share_a_breaker_over_a_workload_and_reset_it_between_independen
     assert ind.method == "simpy" and "circuit breakers" in ind.method_reason
     with pytest.raises(ok.PlanValidationError, match="circuit breakers"):
         ok.monte_carlo(plan, models, runs=10, policies=pol, method="fast", progress=False)
-    # a sweep over a breaker path
+    # a sweep over a breaker path: with minCalls 1 the breaker opens after the first error,
+    # so 9 of the 10 runs are rejected at once (0 ms); with 2, after two (10 ms each)
+    work = ok.Workload(interval_ms=100, horizon_ms=1000)
     df = ok.sweep(plan, models, {"breakers.T.minCalls": [1, 2]}, runs=50, policies=pol,
-                  progress=False, workload=ok.Workload(interval_ms=100, horizon_ms=1000))
-    assert df["attempts_per_run"].tolist() == [1.0, 1.0]
+                  progress=False, workload=work)
+    assert df["makespan_mean_ms"].tolist() == [1.0, 2.0]
+    # and tuning one: the smallest minCalls gives the shortest runs
+    res = ok.tune(plan, models, {"breakers.T.minCalls": ok.Int(1, 2)}, minimize="makespan_mean_ms",
+                  trials=4, policies=pol, workload=work, progress=False)
+    best = res.trials.sort_values("makespan_mean_ms").iloc[0]
+    assert (best["breakers.T.minCalls"], best["makespan_mean_ms"]) == (1, 1.0)
 
 
 def test_cli_simulate_takes_a_policies_file(tmp_path, capsys):

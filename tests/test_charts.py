@@ -186,6 +186,11 @@ def test_makespan_chart_split_by_status_normalises_each_group(study):
         status = t.name.split(" (")[0]
         assert t.y[-1] == pytest.approx(1.0) and f"({counts[status]:,} runs)" in t.name
         assert t.line.color == OUTCOME_COLORS[status]
+    marks = {t.legendgroup: t for t in fig.data if t.mode == "markers"}
+    for status in counts.index:  # percentiles of each group, never of the pool
+        mk = study.runs.loc[study.runs["status"] == status, "makespan_ms"].to_numpy()
+        assert list(marks[status].x) == pytest.approx([np.quantile(mk, q) for q in (0.5, 0.95, 0.99)])
+    assert not [s for s in fig.layout.shapes if s.type == "line"]  # no pooled p50/p95/p99 lines
     with pytest.raises(TypeError, match="makespan_ms"):
         ok.makespan_chart(study.spans)
     with pytest.raises(ValueError, match="color='nope' is not a column"):

@@ -3,6 +3,7 @@ rates with intervals, Q-Q figures; SyntheticAgent seeds and time scales."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import numpy as np
@@ -154,6 +155,31 @@ def test_time_scale_carried_by_the_trace_rescales_the_fit():
         assert r["time_scale"] == 0.01
 
 
+async def test_a_live_traces_scale_survives_a_csv_file_and_a_concat(tmp_path):
+    """SyntheticAgents at time_scale 0.01: their spans carry a time_scale column, so a
+    trace written with to_csv and read back, or traces concatenated (attrs are lost when
+    theirs differ), still fits in model ms."""
+    from orchkit.agents import SyntheticAgent
+
+    models = ok.AgentModels.from_dict({"agents": {"syn": {
+        "latency": {"dist": "lognormal", "median": 2000, "p95": 4000}}}})
+    orch = ok.Orchestrator()
+    await orch.register_agent(SyntheticAgent("syn", models, time_scale=0.01))
+    plan = {"id": "p", "steps": [{"id": "s", "agentId": "syn", "action": "x"}]}
+    results = await asyncio.gather(*(orch.orchestrate(plan) for _ in range(40)))
+    await orch.shutdown()
+    frames = [r.spans for r in results]
+    assert frames[0]["time_scale"].tolist() == [0.01]
+    pd.concat(frames[:20]).to_csv(tmp_path / "t.csv", index=False)
+    joined = pd.concat(frames, ignore_index=True)
+    joined.attrs.clear()  # as pandas does when the traces' attrs differ
+    for spans in (pd.read_csv(tmp_path / "t.csv"), joined):
+        assert not spans.attrs
+        fitted = row(ok.fit_models(spans, families=("lognormal",)), "syn", "x")
+        assert fitted["time_scale"] == 0.01
+        assert fitted["params"]["median"] == pytest.approx(2000, rel=0.35)  # model ms, not 20
+
+
 # ------------------------------------------------------------------ live traces
 
 
@@ -239,15 +265,23 @@ async def test_closed_loop_live_trace_fit_simulate_and_compare_with_a_fresh_trac
             await asyncio.sleep(0.005)
             lateness.append(loop.time() - t0 - 0.005)
 
+    import gc
+
+    gc.collect()
+    gc.disable()  # the suite's heap is large: a full collection would stall 40 runs at once
     watcher = asyncio.create_task(probe())
     try:
         train, fresh = await asyncio.gather(live_trace(1, 800), live_trace(2, 800))
     finally:
         watcher.cancel()
+        gc.enable()
     late_ms = 1000 * float(np.quantile(lateness, 0.99))
-    if late_ms > 3:  # 15 model ms: beyond this, stalls of a busy machine set the tail
-        pytest.skip(f"the event loop woke up to {late_ms:.0f} ms late (p99) during the live "
-                    "traces: the machine is too busy for a live timing comparison")
+    worst_ms = 1000 * max(lateness)
+    if late_ms > 3 or worst_ms > 50:  # 15 / 250 model ms: a busy machine's stalls (one
+        # stall delays the 40 runs in flight, 5% of a trace: its p95) would set the tail
+        pytest.skip(f"the event loop woke up to {late_ms:.0f} ms late (p99), {worst_ms:.0f} ms "
+                    "at worst, during the live traces: the machine is too busy for a live "
+                    "timing comparison")
     assert train[0].spans.attrs["time_scale"] == {"syn-fetch": LOOP_SCALE, "syn-score": LOOP_SCALE}
     fit = ok.fit_models(train, families=("lognormal", "gamma"))
     r = fit.report.set_index("action")

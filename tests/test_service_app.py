@@ -39,6 +39,28 @@ async def test_breakers_show_in_the_agent_list_and_cors_lets_the_front_end_in(tm
             assert "access-control-allow-origin" not in other.headers
 
 
+def test_orchkit_serve_policies_file_puts_breakers_on_plan_runs(tmp_path):
+    from service_harness import ServiceProcess
+
+    (tmp_path / "pol.yaml").write_text(
+        "breakers:\n  speech-agent-*: {window: 2, minCalls: 2, failureRate: 0.5, openMs: 60000}\n")
+    srv = ServiceProcess(f"sqlite:///{tmp_path}/o.db", extra=["--policies", str(tmp_path / "pol.yaml")],
+                         log=tmp_path / "server.log")
+    plan = {"id": "p", "steps": [{"id": "a", "agentId": "speech-agent-slow-p", "action": "dance"}]}
+    try:
+        with httpx.Client(base_url=srv.url, timeout=20) as http:
+            outcomes = []
+            for _ in range(3):  # two failed calls open it; the third is rejected uncalled
+                rid = http.post("/api/runs", json={"plan": plan}).json()["runId"]
+                outcomes.append(srv.wait_run(http, rid)["spans"][0]["outcome"])
+            assert outcomes == ["error", "error", "rejected"]
+            (agent,) = [a for a in http.get("/api/agents").json()["agents"]
+                        if a["id"] == "speech-agent-slow-p"]
+            assert agent["breaker"] == "open"
+    finally:
+        srv.stop()
+
+
 def hanging(kind, agent_id):
     from orchkit.testing import Hang
     return ScriptedAgent(agent_id, {}, default=Hang())

@@ -93,6 +93,39 @@ async def test_struggling_learner_gets_the_intervention_and_no_one_else(service_
         await b.disconnect()
 
 
+async def test_answers_over_rest_reach_the_learners_socket_as_an_intervention(service_server):
+    """The flow is the same whichever route carried the answers: the learner's browser
+    hears the tutor on its socket while the answers go over REST."""
+    srv = service_server
+    sock, seen = await connect_after_start(srv, "rest-to-sock")
+    try:
+        async with httpx.AsyncClient(base_url=srv.url, headers=srv.headers, timeout=20) as http:
+            def body(action, **data):
+                return {"action": action, "learnerId": "rest-to-sock", "data": data}
+            r = await http.post("/api/agents", json={**body("get_next_activity"), "agent": "learning"})
+            activity = r.json()["response"]["data"]["activity"]
+            for _ in range(5):
+                r = await http.post("/api/agents", json=body(
+                    "process_interaction", activityId=activity["activityId"],
+                    response={"answer": "wrong"}))
+                assert r.status_code == 200, r.text
+                if await wait_for(lambda: seen["tutor:intervention:required"], 0.3):
+                    break
+        assert await wait_for(lambda: seen["content:adapted"])
+        (required,) = seen["tutor:intervention:required"]
+        assert required["context"]["learnerId"] == "rest-to-sock"
+        assert required["context"]["concept"] == activity["concept"]
+    finally:
+        await sock.disconnect()
+
+
+async def connect_after_start(srv, learner):
+    async with httpx.AsyncClient(base_url=srv.url, headers=srv.headers, timeout=20) as http:
+        r = await http.post("/api/agents", json={"action": "start_session", "learnerId": learner})
+        assert r.status_code == 200, r.text
+    return await connect(srv, learner)
+
+
 async def test_subscribe_streams_a_runs_events_to_subscribers_only(service_server):
     srv = service_server
     plan = {"id": "watched", "steps": [

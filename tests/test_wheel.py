@@ -80,6 +80,15 @@ def test_the_package_is_the_installed_copy_not_the_checkout(installed):
     assert eval(names) == ["graceful_degradation", "learning_activity", "ml_with_gpt4_fallback",
                            "parallel_analysis", "retry_example", "session_initialization"]
     assert steps == "4" and "speech-agent-*" in agents
+    # every data file the library reads at run time is in the installed package
+    shipped = {p.relative_to(ROOT / "orchkit").as_posix()
+               for p in (ROOT / "orchkit" / "data").rglob("*") if p.is_file()}
+    assert {"data/speech/fluency_model.npz", "data/learners/curriculum.json",
+            "data/learners/interactions.csv", "data/agents/default.yaml"} <= shipped
+    got = _run([bin_ / "python", "-c", "import importlib.resources as r, sys; root = "
+                "r.files('orchkit'); print([p for p in sys.argv[1:] if not (root / p).is_file()])",
+                *sorted(shipped)], cwd=work, env=_env())
+    assert got.returncode == 0 and got.stdout.strip() == "[]", got.stdout + got.stderr
 
 
 def test_version_and_plain_help(installed):
