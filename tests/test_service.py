@@ -172,6 +172,9 @@ def test_runs_are_accepted_recorded_listed_and_cancelled(server, http):
     assert events[0] == "plan:started" and events[-1] == "plan:completed"
     assert [e["seq"] for e in rec["events"]] == list(range(1, len(events) + 1))
     assert {"step:started", "step:completed"} <= set(events)
+    # recorded times keep sub-millisecond precision (traces are fitted from them)
+    times = [t for sp in rec["spans"] for t in (sp["start_ms"], sp["end_ms"])]
+    assert any(abs(t - round(t)) > 1e-6 for t in times), times
 
     slow = http.post("/api/runs", json=SLOW_PLAN).json()["runId"]
     assert http.get(f"/api/runs/{slow}").json()["status"] == "running"

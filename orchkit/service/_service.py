@@ -12,7 +12,8 @@ their plan, status, result, spans and events. ``start()`` marks the runs a previ
 process left ``running`` as ``interrupted`` and its active sessions as ``interrupted``.
 
 Events for clients go through ``publish(room, event, payload)``, a coroutine function the
-socket layer installs (rooms: ``learner:<learnerId>`` and ``run:<runId>``).
+socket layer installs (rooms: ``learner:<learnerId>`` and ``run:<runId>``) with
+``listening(room)``, so that a run nobody subscribed to costs no task per event.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ class Service:
         self.orch = Orchestrator(seed=seed, policies=policies)
         self.metrics = Metrics(self)
         self.publish: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
+        self.listening: Callable[[str], bool] = lambda room: True  # has the room a client?
         self._plan = session_plan()
         self._sessions: dict[str, _Session] = {}
         self._owner: dict[str, str] = {}  # agent id -> learner id
@@ -627,8 +629,9 @@ class Service:
         for key, value in payload.items():  # flat: only responses need converting
             ev[key] = value if value is None or type(value) in (str, int, bool) else jsonable(value)
         live.events.append(ev)
-        if self.publish is not None:
-            self._spawn(self.publish(f"run:{ev['runId']}", event, ev))
+        room = f"run:{ev['runId']}"
+        if self.publish is not None and self.listening(room):  # no task for an empty room
+            self._spawn(self.publish(room, event, ev))
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
         """The run's record (live ones with their events so far); ``RunNotFoundError`` if none."""

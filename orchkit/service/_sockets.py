@@ -43,7 +43,10 @@ def build_sockets(service: Service, *, api_key: str | None, max_bytes: int,
     async def publish(room: str, event: str, payload: dict[str, Any]) -> None:
         await sio.emit(event, payload, room=room)
 
-    service.publish = publish
+    def listening(room: str) -> bool:
+        return next(sio.manager.get_participants("/", room), None) is not None
+
+    service.publish, service.listening = publish, listening
 
     @sio.event
     async def connect(sid: str, environ: dict, auth: Any = None) -> None:
