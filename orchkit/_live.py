@@ -13,6 +13,7 @@ import inspect
 import itertools
 import logging
 import random
+import time
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
@@ -165,7 +166,8 @@ class Orchestrator:
                                breakers=breaker_lookup(self.policies),
                                events=self._bus.wanted)  # only events someone hears
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._t0 = 0.0
+        self._t0 = self._loop_t0 = 0.0  # the same instant on the clock and on the loop's
+        self._floor = 0.0  # the core is never told a time earlier than one it was told
         self.grace_ms = float(grace_ms)
         self._tasks: dict[Attempt, asyncio.Task] = {}  # every attempt coroutine not finished
         self._stragglers: dict[Attempt, float] = {}  # cancelled, still running: -> cancel time
@@ -252,7 +254,9 @@ class Orchestrator:
         if self._loop is not loop:
             if self._tasks:
                 raise OrchkitError("this Orchestrator is running plans in another event loop")
-            self._loop, self._t0 = loop, loop.time()
+            # Times come from perf_counter, not loop.time(): uvloop's clock ticks in whole
+            # ms, which would round every span; timers are still the loop's (call_at).
+            self._loop, self._t0, self._loop_t0 = loop, time.perf_counter(), loop.time()
         done = loop.create_future()
         run_id = next(self._runs) if run_id is None else run_id
         run, actions = self._core.submit(compile_plan(plan), self._now(), run_id, done)
@@ -335,7 +339,8 @@ class Orchestrator:
     # -- the driver loop --------------------------------------------------------------
 
     def _now(self) -> float:
-        return (self._loop.time() - self._t0) * 1000.0 if self._loop else 0.0
+        t = (time.perf_counter() - self._t0) * 1000.0 if self._loop else 0.0
+        return t if t > self._floor else self._floor
 
     def _apply(self, actions: list[Any]) -> None:
         for action in actions:
@@ -353,7 +358,7 @@ class Orchestrator:
             elif kind is StartTimer:
                 timer = action.timer
                 self._timers[timer] = self._loop.call_at(
-                    self._t0 + timer.at_ms / 1000.0, self._fire, timer)
+                    self._loop_t0 + timer.at_ms / 1000.0, self._fire, timer)
             elif kind is CancelTimer:
                 handle = self._timers.pop(action.timer, None)
                 if handle is not None:
@@ -377,7 +382,10 @@ class Orchestrator:
 
     def _fire(self, timer: Any) -> None:
         self._timers.pop(timer, None)
-        self._apply(self._core.timer_fired(timer, self._now()))
+        now = self._now()
+        if now < timer.at_ms:  # a coarse loop clock (uvloop: whole ms) woke it early
+            now = self._floor = timer.at_ms
+        self._apply(self._core.timer_fired(timer, now))
 
     def _exited(self, att: Attempt) -> None:
         """An attempt's coroutine has ended: a cancelled attempt's agent slot is free now."""

@@ -601,3 +601,29 @@ async def test_a_plain_def_process_is_accepted():
     await orch.register_agent(Sync("s"))
     result = await orch.orchestrate({"id": "p", "steps": [{"id": "a", "agentId": "s", "action": "x"}]})
     assert result.success and result.results["a"].data == "a"
+
+
+def test_under_uvloop_times_keep_their_precision_and_timeouts_never_fire_early():
+    """uvloop's own clock ticks in whole ms; the orchestrator's clock does not, and a timer
+    the coarse loop clock wakes early is still told to the core at its due time."""
+    uvloop = pytest.importorskip("uvloop")
+    plan = {"id": "u", "steps": [
+        {"id": "quick", "agentId": "a", "action": "x"},
+        {"id": "stuck", "agentId": "b", "action": "x", "timeout": 5.5, "dependencies": ["quick"]}]}
+
+    async def main():
+        orch = ok.Orchestrator()
+        await orch.register_agent(ScriptedAgent("a", default=Ok(2.3)))
+        await orch.register_agent(ScriptedAgent("b", default=Hang()))
+        try:
+            return [await orch.orchestrate(plan) for _ in range(5)]
+        finally:
+            await orch.shutdown()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        results = runner.run(main())
+    for result in results:
+        quick, stuck = result.spans.itertuples()  # (the agent's own 2.3 ms sleep is uvloop's)
+        assert stuck.outcome == "timeout" and stuck.end_ms - stuck.queued_ms >= 5.5
+    times = [t for r in results for t in r.spans[["start_ms", "end_ms"]].to_numpy().ravel()]
+    assert any(abs(t - round(t)) > 1e-6 for t in times), times

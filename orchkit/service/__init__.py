@@ -61,8 +61,5 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///
     # collection here, which showed as 200 ms p99 spikes under load).
     gc.collect()
     gc.freeze()
-    # The standard asyncio loop, not uvloop: uvloop's clock ticks in whole ms (cached per
-    # loop pass), which would round every live span, event time and fitted latency to a
-    # ms; measured here, uvloop gave the service no speed-up.
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on",
-                loop="asyncio", timeout_keep_alive=30)
+                timeout_keep_alive=30)
