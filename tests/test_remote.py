@@ -296,8 +296,9 @@ def test_insights_emitted_in_the_worker_reach_the_orchestrators_bus(worker, redi
     assert insights[0]["insight"] == {"type": "struggling_detected", "learnerId": "l-1"}
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_finishes_short_jobs_and_fails_long_ones_then_exits(worker, redis_server,
-                                                                   tmp_path):
+                                                                   tmp_path, sig):
     agent = uid("py")
     w = worker(agent, "--concurrency", "2", "--grace-ms", "1000")
     short, long = tmp_path / "short", tmp_path / "long"
@@ -310,7 +311,7 @@ def test_sigterm_finishes_short_jobs_and_fails_long_ones_then_exits(worker, redi
         while not (read(short) and read(long)):
             await asyncio.sleep(0.02)
         t0 = time.monotonic()
-        w.kill(signal.SIGTERM)
+        w.kill(sig)
         result = await asyncio.wait_for(run, 15)
         return result, time.monotonic() - t0
     result, took = asyncio.run(go())
