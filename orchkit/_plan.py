@@ -26,7 +26,7 @@ MAX_FALLBACK_DEPTH = 16
 #: ``maxBackoffMs`` and ``delayMs`` may not exceed it (so every time saves as an integer of
 #: at most 13 digits and loads back), and a growing (linear or exponential) backoff stops
 #: growing there, so a huge ``maxRetries`` never overflows.
-MAX_MS = MAX_RETRY_DELAY_MS = 1e12
+MAX_MS = 1e12
 
 
 class _Model(BaseModel):
@@ -60,9 +60,9 @@ class RetryPolicy(_Model):
     """When and how a failed attempt is tried again (SPEC §3.4). Times in ms."""
 
     max_retries: _Count = Field(ge=0)
-    backoff_ms: _Ms = Field(ge=0, le=MAX_RETRY_DELAY_MS)
+    backoff_ms: _Ms = Field(ge=0, le=MAX_MS)
     strategy: Literal["linear", "exponential", "fixed"] = "linear"
-    max_backoff_ms: _Ms | None = Field(default=None, ge=0, le=MAX_RETRY_DELAY_MS)
+    max_backoff_ms: _Ms | None = Field(default=None, ge=0, le=MAX_MS)
     jitter: _Ms = Field(default=0.0, ge=0.0, le=1.0)
     retry_on: tuple[Literal["error", "timeout"], ...] = ("error", "timeout")
 
@@ -71,7 +71,7 @@ class RetryPolicy(_Model):
         rule is written. ``uniform`` in [0, 1) places it in the jitter band
         [1 - jitter, 1 + jitter]; None gives the delay before jitter. Computed on demand in
         O(1): a growing delay is capped by ``maxBackoffMs``, and always by
-        ``MAX_RETRY_DELAY_MS``, before it can overflow."""
+        ``MAX_MS``, before it can overflow."""
         k = failed_attempt
         if self.strategy == "linear":
             d = self.backoff_ms * k
@@ -80,7 +80,7 @@ class RetryPolicy(_Model):
             d = self.backoff_ms * 2.0 ** min(k - 1, 1023)
         else:
             d = self.backoff_ms
-        cap = MAX_RETRY_DELAY_MS if self.max_backoff_ms is None else self.max_backoff_ms
+        cap = MAX_MS if self.max_backoff_ms is None else self.max_backoff_ms
         if d > cap:
             d = cap
         if self.jitter and uniform is not None:

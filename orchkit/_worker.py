@@ -162,10 +162,10 @@ class WorkerProcess:
         self.last_used[agent_id] = time.monotonic()
         return agent
 
-    async def release_idle(self, now: float | None = None) -> list[str]:
+    async def release_idle(self) -> list[str]:
         """Shut down and forget the pool's agents idle for ``idle_ms`` (no job in flight);
-        returns their ids. ``now``: monotonic seconds (default: the clock)."""
-        now = time.monotonic() if now is None else now
+        returns their ids."""
+        now = time.monotonic()
         idle = [a for a, t in self.last_used.items()
                 if not self.busy.get(a) and (now - t) * 1000.0 >= self.idle_ms]
         for agent_id in idle:

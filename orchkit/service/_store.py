@@ -8,6 +8,7 @@ embedded default; ``sqlite:///:memory:`` for a throw-away one) or ``redis://HOST
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -139,20 +140,26 @@ class SQLiteStore:
         rows = self._db.execute(sql, args).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    async def interrupt_running(self, now_ms: float) -> list[str]:
+    @contextlib.contextmanager
+    def _transaction(self):
+        """Several statements as one committed transaction (rolled back on any error)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            ids = []
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def interrupt_running(self, now_ms: float) -> list[str]:
+        ids = []
+        with self._transaction() as db:
             for (text,) in db.execute("SELECT record FROM runs WHERE status = 'running'").fetchall():
                 rec = _interrupted(json.loads(text), now_ms)
                 db.execute("UPDATE runs SET status = ?, record = ? WHERE run_id = ?",
                            (rec["status"], _dumps(rec), rec["runId"]))
                 ids.append(rec["runId"])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return ids
 
     async def save_session(self, session: dict[str, Any]) -> None:
@@ -173,18 +180,12 @@ class SQLiteStore:
         return [json.loads(r[0]) for r in rows]
 
     async def add_insight(self, learner_id: str, insight: dict[str, Any]) -> None:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             db.execute("INSERT INTO insights (learner_id, record) VALUES (?, ?)",
                        (learner_id, _dumps(insight)))
             db.execute("DELETE FROM insights WHERE learner_id = ? AND id NOT IN (SELECT id "
                        "FROM insights WHERE learner_id = ? ORDER BY id DESC LIMIT ?)",
                        (learner_id, learner_id, self.insights_kept))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     async def list_insights(self, learner_id: str, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._db.execute(
