@@ -5,59 +5,62 @@ Every time in the public API is in milliseconds.
 Names are imported on first use (PEP 562 module ``__getattr__``), so ``import orchkit``
 and the light commands (``orchkit validate``, ``export``, ``--help``) never import pandas,
 numpy, SimPy or plotly; ``from orchkit import X`` and ``dir(orchkit)`` work as usual.
+The code lives in private wings (``ARCHITECTURE.md``); this namespace is the public one.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from ._errors import (AgentError, MissingDependencyError, NoSessionError, OrchkitError,
-                      PlanFailedError, PlanTimeoutError, PlanValidationError, RunNotFoundError,
-                      ServiceError, UnknownActionError)
-
-__version__ = "0.1.0"
+from ._base.errors import (AgentError, MissingDependencyError, NoSessionError, OrchkitError,
+                           PlanFailedError, PlanTimeoutError, PlanValidationError,
+                           RunNotFoundError, ServiceError, UnknownActionError)
+from ._base.version import VERSION as __version__
 
 _LAZY = {  # public name -> the module defining it (imported on first use)
-    "Agent": "._agent", "AgentResponse": "._agent",
-    "draw": "._charts", "gantt": "._charts", "makespan_chart": "._charts",
-    "utilisation_chart": "._charts",
-    "Comparison": "._compare", "compare": "._compare",
-    "FitResult": "._fit", "fit_models": "._fit",
-    "EventBus": "._live", "Orchestrator": "._live",
-    "ActionModel": "._models", "AgentModels": "._models",
-    "Hedge": "._plan", "Plan": "._plan", "RetryPolicy": "._plan",
-    "SeedCompatWarning": "._plan", "Step": "._plan", "PlanWarning": "._plan",
-    "BreakerPolicy": "._policies", "Policies": "._policies",
-    "RemoteAgent": "._remote",
-    "SPAN_COLUMNS": "._result", "RunResult": "._result",
-    "HangWarning": "._sim", "simulate": "._sim",
-    "RUN_COLUMNS": "._study", "MonteCarloResult": "._study", "OverloadWarning": "._study",
-    "Summary": "._study", "Workload": "._study", "monte_carlo": "._study", "sweep": "._study",
-    "Choice": "._tune", "Float": "._tune", "Int": "._tune", "TuneResult": "._tune",
-    "tune": "._tune",
+    "Agent": "._runtimes.agent", "AgentResponse": "._runtimes.agent",
+    "draw": "._views.charts", "gantt": "._views.charts", "makespan_chart": "._views.charts",
+    "utilisation_chart": "._views.charts",
+    "Comparison": "._studies.compare", "compare": "._studies.compare",
+    "FitResult": "._spec.fitting", "fit_models": "._spec.models",
+    "EventBus": "._runtimes.bus", "Orchestrator": "._runtimes.live",
+    "ActionModel": "._spec.models", "AgentModels": "._spec.models",
+    "Hedge": "._spec.plan", "Plan": "._spec.plan", "RetryPolicy": "._spec.plan",
+    "SeedCompatWarning": "._spec.plan", "Step": "._spec.plan", "PlanWarning": "._spec.plan",
+    "BreakerPolicy": "._spec.policies", "Policies": "._spec.policies",
+    "HangWarning": "._spec.inputs", "Workload": "._spec.workload",
+    "RemoteAgent": ".agents.remote",
+    "RUN_COLUMNS": "._engine.result", "SPAN_COLUMNS": "._engine.result",
+    "RunResult": "._engine.result",
+    "simulate": "._runtimes.sim",
+    "OverloadWarning": "._studies.montecarlo", "monte_carlo": "._studies.montecarlo",
+    "sweep": "._studies.montecarlo",
+    "MonteCarloResult": "._studies.summary", "Summary": "._studies.summary",
+    "Choice": "._studies.tune", "Float": "._studies.tune", "Int": "._studies.tune",
+    "TuneResult": "._studies.tune", "tune": "._studies.tune",
 }
-_SUBMODULES = ("agents", "examples")  # ok.agents imports no agent library until one is used
+_SUBMODULES = ("agents", "examples", "testing")  # ok.agents imports no agent library until used
 
 __all__ = [
     "ActionModel", "Agent", "AgentError", "AgentModels", "AgentResponse", "BreakerPolicy",
     "Choice", "Comparison", "EventBus", "FitResult", "Float", "HangWarning", "Hedge", "Int",
     "MissingDependencyError", "MonteCarloResult", "NoSessionError", "Orchestrator",
-    "OrchkitError", "OverloadWarning", "Plan", "PlanFailedError", "PlanTimeoutError", "PlanValidationError",
-    "PlanWarning",
-    "Policies", "RUN_COLUMNS", "RemoteAgent", "RetryPolicy", "RunNotFoundError", "RunResult",
-    "SPAN_COLUMNS", "SeedCompatWarning", "ServiceError", "Step", "Summary", "TuneResult",
-    "UnknownActionError", "Workload", "compare", "draw", "examples", "fit_models", "gantt",
-    "makespan_chart", "monte_carlo", "simulate", "sweep", "tune", "utilisation_chart",
+    "OrchkitError", "OverloadWarning", "Plan", "PlanFailedError", "PlanTimeoutError",
+    "PlanValidationError", "PlanWarning", "Policies", "RUN_COLUMNS", "RemoteAgent",
+    "RetryPolicy", "RunNotFoundError", "RunResult", "SPAN_COLUMNS", "SeedCompatWarning",
+    "ServiceError", "Step", "Summary", "TuneResult", "UnknownActionError", "Workload", "compare",
+    "draw", "examples", "fit_models", "gantt", "makespan_chart", "monte_carlo", "simulate",
+    "sweep", "tune", "utilisation_chart",
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is not None:
-        value = getattr(importlib.import_module(module, __name__), name)
+        value = getattr(_importlib.import_module(module, __name__), name)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f".{name}", __name__)
+        value = _importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module 'orchkit' has no attribute {name!r}")
     globals()[name] = value  # the next lookup is a plain module attribute
@@ -65,22 +68,26 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
+    """The user's vocabulary: the public names, the public submodules and ``__version__``."""
+    return sorted({*__all__, *_SUBMODULES, "__version__"})
 
 
-if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
-    from . import agents, examples
-    from ._agent import Agent, AgentResponse
-    from ._charts import draw, gantt, makespan_chart, utilisation_chart
-    from ._compare import Comparison, compare
-    from ._fit import FitResult, fit_models
-    from ._live import EventBus, Orchestrator
-    from ._models import ActionModel, AgentModels
-    from ._plan import Hedge, Plan, PlanWarning, RetryPolicy, SeedCompatWarning, Step
-    from ._policies import BreakerPolicy, Policies
-    from ._remote import RemoteAgent
-    from ._result import SPAN_COLUMNS, RunResult
-    from ._sim import HangWarning, simulate
-    from ._study import (RUN_COLUMNS, MonteCarloResult, OverloadWarning, Summary, Workload,
-                         monte_carlo, sweep)
-    from ._tune import Choice, Float, Int, TuneResult, tune
+if _TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from . import agents, examples, testing
+    from ._engine.result import RUN_COLUMNS, SPAN_COLUMNS, RunResult
+    from ._runtimes.agent import Agent, AgentResponse
+    from ._runtimes.bus import EventBus
+    from ._runtimes.live import Orchestrator
+    from ._runtimes.sim import simulate
+    from ._spec.fitting import FitResult
+    from ._spec.inputs import HangWarning
+    from ._spec.models import ActionModel, AgentModels, fit_models
+    from ._spec.plan import Hedge, Plan, PlanWarning, RetryPolicy, SeedCompatWarning, Step
+    from ._spec.policies import BreakerPolicy, Policies
+    from ._spec.workload import Workload
+    from ._studies.compare import Comparison, compare
+    from ._studies.montecarlo import OverloadWarning, monte_carlo, sweep
+    from ._studies.summary import MonteCarloResult, Summary
+    from ._studies.tune import Choice, Float, Int, TuneResult, tune
+    from ._views.charts import draw, gantt, makespan_chart, utilisation_chart
+    from .agents.remote import RemoteAgent

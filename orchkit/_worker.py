@@ -43,9 +43,9 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
-from ._agent import Agent, AgentResponse, coerce_response
-from ._errors import AgentError, OrchkitError
-from ._remote import CANCEL_CHANNEL, _bounded, check_redis_url, probe_redis, require_bullmq
+from ._runtimes.agent import Agent, AgentResponse, coerce_response
+from ._base.errors import AgentError, OrchkitError
+from .agents.remote import CANCEL_CHANNEL, bounded, check_redis_url, probe_redis, require_bullmq
 
 log = logging.getLogger("orchkit.worker")
 DEFAULT_IDLE_MS = 30 * 60_000.0  # a pool agent is released after this long without a job
@@ -171,7 +171,7 @@ class WorkerProcess:
         for agent_id in idle:
             del self.last_used[agent_id]
             agent = self.agents.pop(agent_id)
-            await _bounded(agent.shutdown(), 5.0)
+            await bounded(agent.shutdown(), 5.0)
         if idle and self.verbose:
             print(f"released {len(idle)} idle agent(s)", flush=True)
         return idle
@@ -197,7 +197,7 @@ class WorkerProcess:
         try:
             agent = await self.agent(agent_id)
             task = asyncio.ensure_future(self._call(job, agent, action, data.get("input"),
-                                                    _agent_context(data.get("context"))))
+                                                    agent_context(data.get("context"))))
             self.active[job.id] = task
             self.busy[agent_id] = self.busy.get(agent_id, 0) + 1
             try:
@@ -287,8 +287,8 @@ class WorkerProcess:
                 reaper.cancel()
             await self._close()
             listener.cancel()
-            await _bounded(pubsub.aclose(), 2.0)
-            await _bounded(client.aclose(), 2.0)
+            await bounded(pubsub.aclose(), 2.0)
+            await bounded(client.aclose(), 2.0)
 
     async def _listen(self, pubsub: Any) -> None:
         while True:
@@ -314,7 +314,7 @@ class WorkerProcess:
         if pending:
             forced = [asyncio.ensure_future(w.close(force=True)) for w in self.workers]
             await asyncio.wait(forced, timeout=3.0)
-        await asyncio.gather(*(_bounded(a.shutdown(), 5.0) for a in self.agents.values()))
+        await asyncio.gather(*(bounded(a.shutdown(), 5.0) for a in self.agents.values()))
         print(f"orchkit worker stopped after {self.jobs_done} job(s)", flush=True)
 
 
@@ -327,7 +327,7 @@ def _forward(kind: str, payload: Any) -> None:
             job.updateProgress({"orchkitEvent": kind, "payload": payload})))
 
 
-def _agent_context(ctx: Any) -> dict[str, Any]:
+def agent_context(ctx: Any) -> dict[str, Any]:
     """The job's JSON context as the live runtime gives it to ``process``."""
     ctx = ctx if isinstance(ctx, dict) else {}
     results = {}

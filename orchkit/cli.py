@@ -12,9 +12,9 @@ from typing import Sequence
 from pathlib import Path
 
 from . import __version__, examples
-from ._deps import EXTRAS, missing, require
-from ._errors import OrchkitError, PlanValidationError
-from ._plan import Plan, SeedCompatWarning
+from ._base.deps import EXTRAS, missing, require
+from ._base.errors import OrchkitError, PlanValidationError
+from ._spec.plan import Plan, SeedCompatWarning
 
 DESCRIPTION = """\
 Design, simulate and run orchestration plans for AI agents. Times are in ms.
@@ -71,7 +71,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _workload(text: str):
-    from ._study import Workload
+    from . import Workload
 
     keys = {"rate": "rate_per_s", "interval": "interval_ms", "horizon": "horizon_ms",
             "arrivals": "arrivals_ms", "population": "population", "think": "think_ms"}
@@ -131,9 +131,7 @@ def _mix(plan: Plan, mixes: list[str]) -> list[tuple[Plan, float]]:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from ._charts import gantt
-    from ._sim import simulate
-    from ._study import OverloadWarning, monte_carlo
+    from . import OverloadWarning, gantt, monte_carlo, simulate
 
     plan = _load(args.plan)
     workload = _workload(args.workload) if args.workload else None
@@ -195,9 +193,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """Simulate the seed's parallel-analysis plan on the default agent models."""
-    from ._charts import gantt, makespan_chart
-    from ._sim import simulate
-    from ._study import Workload, monte_carlo
+    from . import Workload, gantt, makespan_chart, monte_carlo, simulate
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,8 +221,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from ._charts import gantt
-    from ._live import Orchestrator
+    from . import Orchestrator, gantt
 
     from .agents import for_plan, scaled_plan
 
@@ -277,7 +272,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     """Tune a plan to an SLO (SPEC §7.5): one line per chosen plan, the tuned plan(s) saved."""
-    from ._tune import load_space, tune
+    from ._studies.tune import load_space, tune
 
     plan = _load(args.plan)
     constraints = {}
@@ -331,7 +326,7 @@ def _fit(args: argparse.Namespace) -> int:
     """Fit agent models to a spans file (SPEC §7.5)."""
     import pandas as pd
 
-    from ._fit import fit_models
+    from . import fit_models
 
     path = Path(args.spans)
     if not path.exists():
@@ -383,7 +378,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     factory = args.agent_factory
     if args.redis:
-        from ._remote import require_bullmq, service_factory
+        from .agents.remote import require_bullmq, service_factory
 
         if factory:
             raise OrchkitError("--redis and --agent-factory exclude each other: with --redis "

@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._plan import Plan
-from ._resources import data_path
+from ._spec.plan import Plan
+from ._base.resources import data_path
 
 if TYPE_CHECKING:
-    from ._models import AgentModels
+    from ._spec.models import AgentModels
 
 __all__ = ["models", "models_path", "names", "path", "plan"]
 
@@ -51,5 +51,5 @@ def models_path() -> Path:
 
 def models() -> AgentModels:
     """The default agent models: latency, errors and capacity of the seed's three agents."""
-    from ._models import AgentModels  # numpy: not for the light commands
+    from ._spec.models import AgentModels  # numpy: not for the light commands
     return AgentModels.load(models_path())

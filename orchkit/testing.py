@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-from ._agent import Agent, AgentResponse
-from ._errors import AgentError, PlanValidationError
+from ._runtimes.agent import Agent, AgentResponse
+from ._base.errors import AgentError, PlanValidationError
 
 
 @dataclass(frozen=True)

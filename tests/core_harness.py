@@ -26,10 +26,10 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from orchkit._core import (SUCCEEDED, Attempt, CancelAttempt, CancelTimer, Emit, FinishRun,
+from orchkit._engine.core import (SUCCEEDED, Attempt, CancelAttempt, CancelTimer, Emit, FinishRun,
                            Run, Scheduler, StartAttempt, StartTimer, Timer, compile_plan)
-from orchkit._plan import Plan
-from orchkit._policies import as_policies, breaker_lookup
+from orchkit._spec.plan import Plan
+from orchkit._spec.policies import as_policies, breaker_lookup
 from orchkit.testing import Crash, Fail, Garbage, Hang, Ok
 
 _SUBMIT, _DONE, _TIMER = 0, 1, 2
@@ -162,8 +162,8 @@ class Harness:
 
     def retry_timers(self) -> list[float]:
         """``at_ms`` of every retry timer the core started."""
-        from orchkit._core import _RETRY
-        return [t.at_ms for t in self.timers if t.kind == _RETRY]
+        from orchkit._engine.core import RETRY
+        return [t.at_ms for t in self.timers if t.kind == RETRY]
 
     def _submit(self, plan: Plan, run_id: Any) -> None:
         run, actions = self.core.submit(compile_plan(plan), self.now, run_id)

@@ -20,7 +20,7 @@ pytest.importorskip("tensorflow")
 
 from scipy.stats import pearsonr, spearmanr  # noqa: E402
 
-from orchkit._errors import AgentError  # noqa: E402
+from orchkit import AgentError  # noqa: E402
 from orchkit.agents import SpeechAnalysisAgent  # noqa: E402
 from orchkit.agents.speech import FEATURES, decode_audio, load_fluency_model  # noqa: E402
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import orchkit as ok
-from orchkit._models import AgentModels
+from orchkit._spec.models import AgentModels
 from orchkit.agents import SyntheticAgent
 
 DEFAULT = Path(__file__).resolve().parents[1] / "data" / "agents" / "default.yaml"

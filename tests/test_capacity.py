@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import orchkit as ok
-from orchkit._study import offered_load
-from orchkit._stats import Z95, batches_for, mean_ci, mser5, steady_mean_ci, wilson_ci
+from orchkit._spec.workload import offered_load
+from orchkit._base.stats import Z95, batches_for, mean_ci, mser5, steady_mean_ci, wilson_ci
 
 ONE = ok.Plan.model_validate({"id": "one", "steps": [{"id": "s", "agentId": "tutor-agent-1",
                                                       "action": "ask"}]})
@@ -525,7 +525,7 @@ def test_cli_simulate_workload_forms_warmup_and_replications(tmp_path, capsys):
 
 
 def test_student_t_quantiles_and_degenerate_sections():
-    from orchkit._stats import section_ci, t95
+    from orchkit._base.stats import section_ci, t95
 
     for df, exact in ((1, 12.7062), (2, 4.3027), (3, 3.1824), (9, 2.2622), (19, 2.0930),
                       (39, 2.0227), (1000, 1.9623)):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import orchkit as ok
-from orchkit._charts import OUTCOME_COLORS
+from orchkit._views.charts import OUTCOME_COLORS
 from orchkit.testing import Fail, Hang, Ok, ScriptedAgent, ScriptedModels
 
 PLAN = ok.Plan.model_validate({

@@ -8,7 +8,7 @@ import pytest
 
 from core_harness import Harness, plan_of, run_plan, state_names, step
 from orchkit import RetryPolicy, RunResult
-from orchkit._core import (CancelAttempt, Emit, FinishRun, Scheduler,
+from orchkit._engine.core import (CancelAttempt, Emit, FinishRun, Scheduler,
                            StartAttempt, StartTimer, compile_plan)
 from orchkit.testing import Crash, Fail, Garbage, Hang, Ok
 

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core_harness import Harness, all_deps_succeeded
-from orchkit._core import CANCELLED, FAILED, SKIPPED, SUCCEEDED
-from orchkit._plan import Plan
-from orchkit._result import span_rows
+from orchkit._engine.core import CANCELLED, FAILED, SKIPPED, SUCCEEDED
+from orchkit import Plan
+from orchkit._engine.result import span_rows
 from orchkit.testing import Crash, Fail, Garbage, Hang, Ok
 
 AGENTS = ("A", "B", "C")

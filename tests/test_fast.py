@@ -1,4 +1,4 @@
-"""The vectorised fast path (orchkit._fast) against the SimPy path of the scheduling core:
+"""The vectorised fast path (orchkit._runtimes.fast) against the SimPy path of the scheduling core:
 statistical agreement on stochastic plans, exact agreement on deterministic ones, exact
 critical paths, closed forms, determinism and frame shapes."""
 
@@ -18,8 +18,15 @@ import orchkit as ok
 
 # hangs without timeouts are exercised on purpose here
 pytestmark = pytest.mark.filterwarnings("ignore::orchkit.HangWarning")
-from orchkit._errors import PlanValidationError
-from orchkit._fast import BLOCK_RUNS, fast_runs, supports
+from orchkit import PlanValidationError
+from orchkit._engine.prepared import Prepared
+from orchkit._runtimes.fast import BLOCK_RUNS, fast_runs, supports
+from orchkit._spec.inputs import StudyInputs
+
+
+def fast(plan, models, *args, **kwargs):
+    """The fast path on a plan and models through the front door."""
+    return fast_runs(Prepared.of(StudyInputs.of(plan, models)), *args, **kwargs)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGN = {"dist": "lognormal", "median": 250, "p95": 900}
@@ -345,22 +352,22 @@ def test_closed_forms_of_retries_timeouts_and_parallel_maxima():
 def test_same_seed_identical_frames_and_blocks_are_independent():
     plan, models = STAT_PLANS["fallback_chain"]
     runs = BLOCK_RUNS + 300
-    a = fast_runs(plan, models, 5, runs, 500, progress=False)
-    b = fast_runs(plan, models, 5, runs, 500, progress=False)
+    a = fast(plan, models, 5, runs, 500, progress=False)
+    b = fast(plan, models, 5, runs, 500, progress=False)
     pd.testing.assert_frame_equal(a[0], b[0])
     pd.testing.assert_frame_equal(a[1], b[1])
     assert a[2] == b[2]
     assert list(a[0]["run_id"]) == list(range(runs))
     assert a[1]["run_id"].max() == 499 and a[1]["run_id"].is_monotonic_increasing
     # keep_spans does not change the runs; kept spans are those of keep_spans=True
-    c = fast_runs(plan, models, 5, 2000, False, progress=False)
-    d = fast_runs(plan, models, 5, 2000, True, progress=False)
+    c = fast(plan, models, 5, 2000, False, progress=False)
+    d = fast(plan, models, 5, 2000, True, progress=False)
     pd.testing.assert_frame_equal(c[0], d[0])
     assert c[1].empty and list(c[1].columns) == ok.SPAN_COLUMNS
-    more = fast_runs(plan, models, 5, runs, 1000, progress=False)[1]
+    more = fast(plan, models, 5, runs, 1000, progress=False)[1]
     pd.testing.assert_frame_equal(a[1], more[more["run_id"] < 500].reset_index(drop=True))
     # another seed, another result; the second block is not a copy of the first
-    e = fast_runs(plan, models, 6, 2000, False, progress=False)
+    e = fast(plan, models, 6, 2000, False, progress=False)
     assert not e[0]["makespan_ms"].equals(c[0]["makespan_ms"])
     mk = a[0]["makespan_ms"].to_numpy()
     assert not np.array_equal(mk[:300], mk[BLOCK_RUNS:])
@@ -402,13 +409,13 @@ def test_supports_and_automatic_choice():
     with pytest.raises(PlanValidationError, match="does not apply"):
         mc(behind, models, "fast", 10)
     with pytest.raises(ValueError, match="maxConcurrency"):
-        fast_runs(limited, models, 0, 10)
+        fast(limited, models, 0, 10)
 
 
 def test_default_keeps_a_sample_of_spans_and_every_run():
     """By default an independent-run study keeps the spans of its first SPAN_SAMPLE_RUNS runs
     (a fair sample of i.i.d. runs) and every run row; a workload study keeps every span."""
-    from orchkit._study import SPAN_SAMPLE_RUNS
+    from orchkit._studies.montecarlo import SPAN_SAMPLE_RUNS
     plan = ok.Plan.model_validate({"id": "p", "steps": [{"id": "a", "agentId": "x",
                                                          "action": "go"}]})
     models = ok.AgentModels.from_dict({"agents": {"x": {"latency": LOGN}}})

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import orchkit as ok
-from orchkit._models import ActionModel, Gamma, Lognormal, Weibull
+from orchkit._spec.models import ActionModel, Gamma, Lognormal, Weibull
 
 Z = 3.0  # "within its standard errors": 3 SE (99.7%), on fixed seeds
 

@@ -9,8 +9,8 @@ import time
 import pytest
 
 import orchkit as ok
-from orchkit._core import compile_plan
-from orchkit._plan import MAX_MS, RetryPolicy
+from orchkit._engine.core import compile_plan
+from orchkit._spec.plan import MAX_MS, RetryPolicy
 
 CONST = {"agents": {"*": {"latency": {"dist": "constant", "value": 10}, "error": 1.0}}}
 

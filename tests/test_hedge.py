@@ -10,7 +10,7 @@ import pytest
 
 import orchkit as ok
 from core_harness import plan_of, run_plan, state_names, step
-from orchkit._core import CancelAttempt
+from orchkit._engine.core import CancelAttempt
 from orchkit.testing import Fail, Hang, Ok, ScriptedAgent, ScriptedModels
 from test_sim import _assert_agree, _plan, _run_both, _step
 

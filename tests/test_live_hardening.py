@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 import orchkit as ok
 from core_harness import plan_of, step
 from orchkit import AgentResponse, Plan
-from orchkit._core import (CancelAttempt, Scheduler, StartAttempt, StartTimer,
+from orchkit._engine.core import (CancelAttempt, Scheduler, StartAttempt, StartTimer,
                            compile_plan)
-from orchkit._live import EventBus
+from orchkit import EventBus
 from orchkit.testing import Hang, Ok, ScriptedAgent
 
 pytestmark = pytest.mark.timeout(30)

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from scipy import stats
 
-from orchkit._errors import PlanValidationError
-from orchkit._models import (
+from orchkit import PlanValidationError
+from orchkit._spec.models import (
     OUTCOMES,
     ActionModel,
     AgentModels,
@@ -27,7 +27,7 @@ from orchkit._models import (
     Lognormal,
     distribution_from_dict,
 )
-from orchkit._plan import Plan
+from orchkit._spec.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "data" / "agents" / "default.yaml"

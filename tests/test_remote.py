@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import orchkit as ok
-from orchkit._remote import RemoteAgent
+from orchkit import RemoteAgent
 from remote_agents import read
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import orchkit as ok
-from orchkit._errors import OrchkitError
-from orchkit._remote import json_context
-from orchkit._worker import _agent_context, load_factory, parse_agents
+from orchkit import OrchkitError
+from orchkit.agents.remote import json_context
+from orchkit._worker import agent_context, load_factory, parse_agents
 from redis_server import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,7 +102,7 @@ def test_the_job_context_is_json_and_round_trips_to_the_agents_context(data, att
     context = {"plan_id": "p", "step_id": "s", "attempt": attempt, "run_id": run_id,
                "job_id": "j", "results": results}
     wire = json.loads(json.dumps(json_context(context)))
-    back = _agent_context(wire)
+    back = agent_context(wire)
     assert back["results"] == results
     assert back["attempt"] == attempt and back["plan_id"] == "p" and back["job_id"] == "j"
     assert back["run_id"] == (run_id if isinstance(run_id, (int, str)) else str(run_id))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from orchkit._remote import RemoteAgent
+from orchkit import RemoteAgent
 from test_remote import ROOT, orchestrate, spawn, step, uid  # noqa: F401 - spawn is a fixture
 
 NODE_MODULES = ROOT / "tests" / "node" / "node_modules"

@@ -107,7 +107,7 @@ def test_mmc_queue_wait_matches_erlang_c(c, horizon_ms):
 def test_confidence_interval_helpers_cover_at_95_percent():
     """mean_ci, quantile_ci and wilson_ci: over 400 independent samples, each interval holds
     the true value in 95% of them (within 3.29 binomial SE)."""
-    from orchkit._study import mean_ci, quantile_ci, wilson_ci
+    from orchkit._base.stats import mean_ci, quantile_ci, wilson_ci
 
     gen = np.random.default_rng(0)
     reps, n, mean = 400, 300, 10.0

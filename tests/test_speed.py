@@ -9,8 +9,8 @@ import gc
 import pytest
 
 import orchkit as ok
-from orchkit._core import CORE_EVENTS, Emit
-from orchkit._live import EventBus
+from orchkit._engine.core import CORE_EVENTS, Emit
+from orchkit import EventBus
 from orchkit.testing import Fail, Ok, ScriptedAgent, ScriptedModels
 
 from core_harness import plan_of, run_plan, step
@@ -187,8 +187,8 @@ def cyclic_garbage(work) -> int:
 
 
 def test_simulated_runs_leave_no_reference_cycles():
-    from orchkit._core import compile_plan
-    from orchkit._sim import simulate_runs
+    from orchkit._engine.core import compile_plan
+    from orchkit._runtimes.sim import simulate_runs
 
     cp, models = compile_plan(GC_PLAN), ok.AgentModels.from_dict(GC_MODELS)
     statuses = []
@@ -282,7 +282,7 @@ def test_every_public_name_resolves_and_is_listed():
     assert names <= set(dir(ok))
     for name in sorted(names):
         assert getattr(ok, name) is not None
-    assert ok.Plan.__module__ == "orchkit._plan" and callable(ok.monte_carlo)
+    assert ok.Plan.__module__ == "orchkit._spec.plan" and callable(ok.monte_carlo)
     assert ok.agents.__name__ == "orchkit.agents"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         ok.nope  # noqa: B018
@@ -291,7 +291,7 @@ def test_every_public_name_resolves_and_is_listed():
 def test_studies_pause_the_cyclic_gc_only_while_they_simulate():
     import threading
 
-    from orchkit._sim import gc_paused
+    from orchkit._runtimes.sim import gc_paused
 
     work = ok.Workload(rate_per_s=20.0, horizon_ms=2_000)
     assert gc.isenabled()

@@ -73,7 +73,7 @@ def tune_retries(**kw):
 
 
 def test_tune_finds_the_smallest_retry_count_whose_interval_meets_the_target():
-    from orchkit._study import wilson_ci
+    from orchkit._base.stats import wilson_ci
 
     res = tune_retries()
     # closed form: success = 1 - p^(r+1); feasible when the 95% interval's low end of a
@@ -328,7 +328,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers(-10, 10) | st.float
 @settings(derandomize=True, max_examples=80, deadline=None)
 @given(st.dictionaries(st.text(min_size=1, max_size=8), _json, max_size=3) | _json)
 def test_space_files_either_parse_or_fail_with_a_named_error(data):
-    from orchkit._tune import Choice, Float, Int, space_from_dict
+    from orchkit._studies.tune import Choice, Float, Int, space_from_dict
 
     try:
         space = space_from_dict(data, "space.yaml")
@@ -341,10 +341,10 @@ def test_space_files_either_parse_or_fail_with_a_named_error(data):
 @settings(derandomize=True, max_examples=80, deadline=None)
 @given(st.text(max_size=12) | st.sampled_from([">= 0.9", "<=20000", " >= 1e-3 ", ">=", "= 3"]))
 def test_constraint_bounds_either_parse_or_name_the_format(text):
-    from orchkit._tune import _parse_constraints
+    from orchkit._studies.tune import parse_constraints
 
     try:
-        (op, bound), = _parse_constraints({"success_rate": text}).values()
+        (op, bound), = parse_constraints({"success_rate": text}).values()
     except ValueError as exc:
         assert "'>= NUMBER' or '<= NUMBER'" in str(exc)
         return

@@ -7,8 +7,8 @@ import fnmatch
 import importlib
 from typing import Any
 
-from .._deps import missing, require
-from .._errors import PlanValidationError
+from .._base.deps import missing, require
+from .._base.errors import PlanValidationError
 
 _WHERE = {
     "PersonalizedLearningAgent": ".learning",
@@ -41,7 +41,7 @@ def for_plan(plan: Any, models: Any = None, time_scale: float = 1.0, *, seed: in
     ``RemoteAgent`` per id instead, served by ``orchkit worker`` processes."""
     ids = dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps)
     if redis is not None:
-        from .._remote import RemoteAgent
+        from .remote import RemoteAgent
 
         return [RemoteAgent(agent_id, redis) for agent_id in ids]
     return [make_agent(agent_id, models, time_scale, seed=seed, plan_id=plan.id)

@@ -27,9 +27,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .._agent import Agent, AgentResponse
-from .._errors import AgentError
-from .._resources import data_path
+from .._runtimes.agent import Agent, AgentResponse
+from .._base.errors import AgentError
+from .._base.resources import data_path
 
 DEFAULT_LEARNER_ID = "default-learner"
 DEFAULT_DATA_DIR = data_path("learners")  # shipped in the package (orchkit/data/learners)

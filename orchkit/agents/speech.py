@@ -38,9 +38,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from .._agent import Agent, AgentResponse  # noqa: E402
-from .._errors import AgentError  # noqa: E402
-from .._resources import data_path  # noqa: E402
+from .._runtimes.agent import Agent, AgentResponse  # noqa: E402
+from .._base.errors import AgentError  # noqa: E402
+from .._base.resources import data_path  # noqa: E402
 
 __all__ = [
     "SpeechAnalysisAgent",

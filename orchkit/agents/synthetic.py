@@ -9,9 +9,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .._agent import Agent, AgentResponse
-from .._errors import AgentError
-from .._models import AgentModels
+from .._runtimes.agent import Agent, AgentResponse
+from .._base.errors import AgentError
+from .._spec.models import AgentModels
 
 
 class SyntheticAgent(Agent):
@@ -79,7 +79,7 @@ def scaled_plan(plan: Any, time_scale: float) -> Any:
     and every ``…Ms`` field such as ``backoffMs``; fallback plans too; not ``input`` or
     ``meta``): the live twin of a plan whose agents are ``SyntheticAgent(time_scale=…)``,
     so timeouts and backoffs keep their proportion to the agents' scaled latencies."""
-    from .._plan import Plan
+    from .._spec.plan import Plan
 
     if not isinstance(time_scale, (int, float)) or not math.isfinite(time_scale) or time_scale <= 0:
         raise ValueError(f"time_scale must be a finite number > 0, got {time_scale!r}")

@@ -27,9 +27,9 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .._agent import Agent, AgentResponse
-from .._deps import missing
-from .._errors import AgentError
+from .._runtimes.agent import Agent, AgentResponse
+from .._base.deps import missing
+from .._base.errors import AgentError
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_TIMEOUT_MS = 30_000.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._deps import require
+from .._base.deps import require
 
 for _module in ("fastapi", "socketio", "uvicorn", "prometheus_client"):
     require(_module, "the service (orchkit serve)")

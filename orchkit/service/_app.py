@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .._errors import OrchkitError
+from .._base.errors import OrchkitError
 from ._routes import build_router
 from ._schemas import error_status
 from ._service import Service

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._errors import (AgentError, MissingDependencyError, NoSessionError, PlanValidationError,
+from .._base.errors import (AgentError, MissingDependencyError, NoSessionError, PlanValidationError,
                        RunNotFoundError, ServiceError, UnknownActionError)
 
 LEARNER_ID = r"^[A-Za-z0-9_.@:-]{1,128}$"

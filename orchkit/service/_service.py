@@ -33,12 +33,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
-from .._agent import Agent, AgentResponse, coerce_response
-from .._errors import (AgentError, NoSessionError, OrchkitError, PlanValidationError,
+from .._runtimes.agent import Agent, AgentResponse, coerce_response
+from .._base.errors import (AgentError, NoSessionError, OrchkitError, PlanValidationError,
                        RunNotFoundError, ServiceError, UnknownActionError)
-from .._live import Orchestrator
-from .._plan import Plan
-from .._result import SPAN_COLUMNS, span_rows
+from .._runtimes.live import Orchestrator
+from .._spec.plan import Plan
 from ._metrics import Metrics
 from ._store import Store
 
@@ -366,23 +365,22 @@ class Service:
                     "timestamp": iso(now_ms())}
 
     def _bind_session_plan(self, s: _Session, data: dict[str, Any]) -> Plan:
-        d = self._plan.to_dict()
-        for step in d["steps"]:
-            kind = kind_of(step["agentId"])
-            if kind in s.agents:
-                step["agentId"] = s.agents[kind]
-            inp = dict(step.get("input") or {})
+        """The session plan with the learner's agents and inputs (``Plan.bind``: no round
+        trip through a dict, nothing validated twice); no fallback, and a deadline."""
+        inputs = {}
+        for step in self._plan.steps:
+            inp = dict(step.input or {})
             if "sessionId" in inp:
                 inp["sessionId"] = s.session_id
             for key in ("subject", "gradeLevel"):
                 if key in data and key in inp:
                     inp[key] = data[key]
             inp["learnerId"] = s.learner_id
-            step["input"] = inp
-        d.pop("fallbackPlan", None)
-        if d.get("timeout") is None:  # a request never waits forever
-            d["timeout"] = self.call_timeout_ms
-        return Plan.model_validate(d)
+            inputs[step.id] = inp
+        agent_ids = {step.agent_id: s.agents[kind] for step in self._plan.steps
+                     if (kind := kind_of(step.agent_id)) in s.agents}
+        return self._plan.bind(agent_ids=agent_ids, inputs=inputs, fallback=False,
+                               timeout_ms=self.call_timeout_ms)  # a request never waits forever
 
     def _tutor_listener(self, learner_id: str, tutor_id: str) -> Any:
         """Let the learner's tutor hear only its own learner's insights (one shared bus)."""
@@ -595,8 +593,7 @@ class Service:
         except Exception as exc:  # noqa: BLE001 - recorded, never lost
             rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         else:
-            run = result._run  # spans as plain rows: no DataFrame on the request path
-            spans = [dict(zip(SPAN_COLUMNS, row)) for row in span_rows(run, run.start_ms)]
+            spans = result.span_records()  # plain rows: no DataFrame on the request path
             rec.update(status=result.status, error=result.error, result={
                 "success": result.success, "planId": result.plan_id,
                 "results": jsonable(result.results), "errors": dict(result.errors),

@@ -23,7 +23,7 @@ from typing import Any
 
 import socketio
 
-from .._errors import OrchkitError
+from .._base.errors import OrchkitError
 from ._schemas import LEARNER_ID, error_status
 from ._service import AGENT_MS, KINDS, Service
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from .._errors import ServiceError
+from .._base.errors import ServiceError
 
 INSIGHTS_KEPT = 1000  # per learner by default; older ones are dropped
 

@@ -18,8 +18,9 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       field_validator, model_validator)
 from pydantic.alias_generators import to_camel
 
-from ._errors import PlanValidationError
-from ._parse import json_value, parse, read_text, short
+from .._base.errors import PlanValidationError
+from .dag import to_mermaid
+from .parse import json_value, parse, read_text, short
 
 MAX_FALLBACK_DEPTH = 16
 #: The longest time a plan may give, in ms (about 31.7 years): timeouts, ``backoffMs``,
@@ -260,11 +261,44 @@ class Plan(_Model):
             plan = plan.fallback_plan
         return out
 
+    def bind(self, *, agent_ids: dict[str, str] | None = None,
+             inputs: dict[str, Any] | None = None, timeout_ms: float | None = None,
+             fallback: bool = True) -> Plan:
+        """This plan with concrete agents and inputs, without a round trip through a dict:
+        ``agent_ids`` maps an agent id of the plan to the one to call, ``inputs`` a step id
+        to that step's new ``input`` (plain JSON: checked as a plan file's is),
+        ``timeout_ms`` sets the plan's deadline when it has none, ``fallback=False`` drops
+        the fallback chain. The DAG is unchanged, so nothing else is validated again."""
+        agent_ids, inputs = agent_ids or {}, inputs or {}
+        unknown = sorted(set(inputs) - {s.id for s in self.steps})
+        if unknown:
+            raise PlanValidationError(f"plan '{self.id}': bind: no step {', '.join(unknown)} "
+                                      f"(steps: {', '.join(s.id for s in self.steps)})")
+        steps = []
+        for s in self.steps:
+            update: dict[str, Any] = {}
+            if s.agent_id in agent_ids:
+                new = agent_ids[s.agent_id]
+                if not isinstance(new, str) or not new.strip():
+                    raise PlanValidationError(f"plan '{self.id}' step '{s.id}': bind: agent id "
+                                              f"must be a non-blank string, got {short(new)}")
+                update["agent_id"] = new
+            if s.id in inputs:
+                update["input"] = json_value(inputs[s.id], f"plan '{self.id}' step '{s.id}' input")
+            steps.append(s.model_copy(update=update) if update else s)
+        update = {"steps": tuple(steps)}
+        if timeout_ms is not None and self.timeout_ms is None:
+            if not (isinstance(timeout_ms, (int, float)) and 0 < timeout_ms <= MAX_MS):
+                raise PlanValidationError(f"plan '{self.id}': bind: timeout_ms must be a number "
+                                          f"of ms in (0, {MAX_MS:g}], got {timeout_ms!r}")
+            update["timeout_ms"] = float(timeout_ms)
+        if not fallback:
+            update["fallback_plan"] = None
+        return self.model_copy(update=update)
+
     def to_mermaid(self) -> str:
         """The DAG as Mermaid ``flowchart`` text: a subgraph per plan of the fallback chain,
         one node per step (id, agent.action, timeout and retries), dependency arrows."""
-        from ._diagram import to_mermaid
-
         return to_mermaid(self)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
@@ -294,6 +328,18 @@ class Plan(_Model):
                     f"plan '{self.id}': 'meta' must be a JSON object (strings, finite numbers, "
                     f"booleans, null, lists, objects): {exc}") from None
         return self
+
+
+def as_plan(plan: Plan | dict | str | Path) -> Plan:
+    """A ``Plan`` as given, or one validated from a dict or loaded from a file path."""
+    if isinstance(plan, Plan):
+        return plan
+    if isinstance(plan, (str, Path)):
+        return Plan.load(plan)
+    if not isinstance(plan, dict):
+        raise TypeError(f"plan must be a Plan, a dict or a path to a plan file, got "
+                        f"{type(plan).__name__}")
+    return Plan.model_validate(plan)
 
 
 class SeedCompatWarning(UserWarning):

@@ -36,12 +36,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ._core import CompiledPlan, compile_plan
-from ._models import AgentModels
-from ._plan import Plan
-from ._result import SPAN_COLUMNS, categorical, spans_frame
+from collections import Counter
 
-__all__ = ["BLOCK_RUNS", "fast_runs", "supports"]
+from .._base.errors import PlanValidationError
+from .._engine.core import CompiledPlan
+from .._engine.prepared import Prepared
+from .._engine.result import HUNG, RUN_COLUMNS, SPAN_COLUMNS, categorical, columns_frame, spans_frame
+from .._spec.models import AgentModels
+from .._spec.plan import Plan
+
+__all__ = ["BLOCK_RUNS", "choose_method", "fast_runs", "supports", "why_not"]
 
 BLOCK_RUNS = 1 << 16  # runs per block (one rng seeding, bounded working memory)
 _INF = math.inf
@@ -50,7 +54,6 @@ _OK, _ERROR, _HANG, _TIMEOUT, _CANCELLED = 0, 1, 2, 3, 4  # attempt outcome code
 _OUTCOMES = np.array(["succeeded", "error", "hang", "timeout", "cancelled"], dtype=object)
 _SUCCEEDED, _FAILED, _TIMED_OUT, _HUNG = 0, 1, 2, 3  # plan status codes
 _STATUS = ("succeeded", "failed", "timed_out")
-_HUNG_REASON = "never finished: an attempt hung and no step timeout or plan timeout ends it"
 _SEED_TAG = 0x66617374  # "fast": keeps these streams apart from other uses of the seed
 
 
@@ -75,6 +78,51 @@ def why_not(plan: Plan) -> str | None:
                     "and cancel each other; the fast path draws attempts one after the other)")
         p = p.fallback_plan
     return None
+
+
+def choose_method(prepared: Prepared, method: str) -> tuple[str, str]:
+    """The path an independent-runs study takes ("simpy" or "fast", as ``method`` asks:
+    "auto", "simpy" or "fast") and why (``MonteCarloResult.method_reason``). The fast path
+    applies when no capacity, outage, breaker or hedge makes an attempt depend on another
+    one's timing."""
+    plan, models, policies = prepared.plan, prepared.models, prepared.policies
+    if method not in ("auto", "simpy", "fast"):
+        raise ValueError(f"method must be 'auto', 'simpy' or 'fast', got {method!r}")
+    if method == "simpy":
+        return "simpy", "method='simpy' was asked for"
+    binding = binding_capacities(plan, models)
+    outages = sorted({s.agent_id for p in plan.chain() for s in p.steps
+                      if getattr(models.resolve(s.agent_id, s.action), "outages", ())})
+    breakers = sorted({s.agent_id for p in plan.chain() for s in p.steps
+                       if policies is not None and policies.breaker(s.agent_id) is not None})
+    why = (f"the capacity of agents {', '.join(binding)} can make attempts of one run "
+           "wait" if binding else
+           f"agents {', '.join(outages)} have outages, which depend on the clock (the fast "
+           "path draws attempts before it knows their start times)" if outages else
+           f"agents {', '.join(breakers)} have circuit breakers, whose state depends on the "
+           "order of attempt outcomes in time (the fast path draws them step by step)"
+           if breakers else why_not(plan))
+    if why is None:
+        return "fast", "the fast path applies: no capacity, outage, breaker or hedge makes an " \
+                       "attempt depend on another one's timing"
+    if method == "fast":
+        raise PlanValidationError(f"plan '{plan.id}': method='fast' does not apply: {why}; "
+                                  "use method='simpy' or 'auto'")
+    return "simpy", f"the fast path does not apply: {why}"
+
+
+def binding_capacities(plan: Plan, models: AgentModels) -> list[str]:
+    """Agents whose capacity can make an attempt of a lone run wait: fewer slots than the
+    attempts the run can have in flight on it at once (plans of a chain run one at a time;
+    a plan in flight at most min(its slots, its steps on that agent))."""
+    out = set()
+    for p in plan.chain():
+        slots = (p.max_concurrency or len(p.steps)) if p.parallel else 1
+        for agent_id, steps in Counter(s.agent_id for s in p.steps).items():
+            capacity = models.capacity(agent_id)
+            if capacity is not None and capacity < min(slots, steps):
+                out.add(agent_id)
+    return sorted(out)
 
 
 # ------------------------------------------------------------------ compiled form
@@ -152,9 +200,9 @@ def _at(x: Any, rows: np.ndarray | None) -> Any:
     return x if rows is None or np.ndim(x) == 0 else x[rows]
 
 
-def _chain(plan: Plan, models: AgentModels) -> list[_Plan]:
+def _chain(cp: CompiledPlan | None, models: AgentModels) -> list[_Plan]:
+    """The compiled plan and its fallbacks with the models bound to their steps."""
     out = []
-    cp: CompiledPlan | None = compile_plan(plan)
     while cp is not None:
         out.append(_Plan(cp, models))
         cp = cp.fallback
@@ -414,7 +462,7 @@ class _Block:
             has = np.isfinite(masked.min(axis=0))
             out[has] = msgs[first[has]]
         if hung is not None:
-            out[hung[:keep]] = _HUNG_REASON
+            out[hung[:keep]] = HUNG
         if timed is not None:
             out[timed[:keep]] = fp.deadline_msg
         return out
@@ -460,11 +508,11 @@ def _outcome(fs: _Step, start: np.ndarray, lat: np.ndarray,
 # ------------------------------------------------------------------ the entry point
 
 
-def fast_runs(plan: Plan, models: AgentModels, seed: int, runs: int,
-              keep_spans: bool | int = True, *,
+def fast_runs(prepared: Prepared, seed: int, runs: int, keep_spans: bool | int = True, *,
               progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """Simulate ``runs`` independent runs of ``plan`` (each alone, from t = 0) with the
-    vectorised rules; ``plan`` must satisfy ``supports`` and its agents have no capacity.
+    """Simulate ``runs`` independent runs of the study's plan (each alone, from t = 0) with
+    the vectorised rules; the plan must satisfy ``supports`` and no agent capacity may bind
+    (``choose_method`` says).
 
     Returns ``(runs_df, spans_df, busy_ms)``: one row per run (``orchkit.RUN_COLUMNS``), one
     row per attempt of the kept runs (``orchkit.SPAN_COLUMNS``; ``keep_spans`` True: all
@@ -472,10 +520,11 @@ def fast_runs(plan: Plan, models: AgentModels, seed: int, runs: int,
     ``progress`` shows a tqdm bar over blocks of ``BLOCK_RUNS`` runs when there are several.
     The same seed and runs give identical frames.
     """
+    plan = prepared.plan
     if not supports(plan):
         raise ValueError(f"plan '{plan.id}': the fast path needs sequential plans or parallel "
                          "ones whose maxConcurrency is not below their number of steps")
-    chain = _chain(plan, models)
+    chain = _chain(prepared.compiled[0], prepared.models)
     keep = runs if keep_spans is True else max(0, min(runs, int(keep_spans or 0)))
     busy = {a: 0.0 for fp in chain for a in dict.fromkeys(fp.cp.agent_ids)}
     pieces: list[tuple] = []
@@ -507,7 +556,7 @@ def _runs_frame(chain: list[_Plan], status: np.ndarray, end: np.ndarray, attempt
                 retries: np.ndarray, timeouts: np.ndarray, final: np.ndarray) -> pd.DataFrame:
     n = len(status)
     zeros = np.zeros(n)
-    return pd.DataFrame({
+    return columns_frame({
         "run_id": np.arange(n, dtype=np.int64),
         "plan_id": categorical([chain[0].id], np.zeros(n, dtype=np.int8)),
         "status": categorical(list(_STATUS), status),
@@ -520,12 +569,7 @@ def _runs_frame(chain: list[_Plan], status: np.ndarray, end: np.ndarray, attempt
         "timeouts": timeouts,
         "fallback_used": final > 0,
         "final_plan_id": categorical([fp.id for fp in chain], final),
-    }, columns=pd.Index(_run_columns()))
-
-
-def _run_columns() -> list[str]:
-    from ._study import RUN_COLUMNS  # imported late: _study imports this module lazily
-    return RUN_COLUMNS
+    }, RUN_COLUMNS)
 
 
 def _spans_frame(chain: list[_Plan], pieces: list[tuple]) -> pd.DataFrame:
@@ -547,7 +591,7 @@ def _spans_frame(chain: list[_Plan], pieces: list[tuple]) -> pd.DataFrame:
     steps = [s for fp in chain for s in fp.steps]
     step = step[order]
     start = start[order]
-    df = pd.DataFrame({
+    return columns_frame({
         "run_id": run_id[order].astype(np.int64),
         "plan_id": categorical([fp.id for fp in chain for _ in fp.steps], step),
         "step_id": categorical([s.step_id for s in steps], step),
@@ -560,5 +604,4 @@ def _spans_frame(chain: list[_Plan], pieces: list[tuple]) -> pd.DataFrame:
         "outcome": categorical(list(_OUTCOMES), outc[order]),
         "error": error[order],
         "hedge": np.zeros(len(order), dtype=bool),  # the fast path declines hedged plans
-    }, columns=SPAN_COLUMNS)
-    return df
+    }, SPAN_COLUMNS)

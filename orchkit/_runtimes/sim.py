@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import simpy
+from tqdm.auto import tqdm
 
-from ._agent import AgentResponse
-from ._core import (CompiledPlan, Emit, FinishRun, Run, Scheduler, StartAttempt, StartTimer,
-                    compile_plan, release)
-from ._live import EventBus
-from ._errors import PlanValidationError
-from ._models import AgentModels
-from ._parse import short
-from ._plan import Plan
-from ._policies import Policies, as_policies, breaker_lookup
-from ._result import RunResult
+from .._engine.core import (CompiledPlan, Emit, FinishRun, Run, Scheduler, StartAttempt, StartTimer,
+                            release)
+from .._engine.prepared import Prepared
+from .._engine.result import HUNG, RunCollector, RunResult
+from .._spec.inputs import StudyInputs, check_int
+from .._spec.models import AgentModels
+from .._spec.policies import Policies, breaker_lookup
+from .._spec.workload import Workload
+from .agent import AgentResponse
+from .bus import EventBus
 
-HUNG = "never finished: an attempt hung and no step timeout or plan timeout ends it"
 BLOCK = 64  # runs share one rng seeding per block of BLOCK run indexes (see run_rng)
 
 
@@ -37,37 +37,6 @@ def run_rng(seed: int, block: int) -> random.Random:
     """The rng of block ``block`` of a study with ``seed``: runs ``block*BLOCK ..`` draw from it
     in order, so results do not depend on how runs are split into chunks (§4.3)."""
     return random.Random((abs(int(seed)) << 40) ^ (block << 1) ^ (1 if seed < 0 else 0))
-
-
-def as_models(models: AgentModels | str | Path | dict) -> AgentModels:
-    """Accept an ``AgentModels`` (or any object with its resolve/capacity/check_plan, such as
-    ``orchkit.testing.ScriptedModels``), a path to a YAML/JSON file or a dict."""
-    if isinstance(models, dict):
-        return AgentModels.from_dict(models)
-    if isinstance(models, (str, Path)):
-        return AgentModels.load(models)
-    if not (hasattr(models, "resolve") and hasattr(models, "capacity")):
-        raise TypeError("models must be an AgentModels, a dict or a path to a models file, "
-                        f"got {type(models).__name__}")
-    return models
-
-
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """``value`` as an int (numpy ints too; not a bool, a float or a string) >= ``minimum``;
-    else a TypeError/ValueError naming the parameter ``name``."""
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {short(value)}")
-    value = operator.index(value)
-    if minimum is not None and value < minimum:
-        raise PlanValidationError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
-
-
-def check_flag(name: str, value: Any) -> bool:
-    """``value`` if it is a bool; else a TypeError naming the parameter ``name``."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {short(value)}")
-    return value
 
 
 _gc_lock = threading.Lock()
@@ -95,26 +64,6 @@ def gc_paused():
             _gc_pauses -= 1
             if _gc_pauses == 0 and _gc_was_enabled:
                 gc.enable()
-
-
-class HangWarning(UserWarning):
-    """A step's model can hang and nothing (step timeout, plan timeout) would end it."""
-
-
-def check_models(plan: Plan, models: AgentModels) -> None:
-    """Raise if a step's agent has no model; warn if a step can hang forever."""
-    models.check_plan(plan)
-    for p in plan.chain():
-        if p.timeout_ms is not None:
-            continue
-        for step in p.steps:
-            if step.timeout_ms is None and getattr(
-                    models.resolve(step.agent_id, step.action), "hang", 0.0) > 0:
-                warnings.warn(
-                    f"plan '{p.id}' step '{step.id}': agent '{step.agent_id}' action "
-                    f"'{step.action}' can hang and neither the step nor the plan has a timeout; "
-                    "such runs count as failed at their last event. Add a step 'timeout' "
-                    "or a plan 'timeout'.", HangWarning, stacklevel=3)
 
 
 class Fact:
@@ -228,40 +177,29 @@ class SimDriver:
                 self.apply(self.core.abort(run, last, HUNG))
 
 
-def simulate(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,
-             seed: int = 0, *, bus: EventBus | None = None,
-             policies: Policies | dict | str | Path | None = None) -> RunResult:
+def simulate(plan: Any, models: Any, seed: int = 0, *, bus: EventBus | None = None,
+             policies: Any = None) -> RunResult:
     """Run ``plan`` once in simulated time against agent ``models``; ms from the run's start.
 
+    ``plan``: a Plan, a dict or a file path; ``models``: AgentModels, a dict or a file path.
     Emits the live runtime's events, with simulated times, on ``bus`` if given. The same
     seed gives the same result. ``policies``: circuit breakers (SPEC §10.1; a dict, a
     YAML/JSON file path or ``Policies``).
     """
     seed = check_int("seed", seed)
-    plan = _as_plan(plan)
-    models = as_models(models)
-    check_models(plan, models)
+    prepared = Prepared.of(StudyInputs.of(plan, models, policies, where="simulate"))
     rng = run_rng(seed, 0)
     env = simpy.Environment()
-    core = Scheduler(models.capacity, rng, breakers=breaker_lookup(as_policies(policies)),
+    core = Scheduler(prepared.models.capacity, rng, breakers=prepared.breakers(),
                      events=False if bus is None else getattr(bus, "wanted", True))
-    driver = SimDriver(env, core, models, bus)
-    run, actions = core.submit(compile_plan(plan), 0.0, 0, rng)
+    driver = SimDriver(env, core, prepared.models, bus)
+    run, actions = core.submit(prepared.compiled[0], 0.0, 0, rng)
     driver.apply(actions)
     env.run()
     driver.finish_hung([run])
     result = RunResult.from_run(run)
     release(run)
     return result
-
-
-def _as_plan(plan: Plan | dict | str | Path) -> Plan:
-    if isinstance(plan, (str, Path)):
-        return Plan.load(plan)
-    if not isinstance(plan, (Plan, dict)):
-        raise TypeError(f"plan must be a Plan, a dict or a path to a plan file, got "
-                        f"{type(plan).__name__}")
-    return Plan.model_validate(plan)
 
 
 def simulate_runs(cp: CompiledPlan, models: AgentModels, seed: int, start: int, stop: int,
@@ -274,7 +212,7 @@ def simulate_runs(cp: CompiledPlan, models: AgentModels, seed: int, start: int, 
     (run index, *transition)."""
     if start % BLOCK:
         raise ValueError(f"start must be a multiple of {BLOCK}")
-    capacities = {a: models.capacity(a) for a in _agent_ids(cp)}
+    capacities = {a: models.capacity(a) for a in Prepared.agent_ids_of(cp)}
     env = simpy.Environment()
     breakers = breaker_lookup(policies)
     core = Scheduler(capacities.__getitem__, None, events=False, breakers=breakers)
@@ -302,9 +240,92 @@ def simulate_runs(cp: CompiledPlan, models: AgentModels, seed: int, start: int, 
     return core.busy_ms()
 
 
-def _agent_ids(cp: CompiledPlan) -> set[str]:
-    out: set[str] = set()
-    while cp is not None:
-        out.update(cp.agent_ids)
-        cp = cp.fallback
-    return out
+def independent_runs(prepared: Prepared, seed: int, start: int, stop: int,
+                     keep_spans: bool | int) -> tuple[list, list, dict, list]:
+    """Independent runs ``start..stop`` of the study's plan (picklable: a chunk for any
+    Executor): run rows, span rows, each agent's busy ms, breaker transitions."""
+    sink = RunCollector(keep_spans, study_clock=False)
+    log: list = []
+    busy = simulate_runs(prepared.compiled[0], prepared.models, seed, start, stop, sink,
+                         prepared.policies, log)
+    return sink.rows, sink.spans, busy, log
+
+
+def capacity_study(prepared: Prepared, seed: int, keep_spans: bool | int, progress: bool
+                   ) -> tuple[list, list, dict, float, list]:
+    """One workload study (SPEC §4.2): the workload's runs arrive over its horizon and share
+    each agent's capacity on one SimPy clock (ms from the study's start). Returns the run
+    rows and span rows (``RunCollector``'s, in run order), each agent's busy ms, the time
+    the last run ended and the breaker transitions."""
+    workload, models = prepared.workload, prepared.models
+    times = workload.times(random.Random(f"arrivals:{seed}"))
+    cps = prepared.compiled
+    pick = workload.picker(random.Random(f"mix:{seed}"))
+    closed = workload.population is not None
+    if closed:  # a user thinks again once their run has ended
+        think = random.Random(f"think:{seed}")
+        mean_think, horizon = workload.think_ms, workload.horizon_ms
+    env = simpy.Environment()
+    core = Scheduler(models.capacity, random.Random(f"jitter:{seed}"), events=False,
+                     breakers=prepared.breakers())
+    sink = RunCollector(keep_spans, study_clock=True)
+    open_runs: dict[int, Run] = {}  # the runs in flight; a finished run is collected at once
+    last_end = 0.0
+
+    def finish(run: Run) -> None:
+        nonlocal last_end
+        del open_runs[run.run_id]
+        last_end = max(last_end, run.end_ms)
+        sink(run)
+        release(run)  # freed by reference counting: the live heap stays small
+        if closed:
+            delay = think.expovariate(1.0 / mean_think)
+            if env.now + delay < horizon:
+                at(env, delay, arrive, priority=0)
+
+    driver = SimDriver(env, core, models, responses=False, on_finish=finish)
+    n = len(times)
+    bar = tqdm(total=round(workload.horizon_ms) if closed else n, desc="capacity study",
+               unit="ms" if closed else "run", disable=not progress)
+    rngs: dict[int, random.Random] = {}
+    arrived = 0
+
+    def arrive(_event: Any) -> None:
+        nonlocal arrived
+        i = arrived
+        arrived += 1
+        if arrived < n and not closed:  # one arrival in the event heap at a time keeps the
+            # heap small; urgent: at equal times arrivals go first, in order
+            at(env, times[arrived] - env.now, arrive, priority=0)
+        block = i // BLOCK
+        rng = rngs.get(block)
+        if rng is None:
+            rngs.clear()
+            rng = rngs[block] = run_rng(seed, block)
+        run, actions = core.submit(cps[pick()], env.now, i, rng)
+        open_runs[i] = run
+        driver.apply(actions)
+        if i % 256 == 255 and not closed:
+            bar.update(256)
+
+    if closed:  # every user's first think; later arrivals come from finish()
+        for t in times:
+            at(env, t, arrive, priority=0)
+        if progress:  # the bar follows the study clock, in hundredths of the horizon
+            for k in range(1, 101):
+                at(env, horizon * k / 100, lambda _e: bar.update(round(horizon / 100)), priority=1)
+    elif n:
+        at(env, times[0], arrive, priority=0)
+    with gc_paused():
+        env.run()
+        driver.finish_hung(list(open_runs.values()))
+    arrive = None  # it referred to itself: without the cycle, refcounting frees the study
+    if not closed:
+        bar.update(n % 256)
+    bar.close()
+    rows, spans = sink.rows, sink.spans
+    key = operator.itemgetter(0)
+    rows.sort(key=key)  # run order (runs were collected as they finished)
+    spans.sort(key=key)  # stable: each run's attempts stay in order
+    log = [(None, *t) for t in core.breaker_log]
+    return rows, spans, core.busy_ms(), last_end, log

@@ -7,7 +7,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from ._errors import AgentError
+from .._base.errors import AgentError
 
 
 class AgentResponse(BaseModel):

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ._diagram import depths, describe_plan, describe_step
-from ._plan import Plan
-from ._result import SPAN_COLUMNS, RunResult
+from .._spec.dag import depths, describe_plan, describe_step
+from .._spec.plan import Plan
+from .._engine.result import SPAN_COLUMNS, RunResult
 
 GREEN, RED, ORANGE, GREY, PURPLE = "#2ca02c", "#d62728", "#ff7f0e", "#7f7f7f", "#9467bd"
 OUTCOME_COLORS = {  # attempt outcomes and run statuses: the same colour in every chart
@@ -189,7 +189,7 @@ def makespan_chart(data: Any, *, kind: Literal["cdf", "histogram"] = "cdf",
     intervals as horizontal bars (one group: also as vertical lines). The legend gives
     each group's runs and, when runs can fail, its success rate.
     """
-    from ._stats import quantile_ci, wilson_ci
+    from .._base.stats import quantile_ci, wilson_ci
 
     runs, study_col = _studies(data)
     if color is not None and color not in runs.columns:

@@ -1,4 +1,6 @@
-"""``RunResult``: what a run (live or simulated) returns, and the spans frame (SPEC §3.9, §4.4)."""
+"""What runs leave behind, for every driver: ``RunResult`` (one run), and the schemas of the
+runs, spans and breaker tables (SPEC §3.9, §4.4), written once here and used by the live,
+SimPy and fast drivers alike."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ._core import Run
-from ._errors import PlanFailedError, PlanTimeoutError
+from .core import Run
+from .._base.errors import PlanFailedError, PlanTimeoutError
+
+#: What a run that can never end is told (no step timeout or plan deadline ends a hung attempt).
+HUNG = "never finished: an attempt hung and no step timeout or plan timeout ends it"
 
 SPAN_COLUMNS = ["run_id", "plan_id", "step_id", "agent_id", "action", "attempt",
                 "queued_ms", "start_ms", "end_ms", "outcome", "error", "hedge"]
@@ -26,6 +31,39 @@ def span_rows(run: Run, origin_ms: float) -> list[tuple]:
              nan if a.start_ms is None else a.start_ms - origin_ms,
              nan if a.end_ms is None else a.end_ms - origin_ms, a.outcome, a.error, a.hedge)
             for a in run.attempts]
+
+
+RUN_COLUMNS = ["run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms", "makespan_ms",
+               "attempts", "retries", "timeouts", "fallback_used", "final_plan_id"]
+# breaker transitions of a study: run_id is the run an independent-runs study was in (None
+# in a workload study, where breakers are shared); t_ms on the run's or the study's clock
+BREAKER_COLUMNS = ["run_id", "t_ms", "agent_id", "event", "failure_rate", "slow_call_rate"]
+
+
+def run_row(run: Run) -> tuple:
+    """One tuple of RUN_COLUMNS for a finished run (times on the clock the run was given)."""
+    plans = run.plans
+    return (run.run_id, plans[0].cp.id, run.status, run.start_ms, run.start_ms, run.end_ms,
+            run.end_ms - run.start_ms, len(run.attempts), run.retries, run.timeouts,
+            len(plans) > 1, plans[-1].cp.id)
+
+
+class RunCollector:
+    """Turns finished runs into run rows and (optionally) span rows: ``keep_spans`` True
+    keeps every attempt, an int k those of runs 0..k-1, False none; span times count from
+    the study's start (``study_clock``) or from each run's own."""
+
+    def __init__(self, keep_spans: bool | int, study_clock: bool):
+        self.rows: list[tuple] = []
+        self.spans: list[tuple] = []
+        self.keep = keep_spans
+        self.study_clock = study_clock
+
+    def __call__(self, run: Run) -> None:
+        self.rows.append(run_row(run))
+        keep = self.keep
+        if keep is True or (keep and run.run_id < keep):
+            self.spans.extend(span_rows(run, 0.0 if self.study_clock else run.start_ms))
 
 
 # id-like columns are categoricals (sorted categories): small and fast at millions of rows
@@ -89,6 +127,24 @@ _SPAN_DTYPES = {"attempt": "int64", "queued_ms": "float64", "start_ms": "float64
 def spans_frame(rows: Iterable[tuple]) -> pd.DataFrame:
     """The spans DataFrame (one row per attempt) from ``span_rows`` tuples."""
     return records_frame(list(rows), SPAN_COLUMNS, SPAN_CATEGORIES, _SPAN_DTYPES)
+
+
+_RUN_DTYPES = {"arrival_ms": "float64", "start_ms": "float64", "end_ms": "float64",
+               "makespan_ms": "float64", "attempts": "int64", "retries": "int64",
+               "timeouts": "int64", "fallback_used": "bool"}
+
+
+def runs_frame(rows: list[tuple]) -> pd.DataFrame:
+    """The runs DataFrame (RUN_COLUMNS) from ``run_row`` tuples."""
+    return records_frame(rows, RUN_COLUMNS, RUN_CATEGORIES, _RUN_DTYPES)
+
+
+def columns_frame(columns: dict[str, Any], schema: list[str]) -> pd.DataFrame:
+    """A frame of whole columns (a vectorised driver's) in ``schema``'s order; a missing or
+    unknown column is a bug, not a column of NaN."""
+    if list(columns) != schema:
+        raise AssertionError(f"columns {list(columns)} are not the schema {schema}")
+    return pd.DataFrame(columns, columns=pd.Index(schema))
 
 
 @dataclass(eq=False)
@@ -155,6 +211,12 @@ class RunResult:
                 self._spans["time_scale"] = scales.fillna(1.0).astype(float)
                 self._spans.attrs["time_scale"] = dict(self.time_scale)
         return self._spans
+
+    def span_records(self) -> list[dict[str, Any]]:
+        """The spans as plain dicts (SPAN_COLUMNS keys, ms from the run's start; NaN for a
+        time that never came): no DataFrame, for a service's request path."""
+        run = self._run
+        return [dict(zip(SPAN_COLUMNS, row)) for row in span_rows(run, run.start_ms)]
 
     @property
     def error(self) -> str | None:

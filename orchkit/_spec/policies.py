@@ -10,7 +10,7 @@ A policies file (YAML or JSON), or the same dict::
 Patterns are exact agent ids or globs (``fnmatch``, case-sensitive); the most specific
 match serves an agent, as in agent models (§4.1); an agent no pattern matches has no
 breaker. Each agent gets its own breaker state, shared by every run of one orchestrator
-or one study. The rules themselves live in the scheduling core (``orchkit._core``).
+or one study. The rules themselves live in the scheduling core (``orchkit._engine.core``).
 Hedging is a step field (``hedge``), not a policy here.
 """
 
@@ -25,8 +25,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from ._errors import PlanValidationError
-from ._models import _best_match
+from .._base.errors import PlanValidationError
+from .models import best_match
+from .parse import parse, read_text
 
 SECTIONS = ("breakers",)
 
@@ -108,22 +109,16 @@ class Policies:
 
     @classmethod
     def load(cls, path: str | Path) -> Policies:
-        """Read policies from a ``.yaml``/``.yml`` or ``.json`` file."""
+        """Read policies from a ``.yaml``/``.yml`` or ``.json`` file, with the plan files'
+        safe reader (duplicate keys, alias bombs and depth are refused alike)."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PlanValidationError(f"cannot read policies file {path}: {exc.strerror}") from None
-        try:
-            data = (yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml")
-                    else json.loads(text))
-        except (yaml.YAMLError, json.JSONDecodeError) as exc:
-            raise PlanValidationError(f"{path}: not valid YAML/JSON: {exc}") from None
+        fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
+        data = parse(read_text(path, "policies file"), fmt, str(path))
         return cls.from_dict(data if data is not None else {}, str(path))
 
     def breaker(self, agent_id: str) -> BreakerPolicy | None:
         """The breaker policy serving ``agent_id`` (most specific pattern), or None."""
-        i = _best_match(agent_id, self._patterns)
+        i = best_match(agent_id, self._patterns)
         return None if i is None else self.breakers[self._patterns[i]]
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,18 +32,20 @@ from fnmatch import fnmatchcase
 from math import cos, exp, log, sqrt, tau
 from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 import yaml
 
-from ._errors import PlanValidationError
-from ._parse import json_value, parse, read_text, short
+from .._base.errors import PlanValidationError
+from .parse import json_value, parse, read_text, short
 
 if TYPE_CHECKING:
     import random
 
     import pandas as pd
+
+    from .fitting import FitResult
 
 __all__ = [
     "ActionModel",
@@ -58,7 +60,11 @@ __all__ = [
     "Outage",
     "Uniform",
     "Weibull",
+    "FAMILIES",
+    "as_models",
+    "best_match",
     "distribution_from_dict",
+    "fit_models",
 ]
 
 _Z95 = NormalDist().inv_cdf(0.95)  # 1.6448536269514722
@@ -568,7 +574,7 @@ def _specificity(pattern: str, index: int) -> tuple[bool, int, int]:
     return (not _is_glob(pattern), literal, -index)
 
 
-def _best_match(name: str, patterns: list[str]) -> int | None:
+def best_match(name: str, patterns: list[str]) -> int | None:
     """Index of the most specific pattern matching ``name`` (see module docstring)."""
     best, best_key = None, None
     for i, pat in enumerate(patterns):
@@ -657,7 +663,7 @@ class _Entry:
             self.action_models.append(_action_model(a_latency, a_error, a_hang, awhere, outages))
 
     def model_for(self, action: str) -> ActionModel:
-        i = _best_match(action, self.action_patterns)
+        i = best_match(action, self.action_patterns)
         return self.base if i is None else self.action_models[i]
 
 
@@ -871,11 +877,11 @@ class AgentModels:
 
     def match(self, agent_id: str) -> str | None:
         """The pattern whose entry serves ``agent_id`` (most specific match), or None."""
-        i = _best_match(agent_id, self._patterns)
+        i = best_match(agent_id, self._patterns)
         return None if i is None else self._patterns[i]
 
     def _entry(self, agent_id: str) -> _Entry:
-        i = _best_match(agent_id, self._patterns)
+        i = best_match(agent_id, self._patterns)
         if i is None:
             raise PlanValidationError(self._no_match(agent_id))
         return self._entries[i]
@@ -906,7 +912,7 @@ class AgentModels:
         calls an agent that no entry matches; the message names plan, step and agent."""
         while plan is not None:
             for step in plan.steps:
-                if _best_match(step.agent_id, self._patterns) is None:
+                if best_match(step.agent_id, self._patterns) is None:
                     raise PlanValidationError(
                         f"plan '{plan.id}': step '{step.id}' calls agent '{step.agent_id}', but "
                         + self._no_match(step.agent_id)
@@ -924,6 +930,52 @@ class AgentModels:
         """Fit models from a spans frame (SPEC §4.4 columns; live or simulated): the
         one-line shortcut for ``orchkit.fit_models(spans).models`` (censored maximum
         likelihood, family by AIC, error and hang rates; see ``fit_models``)."""
-        from ._fit import fit_models  # the fitting layer sits above this one
-
         return fit_models(spans, min_samples=min_samples).models
+
+
+#: The latency families ``fit_models`` chooses from (by AIC).
+FAMILIES = ("lognormal", "gamma", "weibull", "exponential")
+
+
+def fit_models(spans: Any, *, families: Sequence[str] = FAMILIES,
+               by: Sequence[str] = ("agent_id", "action"),
+               time_scale: float | dict[str, float] | None = None,
+               min_samples: int = 2) -> FitResult:
+    """Fit agent models (SPEC §4.1) to a trace: ``spans`` is a spans frame (SPEC §4.4
+    columns; live or simulated), a RunResult / MonteCarloResult, or a list of them.
+
+    Per group (``by``: ``("agent_id", "action")`` or ``("agent_id",)``) the latency
+    (end_ms − start_ms of every attempt that started) is fitted by censored maximum
+    likelihood: ``timeout``/``cancelled`` attempts are right-censored, never dropped. The
+    family (``families``) with the lowest AIC wins. ``error`` is the error share with a
+    Wilson interval; ``hang`` the cure fraction of a mixture-cure model when the group has
+    timeouts (0 otherwise). Groups with fewer than ``min_samples`` observed latencies use
+    their agent's model.
+
+    ``time_scale``: live traces of ``SyntheticAgent(time_scale=s)`` run s× faster than
+    their model; times are divided by s. Default: the scale the trace carries (a
+    ``time_scale`` column, as live ``RunResult.spans`` and ``orchkit run``'s files have,
+    or ``spans.attrs["time_scale"]`` = {agent id: s}), else 1.
+    Capacity is not fitted (unlimited): set it by hand.
+    """
+    from .fitting import FitResult, fit_agents  # scipy's numerics: loaded when used
+
+    agents, report, groups, n = fit_agents(spans, families=families, by=by,
+                                           time_scale=time_scale, min_samples=min_samples)
+    models = AgentModels.from_dict(
+        {"description": f"fitted by orchkit.fit_models from {n} attempts", "agents": agents},
+        source="fitted agent models")
+    return FitResult(models, report, groups)
+
+
+def as_models(models: AgentModels | str | Path | dict) -> AgentModels:
+    """An ``AgentModels`` as given (or any object with its resolve/capacity/check_plan, such
+    as ``orchkit.testing.ScriptedModels``), or one read from a dict or a YAML/JSON file."""
+    if isinstance(models, dict):
+        return AgentModels.from_dict(models)
+    if isinstance(models, (str, Path)):
+        return AgentModels.load(models)
+    if not (hasattr(models, "resolve") and hasattr(models, "capacity")):
+        raise TypeError("models must be an AgentModels, a dict or a path to a models file, "
+                        f"got {type(models).__name__}")
+    return models

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from ._errors import MissingDependencyError
+from .errors import MissingDependencyError
 
 EXTRAS = {  # top-level module -> the extra of pyproject.toml that installs it
     "sklearn": "agents", "openai": "agents",

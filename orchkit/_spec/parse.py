@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ._errors import PlanValidationError
+from .._base.errors import PlanValidationError
 
 MAX_DEPTH = 100  # nested lists/mappings
 MAX_VALUES = 1_000_000  # values in one document, YAML aliases expanded

@@ -20,17 +20,18 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ._deps import require
-from ._errors import PlanValidationError
-from ._models import AgentModels
-from ._stats import wilson_ci
+from .._base.deps import require
+from .._base.errors import PlanValidationError
+from .._base.stats import wilson_ci
 
-FAMILIES = ("lognormal", "gamma", "weibull", "exponential")
+if TYPE_CHECKING:  # built by models.fit_models: fitting knows no AgentModels
+    from .models import AgentModels
+
 REPORT_COLUMNS = ["agent_id", "action", "n", "censored", "family", "params", "aic", "ks_stat",
                   "ks_p", "error", "error_ci_low", "error_ci_high", "hang", "hang_ci_low",
                   "hang_ci_high", "params_se", "time_scale"]
@@ -427,27 +428,12 @@ def _as_spans(spans: Any) -> tuple[pd.DataFrame, dict]:
                     f"of them, got {type(spans).__name__}")
 
 
-def fit_models(spans: Any, *, families: Sequence[str] = FAMILIES,
-               by: Sequence[str] = ("agent_id", "action"),
-               time_scale: float | dict[str, float] | None = None,
-               min_samples: int = 2) -> FitResult:
-    """Fit agent models (SPEC §4.1) to a trace: ``spans`` is a spans frame (SPEC §4.4
-    columns; live or simulated), a RunResult / MonteCarloResult, or a list of them.
-
-    Per group (``by``: ``("agent_id", "action")`` or ``("agent_id",)``) the latency
-    (end_ms − start_ms of every attempt that started) is fitted by censored maximum
-    likelihood: ``timeout``/``cancelled`` attempts are right-censored, never dropped. The
-    family (``families``) with the lowest AIC wins. ``error`` is the error share with a
-    Wilson interval; ``hang`` the cure fraction of a mixture-cure model when the group has
-    timeouts (0 otherwise). Groups with fewer than ``min_samples`` observed latencies use
-    their agent's model.
-
-    ``time_scale``: live traces of ``SyntheticAgent(time_scale=s)`` run s× faster than
-    their model; times are divided by s. Default: the scale the trace carries (a
-    ``time_scale`` column, as live ``RunResult.spans`` and ``orchkit run``'s files have,
-    or ``spans.attrs["time_scale"]`` = {agent id: s}), else 1.
-    Capacity is not fitted (unlimited): set it by hand.
-    """
+def fit_agents(spans: Any, *, families: Sequence[str], by: Sequence[str],
+               time_scale: float | dict[str, float] | None,
+               min_samples: int) -> tuple[dict[str, Any], pd.DataFrame, dict, int]:
+    """The work of ``orchkit.fit_models`` (its docstring says what is fitted): the agents'
+    models in their on-disk form, the report (REPORT_COLUMNS), the fitted groups and the
+    number of attempts used."""
     stats = require_scipy()
     frame, carried = _as_spans(spans)
     need = {"agent_id", "action", "start_ms", "end_ms", "outcome"}
@@ -459,9 +445,10 @@ def fit_models(spans: Any, *, families: Sequence[str] = FAMILIES,
     if by not in (("agent_id", "action"), ("agent_id",)):
         raise ValueError(f"by must be ('agent_id', 'action') or ('agent_id',), got {by!r}")
     families = tuple(families)
-    bad = [f for f in families if f not in FAMILIES]
+    bad = [f for f in families if f not in _family()]
     if not families or bad:
-        raise ValueError(f"families: unknown {bad or 'none given'}; choose from {', '.join(FAMILIES)}")
+        raise ValueError(f"families: unknown {bad or 'none given'}; choose from "
+                         f"{', '.join(_family())}")
     if time_scale is None:
         scales = carried
     elif isinstance(time_scale, dict):
@@ -526,7 +513,4 @@ def fit_models(spans: Any, *, families: Sequence[str] = FAMILIES,
         if len(by) == 2:
             agents[agent_id]["actions"] = {a: entry(*v) for a, v in fitted.items()}
     report = pd.DataFrame(rows).reindex(columns=REPORT_COLUMNS)
-    models = AgentModels.from_dict(
-        {"description": f"fitted by orchkit.fit_models from {len(started)} attempts",
-         "agents": agents}, source="fitted agent models")
-    return FitResult(models, report, groups)
+    return agents, report, groups, len(started)

@@ -10,7 +10,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._plan import Plan, Step
+    from .plan import Plan, Step
 
 
 def depths(plan: Plan) -> dict[str, int]:

@@ -64,7 +64,7 @@ from enum import IntEnum
 from heapq import heapify, heappop, heappush
 from typing import Any, Callable, Container
 
-from ._plan import Plan
+from .._spec.plan import Plan
 
 
 class StepState(IntEnum):
@@ -80,7 +80,7 @@ class StepState(IntEnum):
 PENDING, RUNNING, BACKING_OFF, SUCCEEDED, FAILED, SKIPPED, CANCELLED = StepState
 _TERMINAL = (SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 
-_ATTEMPT_TIMEOUT, _RETRY, _DEADLINE, _HEDGE, _BREAKER = 0, 1, 2, 3, 4
+ATTEMPT_TIMEOUT, RETRY, DEADLINE, HEDGE, BREAKER = 0, 1, 2, 3, 4
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"  # breaker states
 
 
@@ -418,10 +418,10 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
         pr.left -= 1
         wants = self._wants
         if "step:completed" in wants:
-            self._emit("step:completed", attempt, now_ms, jobId=_job_id(attempt),
+            self._emit("step:completed", attempt, now_ms, jobId=job_id_of(attempt),
                        response=response)
         if "queue:completed" in wants:
-            self._emit("queue:completed", attempt, now_ms, jobId=_job_id(attempt),
+            self._emit("queue:completed", attempt, now_ms, jobId=job_id_of(attempt),
                        result=response)
         remaining, state, ready = pr.remaining, pr.state, pr.ready
         for j in cp.dependents[i]:
@@ -486,7 +486,7 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
         out = self._out
         timer.live = False
         kind, target = timer.kind, timer.target
-        if kind == _ATTEMPT_TIMEOUT:
+        if kind == ATTEMPT_TIMEOUT:
             att = target
             if att.start_ms is not None:
                 self._cancel(att)
@@ -495,16 +495,16 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
             self._fail_attempt(att, now_ms, "timeout",
                                f"step '{att.step_id}' attempt {att.number} timed out after "
                                f"{_ms(limit)} ms ({where})", True)
-        elif kind == _RETRY:
+        elif kind == RETRY:
             pr, i, number = target
             pr.current[i] = None
             pr.state[i] = RUNNING
             self._launch(pr, i, number, now_ms)
-        elif kind == _DEADLINE:
+        elif kind == DEADLINE:
             pr = target
             pr.deadline = None
             self._finish_plan(pr, now_ms, "timed_out")
-        elif kind == _HEDGE:
+        elif kind == HEDGE:
             pr, i = target
             self._hedge(pr, i, now_ms)
         else:
@@ -552,7 +552,7 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
             self._out.append(Emit("plan:started", {
                 "planId": cp.id, "runId": run.run_id, "timeMs": now - run.start_ms}))
         if cp.deadline_ms is not None:
-            pr.deadline = self._timer(now + cp.deadline_ms, _DEADLINE, pr)
+            pr.deadline = self._timer(now + cp.deadline_ms, DEADLINE, pr)
         self._pump(pr, now)
 
     def _pump(self, pr: PlanRun, now: float) -> None:
@@ -611,7 +611,7 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
             return
         t = cp.timeout_ms[i]
         if t is not None:
-            att.timer = self._timer(now + t, _ATTEMPT_TIMEOUT, att)
+            att.timer = self._timer(now + t, ATTEMPT_TIMEOUT, att)
         queue = slots.queue
         while queue and not queue[0].live:
             queue.popleft()
@@ -632,10 +632,10 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
             if h is not None and h.used < h.max_hedges:  # the delay runs from the last start
                 if h.timer is not None:
                     self._drop(h.timer)
-                h.timer = self._timer(now + h.delay_ms, _HEDGE, (att.prun, att.step))
+                h.timer = self._timer(now + h.delay_ms, HEDGE, (att.prun, att.step))
 
     def _emit_started(self, att: Attempt, now: float) -> None:
-        self._emit("step:started", att, now, jobId=_job_id(att), attempt=att.number,
+        self._emit("step:started", att, now, jobId=job_id_of(att), attempt=att.number,
                    queuedMs=att.queued_ms - att.run.start_ms)
 
     def _end_attempt(self, att: Attempt, now: float, outcome: str, error: str | None) -> None:
@@ -701,9 +701,9 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
             att.run.timeouts += 1
         wants = self._wants
         if "queue:failed" in wants:
-            self._emit("queue:failed", att, now, jobId=_job_id(att), error=error)
+            self._emit("queue:failed", att, now, jobId=job_id_of(att), error=error)
         if outcome == "error" and "agent:error" in wants:
-            self._emit("agent:error", att, now, jobId=_job_id(att), error=error)
+            self._emit("agent:error", att, now, jobId=job_id_of(att), error=error)
         k = att.number
         h = pr.hedged[i] if pr.hedged is not None else None
         if h is not None:
@@ -721,11 +721,11 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
             if jitter:
                 delay *= 1.0 - jitter + 2.0 * jitter * self.rng.random()
             if "step:retrying" in self._wants:
-                self._emit("step:retrying", att, now, jobId=_job_id(att),
+                self._emit("step:retrying", att, now, jobId=job_id_of(att),
                            attempt=(k if h is None else h.calls) + 1, delayMs=delay, error=error)
             if delay > 0:
                 pr.state[i] = BACKING_OFF
-                pr.current[i] = self._timer(now + delay, _RETRY, (pr, i, k + 1))
+                pr.current[i] = self._timer(now + delay, RETRY, (pr, i, k + 1))
             else:
                 self._launch(pr, i, k + 1, now)
             return
@@ -737,7 +737,7 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
         pr.left -= 1
         pr.failed = True
         if "step:failed" in self._wants:
-            self._emit("step:failed", att, now, jobId=_job_id(att), attempt=att.number,
+            self._emit("step:failed", att, now, jobId=job_id_of(att), attempt=att.number,
                        outcome=outcome, error=error)
         if cp.fail_fast:
             self._finish_plan(pr, now, "failed",
@@ -886,7 +886,7 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
         if br.fails / n >= br.failure_rate or (
                 br.slow_ms is not None and br.slows / n >= br.slow_rate):
             self._breaker_to(br, OPEN, now)
-            br.timer = self._timer(now + br.open_ms, _BREAKER, br)
+            br.timer = self._timer(now + br.open_ms, BREAKER, br)
         elif br.state is HALF_OPEN:
             self._breaker_to(br, CLOSED, now)
 
@@ -958,7 +958,7 @@ def _optional_breaker(agent_id: str, policy: Any) -> _Breaker | None:
     return None if policy is None else _Breaker(agent_id, policy)
 
 
-def _job_id(att: Attempt) -> str:
+def job_id_of(att: Attempt) -> str:
     return f"{att.run.run_id}:{att.prun.cp.id}:{att.prun.cp.step_ids[att.step]}:{att.number}"
 
 

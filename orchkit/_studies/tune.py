@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ._deps import require
-from ._errors import PlanValidationError
-from ._models import AgentModels
-from ._plan import Plan
-from ._policies import as_policies
-from ._sim import _as_plan, as_models
-from ._study import monte_carlo, with_values
+from .._base.deps import require
+from .._base.errors import PlanValidationError
+from .._base.version import VERSION
+from .._spec.inputs import StudyInputs
+from .._spec.models import AgentModels
+from .._spec.plan import Plan
+from .montecarlo import run_study
 
 
 # ------------------------------------------------------------------ search space
@@ -119,7 +119,7 @@ def _require_optuna() -> Any:
     return optuna
 
 
-def _parse_constraints(constraints: dict[str, str] | None) -> dict[str, tuple[str, float]]:
+def parse_constraints(constraints: dict[str, str] | None) -> dict[str, tuple[str, float]]:
     if constraints is None:
         return {}
     if not isinstance(constraints, dict):
@@ -171,12 +171,12 @@ def tune(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict
       NSGA-II for several), "tpe", "nsga2", "random" or an optuna sampler; seeded by ``seed``.
     """
     optuna = _require_optuna()
-    base = {"plan": _as_plan(plan), "models": as_models(models),
-            "policies": as_policies(options.get("policies"))}
+    base = StudyInputs.of(plan, models, options.pop("policies", None),
+                          options.pop("workload", None), where="tune", stacklevel=2)
     objectives = [minimize] if isinstance(minimize, str) else list(minimize)
     if not objectives or not all(isinstance(m, str) for m in objectives):
         raise TypeError(f"minimize must be a metric name or a list of them, got {minimize!r}")
-    bounds = _parse_constraints(constraints)
+    bounds = parse_constraints(constraints)
     if not isinstance(space, dict) or not space:
         raise TypeError("space must be a non-empty dict of dotted path -> ok.Int/ok.Float/ok.Choice")
     for path, dim in space.items():
@@ -198,7 +198,7 @@ def tune(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict
                                     sampler=_sampler(optuna, sampler, len(objectives), seed, trials))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            for _ in tqdm(range(trials), desc=f"tuning {base['plan'].id}", unit="trial",
+            for _ in tqdm(range(trials), desc=f"tuning {base.plan.id}", unit="trial",
                           disable=not progress):
                 trial = study.ask(distributions)
                 values = {p: space[p]._value(v) if isinstance(space[p], Choice) else v
@@ -230,9 +230,9 @@ def tune(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict
     frame = pd.DataFrame(rows)
     tail = ["feasible", "reason"]
     frame = frame[[c for c in frame.columns if c not in tail] + tail]
-    return TuneResult(trials=frame, plan=base["plan"], models=base["models"], space=dict(space),
+    return TuneResult(trials=frame, plan=base.plan, models=base.models, space=dict(space),
                       minimize=objectives, constraints=bounds, runs=runs, seed=seed,
-                      options=options, seconds=time.perf_counter() - started)
+                      options=options, seconds=time.perf_counter() - started, inputs=base)
 
 
 def _sampler(optuna: Any, sampler: Any, n_objectives: int, seed: int, trials: int) -> Any:
@@ -250,14 +250,14 @@ def _sampler(optuna: Any, sampler: Any, n_objectives: int, seed: int, trials: in
                      f"got {sampler!r}")
 
 
-def _check_paths(base: dict, space: dict) -> None:
+def _check_paths(base: StudyInputs, space: dict) -> None:
     """A path that fails at both ends of its range (or for every choice) is wrong: say so
     before anything runs. One end failing is a legitimate infeasible region."""
     for path, dim in space.items():
         errors = []
         for value in dim._ends():
             try:
-                with_values(base, {path: value})
+                base.with_values({path: value})
             except PlanValidationError as exc:
                 errors.append(exc)
         if len(errors) == len(dim._ends()):
@@ -271,12 +271,11 @@ def _check_metrics(known: list[str], objectives: list[str], bounds: dict) -> Non
                              f"metrics are: {', '.join(known)}")
 
 
-def _evaluate(base: dict, values: dict, runs: int, seed: int, options: dict
+def _evaluate(base: StudyInputs, values: dict, runs: int, seed: int, options: dict
               ) -> tuple[pd.DataFrame | None, str]:
     try:
-        study = with_values(base, values)
-        mc = monte_carlo(study["plan"], study["models"], runs=runs, seed=seed, progress=False,
-                         keep_spans=False, **{**options, "policies": study["policies"]})
+        mc = run_study(base.with_values(values), runs=runs, seed=seed, progress=False,
+                       keep_spans=False, **options)
     except PlanValidationError as exc:
         return None, f"invalid: {exc}"
     return mc.summary().metrics, ""
@@ -334,6 +333,7 @@ class TuneResult:
     seed: int
     options: dict = field(default_factory=dict, repr=False)
     seconds: float = 0.0
+    inputs: StudyInputs | None = field(default=None, repr=False)  # the study's normalised inputs
 
     @property
     def feasible(self) -> pd.DataFrame:
@@ -371,9 +371,8 @@ class TuneResult:
         """The agent models of ``best`` (its ``agents.…`` paths applied)."""
         return self.models_for(self._chosen()[0])
 
-    def _inputs(self) -> dict[str, Any]:
-        return {"plan": self.plan, "models": self.models,
-                "policies": as_policies(self.options.get("policies"))}
+    def _inputs(self) -> StudyInputs:
+        return self.inputs or StudyInputs.of(self.plan, self.models, where="TuneResult")
 
     def _values(self, trial: int) -> dict[str, Any]:
         row = self.trials.loc[self.trials["trial"] == trial]
@@ -384,14 +383,12 @@ class TuneResult:
 
     def models_for(self, trial: int) -> AgentModels:
         """The agent models with trial ``trial``'s model paths applied."""
-        return with_values(self._inputs(), self._values(trial))["models"]
+        return self._inputs().with_values(self._values(trial)).models
 
     def plan_for(self, trial: int) -> Plan:
         """Trial ``trial``'s plan, its provenance in ``meta["tuned"]``."""
-        import orchkit
-
         values = self._values(trial)
-        plan = with_values(self._inputs(), values)["plan"]
+        plan = self._inputs().with_values(values).plan
         row = self.trials.loc[self.trials["trial"] == trial].iloc[0]
         metrics = [m for m in dict.fromkeys([*self.minimize, *self.constraints])]
         predicted = {m: {"value": _jsonable(row[m]), "ciLow": _jsonable(row[f"{m}_ci_low"]),
@@ -401,7 +398,7 @@ class TuneResult:
                  "predicted": predicted, "runs": self.runs, "seed": self.seed,
                  "modelsDigest": _digest(self.models),
                  "modelsSource": Path(str(getattr(self.models, "source", ""))).name,
-                 "orchkitVersion": orchkit.__version__}
+                 "orchkitVersion": VERSION}
         data = plan.to_dict()
         data["meta"] = {**(plan.meta or {}), "tuned": tuned}
         return Plan.model_validate(data)
@@ -421,11 +418,9 @@ class TuneResult:
                           "it measures is 0 by construction; use another seed", stacklevel=2)
         rows = []
         for trial in self._chosen():
-            study = with_values(self._inputs(), self._values(trial))
-            metrics = monte_carlo(study["plan"], study["models"], runs=runs, seed=seed,
-                                  progress=False, keep_spans=False,
-                                  **{**self.options, "policies": study["policies"]}
-                                  ).summary().metrics
+            study = self._inputs().with_values(self._values(trial))
+            metrics = run_study(study, runs=runs, seed=seed, progress=False, keep_spans=False,
+                                **self.options).summary().metrics
             _, reason = _violations(metrics, self.constraints, "")
             pred = self.trials.loc[self.trials["trial"] == trial].iloc[0]
             for m in dict.fromkeys([*self.minimize, *self.constraints]):

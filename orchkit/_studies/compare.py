@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._fit import require_scipy
-from ._stats import mean_ci, quantile_ci, wilson_ci
+from .._spec.fitting import require_scipy
+from .._base.stats import mean_ci, quantile_ci, wilson_ci
 
 COMPARE_COLUMNS = ["observed", "observed_ci_low", "observed_ci_high", "predicted",
                    "predicted_ci_low", "predicted_ci_high", "relative", "overlap"]

@@ -30,9 +30,9 @@ import uuid
 import zlib
 from typing import Any
 
-from ._agent import Agent
-from ._deps import missing
-from ._errors import AgentError
+from .._runtimes.agent import Agent
+from .._base.deps import missing
+from .._base.errors import AgentError
 
 log = logging.getLogger("orchkit.remote")
 
@@ -71,7 +71,7 @@ async def probe_redis(redis: str, timeout_s: float = 3.0) -> None:
         raise AgentError(f"cannot reach Redis at {redis}: {type(exc).__name__}: {exc}"
                          ) from None
     finally:
-        await _bounded(client.aclose(), 1.0)
+        await bounded(client.aclose(), 1.0)
 
 
 def json_context(context: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +121,7 @@ class _Link:
             link.users -= 1
             if cls._open.get(key) is link:
                 del cls._open[key]
-                await _bounded(link.queue.close(), 2.0)
+                await bounded(link.queue.close(), 2.0)
             if isinstance(exc, AgentError):
                 raise AgentError(f"RemoteAgent queue '{queue}': {exc}") from None
             raise AgentError(f"cannot reach Redis at {redis} for queue '{queue}': "
@@ -175,7 +175,7 @@ class _Link:
         async def again() -> None:
             old, self.events = self.events, None
             if old is not None:
-                await _bounded(old.close(), 2.0)
+                await bounded(old.close(), 2.0)
             while not self.closing:
                 await asyncio.sleep(0.5)
                 try:
@@ -235,11 +235,11 @@ class _Link:
         if self._chores:
             await asyncio.wait(list(self._chores), timeout=2.0)
         if self.events is not None:
-            await _bounded(self.events.close(), 2.0)
-        await _bounded(self.queue.close(), 2.0)
+            await bounded(self.events.close(), 2.0)
+        await bounded(self.queue.close(), 2.0)
 
 
-async def _bounded(coro: Any, seconds: float) -> None:
+async def bounded(coro: Any, seconds: float) -> None:
     task = asyncio.ensure_future(coro)
     done, _ = await asyncio.wait([task], timeout=seconds)
     if not done:
