@@ -34,6 +34,7 @@ class NoOp(ok.Agent):
 async def floor_gather(n: int) -> float:
     async def noop():
         return None
+
     gc.collect()  # every timing starts from the same collector state (see timed())
     t = time.perf_counter()
     await asyncio.gather(*(noop() for _ in range(n)))
@@ -44,6 +45,7 @@ async def floor_chain(n: int) -> float:
     async def step(prev):
         if prev is not None:
             await prev
+
     gc.collect()
     t = time.perf_counter()
     prev = None
@@ -54,11 +56,28 @@ async def floor_chain(n: int) -> float:
 
 
 def plans(n: int) -> tuple[ok.Plan, ok.Plan]:
-    flat = ok.Plan.model_validate({"id": "flat", "parallel": True, "steps": [
-        {"id": f"s{i}", "agentId": "noop", "action": "noop"} for i in range(n)]})
-    chain = ok.Plan.model_validate({"id": "chain", "parallel": True, "steps": [
-        {"id": f"s{i}", "agentId": "noop", "action": "noop",
-         "dependencies": [f"s{i - 1}"] if i else []} for i in range(n)]})
+    flat = ok.Plan.model_validate(
+        {
+            "id": "flat",
+            "parallel": True,
+            "steps": [{"id": f"s{i}", "agentId": "noop", "action": "noop"} for i in range(n)],
+        }
+    )
+    chain = ok.Plan.model_validate(
+        {
+            "id": "chain",
+            "parallel": True,
+            "steps": [
+                {
+                    "id": f"s{i}",
+                    "agentId": "noop",
+                    "action": "noop",
+                    "dependencies": [f"s{i - 1}"] if i else [],
+                }
+                for i in range(n)
+            ],
+        }
+    )
     return flat, chain
 
 
@@ -89,19 +108,27 @@ async def main(n: int) -> None:
     us = {k: v / n * 1e6 for k, v in best.items()}
     print(f"N = {n:,} steps, best of 3, us per step")
     print(f"  asyncio gather of no-op coroutines  {us['gather']:8.2f}")
-    print(f"  orchkit, N independent steps        {us['flat']:8.2f}   overhead {us['flat'] - us['gather']:6.2f}")
+    print(
+        f"  orchkit, N independent steps        {us['flat']:8.2f}   "
+        f"overhead {us['flat'] - us['gather']:6.2f}"
+    )
     print(f"  asyncio chain of dependent tasks    {us['chain']:8.2f}")
-    print(f"  orchkit, chain of N dependent steps {us['ochain']:8.2f}   overhead {us['ochain'] - us['chain']:6.2f}")
+    print(
+        f"  orchkit, chain of N dependent steps {us['ochain']:8.2f}   "
+        f"overhead {us['ochain'] - us['chain']:6.2f}"
+    )
     # real wake-up delay: from a step's call returning to its dependent's call beginning
     agent.clock = {}
     await orchkit_run(orch, chain)
     calls = [agent.clock[f"s{i}"] for i in range(n)]
     gaps = [(b - a) * 1e6 for a, b in zip(calls, calls[1:])]
     late = sum(g > 1000 for g in gaps)
-    print(f"dependent starts after its dependency's call returned: median "
-          f"{statistics.median(gaps):.1f} us, p99 {sorted(gaps)[int(0.99 * len(gaps))]:.1f} us, "
-          f"max {max(gaps):.1f} us; {late} of {len(gaps)} over 1 ms (target < 1000 us; "
-          "the rare outliers are CPython's cyclic GC pauses)")
+    print(
+        f"dependent starts after its dependency's call returned: median "
+        f"{statistics.median(gaps):.1f} us, p99 {sorted(gaps)[int(0.99 * len(gaps))]:.1f} us, "
+        f"max {max(gaps):.1f} us; {late} of {len(gaps)} over 1 ms (target < 1000 us; "
+        "the rare outliers are CPython's cyclic GC pauses)"
+    )
     worst = max(us["flat"] - us["gather"], us["ochain"] - us["chain"])
     print(f"worst overhead per step: {worst:.2f} us (target <= 50 us)")
     print(f"fan-out of {n:,}: {us['flat'] / us['gather']:4.2f}x the asyncio floor (target <= 2.5)")
@@ -139,8 +166,10 @@ async def scaling() -> None:
             bare = min([(await orchkit_run(orch, flat))[0] for _ in range(3)]) / n * 1e6
         finally:
             gc.enable()
-        print(f"  {n:>7,} steps  {us:6.2f} us/step  ({us / base:4.2f}x the 1,000-step cost; "
-              f"{us / floor:4.2f}x asyncio's gather floor of {floor:5.2f}); GC off: {bare:5.2f}")
+        print(
+            f"  {n:>7,} steps  {us:6.2f} us/step  ({us / base:4.2f}x the 1,000-step cost; "
+            f"{us / floor:4.2f}x asyncio's gather floor of {floor:5.2f}); GC off: {bare:5.2f}"
+        )
         await orch.shutdown()
 
 

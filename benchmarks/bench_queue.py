@@ -64,8 +64,14 @@ def free_port() -> int:
 
 
 def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     for line in proc.stdout:
         if "ready" in line:
             return proc
@@ -83,7 +89,11 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
+        else values[0]
+    )
 
 
 async def bullmq_floor(redis: str, queue: str, n: int) -> tuple[list[float], float]:
@@ -98,6 +108,7 @@ async def bullmq_floor(redis: str, queue: str, n: int) -> tuple[list[float], flo
         fut = pending.pop(args.get("jobId"), None)
         if fut is not None:
             fut.set_result(args.get("returnvalue"))
+
     events.on("completed", done)
     counter = iter(range(10**9))
 
@@ -105,8 +116,11 @@ async def bullmq_floor(redis: str, queue: str, n: int) -> tuple[list[float], flo
         job_id = f"b-{next(counter)}"
         fut = pending[job_id] = asyncio.get_running_loop().create_future()
         t = time.perf_counter()
-        await q.add("echo", {"input": {"i": job_id}}, {"jobId": job_id, "attempts": 1,
-                                                        "removeOnComplete": True})
+        await q.add(
+            "echo",
+            {"input": {"i": job_id}},
+            {"jobId": job_id, "attempts": 1, "removeOnComplete": True},
+        )
         await fut
         return (time.perf_counter() - t) * 1000
 
@@ -125,6 +139,7 @@ async def throughput(one, total: int, in_flight: int = 50) -> float:
     async def lane():
         for _ in left:
             await one()
+
     t = time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(in_flight)))
     return total / (time.perf_counter() - t)
@@ -133,8 +148,12 @@ async def throughput(one, total: int, in_flight: int = 50) -> float:
 async def orchkit_round_trip(redis: str, agent_id: str, n: int) -> tuple[list[float], float]:
     orch = ok.Orchestrator()
     await orch.register_agent(ok.RemoteAgent(agent_id, redis))
-    plan = ok.Plan.model_validate({"id": "one", "steps": [
-        {"id": "s", "agentId": agent_id, "action": "echo", "input": {"i": 1}}]})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "one",
+            "steps": [{"id": "s", "agentId": agent_id, "action": "echo", "input": {"i": 1}}],
+        }
+    )
 
     async def one() -> float:
         t = time.perf_counter()
@@ -152,13 +171,24 @@ async def orchkit_round_trip(redis: str, agent_id: str, n: int) -> tuple[list[fl
 
 async def many_plans(redis: str, plans: int) -> dict:
     ids = ["bench-learning", "bench-speech", "bench-tutor"]
-    plan = ok.Plan.model_validate({"id": "analysis", "parallel": True, "timeout": 120_000,
-                                   "steps": [
-        {"id": "learning", "agentId": ids[0], "action": "analyze"},
-        {"id": "speech", "agentId": ids[1], "action": "analyze"},
-        {"id": "tutor", "agentId": ids[2], "action": "analyze"},
-        {"id": "report", "agentId": ids[0], "action": "report",
-         "dependencies": ["learning", "speech", "tutor"]}]})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "analysis",
+            "parallel": True,
+            "timeout": 120_000,
+            "steps": [
+                {"id": "learning", "agentId": ids[0], "action": "analyze"},
+                {"id": "speech", "agentId": ids[1], "action": "analyze"},
+                {"id": "tutor", "agentId": ids[2], "action": "analyze"},
+                {
+                    "id": "report",
+                    "agentId": ids[0],
+                    "action": "report",
+                    "dependencies": ["learning", "speech", "tutor"],
+                },
+            ],
+        }
+    )
     orch = ok.Orchestrator()
     completed = []
     orch.on("queue:completed", lambda p: completed.append(p["bullJobId"]))
@@ -169,10 +199,17 @@ async def many_plans(redis: str, plans: int) -> dict:
     wall = time.perf_counter() - t
     await orch.shutdown()
     makespans = [r.duration_ms for r in results]
-    return {"plans": plans, "succeeded": sum(r.success for r in results),
-            "jobs": len(completed), "unique_jobs": len(set(completed)),
-            "attempts": sum(len(r.spans) for r in results), "plans_per_s": plans / wall,
-            "p50_ms": pct(makespans, 50), "p95_ms": pct(makespans, 95), "wall_s": wall}
+    return {
+        "plans": plans,
+        "succeeded": sum(r.success for r in results),
+        "jobs": len(completed),
+        "unique_jobs": len(set(completed)),
+        "attempts": sum(len(r.spans) for r in results),
+        "plans_per_s": plans / wall,
+        "p50_ms": pct(makespans, 50),
+        "p95_ms": pct(makespans, 95),
+        "wall_s": wall,
+    }
 
 
 def main(n: int = 300) -> None:
@@ -183,9 +220,23 @@ def main(n: int = 300) -> None:
     redis = f"redis://127.0.0.1:{port}/0"
     procs: list[subprocess.Popen] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench_queue_"))
-    server = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp)],
-                              stdout=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     env = {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     try:
         for _ in range(200):
@@ -195,8 +246,16 @@ def main(n: int = 300) -> None:
             except OSError:
                 time.sleep(0.02)
         (tmp / "models.yaml").write_text(MODELS)
-        worker = [sys.executable, "-m", "orchkit", "worker", "--redis", redis,
-                  "--models", str(tmp / "models.yaml")]
+        worker = [
+            sys.executable,
+            "-m",
+            "orchkit",
+            "worker",
+            "--redis",
+            redis,
+            "--models",
+            str(tmp / "models.yaml"),
+        ]
         procs.append(start([sys.executable, "-c", BARE_WORKER, redis, "bench-floor"], env))
         procs.append(start(worker + ["--agents", "bench-echo", "--concurrency", "10"], env))
         floor_lat, ok_lat, floor_rates, ok_rates = [], [], [], []
@@ -211,28 +270,38 @@ def main(n: int = 300) -> None:
         for p in procs:
             stop(p)
         procs.clear()
-        print(f"one remote attempt, loopback, {n} sequential round trips (two alternating "
-              "blocks); throughput with 50 in flight (worker concurrency 10)")
+        print(
+            f"one remote attempt, loopback, {n} sequential round trips (two alternating "
+            "blocks); throughput with 50 in flight (worker concurrency 10)"
+        )
         print(f"  {'':<34}{'p50 ms':>8}{'p95 ms':>8}{'jobs/s':>9}")
-        print(f"  {'BullMQ Python producer -> worker':<34}{pct(floor_lat, 50):8.2f}"
-              f"{pct(floor_lat, 95):8.2f}{floor_rate:9.0f}")
-        print(f"  {'orchkit RemoteAgent -> worker':<34}{pct(ok_lat, 50):8.2f}"
-              f"{pct(ok_lat, 95):8.2f}{ok_rate:9.0f}")
+        print(
+            f"  {'BullMQ Python producer -> worker':<34}{pct(floor_lat, 50):8.2f}"
+            f"{pct(floor_lat, 95):8.2f}{floor_rate:9.0f}"
+        )
+        print(
+            f"  {'orchkit RemoteAgent -> worker':<34}{pct(ok_lat, 50):8.2f}"
+            f"{pct(ok_lat, 95):8.2f}{ok_rate:9.0f}"
+        )
         ratio = pct(ok_lat, 50) / pct(floor_lat, 50)
-        print(f"  orchkit / BullMQ: p50 x{ratio:.2f}, throughput x{ok_rate / floor_rate:.2f} "
-              f"(target: p50 <= x2) -> {'OK' if ratio <= 2 else 'OVER TARGET'}")
+        print(
+            f"  orchkit / BullMQ: p50 x{ratio:.2f}, throughput x{ok_rate / floor_rate:.2f} "
+            f"(target: p50 <= x2) -> {'OK' if ratio <= 2 else 'OVER TARGET'}"
+        )
 
         ids = "bench-learning,bench-speech,bench-tutor"
         for _ in range(2):
             procs.append(start(worker + ["--agents", ids, "--concurrency", "50"], env))
         many = asyncio.run(many_plans(redis, 1000))
         lost = many["plans"] - many["succeeded"]
-        print(f"\n1,000 concurrent 4-step plans through two workers (concurrency 50 per queue):")
-        print(f"  {many['plans_per_s']:.0f} plans/s ({many['wall_s']:.1f} s), makespan p50 "
-              f"{many['p50_ms']:.0f} ms, p95 {many['p95_ms']:.0f} ms; succeeded "
-              f"{many['succeeded']}/{many['plans']}; jobs completed {many['jobs']} (unique "
-              f"{many['unique_jobs']}), attempts {many['attempts']} -> "
-              f"{'nothing lost' if lost == 0 and many['jobs'] == 4000 else 'LOST WORK'}")
+        print("\n1,000 concurrent 4-step plans through two workers (concurrency 50 per queue):")
+        print(
+            f"  {many['plans_per_s']:.0f} plans/s ({many['wall_s']:.1f} s), makespan p50 "
+            f"{many['p50_ms']:.0f} ms, p95 {many['p95_ms']:.0f} ms; succeeded "
+            f"{many['succeeded']}/{many['plans']}; jobs completed {many['jobs']} (unique "
+            f"{many['unique_jobs']}), attempts {many['attempts']} -> "
+            f"{'nothing lost' if lost == 0 and many['jobs'] == 4000 else 'LOST WORK'}"
+        )
     finally:
         for p in procs:
             stop(p)

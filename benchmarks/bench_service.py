@@ -54,11 +54,21 @@ def instant_agent(kind: str, agent_id: str):
 
     class Instant(ok.Agent):
         async def process(self, action, input, context):
-            data = {"learnerId": (input or {}).get("learnerId"), "correct": False,
-                    "activity": {"activityId": "addition-d1-01", "concept": "addition",
-                                 "difficulty": 1, "prompt": "1 + 1"},
-                    "concept": "addition", "difficultyLevel": 1, "difficultyChange": "same",
-                    "mastery": 0.5, "struggling": False}
+            data = {
+                "learnerId": (input or {}).get("learnerId"),
+                "correct": False,
+                "activity": {
+                    "activityId": "addition-d1-01",
+                    "concept": "addition",
+                    "difficulty": 1,
+                    "prompt": "1 + 1",
+                },
+                "concept": "addition",
+                "difficultyLevel": 1,
+                "difficultyChange": "same",
+                "mastery": 0.5,
+                "struggling": False,
+            }
             return ok.AgentResponse(action=action, confidence=0.9, reasoning="instant", data=data)
 
     return Instant(agent_id)
@@ -69,10 +79,24 @@ def start_server(port: int, folder: str, agents: str) -> subprocess.Popen:
     env.pop("ORCHKIT_API_KEY", None)
     env.pop("ORCHKIT_LLM_BASE_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchkit", "serve", "--port", str(port), "--store",
-         f"sqlite:///{folder}/bench.db", "--log-level", "warning",
-         *(["--agent-factory", "bench_service:instant_agent"] if agents == "instant" else [])],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "orchkit",
+            "serve",
+            "--port",
+            str(port),
+            "--store",
+            f"sqlite:///{folder}/bench.db",
+            "--log-level",
+            "warning",
+            *(["--agent-factory", "bench_service:instant_agent"] if agents == "instant" else []),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -118,20 +142,34 @@ def timings(headers: httpx.Headers) -> dict[str, float]:
     return {k: float(v) for k, v in TIMING.findall(", ".join(headers.get_list("server-timing")))}
 
 
-async def rest_learner(i: int, url: str, http: httpx.AsyncClient, answers: int, think_ms: float,
-                       rng: random.Random, stats: Stats) -> None:
+async def rest_learner(
+    i: int,
+    url: str,
+    http: httpx.AsyncClient,
+    answers: int,
+    think_ms: float,
+    rng: random.Random,
+    stats: Stats,
+) -> None:
     learner = f"bench-rest-{i}"
     await think(think_ms, rng)  # learners arrive spread over the first think time
     await start_session(http, learner, stats)
-    r = await http.post("/api/agents", json={"action": "get_next_activity", "agent": "learning",
-                                             "learnerId": learner})
+    r = await http.post(
+        "/api/agents",
+        json={"action": "get_next_activity", "agent": "learning", "learnerId": learner},
+    )
     activity = r.json()["response"]["data"]["activity"]["activityId"]
     for _ in range(answers):
         await think(think_ms, rng)
         t0 = time.perf_counter()
-        r = await http.post("/api/agents", json={
-            "action": "process_interaction", "learnerId": learner,
-            "data": {"activityId": activity, "response": {"answer": str(rng.randint(0, 20))}}})
+        r = await http.post(
+            "/api/agents",
+            json={
+                "action": "process_interaction",
+                "learnerId": learner,
+                "data": {"activityId": activity, "response": {"answer": str(rng.randint(0, 20))}},
+            },
+        )
         total = (time.perf_counter() - t0) * 1000.0
         r.raise_for_status()
         t = timings(r.headers)
@@ -139,8 +177,15 @@ async def rest_learner(i: int, url: str, http: httpx.AsyncClient, answers: int, 
         activity = r.json()["response"]["nextActivity"]["activityId"]
 
 
-async def socket_learner(i: int, url: str, http: httpx.AsyncClient, answers: int,
-                         think_ms: float, rng: random.Random, stats: Stats) -> None:
+async def socket_learner(
+    i: int,
+    url: str,
+    http: httpx.AsyncClient,
+    answers: int,
+    think_ms: float,
+    rng: random.Random,
+    stats: Stats,
+) -> None:
     learner = f"bench-sock-{i}"
     await think(think_ms, rng)
     await start_session(http, learner, stats)
@@ -152,8 +197,17 @@ async def socket_learner(i: int, url: str, http: httpx.AsyncClient, answers: int
         for _ in range(answers):
             await think(think_ms, rng)
             t0 = time.perf_counter()
-            ack = await sio.call("agent:learning", {"action": "process_interaction", "data": {
-                "activityId": activity, "response": {"answer": str(rng.randint(0, 20))}}}, timeout=60)
+            ack = await sio.call(
+                "agent:learning",
+                {
+                    "action": "process_interaction",
+                    "data": {
+                        "activityId": activity,
+                        "response": {"answer": str(rng.randint(0, 20))},
+                    },
+                },
+                timeout=60,
+            )
             total = (time.perf_counter() - t0) * 1000.0
             if not ack.get("success"):
                 raise RuntimeError(f"socket answer failed: {ack}")
@@ -166,8 +220,10 @@ async def socket_learner(i: int, url: str, http: httpx.AsyncClient, answers: int
 
 async def start_session(http: httpx.AsyncClient, learner: str, stats: Stats) -> None:
     t0 = time.perf_counter()
-    r = await http.post("/api/agents", json={"action": "start_session", "learnerId": learner,
-                                             "data": {"gradeLevel": 5}})
+    r = await http.post(
+        "/api/agents",
+        json={"action": "start_session", "learnerId": learner, "data": {"gradeLevel": 5}},
+    )
     total = (time.perf_counter() - t0) * 1000.0
     r.raise_for_status()
     t = timings(r.headers)
@@ -190,41 +246,62 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
         proc = start_server(port, folder, args.agents)
         try:
-            limits = httpx.Limits(max_connections=args.learners, max_keepalive_connections=args.learners)
+            limits = httpx.Limits(
+                max_connections=args.learners, max_keepalive_connections=args.learners
+            )
             async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
                 # warm-up: the first session trains the learning model (not measured)
                 await start_session(http, "bench-warm-up", Stats())
                 gc.collect()
-                gc.freeze()  # the client's own start-up heap: no full-collection pauses in its timings
+                # the client's own start-up heap: no full-collection pauses in its timings
+                gc.freeze()
                 stats = Stats()
                 rng = random.Random(args.seed)
                 learners = []
                 for i in range(args.learners):
                     kind = rest_learner if i % 2 == 0 else socket_learner
-                    learners.append(kind(i, url, http, args.answers, args.think_ms,
-                                         random.Random(rng.random()), stats))
+                    learners.append(
+                        kind(
+                            i,
+                            url,
+                            http,
+                            args.answers,
+                            args.think_ms,
+                            random.Random(rng.random()),
+                            stats,
+                        )
+                    )
                 t0, cpu0, mine0 = time.perf_counter(), cpu_ms(proc.pid), time.process_time()
-                outcomes = await asyncio.wait_for(asyncio.gather(*learners, return_exceptions=True),
-                                                  args.max_seconds)
+                outcomes = await asyncio.wait_for(
+                    asyncio.gather(*learners, return_exceptions=True), args.max_seconds
+                )
                 wall = time.perf_counter() - t0
                 cpu1, mine = cpu_ms(proc.pid), (time.process_time() - mine0) * 1000.0
-                stats.errors = [f"{type(e).__name__}: {e}" for e in outcomes if isinstance(e, BaseException)]
+                stats.errors = [
+                    f"{type(e).__name__}: {e}" for e in outcomes if isinstance(e, BaseException)
+                ]
         finally:
             stop(proc)
     rows = np.array([(t, a, s) for _, t, a, s in stats.rows])
     routes = np.array([r for r, *_ in stats.rows])
-    print(f"orchkit serve, {args.agents} agents, {args.learners} concurrent learners x "
-          f"{args.answers} answers (half REST, half Socket.IO), think time {args.think_ms:g} ms; "
-          "loopback, times in ms")
-    print(f"  {len(rows)} requests in {wall:.1f} s = {len(rows) / wall:.0f} requests/s; "
-          f"{len(stats.errors)} learner(s) stopped by an error"
-          + (f" (first: {stats.errors[0]})" if stats.errors else ""))
+    print(
+        f"orchkit serve, {args.agents} agents, {args.learners} concurrent learners x "
+        f"{args.answers} answers (half REST, half Socket.IO), think time {args.think_ms:g} ms; "
+        "loopback, times in ms"
+    )
+    print(
+        f"  {len(rows)} requests in {wall:.1f} s = {len(rows) / wall:.0f} requests/s; "
+        f"{len(stats.errors)} learner(s) stopped by an error"
+        + (f" (first: {stats.errors[0]})" if stats.errors else "")
+    )
     print(f"  load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if cpu0 is not None and cpu1 is not None:
         n = len(rows) + args.learners + int((routes == "socket").sum())  # + get_next_activity
-        print(f"  server CPU: {cpu1 - cpu0:,.0f} ms for {n} requests = {(cpu1 - cpu0) / n:.2f} ms "
-              "per request, agents included (with --agents instant: the service's own cost); "
-              f"this client used {mine:,.0f} ms")
+        print(
+            f"  server CPU: {cpu1 - cpu0:,.0f} ms for {n} requests = {(cpu1 - cpu0) / n:.2f} ms "
+            "per request, agents included (with --agents instant: the service's own cost); "
+            f"this client used {mine:,.0f} ms"
+        )
     for name in ("start_session", "rest", "socket", None):
         sel = rows if name is None else rows[routes == name]
         if not len(sel):
@@ -238,14 +315,24 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--learners", type=int, default=200)
     ap.add_argument("--answers", type=int, default=10, help="process_interaction per learner")
-    ap.add_argument("--think-ms", type=float, default=1000.0,
-                    help="mean think time between a learner's answers (default 1000)")
-    ap.add_argument("--agents", choices=["builtin", "instant"], default="builtin",
-                    help="the built-in agents (scikit-learn, offline tutor) or agents that "
-                         "answer at once (the service's own cost alone)")
+    ap.add_argument(
+        "--think-ms",
+        type=float,
+        default=1000.0,
+        help="mean think time between a learner's answers (default 1000)",
+    )
+    ap.add_argument(
+        "--agents",
+        choices=["builtin", "instant"],
+        default="builtin",
+        help="the built-in agents (scikit-learn, offline tutor) or agents that "
+        "answer at once (the service's own cost alone)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-seconds", type=float, default=300.0, help="give up after this long")
     asyncio.run(main(ap.parse_args()))

@@ -26,17 +26,35 @@ MEDIAN, P95, P_ERR, RETRIES, BACKOFF = 250.0, 900.0, 0.05, 2, 100.0
 MU, SIGMA = math.log(MEDIAN), math.log(P95 / MEDIAN) / 1.6448536269514722
 STEPS = ["learning_analysis", "speech_analysis", "tutor_analysis"]
 
-PLAN = ok.Plan.model_validate({
-    "id": "bench_parallel_analysis", "parallel": True,
-    "steps": [{"id": s, "agentId": f"agent-{i}", "action": "analyze",
-               "retryPolicy": {"maxRetries": RETRIES, "backoffMs": BACKOFF}}
-              for i, s in enumerate(STEPS)] + [
-        {"id": "combine", "agentId": "agent-0", "action": "combine", "dependencies": STEPS,
-         "retryPolicy": {"maxRetries": RETRIES, "backoffMs": BACKOFF}}]})
+PLAN = ok.Plan.model_validate(
+    {
+        "id": "bench_parallel_analysis",
+        "parallel": True,
+        "steps": [
+            {
+                "id": s,
+                "agentId": f"agent-{i}",
+                "action": "analyze",
+                "retryPolicy": {"maxRetries": RETRIES, "backoffMs": BACKOFF},
+            }
+            for i, s in enumerate(STEPS)
+        ]
+        + [
+            {
+                "id": "combine",
+                "agentId": "agent-0",
+                "action": "combine",
+                "dependencies": STEPS,
+                "retryPolicy": {"maxRetries": RETRIES, "backoffMs": BACKOFF},
+            }
+        ],
+    }
+)
 LAT = {"dist": "lognormal", "median": MEDIAN, "p95": P95}
 MODELS = ok.AgentModels.from_dict({"agents": {"agent-*": {"latency": LAT, "error": P_ERR}}})
-CAP_MODELS = ok.AgentModels.from_dict({"agents": {"agent-*": {"latency": LAT, "error": P_ERR,
-                                                              "capacity": 4}}})
+CAP_MODELS = ok.AgentModels.from_dict(
+    {"agents": {"agent-*": {"latency": LAT, "error": P_ERR, "capacity": 4}}}
+)
 
 
 def hand_simpy(n: int, seed: int) -> np.ndarray:
@@ -146,35 +164,59 @@ def rate(fn, n: int, repeat: int = 3) -> tuple[float, object]:
 def main(scale: float = 1.0) -> None:
     n_sim, n_fast = int(20_000 * scale), int(1_000_000 * scale)
     r_hand, hs = rate(hand_simpy, n_sim)
-    r_sim, mc = rate(lambda n, s: ok.monte_carlo(PLAN, MODELS, runs=n, seed=s, method="simpy",
-                                                progress=False), n_sim)
+    r_sim, mc = rate(
+        lambda n, s: ok.monte_carlo(PLAN, MODELS, runs=n, seed=s, method="simpy", progress=False),
+        n_sim,
+    )
     r_np, hn = rate(hand_numpy, n_fast)
-    r_fast, mf = rate(lambda n, s: ok.monte_carlo(PLAN, MODELS, runs=n, seed=s, method="fast",
-                                                 progress=False), n_fast)
-    r_fast_bare, _ = rate(lambda n, s: ok.monte_carlo(PLAN, MODELS, runs=n, seed=s,
-                                                      method="fast", keep_spans=False,
-                                                      progress=False), n_fast)
+    r_fast, mf = rate(
+        lambda n, s: ok.monte_carlo(PLAN, MODELS, runs=n, seed=s, method="fast", progress=False),
+        n_fast,
+    )
+    r_fast_bare, _ = rate(
+        lambda n, s: ok.monte_carlo(
+            PLAN, MODELS, runs=n, seed=s, method="fast", keep_spans=False, progress=False
+        ),
+        n_fast,
+    )
     horizon = 2_500_000 * scale  # 4 runs/s: agent-0 ~66% busy, ~10,000 runs
     r_hcap, hc = rate(lambda n, s: hand_simpy_capacity(4.0, horizon, s), 1, repeat=3)
     r_hcap *= len(hc)
     wl = ok.Workload(rate_per_s=4.0, horizon_ms=horizon)
-    r_cap, cap = rate(lambda n, s: ok.monte_carlo(PLAN, CAP_MODELS, workload=wl, seed=s,
-                                                 progress=False), 1, repeat=3)
+    r_cap, cap = rate(
+        lambda n, s: ok.monte_carlo(PLAN, CAP_MODELS, workload=wl, seed=s, progress=False),
+        1,
+        repeat=3,
+    )
     r_cap *= len(cap.runs)
     print(f"{'':40}{'runs/s':>12}  mean makespan ms")
     print(f"{'hand-written SimPy':40}{r_hand:12,.0f}  {np.mean(hs):8.1f}")
-    print(f"{'orchkit SimPy path (defaults)':40}{r_sim:12,.0f}  {mc.runs['makespan_ms'].mean():8.1f}")
+    print(
+        f"{'orchkit SimPy path (defaults)':40}{r_sim:12,.0f}  {mc.runs['makespan_ms'].mean():8.1f}"
+    )
     print(f"{'hand-written numpy':40}{r_np:12,.0f}  {np.mean(hn):8.1f}")
-    print(f"{'orchkit fast path (defaults)':40}{r_fast:12,.0f}  {mf.runs['makespan_ms'].mean():8.1f}")
+    print(
+        f"{'orchkit fast path (defaults)':40}{r_fast:12,.0f}  {mf.runs['makespan_ms'].mean():8.1f}"
+    )
     print(f"{'orchkit fast path (keep_spans=False)':40}{r_fast_bare:12,.0f}")
     print(f"{'hand-written SimPy capacity study':40}{r_hcap:12,.0f}  {np.mean(hc):8.1f}")
-    print(f"{'orchkit capacity study (defaults)':40}{r_cap:12,.0f}  {cap.runs['makespan_ms'].mean():8.1f}")
+    print(
+        f"{'orchkit capacity study (defaults)':40}{r_cap:12,.0f}  "
+        f"{cap.runs['makespan_ms'].mean():8.1f}"
+    )
     print()
     print("SimPy path, per-run cost as the study grows (defaults; must stay flat):")
     base = None
     for n in (1_000, 10_000, int(100_000 * scale)):
-        us = 1e6 / rate(lambda n, s: ok.monte_carlo(PLAN, MODELS, runs=n, seed=s, method="simpy",
-                                                   progress=False), n)[0]
+        us = (
+            1e6
+            / rate(
+                lambda n, s: ok.monte_carlo(
+                    PLAN, MODELS, runs=n, seed=s, method="simpy", progress=False
+                ),
+                n,
+            )[0]
+        )
         base = base or us
         print(f"  {n:>9,} runs  {us:7.2f} us/run  ({us / base:4.2f}x the 1,000-run cost)")
     print()

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import orchkit as ok
 
-PLAN = str(ok.examples.path("parallel_analysis")) if hasattr(ok, "examples") else str(
-    Path(__file__).resolve().parents[1] / "data/plans/parallel_analysis.json")
+PLAN = (
+    str(ok.examples.path("parallel_analysis"))
+    if hasattr(ok, "examples")
+    else str(Path(__file__).resolve().parents[1] / "data/plans/parallel_analysis.json")
+)
 
 
 def best_ms(args: list[str], repeat: int = 7) -> float:
@@ -30,12 +33,24 @@ def main() -> None:
     bare = best_ms([py, "-c", "pass"])
     imp = best_ms([py, "-c", "import orchkit"])
     validate = best_ms([py, "-m", "orchkit", "validate", PLAN])
-    heavy = subprocess.run(
-        [py, "-c", "import sys, orchkit.cli as c\n"
-                   "try:\n    c.main(['validate', sys.argv[1]])\nexcept SystemExit:\n    pass\n"
-                   "print(' '.join(m for m in ('pandas', 'numpy', 'simpy', 'plotly', 'scipy') "
-                   "if m in sys.modules) or 'none')", PLAN],
-        check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    heavy = (
+        subprocess.run(
+            [
+                py,
+                "-c",
+                "import sys, orchkit.cli as c\n"
+                "try:\n    c.main(['validate', sys.argv[1]])\nexcept SystemExit:\n    pass\n"
+                "print(' '.join(m for m in ('pandas', 'numpy', 'simpy', 'plotly', 'scipy') "
+                "if m in sys.modules) or 'none')",
+                PLAN,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     print(f"{'python -c pass':34}{bare:8.1f} ms")
     print(f"{'python -c import orchkit':34}{imp:8.1f} ms   (+{imp - bare:.1f} ms; target <= +200)")
     print(f"{'python -m orchkit validate PLAN':34}{validate:8.1f} ms   (+{validate - bare:.1f} ms)")

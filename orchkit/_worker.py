@@ -41,10 +41,11 @@ import signal
 import sys
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from ._runtimes.agent import Agent, AgentResponse, coerce_response
 from ._base.errors import AgentError, OrchkitError
+from ._runtimes.agent import Agent, AgentResponse, coerce_response
 from .agents.remote import CANCEL_CHANNEL, bounded, check_redis_url, probe_redis, require_bullmq
 
 log = logging.getLogger("orchkit.worker")
@@ -56,13 +57,16 @@ def load_factory(spec: str) -> Callable[[str], Any]:
     """``module:function`` -> the function; ``OrchkitError`` saying what is wrong."""
     module, sep, name = (spec or "").partition(":")
     if not sep or not module or not name.isidentifier():
-        raise OrchkitError(f"--factory {spec!r}: use module:function, e.g. "
-                           "mypkg.agents:make_agent (function(agent_id) -> orchkit.Agent)")
+        raise OrchkitError(
+            f"--factory {spec!r}: use module:function, e.g. "
+            "mypkg.agents:make_agent (function(agent_id) -> orchkit.Agent)"
+        )
     try:
         mod = importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - ImportError, a relative name, the module's own bug
-        raise OrchkitError(f"--factory {spec!r}: cannot import module '{module}': "
-                           f"{type(exc).__name__}: {exc}") from None
+        raise OrchkitError(
+            f"--factory {spec!r}: cannot import module '{module}': {type(exc).__name__}: {exc}"
+        ) from None
     fn = getattr(mod, name, None)
     if not callable(fn):
         raise OrchkitError(f"--factory {spec!r}: module '{module}' has no function '{name}'")
@@ -80,11 +84,22 @@ def parse_agents(text: str) -> list[str]:
 class WorkerProcess:
     """The agents and BullMQ workers of one ``orchkit worker`` process."""
 
-    def __init__(self, redis: str, agents: Sequence[str], *, queue: str | None = None,
-                 concurrency: int = 1, factory: Callable[[str], Any] | None = None,
-                 models: Any = None, time_scale: float = 1.0, lock_ms: int = 30_000,
-                 stalled_interval_ms: int = 30_000, grace_ms: int = 10_000,
-                 idle_ms: float = DEFAULT_IDLE_MS, verbose: bool = False):
+    def __init__(
+        self,
+        redis: str,
+        agents: Sequence[str],
+        *,
+        queue: str | None = None,
+        concurrency: int = 1,
+        factory: Callable[[str], Any] | None = None,
+        models: Any = None,
+        time_scale: float = 1.0,
+        lock_ms: int = 30_000,
+        stalled_interval_ms: int = 30_000,
+        grace_ms: int = 10_000,
+        idle_ms: float = DEFAULT_IDLE_MS,
+        verbose: bool = False,
+    ):
         self.redis = check_redis_url(redis, "--redis")
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"--concurrency must be an int >= 1, got {concurrency!r}")
@@ -97,7 +112,11 @@ class WorkerProcess:
         self.factory, self.models, self.time_scale = factory, models, time_scale
         if not 0 < idle_ms < float("inf"):
             raise ValueError(f"--idle-ms must be a number of ms > 0, got {idle_ms!r}")
-        self.lock_ms, self.stalled_interval_ms, self.grace_s = lock_ms, stalled_interval_ms, grace_ms / 1000
+        self.lock_ms, self.stalled_interval_ms, self.grace_s = (
+            lock_ms,
+            stalled_interval_ms,
+            grace_ms / 1000,
+        )
         self.idle_ms = float(idle_ms)
         self.verbose = verbose
         self.agents: dict[str, Agent] = {}
@@ -127,8 +146,10 @@ class WorkerProcess:
         if agent is not None:
             return agent
         if not isinstance(agent_id, str) or not self._serves(agent_id):
-            raise AgentError(f"this worker serves {', '.join(self.patterns)}, not agent "
-                             f"{agent_id!r}", retryable=False)
+            raise AgentError(
+                f"this worker serves {', '.join(self.patterns)}, not agent {agent_id!r}",
+                retryable=False,
+            )
         making = self._making.get(agent_id)
         if making is None:
             making = self._making[agent_id] = asyncio.ensure_future(self._make(agent_id))
@@ -145,8 +166,11 @@ class WorkerProcess:
                 if inspect.isawaitable(agent):
                     agent = await agent
                 if not isinstance(agent, Agent):
-                    raise AgentError(f"the factory returned {type(agent).__name__} for agent "
-                                     f"'{agent_id}', not an orchkit.Agent", retryable=False)
+                    raise AgentError(
+                        f"the factory returned {type(agent).__name__} for agent "
+                        f"'{agent_id}', not an orchkit.Agent",
+                        retryable=False,
+                    )
             else:
                 from .agents import make_agent
 
@@ -156,8 +180,9 @@ class WorkerProcess:
         except AgentError:
             raise
         except Exception as exc:  # noqa: BLE001 - reported on the job, the worker goes on
-            raise AgentError(f"cannot create agent '{agent_id}': {type(exc).__name__}: {exc}",
-                             retryable=False) from None
+            raise AgentError(
+                f"cannot create agent '{agent_id}': {type(exc).__name__}: {exc}", retryable=False
+            ) from None
         self.agents[agent_id] = agent
         self.last_used[agent_id] = time.monotonic()
         return agent
@@ -166,8 +191,11 @@ class WorkerProcess:
         """Shut down and forget the pool's agents idle for ``idle_ms`` (no job in flight);
         returns their ids."""
         now = time.monotonic()
-        idle = [a for a, t in self.last_used.items()
-                if not self.busy.get(a) and (now - t) * 1000.0 >= self.idle_ms]
+        idle = [
+            a
+            for a, t in self.last_used.items()
+            if not self.busy.get(a) and (now - t) * 1000.0 >= self.idle_ms
+        ]
         for agent_id in idle:
             del self.last_used[agent_id]
             agent = self.agents.pop(agent_id)
@@ -196,8 +224,11 @@ class WorkerProcess:
             raise UnrecoverableError("cancelled by the orchestrator before it started")
         try:
             agent = await self.agent(agent_id)
-            task = asyncio.ensure_future(self._call(job, agent, action, data.get("input"),
-                                                    agent_context(data.get("context"))))
+            task = asyncio.ensure_future(
+                self._call(
+                    job, agent, action, data.get("input"), agent_context(data.get("context"))
+                )
+            )
             self.active[job.id] = task
             self.busy[agent_id] = self.busy.get(agent_id, 0) + 1
             try:
@@ -228,8 +259,9 @@ class WorkerProcess:
         if agent_id in self.last_used:
             self.last_used[agent_id] = time.monotonic()
 
-    async def _call(self, job: Any, agent: Agent, action: str, input: Any,
-                    context: dict) -> AgentResponse:
+    async def _call(
+        self, job: Any, agent: Agent, action: str, input: Any, context: dict
+    ) -> AgentResponse:
         sent: list[asyncio.Future] = []  # the agent's emits, sent before the job ends
         _JOB.set((job, sent))
         try:
@@ -239,8 +271,9 @@ class WorkerProcess:
         except (AgentError, asyncio.CancelledError):
             raise
         except Exception as exc:  # noqa: BLE001 - an agent's bug fails the job, as live
-            raise AgentError(f"agent '{agent.agent_id}' action '{action}' raised "
-                             f"{type(exc).__name__}: {exc}") from None
+            raise AgentError(
+                f"agent '{agent.agent_id}' action '{action}' raised {type(exc).__name__}: {exc}"
+            ) from None
         finally:
             if sent:
                 await asyncio.wait(sent, timeout=5.0)
@@ -273,13 +306,21 @@ class WorkerProcess:
         await pubsub.subscribe(*(CANCEL_CHANNEL.format(queue=q) for q in self.queues))
         listener = asyncio.ensure_future(self._listen(pubsub))
         reaper = asyncio.ensure_future(self._reap()) if self.pool else None
-        opts = {"connection": self.redis, "concurrency": self.concurrency,
-                "lockDuration": self.lock_ms, "stalledInterval": self.stalled_interval_ms,
-                "maxStalledCount": 0, "runRetryDelay": 1000}
+        opts = {
+            "connection": self.redis,
+            "concurrency": self.concurrency,
+            "lockDuration": self.lock_ms,
+            "stalledInterval": self.stalled_interval_ms,
+            "maxStalledCount": 0,
+            "runRetryDelay": 1000,
+        }
         self.workers = [bullmq.Worker(q, self.process, dict(opts)) for q in self.queues]
-        print(f"orchkit worker ready: queue(s) {', '.join(self.queues)}; agents "
-              f"{', '.join(self.patterns)}; concurrency {self.concurrency}; lock "
-              f"{self.lock_ms} ms, stall check every {self.stalled_interval_ms} ms", flush=True)
+        print(
+            f"orchkit worker ready: queue(s) {', '.join(self.queues)}; agents "
+            f"{', '.join(self.patterns)}; concurrency {self.concurrency}; lock "
+            f"{self.lock_ms} ms, stall check every {self.stalled_interval_ms} ms",
+            flush=True,
+        )
         try:
             await stop.wait()
         finally:
@@ -305,8 +346,10 @@ class WorkerProcess:
     async def _close(self) -> None:
         closers = [asyncio.ensure_future(w.close()) for w in self.workers]
         if self.active:
-            print(f"stopping: waiting up to {self.grace_s:g} s for {len(self.active)} "
-                  "active job(s)", flush=True)
+            print(
+                f"stopping: waiting up to {self.grace_s:g} s for {len(self.active)} active job(s)",
+                flush=True,
+            )
             await asyncio.wait(list(self.active.values()), timeout=self.grace_s)
         for job_id in list(self.active):
             self.cancel(job_id, "the worker is shutting down")
@@ -323,8 +366,9 @@ def _forward(kind: str, payload: Any) -> None:
     current = _JOB.get()
     if current is not None:
         job, sent = current
-        sent.append(asyncio.ensure_future(
-            job.updateProgress({"orchkitEvent": kind, "payload": payload})))
+        sent.append(
+            asyncio.ensure_future(job.updateProgress({"orchkitEvent": kind, "payload": payload}))
+        )
 
 
 def agent_context(ctx: Any) -> dict[str, Any]:
@@ -336,9 +380,14 @@ def agent_context(ctx: Any) -> dict[str, Any]:
             results[sid] = AgentResponse.model_validate(value)
         except Exception:  # noqa: BLE001 - a foreign producer's odd value is passed as is
             results[sid] = value
-    return {"plan_id": ctx.get("planId"), "step_id": ctx.get("stepId"),
-            "attempt": ctx.get("attempt"), "run_id": ctx.get("runId"),
-            "job_id": ctx.get("jobId"), "results": results}
+    return {
+        "plan_id": ctx.get("planId"),
+        "step_id": ctx.get("stepId"),
+        "attempt": ctx.get("attempt"),
+        "run_id": ctx.get("runId"),
+        "job_id": ctx.get("jobId"),
+        "results": results,
+    }
 
 
 def main(args: Any) -> int:
@@ -347,11 +396,19 @@ def main(args: Any) -> int:
     factory = load_factory(args.factory) if args.factory else None
     try:
         proc = WorkerProcess(
-            args.redis, parse_agents(args.agents), queue=args.queue,
-            concurrency=args.concurrency, factory=factory, models=args.models,
-            time_scale=args.time_scale, lock_ms=args.lock_ms,
-            stalled_interval_ms=args.stalled_interval_ms, grace_ms=args.grace_ms,
-            idle_ms=args.idle_ms, verbose=args.verbose)
+            args.redis,
+            parse_agents(args.agents),
+            queue=args.queue,
+            concurrency=args.concurrency,
+            factory=factory,
+            models=args.models,
+            time_scale=args.time_scale,
+            lock_ms=args.lock_ms,
+            stalled_interval_ms=args.stalled_interval_ms,
+            grace_ms=args.grace_ms,
+            idle_ms=args.idle_ms,
+            verbose=args.verbose,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._spec.plan import Plan
 from ._base.resources import data_path
+from ._spec.plan import Plan
 
 if TYPE_CHECKING:
     from ._spec.models import AgentModels
@@ -52,4 +52,5 @@ def models_path() -> Path:
 def models() -> AgentModels:
     """The default agent models: latency, errors and capacity of the seed's three agents."""
     from ._spec.models import AgentModels  # numpy: not for the light commands
+
     return AgentModels.load(models_path())

@@ -3,8 +3,10 @@
     from orchkit.testing import ScriptedAgent, Ok, Fail, Hang, Garbage
 
     agent = ScriptedAgent("learning-agent-123", {
-        "fetch_external_data": [Fail(10), Fail(10), Ok(30)],  # fail twice, then succeed in 30 ms
-        "predict_with_ml": [Hang()],                           # never returns: only a timeout ends it
+        # fail twice, then succeed in 30 ms
+        "fetch_external_data": [Fail(10), Fail(10), Ok(30)],
+        # never returns: only a timeout ends it
+        "predict_with_ml": [Hang()],
     }, default=Ok(5))
 
 A script maps a step id, an action or ``"*"`` (looked up in that order) to the outcomes of
@@ -19,17 +21,19 @@ with identical outcomes; there, scripts are keyed by action or ``"*"`` only.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from ._runtimes.agent import Agent, AgentResponse
 from ._base.errors import AgentError, PlanValidationError
+from ._runtimes.agent import Agent, AgentResponse
 
 
 @dataclass(frozen=True)
 class Ok:
     """Succeed after ``latency_ms`` with ``data`` (and ``confidence``)."""
+
     latency_ms: float = 0.0
     data: Any = None
     confidence: float = 1.0
@@ -38,6 +42,7 @@ class Ok:
 @dataclass(frozen=True)
 class Fail:
     """Raise ``AgentError(message, retryable=retryable)`` after ``latency_ms``."""
+
     latency_ms: float = 0.0
     message: str = "scripted failure"
     retryable: bool = True
@@ -51,6 +56,7 @@ class Hang:
 @dataclass(frozen=True)
 class Garbage:
     """Return ``value`` (not a valid AgentResponse) after ``latency_ms``."""
+
     latency_ms: float = 0.0
     value: Any = "not a response"
 
@@ -58,6 +64,7 @@ class Garbage:
 @dataclass(frozen=True)
 class Crash:
     """Raise ``exception`` (not an AgentError) after ``latency_ms``."""
+
     latency_ms: float = 0.0
     exception: BaseException = field(default_factory=lambda: RuntimeError("scripted crash"))
 
@@ -68,6 +75,7 @@ Outcome = Ok | Fail | Hang | Garbage | Crash
 @dataclass(frozen=True)
 class Call:
     """One call a ScriptedAgent received."""
+
     step_id: str
     action: str
     attempt: int
@@ -78,8 +86,14 @@ class Call:
 class ScriptedAgent(Agent):
     """An agent whose latency and outcome per attempt are given (see the module docstring)."""
 
-    def __init__(self, agent_id: str, script: Mapping[str, Sequence[Outcome]] | None = None, *,
-                 default: Outcome = Ok(), capacity: int | None = None):
+    def __init__(
+        self,
+        agent_id: str,
+        script: Mapping[str, Sequence[Outcome]] | None = None,
+        *,
+        default: Outcome = Ok(),
+        capacity: int | None = None,
+    ):
         super().__init__(agent_id, capacity=capacity)
         self._script = {key: list(outcomes) for key, outcomes in (script or {}).items()}
         self._used: dict[str, int] = {}
@@ -108,8 +122,9 @@ class ScriptedAgent(Agent):
             return outcome.value
         if isinstance(outcome, Crash):
             raise outcome.exception
-        return AgentResponse(action=action, confidence=outcome.confidence,
-                             reasoning="scripted", data=outcome.data)
+        return AgentResponse(
+            action=action, confidence=outcome.confidence, reasoning="scripted", data=outcome.data
+        )
 
 
 class _ScriptedAction:
@@ -148,4 +163,5 @@ class ScriptedModels:
                 if step.agent_id not in self._agents:
                     raise PlanValidationError(
                         f"plan '{p.id}' step '{step.id}': no scripted agent '{step.agent_id}' "
-                        f"(scripted: {', '.join(self._agents)})")
+                        f"(scripted: {', '.join(self._agents)})"
+                    )

@@ -67,8 +67,17 @@ DAY_MS = 86_400_000
 ITEMS_PER_LEVEL = 5
 
 COLUMNS = [
-    "learner_id", "seq", "concept", "difficulty", "activity_id", "correct",
-    "response_time_ms", "timestamp_ms", "ability", "mastered", "p_correct",
+    "learner_id",
+    "seq",
+    "concept",
+    "difficulty",
+    "activity_id",
+    "correct",
+    "response_time_ms",
+    "timestamp_ms",
+    "ability",
+    "mastered",
+    "p_correct",
 ]
 
 
@@ -89,7 +98,8 @@ def p_correct(concept: str, difficulty: int, mastered: bool) -> float:
 
 
 def activity_id(concept: str, difficulty: int, index: int) -> str:
-    """Catalogue id of item ``index`` (0-based) of a concept at a difficulty, e.g. ``fractions-d2-03``."""
+    """Catalogue id of item ``index`` (0-based) of a concept at a difficulty, e.g.
+    ``fractions-d2-03``."""
     return f"{concept}-d{difficulty}-{index + 1:02d}"
 
 
@@ -124,11 +134,21 @@ def generate(n_learners: int = 250, n_items: int = 40, seed: int = 0) -> pd.Data
             median_s = (20.0 if was_mastered else 35.0) * {1: 0.8, 2: 1.0, 3: 1.3}[difficulty]
             rt_ms = int(round(1000 * median_s * math.exp(rng.normal(0.0, 0.4))))
             clock_ms += rt_ms
-            rows.append((
-                f"L{learner + 1:04d}", seq, concept, difficulty,
-                activity_id(concept, difficulty, int(rng.integers(ITEMS_PER_LEVEL))),
-                int(correct), rt_ms, clock_ms, round(theta, 4), int(was_mastered), round(p, 4),
-            ))
+            rows.append(
+                (
+                    f"L{learner + 1:04d}",
+                    seq,
+                    concept,
+                    difficulty,
+                    activity_id(concept, difficulty, int(rng.integers(ITEMS_PER_LEVEL))),
+                    int(correct),
+                    rt_ms,
+                    clock_ms,
+                    round(theta, 4),
+                    int(was_mastered),
+                    round(p, 4),
+                )
+            )
             if not was_mastered and rng.random() < p_learn[concept]:
                 mastered[concept] = True
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -159,9 +179,17 @@ def _item(concept: str, difficulty: int, rng: np.random.Generator) -> tuple[str,
             w = r(1, 3)
             total = w + Fraction(n1, d1) + Fraction(n2, d2)
             return f"What is {w} {n1}/{d1} + {n2}/{d2}? (as a fraction)", str(total)
-        return f"What is {n1}/{d1} + {n2}/{d2}? (as a fraction)", str(Fraction(n1, d1) + Fraction(n2, d2))
+        return f"What is {n1}/{d1} + {n2}/{d2}? (as a fraction)", str(
+            Fraction(n1, d1) + Fraction(n2, d2)
+        )
     if concept == "percentages":
-        pct = [10, 25, 50][r(0, 2)] if difficulty == 1 else r(1, 19) * 5 if difficulty == 2 else r(1, 99)
+        pct = (
+            [10, 25, 50][r(0, 2)]
+            if difficulty == 1
+            else r(1, 19) * 5
+            if difficulty == 2
+            else r(1, 99)
+        )
         base = r(1, 20) * 20
         return f"What is {pct}% of {base}?", str(Fraction(pct * base, 100))
     raise ValueError(f"unknown concept {concept!r}")
@@ -179,10 +207,15 @@ def curriculum(seed: int = 0) -> dict:
         for difficulty in (1, 2, 3):
             for i in range(ITEMS_PER_LEVEL):
                 prompt, answer = _item(concept, difficulty, rng)
-                activities.append({
-                    "activityId": activity_id(concept, difficulty, i), "concept": concept,
-                    "difficulty": difficulty, "prompt": prompt, "answer": answer,
-                })
+                activities.append(
+                    {
+                        "activityId": activity_id(concept, difficulty, i),
+                        "concept": concept,
+                        "difficulty": difficulty,
+                        "prompt": prompt,
+                        "answer": answer,
+                    }
+                )
     return {"subject": SUBJECT, "concepts": list(CONCEPTS), "activities": activities}
 
 

@@ -1,8 +1,9 @@
 """Make the speech agent's recordings and its fluency model's training data.
 
     apt-get install -y espeak-ng          # only needed to run this script
-    .venv/bin/python simulations/speech_corpus.py [--out data/speech] [--model-out orchkit/data/speech]
-                                                 [--n 320] [--seed 0]
+    .venv/bin/python simulations/speech_corpus.py [--out data/speech]
+                                                  [--model-out orchkit/data/speech]
+                                                  [--n 320] [--seed 0]
 
 Writes the recordings to ``--out`` and what the agent reads at run time (the training
 rows and the model) to ``--model-out``, the package's data (``data/speech`` links to them):
@@ -71,14 +72,17 @@ SENTENCES = (
     "She has been learning to play the piano for almost three years now.",
     "When I finish my homework, I usually read a book or call my friends.",
     "The museum opens at nine o'clock and closes early on Sundays.",
-    "Our teacher explained the lesson again because many students were confused.",  # held out
-    "Last summer my family travelled by car to visit our grandparents in the mountains.",  # held out
+    # the last two are held out (TEST_SENTENCES)
+    "Our teacher explained the lesson again because many students were confused.",
+    "Last summer my family travelled by car to visit our grandparents in the mountains.",
 )
 TEST_SENTENCES = {8, 9}
 VOICES = ("en-us", "en-gb", "en-us+m3", "en-gb+f2", "en-029", "en-us+f4")
 
 
-def espeak(text: str, *, wpm: int, voice: str = "en-us", pitch: int = 50, ssml: bool = False) -> np.ndarray:
+def espeak(
+    text: str, *, wpm: int, voice: str = "en-us", pitch: int = 50, ssml: bool = False
+) -> np.ndarray:
     """Speak ``text`` with espeak-ng; float samples at 16 kHz."""
     cmd = ["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch), "--stdout"]
     if ssml:
@@ -86,7 +90,13 @@ def espeak(text: str, *, wpm: int, voice: str = "en-us", pitch: int = 50, ssml: 
     raw = subprocess.run([*cmd, text], check=True, capture_output=True).stdout
     # espeak-ng streams a 44-byte header with placeholder lengths to stdout: fix them up
     assert raw[36:40] == b"data", "unexpected espeak-ng WAV header"
-    raw = raw[:4] + (len(raw) - 8).to_bytes(4, "little") + raw[8:40] + (len(raw) - 44).to_bytes(4, "little") + raw[44:]
+    raw = (
+        raw[:4]
+        + (len(raw) - 8).to_bytes(4, "little")
+        + raw[8:40]
+        + (len(raw) - 44).to_bytes(4, "little")
+        + raw[44:]
+    )
     samples, rate = decode_audio(raw)
     return resample_poly(samples, SAMPLE_RATE, rate).astype(np.float32)
 
@@ -140,7 +150,9 @@ def make_training_rows(n: int, rng: np.random.Generator) -> list[dict]:
         lengths = [int(v) for v in rng.integers(300, 2001, size=n_pauses)]
         for gap, ms in sorted(zip(gaps, lengths), reverse=True):
             words.insert(gap, f'<break time="{ms}ms"/>')
-        samples = espeak(f"<speak>{' '.join(words)}</speak>", wpm=wpm, voice=voice, pitch=pitch, ssml=True)
+        samples = espeak(
+            f"<speak>{' '.join(words)}</speak>", wpm=wpm, voice=voice, pitch=pitch, ssml=True
+        )
         duration_ms = 1000.0 * len(samples) / SAMPLE_RATE
         features = fluency_features(measure_speech(samples, SAMPLE_RATE))
         rows.append(
@@ -164,8 +176,12 @@ def make_training_rows(n: int, rng: np.random.Generator) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "speech")
-    parser.add_argument("--model-out", type=Path, default=ROOT / "orchkit" / "data" / "speech",
-                        help="folder for fluency_train.csv and fluency_model.npz")
+    parser.add_argument(
+        "--model-out",
+        type=Path,
+        default=ROOT / "orchkit" / "data" / "speech",
+        help="folder for fluency_train.csv and fluency_model.npz",
+    )
     parser.add_argument("--n", type=int, default=320, help="training utterances")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -180,8 +196,10 @@ def main(argv: list[str] | None = None) -> None:
     for rec in recordings:
         samples, rate = decode_audio((args.out / rec["file"]).read_bytes())
         m = measure_speech(samples, rate)["rate"]
-        print(f"  {rec['file']}: {rec['wpm']} wpm -> {m['syllables']} syllables, "
-              f"{m['syllablesPerSecond']:.2f} syll/s, ~{m['wordsPerMinute']:.0f} wpm")
+        print(
+            f"  {rec['file']}: {rec['wpm']} wpm -> {m['syllables']} syllables, "
+            f"{m['syllablesPerSecond']:.2f} syll/s, ~{m['wordsPerMinute']:.0f} wpm"
+        )
 
     rows = make_training_rows(args.n, np.random.default_rng(args.seed))
     with open(args.model_out / "fluency_train.csv", "w", newline="") as fh:
@@ -191,8 +209,10 @@ def main(argv: list[str] | None = None) -> None:
 
     plain = [r for r in rows if r["n_pauses"] == 0]
     rho = spearmanr([r["wpm"] for r in plain], [r["syllables_per_s"] for r in plain]).statistic
-    print(f"corpus: {len(rows)} utterances; rate tracking on {len(plain)} without inserted pauses: "
-          f"Spearman(known wpm, syll/s) = {rho:.3f}")
+    print(
+        f"corpus: {len(rows)} utterances; rate tracking on {len(plain)} without inserted pauses: "
+        f"Spearman(known wpm, syll/s) = {rho:.3f}"
+    )
 
     x = np.array([[r[f] for f in FEATURES] for r in rows], np.float32)
     y = np.array([r["fluency"] for r in rows], np.float32)
@@ -204,9 +224,11 @@ def main(argv: list[str] | None = None) -> None:
     yt = y[~train]
     mae = float(np.mean(np.abs(pred - yt)))
     r2 = 1.0 - float(np.sum((pred - yt) ** 2) / np.sum((yt - yt.mean()) ** 2))
-    print(f"fluency model, held-out sentences ({len(yt)} utterances): MAE {mae:.3f}, R^2 {r2:.3f}, "
-          f"Pearson {pearsonr(pred, yt).statistic:.3f}; baseline MAE (predict train mean) "
-          f"{float(np.mean(np.abs(y[train].mean() - yt))):.3f}")
+    print(
+        f"fluency model, held-out sentences ({len(yt)} utterances): MAE {mae:.3f}, R^2 {r2:.3f}, "
+        f"Pearson {pearsonr(pred, yt).statistic:.3f}; baseline MAE (predict train mean) "
+        f"{float(np.mean(np.abs(y[train].mean() - yt))):.3f}"
+    )
     print(f"done in {time.perf_counter() - t0:.1f} s -> {args.out}, {args.model_out}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 
 import pytest
-
 from redis_server import RedisServer
 
 

@@ -23,11 +23,24 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-from orchkit._engine.core import (SUCCEEDED, Attempt, CancelAttempt, CancelTimer, Emit, FinishRun,
-                           Run, Scheduler, StartAttempt, StartTimer, Timer, compile_plan)
+from orchkit._engine.core import (
+    SUCCEEDED,
+    Attempt,
+    CancelAttempt,
+    CancelTimer,
+    Emit,
+    FinishRun,
+    Run,
+    Scheduler,
+    StartAttempt,
+    StartTimer,
+    Timer,
+    compile_plan,
+)
 from orchkit._spec.plan import Plan
 from orchkit._spec.policies import as_policies, breaker_lookup
 from orchkit.testing import Crash, Fail, Garbage, Hang, Ok
@@ -39,6 +52,7 @@ _SUBMIT, _DONE, _TIMER = 0, 1, 2
 class StartRecord:
     """One StartAttempt: when, which attempt, the states of its step's dependencies, and
     its agent's last breaker event by then (None: no transition yet)."""
+
     at_ms: float
     attempt: Attempt
     dep_states: tuple
@@ -54,17 +68,26 @@ class Harness:
     must ignore them). ``fire_cancelled``: still fire timers the core cancelled (harmless).
     """
 
-    def __init__(self, capacity: Mapping[str, int | None] | Callable | None = None, *,
-                 script: Mapping[str, Sequence[Any]] | None = None, default: Any = Ok(10),
-                 seed: int = 0, deliver_stale: bool = False, fire_cancelled: bool = False,
-                 events: bool = True, policies: Any = None):
+    def __init__(
+        self,
+        capacity: Mapping[str, int | None] | Callable | None = None,
+        *,
+        script: Mapping[str, Sequence[Any]] | None = None,
+        default: Any = Ok(10),
+        seed: int = 0,
+        deliver_stale: bool = False,
+        fire_cancelled: bool = False,
+        events: bool = True,
+        policies: Any = None,
+    ):
         if callable(capacity):
             cap = capacity
         else:
             caps = dict(capacity or {})
             cap = lambda agent_id: caps.get(agent_id)  # noqa: E731
-        self.core = Scheduler(cap, random.Random(seed), events=events,
-                              breakers=breaker_lookup(as_policies(policies)))
+        self.core = Scheduler(
+            cap, random.Random(seed), events=events, breakers=breaker_lookup(as_policies(policies))
+        )
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.default = default
         self.deliver_stale = deliver_stale
@@ -157,12 +180,16 @@ class Harness:
 
     def start_times(self, step_id: str, run: Run | None = None) -> list[float]:
         """When each attempt of ``step_id`` started (StartAttempt), in order."""
-        return [r.at_ms for r in self.starts if r.attempt.step_id == step_id
-                and (run is None or r.attempt.run is run)]
+        return [
+            r.at_ms
+            for r in self.starts
+            if r.attempt.step_id == step_id and (run is None or r.attempt.run is run)
+        ]
 
     def retry_timers(self) -> list[float]:
         """``at_ms`` of every retry timer the core started."""
         from orchkit._engine.core import RETRY
+
         return [t.at_ms for t in self.timers if t.kind == RETRY]
 
     def _submit(self, plan: Plan, run_id: Any) -> None:
@@ -203,10 +230,13 @@ class Harness:
                 if att in self.in_flight:
                     self.violations.append(f"{att!r} started twice")
                 pr, cp = att.prun, att.prun.cp
-                last = next((e for _, a, e, *_ in reversed(self.core.breaker_log)
-                             if a == att.agent_id), None)
-                self.starts.append(StartRecord(now, att, tuple(pr.state[d] for d in cp.deps[att.step]),
-                                               last))
+                last = next(
+                    (e for _, a, e, *_ in reversed(self.core.breaker_log) if a == att.agent_id),
+                    None,
+                )
+                self.starts.append(
+                    StartRecord(now, att, tuple(pr.state[d] for d in cp.deps[att.step]), last)
+                )
                 self.in_flight.add(att)
                 key = id(pr)
                 self._plan_now[key] = self._plan_now.get(key, 0) + 1
@@ -246,11 +276,22 @@ def plan_of(id: str, steps: Sequence[dict], **kw: Any) -> Plan:
     return Plan.model_validate({"id": id, "steps": list(steps), **kw})
 
 
-def step(id: str, agent: str = "agent", deps: Sequence[str] = (), *, action: str | None = None,
-         retry: dict | None = None, timeout: float | None = None) -> dict:
+def step(
+    id: str,
+    agent: str = "agent",
+    deps: Sequence[str] = (),
+    *,
+    action: str | None = None,
+    retry: dict | None = None,
+    timeout: float | None = None,
+) -> dict:
     """A camelCase step dict."""
-    out: dict[str, Any] = {"id": id, "agentId": agent, "action": action or f"do_{id}",
-                           "dependencies": list(deps)}
+    out: dict[str, Any] = {
+        "id": id,
+        "agentId": agent,
+        "action": action or f"do_{id}",
+        "dependencies": list(deps),
+    }
     if retry is not None:
         out["retryPolicy"] = retry
     if timeout is not None:

@@ -20,9 +20,10 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 Content = str | Callable[[dict[str, Any]], str]
 
@@ -52,8 +53,12 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                429: "rate_limit_exceeded"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    429: "rate_limit_exceeded",
+}
 
 
 class LLMServer:
@@ -83,7 +88,7 @@ class LLMServer:
         with self._lock:
             self._script.extend(r if isinstance(r, Reply) else Reply(status=r) for r in replies)
 
-    def start(self) -> "LLMServer":
+    def start(self) -> LLMServer:
         self._thread.start()
         return self
 
@@ -93,7 +98,7 @@ class LLMServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "LLMServer":
+    def __enter__(self) -> LLMServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -122,8 +127,11 @@ class LLMServer:
                     payload = None
                 with server._lock:
                     server.requests.append(
-                        {"path": self.path, "json": payload,
-                         "headers": {k.lower(): v for k, v in self.headers.items()}}
+                        {
+                            "path": self.path,
+                            "json": payload,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                        }
                     )
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(404, _error(404, f"no route {self.path}"), {})
@@ -139,16 +147,22 @@ class LLMServer:
                 elif reply.body is not None:
                     self._send(reply.status, json.dumps(reply.body).encode(), headers)
                 elif reply.status >= 400:
-                    self._send(reply.status, _error(reply.status, f"scripted HTTP {reply.status}"), headers)
+                    self._send(
+                        reply.status, _error(reply.status, f"scripted HTTP {reply.status}"), headers
+                    )
                 else:
-                    text = reply.content(payload or {}) if callable(reply.content) else reply.content
+                    text = (
+                        reply.content(payload or {}) if callable(reply.content) else reply.content
+                    )
                     body = _completion(n, (payload or {}).get("model", "test-model"), text)
                     self._send(reply.status, json.dumps(body).encode(), headers)
 
             def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+                    self.send_header(
+                        "Content-Type", headers.pop("Content-Type", "application/json")
+                    )
                     self.send_header("Content-Length", str(len(data)))
                     for key, value in headers.items():
                         self.send_header(key, value)
@@ -186,4 +200,6 @@ def _completion(n: int, model: str, text: str) -> dict[str, Any]:
 
 def _error(status: int, message: str) -> bytes:
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
+    return json.dumps(
+        {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    ).encode()

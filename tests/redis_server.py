@@ -26,8 +26,10 @@ class RedisServer:
     def __init__(self, data_dir: str | Path, *, aof: bool = False, port: int | None = None):
         exe = shutil.which("redis-server")
         if exe is None:
-            raise RuntimeError("redis-server not found: run `make test` (it installs it) or "
-                               "apt-get install -y redis-server")
+            raise RuntimeError(
+                "redis-server not found: run `make test` (it installs it) or "
+                "apt-get install -y redis-server"
+            )
         self.exe = exe
         self.dir = Path(data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -38,10 +40,26 @@ class RedisServer:
         self.start()
 
     def start(self) -> None:
-        args = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", str(self.dir), "--daemonize", "no", "--loglevel", "warning"]
-        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else \
-            ["--appendonly", "no"]
+        args = [
+            self.exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.dir),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
+        args += (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.aof
+            else ["--appendonly", "no"]
+        )
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -29,8 +29,13 @@ class ScriptAgent(ok.Agent):
 
     async def process(self, action, input, context):
         input = input or {}
-        data = {"pid": os.getpid(), "agentId": self.agent_id, "serial": self.serial,
-                "attempt": context["attempt"], "input": input}
+        data = {
+            "pid": os.getpid(),
+            "agentId": self.agent_id,
+            "serial": self.serial,
+            "attempt": context["attempt"],
+            "input": input,
+        }
         _mark(input, f"started {os.getpid()} attempt {context['attempt']}")
         if action == "echo":
             data["seen"] = {sid: r.data for sid, r in context["results"].items()}
@@ -45,8 +50,9 @@ class ScriptAgent(ok.Agent):
             if context["attempt"] == 1:
                 await asyncio.shield(asyncio.sleep(input.get("ms", 0) / 1000))
         elif action == "fail":
-            raise ok.AgentError(input.get("message", "scripted failure"),
-                                retryable=input.get("retryable", True))
+            raise ok.AgentError(
+                input.get("message", "scripted failure"), retryable=input.get("retryable", True)
+            )
         elif action == "crash":
             raise ValueError("scripted bug")
         elif action == "insight":

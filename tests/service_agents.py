@@ -26,6 +26,7 @@ def make(kind: str, agent_id: str) -> ok.Agent:
     if "-slow" in agent_id:
         return SleepyAgent(agent_id)
     if kind == "speech" and "-no-extra" in agent_id:
-        raise ok.MissingDependencyError(f"the {kind} agent needs TensorFlow: pip install "
-                                        "'orchkit[speech]'")
+        raise ok.MissingDependencyError(
+            f"the {kind} agent needs TensorFlow: pip install 'orchkit[speech]'"
+        )
     return default_agent_factory(kind, agent_id)

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,8 +23,14 @@ TESTS = Path(__file__).resolve().parent
 
 
 class ServiceProcess:
-    def __init__(self, store: str, *, api_key: str | None = None, extra: list[str] = (),
-                 log: Path | None = None):
+    def __init__(
+        self,
+        store: str,
+        *,
+        api_key: str | None = None,
+        extra: list[str] = (),
+        log: Path | None = None,
+    ):
         self.store, self.api_key, self.extra = store, api_key, list(extra)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -45,9 +50,26 @@ class ServiceProcess:
             env["ORCHKIT_API_KEY"] = self.api_key
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orchkit", "serve", "--port", str(self.port), "--store",
-             self.store, "--agent-factory", "service_agents:make", "--log-level", "warning",
-             *self.extra], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "orchkit",
+                "serve",
+                "--port",
+                str(self.port),
+                "--store",
+                self.store,
+                "--agent-factory",
+                "service_agents:make",
+                "--log-level",
+                "warning",
+                *self.extra,
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -40,12 +40,16 @@ def agent() -> SpeechAnalysisAgent:
 @pytest.fixture(scope="module")
 def analyses(agent) -> dict[int, dict]:
     """analyze_speech of every committed recording, by known wpm."""
+
     async def run():
         out = {}
         for rec in RECORDINGS:
-            resp = await agent.process("analyze_speech", {"audio": (DATA / rec["file"]).read_bytes()}, CTX)
+            resp = await agent.process(
+                "analyze_speech", {"audio": (DATA / rec["file"]).read_bytes()}, CTX
+            )
             out[rec["wpm"]] = resp
         return out
+
     return asyncio.run(run())
 
 
@@ -105,8 +109,11 @@ def test_analyze_speech_response_shape(analyses):
     assert resp.to_dict()["nextSteps"]
 
 
-def insert_silences(samples: np.ndarray, rate: int, nuclei_ms: list[float], pause_ms: float, count: int):
-    """Insert ``count`` silences of ``pause_ms`` between syllable nuclei spread over the utterance."""
+def insert_silences(
+    samples: np.ndarray, rate: int, nuclei_ms: list[float], pause_ms: float, count: int
+):
+    """Insert ``count`` silences of ``pause_ms`` between syllable nuclei spread over the
+    utterance."""
     gaps = [(a + b) / 2 for a, b in zip(nuclei_ms, nuclei_ms[1:])]
     picks = [gaps[int(i)] for i in np.linspace(2, len(gaps) - 3, count)]
     pieces, last = [], 0
@@ -126,7 +133,9 @@ async def test_inserted_pauses_are_measured_and_lower_fluency(agent, analyses):
     assert p["count"] == 3
     assert 1100 <= p["longestMs"] <= 1400 and 3300 <= p["totalMs"] <= 4200
     assert abs(resp.data["rate"]["syllables"] - plain.data["rate"]["syllables"]) <= 1
-    assert resp.data["rate"]["articulationRate"] == pytest.approx(plain.data["rate"]["articulationRate"], rel=0.1)
+    assert resp.data["rate"]["articulationRate"] == pytest.approx(
+        plain.data["rate"]["articulationRate"], rel=0.1
+    )
     f_plain, f_paused = plain.data["fluency"]["score"], resp.data["fluency"]["score"]
     print(f"fluency without pauses {f_plain:.3f}, with 3 x 1.2 s pauses {f_paused:.3f}")
     assert 0 <= f_paused < f_plain - 0.2 and f_plain <= 1
@@ -185,7 +194,16 @@ def stereo_24bit_wav(x: np.ndarray, rate: int) -> bytes:
 def float_wav(x: np.ndarray, rate: int) -> bytes:
     data = x.astype("<f4").tobytes()
     fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
-    return b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVEfmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
 
 
 # ---------------------------------------------------------------- bad input
@@ -212,13 +230,22 @@ BAD_INPUTS = [
     ({"audio": _X.tolist()}, "needs 'sampleRate'"),
     ({"audio": _X, "sampleRate": "16k"}, "sampleRate must be a number"),
     ({"audio": _X, "sampleRate": 100}, "outside"),
-    ({"audio": np.where(np.arange(_X.size) == 500, np.nan, _X).astype(np.float32), "sampleRate": _RATE}, "NaN"),
+    (
+        {
+            "audio": np.where(np.arange(_X.size) == 500, np.nan, _X).astype(np.float32),
+            "sampleRate": _RATE,
+        },
+        "NaN",
+    ),
     ({"audio": _X[:2000], "sampleRate": _RATE}, "too short"),
     ({"audio": np.zeros(_RATE, np.float32), "sampleRate": _RATE}, "silent"),
     ({"audio": wav_bytes(_X), "minPauseMs": -5}, "minPauseMs"),
     ({"audio": wav_bytes(_X), "learnerId": 7}, "learnerId"),
     ({"audio": wav_bytes(_X), "recordedAtMs": 10**400}, "recordedAtMs must be epoch milliseconds"),
-    ({"audio": wav_bytes(_X), "recordedAtMs": float("nan")}, "recordedAtMs must be epoch milliseconds"),
+    (
+        {"audio": wav_bytes(_X), "recordedAtMs": float("nan")},
+        "recordedAtMs must be epoch milliseconds",
+    ),
     ({"path": "/nonexistent/x.wav"}, "cannot read path"),
     ("just a string", "input must be an object"),
 ]
@@ -246,7 +273,11 @@ async def test_unknown_action_and_bad_progress_input(agent):
     with pytest.raises(AgentError, match="has no action 'transcribe'.*analyze_speech") as info:
         await agent.process("transcribe", {}, CTX)
     assert info.value.retryable is False
-    for inp, needle in [({}, "learnerId"), ({"learnerId": "l1", "days": -1}, "days"), ({"learnerId": "l1", "days": "7"}, "days")]:
+    for inp, needle in [
+        ({}, "learnerId"),
+        ({"learnerId": "l1", "days": -1}, "days"),
+        ({"learnerId": "l1", "days": "7"}, "days"),
+    ]:
         with pytest.raises(AgentError, match=needle) as info:
             await agent.process("analyze_speech_progress", inp, CTX)
         assert info.value.retryable is False
@@ -268,9 +299,16 @@ async def test_progress_summarises_this_learners_stored_analyses(agent, analyses
     x, rate = recording(160)
     paused = insert_silences(x, rate, analyses[160].data["rate"]["nucleiMs"], 1500.0, 3)
     for inp in [
-        {"audio": paused, "sampleRate": rate, "recordedAtMs": now - 10 * day},  # hesitant, 10 days ago
+        {
+            "audio": paused,
+            "sampleRate": rate,
+            "recordedAtMs": now - 10 * day,
+        },  # hesitant, 10 days ago
         {"audio": wav_bytes(x), "recordedAtMs": now - 1 * day},  # fluent, yesterday
-        {"audio": (DATA / "rate_100wpm.wav").read_bytes(), "recordedAtMs": now - 90 * day},  # too old
+        {
+            "audio": (DATA / "rate_100wpm.wav").read_bytes(),
+            "recordedAtMs": now - 90 * day,
+        },  # too old
     ]:
         await agent.process("analyze_speech", {"learnerId": "ana", **inp}, CTX)
     await agent.process("analyze_speech", {"learnerId": "ben", "audio": wav_bytes(x)}, CTX)
@@ -304,19 +342,30 @@ def test_committed_model_beats_the_mean_on_held_out_sentences():
 async def test_without_weights_the_model_is_retrained_from_the_csv(analyses, tmp_path):
     agent = SpeechAnalysisAgent("speech-agent-3", model_path=tmp_path / "missing.npz", seed=0)
     await agent.initialize()
-    resp = await agent.process("analyze_speech", {"audio": (DATA / "rate_160wpm.wav").read_bytes()}, CTX)
-    assert resp.data["fluency"]["score"] == pytest.approx(analyses[160].data["fluency"]["score"], abs=0.02)
-    broken = SpeechAnalysisAgent("speech-agent-4", model_path=tmp_path / "no.npz", train_path=tmp_path / "no.csv")
+    resp = await agent.process(
+        "analyze_speech", {"audio": (DATA / "rate_160wpm.wav").read_bytes()}, CTX
+    )
+    assert resp.data["fluency"]["score"] == pytest.approx(
+        analyses[160].data["fluency"]["score"], abs=0.02
+    )
+    broken = SpeechAnalysisAgent(
+        "speech-agent-4", model_path=tmp_path / "no.npz", train_path=tmp_path / "no.csv"
+    )
     with pytest.raises(AgentError, match="speech_corpus.py") as info:
         await broken.initialize()
     assert info.value.retryable is False
 
 
-@pytest.mark.parametrize("name, content", [("bad.npz", b"not a zip"), ("bad.csv", b"split,fluency\ntrain,0.5\n")])
+@pytest.mark.parametrize(
+    "name, content", [("bad.npz", b"not a zip"), ("bad.csv", b"split,fluency\ntrain,0.5\n")]
+)
 async def test_a_corrupt_model_or_training_file_is_a_clear_agent_error(tmp_path, name, content):
     (tmp_path / name).write_bytes(content)
-    agent = SpeechAnalysisAgent("speech-agent-5", model_path=tmp_path / name if name.endswith("npz") else
-                                tmp_path / "none.npz", train_path=tmp_path / name)
+    agent = SpeechAnalysisAgent(
+        "speech-agent-5",
+        model_path=tmp_path / name if name.endswith("npz") else tmp_path / "none.npz",
+        train_path=tmp_path / name,
+    )
     with pytest.raises(AgentError, match=rf"speech-agent-5.*{name}.*regenerate") as info:
         await agent.initialize()
     assert info.value.retryable is False
@@ -336,22 +385,50 @@ async def test_speech_plan_runs_live_through_the_orchestrator():
         "id": "speech-plan",
         "parallel": True,
         "steps": [
-            {"id": "slow", "agentId": "speech-agent-live", "action": "analyze_speech",
-             "input": {"path": str(DATA / "rate_100wpm.wav"), "learnerId": "kim", "recordedAtMs": now - 86_400_000}},
-            {"id": "fast", "agentId": "speech-agent-live", "action": "analyze_speech",
-             "input": {"audio": b64, "learnerId": "kim"}},
-            {"id": "corrupt", "agentId": "speech-agent-live", "action": "analyze_speech",
-             "input": {"audio": base64.b64encode(b"definitely not audio").decode()},
-             "retryPolicy": {"maxRetries": 3, "backoffMs": 10}},
-            {"id": "progress", "agentId": "speech-agent-live", "action": "analyze_speech_progress",
-             "input": {"learnerId": "kim", "days": 7}, "dependencies": ["slow", "fast"]},
+            {
+                "id": "slow",
+                "agentId": "speech-agent-live",
+                "action": "analyze_speech",
+                "input": {
+                    "path": str(DATA / "rate_100wpm.wav"),
+                    "learnerId": "kim",
+                    "recordedAtMs": now - 86_400_000,
+                },
+            },
+            {
+                "id": "fast",
+                "agentId": "speech-agent-live",
+                "action": "analyze_speech",
+                "input": {"audio": b64, "learnerId": "kim"},
+            },
+            {
+                "id": "corrupt",
+                "agentId": "speech-agent-live",
+                "action": "analyze_speech",
+                "input": {"audio": base64.b64encode(b"definitely not audio").decode()},
+                "retryPolicy": {"maxRetries": 3, "backoffMs": 10},
+            },
+            {
+                "id": "progress",
+                "agentId": "speech-agent-live",
+                "action": "analyze_speech_progress",
+                "input": {"learnerId": "kim", "days": 7},
+                "dependencies": ["slow", "fast"],
+            },
         ],
     }
     result = await orch.orchestrate(plan)
     await orch.shutdown()
-    assert result.step_states == {"slow": "succeeded", "fast": "succeeded", "corrupt": "failed", "progress": "succeeded"}
+    assert result.step_states == {
+        "slow": "succeeded",
+        "fast": "succeeded",
+        "corrupt": "failed",
+        "progress": "succeeded",
+    }
     assert "not a WAV file" in result.errors["corrupt"]
     spans = result.spans
-    assert len(spans[spans.step_id == "corrupt"]) == 1  # non-retryable: no retries despite maxRetries=3
+    assert (
+        len(spans[spans.step_id == "corrupt"]) == 1
+    )  # non-retryable: no retries despite maxRetries=3
     progress = result.results["progress"].data
     assert progress["sessions"] == 2 and progress["wordsPerMinuteChange"] > 50

@@ -27,7 +27,9 @@ def ctx(attempt: int = 1) -> dict:
 
 
 async def test_ok_response_is_valid_and_reports_the_drawn_latency():
-    agent = SyntheticAgent("syn-1", models(latency={"dist": "constant", "value": 30}), time_scale=0.5)
+    agent = SyntheticAgent(
+        "syn-1", models(latency={"dist": "constant", "value": 30}), time_scale=0.5
+    )
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     resp = await agent.process("anything", {"x": 1}, ctx(2))
@@ -39,8 +41,9 @@ async def test_ok_response_is_valid_and_reports_the_drawn_latency():
 
 
 async def test_error_rate_matches_and_errors_are_retryable():
-    agent = SyntheticAgent("syn-1", models(latency={"dist": "constant", "value": 1}, error=0.3),
-                           seed=4, time_scale=0.0)
+    agent = SyntheticAgent(
+        "syn-1", models(latency={"dist": "constant", "value": 1}, error=0.3), seed=4, time_scale=0.0
+    )
     n, errors = 3000, 0
     for _ in range(n):
         try:
@@ -143,20 +146,43 @@ class Probe(SyntheticAgent):
 
 
 async def test_live_plan_with_hangs_errors_and_capacity():
-    m = AgentModels.from_dict({"agents": {
-        "stuck-*": {"latency": {"dist": "constant", "value": 5}, "hang": 1.0},
-        "busy-*": {"capacity": 1, "latency": {"dist": "constant", "value": 40}},
-        "flaky-*": {"latency": {"dist": "constant", "value": 5}, "error": 1.0},
-    }})
-    stuck, busy, flaky = Probe("stuck-1", m), SyntheticAgent("busy-1", m), SyntheticAgent("flaky-1", m)
-    plan = ok.Plan.model_validate({"id": "live", "parallel": True, "steps": [
-        {"id": "hang", "agentId": "stuck-1", "action": "a", "timeout": 60,
-         "retryPolicy": {"maxRetries": 1, "backoffMs": 10}},
-        {"id": "b1", "agentId": "busy-1", "action": "a"},
-        {"id": "b2", "agentId": "busy-1", "action": "a"},
-        {"id": "err", "agentId": "flaky-1", "action": "a",
-         "retryPolicy": {"maxRetries": 2, "backoffMs": 5}},
-    ]})
+    m = AgentModels.from_dict(
+        {
+            "agents": {
+                "stuck-*": {"latency": {"dist": "constant", "value": 5}, "hang": 1.0},
+                "busy-*": {"capacity": 1, "latency": {"dist": "constant", "value": 40}},
+                "flaky-*": {"latency": {"dist": "constant", "value": 5}, "error": 1.0},
+            }
+        }
+    )
+    stuck, busy, flaky = (
+        Probe("stuck-1", m),
+        SyntheticAgent("busy-1", m),
+        SyntheticAgent("flaky-1", m),
+    )
+    plan = ok.Plan.model_validate(
+        {
+            "id": "live",
+            "parallel": True,
+            "steps": [
+                {
+                    "id": "hang",
+                    "agentId": "stuck-1",
+                    "action": "a",
+                    "timeout": 60,
+                    "retryPolicy": {"maxRetries": 1, "backoffMs": 10},
+                },
+                {"id": "b1", "agentId": "busy-1", "action": "a"},
+                {"id": "b2", "agentId": "busy-1", "action": "a"},
+                {
+                    "id": "err",
+                    "agentId": "flaky-1",
+                    "action": "a",
+                    "retryPolicy": {"maxRetries": 2, "backoffMs": 5},
+                },
+            ],
+        }
+    )
     m.check_plan(plan)
     orch = ok.Orchestrator()
     for agent in (stuck, busy, flaky):
@@ -165,7 +191,12 @@ async def test_live_plan_with_hangs_errors_and_capacity():
     await orch.shutdown()
 
     assert result.status == "failed"
-    assert result.step_states == {"hang": "failed", "b1": "succeeded", "b2": "succeeded", "err": "failed"}
+    assert result.step_states == {
+        "hang": "failed",
+        "b1": "succeeded",
+        "b2": "succeeded",
+        "err": "failed",
+    }
     spans = result.spans.set_index(["step_id", "attempt"])
     assert list(spans.loc["hang", "outcome"]) == ["timeout", "timeout"]
     assert stuck.cancelled == 2  # each hanging call was really cancelled by its step timeout

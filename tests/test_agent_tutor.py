@@ -7,10 +7,9 @@ import socket
 import time
 
 import pytest
+from llm_server import LLMServer, Reply
 
 import orchkit as ok
-
-from llm_server import LLMServer, Reply
 from orchkit import AgentError, AgentResponse
 from orchkit.agents.tutor import ACTIONS, AITutorAgent
 
@@ -25,16 +24,25 @@ def server():
 
 @pytest.fixture
 async def llm_agent(server):
-    agent = AITutorAgent("tutor-llm", base_url=server.base_url, api_key="sk-test",
-                         model="tiny-tutor", timeout_ms=2000)
+    agent = AITutorAgent(
+        "tutor-llm",
+        base_url=server.base_url,
+        api_key="sk-test",
+        model="tiny-tutor",
+        timeout_ms=2000,
+    )
     yield agent
     await agent.shutdown()
 
 
 @pytest.fixture
 def offline_env(monkeypatch):
-    for name in ("ORCHKIT_LLM_BASE_URL", "ORCHKIT_LLM_API_KEY", "ORCHKIT_LLM_MODEL",
-                 "ORCHKIT_LLM_TIMEOUT_MS"):
+    for name in (
+        "ORCHKIT_LLM_BASE_URL",
+        "ORCHKIT_LLM_API_KEY",
+        "ORCHKIT_LLM_MODEL",
+        "ORCHKIT_LLM_TIMEOUT_MS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -56,8 +64,9 @@ async def test_llm_success_sends_model_and_messages(server, llm_agent):
 
 
 async def test_llm_feedback_and_prediction(server, llm_agent):
-    r = await llm_agent.process("generate_feedback", {"answer": "3/4", "expectedAnswer": "3/4",
-                                                      "concept": "fractions"}, CTX)
+    r = await llm_agent.process(
+        "generate_feedback", {"answer": "3/4", "expectedAnswer": "3/4", "concept": "fractions"}, CTX
+    )
     assert r.data["correct"] is True
     assert r.data["feedback"].startswith("[tiny-tutor] reply to: Question")  # the server's text
     server.script(Reply(content='Estimate: {"probability": 0.82, "reasoning": "mostly right"}'))
@@ -89,16 +98,20 @@ async def test_settings_from_environment(server, monkeypatch):
 
 
 # -------------------------------------------------------------------------- LLM errors
-@pytest.mark.parametrize("reply, retryable, words", [
-    (Reply(429, retry_after_s=2), True, ["HTTP 429", "rate limited", "Retry-After 2 s"]),
-    (Reply(500), True, ["HTTP 500", "server error"]),
-    (Reply(503), True, ["HTTP 503"]),
-    (Reply(400), False, ["HTTP 400", "request rejected", "scripted HTTP 400"]),
-    (Reply(401), False, ["HTTP 401"]),
-    (Reply(body={"id": "x", "object": "chat.completion", "choices": []}), True, ["no choices"]),
-    (Reply(content="   "), True, ["empty message", "finish_reason='stop'"]),
-    (Reply(raw=b"<html>gateway</html>"), True, ["malformed response"]),
-], ids=["429", "500", "503", "400", "401", "no-choices", "empty-content", "not-json"])
+@pytest.mark.parametrize(
+    "reply, retryable, words",
+    [
+        (Reply(429, retry_after_s=2), True, ["HTTP 429", "rate limited", "Retry-After 2 s"]),
+        (Reply(500), True, ["HTTP 500", "server error"]),
+        (Reply(503), True, ["HTTP 503"]),
+        (Reply(400), False, ["HTTP 400", "request rejected", "scripted HTTP 400"]),
+        (Reply(401), False, ["HTTP 401"]),
+        (Reply(body={"id": "x", "object": "chat.completion", "choices": []}), True, ["no choices"]),
+        (Reply(content="   "), True, ["empty message", "finish_reason='stop'"]),
+        (Reply(raw=b"<html>gateway</html>"), True, ["malformed response"]),
+    ],
+    ids=["429", "500", "503", "400", "401", "no-choices", "empty-content", "not-json"],
+)
 async def test_llm_errors_map_to_agent_errors(server, llm_agent, reply, retryable, words):
     server.script(reply)
     with pytest.raises(AgentError) as exc:
@@ -137,8 +150,12 @@ async def test_connection_refused_is_retryable():
 async def _all_actions(agent: AITutorAgent) -> list[dict]:
     inputs = {
         "prepare_conversation": {"learnerId": "l1", "subject": "mathematics", "gradeLevel": 5},
-        "generate_feedback": {"learnerId": "l1", "answer": "3/5", "expectedAnswer": "3/4",
-                              "concept": "fractions"},
+        "generate_feedback": {
+            "learnerId": "l1",
+            "answer": "3/5",
+            "expectedAnswer": "3/4",
+            "concept": "fractions",
+        },
         "provide_feedback": {"analysis": {"fluencyScore": 0.35, "accuracy": 0.9, "wpm": 140}},
         "prepare_hints": {"concept": "fractions", "count": 2},
         "analyze_conversation_patterns": {"learnerId": "l1"},
@@ -160,7 +177,9 @@ async def test_offline_is_deterministic_and_says_so(offline_env):
     assert feedback["data"]["correct"] is False and "3/4" in feedback["data"]["feedback"]
     assert provide["data"]["strengths"] == ["accuracy"]
     assert provide["data"]["areasToImprove"] == ["fluencyScore"]
-    assert len(hints["data"]["hints"]) == 2 and all("fractions" in h for h in hints["data"]["hints"])
+    assert len(hints["data"]["hints"]) == 2 and all(
+        "fractions" in h for h in hints["data"]["hints"]
+    )
     # the agent recorded l1's conversation: opening, answer, feedback
     assert (patterns["data"]["turns"], patterns["data"]["learnerTurns"]) == (3, 1)
     assert "short_answers" in patterns["data"]["patterns"]
@@ -169,17 +188,21 @@ async def test_offline_is_deterministic_and_says_so(offline_env):
 
 async def test_offline_prediction_from_seed_style_features(offline_env):
     agent = AITutorAgent("t")
-    r = await agent.process("predict_with_gpt4", {"features": {"priorCorrect": 7, "priorIncorrect": 1}}, CTX)
+    r = await agent.process(
+        "predict_with_gpt4", {"features": {"priorCorrect": 7, "priorIncorrect": 1}}, CTX
+    )
     assert r.data["prediction"] == 0.8 and r.data["observations"] == 8  # (7+1)/(8+2)
     r = await agent.process("predict_with_gpt4", {"features": [0.62, 0.4, 3, 1]}, CTX)  # the seed's
     assert r.data["prediction"] == 0.5 and r.data["observations"] == 0
 
 
 async def test_conversation_statistics_of_given_messages(offline_env):
-    msgs = [{"role": "assistant", "content": "What is a fraction?"},
-            {"role": "user", "content": "A part of a whole, like one half?"},
-            {"role": "assistant", "content": "Yes."},
-            {"role": "user", "content": "Why is the bottom number called the denominator?"}]
+    msgs = [
+        {"role": "assistant", "content": "What is a fraction?"},
+        {"role": "user", "content": "A part of a whole, like one half?"},
+        {"role": "assistant", "content": "Yes."},
+        {"role": "user", "content": "Why is the bottom number called the denominator?"},
+    ]
     r = await AITutorAgent("t").process("analyze_conversation_patterns", {"messages": msgs}, CTX)
     d = r.data
     assert (d["turns"], d["learnerTurns"], d["tutorTurns"]) == (4, 2, 2)
@@ -188,9 +211,19 @@ async def test_conversation_statistics_of_given_messages(offline_env):
 
 
 async def test_missing_fields_come_from_earlier_results(offline_env):
-    earlier = AgentResponse(action="process_interaction", confidence=0.9, data={
-        "learnerId": "l9", "concept": "fractions", "answer": "3/5", "correct": False,
-        "score": 0, "expectedAnswer": "3/4", "difficultyLevel": {"fractions": 2}})
+    earlier = AgentResponse(
+        action="process_interaction",
+        confidence=0.9,
+        data={
+            "learnerId": "l9",
+            "concept": "fractions",
+            "answer": "3/5",
+            "correct": False,
+            "score": 0,
+            "expectedAnswer": "3/4",
+            "difficultyLevel": {"fractions": 2},
+        },
+    )
     ctx = {**CTX, "results": {"answer": earlier}}
     agent = AITutorAgent("t")
     r = await agent.process("generate_feedback", {}, ctx)
@@ -202,24 +235,34 @@ async def test_missing_fields_come_from_earlier_results(offline_env):
 
 
 # -------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("action, payload, words", [
-    ("prepare_hints", {}, ["field 'concept'", "Field required"]),
-    ("prepare_hints", {"concept": 7}, ["field 'concept'", "valid string", "got 7"]),
-    ("prepare_hints", {"concept": "x", "count": 9}, ["field 'count'", "less than or equal to 5"]),
-    ("generate_feedback", {}, ["'answer', 'correct' or 'score'"]),
-    ("generate_feedback", {"correct": "yes"}, ["field 'correct'", "valid boolean"]),
-    ("generate_feedback", {"score": 1.5}, ["field 'score'"]),
-    ("provide_feedback", {}, ["field 'analysis'", "Field required"]),
-    ("provide_feedback", {"analysis": [1, 2]}, ["field 'analysis'", "valid dictionary"]),
-    ("analyze_conversation_patterns", {"messages": [{"role": "bot", "content": "hi"}]},
-     ["field 'messages.0.role'"]),
-    ("analyze_conversation_patterns", {"messages": "hello"}, ["field 'messages'"]),
-    ("prepare_conversation", {"topic": ""}, ["field 'topic'"]),
-    ("prepare_conversation", {"learnerId": 12}, ["field 'learnerId'"]),
-    ("predict_with_gpt4", {"history": [1, 0]}, ["field 'history.0'", "valid boolean"]),
-    ("prepare_hints", ["concept"], ["input must be an object, got list"]),
-    ("teach_everything", {}, ["has no action 'teach_everything'", "prepare_hints"]),
-])
+@pytest.mark.parametrize(
+    "action, payload, words",
+    [
+        ("prepare_hints", {}, ["field 'concept'", "Field required"]),
+        ("prepare_hints", {"concept": 7}, ["field 'concept'", "valid string", "got 7"]),
+        (
+            "prepare_hints",
+            {"concept": "x", "count": 9},
+            ["field 'count'", "less than or equal to 5"],
+        ),
+        ("generate_feedback", {}, ["'answer', 'correct' or 'score'"]),
+        ("generate_feedback", {"correct": "yes"}, ["field 'correct'", "valid boolean"]),
+        ("generate_feedback", {"score": 1.5}, ["field 'score'"]),
+        ("provide_feedback", {}, ["field 'analysis'", "Field required"]),
+        ("provide_feedback", {"analysis": [1, 2]}, ["field 'analysis'", "valid dictionary"]),
+        (
+            "analyze_conversation_patterns",
+            {"messages": [{"role": "bot", "content": "hi"}]},
+            ["field 'messages.0.role'"],
+        ),
+        ("analyze_conversation_patterns", {"messages": "hello"}, ["field 'messages'"]),
+        ("prepare_conversation", {"topic": ""}, ["field 'topic'"]),
+        ("prepare_conversation", {"learnerId": 12}, ["field 'learnerId'"]),
+        ("predict_with_gpt4", {"history": [1, 0]}, ["field 'history.0'", "valid boolean"]),
+        ("prepare_hints", ["concept"], ["input must be an object, got list"]),
+        ("teach_everything", {}, ["has no action 'teach_everything'", "prepare_hints"]),
+    ],
+)
 async def test_bad_input_is_a_clear_non_retryable_error(offline_env, action, payload, words):
     with pytest.raises(AgentError) as exc:
         await AITutorAgent("tutor-x").process(action, payload, CTX)
@@ -248,9 +291,18 @@ class TinyBus:
             cb(payload)
 
 
-STRUGGLING = {"agentId": "learning-1", "insight": {"type": "struggling_detected", "data": {
-    "learnerId": "l1", "concept": "fractions", "difficultyLevel": 2,
-    "suggestedIntervention": "progressive_hints"}}}
+STRUGGLING = {
+    "agentId": "learning-1",
+    "insight": {
+        "type": "struggling_detected",
+        "data": {
+            "learnerId": "l1",
+            "concept": "fractions",
+            "difficultyLevel": 2,
+            "suggestedIntervention": "progressive_hints",
+        },
+    },
+}
 
 
 async def test_struggling_insight_prepares_one_intervention(offline_env):
@@ -276,8 +328,9 @@ async def test_struggling_insight_prepares_one_intervention(offline_env):
 
 # -------------------------------------------------------------------------- orchestrator
 
-needs_orchestrator = pytest.mark.skipif(not hasattr(ok, "Orchestrator"),
-                                        reason="orchkit.Orchestrator not available yet")
+needs_orchestrator = pytest.mark.skipif(
+    not hasattr(ok, "Orchestrator"), reason="orchkit.Orchestrator not available yet"
+)
 
 
 @needs_orchestrator
@@ -285,9 +338,18 @@ async def test_retry_policy_recovers_from_500(server):
     orch = ok.Orchestrator()
     await orch.register_agent(AITutorAgent("tutor-1", base_url=server.base_url, timeout_ms=2000))
     server.script(500, 200)
-    plan = {"id": "hints", "steps": [{"id": "h", "agentId": "tutor-1", "action": "prepare_hints",
-                                      "input": {"concept": "fractions"},
-                                      "retryPolicy": {"maxRetries": 1, "backoffMs": 10}}]}
+    plan = {
+        "id": "hints",
+        "steps": [
+            {
+                "id": "h",
+                "agentId": "tutor-1",
+                "action": "prepare_hints",
+                "input": {"concept": "fractions"},
+                "retryPolicy": {"maxRetries": 1, "backoffMs": 10},
+            }
+        ],
+    }
     result = await orch.orchestrate(plan)
     await orch.shutdown()
     assert result.status == "succeeded", result.errors
@@ -305,9 +367,18 @@ async def test_non_retryable_400_is_not_retried(server):
     orch = ok.Orchestrator()
     await orch.register_agent(AITutorAgent("tutor-1", base_url=server.base_url, timeout_ms=2000))
     server.script(400, 200)
-    plan = {"id": "hints", "steps": [{"id": "h", "agentId": "tutor-1", "action": "prepare_hints",
-                                      "input": {"concept": "fractions"},
-                                      "retryPolicy": {"maxRetries": 3, "backoffMs": 10}}]}
+    plan = {
+        "id": "hints",
+        "steps": [
+            {
+                "id": "h",
+                "agentId": "tutor-1",
+                "action": "prepare_hints",
+                "input": {"concept": "fractions"},
+                "retryPolicy": {"maxRetries": 3, "backoffMs": 10},
+            }
+        ],
+    }
     result = await orch.orchestrate(plan)
     await orch.shutdown()
     assert result.status == "failed" and "HTTP 400" in result.errors["h"]
@@ -315,9 +386,11 @@ async def test_non_retryable_400_is_not_retried(server):
 
 
 @needs_orchestrator
-@pytest.mark.skipif(importlib.util.find_spec("orchkit.agents.learning") is None
-                    or importlib.util.find_spec("sklearn") is None,
-                    reason="learning agent not available")
+@pytest.mark.skipif(
+    importlib.util.find_spec("orchkit.agents.learning") is None
+    or importlib.util.find_spec("sklearn") is None,
+    reason="learning agent not available",
+)
 async def test_struggling_learner_end_to_end(offline_env):
     from orchkit.agents import PersonalizedLearningAgent
 
@@ -332,13 +405,29 @@ async def test_struggling_learner_end_to_end(offline_env):
     items = [a for a in learning.activities.values() if a["concept"] == concept][:4]
     steps, previous = [], []
     for i, item in enumerate(items):
-        steps.append({"id": f"answer{i}", "agentId": "learning-1", "action": "process_interaction",
-                      "input": {"learnerId": "l1", "activityId": item["activityId"],
-                                "response": {"answer": "surely-not-the-answer"}},
-                      "dependencies": previous})
+        steps.append(
+            {
+                "id": f"answer{i}",
+                "agentId": "learning-1",
+                "action": "process_interaction",
+                "input": {
+                    "learnerId": "l1",
+                    "activityId": item["activityId"],
+                    "response": {"answer": "surely-not-the-answer"},
+                },
+                "dependencies": previous,
+            }
+        )
         previous = [f"answer{i}"]
-    steps.append({"id": "help", "agentId": "tutor-1", "action": "generate_feedback",
-                  "input": {"learnerId": "l1"}, "dependencies": previous})
+    steps.append(
+        {
+            "id": "help",
+            "agentId": "tutor-1",
+            "action": "generate_feedback",
+            "input": {"learnerId": "l1"},
+            "dependencies": previous,
+        }
+    )
     result = await orch.orchestrate({"id": "struggle", "steps": steps})
     await orch.shutdown()
     assert result.status == "succeeded", result.errors

@@ -7,13 +7,13 @@ import asyncio
 import json
 
 import pytest
+from core_harness import Harness, plan_of, step
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_sim import _assert_agree, _plan, _step
 
 import orchkit as ok
-from core_harness import Harness, plan_of, step
 from orchkit.testing import Fail, Hang, Ok, ScriptedAgent, ScriptedModels
-from test_sim import _assert_agree, _plan, _run_both, _step
 
 
 def breaker(**kw):
@@ -27,8 +27,11 @@ def calls(h, script, *, gap=10.0, start=0.0, **step_kw):
     for k, outcome in enumerate(script):
         sid = f"c{sum(k[0] == 'c' for k in h.script)}"
         h.script[sid] = [outcome]
-        ids.append(h.submit(plan_of(f"p{sid}", [step(sid, "a", **step_kw)]),
-                            at_ms=start + k * gap, run_id=sid))
+        ids.append(
+            h.submit(
+                plan_of(f"p{sid}", [step(sid, "a", **step_kw)]), at_ms=start + k * gap, run_id=sid
+            )
+        )
     return ids
 
 
@@ -45,8 +48,9 @@ def outcome_of(h, run_id):
 
 
 def test_window_slides_opens_exactly_then_rejects_then_half_open_then_closes():
-    h = Harness(policies=breaker(window=4, minCalls=3, failureRate=0.5, openMs=100,
-                                 halfOpenCalls=2))
+    h = Harness(
+        policies=breaker(window=4, minCalls=3, failureRate=0.5, openMs=100, halfOpenCalls=2)
+    )
     # ends at 5, 15, 25, 35, 45: O F O O -> 1/4; then F: the window drops the first O -> 2/4
     calls(h, [Ok(5), Fail(5), Ok(5), Ok(5), Fail(5)])
     h.run(until_ms=44)
@@ -90,18 +94,26 @@ def test_an_attempt_waiting_for_capacity_when_the_breaker_opens_is_rejected_not_
 
 
 def test_failed_trials_reopen_for_another_open_period():
-    h = Harness(policies=breaker(window=2, minCalls=2, failureRate=1.0, openMs=50,
-                                 halfOpenCalls=1))
+    h = Harness(policies=breaker(window=2, minCalls=2, failureRate=1.0, openMs=50, halfOpenCalls=1))
     calls(h, [Fail(1), Fail(1)])  # open at 11
     calls(h, [Fail(5)], start=70)  # half-open at 61: the trial fails at 75
     calls(h, [Ok(1)], start=100)  # open until 125: rejected
     calls(h, [Ok(1)], start=130)  # half-open at 125: the trial succeeds at 131
     h.run()
-    assert transitions(h) == [(11, "breaker:opened", 1.0), (61, "breaker:half_open", 1.0),
-                              (75, "breaker:opened", 1.0), (125, "breaker:half_open", 1.0),
-                              (131, "breaker:closed", 0.0)]
+    assert transitions(h) == [
+        (11, "breaker:opened", 1.0),
+        (61, "breaker:half_open", 1.0),
+        (75, "breaker:opened", 1.0),
+        (125, "breaker:half_open", 1.0),
+        (131, "breaker:closed", 0.0),
+    ]
     assert [outcome_of(h, f"c{k}") for k in range(5)] == [
-        "error", "error", "error", "rejected", "succeeded"]
+        "error",
+        "error",
+        "error",
+        "rejected",
+        "succeeded",
+    ]
 
 
 def test_failure_rate_below_the_threshold_keeps_it_closed_and_min_calls_counts():
@@ -115,8 +127,9 @@ def test_failure_rate_below_the_threshold_keeps_it_closed_and_min_calls_counts()
 
 
 def test_slow_calls_open_it_and_their_queue_wait_does_not_count():
-    pol = breaker(window=4, minCalls=2, failureRate=1.0, slowCallMs=50, slowCallRate=0.5,
-                  openMs=1000)
+    pol = breaker(
+        window=4, minCalls=2, failureRate=1.0, slowCallMs=50, slowCallRate=0.5, openMs=1000
+    )
     # capacity 1: the second call waits 40 ms, then runs 40: not slow (running time only)
     h = Harness({"a": 1}, policies=pol)
     calls(h, [Ok(40), Ok(40)], gap=0)
@@ -147,21 +160,22 @@ def test_timeouts_count_as_failures_and_never_started_attempts_do_not_count():
 
 
 def test_outcomes_of_attempts_admitted_before_a_transition_do_not_count():
-    h = Harness(policies=breaker(window=2, minCalls=2, failureRate=1.0, openMs=50,
-                                 halfOpenCalls=1))
+    h = Harness(policies=breaker(window=2, minCalls=2, failureRate=1.0, openMs=50, halfOpenCalls=1))
     calls(h, [Fail(200)])  # admitted while closed, fails at 200 while half-open
     calls(h, [Fail(1), Fail(1)], start=1)  # open at 12, half-open at 62
     calls(h, [Ok(300)], start=70)  # the trial: admitted at 70, succeeds at 370
     h.run()
     # c0's late failure (at 200) did not reopen the half-open breaker
-    assert [e for _, e, _ in transitions(h)] == ["breaker:opened", "breaker:half_open",
-                                                 "breaker:closed"]
+    assert [e for _, e, _ in transitions(h)] == [
+        "breaker:opened",
+        "breaker:half_open",
+        "breaker:closed",
+    ]
     assert transitions(h)[-1][0] == 370
 
 
 def test_a_cancelled_trial_gives_its_permit_back():
-    h = Harness(policies=breaker(window=1, minCalls=1, failureRate=1.0, openMs=10,
-                                 halfOpenCalls=1))
+    h = Harness(policies=breaker(window=1, minCalls=1, failureRate=1.0, openMs=10, halfOpenCalls=1))
     calls(h, [Fail(1)])  # open at 1, half-open at 11
     h.script["t"] = [Hang()]
     h.submit(plan_of("pt", [step("t", "a")], timeout=30), at_ms=20, run_id="t")  # cancelled at 50
@@ -173,31 +187,55 @@ def test_a_cancelled_trial_gives_its_permit_back():
     assert transitions(h)[-1] == (61, "breaker:closed", 0.0)
 
 
-@pytest.mark.parametrize("retry_on, attempts, status", [
-    (["error"], 3, "succeeded"),  # a rejection counts as an error for retryOn
-    (["timeout"], 1, "failed"),
-])
+@pytest.mark.parametrize(
+    "retry_on, attempts, status",
+    [
+        (["error"], 3, "succeeded"),  # a rejection counts as an error for retryOn
+        (["timeout"], 1, "failed"),
+    ],
+)
 def test_the_retry_policy_decides_whether_a_rejection_is_retried(retry_on, attempts, status):
-    h = Harness(policies=breaker(window=1, minCalls=1, failureRate=1.0, openMs=50,
-                                 halfOpenCalls=1))
+    h = Harness(policies=breaker(window=1, minCalls=1, failureRate=1.0, openMs=50, halfOpenCalls=1))
     calls(h, [Fail(1)])  # open at 1 until 51
     h.script["r"] = []
     h.default = Ok(5)
-    rid = h.submit(plan_of("pr", [step("r", "a", retry={
-        "maxRetries": 2, "backoffMs": 30, "strategy": "fixed", "retryOn": retry_on})]),
-        at_ms=10)
+    rid = h.submit(
+        plan_of(
+            "pr",
+            [
+                step(
+                    "r",
+                    "a",
+                    retry={
+                        "maxRetries": 2,
+                        "backoffMs": 30,
+                        "strategy": "fixed",
+                        "retryOn": retry_on,
+                    },
+                )
+            ],
+        ),
+        at_ms=10,
+    )
     h.run()
     run = h.runs[rid]
     assert run.status == status and len(run.attempts) == attempts
     if status == "succeeded":  # rejected at 10 and 40, admitted half-open at 70
         assert [(a.outcome, a.queued_ms) for a in run.attempts] == [
-            ("rejected", 10), ("rejected", 40), ("succeeded", 70)]
+            ("rejected", 10),
+            ("rejected", 40),
+            ("succeeded", 70),
+        ]
         assert h.named("step:retrying")[0]["error"] == "circuit open for agent a"
 
 
 def test_each_agent_has_its_own_breaker_and_patterns_pick_the_most_specific():
-    pol = {"breakers": {"a*": {"window": 1, "minCalls": 1, "failureRate": 1.0, "openMs": 50},
-                        "ab": {"window": 3, "minCalls": 3, "failureRate": 1.0, "openMs": 50}}}
+    pol = {
+        "breakers": {
+            "a*": {"window": 1, "minCalls": 1, "failureRate": 1.0, "openMs": 50},
+            "ab": {"window": 3, "minCalls": 3, "failureRate": 1.0, "openMs": 50},
+        }
+    }
     h = Harness(policies=pol)
     for sid, agent in (("x", "a1"), ("y", "ab"), ("z", "other")):
         h.script[sid] = [Fail(1)]
@@ -213,8 +251,10 @@ def test_each_agent_has_its_own_breaker_and_patterns_pick_the_most_specific():
 def test_policies_errors_name_the_pattern_and_the_key(tmp_path):
     for bad, words in [
         ({"breaker": {}}, ["unknown section 'breaker'", "did you mean 'breakers'"]),
-        ({"breakers": {"t-*": {"opneMs": 1}}}, ["breakers 't-*'", "unknown key 'opneMs'",
-                                               "did you mean 'openMs'"]),
+        (
+            {"breakers": {"t-*": {"opneMs": 1}}},
+            ["breakers 't-*'", "unknown key 'opneMs'", "did you mean 'openMs'"],
+        ),
         ({"breakers": {"t": {"failureRate": 1.5}}}, ["breakers 't'", "'failureRate'", "1.5"]),
         ({"breakers": {"t": {"window": 5, "minCalls": 9}}}, ["minCalls (9)", "window (5)"]),
         ({"breakers": {"t": 3}}, ["breakers 't'", "must be a mapping"]),
@@ -225,14 +265,22 @@ def test_policies_errors_name_the_pattern_and_the_key(tmp_path):
         for w in words:
             assert w in str(err.value), (w, str(err.value))
     with pytest.raises(TypeError, match="policies must be"):
-        ok.simulate(_plan([_step("s", "a")]), {"agents": {"a": {"latency": {
-            "dist": "constant", "value": 1}}}}, policies=42)
+        ok.simulate(
+            _plan([_step("s", "a")]),
+            {"agents": {"a": {"latency": {"dist": "constant", "value": 1}}}},
+            policies=42,
+        )
     path = tmp_path / "p.yaml"
     path.write_text('breakers:\n  "tutor-*": {window: 20, minCalls: 10, openMs: 30000}\n')
     pol = ok.Policies.load(path)
     b = pol.breaker("tutor-7")
     assert (b.window, b.min_calls, b.failure_rate, b.open_ms, b.half_open_calls) == (
-        20, 10, 0.5, 30000, 10)
+        20,
+        10,
+        0.5,
+        30000,
+        10,
+    )
     assert pol.breaker("learning-1") is None
     (tmp_path / "p.json").write_text(json.dumps(pol.to_dict()))
     assert ok.Policies.load(tmp_path / "p.json") == pol
@@ -253,10 +301,24 @@ def test_breaker_paths_for_sweep_and_tune():
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)
-@given(st.dictionaries(st.sampled_from(["window", "minCalls", "failureRate", "slowCallMs",
-                                        "slowCallRate", "openMs", "halfOpenCalls", "typo"]),
-                       st.one_of(st.integers(-3, 30), st.floats(-1, 2), st.text(max_size=3),
-                                 st.none()), max_size=5))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "window",
+                "minCalls",
+                "failureRate",
+                "slowCallMs",
+                "slowCallRate",
+                "openMs",
+                "halfOpenCalls",
+                "typo",
+            ]
+        ),
+        st.one_of(st.integers(-3, 30), st.floats(-1, 2), st.text(max_size=3), st.none()),
+        max_size=5,
+    )
+)
 def test_policies_parser_accepts_or_names_the_problem(spec):
     try:
         pol = ok.Policies.from_dict({"breakers": {"x-*": spec}})
@@ -270,19 +332,27 @@ def test_policies_parser_accepts_or_names_the_problem(spec):
 # ------------------------------------------------------------------ drivers
 
 
-OUTAGE = {"breakers": {"T": {"window": 4, "minCalls": 2, "failureRate": 0.5, "openMs": 250,
-                             "halfOpenCalls": 1}}}
+OUTAGE = {
+    "breakers": {
+        "T": {"window": 4, "minCalls": 2, "failureRate": 0.5, "openMs": 250, "halfOpenCalls": 1}
+    }
+}
 
 
 def _outage_plan():
-    return _plan([_step("s", "T", retryPolicy={"maxRetries": 7, "backoffMs": 100,
-                                                 "strategy": "fixed"}),
-                  _step("after", "U", deps=["s"])])
+    return _plan(
+        [
+            _step("s", "T", retryPolicy={"maxRetries": 7, "backoffMs": 100, "strategy": "fixed"}),
+            _step("after", "U", deps=["s"]),
+        ]
+    )
 
 
 def _outage_agents():
-    return [ScriptedAgent("T", {"s": [Fail(40), Fail(40), Fail(40)]}, default=Ok(40)),
-            ScriptedAgent("U", default=Ok(10))]
+    return [
+        ScriptedAgent("T", {"s": [Fail(40), Fail(40), Fail(40)]}, default=Ok(40)),
+        ScriptedAgent("U", default=Ok(10)),
+    ]
 
 
 async def test_sim_and_live_agree_on_breaker_transitions_and_rejections():
@@ -305,15 +375,28 @@ async def test_sim_and_live_agree_on_breaker_transitions_and_rejections():
     sim_events, live_events = keep(sim_events), keep(live_events)
     assert sim.success and sim.duration_ms == 870
     sp = sim.spans[sim.spans.step_id == "s"]
-    assert sp["outcome"].tolist() == ["error", "error", "rejected", "rejected", "error",
-                                      "rejected", "rejected", "succeeded"]
+    assert sp["outcome"].tolist() == [
+        "error",
+        "error",
+        "rejected",
+        "rejected",
+        "error",
+        "rejected",
+        "rejected",
+        "succeeded",
+    ]
     assert sp["queued_ms"].tolist() == [0, 140, 280, 380, 480, 620, 720, 820]
     assert [(e, p["timeMs"]) for e, p in sim_events if e.startswith("breaker:")] == [
-        ("breaker:opened", 180), ("breaker:half_open", 430), ("breaker:opened", 520),
-        ("breaker:half_open", 770), ("breaker:closed", 860)]
+        ("breaker:opened", 180),
+        ("breaker:half_open", 430),
+        ("breaker:opened", 520),
+        ("breaker:half_open", 770),
+        ("breaker:closed", 860),
+    ]
     _assert_agree(sim, sim_events, live, live_events)
     assert [e for e, _ in live_events if e.startswith("breaker:")] == [
-        e for e, _ in sim_events if e.startswith("breaker:")]
+        e for e, _ in sim_events if e.startswith("breaker:")
+    ]
 
 
 async def test_one_breaker_serves_every_run_of_an_orchestrator():
@@ -335,8 +418,14 @@ def test_studies_share_a_breaker_over_a_workload_and_reset_it_between_independen
     models = {"agents": {"T": {"latency": {"dist": "constant", "value": 10}, "error": 1.0}}}
     plan = _plan([_step("s", "T")])
     pol = {"breakers": {"T": {"window": 2, "minCalls": 2, "failureRate": 1.0, "openMs": 1000}}}
-    wl = ok.monte_carlo(plan, models, seed=1, policies=pol, progress=False,
-                        workload=ok.Workload(interval_ms=100, horizon_ms=1000))
+    wl = ok.monte_carlo(
+        plan,
+        models,
+        seed=1,
+        policies=pol,
+        progress=False,
+        workload=ok.Workload(interval_ms=100, horizon_ms=1000),
+    )
     # runs at 0 and 100 fail (called); the breaker opens at 110; runs 200..900 are rejected
     assert wl.spans["outcome"].tolist() == ["error", "error"] + ["rejected"] * 8
     assert wl.breakers["event"].tolist() == ["breaker:opened", "breaker:half_open"]
@@ -349,25 +438,51 @@ def test_studies_share_a_breaker_over_a_workload_and_reset_it_between_independen
     # a sweep over a breaker path: with minCalls 1 the breaker opens after the first error,
     # so 9 of the 10 runs are rejected at once (0 ms); with 2, after two (10 ms each)
     work = ok.Workload(interval_ms=100, horizon_ms=1000)
-    df = ok.sweep(plan, models, {"breakers.T.minCalls": [1, 2]}, runs=50, policies=pol,
-                  progress=False, workload=work)
+    df = ok.sweep(
+        plan,
+        models,
+        {"breakers.T.minCalls": [1, 2]},
+        runs=50,
+        policies=pol,
+        progress=False,
+        workload=work,
+    )
     assert df["makespan_mean_ms"].tolist() == [1.0, 2.0]
     # and tuning one: the smallest minCalls gives the shortest runs
-    res = ok.tune(plan, models, {"breakers.T.minCalls": ok.Int(1, 2)}, minimize="makespan_mean_ms",
-                  trials=4, policies=pol, workload=work, progress=False)
+    res = ok.tune(
+        plan,
+        models,
+        {"breakers.T.minCalls": ok.Int(1, 2)},
+        minimize="makespan_mean_ms",
+        trials=4,
+        policies=pol,
+        workload=work,
+        progress=False,
+    )
     best = res.trials.sort_values("makespan_mean_ms").iloc[0]
     assert (best["breakers.T.minCalls"], best["makespan_mean_ms"]) == (1, 1.0)
 
 
 def test_cli_simulate_takes_a_policies_file(tmp_path, capsys):
     from orchkit.cli import main
+
     (tmp_path / "plan.json").write_text(json.dumps(_plan([_step("s", "T")]).to_dict()))
     (tmp_path / "m.yaml").write_text(
-        "agents:\n  T: {latency: {dist: constant, value: 10}, error: 1.0}\n")
+        "agents:\n  T: {latency: {dist: constant, value: 10}, error: 1.0}\n"
+    )
     (tmp_path / "pol.yaml").write_text(
-        "breakers:\n  T: {window: 2, minCalls: 2, failureRate: 1.0, openMs: 1000}\n")
-    args = [str(tmp_path / "plan.json"), "--models", str(tmp_path / "m.yaml"), "--workload",
-            "interval=100,horizon=1000", "--policies", str(tmp_path / "pol.yaml"), "--json"]
+        "breakers:\n  T: {window: 2, minCalls: 2, failureRate: 1.0, openMs: 1000}\n"
+    )
+    args = [
+        str(tmp_path / "plan.json"),
+        "--models",
+        str(tmp_path / "m.yaml"),
+        "--workload",
+        "interval=100,horizon=1000",
+        "--policies",
+        str(tmp_path / "pol.yaml"),
+        "--json",
+    ]
     assert main(["simulate", *args]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["breaker_events"] == {"breaker:opened": 1, "breaker:half_open": 1}

@@ -17,36 +17,47 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import orchkit as ok
-from orchkit._spec.workload import offered_load
 from orchkit._base.stats import Z95, batches_for, mean_ci, mser5, steady_mean_ci, wilson_ci
+from orchkit._spec.workload import offered_load
 
-ONE = ok.Plan.model_validate({"id": "one", "steps": [{"id": "s", "agentId": "tutor-agent-1",
-                                                      "action": "ask"}]})
-MODELS = {"agents": {
-    "tutor-agent-*": {"capacity": 1, "latency": {"dist": "exponential", "mean": 40}},
-    "api.v1": {"latency": {"dist": "constant", "value": 5}},
-}}
+ONE = ok.Plan.model_validate(
+    {"id": "one", "steps": [{"id": "s", "agentId": "tutor-agent-1", "action": "ask"}]}
+)
+MODELS = {
+    "agents": {
+        "tutor-agent-*": {"capacity": 1, "latency": {"dist": "exponential", "mean": 40}},
+        "api.v1": {"latency": {"dist": "constant", "value": 5}},
+    }
+}
 
 
-# ------------------------------------------------------------------ model paths
+# -------------------------------------------------------------- model paths
 
 
 def test_model_paths_set_fields_by_exact_key_or_glob_and_validate():
     models = ok.AgentModels.from_dict(MODELS)
-    tuned = models.with_values({"agents.tutor-agent-*.capacity": 4,
-                                "agents.api.v1.latency.value": 7,
-                                "agents.tutor-agent-*.actions.ask.error": 0.5})
+    tuned = models.with_values(
+        {
+            "agents.tutor-agent-*.capacity": 4,
+            "agents.api.v1.latency.value": 7,
+            "agents.tutor-agent-*.actions.ask.error": 0.5,
+        }
+    )
     assert tuned.capacity("tutor-agent-9") == 4 and models.capacity("tutor-agent-9") == 1
     assert tuned.resolve("api.v1", "x").latency.mean_ms == 7  # a key holding a dot
     assert tuned.resolve("tutor-agent-2", "ask").error == 0.5
     assert tuned.resolve("tutor-agent-2", "other").error == 0.0
     every = models.with_values({"agents.*.capacity": 3})  # a glob over the keys
     assert every.capacity("tutor-agent-1") == every.capacity("api.v1") == 3
-    with pytest.raises(ok.PlanValidationError, match="names no agent entry.*keys: tutor-agent-\\*, api.v1"):
+    with pytest.raises(
+        ok.PlanValidationError, match="names no agent entry.*keys: tutor-agent-\\*, api.v1"
+    ):
         models.with_values({"agents.nobody.capacity": 2})
     with pytest.raises(ok.PlanValidationError, match="integer >= 1"):
         models.with_values({"agents.api.v1.capacity": 0})
-    with pytest.raises(ok.PlanValidationError, match="unknown key 'capacty'.*did you mean 'capacity'"):
+    with pytest.raises(
+        ok.PlanValidationError, match="unknown key 'capacty'.*did you mean 'capacity'"
+    ):
         models.with_values({"agents.api.v1.capacty": 2})
     with pytest.raises(ok.PlanValidationError, match="must look like 'agents.<pattern>.<key>'"):
         models.with_values({"agents.api": 2})
@@ -54,8 +65,15 @@ def test_model_paths_set_fields_by_exact_key_or_glob_and_validate():
 
 def test_sweep_takes_model_paths_beside_plan_paths():
     grid = {"agents.tutor-agent-*.capacity": [1, 3], "timeout": [None, 10_000]}
-    df = ok.sweep(ONE, MODELS, grid, runs=50, seed=1, progress=False,
-                  workload=ok.Workload(rate_per_s=20, horizon_ms=20_000))
+    df = ok.sweep(
+        ONE,
+        MODELS,
+        grid,
+        runs=50,
+        seed=1,
+        progress=False,
+        workload=ok.Workload(rate_per_s=20, horizon_ms=20_000),
+    )
     assert len(df) == 4 and list(df.columns[:2]) == list(grid)
     # ρ = 0.8 with one slot, 0.27 with three: waiting shrinks with capacity
     by_cap = df.groupby("agents.tutor-agent-*.capacity")["makespan_mean_ms"].mean()
@@ -64,19 +82,36 @@ def test_sweep_takes_model_paths_beside_plan_paths():
         ok.sweep(ONE, MODELS, {"agents.nobody.capacity": [1]}, runs=10, progress=False)
 
 
-# ------------------------------------------------------------------ outages (SPEC §10.3)
+# -------------------------------------------------------------- outages (SPEC §10.3)
 
-OUTAGE_MODELS = {"agents": {"tutor-agent-*": {
-    "capacity": 2, "latency": {"dist": "exponential", "mean": 40},
-    "actions": {"ask": {"latency": {"dist": "exponential", "mean": 30}}},
-    "outages": [{"startMs": 20_000, "endMs": 30_000, "error": 1.0},
-                {"startMs": 45_000, "endMs": 50_000, "error": 0.0,
-                 "latency": {"dist": "constant", "value": 1}}]}}}
+OUTAGE_MODELS = {
+    "agents": {
+        "tutor-agent-*": {
+            "capacity": 2,
+            "latency": {"dist": "exponential", "mean": 40},
+            "actions": {"ask": {"latency": {"dist": "exponential", "mean": 30}}},
+            "outages": [
+                {"startMs": 20_000, "endMs": 30_000, "error": 1.0},
+                {
+                    "startMs": 45_000,
+                    "endMs": 50_000,
+                    "error": 0.0,
+                    "latency": {"dist": "constant", "value": 1},
+                },
+            ],
+        }
+    }
+}
 
 
 def test_every_attempt_started_in_an_outage_errors_and_none_outside():
-    mc = ok.monte_carlo(ONE, OUTAGE_MODELS, seed=4, progress=False,
-                        workload=ok.Workload(rate_per_s=20, horizon_ms=60_000))
+    mc = ok.monte_carlo(
+        ONE,
+        OUTAGE_MODELS,
+        seed=4,
+        progress=False,
+        workload=ok.Workload(rate_per_s=20, horizon_ms=60_000),
+    )
     sp = mc.spans.dropna(subset=["start_ms"])
     down = (sp["start_ms"] >= 20_000) & (sp["start_ms"] < 30_000)
     slow = (sp["start_ms"] >= 45_000) & (sp["start_ms"] < 50_000)
@@ -89,8 +124,14 @@ def test_every_attempt_started_in_an_outage_errors_and_none_outside():
 
 
 def test_outages_of_lone_runs_count_from_each_runs_start_and_decline_the_fast_path():
-    models = {"agents": {"tutor-agent-*": {"latency": {"dist": "constant", "value": 10},
-                                           "outages": [{"startMs": 0, "endMs": 5}]}}}
+    models = {
+        "agents": {
+            "tutor-agent-*": {
+                "latency": {"dist": "constant", "value": 10},
+                "outages": [{"startMs": 0, "endMs": 5}],
+            }
+        }
+    }
     retry = ONE.with_values({"steps.s.retryPolicy": {"maxRetries": 1, "backoffMs": 0}})
     result = ok.simulate(retry, models)
     assert [s for s in result.spans["outcome"]] == ["error", "succeeded"]
@@ -99,35 +140,42 @@ def test_outages_of_lone_runs_count_from_each_runs_start_and_decline_the_fast_pa
     with pytest.raises(ok.PlanValidationError, match="tutor-agent-1 have outages"):
         ok.monte_carlo(retry, models, runs=20, method="fast", progress=False)
     again = ok.AgentModels.from_dict(ok.AgentModels.from_dict(OUTAGE_MODELS).to_dict())
-    assert again.resolve("tutor-agent-1", "ask") == ok.AgentModels.from_dict(
-        OUTAGE_MODELS).resolve("tutor-agent-1", "ask")
+    assert again.resolve("tutor-agent-1", "ask") == ok.AgentModels.from_dict(OUTAGE_MODELS).resolve(
+        "tutor-agent-1", "ask"
+    )
 
 
-@pytest.mark.parametrize("outages, message", [
-    ([{"startMs": 10, "endMs": 10}], "needs startMs < endMs"),
-    ([{"startMs": 0, "endMs": 10}, {"startMs": 5, "endMs": 20}], "overlap"),
-    ([{"startMs": 0}], "missing 'endMs'"),
-    ([{"startMs": 0, "endMs": float("inf")}], "'endMs' must be a finite number"),
-    ([{"startMs": 0, "endMs": 1, "eror": 1}], "unknown key 'eror'.*did you mean 'error'"),
-    ([{"startMs": 0, "endMs": 1, "hang": 0.5}], "error \\+ hang = 1.5 > 1"),
-    ({"startMs": 0, "endMs": 1}, "must be a list"),
-])
+@pytest.mark.parametrize(
+    "outages, message",
+    [
+        ([{"startMs": 10, "endMs": 10}], "needs startMs < endMs"),
+        ([{"startMs": 0, "endMs": 10}, {"startMs": 5, "endMs": 20}], "overlap"),
+        ([{"startMs": 0}], "missing 'endMs'"),
+        ([{"startMs": 0, "endMs": float("inf")}], "'endMs' must be a finite number"),
+        ([{"startMs": 0, "endMs": 1, "eror": 1}], "unknown key 'eror'.*did you mean 'error'"),
+        ([{"startMs": 0, "endMs": 1, "hang": 0.5}], "error \\+ hang = 1.5 > 1"),
+        ({"startMs": 0, "endMs": 1}, "must be a list"),
+    ],
+)
 def test_bad_outages_are_clear_errors(outages, message):
     with pytest.raises(ok.PlanValidationError, match="agent 'x'.*" + message):
-        ok.AgentModels.from_dict({"agents": {"x": {"latency": {"dist": "constant", "value": 1},
-                                                   "outages": outages}}})
+        ok.AgentModels.from_dict(
+            {"agents": {"x": {"latency": {"dist": "constant", "value": 1}, "outages": outages}}}
+        )
 
 
-# ------------------------------------------------------------------ steady-state intervals (§11.1–11.2)
+# -------------------------------------------------------------- steady-state intervals (§11.1–11.2)
 
-QUEUE = ok.Plan.model_validate({"id": "queue", "steps": [{"id": "s", "agentId": "srv",
-                                                          "action": "serve"}]})
+QUEUE = ok.Plan.model_validate(
+    {"id": "queue", "steps": [{"id": "s", "agentId": "srv", "action": "serve"}]}
+)
 SERVICE_MS = 10.0
 
 
 def _mmc_models(c: int) -> dict:
-    return {"agents": {"srv": {"capacity": c,
-                               "latency": {"dist": "exponential", "mean": SERVICE_MS}}}}
+    return {
+        "agents": {"srv": {"capacity": c, "latency": {"dist": "exponential", "mean": SERVICE_MS}}}
+    }
 
 
 def _erlang_c_sojourn_ms(c: int, lam_per_ms: float) -> float:
@@ -140,9 +188,17 @@ def _erlang_c_sojourn_ms(c: int, lam_per_ms: float) -> float:
 
 def _mmc_studies(c: int, runs: int, studies: int) -> list[ok.MonteCarloResult]:
     lam = 0.8 * c / SERVICE_MS  # per ms: utilisation 0.8
-    return [ok.monte_carlo(QUEUE, _mmc_models(c), seed=seed, keep_spans=False, progress=False,
-                           workload=ok.Workload(rate_per_s=lam * 1000, horizon_ms=runs / lam))
-            for seed in range(studies)]
+    return [
+        ok.monte_carlo(
+            QUEUE,
+            _mmc_models(c),
+            seed=seed,
+            keep_spans=False,
+            progress=False,
+            workload=ok.Workload(rate_per_s=lam * 1000, horizon_ms=runs / lam),
+        )
+        for seed in range(studies)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -191,14 +247,26 @@ def test_success_rate_interval_allows_for_dependent_runs():
     # is the pooled rate of 40 independent studies (its own error ~1/6 of one study's).
     plan = {"id": "q", "steps": [{"id": "s", "agentId": "srv", "action": "serve", "timeout": 120}]}
     lam = 0.8 / SERVICE_MS
-    rows = [ok.monte_carlo(plan, _mmc_models(1), seed=seed, keep_spans=False, progress=False,
-                           workload=ok.Workload(rate_per_s=lam * 1000, horizon_ms=4000 / lam)
-                           ).summary().metrics.loc["success_rate"] for seed in range(40)]
+    rows = [
+        ok.monte_carlo(
+            plan,
+            _mmc_models(1),
+            seed=seed,
+            keep_spans=False,
+            progress=False,
+            workload=ok.Workload(rate_per_s=lam * 1000, horizon_ms=4000 / lam),
+        )
+        .summary()
+        .metrics.loc["success_rate"]
+        for seed in range(40)
+    ]
     truth = np.mean([r.value for r in rows])
     assert 0.97 < truth < 0.995
     hits = sum(r.ci_low <= truth <= r.ci_high for r in rows)
-    wilson = sum(lo <= truth <= hi for lo, hi in
-                 (wilson_ci(round(r.value * r.runs), int(r.runs))[1:] for r in rows))
+    wilson = sum(
+        lo <= truth <= hi
+        for lo, hi in (wilson_ci(round(r.value * r.runs), int(r.runs))[1:] for r in rows)
+    )
     assert hits >= 36, f"{hits}/40"
     assert wilson <= 28, f"Wilson's i.i.d. interval held it in {wilson}/40: the check is too easy"
 
@@ -238,7 +306,7 @@ def test_mser5_deletes_a_start_up_transient_and_leaves_an_unbiased_estimate():
             x[i] = 0.9 * x[i - 1] + e[i]
         x += 100 - 200 * np.exp(-np.arange(n) / 80)
         naive.append(x.mean())
-        y = x[mser5(x):]
+        y = x[mser5(x) :]
         m, lo, hi = steady_mean_ci(y, batches_for(len(y)))
         hits += lo <= 100 <= hi
         est.append(m)
@@ -251,20 +319,23 @@ def test_mser5_deletes_a_start_up_transient_and_leaves_an_unbiased_estimate():
 def test_given_warm_up_and_replications():
     work = ok.Workload(rate_per_s=40, horizon_ms=30_000)
     one = ok.monte_carlo(QUEUE, _mmc_models(1), seed=5, workload=work, progress=False)
-    given = ok.monte_carlo(QUEUE, _mmc_models(1), seed=5, workload=work, progress=False,
-                           warmup_ms=5_000).summary()
+    given = ok.monte_carlo(
+        QUEUE, _mmc_models(1), seed=5, workload=work, progress=False, warmup_ms=5_000
+    ).summary()
     assert (given.warmup, given.warmup_ms) == ("given", 5_000)
     assert given.metrics["runs"].iloc[0] == (one.runs["arrival_ms"] >= 5_000).sum()
-    reps = ok.monte_carlo(QUEUE, _mmc_models(1), seed=5, workload=work, progress=False,
-                          replications=4)
+    reps = ok.monte_carlo(
+        QUEUE, _mmc_models(1), seed=5, workload=work, progress=False, replications=4
+    )
     s = reps.summary()
     assert (s.method, s.sections, s.warmup) == ("replications", 4, "MSER-5")
     assert sorted(reps.runs["replication"].unique()) == [0, 1, 2, 3]
     # replication 0 is the study the seed alone gives; the others differ, reproducibly
     first = reps.runs[reps.runs["replication"] == 0].drop(columns="replication")
     pd.testing.assert_frame_equal(first.reset_index(drop=True), one.runs)
-    again = ok.monte_carlo(QUEUE, _mmc_models(1), seed=5, workload=work, progress=False,
-                           replications=4)
+    again = ok.monte_carlo(
+        QUEUE, _mmc_models(1), seed=5, workload=work, progress=False, replications=4
+    )
     pd.testing.assert_frame_equal(again.runs, reps.runs)
     assert reps.runs.groupby("replication")["makespan_ms"].mean().nunique() == 4
     low, high = s.metrics.loc["makespan_mean_ms", ["ci_low", "ci_high"]]
@@ -284,8 +355,13 @@ def test_given_warm_up_and_replications():
 def test_littles_law_on_the_studys_own_figures():
     lam = 0.16  # per ms: M/M/2 at ρ = 0.8
     horizon = 40_000.0
-    mc = ok.monte_carlo(QUEUE, _mmc_models(2), seed=2, progress=False,
-                        workload=ok.Workload(rate_per_s=lam * 1000, horizon_ms=horizon))
+    mc = ok.monte_carlo(
+        QUEUE,
+        _mmc_models(2),
+        seed=2,
+        progress=False,
+        workload=ok.Workload(rate_per_s=lam * 1000, horizon_ms=horizon),
+    )
     s = mc.summary()
     bins = 1000.0
     queue = mc.queue_length(bins).set_index("t_ms")["queue_length"]
@@ -304,15 +380,27 @@ def test_littles_law_on_the_studys_own_figures():
     assert busy.loc[: horizon - bins].mean() == pytest.approx(2 * 0.8, rel=0.1)
 
 
-# ------------------------------------------------------------------ workloads (§11.3) and load (§11.4)
+# -------------------------------------------------------------- workloads (§11.3) and load (§11.4)
 
-PLAN_A = ok.Plan.model_validate({"id": "a", "steps": [{"id": "s", "agentId": "tutor-agent-1",
-                                                       "action": "ask"}]})
-PLAN_B = ok.Plan.model_validate({"id": "b", "parallel": True, "steps": [
-    {"id": "x", "agentId": "tutor-agent-1", "action": "ask"},
-    {"id": "y", "agentId": "api.v1", "action": "ask"}]})
-WIDE = {"agents": {"tutor-agent-*": {"capacity": 50, "latency": {"dist": "exponential", "mean": 40}},
-                   "api.v1": {"latency": {"dist": "constant", "value": 5}}}}
+PLAN_A = ok.Plan.model_validate(
+    {"id": "a", "steps": [{"id": "s", "agentId": "tutor-agent-1", "action": "ask"}]}
+)
+PLAN_B = ok.Plan.model_validate(
+    {
+        "id": "b",
+        "parallel": True,
+        "steps": [
+            {"id": "x", "agentId": "tutor-agent-1", "action": "ask"},
+            {"id": "y", "agentId": "api.v1", "action": "ask"},
+        ],
+    }
+)
+WIDE = {
+    "agents": {
+        "tutor-agent-*": {"capacity": 50, "latency": {"dist": "exponential", "mean": 40}},
+        "api.v1": {"latency": {"dist": "constant", "value": 5}},
+    }
+}
 
 
 def _machine_repairman(n: int, think_ms: float) -> tuple[float, float]:
@@ -328,8 +416,14 @@ def test_a_closed_population_matches_the_machine_repairman_model():
     x, r = _machine_repairman(5, 40.0)  # 0.0801 runs/ms, 22.4 ms in system
     hits = 0
     for seed in range(10):
-        mc = ok.monte_carlo(QUEUE, _mmc_models(1), seed=seed, keep_spans=False, progress=False,
-                            workload=ok.Workload(population=5, think_ms=40.0, horizon_ms=50_000))
+        mc = ok.monte_carlo(
+            QUEUE,
+            _mmc_models(1),
+            seed=seed,
+            keep_spans=False,
+            progress=False,
+            workload=ok.Workload(population=5, think_ms=40.0, horizon_ms=50_000),
+        )
         assert len(mc.runs) / 50_000 == pytest.approx(x, rel=0.04)  # ~4,000 runs: 3 sd
         row = mc.summary().metrics.loc["makespan_mean_ms"]
         hits += row.ci_low <= r <= row.ci_high
@@ -348,20 +442,26 @@ def test_a_closed_population_never_overloads_and_repeats_with_its_seed():
     in_flight = np.cumsum(np.r_[np.ones(len(runs)), -np.ones(len(runs))][order])
     assert in_flight.max() == 3  # the whole population waits, never more
     assert mc.summary().metrics.loc["makespan_mean_ms"].value == pytest.approx(
-        _machine_repairman(3, 1.0)[1], rel=0.05)  # 29 ms: three users, one 10 ms server
+        _machine_repairman(3, 1.0)[1], rel=0.05
+    )  # 29 ms: three users, one 10 ms server
     again = ok.monte_carlo(QUEUE, _mmc_models(1), seed=4, progress=False, workload=work)
     pd.testing.assert_frame_equal(mc.runs, again.runs)
 
 
 def test_piecewise_rates_give_poisson_counts_per_window():
-    work = ok.Workload(rate_per_s=[(0, 5), (60_000, 40), (90_000, 0), (100_000, 10)],
-                       horizon_ms=160_000)
+    work = ok.Workload(
+        rate_per_s=[(0, 5), (60_000, 40), (90_000, 0), (100_000, 10)], horizon_ms=160_000
+    )
     assert work.expected_arrivals() == pytest.approx(5 * 60 + 40 * 30 + 10 * 60)
     assert work.peak_rate_per_s() == 40
     for seed in range(3):
         times = np.array(work.times(random.Random(seed)))
-        for start, end, rate in ((0, 60_000, 5), (60_000, 90_000, 40), (90_000, 100_000, 0),
-                                 (100_000, 160_000, 10)):
+        for start, end, rate in (
+            (0, 60_000, 5),
+            (60_000, 90_000, 40),
+            (90_000, 100_000, 0),
+            (100_000, 160_000, 10),
+        ):
             n = int(((times >= start) & (times < end)).sum())
             mean = rate * (end - start) / 1000
             assert abs(n - mean) <= 4 * math.sqrt(mean), (start, n, mean)
@@ -369,14 +469,16 @@ def test_piecewise_rates_give_poisson_counts_per_window():
     assert abs(len(mc.runs) - 2100) < 4 * math.sqrt(2100)
     # a single rate is the one-piece case, drawn the same way as before
     one = ok.Workload(rate_per_s=7, horizon_ms=50_000)
-    assert one.times(random.Random(3)) == ok.Workload(
-        rate_per_s=[(0, 7)], horizon_ms=50_000).times(random.Random(3))
+    assert one.times(random.Random(3)) == ok.Workload(rate_per_s=[(0, 7)], horizon_ms=50_000).times(
+        random.Random(3)
+    )
 
 
 def test_a_mix_of_plans_shares_agents_in_the_given_proportions(tmp_path):
     PLAN_B.save(tmp_path / "b.json")
-    work = ok.Workload(rate_per_s=50, horizon_ms=60_000,
-                       plans=[(PLAN_A, 7), (str(tmp_path / "b.json"), 3)])
+    work = ok.Workload(
+        rate_per_s=50, horizon_ms=60_000, plans=[(PLAN_A, 7), (str(tmp_path / "b.json"), 3)]
+    )
     assert [round(w, 3) for _, w in work.plans] == [0.7, 0.3]
     mc = ok.monte_carlo(None, WIDE, seed=2, progress=False, workload=work)
     n = len(mc.runs)
@@ -386,53 +488,126 @@ def test_a_mix_of_plans_shares_agents_in_the_given_proportions(tmp_path):
     agents = mc.summary().agents.set_index("agent_id")
     assert list(agents.index) == ["api.v1", "tutor-agent-1"]
     per_agent = mc.spans.groupby("agent_id")["run_id"].nunique()
-    assert per_agent["tutor-agent-1"] == n and per_agent["api.v1"] == (mc.runs["plan_id"] == "b").sum()
+    assert (
+        per_agent["tutor-agent-1"] == n and per_agent["api.v1"] == (mc.runs["plan_id"] == "b").sum()
+    )
     again = ok.monte_carlo(None, WIDE, seed=2, progress=False, workload=work)
     pd.testing.assert_frame_equal(again.runs, mc.runs)
     with pytest.raises(ok.PlanValidationError, match="not both"):
         ok.monte_carlo(PLAN_A, WIDE, progress=False, workload=work)
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"rate_per_s": "5", "horizon_ms": 1000}, TypeError, "rate_per_s must be a number, got str"),
-    ({"rate_per_s": math.inf, "horizon_ms": 1000}, ok.PlanValidationError, "rate_per_s must be finite"),
-    ({"rate_per_s": math.nan, "horizon_ms": 1000}, ok.PlanValidationError, "rate_per_s must be finite"),
-    ({"rate_per_s": 5, "horizon_ms": math.inf}, ok.PlanValidationError, "horizon_ms must be finite"),
-    ({"rate_per_s": 5, "horizon_ms": True}, TypeError, "horizon_ms must be a number"),
-    ({"interval_ms": 1e-300, "horizon_ms": 1e300}, ok.PlanValidationError, "MAX_ARRIVALS"),
-    ({"rate_per_s": 1e6, "horizon_ms": 3.6e6}, ok.PlanValidationError,
-     "more than Workload.MAX_ARRIVALS .10,000,000.; shorten horizon_ms"),
-    ({"arrivals_ms": [0, "1"]}, TypeError, "arrivals_ms\\[1\\] must be a number"),
-    ({"arrivals_ms": [0, math.nan]}, ok.PlanValidationError, "arrivals_ms\\[1\\] must be finite"),
-    ({"arrivals_ms": [5, 1]}, ok.PlanValidationError, "must be sorted"),
-    ({"arrivals_ms": "0;1"}, TypeError, "sequence of times"),
-    ({"rate_per_s": [(5, 1)], "horizon_ms": 10}, ok.PlanValidationError, "must start at 0 ms"),
-    ({"rate_per_s": [(0, 1), (0, 2)], "horizon_ms": 10}, ok.PlanValidationError, "increasing"),
-    ({"rate_per_s": [(0, 0)], "horizon_ms": 10}, ok.PlanValidationError, "every rate_per_s piece is 0"),
-    ({"rate_per_s": [(0, -1)], "horizon_ms": 10}, ok.PlanValidationError, "must be >= 0"),
-    ({"rate_per_s": 1, "horizon_ms": 10, "plans": [(PLAN_A, 0)]}, ok.PlanValidationError,
-     "plans\\[0\\] weight must be > 0"),
-    ({"rate_per_s": 1, "horizon_ms": 10, "plans": PLAN_A}, TypeError, "list of \\(plan, weight\\)"),
-    ({"population": 5, "horizon_ms": 10}, ok.PlanValidationError, "population and think_ms go together"),
-    ({"rate_per_s": 1, "think_ms": 5, "horizon_ms": 10}, ok.PlanValidationError, "go together"),
-    ({"population": 5, "think_ms": 10}, ok.PlanValidationError, "horizon_ms must be > 0 for population"),
-    ({"population": 2.5, "think_ms": 10, "horizon_ms": 10}, TypeError, "population must be an int"),
-    ({"population": 0, "think_ms": 10, "horizon_ms": 10}, ok.PlanValidationError, "population must be >= 1"),
-    ({"population": 5, "think_ms": 0, "horizon_ms": 10}, ok.PlanValidationError, "think_ms must be > 0"),
-    ({"population": 5, "think_ms": 10, "rate_per_s": 1, "horizon_ms": 10}, ok.PlanValidationError,
-     "exactly one of"),
-    ({"population": 10**6, "think_ms": 1, "horizon_ms": 10**5}, ok.PlanValidationError, "MAX_ARRIVALS"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            {"rate_per_s": "5", "horizon_ms": 1000},
+            TypeError,
+            "rate_per_s must be a number, got str",
+        ),
+        (
+            {"rate_per_s": math.inf, "horizon_ms": 1000},
+            ok.PlanValidationError,
+            "rate_per_s must be finite",
+        ),
+        (
+            {"rate_per_s": math.nan, "horizon_ms": 1000},
+            ok.PlanValidationError,
+            "rate_per_s must be finite",
+        ),
+        (
+            {"rate_per_s": 5, "horizon_ms": math.inf},
+            ok.PlanValidationError,
+            "horizon_ms must be finite",
+        ),
+        ({"rate_per_s": 5, "horizon_ms": True}, TypeError, "horizon_ms must be a number"),
+        ({"interval_ms": 1e-300, "horizon_ms": 1e300}, ok.PlanValidationError, "MAX_ARRIVALS"),
+        (
+            {"rate_per_s": 1e6, "horizon_ms": 3.6e6},
+            ok.PlanValidationError,
+            "more than Workload.MAX_ARRIVALS .10,000,000.; shorten horizon_ms",
+        ),
+        ({"arrivals_ms": [0, "1"]}, TypeError, "arrivals_ms\\[1\\] must be a number"),
+        (
+            {"arrivals_ms": [0, math.nan]},
+            ok.PlanValidationError,
+            "arrivals_ms\\[1\\] must be finite",
+        ),
+        ({"arrivals_ms": [5, 1]}, ok.PlanValidationError, "must be sorted"),
+        ({"arrivals_ms": "0;1"}, TypeError, "sequence of times"),
+        ({"rate_per_s": [(5, 1)], "horizon_ms": 10}, ok.PlanValidationError, "must start at 0 ms"),
+        ({"rate_per_s": [(0, 1), (0, 2)], "horizon_ms": 10}, ok.PlanValidationError, "increasing"),
+        (
+            {"rate_per_s": [(0, 0)], "horizon_ms": 10},
+            ok.PlanValidationError,
+            "every rate_per_s piece is 0",
+        ),
+        ({"rate_per_s": [(0, -1)], "horizon_ms": 10}, ok.PlanValidationError, "must be >= 0"),
+        (
+            {"rate_per_s": 1, "horizon_ms": 10, "plans": [(PLAN_A, 0)]},
+            ok.PlanValidationError,
+            "plans\\[0\\] weight must be > 0",
+        ),
+        (
+            {"rate_per_s": 1, "horizon_ms": 10, "plans": PLAN_A},
+            TypeError,
+            "list of \\(plan, weight\\)",
+        ),
+        (
+            {"population": 5, "horizon_ms": 10},
+            ok.PlanValidationError,
+            "population and think_ms go together",
+        ),
+        ({"rate_per_s": 1, "think_ms": 5, "horizon_ms": 10}, ok.PlanValidationError, "go together"),
+        (
+            {"population": 5, "think_ms": 10},
+            ok.PlanValidationError,
+            "horizon_ms must be > 0 for population",
+        ),
+        (
+            {"population": 2.5, "think_ms": 10, "horizon_ms": 10},
+            TypeError,
+            "population must be an int",
+        ),
+        (
+            {"population": 0, "think_ms": 10, "horizon_ms": 10},
+            ok.PlanValidationError,
+            "population must be >= 1",
+        ),
+        (
+            {"population": 5, "think_ms": 0, "horizon_ms": 10},
+            ok.PlanValidationError,
+            "think_ms must be > 0",
+        ),
+        (
+            {"population": 5, "think_ms": 10, "rate_per_s": 1, "horizon_ms": 10},
+            ok.PlanValidationError,
+            "exactly one of",
+        ),
+        (
+            {"population": 10**6, "think_ms": 1, "horizon_ms": 10**5},
+            ok.PlanValidationError,
+            "MAX_ARRIVALS",
+        ),
+    ],
+)
 def test_bad_workloads_are_refused_up_front(kwargs, error, message):
     with pytest.raises(error, match=message):
         ok.Workload(**kwargs)
 
 
 @settings(max_examples=60, derandomize=True, deadline=None)
-@given(rate=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 10**9),
-                      st.text(max_size=3), st.none()),
-       horizon=st.one_of(st.floats(allow_nan=True, allow_infinity=True),
-                         st.integers(-5, 10**12), st.booleans()))
+@given(
+    rate=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-5, 10**9),
+        st.text(max_size=3),
+        st.none(),
+    ),
+    horizon=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 10**12), st.booleans()
+    ),
+)
 def test_any_rate_and_horizon_is_a_workload_or_a_clear_error(rate, horizon):
     try:
         work = ok.Workload(rate_per_s=rate, horizon_ms=horizon)
@@ -445,21 +620,33 @@ def test_overload_warns_naming_the_agent_and_its_load():
     models = ok.AgentModels.from_dict(WIDE).with_values({"agents.tutor-agent-*.capacity": 2})
     work = ok.Workload(rate_per_s=[(0, 10), (5_000, 60)], horizon_ms=6_000)
     # plan a asks 40 ms of tutor-agent-1 per run: ρ = 60/s · 0.04 s / 2 = 1.2 at the peak
-    with pytest.warns(ok.OverloadWarning, match="agent 'tutor-agent-1': offered load ρ = 1.20 >= 1 "
-                                                "at 60 runs/s.*capacity >= 3"):
+    with pytest.warns(
+        ok.OverloadWarning,
+        match="agent 'tutor-agent-1': offered load ρ = 1.20 >= 1 at 60 runs/s.*capacity >= 3",
+    ):
         ok.monte_carlo(PLAN_A, models, progress=False, keep_spans=False, workload=work)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ok.OverloadWarning)
-        ok.monte_carlo(PLAN_A, models, progress=False, keep_spans=False,
-                       workload=ok.Workload(rate_per_s=45, horizon_ms=2_000))  # ρ = 0.9
+        ok.monte_carlo(
+            PLAN_A,
+            models,
+            progress=False,
+            keep_spans=False,
+            workload=ok.Workload(rate_per_s=45, horizon_ms=2_000),
+        )  # ρ = 0.9
     # the mix counts each plan's steps by its share: 0.5·40 + 0.5·40 ms per run, api.v1 unlimited
     mixed = ok.Workload(rate_per_s=60, horizon_ms=100, plans=[(PLAN_A, 1), (PLAN_B, 1)])
     assert offered_load(mixed, models) == {"tutor-agent-1": pytest.approx(1.2)}
 
 
 def test_utilisation_chart_shows_utilisation_queues_outages_and_warm_up():
-    mc = ok.monte_carlo(ONE, OUTAGE_MODELS, seed=4, progress=False,
-                        workload=ok.Workload(rate_per_s=45, horizon_ms=60_000))
+    mc = ok.monte_carlo(
+        ONE,
+        OUTAGE_MODELS,
+        seed=4,
+        progress=False,
+        workload=ok.Workload(rate_per_s=45, horizon_ms=60_000),
+    )
     fig = ok.utilisation_chart(mc, 2000)
     lines = {(t.name, t.yaxis) for t in fig.data}
     assert lines == {("tutor-agent-1", "y"), ("tutor-agent-1", "y2")}
@@ -482,16 +669,19 @@ def test_cli_simulate_workload_forms_warmup_and_replications(tmp_path, capsys):
 
     PLAN_A.save(tmp_path / "a.json")
     ok.AgentModels.from_dict(WIDE).with_values({"agents.tutor-agent-*.capacity": 2}).save(
-        tmp_path / "m.yaml")
+        tmp_path / "m.yaml"
+    )
 
     def cli(*args: str) -> tuple[int, str, str]:
-        code = main(["simulate", str(tmp_path / "a.json"), "--models", str(tmp_path / "m.yaml"),
-                     *args])
+        code = main(
+            ["simulate", str(tmp_path / "a.json"), "--models", str(tmp_path / "m.yaml"), *args]
+        )
         out, err = capsys.readouterr()
         return code, out, err
 
-    code, out, err = cli("--workload", "rate=0:10;10000:30,horizon=20000", "--replications", "3",
-                         "--json")
+    code, out, err = cli(
+        "--workload", "rate=0:10;10000:30,horizon=20000", "--replications", "3", "--json"
+    )
     assert code == 0, err
     data = json.loads(out)
     assert data["intervals"]["method"] == "replications" and data["intervals"]["sections"] == 3
@@ -502,33 +692,58 @@ def test_cli_simulate_workload_forms_warmup_and_replications(tmp_path, capsys):
     assert err.strip().splitlines() == [
         "warning: agent 'tutor-agent-1': offered load ρ = 1.20 >= 1 at 60 runs/s (λ·E[service]/"
         "capacity with capacity 2): its queue grows without bound and the study's figures "
-        "depend on its horizon; give it capacity >= 3 or lower the rate"]
+        "depend on its horizon; give it capacity >= 3 or lower the rate"
+    ]
     code, out, err = cli("--workload", "population=20,think=2000,horizon=20000", "--json")
     assert code == 0 and err == "", err  # a closed population: no overload warning
     data = json.loads(out)
     assert data["intervals"]["method"] == "batch means" and 50 < data["runs"] < 20 * 11
-    for args, message in ((["--workload", "rate=0:5;x:2,horizon=10"], "'x' is not a number"),
-                          (["--workload", "population=2.5,think=9,horizon=10"], "whole number"),
-                          (["--workload", "population=2,horizon=10"], "go together"),
-                          (["--workload", "rate=0:5;7,horizon=10"], "FROM_MS:RUNS_PER_S"),
-                          (["--workload", "rate=nan,horizon=10"], "rate_per_s must be finite"),
-                          (["--warmup", "5"], "apply to a --workload study"),
-                          (["--workload", "rate=5,horizon=10", "--replications", "0"], ">= 1")):
+    for args, message in (
+        (["--workload", "rate=0:5;x:2,horizon=10"], "'x' is not a number"),
+        (["--workload", "population=2.5,think=9,horizon=10"], "whole number"),
+        (["--workload", "population=2,horizon=10"], "go together"),
+        (["--workload", "rate=0:5;7,horizon=10"], "FROM_MS:RUNS_PER_S"),
+        (["--workload", "rate=nan,horizon=10"], "rate_per_s must be finite"),
+        (["--warmup", "5"], "apply to a --workload study"),
+        (["--workload", "rate=5,horizon=10", "--replications", "0"], ">= 1"),
+    ):
         code, _, err = cli(*args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
     # the console script itself: one line, exit 2, no traceback
-    done = subprocess.run([sys.executable, "-m", "orchkit", "simulate", str(tmp_path / "a.json"),
-                           "--models", str(tmp_path / "m.yaml"), "--workload", "rate=inf,horizon=9"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.startswith("error: workload: rate_per_s must be finite")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchkit",
+            "simulate",
+            str(tmp_path / "a.json"),
+            "--models",
+            str(tmp_path / "m.yaml"),
+            "--workload",
+            "rate=inf,horizon=9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stderr.startswith(
+        "error: workload: rate_per_s must be finite"
+    )
     assert "Traceback" not in done.stderr
 
 
 def test_student_t_quantiles_and_degenerate_sections():
     from orchkit._base.stats import section_ci, t95
 
-    for df, exact in ((1, 12.7062), (2, 4.3027), (3, 3.1824), (9, 2.2622), (19, 2.0930),
-                      (39, 2.0227), (1000, 1.9623)):
+    for df, exact in (
+        (1, 12.7062),
+        (2, 4.3027),
+        (3, 3.1824),
+        (9, 2.2622),
+        (19, 2.0930),
+        (39, 2.0227),
+        (1000, 1.9623),
+    ):
         assert t95(df) == pytest.approx(exact, abs=4e-3)
     assert section_ci(5.0, np.array([5.0, 5.0, 5.0, 5.0])) == (5.0, 5.0, 5.0)
     assert all(math.isnan(v) for v in section_ci(5.0, np.array([4.0, 6.0]))[1:])

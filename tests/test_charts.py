@@ -8,26 +8,43 @@ import re
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import orchkit as ok
 from orchkit._views.charts import OUTCOME_COLORS
 from orchkit.testing import Fail, Hang, Ok, ScriptedAgent, ScriptedModels
 
-PLAN = ok.Plan.model_validate({
-    "id": "chart", "parallel": True, "steps": [
-        {"id": "a", "agentId": "Q", "action": "a",
-         "retryPolicy": {"maxRetries": 2, "backoffMs": 10}},
-        {"id": "b", "agentId": "Q", "action": "b"},
-        {"id": "h", "agentId": "R", "action": "h", "timeout": 40,
-         "retryPolicy": {"maxRetries": 1, "backoffMs": 5}},
-        {"id": "c", "agentId": "R", "action": "c", "dependencies": ["a", "b", "h"]},
-    ]})
+PLAN = ok.Plan.model_validate(
+    {
+        "id": "chart",
+        "parallel": True,
+        "steps": [
+            {
+                "id": "a",
+                "agentId": "Q",
+                "action": "a",
+                "retryPolicy": {"maxRetries": 2, "backoffMs": 10},
+            },
+            {"id": "b", "agentId": "Q", "action": "b"},
+            {
+                "id": "h",
+                "agentId": "R",
+                "action": "h",
+                "timeout": 40,
+                "retryPolicy": {"maxRetries": 1, "backoffMs": 5},
+            },
+            {"id": "c", "agentId": "R", "action": "c", "dependencies": ["a", "b", "h"]},
+        ],
+    }
+)
 
 
 def _agents():
-    return [ScriptedAgent("Q", {"a": [Fail(20), Ok(30)], "b": [Ok(25)]}, capacity=1),
-            ScriptedAgent("R", {"h": [Hang(), Ok(15)], "c": [Ok(10)]})]
+    return [
+        ScriptedAgent("Q", {"a": [Fail(20), Ok(30)], "b": [Ok(25)]}, capacity=1),
+        ScriptedAgent("R", {"h": [Hang(), Ok(15)], "c": [Ok(10)]}),
+    ]
 
 
 def _bars(fig):
@@ -41,8 +58,11 @@ def _same_bars(trace, rows, base, length):
     got = sorted(zip(trace.y, trace.base, trace.x))
     want = sorted(zip(rows, base, length))
     assert [r for r, *_ in got] == [r for r, *_ in want]
-    np.testing.assert_allclose(np.array([g[1:] for g in got], dtype=float),
-                               np.array([w[1:] for w in want], dtype=float), atol=1e-9)
+    np.testing.assert_allclose(
+        np.array([g[1:] for g in got], dtype=float),
+        np.array([w[1:] for w in want], dtype=float),
+        atol=1e-9,
+    )
 
 
 def _check_gantt(fig, spans):
@@ -78,25 +98,32 @@ def test_gantt_of_a_simulated_run():
     assert q.marker.color == OUTCOME_COLORS["queued"]
     waited = spans[spans["start_ms"] > spans["queued_ms"]]
     assert len(waited) == 2
-    _same_bars(q, waited["step_id"], waited["queued_ms"],
-               waited["start_ms"] - waited["queued_ms"])
+    _same_bars(q, waited["step_id"], waited["queued_ms"], waited["start_ms"] - waited["queued_ms"])
     # attempt numbers label the bars: retries and timeouts read at a glance
     texts = sorted(x for t in attempts for x in t.text)
     assert texts == sorted("#" + spans["attempt"].astype(str))
 
 
 def test_gantt_without_waits_has_no_queued_trace():
-    models = ok.AgentModels.from_dict({"agents": {"*": {"latency": {"dist": "constant",
-                                                                     "value": 10}}}})
+    models = ok.AgentModels.from_dict(
+        {"agents": {"*": {"latency": {"dist": "constant", "value": 10}}}}
+    )
     res = ok.simulate(PLAN, models)
     bars, _ = _check_gantt(ok.gantt(res), res.spans)
     assert "queued" not in {t.name for t in bars}
 
 
 def test_gantt_shows_an_attempt_that_timed_out_while_queued():
-    plan = ok.Plan.model_validate({"id": "q", "parallel": True, "steps": [
-        {"id": "first", "agentId": "Q", "action": "a"},
-        {"id": "second", "agentId": "Q", "action": "b", "timeout": 30}]})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "q",
+            "parallel": True,
+            "steps": [
+                {"id": "first", "agentId": "Q", "action": "a"},
+                {"id": "second", "agentId": "Q", "action": "b", "timeout": 30},
+            ],
+        }
+    )
     res = ok.simulate(plan, ScriptedModels([ScriptedAgent("Q", {"a": [Ok(50)]}, capacity=1)]))
     fig = ok.gantt(res)
     bars, attempts = _check_gantt(fig, res.spans)
@@ -114,24 +141,36 @@ async def test_gantt_of_a_live_run():
 
 
 def test_gantt_of_a_spans_frame_with_several_runs():
-    models = ok.AgentModels.from_dict({"agents": {
-        "Q": {"capacity": 1, "latency": {"dist": "exponential", "mean": 20}, "error": 0.3},
-        "R": {"latency": {"dist": "exponential", "mean": 20}, "actions": {"h": {"hang": 0.3}}}}})
+    models = ok.AgentModels.from_dict(
+        {
+            "agents": {
+                "Q": {"capacity": 1, "latency": {"dist": "exponential", "mean": 20}, "error": 0.3},
+                "R": {
+                    "latency": {"dist": "exponential", "mean": 20},
+                    "actions": {"h": {"hang": 0.3}},
+                },
+            }
+        }
+    )
     mc = ok.monte_carlo(PLAN, models, runs=20, seed=4, progress=False, method="simpy")
     one = mc.spans[mc.spans["run_id"] == 7]
     _check_gantt(ok.gantt(mc.spans, run_id=7), one)
     _check_gantt(ok.gantt(one), one)
     fig = ok.gantt(mc.spans[mc.spans["run_id"] < 3])
     rows = {y for t in fig.data for y in t.y}
-    assert rows == {f"{r}/{s}" for r, s in zip(mc.spans["run_id"], mc.spans["step_id"])
-                    if r < 3}
+    assert rows == {f"{r}/{s}" for r, s in zip(mc.spans["run_id"], mc.spans["step_id"]) if r < 3}
     by_agent = ok.gantt(one, y="agent_id")
     assert {y for t in by_agent.data for y in t.y} == set(one["agent_id"])
 
 
 def test_gantt_rejects_bad_input():
-    mc = ok.monte_carlo(PLAN, {"agents": {"*": {"latency": {"dist": "constant", "value": 1}}}},
-                        runs=5, progress=False, method="simpy")
+    mc = ok.monte_carlo(
+        PLAN,
+        {"agents": {"*": {"latency": {"dist": "constant", "value": 1}}}},
+        runs=5,
+        progress=False,
+        method="simpy",
+    )
     with pytest.raises(ValueError) as info:
         ok.gantt(mc.runs)
     msg = str(info.value)
@@ -147,11 +186,22 @@ def test_gantt_rejects_bad_input():
 
 @pytest.fixture(scope="module")
 def study():
-    models = {"agents": {"*": {"latency": {"dist": "lognormal", "median": 100, "p95": 400},
-                               "error": 0.2}}}
-    plan = {"id": "m", "parallel": True, "steps": [
-        {"id": f"s{i}", "agentId": f"a{i}", "action": "x",
-         "retryPolicy": {"maxRetries": 1, "backoffMs": 50}} for i in range(3)]}
+    models = {
+        "agents": {"*": {"latency": {"dist": "lognormal", "median": 100, "p95": 400}, "error": 0.2}}
+    }
+    plan = {
+        "id": "m",
+        "parallel": True,
+        "steps": [
+            {
+                "id": f"s{i}",
+                "agentId": f"a{i}",
+                "action": "x",
+                "retryPolicy": {"maxRetries": 1, "backoffMs": 50},
+            }
+            for i in range(3)
+        ],
+    }
     return ok.monte_carlo(plan, models, runs=3000, seed=2, progress=False, method="simpy")
 
 
@@ -189,7 +239,9 @@ def test_makespan_chart_split_by_status_normalises_each_group(study):
     marks = {t.legendgroup: t for t in fig.data if t.mode == "markers"}
     for status in counts.index:  # percentiles of each group, never of the pool
         mk = study.runs.loc[study.runs["status"] == status, "makespan_ms"].to_numpy()
-        assert list(marks[status].x) == pytest.approx([np.quantile(mk, q) for q in (0.5, 0.95, 0.99)])
+        assert list(marks[status].x) == pytest.approx(
+            [np.quantile(mk, q) for q in (0.5, 0.95, 0.99)]
+        )
     assert not [s for s in fig.layout.shapes if s.type == "line"]  # no pooled p50/p95/p99 lines
     with pytest.raises(TypeError, match="makespan_ms"):
         ok.makespan_chart(study.spans)
@@ -202,24 +254,35 @@ def _percentile_marks(fig):
 
 
 def test_makespan_chart_compares_studies_with_percentiles_per_group(study):
-    other = ok.monte_carlo(study.plan.with_values({"steps.*.retryPolicy": None}), study.models,
-                           runs=2000, seed=3, progress=False, method="simpy")
-    for data, labels in (({"retries": study, "none": other}, ["retries", "none"]),
-                         ([study, other], ["1: m", "2: m"])):
+    other = ok.monte_carlo(
+        study.plan.with_values({"steps.*.retryPolicy": None}),
+        study.models,
+        runs=2000,
+        seed=3,
+        progress=False,
+        method="simpy",
+    )
+    for data, labels in (
+        ({"retries": study, "none": other}, ["retries", "none"]),
+        ([study, other], ["1: m", "2: m"]),
+    ):
         fig = ok.makespan_chart(data)
         curves = [t for t in fig.data if t.mode == "lines"]
         assert [t.name.split(" (")[0] for t in curves] == labels
         marks = _percentile_marks(fig)
         for label, mc in zip(labels, (study, other)):
             mk = mc.runs["makespan_ms"].to_numpy()
-            assert list(marks[label].x) == pytest.approx([np.quantile(mk, q) for q in (0.5, 0.95, 0.99)])
+            assert list(marks[label].x) == pytest.approx(
+                [np.quantile(mk, q) for q in (0.5, 0.95, 0.99)]
+            )
             assert list(marks[label].y) == [0.5, 0.95, 0.99]
             lo = np.asarray(marks[label].error_x.arrayminus)
             hi = np.asarray(marks[label].error_x.array)
             assert np.all(lo >= 0) and np.all(hi >= 0) and hi[1] > 0  # 95% intervals drawn
             succeeded = (mc.runs["status"] == "succeeded").mean()
-            assert f"{succeeded:.1%} succeeded" in next(t.name for t in curves
-                                                       if t.name.startswith(label + " ("))
+            assert f"{succeeded:.1%} succeeded" in next(
+                t.name for t in curves if t.name.startswith(label + " (")
+            )
         assert not [s for s in fig.layout.shapes if s.type == "line"]  # no pooled lines
         assert len({t.line.color for t in curves}) == 2
     hist = ok.makespan_chart({"a": study, "b": other}, kind="histogram")
@@ -234,8 +297,10 @@ def test_one_outcome_colour_map_in_every_chart():
     assert OUTCOME_COLORS["succeeded"] == "#2ca02c"
     assert OUTCOME_COLORS["error"] == OUTCOME_COLORS["failed"]
     assert OUTCOME_COLORS["timeout"] == OUTCOME_COLORS["timed_out"]
-    assert len({OUTCOME_COLORS[k] for k in ("succeeded", "error", "timeout", "cancelled",
-                                            "rejected")}) == 5
+    assert (
+        len({OUTCOME_COLORS[k] for k in ("succeeded", "error", "timeout", "cancelled", "rejected")})
+        == 5
+    )
 
 
 def test_summary_gives_succeeded_only_percentiles_beside_all_runs(study):
@@ -253,11 +318,22 @@ def test_summary_gives_succeeded_only_percentiles_beside_all_runs(study):
 
 
 def test_gantt_agent_lanes_across_runs():
-    models = ok.AgentModels.from_dict({"agents": {
-        "Q": {"capacity": 2, "latency": {"dist": "exponential", "mean": 30}},
-        "R": {"latency": {"dist": "exponential", "mean": 20}}}})
-    mc = ok.monte_carlo(PLAN, models, runs=6, seed=1, progress=False,
-                        workload=ok.Workload(interval_ms=10, horizon_ms=60))
+    models = ok.AgentModels.from_dict(
+        {
+            "agents": {
+                "Q": {"capacity": 2, "latency": {"dist": "exponential", "mean": 30}},
+                "R": {"latency": {"dist": "exponential", "mean": 20}},
+            }
+        }
+    )
+    mc = ok.monte_carlo(
+        PLAN,
+        models,
+        runs=6,
+        seed=1,
+        progress=False,
+        workload=ok.Workload(interval_ms=10, horizon_ms=60),
+    )
     fig = ok.gantt(mc, y="agent_id")
     rows = {y for t in fig.data for y in t.y}
     assert rows == {"Q", "R"}  # one lane per agent, not per run
@@ -267,8 +343,14 @@ def test_gantt_agent_lanes_across_runs():
             bars.append((y, base, base + x, off, width, t.name))
     for a in bars:  # bars that overlap in time sit side by side inside their lane
         for b in bars:
-            if a is not b and a[0] == b[0] and a[1] < b[2] and b[1] < a[2] and a[5] != "queued" \
-                    and b[5] != "queued":
+            if (
+                a is not b
+                and a[0] == b[0]
+                and a[1] < b[2]
+                and b[1] < a[2]
+                and a[5] != "queued"
+                and b[5] != "queued"
+            ):
                 assert a[3] != b[3]
         assert -0.4 - 1e-9 <= a[3] and a[3] + a[4] <= 0.4 + 1e-9
     # Q (capacity 2) is shared by six runs: waits show and the lane splits in sub-lanes
@@ -284,7 +366,9 @@ def test_gantt_agent_lanes_across_runs():
 
 
 def test_gantt_legend_with_one_outcome_and_dependency_arrows():
-    models = ok.AgentModels.from_dict({"agents": {"*": {"latency": {"dist": "constant", "value": 10}}}})
+    models = ok.AgentModels.from_dict(
+        {"agents": {"*": {"latency": {"dist": "constant", "value": 10}}}}
+    )
     res = ok.simulate(PLAN, models)
     fig = ok.gantt(res, plan=PLAN)
     assert {t.name for t in fig.data} == {"succeeded"} and fig.layout.showlegend is True
@@ -297,13 +381,25 @@ def test_gantt_legend_with_one_outcome_and_dependency_arrows():
         ok.gantt(res, plan={"id": "x"})
 
 
-FALLBACK = ok.Plan.model_validate({
-    "id": "main", "parallel": True, "timeout": 5000, "steps": [
-        {"id": "a", "agentId": "A", "action": "x"},
-        {"id": "b", "agentId": "A", "action": "y", "timeout": 300,
-         "retryPolicy": {"maxRetries": 2, "backoffMs": 100}},
-        {"id": "c", "agentId": "B", "action": "z", "dependencies": ["a", "b"]}],
-    "fallbackPlan": {"id": "fb", "steps": [{"id": "d", "agentId": "B", "action": "w"}]}})
+FALLBACK = ok.Plan.model_validate(
+    {
+        "id": "main",
+        "parallel": True,
+        "timeout": 5000,
+        "steps": [
+            {"id": "a", "agentId": "A", "action": "x"},
+            {
+                "id": "b",
+                "agentId": "A",
+                "action": "y",
+                "timeout": 300,
+                "retryPolicy": {"maxRetries": 2, "backoffMs": 100},
+            },
+            {"id": "c", "agentId": "B", "action": "z", "dependencies": ["a", "b"]},
+        ],
+        "fallbackPlan": {"id": "fb", "steps": [{"id": "d", "agentId": "B", "action": "w"}]},
+    }
+)
 
 
 def test_draw_layers_steps_by_depth_and_shows_the_fallback():
@@ -338,13 +434,17 @@ def test_to_mermaid_and_the_notebook_repr():
 
 
 @settings(derandomize=True, max_examples=40, deadline=None)
-@given(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=6, unique=True),
-       st.data())
+@given(
+    st.lists(
+        st.text(min_size=1, max_size=8).filter(str.strip), min_size=1, max_size=6, unique=True
+    ),
+    st.data(),
+)
 def test_mermaid_is_well_formed_for_any_step_ids(ids, data):
     steps = []
     for i, sid in enumerate(ids):  # dependencies only on earlier steps: a DAG
         deps = data.draw(st.lists(st.sampled_from(ids[:i]), unique=True) if i else st.just([]))
-        steps.append({"id": sid, "agentId": "a\"g<", "action": "act", "dependencies": deps})
+        steps.append({"id": sid, "agentId": 'a"g<', "action": "act", "dependencies": deps})
     plan = ok.Plan.model_validate({"id": 'p"1', "steps": steps})
     text = plan.to_mermaid()
     lines = text.split("\n")
@@ -352,7 +452,7 @@ def test_mermaid_is_well_formed_for_any_step_ids(ids, data):
     nodes = [ln for ln in lines if re.fullmatch(r'    p0_s\d+\[".*"\]', ln)]
     assert len(nodes) == len(ids)
     for ln in nodes:  # user text never closes the label early
-        assert '"' not in ln[ln.index('["') + 2:-2]
+        assert '"' not in ln[ln.index('["') + 2 : -2]
     edges = [ln for ln in lines if "-->" in ln]
     assert len(edges) == sum(len(s["dependencies"]) for s in steps)
     for ln in edges:

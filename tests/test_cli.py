@@ -17,11 +17,24 @@ SEED_PLANS = sorted((ROOT / "data" / "plans").glob("*.json"))
 EXE = Path(sys.executable).parent / "orchkit"
 
 EXTENDED = {
-    "id": "tuned", "parallel": True, "maxConcurrency": 2, "failFast": True, "timeout": 900,
+    "id": "tuned",
+    "parallel": True,
+    "maxConcurrency": 2,
+    "failFast": True,
+    "timeout": 900,
     "steps": [
-        {"id": "a", "agentId": "x", "action": "go", "timeout": 50,
-         "retryPolicy": {"maxRetries": 2, "backoffMs": 10, "strategy": "exponential",
-                         "jitter": 0.1}},
+        {
+            "id": "a",
+            "agentId": "x",
+            "action": "go",
+            "timeout": 50,
+            "retryPolicy": {
+                "maxRetries": 2,
+                "backoffMs": 10,
+                "strategy": "exponential",
+                "jitter": 0.1,
+            },
+        },
         {"id": "b", "agentId": "x", "action": "go", "dependencies": ["a"]},
     ],
 }
@@ -40,14 +53,29 @@ def test_validate_seed_plans_exit_0(path, capsys):
     assert "is valid" in out and Plan.load(path).id in out and err == ""
 
 
-@pytest.mark.parametrize("data, words", [
-    ({"id": "loop", "steps": [{"id": "a", "agentId": "x", "action": "y", "dependencies": ["b"]},
-                              {"id": "b", "agentId": "x", "action": "y", "dependencies": ["a"]}]},
-     ["plan 'loop'", "a -> b -> a"]),
-    ({"id": "typo", "steps": [{"id": "a", "agentId": "x", "action": "y", "dependecies": []}]},
-     ["plan 'typo'", "step 'a'", "did you mean 'dependencies'"]),
-    ('{"id": "p", "steps": [', ["not valid JSON"]),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (
+            {
+                "id": "loop",
+                "steps": [
+                    {"id": "a", "agentId": "x", "action": "y", "dependencies": ["b"]},
+                    {"id": "b", "agentId": "x", "action": "y", "dependencies": ["a"]},
+                ],
+            },
+            ["plan 'loop'", "a -> b -> a"],
+        ),
+        (
+            {
+                "id": "typo",
+                "steps": [{"id": "a", "agentId": "x", "action": "y", "dependecies": []}],
+            },
+            ["plan 'typo'", "step 'a'", "did you mean 'dependencies'"],
+        ),
+        ('{"id": "p", "steps": [', ["not valid JSON"]),
+    ],
+)
 def test_validate_a_bad_file_exits_2_with_the_message_on_stderr(tmp_path, capsys, data, words):
     path = write(tmp_path, "bad.json", data)
     assert main(["validate", path]) == 2
@@ -79,8 +107,13 @@ def test_export_seed_prints_json_and_warns_about_dropped_fields(tmp_path, capsys
     assert data["steps"][0]["retryPolicy"] == {"maxRetries": 2, "backoffMs": 10}
     assert "timeout" not in data["steps"][0] and data["timeout"] == 900
     assert err.startswith("warning: ")
-    for field in ("maxConcurrency", "failFast", "step 'a': timeout", "retryPolicy.strategy",
-                  "retryPolicy.jitter"):
+    for field in (
+        "maxConcurrency",
+        "failFast",
+        "step 'a': timeout",
+        "retryPolicy.strategy",
+        "retryPolicy.jitter",
+    ):
         assert field in err, field
     assert Plan.model_validate(data).id == "tuned"  # what it prints loads again
 
@@ -109,17 +142,25 @@ def test_export_a_bad_plan_exits_2(tmp_path, capsys):
 
 
 def test_the_installed_command(tmp_path):
-    good = subprocess.run([str(EXE), "validate", str(ROOT / "data/plans/parallel_analysis.json")],
-                          capture_output=True, text=True, timeout=120)
+    good = subprocess.run(
+        [str(EXE), "validate", str(ROOT / "data/plans/parallel_analysis.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert good.returncode == 0, good.stderr
     assert "multi_analysis_999" in good.stdout
-    bad = write(tmp_path, "bad.json", {"id": "p", "steps": [
-        {"id": "a", "agentId": "x", "action": "y", "dependencies": ["a"]}]})
+    bad = write(
+        tmp_path,
+        "bad.json",
+        {"id": "p", "steps": [{"id": "a", "agentId": "x", "action": "y", "dependencies": ["a"]}]},
+    )
     proc = subprocess.run([str(EXE), "validate", bad], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "step 'a' depends on itself" in proc.stderr and proc.stdout == ""
     tuned = write(tmp_path, "tuned.json", EXTENDED)
-    proc = subprocess.run([str(EXE), "export", tuned, "--compat", "seed"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(EXE), "export", tuned, "--compat", "seed"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and "maxConcurrency" in proc.stderr
     assert json.loads(proc.stdout)["id"] == "tuned"

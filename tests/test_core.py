@@ -5,11 +5,18 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from core_harness import Harness, plan_of, run_plan, state_names, step
+
 from orchkit import RetryPolicy, RunResult
-from orchkit._engine.core import (CancelAttempt, Emit, FinishRun, Scheduler,
-                           StartAttempt, StartTimer, compile_plan)
+from orchkit._engine.core import (
+    CancelAttempt,
+    Emit,
+    FinishRun,
+    Scheduler,
+    StartAttempt,
+    StartTimer,
+    compile_plan,
+)
 from orchkit.testing import Crash, Fail, Garbage, Hang, Ok
 
 
@@ -21,8 +28,7 @@ def attempts_of(run, step_id):
 
 
 def test_sequential_runs_a_dependency_listed_after_its_dependent_first():
-    plan = plan_of("seq", [step("c", deps=["b"]), step("b", deps=["a"]), step("a"),
-                           step("z")])
+    plan = plan_of("seq", [step("c", deps=["b"]), step("b", deps=["a"]), step("a"), step("z")])
     h, run = run_plan(plan, default=Ok(10))
     order = [r.attempt.step_id for r in h.starts]
     # ready at 0 ms: "a" and "z"; "a" comes first in plan order. Then "b", then "c"
@@ -41,8 +47,11 @@ def test_sequential_plan_order_breaks_ties():
 
 
 def test_parallel_starts_every_ready_step_at_once_and_dependents_at_the_instant():
-    plan = plan_of("par", [step("a"), step("b"), step("c", deps=["a", "b"]), step("d", deps=["a"])],
-                   parallel=True)
+    plan = plan_of(
+        "par",
+        [step("a"), step("b"), step("c", deps=["a", "b"]), step("d", deps=["a"])],
+        parallel=True,
+    )
     h, run = run_plan(plan, script={"a": [Ok(10)], "b": [Ok(30)], "c": [Ok(5)], "d": [Ok(1)]})
     assert h.start_times("a") == [0] and h.start_times("b") == [0]
     assert h.start_times("d") == [10]  # the moment its only dependency succeeded
@@ -55,7 +64,12 @@ def test_max_concurrency_caps_attempts_in_flight_in_plan_order():
     plan = plan_of("mc", [step(f"s{i}") for i in range(5)], parallel=True, maxConcurrency=2)
     h, run = run_plan(plan, default=Ok(10))
     assert [(r.attempt.step_id, r.at_ms) for r in h.starts] == [
-        ("s0", 0), ("s1", 0), ("s2", 10), ("s3", 10), ("s4", 20)]
+        ("s0", 0),
+        ("s1", 0),
+        ("s2", 10),
+        ("s3", 10),
+        ("s4", 20),
+    ]
     assert h.peak_plan[id(run.plans[0])] == 2
     assert run.end_ms == 30
 
@@ -72,12 +86,27 @@ def test_a_step_backing_off_holds_its_sequential_slot():
 
 @pytest.mark.parametrize("parallel", [True, False])
 def test_failed_step_skips_transitive_dependents_and_independent_steps_go_on(parallel):
-    plan = plan_of("skip", [step("a"), step("b", deps=["a"]), step("c", deps=["b"]),
-                            step("d"), step("e", deps=["d"]), step("f", deps=["c", "e"])],
-                   parallel=parallel)
+    plan = plan_of(
+        "skip",
+        [
+            step("a"),
+            step("b", deps=["a"]),
+            step("c", deps=["b"]),
+            step("d"),
+            step("e", deps=["d"]),
+            step("f", deps=["c", "e"]),
+        ],
+        parallel=parallel,
+    )
     h, run = run_plan(plan, script={"a": [Fail(10, "boom")]}, default=Ok(20))
-    assert state_names(run) == {"a": "failed", "b": "skipped", "c": "skipped",
-                                "d": "succeeded", "e": "succeeded", "f": "skipped"}
+    assert state_names(run) == {
+        "a": "failed",
+        "b": "skipped",
+        "c": "skipped",
+        "d": "succeeded",
+        "e": "succeeded",
+        "f": "skipped",
+    }
     started = {r.attempt.step_id for r in h.starts}
     assert started == {"a", "d", "e"}
     assert run.status == "failed"
@@ -102,14 +131,24 @@ def test_skipped_steps_emit_once_even_with_two_failed_dependencies():
 
 
 def test_fail_fast_cancels_in_flight_attempts_and_marks_the_rest_cancelled():
-    plan = plan_of("ff", [step("a"), step("b"), step("c"), step("d", deps=["a"]),
-                          step("e", deps=["c"])], parallel=True, failFast=True)
-    h, run = run_plan(plan, script={"a": [Fail(10)], "b": [Hang()], "c": [Ok(100)]},
-                      deliver_stale=True)  # c's completion at 100 ms must be ignored
+    plan = plan_of(
+        "ff",
+        [step("a"), step("b"), step("c"), step("d", deps=["a"]), step("e", deps=["c"])],
+        parallel=True,
+        failFast=True,
+    )
+    h, run = run_plan(
+        plan, script={"a": [Fail(10)], "b": [Hang()], "c": [Ok(100)]}, deliver_stale=True
+    )  # c's completion at 100 ms must be ignored
     assert run.status == "failed" and run.end_ms == 10
     assert {a.step_id for a in h.cancelled} == {"b", "c"}
-    assert state_names(run) == {"a": "failed", "b": "cancelled", "c": "cancelled",
-                                "d": "cancelled", "e": "cancelled"}
+    assert state_names(run) == {
+        "a": "failed",
+        "b": "cancelled",
+        "c": "cancelled",
+        "d": "cancelled",
+        "e": "cancelled",
+    }
     assert {r.attempt.step_id for r in h.starts} == {"a", "b", "c"}
     assert [a.outcome for a in run.attempts] == ["error", "cancelled", "cancelled"]
     assert "failFast" in run.plans[0].errors["d"]
@@ -131,14 +170,16 @@ def _retry_plan(**retry):
     return plan_of("r", [step("a", retry=retry)])
 
 
-@pytest.mark.parametrize("strategy, delays", [
-    ("linear", [100, 200, 300]),
-    ("exponential", [100, 200, 400]),
-    ("fixed", [100, 100, 100]),
-])
+@pytest.mark.parametrize(
+    "strategy, delays",
+    [
+        ("linear", [100, 200, 300]),
+        ("exponential", [100, 200, 400]),
+        ("fixed", [100, 100, 100]),
+    ],
+)
 def test_backoff_strategies_give_exact_retry_times(strategy, delays):
-    h, run = run_plan(_retry_plan(maxRetries=3, backoffMs=100, strategy=strategy),
-                      default=Fail(10))
+    h, run = run_plan(_retry_plan(maxRetries=3, backoffMs=100, strategy=strategy), default=Fail(10))
     starts = [0]  # each attempt fails after 10 ms, then waits its backoff
     for d in delays:
         starts.append(starts[-1] + 10 + d)
@@ -156,17 +197,18 @@ def test_seed_rule_one_two_three_seconds():
 
 
 def test_max_backoff_caps_the_delay():
-    h, _ = run_plan(_retry_plan(maxRetries=5, backoffMs=100, strategy="exponential",
-                                maxBackoffMs=250), default=Fail(0))
+    h, _ = run_plan(
+        _retry_plan(maxRetries=5, backoffMs=100, strategy="exponential", maxBackoffMs=250),
+        default=Fail(0),
+    )
     assert [p["delayMs"] for p in h.named("step:retrying")] == [100, 200, 250, 250, 250]
 
 
 def test_jitter_is_drawn_from_the_seeded_rng_after_the_cap():
-    retry = dict(maxRetries=4, backoffMs=100, strategy="exponential", maxBackoffMs=300,
-                 jitter=0.5)
+    retry = dict(maxRetries=4, backoffMs=100, strategy="exponential", maxBackoffMs=300, jitter=0.5)
     h, _ = run_plan(_retry_plan(**retry), default=Fail(0), seed=7)
     rng = random.Random(7)
-    expected = [min(100 * 2 ** k, 300) * (0.5 + rng.random()) for k in range(4)]
+    expected = [min(100 * 2**k, 300) * (0.5 + rng.random()) for k in range(4)]
     got = [p["delayMs"] for p in h.named("step:retrying")]
     assert got == pytest.approx(expected, rel=1e-12)
     # timers are set at exactly the jittered delays
@@ -196,29 +238,36 @@ def test_core_delays_match_retry_policy_delay_ms(strategy):
 
 
 def test_zero_backoff_retries_at_the_same_instant():
-    h, run = run_plan(_retry_plan(maxRetries=2, backoffMs=0), script={"a": [Fail(10), Fail(10), Ok(10)]})
+    h, run = run_plan(
+        _retry_plan(maxRetries=2, backoffMs=0), script={"a": [Fail(10), Fail(10), Ok(10)]}
+    )
     assert h.start_times("a") == [0, 10, 20]
     assert run.status == "succeeded"
 
 
 def test_success_after_retries_is_success():
-    h, run = run_plan(_retry_plan(maxRetries=3, backoffMs=20), script={"a": [Fail(5), Garbage(5), Ok(5)]})
+    h, run = run_plan(
+        _retry_plan(maxRetries=3, backoffMs=20), script={"a": [Fail(5), Garbage(5), Ok(5)]}
+    )
     assert run.status == "succeeded"
     assert [a.outcome for a in run.attempts] == ["error", "error", "succeeded"]
     assert h.start_times("a") == [0, 25, 70]
 
 
 def test_non_retryable_error_fails_the_step_at_once():
-    h, run = run_plan(_retry_plan(maxRetries=5, backoffMs=10),
-                      default=Fail(3, "invalid input", retryable=False))
+    h, run = run_plan(
+        _retry_plan(maxRetries=5, backoffMs=10), default=Fail(3, "invalid input", retryable=False)
+    )
     assert len(run.attempts) == 1 and run.end_ms == 3
     assert not h.named("step:retrying") and not h.retry_timers()
     assert h.named("step:failed")[0]["error"] == "invalid input"
 
 
 def test_retry_on_timeout_only_does_not_retry_errors():
-    plan = plan_of("r", [step("a", timeout=50, retry={"maxRetries": 2, "backoffMs": 10,
-                                                      "retryOn": ["timeout"]})])
+    plan = plan_of(
+        "r",
+        [step("a", timeout=50, retry={"maxRetries": 2, "backoffMs": 10, "retryOn": ["timeout"]})],
+    )
     _, run = run_plan(plan, default=Fail(5))
     assert len(run.attempts) == 1
     _, run = run_plan(plan, script={"a": [Hang(), Hang(), Ok(5)]})
@@ -227,8 +276,9 @@ def test_retry_on_timeout_only_does_not_retry_errors():
 
 
 def test_retry_on_error_only_does_not_retry_timeouts():
-    plan = plan_of("r", [step("a", timeout=50, retry={"maxRetries": 2, "backoffMs": 10,
-                                                      "retryOn": ["error"]})])
+    plan = plan_of(
+        "r", [step("a", timeout=50, retry={"maxRetries": 2, "backoffMs": 10, "retryOn": ["error"]})]
+    )
     _, run = run_plan(plan, default=Hang())
     assert [a.outcome for a in run.attempts] == ["timeout"] and run.status == "failed"
     _, run = run_plan(plan, script={"a": [Crash(5), Ok(5)]})
@@ -249,8 +299,7 @@ def test_step_timeout_cancels_the_attempt_then_retries():
 
 
 def test_step_timeout_counts_time_queued_at_a_busy_agent():
-    plan = plan_of("q", [step("a", agent="one"), step("b", agent="one", timeout=50)],
-                   parallel=True)
+    plan = plan_of("q", [step("a", agent="one"), step("b", agent="one", timeout=50)], parallel=True)
     h, run = run_plan(plan, capacity={"one": 1}, script={"a": [Ok(80)], "b": [Ok(10)]})
     # b waited from 0 ms, timed out at 50 ms without ever starting
     assert h.start_times("b") == []
@@ -264,8 +313,9 @@ def test_step_timeout_counts_time_queued_at_a_busy_agent():
 
 
 def test_a_queued_attempt_that_gets_capacity_in_time_keeps_its_deadline():
-    plan = plan_of("q", [step("a", agent="one"), step("b", agent="one", timeout=100)],
-                   parallel=True)
+    plan = plan_of(
+        "q", [step("a", agent="one"), step("b", agent="one", timeout=100)], parallel=True
+    )
     h, run = run_plan(plan, capacity={"one": 1}, script={"a": [Ok(80)], "b": [Ok(30)]})
     b = attempts_of(run, "b")[0]
     assert (b.queued_ms, b.start_ms) == (0, 80)
@@ -286,18 +336,31 @@ def test_an_attempt_finishing_in_time_cancels_its_timer():
 
 
 def test_plan_deadline_cancels_in_flight_work_and_drops_waiting_retries():
-    plan = plan_of("dl", [step("a"), step("b", retry={"maxRetries": 3, "backoffMs": 1000}),
-                          step("c", deps=["a"]), step("d")],
-                   parallel=True, timeout=100)
-    h, run = run_plan(plan, script={"a": [Hang()], "b": [Fail(10)], "d": [Ok(20)]},
-                      fire_cancelled=True)  # the dropped retry timer still fires: ignored
+    plan = plan_of(
+        "dl",
+        [
+            step("a"),
+            step("b", retry={"maxRetries": 3, "backoffMs": 1000}),
+            step("c", deps=["a"]),
+            step("d"),
+        ],
+        parallel=True,
+        timeout=100,
+    )
+    h, run = run_plan(
+        plan, script={"a": [Hang()], "b": [Fail(10)], "d": [Ok(20)]}, fire_cancelled=True
+    )  # the dropped retry timer still fires: ignored
     assert run.status == "timed_out" and run.end_ms == 100
     assert [a.step_id for a in h.cancelled] == ["a"]
     assert h.start_times("b") == [0]  # the retry due at 1010 ms never happened
     retry_timer = [t for t in h.timers if t.at_ms == 1010][0]
     assert id(retry_timer) in h.cancelled_timers
-    assert state_names(run) == {"a": "cancelled", "b": "cancelled", "c": "cancelled",
-                                "d": "succeeded"}
+    assert state_names(run) == {
+        "a": "cancelled",
+        "b": "cancelled",
+        "c": "cancelled",
+        "d": "succeeded",
+    }
     errors = run.plans[0].errors
     assert all("timed out" in errors[s] for s in "abc")
     result = RunResult.from_run(run)
@@ -318,8 +381,9 @@ def test_plan_deadline_timer_is_cancelled_when_the_plan_ends_first():
 def test_plan_deadline_cancels_queued_attempts_without_starting_them():
     # When the deadline frees the agent slot of the running attempt, the next attempt of
     # the same (ending) plan must not be started for an instant and cancelled.
-    plan = plan_of("dl", [step("a", agent="one"), step("b", agent="one")], parallel=True,
-                   timeout=50)
+    plan = plan_of(
+        "dl", [step("a", agent="one"), step("b", agent="one")], parallel=True, timeout=50
+    )
     h, run = run_plan(plan, capacity={"one": 1}, default=Hang())
     assert run.status == "timed_out"
     assert [a.outcome for a in run.attempts] == ["cancelled", "cancelled"]
@@ -331,8 +395,9 @@ def test_plan_deadline_cancels_queued_attempts_without_starting_them():
 
 
 def test_fail_fast_does_not_start_a_queued_attempt_of_the_ending_plan():
-    plan = plan_of("ff", [step("a", agent="one"), step("b", agent="one")], parallel=True,
-                   failFast=True)
+    plan = plan_of(
+        "ff", [step("a", agent="one"), step("b", agent="one")], parallel=True, failFast=True
+    )
     h, run = run_plan(plan, capacity={"one": 1}, script={"a": [Fail(10)]}, default=Hang())
     assert run.status == "failed" and run.end_ms == 10
     assert state_names(run) == {"a": "failed", "b": "cancelled"}
@@ -375,8 +440,10 @@ def test_fallback_runs_after_failure_with_its_own_deadline():
     result = RunResult.from_run(run)
     assert result.plan_id == "fb" and result.success
     assert result.duration_ms == 30  # covers the chain
-    assert result.fallback_chain == [{"plan_id": "main", "status": "failed"},
-                                     {"plan_id": "fb", "status": "succeeded"}]
+    assert result.fallback_chain == [
+        {"plan_id": "main", "status": "failed"},
+        {"plan_id": "fb", "status": "succeeded"},
+    ]
     assert list(result.spans["plan_id"]) == ["main", "fb"]
 
 
@@ -395,10 +462,15 @@ def test_fallback_chain_stops_at_the_first_success_and_is_not_used_on_success():
     chain = {"id": "p1", "steps": [step("y")], "fallbackPlan": chain}
     plan = plan_of("p0", [step("x")], fallbackPlan=chain)
     h, run = run_plan(plan, script={"p0/x": [Fail(1)], "p1/y": [Fail(1)]}, default=Ok(1))
-    assert [(p.cp.id, p.status) for p in run.plans] == [("p0", "failed"), ("p1", "failed"),
-                                                       ("p2", "succeeded")]
+    assert [(p.cp.id, p.status) for p in run.plans] == [
+        ("p0", "failed"),
+        ("p1", "failed"),
+        ("p2", "succeeded"),
+    ]
     assert [(p["planId"], p["fallbackPlanId"]) for p in h.named("plan:fallback")] == [
-        ("p0", "p1"), ("p1", "p2")]
+        ("p0", "p1"),
+        ("p1", "p2"),
+    ]
     h, run = run_plan(plan, default=Ok(1))
     assert len(run.plans) == 1 and not h.named("plan:fallback")
 
@@ -425,7 +497,10 @@ def test_agent_capacity_queues_fifo_across_runs_sharing_one_scheduler():
     assert h.peak_agent["shared"] == 1
     started = h.named("step:started")
     assert [(p["runId"], p["queuedMs"], p["timeMs"]) for p in started] == [
-        ("r0", 0, 0), ("r5", 0, 25), ("r10", 0, 50)]  # times from each run's start
+        ("r0", 0, 0),
+        ("r5", 0, 25),
+        ("r10", 0, 50),
+    ]  # times from each run's start
     assert RunResult.from_run(runs[1]).spans.loc[0, ["queued_ms", "start_ms"]].tolist() == [0, 25]
 
 
@@ -433,14 +508,20 @@ def test_capacity_two_with_plan_order_fifo_inside_a_plan():
     plan = plan_of("p", [step(f"s{i}", agent="ag") for i in range(5)], parallel=True)
     h, run = run_plan(plan, capacity={"ag": 2}, default=Ok(10))
     assert [(r.attempt.step_id, r.at_ms) for r in h.starts] == [
-        ("s0", 0), ("s1", 0), ("s2", 10), ("s3", 10), ("s4", 20)]
+        ("s0", 0),
+        ("s1", 0),
+        ("s2", 10),
+        ("s3", 10),
+        ("s4", 20),
+    ]
     assert all(a.queued_ms == 0 for a in run.attempts)
     assert h.peak_agent["ag"] == 2
 
 
 def test_capacity_is_per_agent():
-    plan = plan_of("p", [step("a", agent="x"), step("b", agent="y"), step("c", agent="x")],
-                   parallel=True)
+    plan = plan_of(
+        "p", [step("a", agent="x"), step("b", agent="y"), step("c", agent="x")], parallel=True
+    )
     h, _ = run_plan(plan, capacity={"x": 1}, default=Ok(10))
     assert [(r.attempt.step_id, r.at_ms) for r in h.starts] == [("a", 0), ("b", 0), ("c", 10)]
 
@@ -455,8 +536,9 @@ def test_capacity_is_asked_once_per_agent():
 
 
 def test_busy_ms_sums_running_time_per_agent():
-    plan = plan_of("p", [step("a", agent="x"), step("b", agent="x"), step("c", agent="y")],
-                   parallel=True)
+    plan = plan_of(
+        "p", [step("a", agent="x"), step("b", agent="x"), step("c", agent="y")], parallel=True
+    )
     h, _ = run_plan(plan, capacity={"x": 1}, default=Ok(10))
     assert h.core.busy_ms() == {"x": 20.0, "y": 10.0}
 
@@ -492,16 +574,22 @@ def test_abort_cancels_in_flight_work_and_skips_the_fallback():
     assert "CancelAttempt" in kinds and kinds[-1] == "FinishRun"
     assert not any(isinstance(a, Emit) and a.event == "plan:fallback" for a in out)
     assert run.status == "failed" and run.end_ms == 5 and len(run.plans) == 1
-    assert att.outcome == "cancelled" and run.plans[0].errors["b"] == "cancelled: the caller gave up"
+    assert (
+        att.outcome == "cancelled" and run.plans[0].errors["b"] == "cancelled: the caller gave up"
+    )
 
 
 # ------------------------------------------------------------------ §3.10 events
 
 
 def test_event_payload_keys():
-    plan = _with_fallback([step("a", agent="ag", retry={"maxRetries": 1, "backoffMs": 5}),
-                           step("b", agent="ag", deps=["a"])],
-                          [step("x", agent="fa")])
+    plan = _with_fallback(
+        [
+            step("a", agent="ag", retry={"maxRetries": 1, "backoffMs": 5}),
+            step("b", agent="ag", deps=["a"]),
+        ],
+        [step("x", agent="fa")],
+    )
     h, run = run_plan(plan, script={"main/a": [Fail(1, "e1"), Fail(1, "e2")]}, default=Ok(2))
     base = {"planId", "stepId", "agentId", "runId", "timeMs"}
     by_name: dict[str, list[dict]] = {}
@@ -515,7 +603,8 @@ def test_event_payload_keys():
     assert base <= set(by_name["step:skipped"][0])
     assert {"planId", "runId", "timeMs"} <= set(by_name["plan:started"][0])
     assert {"planId", "runId", "timeMs", "status", "success", "duration"} <= set(
-        by_name["plan:completed"][0])
+        by_name["plan:completed"][0]
+    )
     assert {"planId", "fallbackPlanId", "runId", "timeMs"} <= set(by_name["plan:fallback"][0])
     assert [p["error"] for p in by_name["agent:error"]] == ["e1", "e2"]
     assert by_name["step:completed"][0]["response"] == ("ok", "x", 1)
@@ -528,14 +617,22 @@ def test_event_payload_keys():
 
 
 def test_events_false_emits_nothing_and_schedules_the_same():
-    plan = plan_of("p", [step("a", retry={"maxRetries": 2, "backoffMs": 3, "jitter": 0.3}),
-                         step("b"), step("c", deps=["a"])], parallel=True)
+    plan = plan_of(
+        "p",
+        [
+            step("a", retry={"maxRetries": 2, "backoffMs": 3, "jitter": 0.3}),
+            step("b"),
+            step("c", deps=["a"]),
+        ],
+        parallel=True,
+    )
     kw = dict(script={"a": [Fail(4), Ok(2)]}, default=Ok(5), seed=3)
     h1, r1 = run_plan(plan, **kw)
     h2, r2 = run_plan(plan, events=False, **kw)
     assert not h2.events and h1.events
-    assert [(a.step_id, a.start_ms, a.end_ms, a.outcome) for a in r1.attempts] == \
-        [(a.step_id, a.start_ms, a.end_ms, a.outcome) for a in r2.attempts]
+    assert [(a.step_id, a.start_ms, a.end_ms, a.outcome) for a in r1.attempts] == [
+        (a.step_id, a.start_ms, a.end_ms, a.outcome) for a in r2.attempts
+    ]
     assert r1.retries == r2.retries == 1
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from core_harness import Harness, all_deps_succeeded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core_harness import Harness, all_deps_succeeded
-from orchkit._engine.core import CANCELLED, FAILED, SKIPPED, SUCCEEDED
 from orchkit import Plan
+from orchkit._engine.core import CANCELLED, FAILED, SKIPPED, SUCCEEDED
 from orchkit._engine.result import span_rows
 from orchkit.testing import Crash, Fail, Garbage, Hang, Ok
 
@@ -43,9 +43,12 @@ def outcome(can_hang: bool):
 def retry_policy(draw):
     if draw(st.booleans()):
         return None
-    rp = {"maxRetries": draw(st.integers(0, 3)), "backoffMs": draw(st.integers(0, 50)),
-          "strategy": draw(st.sampled_from(["linear", "exponential", "fixed"])),
-          "jitter": draw(st.sampled_from([0, 0.25, 1]))}
+    rp = {
+        "maxRetries": draw(st.integers(0, 3)),
+        "backoffMs": draw(st.integers(0, 50)),
+        "strategy": draw(st.sampled_from(["linear", "exponential", "fixed"])),
+        "jitter": draw(st.sampled_from([0, 0.25, 1])),
+    }
     if draw(st.booleans()):
         rp["maxBackoffMs"] = draw(st.integers(0, 80))
     rp["retryOn"] = draw(st.sampled_from([["error"], ["timeout"], ["error", "timeout"]]))
@@ -55,30 +58,39 @@ def retry_policy(draw):
 @st.composite
 def plan_dict(draw, plan_id: str, fallback_depth: int):
     n = draw(st.integers(1, 12))
-    deps = [sorted(draw(st.sets(st.integers(0, i - 1), max_size=3))) if i else []
-            for i in range(n)]
+    deps = [sorted(draw(st.sets(st.integers(0, i - 1), max_size=3))) if i else [] for i in range(n)]
     order = draw(st.permutations(range(n)))
     plan_timeout = draw(st.one_of(st.none(), st.integers(30, 600)))
     steps, scripts = [], {}
     for i in order:
         sid = f"s{i}"
         timeout = draw(st.one_of(st.none(), st.integers(5, 100)))
-        step = {"id": sid, "agentId": draw(st.sampled_from(AGENTS)), "action": f"act{i % 3}",
-                "dependencies": [f"s{d}" for d in deps[i]]}
+        step = {
+            "id": sid,
+            "agentId": draw(st.sampled_from(AGENTS)),
+            "action": f"act{i % 3}",
+            "dependencies": [f"s{d}" for d in deps[i]],
+        }
         rp = draw(retry_policy())
         if rp is not None:
             step["retryPolicy"] = rp
         if timeout is not None:
             step["timeout"] = timeout
         if draw(st.integers(0, 3)) == 0:
-            step["hedge"] = {"delayMs": draw(st.integers(0, 60)),
-                             "maxHedges": draw(st.integers(1, 2))}
+            step["hedge"] = {
+                "delayMs": draw(st.integers(0, 60)),
+                "maxHedges": draw(st.integers(1, 2)),
+            }
         steps.append(step)
         # a hang is only allowed when something will end it
         can_hang = timeout is not None or plan_timeout is not None
         scripts[f"{plan_id}/{sid}"] = draw(st.lists(outcome(can_hang), max_size=5))
-    plan = {"id": plan_id, "steps": steps, "parallel": draw(st.booleans()),
-            "failFast": draw(st.booleans())}
+    plan = {
+        "id": plan_id,
+        "steps": steps,
+        "parallel": draw(st.booleans()),
+        "failFast": draw(st.booleans()),
+    }
     mc = draw(st.one_of(st.none(), st.integers(1, 4)))
     if mc is not None:
         plan["maxConcurrency"] = mc
@@ -94,9 +106,13 @@ def plan_dict(draw, plan_id: str, fallback_depth: int):
 @st.composite
 def breaker(draw):
     window = draw(st.integers(1, 4))
-    out = {"window": window, "minCalls": draw(st.integers(1, window)),
-           "failureRate": draw(st.sampled_from([0.25, 0.5, 1.0])),
-           "openMs": draw(st.integers(1, 100)), "halfOpenCalls": draw(st.integers(1, 2))}
+    out = {
+        "window": window,
+        "minCalls": draw(st.integers(1, window)),
+        "failureRate": draw(st.sampled_from([0.25, 0.5, 1.0])),
+        "openMs": draw(st.integers(1, 100)),
+        "halfOpenCalls": draw(st.integers(1, 2)),
+    }
     if draw(st.booleans()):
         out["slowCallMs"] = draw(st.integers(1, 40))
         out["slowCallRate"] = draw(st.sampled_from([0.5, 1.0]))
@@ -111,8 +127,11 @@ def scenario(draw):
         "policies": {"breakers": breakers} if breakers else None,
         "plan": plan,
         "script": scripts,
-        "default": draw(st.integers(0, 3).flatmap(
-            lambda k: st.builds(Ok, latency) if k else st.builds(Fail, latency))),
+        "default": draw(
+            st.integers(0, 3).flatmap(
+                lambda k: st.builds(Ok, latency) if k else st.builds(Fail, latency)
+            )
+        ),
         "capacity": {a: draw(st.one_of(st.none(), st.integers(1, 3))) for a in AGENTS},
         "arrivals": draw(st.lists(st.integers(0, 80), min_size=1, max_size=3)),
         "seed": draw(st.integers(0, 2**16)),
@@ -122,9 +141,16 @@ def scenario(draw):
 
 
 def play(sc, events=True):
-    h = Harness(sc["capacity"], script=sc["script"], default=sc["default"], seed=sc["seed"],
-                deliver_stale=sc["deliver_stale"], fire_cancelled=sc["fire_cancelled"],
-                events=events, policies=sc["policies"])
+    h = Harness(
+        sc["capacity"],
+        script=sc["script"],
+        default=sc["default"],
+        seed=sc["seed"],
+        deliver_stale=sc["deliver_stale"],
+        fire_cancelled=sc["fire_cancelled"],
+        events=events,
+        policies=sc["policies"],
+    )
     plan = Plan.model_validate(sc["plan"])
     ids = [h.submit(plan, at_ms=t, run_id=f"run{k}") for k, t in enumerate(sc["arrivals"])]
     h.run()
@@ -137,11 +163,17 @@ def comparable_log(h):
 
 def spans(runs):
     """Every attempt's span row; NaN (never started) as None so rows compare equal."""
-    return [tuple(None if v != v else v for v in row) for run in runs for row in span_rows(run, 0.0)]
+    return [
+        tuple(None if v != v else v for v in row) for run in runs for row in span_rows(run, 0.0)
+    ]
 
 
-SETTINGS = settings(max_examples=200, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @SETTINGS
@@ -172,8 +204,11 @@ def test_scheduling_invariants(sc):
         assert rec.breaker != "breaker:opened", rec  # an open breaker lets no call through
         pr, i = rec.attempt.prun, rec.attempt.step
         for d in pr.cp.deps[i]:
-            ok_at = [a.end_ms for a in pr.run.attempts
-                     if a.prun is pr and a.step == d and a.outcome == "succeeded"]
+            ok_at = [
+                a.end_ms
+                for a in pr.run.attempts
+                if a.prun is pr and a.step == d and a.outcome == "succeeded"
+            ]
             assert len(ok_at) == 1 and ok_at[0] <= rec.at_ms
 
     terminal_events = Counter()
@@ -188,7 +223,7 @@ def test_scheduling_invariants(sc):
     for run in runs:
         plan = Plan.model_validate(sc["plan"])
         chain = plan.chain()
-        assert [pr.cp.id for pr in run.plans] == [p.id for p in chain[:len(run.plans)]]
+        assert [pr.cp.id for pr in run.plans] == [p.id for p in chain[: len(run.plans)]]
         for earlier in run.plans[:-1]:
             assert earlier.status != "succeeded"  # a fallback follows only a failure
         assert run.status == run.plans[-1].status
@@ -221,8 +256,13 @@ def test_scheduling_invariants(sc):
                 hg = p.steps[i].hedge
                 assert [a.number for a in atts] == list(range(1, len(atts) + 1))
                 assert len(atts) <= ((rp.max_retries if rp else 0) + 1) * (
-                    1 + (hg.max_hedges if hg else 0))
-                assert all(not a.hedge for a in atts) if hg is None else not atts[:1] or not atts[0].hedge
+                    1 + (hg.max_hedges if hg else 0)
+                )
+                assert (
+                    all(not a.hedge for a in atts)
+                    if hg is None
+                    else not atts[:1] or not atts[0].hedge
+                )
                 if state == SKIPPED:
                     assert not atts
                 won = [a for a in atts if a.outcome == "succeeded"]
@@ -236,13 +276,18 @@ def test_scheduling_invariants(sc):
                     assert not won
                 if state == FAILED:
                     failed = ("error", "timeout", "rejected")
-                    assert atts and (atts[-1].outcome in failed if hg is None
-                                     else any(a.outcome in failed for a in atts))
+                    assert atts and (
+                        atts[-1].outcome in failed
+                        if hg is None
+                        else any(a.outcome in failed for a in atts)
+                    )
             states = set(pr.state)
             if pr.status == "succeeded":
                 assert states == {SUCCEEDED}
             elif pr.status == "timed_out":
-                assert p.timeout_ms is not None and abs(pr.end_ms - pr.start_ms - p.timeout_ms) < 1e-9
+                assert (
+                    p.timeout_ms is not None and abs(pr.end_ms - pr.start_ms - p.timeout_ms) < 1e-9
+                )
             else:
                 assert pr.status == "failed" and states != {SUCCEEDED}
             if p.timeout_ms is not None:
@@ -257,8 +302,12 @@ def test_scheduling_invariants(sc):
                 assert x.start_ms <= y.start_ms
 
 
-@settings(max_examples=100, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(scenario())
 def test_same_inputs_same_event_log(sc):
     h1, runs1 = play(sc)

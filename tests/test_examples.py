@@ -8,14 +8,21 @@ import json
 import string
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import orchkit as ok
 from orchkit import agents
 from orchkit.cli import main
 
-SEED = ["graceful_degradation", "learning_activity", "ml_with_gpt4_fallback", "parallel_analysis",
-        "retry_example", "session_initialization"]
+SEED = [
+    "graceful_degradation",
+    "learning_activity",
+    "ml_with_gpt4_fallback",
+    "parallel_analysis",
+    "retry_example",
+    "session_initialization",
+]
 
 
 def test_names_are_the_seed_plans_and_each_loads_as_written():
@@ -92,15 +99,19 @@ def without(monkeypatch):
     real = importlib.util.find_spec
 
     def hide(*modules):
-        monkeypatch.setattr(importlib.util, "find_spec",
-                            lambda name, *a: None if name.split(".")[0] in modules else real(name, *a))
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *a: None if name.split(".")[0] in modules else real(name, *a),
+        )
+
     return hide
 
 
 def test_missing_extra_is_one_line_naming_it(without, capsys, tmp_path):
     without("tensorflow", "pyarrow")
     with pytest.raises(ok.MissingDependencyError, match=r"pip install 'orchkit\[speech\]'"):
-        agents.SpeechAnalysisAgent
+        agents.SpeechAnalysisAgent  # noqa: B018 - the attribute's import raises
     assert main(["run", "parallel_analysis", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'orchkit[speech]'" in err

@@ -17,16 +17,18 @@ from scipy import stats
 import orchkit as ok
 
 # hangs without timeouts are exercised on purpose here
-pytestmark = pytest.mark.filterwarnings("ignore::orchkit.HangWarning")
 from orchkit import PlanValidationError
 from orchkit._engine.prepared import Prepared
 from orchkit._runtimes.fast import BLOCK_RUNS, fast_runs, supports
 from orchkit._spec.inputs import StudyInputs
 
+pytestmark = pytest.mark.filterwarnings("ignore::orchkit.HangWarning")
+
 
 def fast(plan, models, *args, **kwargs):
     """The fast path on a plan and models through the front door."""
     return fast_runs(Prepared.of(StudyInputs.of(plan, models)), *args, **kwargs)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGN = {"dist": "lognormal", "median": 250, "p95": 900}
@@ -41,8 +43,9 @@ def uncapped_default_models() -> ok.AgentModels:
 
 
 def mc(plan, models, method, runs, seed=7, keep_spans=False):
-    return ok.monte_carlo(plan, models, runs=runs, seed=seed, method=method,
-                          keep_spans=keep_spans, progress=False)
+    return ok.monte_carlo(
+        plan, models, runs=runs, seed=seed, method=method, keep_spans=keep_spans, progress=False
+    )
 
 
 # ------------------------------------------------------------------ statistical agreement
@@ -50,71 +53,213 @@ def mc(plan, models, method, runs, seed=7, keep_spans=False):
 STAT_PLANS = {
     "seed_parallel_analysis": (
         ok.Plan.load(ROOT / "data" / "plans" / "parallel_analysis.json"),
-        uncapped_default_models()),
+        uncapped_default_models(),
+    ),
     "sequential_dependency_listed_after_dependent": (
-        ok.Plan.model_validate({"id": "seq", "parallel": False, "steps": [
-            {"id": "report", "agentId": "a", "action": "slow", "dependencies": ["fetch", "score"]},
-            {"id": "score", "agentId": "a", "action": "fast", "dependencies": ["fetch"],
-             "retryPolicy": {"maxRetries": 1, "backoffMs": 30}},
-            {"id": "fetch", "agentId": "b", "action": "io",
-             "retryPolicy": {"maxRetries": 2, "backoffMs": 50}},
-            {"id": "audit", "agentId": "b", "action": "fast"}]}),
-        ok.AgentModels.from_dict({"agents": {"*": {"latency": LOGN, "error": 0.1, "actions": {
-            "fast": {"latency": {"dist": "gamma", "mean": 40, "cv": 0.5}},
-            "io": {"latency": {"dist": "exponential", "mean": 120}, "error": 0.3}}}}})),
+        ok.Plan.model_validate(
+            {
+                "id": "seq",
+                "parallel": False,
+                "steps": [
+                    {
+                        "id": "report",
+                        "agentId": "a",
+                        "action": "slow",
+                        "dependencies": ["fetch", "score"],
+                    },
+                    {
+                        "id": "score",
+                        "agentId": "a",
+                        "action": "fast",
+                        "dependencies": ["fetch"],
+                        "retryPolicy": {"maxRetries": 1, "backoffMs": 30},
+                    },
+                    {
+                        "id": "fetch",
+                        "agentId": "b",
+                        "action": "io",
+                        "retryPolicy": {"maxRetries": 2, "backoffMs": 50},
+                    },
+                    {"id": "audit", "agentId": "b", "action": "fast"},
+                ],
+            }
+        ),
+        ok.AgentModels.from_dict(
+            {
+                "agents": {
+                    "*": {
+                        "latency": LOGN,
+                        "error": 0.1,
+                        "actions": {
+                            "fast": {"latency": {"dist": "gamma", "mean": 40, "cv": 0.5}},
+                            "io": {"latency": {"dist": "exponential", "mean": 120}, "error": 0.3},
+                        },
+                    }
+                }
+            }
+        ),
+    ),
     "timeouts_hangs_exponential_jitter": (
-        ok.Plan.model_validate({"id": "tmo", "parallel": True, "steps": [
-            {"id": s, "agentId": "a", "action": s, "timeout": 400,
-             "dependencies": ["x"] if s == "z" else [],
-             "retryPolicy": {"maxRetries": 3, "backoffMs": 50, "strategy": "exponential",
-                             "maxBackoffMs": 150, "jitter": 0.5}}
-            for s in ("x", "y", "z")]}),
-        ok.AgentModels.from_dict({"agents": {"a": {"latency": LOGN, "error": 0.1, "hang": 0.05,
-                                                   "actions": {"y": {"hang": 0.2}}}}})),
+        ok.Plan.model_validate(
+            {
+                "id": "tmo",
+                "parallel": True,
+                "steps": [
+                    {
+                        "id": s,
+                        "agentId": "a",
+                        "action": s,
+                        "timeout": 400,
+                        "dependencies": ["x"] if s == "z" else [],
+                        "retryPolicy": {
+                            "maxRetries": 3,
+                            "backoffMs": 50,
+                            "strategy": "exponential",
+                            "maxBackoffMs": 150,
+                            "jitter": 0.5,
+                        },
+                    }
+                    for s in ("x", "y", "z")
+                ],
+            }
+        ),
+        ok.AgentModels.from_dict(
+            {
+                "agents": {
+                    "a": {
+                        "latency": LOGN,
+                        "error": 0.1,
+                        "hang": 0.05,
+                        "actions": {"y": {"hang": 0.2}},
+                    }
+                }
+            }
+        ),
+    ),
     "deadline_often_fires": (
-        ok.Plan.model_validate({"id": "dl", "parallel": True, "timeout": 700, "steps": [
-            {"id": "a", "agentId": "a", "action": "x",
-             "retryPolicy": {"maxRetries": 2, "backoffMs": 100}},
-            {"id": "b", "agentId": "a", "action": "x", "dependencies": ["a"]},
-            {"id": "c", "agentId": "a", "action": "x"}]}),
-        ok.AgentModels.from_dict({"agents": {"a": {"latency": LOGN, "error": 0.1}}})),
+        ok.Plan.model_validate(
+            {
+                "id": "dl",
+                "parallel": True,
+                "timeout": 700,
+                "steps": [
+                    {
+                        "id": "a",
+                        "agentId": "a",
+                        "action": "x",
+                        "retryPolicy": {"maxRetries": 2, "backoffMs": 100},
+                    },
+                    {"id": "b", "agentId": "a", "action": "x", "dependencies": ["a"]},
+                    {"id": "c", "agentId": "a", "action": "x"},
+                ],
+            }
+        ),
+        ok.AgentModels.from_dict({"agents": {"a": {"latency": LOGN, "error": 0.1}}}),
+    ),
     "fail_fast": (
-        ok.Plan.model_validate({"id": "ff", "parallel": True, "failFast": True, "steps": [
-            {"id": "a", "agentId": "a", "action": "x",
-             "retryPolicy": {"maxRetries": 1, "backoffMs": 100, "strategy": "fixed"}},
-            {"id": "b", "agentId": "a", "action": "x"},
-            {"id": "c", "agentId": "a", "action": "x", "dependencies": ["a"]},
-            {"id": "d", "agentId": "a", "action": "x", "dependencies": ["b", "c"]}]}),
-        ok.AgentModels.from_dict({"agents": {"a": {"latency": LOGN, "error": 0.15}}})),
+        ok.Plan.model_validate(
+            {
+                "id": "ff",
+                "parallel": True,
+                "failFast": True,
+                "steps": [
+                    {
+                        "id": "a",
+                        "agentId": "a",
+                        "action": "x",
+                        "retryPolicy": {"maxRetries": 1, "backoffMs": 100, "strategy": "fixed"},
+                    },
+                    {"id": "b", "agentId": "a", "action": "x"},
+                    {"id": "c", "agentId": "a", "action": "x", "dependencies": ["a"]},
+                    {"id": "d", "agentId": "a", "action": "x", "dependencies": ["b", "c"]},
+                ],
+            }
+        ),
+        ok.AgentModels.from_dict({"agents": {"a": {"latency": LOGN, "error": 0.15}}}),
+    ),
     "fallback_chain": (
-        ok.Plan.model_validate({"id": "main", "timeout": 600, "steps": [
-            {"id": "m", "agentId": "a", "action": "x",
-             "retryPolicy": {"maxRetries": 1, "backoffMs": 50}}],
-            "fallbackPlan": {"id": "fb1", "timeout": 800, "parallel": True, "steps": [
-                {"id": "f1", "agentId": "a", "action": "x"},
-                {"id": "f2", "agentId": "a", "action": "x"}],
-                "fallbackPlan": {"id": "fb2", "steps": [
-                    {"id": "g", "agentId": "a", "action": "cheap"}]}}}),
-        ok.AgentModels.from_dict({"agents": {"a": {"latency": LOGN, "error": 0.25, "actions": {
-            "cheap": {"latency": {"dist": "uniform", "low": 5, "high": 20}, "error": 0.01}}}}})),
+        ok.Plan.model_validate(
+            {
+                "id": "main",
+                "timeout": 600,
+                "steps": [
+                    {
+                        "id": "m",
+                        "agentId": "a",
+                        "action": "x",
+                        "retryPolicy": {"maxRetries": 1, "backoffMs": 50},
+                    }
+                ],
+                "fallbackPlan": {
+                    "id": "fb1",
+                    "timeout": 800,
+                    "parallel": True,
+                    "steps": [
+                        {"id": "f1", "agentId": "a", "action": "x"},
+                        {"id": "f2", "agentId": "a", "action": "x"},
+                    ],
+                    "fallbackPlan": {
+                        "id": "fb2",
+                        "steps": [{"id": "g", "agentId": "a", "action": "cheap"}],
+                    },
+                },
+            }
+        ),
+        ok.AgentModels.from_dict(
+            {
+                "agents": {
+                    "a": {
+                        "latency": LOGN,
+                        "error": 0.25,
+                        "actions": {
+                            "cheap": {
+                                "latency": {"dist": "uniform", "low": 5, "high": 20},
+                                "error": 0.01,
+                            }
+                        },
+                    }
+                }
+            }
+        ),
+    ),
     "hangs_without_any_timeout": (  # runs that never end: failed at the driver's last event
-        ok.Plan.model_validate({"id": "hung", "parallel": True, "steps": [
-            {"id": "a", "agentId": "a", "action": "x", "timeout": 500,
-             "retryPolicy": {"maxRetries": 1, "backoffMs": 10}},
-            {"id": "b", "agentId": "a", "action": "h"}]}),
-        ok.AgentModels.from_dict({"agents": {"a": {"latency": LOGN, "error": 0.1, "actions": {
-            "h": {"hang": 0.15}}}}})),
+        ok.Plan.model_validate(
+            {
+                "id": "hung",
+                "parallel": True,
+                "steps": [
+                    {
+                        "id": "a",
+                        "agentId": "a",
+                        "action": "x",
+                        "timeout": 500,
+                        "retryPolicy": {"maxRetries": 1, "backoffMs": 10},
+                    },
+                    {"id": "b", "agentId": "a", "action": "h"},
+                ],
+            }
+        ),
+        ok.AgentModels.from_dict(
+            {"agents": {"a": {"latency": LOGN, "error": 0.1, "actions": {"h": {"hang": 0.15}}}}}
+        ),
+    ),
 }
 
 RATES = ("success_rate", "timeout_rate", "fallback_rate")
-MEANS = ("makespan_mean_ms", "makespan_p50_ms", "makespan_p95_ms", "attempts_per_run",
-         "retries_per_run")
+MEANS = (
+    "makespan_mean_ms",
+    "makespan_p50_ms",
+    "makespan_p95_ms",
+    "attempts_per_run",
+    "retries_per_run",
+)
 
 
 def _close(metrics_a: pd.DataFrame, metrics_b: pd.DataFrame, metric: str, k: float) -> bool:
     """|a - b| <= k * sqrt(h_a^2 + h_b^2), h = half-width of each 95% interval."""
-    (va, la, ha), (vb, lb, hb) = (m.loc[metric, ["value", "ci_low", "ci_high"]].astype(float)
-                                  for m in (metrics_a, metrics_b))
+    (va, la, ha), (vb, lb, hb) = (
+        m.loc[metric, ["value", "ci_low", "ci_high"]].astype(float) for m in (metrics_a, metrics_b)
+    )
     half = math.hypot((ha - la) / 2, (hb - lb) / 2)
     return abs(va - vb) <= k * half + 1e-9
 
@@ -162,22 +307,29 @@ def _random_plan(r: random.Random, pid: str, depth: int = 0) -> tuple[dict, dict
     for i in range(n):
         action = f"{pid}_s{i}"
         error = r.choice([0, 0, 1])
-        actions[action] = {"latency": {"dist": "constant", "value": round(r.uniform(1, 100), 3)},
-                           "error": error, "hang": 1 if error == 0 and r.random() < 0.15 else 0}
-        step = {"id": f"s{i}", "agentId": f"agent-{r.randint(0, 1)}", "action": action,
-                "dependencies": [f"s{j}" for j in range(n)
-                                 if rank[j] < rank[i] and r.random() < 0.4]}
+        actions[action] = {
+            "latency": {"dist": "constant", "value": round(r.uniform(1, 100), 3)},
+            "error": error,
+            "hang": 1 if error == 0 and r.random() < 0.15 else 0,
+        }
+        step = {
+            "id": f"s{i}",
+            "agentId": f"agent-{r.randint(0, 1)}",
+            "action": action,
+            "dependencies": [f"s{j}" for j in range(n) if rank[j] < rank[i] and r.random() < 0.4],
+        }
         if r.random() < 0.5:
             step["retryPolicy"] = {
-                "maxRetries": r.randint(0, 3), "backoffMs": round(r.uniform(0, 30), 3),
+                "maxRetries": r.randint(0, 3),
+                "backoffMs": round(r.uniform(0, 30), 3),
                 "strategy": r.choice(["linear", "exponential", "fixed"]),
                 **({"maxBackoffMs": 20} if r.random() < 0.3 else {}),
-                **({"retryOn": [r.choice(["error", "timeout"])]} if r.random() < 0.3 else {})}
+                **({"retryOn": [r.choice(["error", "timeout"])]} if r.random() < 0.3 else {}),
+            }
         if r.random() < 0.4:
             step["timeout"] = round(r.uniform(1, 100), 3)
         steps.append(step)
-    plan = {"id": pid, "steps": steps, "parallel": r.random() < 0.5,
-            "failFast": r.random() < 0.3}
+    plan = {"id": pid, "steps": steps, "parallel": r.random() < 0.5, "failFast": r.random() < 0.3}
     if r.random() < 0.5:
         plan["timeout"] = round(r.uniform(20, 300), 3)
     if depth < 2 and r.random() < 0.4:
@@ -191,47 +343,85 @@ def test_fast_equals_simpy_exactly_on_deterministic_plans():
     for k in range(200):
         data, actions = _random_plan(random.Random(k), "p")
         plan = ok.Plan.model_validate(data)
-        models = ok.AgentModels.from_dict({"agents": {"agent-*": {
-            "latency": {"dist": "constant", "value": 1}, "actions": actions}}})
-        s, f = mc(plan, models, "simpy", 1, keep_spans=True), mc(plan, models, "fast", 1,
-                                                                  keep_spans=True)
+        models = ok.AgentModels.from_dict(
+            {
+                "agents": {
+                    "agent-*": {"latency": {"dist": "constant", "value": 1}, "actions": actions}
+                }
+            }
+        )
+        s, f = (
+            mc(plan, models, "simpy", 1, keep_spans=True),
+            mc(plan, models, "fast", 1, keep_spans=True),
+        )
         a, b = s.runs.iloc[0], f.runs.iloc[0]
-        for col in ("status", "attempts", "retries", "timeouts", "fallback_used",
-                    "final_plan_id"):
+        for col in ("status", "attempts", "retries", "timeouts", "fallback_used", "final_plan_id"):
             assert a[col] == b[col], (k, col, data)
         assert b["end_ms"] == pytest.approx(a["end_ms"], abs=1e-9), (k, data)
         key = ["plan_id", "start_ms", "step_id", "attempt"]
         sa = s.spans.sort_values(key).reset_index(drop=True)
         sb = f.spans.sort_values(key).reset_index(drop=True)
         pd.testing.assert_frame_equal(sa, sb, check_exact=False, rtol=0, atol=1e-9, obj=str(k))
-        assert f.busy_ms == pytest.approx({**dict.fromkeys(f.busy_ms, 0.0), **s.busy_ms},
-                                          abs=1e-9), k
+        assert f.busy_ms == pytest.approx(
+            {**dict.fromkeys(f.busy_ms, 0.0), **s.busy_ms}, abs=1e-9
+        ), k
         seen.add(a["status"])
         seen.update(sa["outcome"])
         seen.update(e.split(":")[0] for e in sa["error"].dropna())
     # the generator reaches every outcome and every reason for a cancellation
-    assert seen >= {"succeeded", "failed", "timed_out", "error", "timeout", "cancelled",
-                    "never finished", "simulated error"}
+    assert seen >= {
+        "succeeded",
+        "failed",
+        "timed_out",
+        "error",
+        "timeout",
+        "cancelled",
+        "never finished",
+        "simulated error",
+    }
 
 
 def test_hung_run_ends_failed_at_the_last_thing_that_happened_in_it():
     """A run that can never end is failed at the last moment anything happened in it: here
     the fallback's hung attempt starting at 50 ms (the main plan's deadline); the retry
     timer the deadline dropped (due at 110 ms) does not count."""
-    plan = ok.Plan.model_validate({"id": "main", "timeout": 50, "steps": [
-        {"id": "a", "agentId": "x", "action": "flaky",
-         "retryPolicy": {"maxRetries": 3, "backoffMs": 100}}],
-        "fallbackPlan": {"id": "fb", "steps": [{"id": "h", "agentId": "x", "action": "hang"}]}})
-    models = ok.AgentModels.from_dict({"agents": {"x": {
-        "latency": {"dist": "constant", "value": 10}, "error": 1,
-        "actions": {"hang": {"hang": 1, "error": 0}}}}})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "main",
+            "timeout": 50,
+            "steps": [
+                {
+                    "id": "a",
+                    "agentId": "x",
+                    "action": "flaky",
+                    "retryPolicy": {"maxRetries": 3, "backoffMs": 100},
+                }
+            ],
+            "fallbackPlan": {"id": "fb", "steps": [{"id": "h", "agentId": "x", "action": "hang"}]},
+        }
+    )
+    models = ok.AgentModels.from_dict(
+        {
+            "agents": {
+                "x": {
+                    "latency": {"dist": "constant", "value": 10},
+                    "error": 1,
+                    "actions": {"hang": {"hang": 1, "error": 0}},
+                }
+            }
+        }
+    )
     for method in ("simpy", "fast"):
         r = mc(plan, models, method, 3, keep_spans=True)
         assert list(r.runs["status"].astype(str)) == ["failed"] * 3
         assert list(r.runs["end_ms"]) == [50.0] * 3
         last = r.spans[r.spans["run_id"] == 0].iloc[-1]
         assert (last["step_id"], last["outcome"], last["start_ms"], last["end_ms"]) == (
-            "h", "cancelled", 50.0, 50.0)
+            "h",
+            "cancelled",
+            50.0,
+            50.0,
+        )
         assert last["error"].startswith("never finished")
         assert r.busy_ms["x"] == pytest.approx(3 * 10)
 
@@ -243,18 +433,38 @@ CONST = {"dist": "constant", "value": 1}
 
 def const_models(**latency_ms: float) -> ok.AgentModels:
     """Constant latencies per action; actions named 'fail*' always error, others never."""
-    return ok.AgentModels.from_dict({"agents": {"w": {"latency": CONST, "actions": {
-        a: {"latency": {"dist": "constant", "value": v}, "error": 1 if a.startswith("fail") else 0}
-        for a, v in latency_ms.items()}}}})
+    return ok.AgentModels.from_dict(
+        {
+            "agents": {
+                "w": {
+                    "latency": CONST,
+                    "actions": {
+                        a: {
+                            "latency": {"dist": "constant", "value": v},
+                            "error": 1 if a.startswith("fail") else 0,
+                        }
+                        for a, v in latency_ms.items()
+                    },
+                }
+            }
+        }
+    )
 
 
 def test_constant_latency_dag_makespan_is_its_critical_path():
-    plan = ok.Plan.model_validate({"id": "dag", "parallel": True, "steps": [
-        {"id": "e", "agentId": "w", "action": "e", "dependencies": ["c", "d"]},
-        {"id": "a", "agentId": "w", "action": "a"},
-        {"id": "b", "agentId": "w", "action": "b"},
-        {"id": "c", "agentId": "w", "action": "c", "dependencies": ["a"]},
-        {"id": "d", "agentId": "w", "action": "d", "dependencies": ["b"]}]})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "dag",
+            "parallel": True,
+            "steps": [
+                {"id": "e", "agentId": "w", "action": "e", "dependencies": ["c", "d"]},
+                {"id": "a", "agentId": "w", "action": "a"},
+                {"id": "b", "agentId": "w", "action": "b"},
+                {"id": "c", "agentId": "w", "action": "c", "dependencies": ["a"]},
+                {"id": "d", "agentId": "w", "action": "d", "dependencies": ["b"]},
+            ],
+        }
+    )
     r = mc(plan, const_models(a=100, b=30, c=50, d=200, e=400), "fast", 5, keep_spans=True)
     assert list(r.runs["makespan_ms"]) == [630.0] * 5  # b -> d -> e: 30 + 200 + 400
     starts = r.spans[r.spans["run_id"] == 4].set_index("step_id")["start_ms"].to_dict()
@@ -266,28 +476,46 @@ def test_constant_latency_dag_makespan_is_its_critical_path():
     assert list(r.runs["makespan_ms"]) == [780.0] * 2
 
 
-@pytest.mark.parametrize("policy, delays", [
-    ({"strategy": "linear"}, [100, 200, 300]),
-    ({"strategy": "exponential"}, [100, 200, 400]),
-    ({"strategy": "fixed"}, [100, 100, 100]),
-    ({"strategy": "exponential", "maxBackoffMs": 150}, [100, 150, 150]),
-])
+@pytest.mark.parametrize(
+    "policy, delays",
+    [
+        ({"strategy": "linear"}, [100, 200, 300]),
+        ({"strategy": "exponential"}, [100, 200, 400]),
+        ({"strategy": "fixed"}, [100, 100, 100]),
+        ({"strategy": "exponential", "maxBackoffMs": 150}, [100, 150, 150]),
+    ],
+)
 def test_backoff_delays_are_on_the_critical_path(policy, delays):
     """A step that always errors exhausts its retries (attempt k+1 starts after the k-th
     delay); the plan fails then, and its fallback (which never errors) runs from there."""
-    plan = ok.Plan.model_validate({"id": "main", "parallel": True, "steps": [
-        {"id": "flaky", "agentId": "w", "action": "fail",
-         "retryPolicy": {"maxRetries": 3, "backoffMs": 100, **policy}},
-        {"id": "after", "agentId": "w", "action": "ok", "dependencies": ["flaky"]},
-        {"id": "side", "agentId": "w", "action": "ok"}],
-        "fallbackPlan": {"id": "fb", "steps": [{"id": "g", "agentId": "w", "action": "ok"}]}})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "main",
+            "parallel": True,
+            "steps": [
+                {
+                    "id": "flaky",
+                    "agentId": "w",
+                    "action": "fail",
+                    "retryPolicy": {"maxRetries": 3, "backoffMs": 100, **policy},
+                },
+                {"id": "after", "agentId": "w", "action": "ok", "dependencies": ["flaky"]},
+                {"id": "side", "agentId": "w", "action": "ok"},
+            ],
+            "fallbackPlan": {"id": "fb", "steps": [{"id": "g", "agentId": "w", "action": "ok"}]},
+        }
+    )
     for method in ("fast", "simpy"):
         r = mc(plan, const_models(fail=10, ok=25), method, 3, keep_spans=True)
         fail_end = 4 * 10 + sum(delays)
         assert list(r.runs["makespan_ms"]) == [fail_end + 25.0] * 3, method
         row = r.runs.iloc[0]
         assert (str(row["status"]), row["final_plan_id"], row["attempts"], row["retries"]) == (
-            "succeeded", "fb", 6, 3)
+            "succeeded",
+            "fb",
+            6,
+            3,
+        )
         spans = r.spans[r.spans["run_id"] == 0]
         flaky = spans[spans["step_id"] == "flaky"]
         assert list(flaky["start_ms"]) == list(np.cumsum([0] + [10 + d for d in delays]))
@@ -296,17 +524,35 @@ def test_backoff_delays_are_on_the_critical_path(policy, delays):
 
 def test_step_timeout_and_deadline_exact():
     models = const_models(slow=100)
-    steps = [{"id": "s", "agentId": "w", "action": "slow", "timeout": 60,
-              "retryPolicy": {"maxRetries": 1, "backoffMs": 10}}]
+    steps = [
+        {
+            "id": "s",
+            "agentId": "w",
+            "action": "slow",
+            "timeout": 60,
+            "retryPolicy": {"maxRetries": 1, "backoffMs": 10},
+        }
+    ]
     r = mc(ok.Plan.model_validate({"id": "p", "steps": steps}), models, "fast", 1, keep_spans=True)
     assert (str(r.runs.loc[0, "status"]), r.runs.loc[0, "end_ms"], r.runs.loc[0, "timeouts"]) == (
-        "failed", 130.0, 2)
+        "failed",
+        130.0,
+        2,
+    )
     assert list(r.spans["outcome"]) == ["timeout", "timeout"]
     assert r.spans["error"].iloc[1] == "step 's' attempt 2 timed out after 60 ms (running)"
-    r = mc(ok.Plan.model_validate({"id": "p", "timeout": 100, "steps": steps}), models, "fast", 1,
-           keep_spans=True)
+    r = mc(
+        ok.Plan.model_validate({"id": "p", "timeout": 100, "steps": steps}),
+        models,
+        "fast",
+        1,
+        keep_spans=True,
+    )
     assert (str(r.runs.loc[0, "status"]), r.runs.loc[0, "end_ms"], r.runs.loc[0, "timeouts"]) == (
-        "timed_out", 100.0, 1)
+        "timed_out",
+        100.0,
+        1,
+    )
     assert list(r.spans["outcome"]) == ["timeout", "cancelled"]
     assert list(r.spans["end_ms"]) == [60.0, 100.0]
     assert r.spans["error"].iloc[1] == "cancelled: Orchestration plan p timed out"
@@ -319,31 +565,50 @@ def test_step_timeout_and_deadline_exact():
 def test_closed_forms_of_retries_timeouts_and_parallel_maxima():
     n = 400_000
     p, retries = 0.3, 2
-    plan = ok.Plan.model_validate({"id": "r", "steps": [{
-        "id": "s", "agentId": "a", "action": "x",
-        "retryPolicy": {"maxRetries": retries, "backoffMs": 0}}]})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "r",
+            "steps": [
+                {
+                    "id": "s",
+                    "agentId": "a",
+                    "action": "x",
+                    "retryPolicy": {"maxRetries": retries, "backoffMs": 0},
+                }
+            ],
+        }
+    )
     models = ok.AgentModels.from_dict({"agents": {"a": {"latency": CONST, "error": p}}})
     runs = mc(plan, models, "fast", n).runs
     success = 1 - p ** (retries + 1)
-    assert (runs["status"] == "succeeded").mean() == pytest.approx(success, abs=5 * math.sqrt(
-        success * (1 - success) / n))
+    assert (runs["status"] == "succeeded").mean() == pytest.approx(
+        success, abs=5 * math.sqrt(success * (1 - success) / n)
+    )
     assert runs["attempts"].mean() == pytest.approx((1 - p ** (retries + 1)) / (1 - p), rel=0.01)
     # P(timeout) = exp(-T / mean) for an exponential step
     mean, limit = 200.0, 300.0
-    plan = ok.Plan.model_validate({"id": "t", "steps": [
-        {"id": "s", "agentId": "a", "action": "x", "timeout": limit}]})
-    models = ok.AgentModels.from_dict({"agents": {"a": {
-        "latency": {"dist": "exponential", "mean": mean}}}})
+    plan = ok.Plan.model_validate(
+        {"id": "t", "steps": [{"id": "s", "agentId": "a", "action": "x", "timeout": limit}]}
+    )
+    models = ok.AgentModels.from_dict(
+        {"agents": {"a": {"latency": {"dist": "exponential", "mean": mean}}}}
+    )
     runs = mc(plan, models, "fast", n).runs
     q = math.exp(-limit / mean)
     assert runs["timeouts"].mean() == pytest.approx(q, abs=5 * math.sqrt(q * (1 - q) / n))
     # the mean of the max of k i.i.d. exponentials is mean * H_k
     k = 5
-    plan = ok.Plan.model_validate({"id": "m", "parallel": True, "steps": [
-        {"id": f"s{i}", "agentId": "a", "action": "x"} for i in range(k)]})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "m",
+            "parallel": True,
+            "steps": [{"id": f"s{i}", "agentId": "a", "action": "x"} for i in range(k)],
+        }
+    )
     runs = mc(plan, models, "fast", n).runs
-    assert runs["makespan_ms"].mean() == pytest.approx(mean * sum(1 / i for i in range(1, k + 1)),
-                                                       rel=0.01)
+    assert runs["makespan_ms"].mean() == pytest.approx(
+        mean * sum(1 / i for i in range(1, k + 1)), rel=0.01
+    )
 
 
 # ------------------------------------------------------------------ frames, determinism
@@ -396,10 +661,12 @@ def test_supports_and_automatic_choice():
     steps = [{"id": f"s{i}", "agentId": "a", "action": "x"} for i in range(3)]
     models = ok.AgentModels.from_dict({"agents": {"a": {"latency": LOGN}}})
     capped = ok.AgentModels.from_dict({"agents": {"a": {"latency": LOGN, "capacity": 2}}})
-    fine = ok.Plan.model_validate({"id": "p", "parallel": True, "maxConcurrency": 3,
-                                   "steps": steps})
-    limited = ok.Plan.model_validate({"id": "p", "parallel": True, "maxConcurrency": 2,
-                                      "steps": steps})
+    fine = ok.Plan.model_validate(
+        {"id": "p", "parallel": True, "maxConcurrency": 3, "steps": steps}
+    )
+    limited = ok.Plan.model_validate(
+        {"id": "p", "parallel": True, "maxConcurrency": 2, "steps": steps}
+    )
     behind = ok.Plan.model_validate({"id": "q", "steps": steps, "fallbackPlan": limited})
     assert supports(fine) and supports(fine.model_copy(update={"parallel": False}))
     assert not supports(limited) and not supports(behind)
@@ -416,20 +683,28 @@ def test_default_keeps_a_sample_of_spans_and_every_run():
     """By default an independent-run study keeps the spans of its first SPAN_SAMPLE_RUNS runs
     (a fair sample of i.i.d. runs) and every run row; a workload study keeps every span."""
     from orchkit._studies.montecarlo import SPAN_SAMPLE_RUNS
-    plan = ok.Plan.model_validate({"id": "p", "steps": [{"id": "a", "agentId": "x",
-                                                         "action": "go"}]})
+
+    plan = ok.Plan.model_validate(
+        {"id": "p", "steps": [{"id": "a", "agentId": "x", "action": "go"}]}
+    )
     models = ok.AgentModels.from_dict({"agents": {"x": {"latency": LOGN}}})
     n = SPAN_SAMPLE_RUNS + 500
     for method in ("fast", "simpy"):
         res = ok.monte_carlo(plan, models, runs=n, seed=3, method=method, progress=False)
         assert len(res.runs) == n
         assert sorted(res.spans["run_id"].unique()) == list(range(SPAN_SAMPLE_RUNS))
-        full = ok.monte_carlo(plan, models, runs=n, seed=3, method=method, keep_spans=True,
-                              progress=False)
+        full = ok.monte_carlo(
+            plan, models, runs=n, seed=3, method=method, keep_spans=True, progress=False
+        )
         assert full.spans["run_id"].nunique() == n
         pd.testing.assert_frame_equal(res.runs, full.runs)
-    study = ok.monte_carlo(plan, {"agents": {"x": {"latency": LOGN, "capacity": 1}}}, seed=3,
-                           workload=ok.Workload(rate_per_s=1, horizon_ms=60_000), progress=False)
+    study = ok.monte_carlo(
+        plan,
+        {"agents": {"x": {"latency": LOGN, "capacity": 1}}},
+        seed=3,
+        workload=ok.Workload(rate_per_s=1, horizon_ms=60_000),
+        progress=False,
+    )
     assert study.spans["run_id"].nunique() == len(study.runs)
     with pytest.raises(TypeError, match="keep_spans"):
         ok.monte_carlo(plan, models, runs=10, keep_spans="all", progress=False)

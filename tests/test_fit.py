@@ -16,9 +16,16 @@ from orchkit._spec.models import ActionModel, Gamma, Lognormal, Weibull
 Z = 3.0  # "within its standard errors": 3 SE (99.7%), on fixed seeds
 
 
-def trace(model: ActionModel, n: int, *, timeout_ms: float | None = None,
-          cancel_ms: float | None = None, seed: int = 0, agent: str = "a",
-          action: str = "act") -> pd.DataFrame:
+def trace(
+    model: ActionModel,
+    n: int,
+    *,
+    timeout_ms: float | None = None,
+    cancel_ms: float | None = None,
+    seed: int = 0,
+    agent: str = "a",
+    action: str = "act",
+) -> pd.DataFrame:
     """``n`` attempts of ``model`` as spans: a latency past ``timeout_ms`` ends as 'timeout'
     (a hang always does), past ``cancel_ms`` as 'cancelled' (the plan ended under it)."""
     latency, code = model.draw_arrays(np.random.default_rng(seed), n)
@@ -28,10 +35,21 @@ def trace(model: ActionModel, n: int, *, timeout_ms: float | None = None,
         if limit is not None:
             cut = latency > limit
             outcome[cut], end[cut] = name, limit
-    return pd.DataFrame({"run_id": np.arange(n), "plan_id": "p", "step_id": action,
-                         "agent_id": agent, "action": action, "attempt": 1, "queued_ms": 5.0,
-                         "start_ms": 5.0, "end_ms": 5.0 + end, "outcome": outcome,
-                         "error": None})
+    return pd.DataFrame(
+        {
+            "run_id": np.arange(n),
+            "plan_id": "p",
+            "step_id": action,
+            "agent_id": agent,
+            "action": action,
+            "attempt": 1,
+            "queued_ms": 5.0,
+            "start_ms": 5.0,
+            "end_ms": 5.0 + end,
+            "outcome": outcome,
+            "error": None,
+        }
+    )
 
 
 def row(fit: ok.FitResult, agent: str = "a", action: str = "act") -> pd.Series:
@@ -57,7 +75,10 @@ def test_censored_lognormal_fit_recovers_the_model_where_dropping_timeouts_is_bi
     # the saved models carry the human-friendly parameters, not mu/sigma
     lat = fit.models.to_dict()["agents"]["a"]["actions"]["act"]["latency"]
     assert set(lat) == {"dist", "median", "p95"}
-    assert abs(fit.models.resolve("a", "act").latency.quantile(0.5) - 1000) < Z * r["params_se"]["median"] + 1
+    assert (
+        abs(fit.models.resolve("a", "act").latency.quantile(0.5) - 1000)
+        < Z * r["params_se"]["median"] + 1
+    )
 
 
 def test_censored_gamma_fit_recovers_mean_and_cv_from_cancelled_attempts():
@@ -83,7 +104,9 @@ def test_hang_and_error_rates_are_recovered_within_their_intervals():
     assert r["hang_ci_high"] - r["hang_ci_low"] < 0.03
     assert r["error_ci_low"] <= truth.error <= r["error_ci_high"]
     m = fit.models.resolve("a", "act")
-    assert m.hang == pytest.approx(r["hang"], rel=1e-3) and m.error == pytest.approx(r["error"], rel=1e-3)
+    assert m.hang == pytest.approx(r["hang"], rel=1e-3) and m.error == pytest.approx(
+        r["error"], rel=1e-3
+    )
     assert r["ks_p"] > 0.01  # the Kaplan–Meier curve agrees with the fitted mixture
 
 
@@ -94,11 +117,26 @@ def test_report_models_and_groups():
     spans = pd.concat([a, b, c], ignore_index=True)
     spans.loc[len(spans)] = {**spans.iloc[0].to_dict(), "start_ms": math.nan, "outcome": "timeout"}
     fit = ok.fit_models(spans)
-    assert list(fit.report.columns[:13]) == ["agent_id", "action", "n", "censored", "family",
-                                             "params", "aic", "ks_stat", "ks_p", "error",
-                                             "error_ci_low", "error_ci_high", "hang"]
+    assert list(fit.report.columns[:13]) == [
+        "agent_id",
+        "action",
+        "n",
+        "censored",
+        "family",
+        "params",
+        "aic",
+        "ks_stat",
+        "ks_p",
+        "error",
+        "error_ci_low",
+        "error_ci_high",
+        "hang",
+    ]
     assert [tuple(x) for x in fit.report[["agent_id", "action", "n"]].to_numpy()] == [
-        ("a", "x", 600), ("a", "y", 900), ("b", "act", 300)]  # never-started: not counted
+        ("a", "x", 600),
+        ("a", "y", 900),
+        ("b", "act", 300),
+    ]  # never-started: not counted
     d = fit.models.to_dict()["agents"]
     assert d["a"]["latency"]["dist"] == "gamma"  # the agent's own keys: its busiest action
     assert set(d["a"]["actions"]) == {"x", "y"}
@@ -117,8 +155,9 @@ def test_report_models_and_groups():
 
 
 def test_qq_under_censoring_uses_kaplan_meier_positions():
-    spans = trace(ActionModel(Lognormal.from_median_p95(100, 400), hang=0.1), 800,
-                  timeout_ms=500, seed=7)
+    spans = trace(
+        ActionModel(Lognormal.from_median_p95(100, 400), hang=0.1), 800, timeout_ms=500, seed=7
+    )
     fit = ok.fit_models(spans, families=("lognormal",))
     fig = fit.qq("a", "act")
     x, y = np.asarray(fig.data[0].x), np.asarray(fig.data[0].y)
@@ -161,8 +200,9 @@ async def test_a_live_traces_scale_survives_a_csv_file_and_a_concat(tmp_path):
     theirs differ), still fits in model ms."""
     from orchkit.agents import SyntheticAgent
 
-    models = ok.AgentModels.from_dict({"agents": {"syn": {
-        "latency": {"dist": "lognormal", "median": 2000, "p95": 4000}}}})
+    models = ok.AgentModels.from_dict(
+        {"agents": {"syn": {"latency": {"dist": "lognormal", "median": 2000, "p95": 4000}}}}
+    )
     orch = ok.Orchestrator()
     await orch.register_agent(SyntheticAgent("syn", models, time_scale=0.01))
     plan = {"id": "p", "steps": [{"id": "s", "agentId": "syn", "action": "x"}]}
@@ -186,10 +226,18 @@ async def test_a_live_traces_scale_survives_a_csv_file_and_a_concat(tmp_path):
 def test_for_plan_gives_each_synthetic_agent_its_own_stream():
     from orchkit.agents import SyntheticAgent, for_plan
 
-    models = ok.AgentModels.from_dict({"agents": {"syn-*": {
-        "latency": {"dist": "exponential", "mean": 100}, "error": 0.5}}})
-    plan = ok.Plan.model_validate({"id": "two", "steps": [
-        {"id": "a", "agentId": "syn-a", "action": "x"}, {"id": "b", "agentId": "syn-b", "action": "x"}]})
+    models = ok.AgentModels.from_dict(
+        {"agents": {"syn-*": {"latency": {"dist": "exponential", "mean": 100}, "error": 0.5}}}
+    )
+    plan = ok.Plan.model_validate(
+        {
+            "id": "two",
+            "steps": [
+                {"id": "a", "agentId": "syn-a", "action": "x"},
+                {"id": "b", "agentId": "syn-b", "action": "x"},
+            ],
+        }
+    )
     a, b = for_plan(plan, models, seed=7)
     draws = lambda agent: [agent._rng.random() for _ in range(20)]  # noqa: E731
     assert draws(a) != draws(b)
@@ -201,13 +249,34 @@ def test_for_plan_gives_each_synthetic_agent_its_own_stream():
 def test_scaled_plan_scales_every_time_but_not_inputs():
     from orchkit.agents import scaled_plan
 
-    plan = ok.Plan.model_validate({"id": "p", "timeout": 10_000, "meta": {"timeout": 3}, "steps": [
-        {"id": "a", "agentId": "x", "action": "go", "timeout": 2000, "input": {"timeout": 5},
-         "retryPolicy": {"maxRetries": 2, "backoffMs": 100, "maxBackoffMs": 400}}],
-        "fallbackPlan": {"id": "f", "timeout": 500, "steps": [{"id": "b", "agentId": "x", "action": "go"}]}})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "p",
+            "timeout": 10_000,
+            "meta": {"timeout": 3},
+            "steps": [
+                {
+                    "id": "a",
+                    "agentId": "x",
+                    "action": "go",
+                    "timeout": 2000,
+                    "input": {"timeout": 5},
+                    "retryPolicy": {"maxRetries": 2, "backoffMs": 100, "maxBackoffMs": 400},
+                }
+            ],
+            "fallbackPlan": {
+                "id": "f",
+                "timeout": 500,
+                "steps": [{"id": "b", "agentId": "x", "action": "go"}],
+            },
+        }
+    )
     fast = scaled_plan(plan, 0.1)
     assert fast.timeout_ms == 1000 and fast.steps[0].timeout_ms == 200
-    assert fast.steps[0].retry_policy.backoff_ms == 10 and fast.steps[0].retry_policy.max_backoff_ms == 40
+    assert (
+        fast.steps[0].retry_policy.backoff_ms == 10
+        and fast.steps[0].retry_policy.max_backoff_ms == 40
+    )
     assert fast.steps[0].retry_policy.max_retries == 2 and fast.fallback_plan.timeout_ms == 50
     assert fast.steps[0].input == {"timeout": 5} and fast.meta == {"timeout": 3}
     with pytest.raises(ValueError, match="time_scale"):
@@ -215,19 +284,53 @@ def test_scaled_plan_scales_every_time_but_not_inputs():
 
 
 LOOP_SCALE = 0.2  # one model second = 200 ms of wall time
-LOOP = ok.Plan.model_validate({"id": "loop", "steps": [
-    {"id": "fetch", "agentId": "syn-fetch", "action": "fetch", "timeout": 5000,
-     "retryPolicy": {"maxRetries": 1, "backoffMs": 100}},
-    {"id": "score", "agentId": "syn-score", "action": "score", "dependencies": ["fetch"],
-     "timeout": 5000, "retryPolicy": {"maxRetries": 1, "backoffMs": 100}},
-    {"id": "report", "agentId": "syn-score", "action": "report", "dependencies": ["score"],
-     "timeout": 5000}]})
-LOOP_TRUTH = ok.AgentModels.from_dict({"agents": {
-    "syn-fetch": {"latency": {"dist": "lognormal", "median": 300, "p95": 1000}, "error": 0.02,
-                  "hang": 0.01},
-    "syn-score": {"latency": {"dist": "gamma", "mean": 400, "cv": 0.4}, "error": 0.01,
-                  "actions": {"report": {"latency": {"dist": "gamma", "mean": 100, "cv": 0.2},
-                                         "error": 0.0}}}}})
+LOOP = ok.Plan.model_validate(
+    {
+        "id": "loop",
+        "steps": [
+            {
+                "id": "fetch",
+                "agentId": "syn-fetch",
+                "action": "fetch",
+                "timeout": 5000,
+                "retryPolicy": {"maxRetries": 1, "backoffMs": 100},
+            },
+            {
+                "id": "score",
+                "agentId": "syn-score",
+                "action": "score",
+                "dependencies": ["fetch"],
+                "timeout": 5000,
+                "retryPolicy": {"maxRetries": 1, "backoffMs": 100},
+            },
+            {
+                "id": "report",
+                "agentId": "syn-score",
+                "action": "report",
+                "dependencies": ["score"],
+                "timeout": 5000,
+            },
+        ],
+    }
+)
+LOOP_TRUTH = ok.AgentModels.from_dict(
+    {
+        "agents": {
+            "syn-fetch": {
+                "latency": {"dist": "lognormal", "median": 300, "p95": 1000},
+                "error": 0.02,
+                "hang": 0.01,
+            },
+            "syn-score": {
+                "latency": {"dist": "gamma", "mean": 400, "cv": 0.4},
+                "error": 0.01,
+                "actions": {
+                    "report": {"latency": {"dist": "gamma", "mean": 100, "cv": 0.2}, "error": 0.0}
+                },
+            },
+        }
+    }
+)
 
 
 async def live_trace(seed: int, runs: int) -> list[ok.RunResult]:
@@ -245,6 +348,7 @@ async def live_trace(seed: int, runs: int) -> list[ok.RunResult]:
     async def one() -> ok.RunResult:
         async with gate:
             return await orch.orchestrate(live_plan)
+
     try:
         return await asyncio.gather(*(one() for _ in range(runs)))
     finally:
@@ -279,9 +383,11 @@ async def test_closed_loop_live_trace_fit_simulate_and_compare_with_a_fresh_trac
     worst_ms = 1000 * max(lateness)
     if late_ms > 3 or worst_ms > 50:  # 15 / 250 model ms: a busy machine's stalls (one
         # stall delays the 40 runs in flight, 5% of a trace: its p95) would set the tail
-        pytest.skip(f"the event loop woke up to {late_ms:.0f} ms late (p99), {worst_ms:.0f} ms "
-                    "at worst, during the live traces: the machine is too busy for a live "
-                    "timing comparison")
+        pytest.skip(
+            f"the event loop woke up to {late_ms:.0f} ms late (p99), {worst_ms:.0f} ms "
+            "at worst, during the live traces: the machine is too busy for a live "
+            "timing comparison"
+        )
     assert train[0].spans.attrs["time_scale"] == {"syn-fetch": LOOP_SCALE, "syn-score": LOOP_SCALE}
     fit = ok.fit_models(train, families=("lognormal", "gamma"))
     r = fit.report.set_index("action")
@@ -289,8 +395,10 @@ async def test_closed_loop_live_trace_fit_simulate_and_compare_with_a_fresh_trac
     # near the truth, a little slower: the live trace includes the event loop's overheads
     # (and, on a busy machine, its stalls), which is what the simulation must reproduce
     for agent, action in (("syn-fetch", "fetch"), ("syn-score", "score")):
-        ratio = (fit.models.resolve(agent, action).latency.mean_ms
-                 / LOOP_TRUTH.resolve(agent, action).latency.mean_ms)
+        ratio = (
+            fit.models.resolve(agent, action).latency.mean_ms
+            / LOOP_TRUTH.resolve(agent, action).latency.mean_ms
+        )
         assert 0.95 <= ratio < 1.25, (action, ratio)
     predicted = ok.monte_carlo(LOOP, fit.models, runs=20_000, seed=3, progress=False)
     table = ok.compare(fresh, predicted)
@@ -309,18 +417,33 @@ async def test_closed_loop_live_trace_fit_simulate_and_compare_with_a_fresh_trac
 def test_cli_fit_writes_models_and_report_and_reads_the_time_scale_column(tmp_path, capsys):
     from orchkit.cli import main
 
-    spans = trace(ActionModel(Lognormal.from_median_p95(1000, 3000), error=0.05), 800,
-                  timeout_ms=2500.0, seed=9)
-    scaled = spans.assign(start_ms=spans["start_ms"] * 0.01, end_ms=spans["end_ms"] * 0.01,
-                          time_scale=0.01)  # as `orchkit run --time-scale 0.01` writes it
+    spans = trace(
+        ActionModel(Lognormal.from_median_p95(1000, 3000), error=0.05),
+        800,
+        timeout_ms=2500.0,
+        seed=9,
+    )
+    scaled = spans.assign(
+        start_ms=spans["start_ms"] * 0.01, end_ms=spans["end_ms"] * 0.01, time_scale=0.01
+    )  # as `orchkit run --time-scale 0.01` writes it
     scaled.to_csv(tmp_path / "spans.csv", index=False)
-    code = main(["fit", str(tmp_path / "spans.csv"), "-o", str(tmp_path / "m.yaml"),
-                 "--report", str(tmp_path / "r.csv")])
+    code = main(
+        [
+            "fit",
+            str(tmp_path / "spans.csv"),
+            "-o",
+            str(tmp_path / "m.yaml"),
+            "--report",
+            str(tmp_path / "r.csv"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     models = ok.AgentModels.load(tmp_path / "m.yaml")
     direct = ok.fit_models(spans).models
-    assert models.resolve("a", "act").latency.to_dict() == direct.resolve("a", "act").latency.to_dict()
+    assert (
+        models.resolve("a", "act").latency.to_dict() == direct.resolve("a", "act").latency.to_dict()
+    )
     report = pd.read_csv(tmp_path / "r.csv")
     assert list(report.columns[:13]) == list(ok.fit_models(spans).report.columns[:13])
     assert "lognormal" in out and "models:" in out

@@ -16,18 +16,51 @@ from hypothesis import strategies as st
 
 import orchkit as ok
 
-SETTINGS = settings(max_examples=250, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
-KEYS = ["id", "steps", "parallel", "timeout", "fallbackPlan", "maxConcurrency", "failFast",
-        "meta", "agentId", "action", "input", "dependencies", "retryPolicy", "hedge",
-        "maxRetries", "backoffMs", "strategy", "maxBackoffMs", "jitter", "retryOn", "delayMs",
-        "maxHedges", "dependecies", "", " "]
-SCALARS = (st.none() | st.booleans() | st.integers(-10**6, 10**20)
-           | st.floats(allow_nan=True, allow_infinity=True)
-           | st.sampled_from(["a", "b", "s1", "error", "timeout", "linear", "exponential", " ",
-                              "", "5000", "yes"]) | st.text(max_size=6))
-VALUES = st.recursive(SCALARS, lambda c: st.lists(c, max_size=4)
-                      | st.dictionaries(st.sampled_from(KEYS), c, max_size=5), max_leaves=25)
+SETTINGS = settings(
+    max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+KEYS = [
+    "id",
+    "steps",
+    "parallel",
+    "timeout",
+    "fallbackPlan",
+    "maxConcurrency",
+    "failFast",
+    "meta",
+    "agentId",
+    "action",
+    "input",
+    "dependencies",
+    "retryPolicy",
+    "hedge",
+    "maxRetries",
+    "backoffMs",
+    "strategy",
+    "maxBackoffMs",
+    "jitter",
+    "retryOn",
+    "delayMs",
+    "maxHedges",
+    "dependecies",
+    "",
+    " ",
+]
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**20)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(
+        ["a", "b", "s1", "error", "timeout", "linear", "exponential", " ", "", "5000", "yes"]
+    )
+    | st.text(max_size=6)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(KEYS), c, max_size=5),
+    max_leaves=25,
+)
 SEEDS = [ok.examples.plan(name).to_dict() for name in ok.examples.names()]
 
 
@@ -54,8 +87,13 @@ def mutated_seed_plan(draw):
     for _ in range(draw(st.integers(1, 3))):
         node = data
         while True:  # walk down to a random container
-            children = (list(node.values()) if isinstance(node, dict) else
-                        node if isinstance(node, list) else [])
+            children = (
+                list(node.values())
+                if isinstance(node, dict)
+                else node
+                if isinstance(node, list)
+                else []
+            )
             children = [c for c in children if isinstance(c, (dict, list)) and c]
             if not children or draw(st.booleans()):
                 break
@@ -94,7 +132,7 @@ def mutated_text(draw):
     for _ in range(draw(st.integers(1, 4))):
         i = draw(st.integers(0, len(chars)))
         op = draw(st.sampled_from(["insert", "delete", "replace"]))
-        c = draw(st.sampled_from(list('{}[]:,"\'-&*!?#|> \n\t0aé\ufeff\x00') + ["\ud800"]))
+        c = draw(st.sampled_from(list("{}[]:,\"'-&*!?#|> \n\t0aé\ufeff\x00") + ["\ud800"]))
         if op == "insert":
             chars.insert(i, c)
         elif chars:

@@ -16,9 +16,24 @@ CONST = {"agents": {"*": {"latency": {"dist": "constant", "value": 10}, "error":
 
 
 def retry_plan(max_retries: int, strategy: str = "linear", **rp) -> ok.Plan:
-    return ok.Plan.model_validate({"id": "r", "steps": [
-        {"id": "s", "agentId": "a", "action": "x",
-         "retryPolicy": {"maxRetries": max_retries, "backoffMs": 5, "strategy": strategy, **rp}}]})
+    return ok.Plan.model_validate(
+        {
+            "id": "r",
+            "steps": [
+                {
+                    "id": "s",
+                    "agentId": "a",
+                    "action": "x",
+                    "retryPolicy": {
+                        "maxRetries": max_retries,
+                        "backoffMs": 5,
+                        "strategy": strategy,
+                        **rp,
+                    },
+                }
+            ],
+        }
+    )
 
 
 # ------------------------------------------------------------------ retry budgets
@@ -51,8 +66,9 @@ def test_exponential_backoff_never_overflows():
     for k in (1, 1024, 1025, 5000, 10**6):
         d = rp.delay_ms(k)
         assert d == d and d < float("inf")
-    capped = RetryPolicy(max_retries=10**6, backoff_ms=5, strategy="exponential",
-                         max_backoff_ms=60_000)
+    capped = RetryPolicy(
+        max_retries=10**6, backoff_ms=5, strategy="exponential", max_backoff_ms=60_000
+    )
     assert capped.delay_ms(10**6) == 60_000
     assert capped.delay_ms(3) == 20
     # the default cap is documented and reached smoothly
@@ -87,10 +103,14 @@ def S(**kw):
 def bomb(levels: int = 9, fan: int = 10) -> str:
     """A 'billion laughs' YAML plan: fan**levels strings from a few hundred bytes."""
     lines = ["  l0: &l0 [" + ",".join(["lol"] * fan) + "]"]
-    lines += [f"  l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * fan) + "]"
-              for i in range(1, levels + 1)]
-    return ("id: p\nmeta:\n" + "\n".join(lines)
-            + f"\nsteps: [{{id: a, agentId: x, action: go, input: *l{levels}}}]\n")
+    lines += [
+        f"  l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * fan) + "]" for i in range(1, levels + 1)
+    ]
+    return (
+        "id: p\nmeta:\n"
+        + "\n".join(lines)
+        + f"\nsteps: [{{id: a, agentId: x, action: go, input: *l{levels}}}]\n"
+    )
 
 
 BAD_TEXTS = {
@@ -104,10 +124,16 @@ BAD_TEXTS = {
     "lone surrogate": (".json", b'{"id": "\\ud800", "steps": []}', "surrogate"),
     "!!int ~": (".yaml", b"id: p\ntimeout: !!int ~\n", "int"),
     "!!timestamp x": (".yaml", b"id: p\ntimeout: !!timestamp x\n", "date"),
-    "invalid date": (".yaml", b"id: p\nsteps: [{id: a, agentId: x, action: go, input: 2024-02-30}]",
-                     "date"),
-    "valid date": (".yaml", b"id: p\nsteps: [{id: a, agentId: x, action: go, input: 2024-02-28}]",
-                   "quote"),
+    "invalid date": (
+        ".yaml",
+        b"id: p\nsteps: [{id: a, agentId: x, action: go, input: 2024-02-30}]",
+        "date",
+    ),
+    "valid date": (
+        ".yaml",
+        b"id: p\nsteps: [{id: a, agentId: x, action: go, input: 2024-02-28}]",
+        "quote",
+    ),
     "non-string key": (".yaml", b"id: p\n1: x\n", "key"),
     "complex key": (".yaml", b"? [a, b]\n: c\n", "key"),
     "!!set": (".yaml", b"id: p\nsteps: [{id: a, agentId: x, action: go, input: !!set {a}}]", "set"),
@@ -115,16 +141,26 @@ BAD_TEXTS = {
     "list top level": (".json", b"[1, 2]", "object"),
     "string top level": (".yaml", b"just text", "object"),
     "empty file": (".yaml", b"", "object"),
-    "duplicate JSON key": (".json", b'{"id": "p", "steps": [{"id": "b", "agentId": "x", "action": "go", '
-                           b'"dependencies": ["a"], "dependencies": []}]}', "duplicate"),
+    "duplicate JSON key": (
+        ".json",
+        b'{"id": "p", "steps": [{"id": "b", "agentId": "x", "action": "go", '
+        b'"dependencies": ["a"], "dependencies": []}]}',
+        "duplicate",
+    ),
     "duplicate YAML key": (".yaml", b"id: p\nid: q\nsteps: []\n", "duplicate"),
     "NaN": (".json", b'{"id": "p", "timeout": NaN}', "NaN"),
     "Infinity": (".json", b'{"id": "p", "timeout": Infinity}', "Infinity"),
-    "1e400": (".json", b'{"id": "p", "steps": [{"id": "a", "agentId": "x", "action": "go", '
-              b'"timeout": 1e400}]}', "finite"),
+    "1e400": (
+        ".json",
+        b'{"id": "p", "steps": [{"id": "a", "agentId": "x", "action": "go", "timeout": 1e400}]}',
+        "finite",
+    ),
     ".inf": (".yaml", b"id: p\nsteps: [{id: a, agentId: x, action: go, timeout: .inf}]", "finite"),
-    ".nan in input": (".yaml", b"id: p\nsteps: [{id: a, agentId: x, action: go, input: {v: .nan}}]",
-                      "finite"),
+    ".nan in input": (
+        ".yaml",
+        b"id: p\nsteps: [{id: a, agentId: x, action: go, input: {v: .nan}}]",
+        "finite",
+    ),
     "alias bomb": (".yaml", bomb().encode(), "alias"),
     "recursive alias": (".yaml", b"id: p\nsteps: &s [*s]\n", "contains"),
 }
@@ -157,8 +193,10 @@ def test_alias_bomb_is_rejected_before_it_expands():
 
 
 def test_a_byte_order_mark_is_ignored(tmp_path):
-    for suffix, text in ((".yaml", GOOD_YAML),
-                         (".json", json.dumps(ok.Plan.from_text(GOOD_YAML, "yaml").to_dict()))):
+    for suffix, text in (
+        (".yaml", GOOD_YAML),
+        (".json", json.dumps(ok.Plan.from_text(GOOD_YAML, "yaml").to_dict())),
+    ):
         path = tmp_path / f"bom{suffix}"
         path.write_bytes(b"\xef\xbb\xbf" + text.encode())
         assert ok.Plan.load(path) == ok.Plan.from_text(GOOD_YAML, "yaml")
@@ -173,8 +211,11 @@ def test_missing_file_and_directory_are_plan_validation_errors(tmp_path):
 
 def test_messages_quote_a_short_prefix_only():
     huge = "y" * 100_000
-    for bad in ({"id": "p", "steps": [S(timeout=huge)]}, {"id": "p", "steps": huge},
-                {"id": "p", "steps": [S(input={"k": {1, 2, *range(10_000)}})]}):
+    for bad in (
+        {"id": "p", "steps": [S(timeout=huge)]},
+        {"id": "p", "steps": huge},
+        {"id": "p", "steps": [S(input={"k": {1, 2, *range(10_000)}})]},
+    ):
         with pytest.raises(ok.PlanValidationError) as info:
             ok.Plan.model_validate(bad)
         assert len(str(info.value)) < 500, str(info.value)[:200]
@@ -189,51 +230,77 @@ STRICT = {
     "plan timeout: false": ({"id": "p", "steps": [S()], "timeout": False}, "timeout"),
     'parallel: "yes"': ({"id": "p", "steps": [S()], "parallel": "yes"}, "parallel"),
     "parallel: 1": ({"id": "p", "steps": [S()], "parallel": 1}, "parallel"),
-    "maxRetries: true": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": True, "backoffMs": 1})]},
-                         "maxRetries"),
-    "maxRetries: 2.0": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 2.0, "backoffMs": 1})]},
-                        "maxRetries"),
-    'backoffMs: "10"': ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 2, "backoffMs": "10"})]},
-                        "backoffMs"),
-    "jitter: true": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 2, "backoffMs": 1,
-                                                          "jitter": True})]}, "jitter"),
+    "maxRetries: true": (
+        {"id": "p", "steps": [S(retryPolicy={"maxRetries": True, "backoffMs": 1})]},
+        "maxRetries",
+    ),
+    "maxRetries: 2.0": (
+        {"id": "p", "steps": [S(retryPolicy={"maxRetries": 2.0, "backoffMs": 1})]},
+        "maxRetries",
+    ),
+    'backoffMs: "10"': (
+        {"id": "p", "steps": [S(retryPolicy={"maxRetries": 2, "backoffMs": "10"})]},
+        "backoffMs",
+    ),
+    "jitter: true": (
+        {"id": "p", "steps": [S(retryPolicy={"maxRetries": 2, "backoffMs": 1, "jitter": True})]},
+        "jitter",
+    ),
     "failFast: 0": ({"id": "p", "steps": [S()], "failFast": 0}, "failFast"),
-    "maxConcurrency: true": ({"id": "p", "steps": [S()], "parallel": True, "maxConcurrency": True},
-                             "maxConcurrency"),
+    "maxConcurrency: true": (
+        {"id": "p", "steps": [S()], "parallel": True, "maxConcurrency": True},
+        "maxConcurrency",
+    ),
     "timeout: NaN": ({"id": "p", "steps": [S(timeout=float("nan"))]}, "timeout"),
     "timeout: inf": ({"id": "p", "steps": [S()], "timeout": float("inf")}, "timeout"),
-    "backoffMs: inf": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 1,
-                                                            "backoffMs": float("inf")})]}, "backoffMs"),
-    "maxBackoffMs: nan": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 1, "backoffMs": 1,
-                                                               "maxBackoffMs": float("nan")})]},
-                          "maxBackoffMs"),
+    "backoffMs: inf": (
+        {"id": "p", "steps": [S(retryPolicy={"maxRetries": 1, "backoffMs": float("inf")})]},
+        "backoffMs",
+    ),
+    "maxBackoffMs: nan": (
+        {
+            "id": "p",
+            "steps": [
+                S(retryPolicy={"maxRetries": 1, "backoffMs": 1, "maxBackoffMs": float("nan")})
+            ],
+        },
+        "maxBackoffMs",
+    ),
     "input with NaN": ({"id": "p", "steps": [S(input={"v": float("nan")})]}, "input"),
     "input with a set": ({"id": "p", "steps": [S(input={"v": {1, 2}})]}, "input"),
     "input with an object": ({"id": "p", "steps": [S(input=[object()])]}, "input"),
     "input with int keys": ({"id": "p", "steps": [S(input={1: "a"})]}, "input"),
-    "input containing itself": (lambda: (d := {}, d.__setitem__("d", d), {"id": "p", "steps": [
-        S(input=d)]})[-1], "input"),
+    "input containing itself": (
+        lambda: (d := {}, d.__setitem__("d", d), {"id": "p", "steps": [S(input=d)]})[-1],
+        "input",
+    ),
     "whitespace plan id": ({"id": "  ", "steps": [S()]}, "blank"),
     "whitespace step id": ({"id": "p", "steps": [S(id="\t")]}, "blank"),
     "whitespace agentId": ({"id": "p", "steps": [S(agentId=" ")]}, "blank"),
     "whitespace action": ({"id": "p", "steps": [S(action="\n")]}, "blank"),
     "whitespace dependency": ({"id": "p", "steps": [S(dependencies=[" "])]}, "blank"),
     "empty fallback plan": ({"id": "p", "steps": [S()], "fallbackPlan": {}}, "plan 'p'"),
-    "fallback plan without steps": ({"id": "p", "steps": [S()], "fallbackPlan": {"id": "fb",
-                                                                                 "steps": []}},
-                                    "plan 'p'"),
-    "bad step in an id-less fallback": ({"id": "p", "steps": [S()], "fallbackPlan": {
-        "steps": [S(timeout=-1)]}}, "fallback plan of plan 'p'"),
+    "fallback plan without steps": (
+        {"id": "p", "steps": [S()], "fallbackPlan": {"id": "fb", "steps": []}},
+        "plan 'p'",
+    ),
+    "bad step in an id-less fallback": (
+        {"id": "p", "steps": [S()], "fallbackPlan": {"steps": [S(timeout=-1)]}},
+        "fallback plan of plan 'p'",
+    ),
     "list, not a plan": ([{"id": "p"}], "mapping"),
     "timeout: 1e300": ({"id": "p", "steps": [S(timeout=1e300)]}, "timeout"),
     "plan timeout over 1e12": ({"id": "p", "steps": [S()], "timeout": 1e12 + 1}, "timeout"),
-    "hedge delayMs: 1e300": ({"id": "p", "steps": [S(hedge={"delayMs": 1e300, "maxHedges": 1})]},
-                             "delayMs"),
+    "hedge delayMs: 1e300": (
+        {"id": "p", "steps": [S(hedge={"delayMs": 1e300, "maxHedges": 1})]},
+        "delayMs",
+    ),
     "timeout: a 5,000-digit int": ({"id": "p", "steps": [S(timeout=10**5000)]}, "timeout"),
-    "input with a 5,000-digit int": ({"id": "p", "steps": [S(input={"n": -10**5000})]}, "input"),
-    "maxRetries: a 301-digit int": ({"id": "p", "steps": [S(retryPolicy={"maxRetries": 10**300,
-                                                                         "backoffMs": 1})]},
-                                    "maxRetries"),
+    "input with a 5,000-digit int": ({"id": "p", "steps": [S(input={"n": -(10**5000)})]}, "input"),
+    "maxRetries: a 301-digit int": (
+        {"id": "p", "steps": [S(retryPolicy={"maxRetries": 10**300, "backoffMs": 1})]},
+        "maxRetries",
+    ),
 }
 
 
@@ -247,9 +314,19 @@ def test_strict_types_and_json_values(name):
 
 
 def test_the_longest_times_save_and_load_back_equal(tmp_path):
-    plan = ok.Plan.model_validate({"id": "p", "timeout": 1e12, "steps": [
-        S(timeout=1e12 - 0.5, retryPolicy={"maxRetries": 10**299, "backoffMs": 1e12},
-          hedge={"delayMs": 1e12, "maxHedges": 1})]})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "p",
+            "timeout": 1e12,
+            "steps": [
+                S(
+                    timeout=1e12 - 0.5,
+                    retryPolicy={"maxRetries": 10**299, "backoffMs": 1e12},
+                    hedge={"delayMs": 1e12, "maxHedges": 1},
+                )
+            ],
+        }
+    )
     plan.save(tmp_path / "p.json")
     assert ok.Plan.load(tmp_path / "p.json") == plan
 
@@ -265,9 +342,18 @@ def test_seed_plans_load_as_they_are_and_round_trip(tmp_path):
 
 def test_python_values_are_normalised_to_json():
     np = pytest.importorskip("numpy")
-    plan = ok.Plan.model_validate({"id": "p", "timeout": np.float64(500), "steps": [
-        S(input={"t": (1, 2), "n": np.int64(3)},
-          retryPolicy={"maxRetries": np.int64(2), "backoffMs": np.float32(1.5)})]})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "p",
+            "timeout": np.float64(500),
+            "steps": [
+                S(
+                    input={"t": (1, 2), "n": np.int64(3)},
+                    retryPolicy={"maxRetries": np.int64(2), "backoffMs": np.float32(1.5)},
+                )
+            ],
+        }
+    )
     assert plan.steps[0].input == {"t": [1, 2], "n": 3}
     assert type(plan.steps[0].input["n"]) is int
     assert plan.steps[0].retry_policy.max_retries == 2
@@ -341,15 +427,20 @@ def test_models_at_the_edge_of_the_range_simulate_finitely_on_both_paths(name):
 
 def test_model_files_go_through_the_safe_loader(tmp_path):
     path = tmp_path / "m.yaml"
-    path.write_text("agents:\n  a: {latency: {dist: constant, value: 1}}\n  a: {latency: "
-                    "{dist: constant, value: 2}}\n")
+    path.write_text(
+        "agents:\n  a: {latency: {dist: constant, value: 1}}\n  a: {latency: "
+        "{dist: constant, value: 2}}\n"
+    )
     with pytest.raises(ok.PlanValidationError, match="duplicate"):
         ok.AgentModels.load(path)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     with pytest.raises(ok.PlanValidationError, match="UTF-8"):
         ok.AgentModels.load(path)
-    path.write_text(bomb().replace("id: p\nmeta:", "agents:\n a: {latency: {dist: constant, "
-                                   "value: 1}}\ndescription:"))
+    path.write_text(
+        bomb().replace(
+            "id: p\nmeta:", "agents:\n a: {latency: {dist: constant, value: 1}}\ndescription:"
+        )
+    )
     with pytest.raises(ok.PlanValidationError, match="alias"):
         ok.AgentModels.load(path)
 
@@ -358,10 +449,18 @@ wild_number = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(min_value=1e-300, max_value=1e300).map(lambda v: v * 1.0),
     st.sampled_from([0, 1, -1, 1e-200, 1e200, 1e12, 1e13, 1e-9, 10, 10.5, True, "5"]),
-    st.integers(-10**20, 10**20))
-DIST_KEYS = {"constant": ["value"], "exponential": ["mean"], "lognormal": ["median", "p95"],
-             "lognormal2": ["mu", "sigma"], "gamma": ["mean", "cv"], "uniform": ["low", "high"],
-             "weibull": ["median", "p95"], "weibull2": ["shape", "scale"]}
+    st.integers(-(10**20), 10**20),
+)
+DIST_KEYS = {
+    "constant": ["value"],
+    "exponential": ["mean"],
+    "lognormal": ["median", "p95"],
+    "lognormal2": ["mu", "sigma"],
+    "gamma": ["mean", "cv"],
+    "uniform": ["low", "high"],
+    "weibull": ["median", "p95"],
+    "weibull2": ["shape", "scale"],
+}
 
 
 @st.composite
@@ -374,8 +473,9 @@ def model_dicts(draw):
     return {"agents": {"a": entry}}
 
 
-@settings(derandomize=True, max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(model_dicts())
 def test_model_dicts_are_an_error_or_simulate_finitely_on_both_paths(data):
     try:
@@ -420,22 +520,45 @@ BAD_ARGS = {
     "missing plan": (["validate", "{dir}/nope.json"], "cannot read plan file"),
     "plan is a folder": (["validate", "{dir}"], "cannot read plan file"),
     "binary plan": (["validate", "{binary}"], "UTF-8"),
-    "export to a missing folder": (["export", "{plan}", "-o", "{dir}/no/such/out.json"],
-                                   "No such file"),
+    "export to a missing folder": (
+        ["export", "{plan}", "-o", "{dir}/no/such/out.json"],
+        "No such file",
+    ),
     "export onto a folder": (["export", "{plan}", "-o", "{dir}"], "directory"),
-    "gantt into a missing folder": (["simulate", "{plan}", "--models", "{models}", "--runs", "5",
-                                     "--gantt", "{dir}/no/such/g.html"], "No such file"),
+    "gantt into a missing folder": (
+        [
+            "simulate",
+            "{plan}",
+            "--models",
+            "{models}",
+            "--runs",
+            "5",
+            "--gantt",
+            "{dir}/no/such/g.html",
+        ],
+        "No such file",
+    ),
     "binary models": (["simulate", "{plan}", "--models", "{binary}", "--runs", "5"], "UTF-8"),
-    "workload: a word": (["simulate", "{plan}", "--models", "{models}", "--workload", "rate=fast"],
-                         "not a number"),
-    "workload: nan rate": (["simulate", "{plan}", "--models", "{models}", "--workload",
-                            "rate=nan,horizon=1000"], "rate_per_s"),
-    "workload: arrivals of words": (["simulate", "{plan}", "--models", "{models}", "--workload",
-                                     "arrivals=0;x;9"], "not a number"),
-    "workload: only commas": (["simulate", "{plan}", "--models", "{models}", "--workload", ",,"],
-                              "workload"),
-    "workload: unknown key": (["simulate", "{plan}", "--models", "{models}", "--workload",
-                               "speed=3"], "key=value"),
+    "workload: a word": (
+        ["simulate", "{plan}", "--models", "{models}", "--workload", "rate=fast"],
+        "not a number",
+    ),
+    "workload: nan rate": (
+        ["simulate", "{plan}", "--models", "{models}", "--workload", "rate=nan,horizon=1000"],
+        "rate_per_s",
+    ),
+    "workload: arrivals of words": (
+        ["simulate", "{plan}", "--models", "{models}", "--workload", "arrivals=0;x;9"],
+        "not a number",
+    ),
+    "workload: only commas": (
+        ["simulate", "{plan}", "--models", "{models}", "--workload", ",,"],
+        "workload",
+    ),
+    "workload: unknown key": (
+        ["simulate", "{plan}", "--models", "{models}", "--workload", "speed=3"],
+        "key=value",
+    ),
     "negative runs": (["simulate", "{plan}", "--models", "{models}", "--runs", "-3"], "runs"),
 }
 
@@ -448,8 +571,12 @@ def test_cli_bad_input_is_one_line_and_exit_2(files, capsys, name):
 
 
 def test_installed_command_prints_no_traceback(files):
-    proc = subprocess.run([str(EXE), "export", files["plan"], "-o", files["dir"] + "/x/y.json"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(EXE), "export", files["plan"], "-o", files["dir"] + "/x/y.json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
@@ -458,14 +585,45 @@ def test_cli_warnings_are_one_line(files, capsys):
     plan.write_text(json.dumps({"id": "q", "steps": [S()], "maxConcurrency": 3}))
     assert main(["validate", str(plan)]) == 0
     err = capsys.readouterr().err
-    assert err.startswith("warning: plan 'q': maxConcurrency 3 has no effect") and err.count("\n") == 1
+    assert (
+        err.startswith("warning: plan 'q': maxConcurrency 3 has no effect") and err.count("\n") == 1
+    )
 
 
-ARG_WORDS = st.sampled_from(["--runs", "--seed", "--workload", "--method", "--json", "-o",
-                             "--compat", "seed", "fast", "simpy", "auto", "0", "3", "-1", "2.5",
-                             "1e9", "nan", "rate=5,horizon=100", "interval=0,horizon=10",
-                             "arrivals=1;2", "rate=1e300,horizon=1e300", "=", ",", ";", "",
-                             "{plan}", "{binary}", "{dir}", "{dir}/out/x.json", "{models}"])
+ARG_WORDS = st.sampled_from(
+    [
+        "--runs",
+        "--seed",
+        "--workload",
+        "--method",
+        "--json",
+        "-o",
+        "--compat",
+        "seed",
+        "fast",
+        "simpy",
+        "auto",
+        "0",
+        "3",
+        "-1",
+        "2.5",
+        "1e9",
+        "nan",
+        "rate=5,horizon=100",
+        "interval=0,horizon=10",
+        "arrivals=1;2",
+        "rate=1e300,horizon=1e300",
+        "=",
+        ",",
+        ";",
+        "",
+        "{plan}",
+        "{binary}",
+        "{dir}",
+        "{dir}/out/x.json",
+        "{models}",
+    ]
+)
 
 
 @st.composite
@@ -480,8 +638,12 @@ def cli_args(draw):
     return head + words
 
 
-@settings(derandomize=True, max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    derandomize=True,
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(argv=cli_args())
 def test_cli_argument_strings_give_an_exit_code_never_a_traceback(files, capsys, argv):
     argv = [a.replace("{", "{{").replace("}", "}}") if a.count("{") != 1 else a for a in argv]
@@ -514,21 +676,42 @@ BAD_API = {
     "monte_carlo runs=True": (lambda: ok.monte_carlo(PLAN, MODELS, runs=True), TypeError, "runs"),
     "monte_carlo runs=0": (lambda: ok.monte_carlo(PLAN, MODELS, runs=0), ValueError, "runs"),
     "monte_carlo seed='x'": (lambda: ok.monte_carlo(PLAN, MODELS, seed="x"), TypeError, "seed"),
-    "monte_carlo keep_spans='x'": (lambda: ok.monte_carlo(PLAN, MODELS, keep_spans="x"),
-                                   TypeError, "keep_spans"),
-    "monte_carlo keep_spans=-1": (lambda: ok.monte_carlo(PLAN, MODELS, keep_spans=-1),
-                                  ValueError, "keep_spans"),
-    "monte_carlo chunk_runs=0": (lambda: ok.monte_carlo(PLAN, MODELS, chunk_runs=0), ValueError,
-                                 "chunk_runs"),
-    "monte_carlo progress='no'": (lambda: ok.monte_carlo(PLAN, MODELS, progress="no"), TypeError,
-                                  "progress"),
-    "sweep runs=2.5": (lambda: ok.sweep(PLAN, MODELS, {"timeout": [5]}, runs=2.5), TypeError,
-                       "runs"),
-    "sweep seed='x'": (lambda: ok.sweep(PLAN, MODELS, {"timeout": [5]}, seed="x"), TypeError,
-                       "seed"),
+    "monte_carlo keep_spans='x'": (
+        lambda: ok.monte_carlo(PLAN, MODELS, keep_spans="x"),
+        TypeError,
+        "keep_spans",
+    ),
+    "monte_carlo keep_spans=-1": (
+        lambda: ok.monte_carlo(PLAN, MODELS, keep_spans=-1),
+        ValueError,
+        "keep_spans",
+    ),
+    "monte_carlo chunk_runs=0": (
+        lambda: ok.monte_carlo(PLAN, MODELS, chunk_runs=0),
+        ValueError,
+        "chunk_runs",
+    ),
+    "monte_carlo progress='no'": (
+        lambda: ok.monte_carlo(PLAN, MODELS, progress="no"),
+        TypeError,
+        "progress",
+    ),
+    "sweep runs=2.5": (
+        lambda: ok.sweep(PLAN, MODELS, {"timeout": [5]}, runs=2.5),
+        TypeError,
+        "runs",
+    ),
+    "sweep seed='x'": (
+        lambda: ok.sweep(PLAN, MODELS, {"timeout": [5]}, seed="x"),
+        TypeError,
+        "seed",
+    ),
     "sweep grid of a scalar": (lambda: ok.sweep(PLAN, MODELS, {"timeout": 5}), TypeError, "grid"),
-    "sweep grid of a string": (lambda: ok.sweep(PLAN, MODELS, {"timeout": "500"}), TypeError,
-                               "grid"),
+    "sweep grid of a string": (
+        lambda: ok.sweep(PLAN, MODELS, {"timeout": "500"}),
+        TypeError,
+        "grid",
+    ),
 }
 
 
@@ -541,7 +724,32 @@ def test_api_argument_types_are_checked_up_front(name):
 
 
 def test_api_accepts_numpy_ints():
-    res = ok.monte_carlo(PLAN, MODELS, runs=np.int64(5), seed=np.int32(2), keep_spans=np.int64(2),
-                         progress=False)
+    res = ok.monte_carlo(
+        PLAN, MODELS, runs=np.int64(5), seed=np.int32(2), keep_spans=np.int64(2), progress=False
+    )
     assert len(res.runs) == 5
     assert ok.simulate(PLAN, MODELS, seed=np.int64(2)).status == "succeeded"
+
+
+HOSTILE = {  # the same mistakes in every file a user writes: one reader, the same errors
+    "duplicate key": ("x: 1\nx: 2\n", "duplicate"),
+    "alias bomb": (bomb().replace("id: p\nmeta:", "description:"), "alias"),
+    "too deep": ("a: " + "[" * 150 + "]" * 150 + "\n", "deep"),
+    "binary": ("\x89PNG\r\n\x1a\n" + "\x00" * 20, "UTF-8"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+@pytest.mark.parametrize("kind", ["plan", "models", "policies"])
+def test_plans_models_and_policies_share_the_safe_reader(tmp_path, kind, name):
+    """A policies file with a duplicate key loaded silently (last wins) while the same
+    mistake in a plan was refused: every file now goes through the plans' reader."""
+    text, word = HOSTILE[name]
+    if kind == "policies" and name == "duplicate key":  # a meaningful duplicate: two windows
+        text = "breakers:\n  tutor-*:\n    window: 10\n    window: 20\n"
+    path = tmp_path / f"{kind}.yaml"
+    path.write_bytes(text.encode("latin-1") if name == "binary" else text.encode())
+    load = {"plan": ok.Plan.load, "models": ok.AgentModels.load, "policies": ok.Policies.load}
+    with pytest.raises(ok.PlanValidationError, match=word) as info:
+        load[kind](path)
+    assert str(path) in str(info.value) or name == "binary"

@@ -7,12 +7,12 @@ import math
 import warnings
 
 import pytest
+from core_harness import plan_of, run_plan, state_names, step
+from test_sim import _assert_agree, _plan, _run_both, _step
 
 import orchkit as ok
-from core_harness import plan_of, run_plan, state_names, step
 from orchkit._engine.core import CancelAttempt
-from orchkit.testing import Fail, Hang, Ok, ScriptedAgent, ScriptedModels
-from test_sim import _assert_agree, _plan, _run_both, _step
+from orchkit.testing import Fail, Hang, Ok, ScriptedAgent
 
 
 def hedged(sid="s", delay=50, max_hedges=1, **kw):
@@ -37,29 +37,43 @@ def test_a_hung_first_attempt_is_rescued_exactly_at_delay_plus_latency():
 
 
 def test_the_delay_runs_from_the_last_start_and_max_hedges_bounds_the_try():
-    _, run = run_plan(plan_of("p", [hedged(delay=50, max_hedges=2)]),
-                      script={"s": [Hang(), Hang(), Ok(10), Ok(10)]})
+    _, run = run_plan(
+        plan_of("p", [hedged(delay=50, max_hedges=2)]),
+        script={"s": [Hang(), Hang(), Ok(10), Ok(10)]},
+    )
     assert [(n, hg, s) for n, hg, _, s, _, _ in spans(run)] == [
-        (1, False, 0), (2, True, 50), (3, True, 100)]
+        (1, False, 0),
+        (2, True, 50),
+        (3, True, 100),
+    ]
     assert run.end_ms == 110
     # one hedge only: the try waits for the two attempts it has, each with its own timeout
-    _, run = run_plan(plan_of("p", [hedged(delay=50, timeout=200)]),
-                      script={"s": [Hang(), Hang(), Ok(1)]})
+    _, run = run_plan(
+        plan_of("p", [hedged(delay=50, timeout=200)]), script={"s": [Hang(), Hang(), Ok(1)]}
+    )
     assert spans(run) == [(1, False, 0, 0, 200, "timeout"), (2, True, 50, 50, 250, "timeout")]
     assert run.status == "failed" and run.end_ms == 250
 
 
 def test_a_fast_failure_ends_the_try_and_the_retry_policy_counts_tries():
     # the only attempt in flight fails before the delay: the try is over, no hedge starts
-    _, run = run_plan(plan_of("p", [hedged(delay=50, retry={"maxRetries": 1, "backoffMs": 5})]),
-                      script={"s": [Fail(10), Ok(10)]})
+    _, run = run_plan(
+        plan_of("p", [hedged(delay=50, retry={"maxRetries": 1, "backoffMs": 5})]),
+        script={"s": [Fail(10), Ok(10)]},
+    )
     assert spans(run) == [(1, False, 0, 0, 10, "error"), (2, False, 15, 15, 25, "succeeded")]
     assert run.retries == 1
     # every attempt fails: 2 tries x (1 + 1 hedge) attempts, then the step fails
-    h, run = run_plan(plan_of("p", [hedged(delay=50, retry={"maxRetries": 1, "backoffMs": 10})]),
-                      default=Fail(100))
-    assert spans(run) == [(1, False, 0, 0, 100, "error"), (2, True, 50, 50, 150, "error"),
-                          (3, False, 160, 160, 260, "error"), (4, True, 210, 210, 310, "error")]
+    h, run = run_plan(
+        plan_of("p", [hedged(delay=50, retry={"maxRetries": 1, "backoffMs": 10})]),
+        default=Fail(100),
+    )
+    assert spans(run) == [
+        (1, False, 0, 0, 100, "error"),
+        (2, True, 50, 50, 150, "error"),
+        (3, False, 160, 160, 260, "error"),
+        (4, True, 210, 210, 310, "error"),
+    ]
     assert run.status == "failed" and run.retries == 1
     assert [p["attempt"] for p in h.named("step:retrying")] == [3]
     assert [p["attempt"] for p in h.named("step:failed")] == [4]
@@ -72,16 +86,24 @@ def test_a_failure_while_another_attempt_runs_leaves_the_try_going():
 
 
 def test_a_non_retryable_error_fails_the_step_at_once_and_cancels_the_others():
-    _, run = run_plan(plan_of("p", [hedged(delay=20, retry={"maxRetries": 3, "backoffMs": 1}),
-                                    step("next", "b", deps=["s"])]),
-                      script={"s": [Hang(), Fail(10, retryable=False)]})
+    _, run = run_plan(
+        plan_of(
+            "p",
+            [
+                hedged(delay=20, retry={"maxRetries": 3, "backoffMs": 1}),
+                step("next", "b", deps=["s"]),
+            ],
+        ),
+        script={"s": [Hang(), Fail(10, retryable=False)]},
+    )
     assert spans(run) == [(1, False, 0, 0, 30, "cancelled"), (2, True, 20, 20, 30, "error")]
     assert state_names(run) == {"s": "failed", "next": "skipped"}
 
 
 def test_a_hedge_waits_for_agent_capacity_like_any_attempt():
-    h, run = run_plan(plan_of("p", [hedged(delay=20)]), capacity={"a": 1},
-                      script={"s": [Ok(100), Ok(1)]})
+    h, run = run_plan(
+        plan_of("p", [hedged(delay=20)]), capacity={"a": 1}, script={"s": [Ok(100), Ok(1)]}
+    )
     # queued at 20, never started: cancelled when the first attempt succeeded
     assert spans(run) == [(1, False, 0, 0, 100, "succeeded"), (2, True, 20, None, 100, "cancelled")]
     assert h.peak_agent["a"] == 1
@@ -124,8 +146,9 @@ def test_hedging_matches_its_closed_form_on_an_exponential_agent(delay):
 
 
 async def test_sim_and_live_agree_on_a_hedged_rescue():
-    plan = _plan([{**_step("s", "H", timeout=1000), "hedge": {"delayMs": 100}},
-                  _step("t", "H", deps=["s"])])
+    plan = _plan(
+        [{**_step("s", "H", timeout=1000), "hedge": {"delayMs": 100}}, _step("t", "H", deps=["s"])]
+    )
 
     def agents():
         return [ScriptedAgent("H", {"s": [Hang(), Ok(60)], "t": [Ok(20)]})]
@@ -144,11 +167,13 @@ def test_plan_validation_of_hedge():
     def with_hedge(h):
         return {**base, "steps": [{**base["steps"][0], "hedge": h}]}
 
-    for bad, words in [({"delayMs": -1}, ["step 's'", "hedge", "'delayMs'", ">= 0"]),
-                       ({"delayMs": 10, "maxHedges": 0}, ["'maxHedges'", ">= 1"]),
-                       ({"delayMs": 10, "maxHedges": 11}, ["'maxHedges'", "<= 10"]),
-                       ({"delay": 10}, ["unknown field 'delay'", "did you mean 'delayMs'"]),
-                       ({}, ["missing required field 'delayMs'"])]:
+    for bad, words in [
+        ({"delayMs": -1}, ["step 's'", "hedge", "'delayMs'", ">= 0"]),
+        ({"delayMs": 10, "maxHedges": 0}, ["'maxHedges'", ">= 1"]),
+        ({"delayMs": 10, "maxHedges": 11}, ["'maxHedges'", "<= 10"]),
+        ({"delay": 10}, ["unknown field 'delay'", "did you mean 'delayMs'"]),
+        ({}, ["missing required field 'delayMs'"]),
+    ]:
         with pytest.raises(ok.PlanValidationError) as err:
             ok.Plan.model_validate(with_hedge(bad))
         for w in words:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import orchkit as ok
-from orchkit import (AgentResponse, OrchkitError, Plan, PlanTimeoutError, PlanValidationError)
+from orchkit import AgentResponse, OrchkitError, Plan, PlanTimeoutError, PlanValidationError
 from orchkit.testing import Crash, Fail, Garbage, Hang, Ok, ScriptedAgent
 
 pytestmark = pytest.mark.timeout(15)  # a broken driver hangs: fail fast instead
@@ -30,8 +30,10 @@ def seed_plan(name: str, scale: float) -> Plan:
 
     def walk(node):
         if isinstance(node, dict):
-            return {k: (v * scale if k in ("timeout", "backoffMs", "maxBackoffMs") else walk(v))
-                    for k, v in node.items()}
+            return {
+                k: (v * scale if k in ("timeout", "backoffMs", "maxBackoffMs") else walk(v))
+                for k, v in node.items()
+            }
         if isinstance(node, list):
             return [walk(v) for v in node]
         return node
@@ -63,9 +65,16 @@ class Probe(ok.Agent):
         self.shut_down = True
 
     async def process(self, action, input, context):
-        rec = {"action": action, "step": context["step_id"], "attempt": context["attempt"],
-               "run": context["run_id"], "t0": now_ms(), "t1": None, "cancelled": False,
-               "context": context}
+        rec = {
+            "action": action,
+            "step": context["step_id"],
+            "attempt": context["attempt"],
+            "run": context["run_id"],
+            "t0": now_ms(),
+            "t1": None,
+            "cancelled": False,
+            "context": context,
+        }
         self.calls.append(rec)
         try:
             fn = self.behaviour.get(action) or self.behaviour.get("*") or ok_after(0)
@@ -81,6 +90,7 @@ def ok_after(ms):
     async def fn(agent, input, context):
         await asyncio.sleep(ms / 1000)
         return AgentResponse(action=context["step_id"], confidence=0.9, data={"by": agent.agent_id})
+
     return fn
 
 
@@ -117,10 +127,15 @@ def span(result, step_id, attempt=1):
 
 async def test_parallel_seed_plan_steps_overlap_and_the_join_starts_at_once():
     plan = seed_plan("parallel_analysis", 0.01)  # 600 ms deadline
-    learning = ScriptedAgent("learning-agent-123", {"analyze_learning_patterns": [Ok(40)],
-                                                    "generate_comprehensive_report": [Ok(5)]})
-    orch = await orchestrator(learning, ScriptedAgent("speech-agent-123", default=Ok(40)),
-                              ScriptedAgent("tutor-agent-123", default=Ok(40)))
+    learning = ScriptedAgent(
+        "learning-agent-123",
+        {"analyze_learning_patterns": [Ok(40)], "generate_comprehensive_report": [Ok(5)]},
+    )
+    orch = await orchestrator(
+        learning,
+        ScriptedAgent("speech-agent-123", default=Ok(40)),
+        ScriptedAgent("tutor-agent-123", default=Ok(40)),
+    )
     result = await orch.orchestrate(plan)
     assert result.status == "succeeded" and result.success
     parts = [span(result, s) for s in ("learning_analysis", "speech_analysis", "tutor_analysis")]
@@ -129,19 +144,25 @@ async def test_parallel_seed_plan_steps_overlap_and_the_join_starts_at_once():
     join = span(result, "combine_insights")
     assert join.start_ms >= max(p.end_ms for p in parts)
     assert result.duration_ms < 45 + 3 * 5 + TOL  # not 3 x 40 ms in a row
-    assert list(result.spans.columns[:len(ok.SPAN_COLUMNS)]) == ok.SPAN_COLUMNS
+    assert list(result.spans.columns[: len(ok.SPAN_COLUMNS)]) == ok.SPAN_COLUMNS
     assert result.raise_for_status() is result
 
 
 async def test_sequential_seed_plan_does_not_overlap():
     plan = seed_plan("learning_activity", 0.01)
-    orch = await orchestrator(ScriptedAgent("learning-agent-123", default=Ok(20)),
-                              ScriptedAgent("tutor-agent-123", default=Ok(20)))
+    orch = await orchestrator(
+        ScriptedAgent("learning-agent-123", default=Ok(20)),
+        ScriptedAgent("tutor-agent-123", default=Ok(20)),
+    )
     result = await orch.orchestrate(plan)
     assert result.success
     rows = result.spans.sort_values("start_ms")
-    assert list(rows.step_id) == ["present_question", "process_answer",
-                                  "evaluate_performance", "provide_feedback"]
+    assert list(rows.step_id) == [
+        "present_question",
+        "process_answer",
+        "evaluate_performance",
+        "provide_feedback",
+    ]
     for prev, nxt in zip(rows.itertuples(), list(rows.itertuples())[1:]):
         assert nxt.start_ms >= prev.end_ms
     assert result.duration_ms >= 80 - EARLY
@@ -177,8 +198,9 @@ async def test_dependents_see_the_results_of_their_dependencies():
 
 async def test_retries_happen_at_the_backoff_times():
     plan = seed_plan("retry_example", 0.03)  # linear, backoffMs 30 -> 30, 60, 90 ms
-    agent = ScriptedAgent("learning-agent-123",
-                          {"fetch_external_data": [Fail(10), Fail(10), Fail(10), Ok(10)]})
+    agent = ScriptedAgent(
+        "learning-agent-123", {"fetch_external_data": [Fail(10), Fail(10), Fail(10), Ok(10)]}
+    )
     orch = await orchestrator(agent)
     retrying = record(orch, "step:retrying")
     result = await orch.orchestrate(plan)
@@ -218,9 +240,20 @@ async def test_plan_timeout_gives_timed_out_and_really_cancels_the_agent():
 
 
 async def test_plan_deadline_drops_a_waiting_retry():
-    plan = Plan.model_validate({"id": "p", "timeout": 60, "steps": [
-        {"id": "s", "agentId": "a", "action": "x",
-         "retryPolicy": {"maxRetries": 3, "backoffMs": 200}}]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "timeout": 60,
+            "steps": [
+                {
+                    "id": "s",
+                    "agentId": "a",
+                    "action": "x",
+                    "retryPolicy": {"maxRetries": 3, "backoffMs": 200},
+                }
+            ],
+        }
+    )
     agent = ScriptedAgent("a", default=Fail(5))
     orch = await orchestrator(agent)
     t0 = now_ms()
@@ -231,9 +264,20 @@ async def test_plan_deadline_drops_a_waiting_retry():
 
 
 async def test_step_timeout_cancels_a_hanging_agent_then_retries():
-    plan = Plan.model_validate({"id": "p", "steps": [
-        {"id": "s", "agentId": "a", "action": "x", "timeout": 30,
-         "retryPolicy": {"maxRetries": 1, "backoffMs": 10}}]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "steps": [
+                {
+                    "id": "s",
+                    "agentId": "a",
+                    "action": "x",
+                    "timeout": 30,
+                    "retryPolicy": {"maxRetries": 1, "backoffMs": 10},
+                }
+            ],
+        }
+    )
     calls = 0
 
     async def hang_once(agent, input, context):
@@ -256,9 +300,16 @@ async def test_step_timeout_cancels_a_hanging_agent_then_retries():
 
 
 async def test_step_timeout_without_retry_fails_the_step_and_the_run_goes_on():
-    plan = Plan.model_validate({"id": "p", "parallel": True, "steps": [
-        {"id": "slow", "agentId": "a", "action": "x", "timeout": 20},
-        {"id": "fine", "agentId": "a", "action": "y"}]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "parallel": True,
+            "steps": [
+                {"id": "slow", "agentId": "a", "action": "x", "timeout": 20},
+                {"id": "fine", "agentId": "a", "action": "y"},
+            ],
+        }
+    )
     agent = ScriptedAgent("a", {"x": [Hang()], "y": [Ok(40)]})
     orch = await orchestrator(agent)
     result = await orch.orchestrate(plan)
@@ -269,14 +320,17 @@ async def test_step_timeout_without_retry_fails_the_step_and_the_run_goes_on():
 
 async def test_fallback_runs_after_a_timeout_and_plan_fallback_is_emitted():
     plan = seed_plan("graceful_degradation", 0.02)  # deadline 100 ms, fallback's 40 ms
-    agent = Probe("learning-agent-123", {"predict_with_ml": hang,
-                                         "predict_with_rules": ok_after(5)})
+    agent = Probe(
+        "learning-agent-123", {"predict_with_ml": hang, "predict_with_rules": ok_after(5)}
+    )
     orch = await orchestrator(agent)
     log = record(orch)
     result = await orch.orchestrate(plan)
     assert result.success and result.plan_id == "rule_based_fallback"
-    assert result.fallback_chain == [{"plan_id": "learning_recommendation", "status": "timed_out"},
-                                     {"plan_id": "rule_based_fallback", "status": "succeeded"}]
+    assert result.fallback_chain == [
+        {"plan_id": "learning_recommendation", "status": "timed_out"},
+        {"plan_id": "rule_based_fallback", "status": "succeeded"},
+    ]
     fallback = [p for e, p in log if e == "plan:fallback"]
     assert len(fallback) == 1
     assert fallback[0]["planId"] == "learning_recommendation"
@@ -289,8 +343,9 @@ async def test_fallback_runs_after_a_timeout_and_plan_fallback_is_emitted():
 
 async def test_fallback_after_a_non_retryable_failure():
     plan = seed_plan("ml_with_gpt4_fallback", 0.01)
-    learning = ScriptedAgent("learning-agent-123",
-                             {"predict_with_ml": [Fail(5, "model missing", retryable=False)]})
+    learning = ScriptedAgent(
+        "learning-agent-123", {"predict_with_ml": [Fail(5, "model missing", retryable=False)]}
+    )
     tutor = ScriptedAgent("tutor-agent-123", default=Ok(5))
     orch = await orchestrator(learning, tutor)
     log = record(orch, "plan:fallback", "agent:error")
@@ -302,10 +357,18 @@ async def test_fallback_after_a_non_retryable_failure():
 
 
 async def test_fallback_with_its_own_deadline_times_out_too():
-    plan = Plan.model_validate({"id": "main", "timeout": 30, "steps": [
-        {"id": "a", "agentId": "x", "action": "go"}],
-        "fallbackPlan": {"id": "fb", "timeout": 30, "steps": [
-            {"id": "b", "agentId": "x", "action": "go"}]}})
+    plan = Plan.model_validate(
+        {
+            "id": "main",
+            "timeout": 30,
+            "steps": [{"id": "a", "agentId": "x", "action": "go"}],
+            "fallbackPlan": {
+                "id": "fb",
+                "timeout": 30,
+                "steps": [{"id": "b", "agentId": "x", "action": "go"}],
+            },
+        }
+    )
     orch = await orchestrator(ScriptedAgent("x", default=Hang()))
     result = await orch.orchestrate(plan)
     assert result.status == "timed_out"
@@ -334,9 +397,16 @@ async def test_agent_insight_and_agent_error_reach_listeners():
     failing = ScriptedAgent("failing", default=Fail(1, "no data", retryable=False))
     orch = await orchestrator(emitter, listener, failing)
     log = record(orch, "agent:insight", "agent:error")
-    plan = Plan.model_validate({"id": "p", "parallel": True, "steps": [
-        {"id": "e", "agentId": "emitter", "action": "x"},
-        {"id": "f", "agentId": "failing", "action": "y"}]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "parallel": True,
+            "steps": [
+                {"id": "e", "agentId": "emitter", "action": "x"},
+                {"id": "f", "agentId": "failing", "action": "y"},
+            ],
+        }
+    )
     result = await orch.orchestrate(plan)
     assert result.step_states == {"e": "succeeded", "f": "failed"}
     insights = [p for e, p in log if e == "agent:insight"]
@@ -359,8 +429,14 @@ async def test_every_run_event_is_emitted_with_run_id_and_time():
     assert result.success and result.run_id == "run-7"
     names = [e for e, _ in log]
     assert names[0] == "plan:started" and names[-1] == "plan:completed"
-    for name in ("step:started", "step:completed", "step:retrying", "queue:completed",
-                 "queue:failed", "agent:error"):
+    for name in (
+        "step:started",
+        "step:completed",
+        "step:retrying",
+        "queue:completed",
+        "queue:failed",
+        "agent:error",
+    ):
         assert name in names, name
     for e, p in log:
         assert p["runId"] == "run-7" and p["timeMs"] >= 0, (e, p)
@@ -400,8 +476,15 @@ async def test_on_once_off_and_wildcard_listeners():
     orch.on("step:completed", removed.append)
     orch.off("step:completed", removed.append)
     orch.on("*", lambda event, payload: wild.append(event))
-    plan = Plan.model_validate({"id": "p", "steps": [{"id": "s", "agentId": "a", "action": "x"},
-                                                     {"id": "t", "agentId": "a", "action": "x"}]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "steps": [
+                {"id": "s", "agentId": "a", "action": "x"},
+                {"id": "t", "agentId": "a", "action": "x"},
+            ],
+        }
+    )
     await orch.orchestrate(plan)
     assert [p["stepId"] for p in every] == ["s", "t"]
     assert [p["stepId"] for p in first] == ["s"]
@@ -413,12 +496,20 @@ async def test_on_once_off_and_wildcard_listeners():
 
 
 async def test_an_agent_returning_garbage_is_an_error_naming_agent_action_and_value():
-    agent = ScriptedAgent("garbage-agent", {"score": [Garbage(1, 42)],
-                                            "rate": [Garbage(1, {"confidence": 7})]})
+    agent = ScriptedAgent(
+        "garbage-agent", {"score": [Garbage(1, 42)], "rate": [Garbage(1, {"confidence": 7})]}
+    )
     orch = await orchestrator(agent)
-    plan = Plan.model_validate({"id": "p", "parallel": True, "steps": [
-        {"id": "s1", "agentId": "garbage-agent", "action": "score"},
-        {"id": "s2", "agentId": "garbage-agent", "action": "rate"}]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "parallel": True,
+            "steps": [
+                {"id": "s1", "agentId": "garbage-agent", "action": "score"},
+                {"id": "s2", "agentId": "garbage-agent", "action": "rate"},
+            ],
+        }
+    )
     result = await orch.orchestrate(plan)
     assert result.step_states == {"s1": "failed", "s2": "failed"}
     e1, e2 = result.errors["s1"], result.errors["s2"]
@@ -440,14 +531,20 @@ async def test_an_agent_returning_a_dict_of_the_right_shape_is_fine():
 async def test_an_agent_raising_a_plain_exception_fails_the_attempt_and_the_run_goes_on():
     agent = ScriptedAgent("buggy", {"crash": [Crash(1, ValueError("bad number"))]}, default=Ok(5))
     orch = await orchestrator(agent)
-    plan = Plan.model_validate({"id": "p", "parallel": True, "steps": [
-        {"id": "c", "agentId": "buggy", "action": "crash"},
-        {"id": "d", "agentId": "buggy", "action": "fine"},
-        {"id": "e", "agentId": "buggy", "action": "fine", "dependencies": ["d"]},
-        {"id": "f", "agentId": "buggy", "action": "fine", "dependencies": ["c"]}]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "parallel": True,
+            "steps": [
+                {"id": "c", "agentId": "buggy", "action": "crash"},
+                {"id": "d", "agentId": "buggy", "action": "fine"},
+                {"id": "e", "agentId": "buggy", "action": "fine", "dependencies": ["d"]},
+                {"id": "f", "agentId": "buggy", "action": "fine", "dependencies": ["c"]},
+            ],
+        }
+    )
     result = await orch.orchestrate(plan)
-    assert result.step_states == {"c": "failed", "d": "succeeded", "e": "succeeded",
-                                  "f": "skipped"}
+    assert result.step_states == {"c": "failed", "d": "succeeded", "e": "succeeded", "f": "skipped"}
     err = result.errors["c"]
     assert "'buggy'" in err and "'crash'" in err and "ValueError" in err and "bad number" in err
     with pytest.raises(ok.PlanFailedError, match="bad number"):
@@ -457,9 +554,19 @@ async def test_an_agent_raising_a_plain_exception_fails_the_attempt_and_the_run_
 async def test_a_crash_is_retried_like_an_error():
     agent = ScriptedAgent("buggy", {"x": [Crash(1), Ok(1)]})
     orch = await orchestrator(agent)
-    plan = Plan.model_validate({"id": "p", "steps": [
-        {"id": "s", "agentId": "buggy", "action": "x",
-         "retryPolicy": {"maxRetries": 1, "backoffMs": 1}}]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "steps": [
+                {
+                    "id": "s",
+                    "agentId": "buggy",
+                    "action": "x",
+                    "retryPolicy": {"maxRetries": 1, "backoffMs": 1},
+                }
+            ],
+        }
+    )
     result = await orch.orchestrate(plan)
     assert result.success and list(result.spans.outcome) == ["error", "succeeded"]
 
@@ -473,8 +580,13 @@ async def test_unknown_agent_is_a_validation_error_naming_plan_step_and_agents()
     with pytest.raises(PlanValidationError) as info:
         await orch.orchestrate(seed_plan("learning_activity", 0.01))
     msg = str(info.value)
-    for word in ("learning_activity_789", "provide_feedback", "tutor-agent-123",
-                 "learning-agent-123, speech-agent-123", "register_agent"):
+    for word in (
+        "learning_activity_789",
+        "provide_feedback",
+        "tutor-agent-123",
+        "learning-agent-123, speech-agent-123",
+        "register_agent",
+    ):
         assert word in msg, word
     assert agent.calls == []  # nothing ran
     with pytest.raises(PlanValidationError, match="plan 'fallback_plan' step 'use_gpt4'"):
@@ -526,9 +638,16 @@ async def test_concurrent_runs_share_a_capacity_one_agent_fifo():
 async def test_capacity_wait_counts_toward_the_step_timeout_live():
     agent = ScriptedAgent("one", {"long": [Ok(60)]}, default=Ok(5), capacity=1)
     orch = await orchestrator(agent)
-    plan = Plan.model_validate({"id": "p", "parallel": True, "steps": [
-        {"id": "a", "agentId": "one", "action": "long"},
-        {"id": "b", "agentId": "one", "action": "short", "timeout": 30}]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "parallel": True,
+            "steps": [
+                {"id": "a", "agentId": "one", "action": "long"},
+                {"id": "b", "agentId": "one", "action": "short", "timeout": 30},
+            ],
+        }
+    )
     result = await orch.orchestrate(plan)
     assert result.step_states == {"a": "succeeded", "b": "failed"}
     b = span(result, "b")
@@ -540,8 +659,14 @@ async def test_capacity_wait_counts_toward_the_step_timeout_live():
 async def test_max_concurrency_live():
     agent = Probe("a", {"*": ok_after(20)})
     orch = await orchestrator(agent)
-    plan = Plan.model_validate({"id": "p", "parallel": True, "maxConcurrency": 2, "steps": [
-        {"id": f"s{i}", "agentId": "a", "action": "x"} for i in range(4)]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "parallel": True,
+            "maxConcurrency": 2,
+            "steps": [{"id": f"s{i}", "agentId": "a", "action": "x"} for i in range(4)],
+        }
+    )
     result = await orch.orchestrate(plan)
     assert result.success
     calls = agent.calls
@@ -553,7 +678,9 @@ async def test_max_concurrency_live():
 async def test_cancelling_the_orchestrate_task_cancels_the_agents():
     agent = Probe("a", {"hang": hang, "quick": ok_after(1)}, capacity=1)
     orch = await orchestrator(agent)
-    plan = Plan.model_validate({"id": "p", "steps": [{"id": "s", "agentId": "a", "action": "hang"}]})
+    plan = Plan.model_validate(
+        {"id": "p", "steps": [{"id": "s", "agentId": "a", "action": "hang"}]}
+    )
     task = asyncio.create_task(orch.orchestrate(plan))
     await asyncio.sleep(0.02)
     assert agent.calls and agent.calls[0]["t1"] is None  # hanging
@@ -563,7 +690,9 @@ async def test_cancelling_the_orchestrate_task_cancels_the_agents():
     await asyncio.sleep(0)
     assert agent.calls[0]["cancelled"] is True
     # the agent's slot was freed: the next run is served at once
-    quick = Plan.model_validate({"id": "q", "steps": [{"id": "s", "agentId": "a", "action": "quick"}]})
+    quick = Plan.model_validate(
+        {"id": "q", "steps": [{"id": "s", "agentId": "a", "action": "quick"}]}
+    )
     result = await asyncio.wait_for(orch.orchestrate(quick), 1.0)
     assert result.success and result.spans.iloc[0].start_ms < 5
 
@@ -584,12 +713,14 @@ def test_works_from_a_script_with_asyncio_run_twice():
 
 async def test_orchestrate_accepts_a_camel_case_dict():
     orch = await orchestrator(ScriptedAgent("a"))
-    result = await orch.orchestrate({"id": "p", "steps": [{"id": "s", "agentId": "a",
-                                                           "action": "x"}]})
+    result = await orch.orchestrate(
+        {"id": "p", "steps": [{"id": "s", "agentId": "a", "action": "x"}]}
+    )
     assert result.success
     with pytest.raises(PlanValidationError, match="dependecies"):
-        await orch.orchestrate({"id": "p", "steps": [{"id": "s", "agentId": "a", "action": "x",
-                                                      "dependecies": []}]})
+        await orch.orchestrate(
+            {"id": "p", "steps": [{"id": "s", "agentId": "a", "action": "x", "dependecies": []}]}
+        )
 
 
 async def test_a_plain_def_process_is_accepted():
@@ -599,7 +730,9 @@ async def test_a_plain_def_process_is_accepted():
 
     orch = ok.Orchestrator()
     await orch.register_agent(Sync("s"))
-    result = await orch.orchestrate({"id": "p", "steps": [{"id": "a", "agentId": "s", "action": "x"}]})
+    result = await orch.orchestrate(
+        {"id": "p", "steps": [{"id": "a", "agentId": "s", "action": "x"}]}
+    )
     assert result.success and result.results["a"].data == "a"
 
 
@@ -607,9 +740,19 @@ def test_under_uvloop_times_keep_their_precision_and_timeouts_never_fire_early()
     """uvloop's own clock ticks in whole ms; the orchestrator's clock does not, and a timer
     the coarse loop clock wakes early is still told to the core at its due time."""
     uvloop = pytest.importorskip("uvloop")
-    plan = {"id": "u", "steps": [
-        {"id": "quick", "agentId": "a", "action": "x"},
-        {"id": "stuck", "agentId": "b", "action": "x", "timeout": 5.5, "dependencies": ["quick"]}]}
+    plan = {
+        "id": "u",
+        "steps": [
+            {"id": "quick", "agentId": "a", "action": "x"},
+            {
+                "id": "stuck",
+                "agentId": "b",
+                "action": "x",
+                "timeout": 5.5,
+                "dependencies": ["quick"],
+            },
+        ],
+    }
 
     async def main():
         orch = ok.Orchestrator()

@@ -13,15 +13,13 @@ import logging
 import time
 
 import pytest
+from core_harness import plan_of, step
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import orchkit as ok
-from core_harness import plan_of, step
-from orchkit import AgentResponse, Plan
-from orchkit._engine.core import (CancelAttempt, Scheduler, StartAttempt, StartTimer,
-                           compile_plan)
-from orchkit import EventBus
+from orchkit import AgentResponse, EventBus, Plan
+from orchkit._engine.core import CancelAttempt, Scheduler, StartAttempt, StartTimer, compile_plan
 from orchkit.testing import Hang, Ok, ScriptedAgent
 
 pytestmark = pytest.mark.timeout(30)
@@ -57,8 +55,9 @@ def test_a_result_after_the_plan_deadline_is_late():
 
 def test_due_timers_fire_in_time_order_before_the_fact():
     core = Scheduler()
-    plan = plan_of("p", [step("a", timeout=30), step("b", timeout=20), step("c")],
-                   parallel=True, failFast=True)
+    plan = plan_of(
+        "p", [step("a", timeout=30), step("b", timeout=20), step("c")], parallel=True, failFast=True
+    )
     run, actions = core.submit(compile_plan(plan), 0.0, "r")
     a, b, c = _started(actions)
     core.attempt_succeeded(c, 40.0, "c")  # b's timer (20) then a's (30) are due first
@@ -96,8 +95,9 @@ def test_without_hold_slots_the_slot_is_free_at_the_cancel():
 
 
 def one_step(agent_id="a", action="x", **step_fields) -> Plan:
-    return Plan.model_validate({"id": "p", "steps": [
-        {"id": "s", "agentId": agent_id, "action": action, **step_fields}]})
+    return Plan.model_validate(
+        {"id": "p", "steps": [{"id": "s", "agentId": agent_id, "action": action, **step_fields}]}
+    )
 
 
 async def orchestrator(*agents, **kw) -> ok.Orchestrator:
@@ -151,19 +151,24 @@ class BadRepr:
 # ------------------------------------------------------------------ agents raising anything
 
 
-@pytest.mark.parametrize("exc, name", [
-    (asyncio.CancelledError, "CancelledError"),
-    (Custom, "Custom"),
-    (BadStr, "BadStr"),
-    (BadStrBase, "BadStrBase"),
-    (GeneratorExit, "GeneratorExit"),
-    (StrCancels, "StrCancels"),
-])
+@pytest.mark.parametrize(
+    "exc, name",
+    [
+        (asyncio.CancelledError, "CancelledError"),
+        (Custom, "Custom"),
+        (BadStr, "BadStr"),
+        (BadStrBase, "BadStrBase"),
+        (GeneratorExit, "GeneratorExit"),
+        (StrCancels, "StrCancels"),
+    ],
+)
 async def test_an_agent_raising_anything_fails_the_attempt_with_an_error(exc, name):
     orch = await orchestrator(Raising("a", exc))
     # a step timeout far away: the attempt must end as an error at once, not as a timeout
-    result = await run_bounded(orch, one_step(timeout=3000, retryPolicy={
-        "maxRetries": 1, "backoffMs": 1, "retryOn": ["error"]}))
+    result = await run_bounded(
+        orch,
+        one_step(timeout=3000, retryPolicy={"maxRetries": 1, "backoffMs": 1, "retryOn": ["error"]}),
+    )
     spans = result.spans
     assert list(spans.outcome) == ["error", "error"]  # retried as an ordinary error
     assert result.status == "failed" and result.duration_ms < 1000
@@ -186,6 +191,7 @@ async def test_an_agent_cancelling_its_own_task_fails_the_attempt():
 async def test_an_attempt_cancelled_before_its_coroutine_ran_frees_its_slot():
     """failFast: 'a' fails in the loop turn that started 'b', so 'b' is cancelled before its
     coroutine ever ran; its slot (capacity 1) must be free for the next run at once."""
+
     class Fatal(ok.Agent):
         async def process(self, action, input, context):
             raise ok.AgentError("no", retryable=False)
@@ -198,8 +204,17 @@ async def test_an_attempt_cancelled_before_its_coroutine_ran_frees_its_slot():
             return AgentResponse(action=action, confidence=1.0)
 
     orch = await orchestrator(Fatal("a"), Counting("b", capacity=1))
-    plan = Plan.model_validate({"id": "p", "parallel": True, "failFast": True, "steps": [
-        {"id": "a", "agentId": "a", "action": "x"}, {"id": "b", "agentId": "b", "action": "x"}]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "parallel": True,
+            "failFast": True,
+            "steps": [
+                {"id": "a", "agentId": "a", "action": "x"},
+                {"id": "b", "agentId": "b", "action": "x"},
+            ],
+        }
+    )
     first = await run_bounded(orch, plan)
     assert first.status == "failed" and first.step_states["b"] == "cancelled"
     assert Counting.calls == 0 and orch.agent_load("b") == (0, 0)
@@ -235,18 +250,27 @@ async def test_garbage_whose_repr_raises_is_reported_as_garbage():
 
 def attempt_tasks():
     """The orchestrator's attempt coroutines still pending in this loop."""
-    return [t for t in asyncio.all_tasks()
-            if not t.done() and t.get_coro().__qualname__ == "Orchestrator._call"]
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and t.get_coro().__qualname__ == "Orchestrator._call"
+    ]
 
 
 async def test_shutdown_ends_the_runs_in_flight_as_failed_and_their_callers_return():
     hang = ScriptedAgent("a", default=Hang())
     orch = await orchestrator(hang, ScriptedAgent("b"))
-    plan = Plan.model_validate({
-        "id": "p", "parallel": True, "steps": [
-            {"id": "s", "agentId": "a", "action": "x"},
-            {"id": "t", "agentId": "a", "action": "y", "dependencies": ["s"]}],
-        "fallbackPlan": {"id": "fb", "steps": [{"id": "u", "agentId": "b", "action": "z"}]}})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "parallel": True,
+            "steps": [
+                {"id": "s", "agentId": "a", "action": "x"},
+                {"id": "t", "agentId": "a", "action": "y", "dependencies": ["s"]},
+            ],
+            "fallbackPlan": {"id": "fb", "steps": [{"id": "u", "agentId": "b", "action": "z"}]},
+        }
+    )
     events = []
     orch.on("plan:completed", events.append)
     runs = [asyncio.ensure_future(orch.orchestrate(plan, run_id=k)) for k in range(3)]
@@ -267,9 +291,16 @@ async def test_shutdown_ends_the_runs_in_flight_as_failed_and_their_callers_retu
 # ------------------------------------------------------------------ listeners raising anything
 
 
-@pytest.mark.parametrize("raise_", [
-    lambda: asyncio.CancelledError(), lambda: Custom("listener"), lambda: BadStrBase(),
-    lambda: StrCancels(), lambda: RuntimeError("plain")])
+@pytest.mark.parametrize(
+    "raise_",
+    [
+        lambda: asyncio.CancelledError(),
+        lambda: Custom("listener"),
+        lambda: BadStrBase(),
+        lambda: StrCancels(),
+        lambda: RuntimeError("plain"),
+    ],
+)
 @pytest.mark.parametrize("asynchronous", [False, True])
 async def test_a_listener_raising_anything_never_breaks_runs_or_leaks_a_slot(raise_, asynchronous):
     agent = ScriptedAgent("a", default=Ok(1), capacity=1)
@@ -277,27 +308,41 @@ async def test_a_listener_raising_anything_never_breaks_runs_or_leaks_a_slot(rai
     reports = []
 
     if asynchronous:
+
         async def bad(*args):
             raise raise_()
     else:
+
         def bad(*args):
             raise raise_()
 
-    for event in ("plan:started", "step:started", "step:completed", "queue:completed",
-                  "plan:completed"):
+    for event in (
+        "plan:started",
+        "step:started",
+        "step:completed",
+        "queue:completed",
+        "plan:completed",
+    ):
         orch.on(event, bad)
     orch.on("*", bad)
     orch.on("listener:error", reports.append)
-    plan = Plan.model_validate({"id": "p", "parallel": True, "steps": [
-        {"id": f"s{i}", "agentId": "a", "action": "x"} for i in range(3)]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "parallel": True,
+            "steps": [{"id": f"s{i}", "agentId": "a", "action": "x"} for i in range(3)],
+        }
+    )
     for _ in range(2):  # a later run on the same orchestrator does not hang either
         results = await asyncio.wait_for(
-            asyncio.gather(*(orch.orchestrate(plan) for _ in range(2))), 5)
+            asyncio.gather(*(orch.orchestrate(plan) for _ in range(2))), 5
+        )
         assert all(r.status == "succeeded" for r in results)
     await asyncio.sleep(0.01)  # let async listeners' tasks end
     assert len(agent.calls) == 12
     assert reports and {"plan:started", "step:started", "plan:completed"} <= {
-        r["event"] for r in reports}
+        r["event"] for r in reports
+    }
     assert type(raise_()).__name__ in reports[0]["error"]
     await orch.shutdown()
 
@@ -326,8 +371,13 @@ async def test_a_listener_whose_repr_raises_is_still_reported():
     orch.on("step:completed", Weird())
     orch.on("listener:error", reports.append)
     assert (await run_bounded(orch, one_step())).success
-    assert reports == [{"event": "step:completed", "listener": "<unprintable Weird>",
-                        "error": "<unprintable BadStr>"}]
+    assert reports == [
+        {
+            "event": "step:completed",
+            "listener": "<unprintable Weird>",
+            "error": "<unprintable BadStr>",
+        }
+    ]
 
 
 # ------------------------------------------------------------------ late results
@@ -354,8 +404,9 @@ async def test_a_result_after_the_step_timeout_is_a_timeout_even_if_the_loop_was
 
 async def test_a_result_after_the_plan_deadline_is_late_even_if_the_loop_was_blocked():
     orch = await orchestrator(Blocking("a", 150))
-    plan = Plan.model_validate({"id": "p", "timeout": 50, "steps": [
-        {"id": "s", "agentId": "a", "action": "x"}]})
+    plan = Plan.model_validate(
+        {"id": "p", "timeout": 50, "steps": [{"id": "s", "agentId": "a", "action": "x"}]}
+    )
     result = await run_bounded(orch, plan)
     assert result.status == "timed_out" and list(result.spans.outcome) == ["cancelled"]
 
@@ -401,9 +452,16 @@ class Stubborn(ok.Agent):
 async def test_an_agent_ignoring_cancellation_keeps_its_slot_and_is_reported(caplog):
     agent = Stubborn("stubborn", capacity=1, extra_ms=150)
     orch = await orchestrator(agent, grace_ms=50)
-    plan = Plan.model_validate({"id": "q", "parallel": True, "steps": [
-        {"id": "a", "agentId": "stubborn", "action": "x", "timeout": 20},
-        {"id": "b", "agentId": "stubborn", "action": "x", "input": {"work_ms": 1}}]})
+    plan = Plan.model_validate(
+        {
+            "id": "q",
+            "parallel": True,
+            "steps": [
+                {"id": "a", "agentId": "stubborn", "action": "x", "timeout": 20},
+                {"id": "b", "agentId": "stubborn", "action": "x", "input": {"work_ms": 1}},
+            ],
+        }
+    )
     with caplog.at_level(logging.WARNING, logger="orchkit"):
         result = await run_bounded(orch, plan)
     assert result.step_states == {"a": "failed", "b": "succeeded"}
@@ -420,9 +478,16 @@ async def test_an_agent_ignoring_cancellation_keeps_its_slot_and_is_reported(cap
 async def test_shutdown_waits_a_bounded_time_for_stragglers_then_reports_them(caplog):
     forever, once = Stubborn("forever", swallow=10**9), Stubborn("once", extra_ms=10_000)
     orch = await orchestrator(forever, once, grace_ms=100)
-    plan = Plan.model_validate({"id": "p", "parallel": True, "steps": [
-        {"id": "s", "agentId": "forever", "action": "x"},
-        {"id": "t", "agentId": "once", "action": "x"}]})
+    plan = Plan.model_validate(
+        {
+            "id": "p",
+            "parallel": True,
+            "steps": [
+                {"id": "s", "agentId": "forever", "action": "x"},
+                {"id": "t", "agentId": "once", "action": "x"},
+            ],
+        }
+    )
     run = asyncio.ensure_future(orch.orchestrate(plan))
     await asyncio.sleep(0.02)
     t0 = time.perf_counter()
@@ -432,8 +497,9 @@ async def test_shutdown_waits_a_bounded_time_for_stragglers_then_reports_them(ca
     assert (await asyncio.wait_for(run, 1)).status == "failed"
     # "once" gave in to the second cancel; "forever" is reported and left running
     assert (once.running, forever.running, len(attempt_tasks())) == (0, 1, 1)
-    assert any("agent 'forever' is still running step 's'" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "agent 'forever' is still running step 's'" in r.getMessage() for r in caplog.records
+    )
     forever.release.set()  # let it go, so that no task outlives the test
     for task in attempt_tasks():
         task.cancel()
@@ -497,8 +563,12 @@ class Chaos(ok.Agent):
                     await asyncio.sleep(0.01)
             else:
                 await asyncio.sleep(0.002)
-            raises = {"raise": RuntimeError("bug"), "cancel": asyncio.CancelledError(),
-                      "base": Custom(), "badstr": BadStr()}
+            raises = {
+                "raise": RuntimeError("bug"),
+                "cancel": asyncio.CancelledError(),
+                "base": Custom(),
+                "badstr": BadStr(),
+            }
             if kind in raises:
                 raise raises[kind]
             return BadRepr() if kind == "garbage" else AgentResponse(action=action, confidence=1)
@@ -508,8 +578,17 @@ class Chaos(ok.Agent):
 
 BEHAVIOURS = ["ok", "block", "hang", "swallow", "raise", "cancel", "base", "badstr", "garbage"]
 LISTENERS = ["raise", "cancel", "base", "async_raise", "async_cancel", "slow"]
-EVENTS = ["plan:started", "step:started", "step:completed", "step:failed", "step:retrying",
-          "queue:failed", "plan:completed", "agent:error", "*"]
+EVENTS = [
+    "plan:started",
+    "step:started",
+    "step:completed",
+    "step:failed",
+    "step:retrying",
+    "queue:failed",
+    "plan:completed",
+    "agent:error",
+    "*",
+]
 
 
 def _listener(kind):
@@ -517,12 +596,15 @@ def _listener(kind):
     if kind == "slow":
         return lambda *args: time.sleep(0.002)
     if kind.startswith("async_"):
+
         async def raising(*args):
             raise exc[kind[6:]]()
+
         return raising
 
     def raising(*args):
         raise exc[kind]()
+
     return raising
 
 
@@ -531,34 +613,50 @@ def chaos(draw):
     n = draw(st.integers(1, 4))
     steps = []
     for i in range(n):
-        s = {"id": f"s{i}", "agentId": draw(st.sampled_from(["A", "B"])), "action": "x",
-             "dependencies": sorted(draw(st.sets(st.sampled_from([f"s{j}" for j in range(i)]),
-                                                 max_size=2))) if i else []}
+        s = {
+            "id": f"s{i}",
+            "agentId": draw(st.sampled_from(["A", "B"])),
+            "action": "x",
+            "dependencies": sorted(
+                draw(st.sets(st.sampled_from([f"s{j}" for j in range(i)]), max_size=2))
+            )
+            if i
+            else [],
+        }
         timeout = draw(st.sampled_from([None, 15, 40]))
         if timeout:
             s["timeout"] = timeout
         retries = draw(st.integers(0, 2))
         if retries:
-            s["retryPolicy"] = {"maxRetries": retries, "backoffMs": draw(st.integers(1, 5)),
-                                "retryOn": ["error", "timeout"]}
+            s["retryPolicy"] = {
+                "maxRetries": retries,
+                "backoffMs": draw(st.integers(1, 5)),
+                "retryOn": ["error", "timeout"],
+            }
         steps.append(s)
-    plan = {"id": "p", "steps": steps, "parallel": draw(st.booleans()),
-            "failFast": draw(st.booleans())}
+    plan = {
+        "id": "p",
+        "steps": steps,
+        "parallel": draw(st.booleans()),
+        "failFast": draw(st.booleans()),
+    }
     if draw(st.booleans()):
         plan["timeout"] = draw(st.sampled_from([30, 60]))
     behaviours = st.lists(st.sampled_from(BEHAVIOURS), max_size=6)
     return {
         "plan": plan,
         "agents": {a: (draw(st.sampled_from([None, 1, 2])), draw(behaviours)) for a in "AB"},
-        "listeners": draw(st.lists(st.tuples(st.sampled_from(EVENTS), st.sampled_from(LISTENERS)),
-                                   max_size=4)),
+        "listeners": draw(
+            st.lists(st.tuples(st.sampled_from(EVENTS), st.sampled_from(LISTENERS)), max_size=4)
+        ),
         "runs": draw(st.integers(1, 3)),
         "shutdown_after_ms": draw(st.sampled_from([5, 30, 150])),
     }
 
 
-@settings(max_examples=30, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(chaos())
 def test_whatever_agents_and_listeners_do_runs_end_within_capacity_and_nothing_is_left(sc):
     asyncio.run(_play(sc))

@@ -37,8 +37,10 @@ Z = 5.0  # tolerance in standard errors: a false alarm has probability ~6e-7 per
 # (spec, scipy frozen distribution with the same law)
 CASES = [
     ({"dist": "exponential", "mean": 200}, stats.expon(scale=200)),
-    ({"dist": "lognormal", "median": 1500, "p95": 6000},
-     stats.lognorm(s=math.log(4) / stats.norm.ppf(0.95), scale=1500)),
+    (
+        {"dist": "lognormal", "median": 1500, "p95": 6000},
+        stats.lognorm(s=math.log(4) / stats.norm.ppf(0.95), scale=1500),
+    ),
     ({"dist": "lognormal", "mu": 5.0, "sigma": 0.8}, stats.lognorm(s=0.8, scale=math.exp(5.0))),
     ({"dist": "gamma", "mean": 80, "cv": 0.5}, stats.gamma(a=4, scale=20)),
     ({"dist": "gamma", "mean": 80, "cv": 2.0}, stats.gamma(a=0.25, scale=320)),
@@ -136,12 +138,16 @@ def test_quantile_rejects_q_outside_unit_interval():
 
 def test_same_seed_same_draws_for_every_distribution():
     dists = [distribution_from_dict(s) for s, _ in CASES] + [
-        Constant(3.0), Empirical((1.0, 2.0, 9.0))]
+        Constant(3.0),
+        Empirical((1.0, 2.0, 9.0)),
+    ]
     for d in dists:
         a, b = random.Random(99), random.Random(99)
         assert [d.sample(a) for _ in range(50)] == [d.sample(b) for _ in range(50)]
-        assert np.array_equal(d.sample_array(np.random.default_rng(7), 50),
-                              d.sample_array(np.random.default_rng(7), 50))
+        assert np.array_equal(
+            d.sample_array(np.random.default_rng(7), 50),
+            d.sample_array(np.random.default_rng(7), 50),
+        )
         if not isinstance(d, Constant):  # a different seed gives different draws
             a, c = random.Random(99), random.Random(100)
             assert [d.sample(a) for _ in range(50)] != [d.sample(c) for _ in range(50)]
@@ -149,7 +155,10 @@ def test_same_seed_same_draws_for_every_distribution():
 
 PINNED = {  # random.Random(2024): the same on every machine and Python >= 3.11 (SPEC §4.3)
     "exponential": ({"mean": 200}, [127.00989078755269, 260.5850689395058, 72.40968775069457]),
-    "lognormal": ({"median": 1500, "p95": 6000}, [1318.045354300364, 2586.27909944809, 1252.5167255590156]),
+    "lognormal": (
+        {"median": 1500, "p95": 6000},
+        [1318.045354300364, 2586.27909944809, 1252.5167255590156],
+    ),
     "gamma": ({"mean": 80, "cv": 0.5}, [76.45895038763494, 58.46954948124675, 69.72779840563062]),
     "uniform": ({"low": 2, "high": 8}, [4.820544310586424, 6.3695857485392455, 3.8225081503481446]),
     "empirical": ({"samples": [1, 2, 3, 4]}, [4.0, 2.0, 3.0]),
@@ -165,10 +174,14 @@ def test_draws_are_pinned(name):
 
 
 def test_to_dict_round_trips_every_form():
-    for spec in [s for s, _ in CASES] + [{"dist": "constant", "value": 0},
-                                        {"dist": "empirical", "samples": [1, 2.5]}]:
+    for spec in [s for s, _ in CASES] + [
+        {"dist": "constant", "value": 0},
+        {"dist": "empirical", "samples": [1, 2.5]},
+    ]:
         assert distribution_from_dict(spec).to_dict() == spec
-        assert distribution_from_dict(distribution_from_dict(spec).to_dict()) == distribution_from_dict(spec)
+        assert distribution_from_dict(
+            distribution_from_dict(spec).to_dict()
+        ) == distribution_from_dict(spec)
 
 
 # ---------------------------------------------------------------- action models
@@ -210,7 +223,9 @@ def test_action_model_is_frozen_and_picklable():
     assert pickle.loads(pickle.dumps(m)) == m
     am = AgentModels.load(DEFAULT)
     clone = pickle.loads(pickle.dumps(am))
-    assert clone.resolve("tutor-agent-123", "prepare_hints") == am.resolve("tutor-agent-123", "prepare_hints")
+    assert clone.resolve("tutor-agent-123", "prepare_hints") == am.resolve(
+        "tutor-agent-123", "prepare_hints"
+    )
 
 
 # ---------------------------------------------------------------- matching
@@ -218,8 +233,14 @@ def test_action_model_is_frozen_and_picklable():
 
 def test_exact_id_beats_any_glob_wherever_it_is_listed():
     for agents in (
-        {"learning-agent-*": lat(dist="constant", value=1), "learning-agent-123": lat(dist="constant", value=2)},
-        {"learning-agent-123": lat(dist="constant", value=2), "learning-agent-*": lat(dist="constant", value=1)},
+        {
+            "learning-agent-*": lat(dist="constant", value=1),
+            "learning-agent-123": lat(dist="constant", value=2),
+        },
+        {
+            "learning-agent-123": lat(dist="constant", value=2),
+            "learning-agent-*": lat(dist="constant", value=1),
+        },
     ):
         m = models(agents)
         assert m.resolve("learning-agent-123", "x").latency == Constant(2.0)
@@ -227,15 +248,17 @@ def test_exact_id_beats_any_glob_wherever_it_is_listed():
 
 
 def test_most_literal_characters_wins_then_file_order():
-    m = models({
-        "*": lat(dist="constant", value=1),
-        "tutor-*": lat(dist="constant", value=2),
-        "tutor-agent-*": lat(dist="constant", value=3),
-        "a?c*": lat(dist="constant", value=4),
-        "ab*": lat(dist="constant", value=5),
-        "x[0-9]yz": lat(dist="constant", value=6),
-        "x*": lat(dist="constant", value=7),
-    })
+    m = models(
+        {
+            "*": lat(dist="constant", value=1),
+            "tutor-*": lat(dist="constant", value=2),
+            "tutor-agent-*": lat(dist="constant", value=3),
+            "a?c*": lat(dist="constant", value=4),
+            "ab*": lat(dist="constant", value=5),
+            "x[0-9]yz": lat(dist="constant", value=6),
+            "x*": lat(dist="constant", value=7),
+        }
+    )
     assert m.match("tutor-agent-1") == "tutor-agent-*"
     assert m.match("tutor-x") == "tutor-*"
     assert m.match("other") == "*"
@@ -248,17 +271,22 @@ def test_most_literal_characters_wins_then_file_order():
 
 
 def test_per_action_overrides_merge_over_the_agent_entry():
-    m = models({"tutor-*": {
-        "capacity": 4,
-        "latency": {"dist": "lognormal", "median": 1500, "p95": 6000},
-        "error": 0.03, "hang": 0.002,
-        "actions": {
-            "prepare_hints": {"error": 0.2},
-            "fast": {"latency": {"dist": "constant", "value": 5}},
-            "predict_*": {"hang": 0.5},
-            "predict_with_gpt4": {"error": 0.1},
-        },
-    }})
+    m = models(
+        {
+            "tutor-*": {
+                "capacity": 4,
+                "latency": {"dist": "lognormal", "median": 1500, "p95": 6000},
+                "error": 0.03,
+                "hang": 0.002,
+                "actions": {
+                    "prepare_hints": {"error": 0.2},
+                    "fast": {"latency": {"dist": "constant", "value": 5}},
+                    "predict_*": {"hang": 0.5},
+                    "predict_with_gpt4": {"error": 0.1},
+                },
+            }
+        }
+    )
     base = Lognormal.from_median_p95(1500.0, 6000.0)
     assert m.resolve("tutor-1", "other") == ActionModel(base, 0.03, 0.002)
     assert m.resolve("tutor-1", "prepare_hints") == ActionModel(base, 0.2, 0.002)
@@ -277,7 +305,9 @@ def test_defaults_and_unlimited_capacity():
 
 
 def test_unknown_agent_lists_the_patterns():
-    m = models({"tutor-*": lat(dist="exponential", mean=10), "speech-*": lat(dist="exponential", mean=10)})
+    m = models(
+        {"tutor-*": lat(dist="exponential", mean=10), "speech-*": lat(dist="exponential", mean=10)}
+    )
     for call in (lambda: m.resolve("learnin-agent-1", "x"), lambda: m.capacity("learnin-agent-1")):
         with pytest.raises(PlanValidationError) as info:
             call()
@@ -285,13 +315,25 @@ def test_unknown_agent_lists_the_patterns():
 
 
 def test_check_plan_walks_the_fallback_chain():
-    m = models({"learning-agent-*": lat(dist="exponential", mean=10), "tutor-*": lat(dist="exponential", mean=10)})
-    plan = Plan.model_validate({
-        "id": "main", "steps": [{"id": "s1", "agentId": "learning-agent-1", "action": "a"}],
-        "fallbackPlan": {"id": "fb", "steps": [
-            {"id": "t1", "agentId": "tutor-agent-1", "action": "b"},
-            {"id": "t2", "agentId": "speech-agent-7", "action": "c"}]},
-    })
+    m = models(
+        {
+            "learning-agent-*": lat(dist="exponential", mean=10),
+            "tutor-*": lat(dist="exponential", mean=10),
+        }
+    )
+    plan = Plan.model_validate(
+        {
+            "id": "main",
+            "steps": [{"id": "s1", "agentId": "learning-agent-1", "action": "a"}],
+            "fallbackPlan": {
+                "id": "fb",
+                "steps": [
+                    {"id": "t1", "agentId": "tutor-agent-1", "action": "b"},
+                    {"id": "t2", "agentId": "speech-agent-7", "action": "c"},
+                ],
+            },
+        }
+    )
     with pytest.raises(PlanValidationError) as info:
         m.check_plan(plan)
     msg = str(info.value)
@@ -309,7 +351,9 @@ def test_default_models_serve_every_seed_plan():
     assert m.match("agent2") == "agent*"
     # the profiles say what the README says they say
     tutor = m.resolve("tutor-agent-123", "generate_feedback").latency
-    assert tutor.quantile(0.5) == pytest.approx(1500) and tutor.quantile(0.95) == pytest.approx(6000)
+    assert tutor.quantile(0.5) == pytest.approx(1500) and tutor.quantile(0.95) == pytest.approx(
+        6000
+    )
     assert m.capacity("tutor-agent-123") == 4
     assert m.resolve("learning-agent-123", "predict_with_ml").latency.mean_ms < 100
     assert m.resolve("learning-agent-123", "predict_with_gpt4").latency.quantile(0.5) > 1000
@@ -319,54 +363,114 @@ def test_default_models_serve_every_seed_plan():
 # ---------------------------------------------------------------- validation messages
 
 
-@pytest.mark.parametrize("agents,parts", [
-    ({"tutor-*": lat(dist="lognorm", median=1, p95=2)},
-     ["agent 'tutor-*'", "unknown dist 'lognorm'", "did you mean 'lognormal'",
-      "constant, exponential, lognormal, gamma, uniform, empirical"]),
-    ({"a": {"latency": {"mean": 3}}}, ["agent 'a' latency", "missing 'dist'"]),
-    ({"a": lat(dist="exponential")}, ["exponential is missing 'mean'"]),
-    ({"a": lat(dist="lognormal", median=100)},
-     ["lognormal is missing 'p95'", "{median, p95} or {mu, sigma}"]),
-    ({"a": lat(dist="exponential", mean=5, median=3)}, ["exponential does not take 'median'", "{mean}"]),
-    ({"a": lat(dist="lognormal", median=5, sigma=1)}, ["lognormal does not take 'sigma'"]),
-    ({"a": lat(dist="lognormal", median=1500, p95=1500)}, ["p95 > median", "median=1500", "p95=1500"]),
-    ({"a": lat(dist="lognormal", median=0, p95=10)}, ["'median' must be > 0"]),
-    ({"a": lat(dist="lognormal", mu=3, sigma=0)}, ["'sigma' must be > 0"]),
-    ({"a": lat(dist="exponential", mean=0)}, ["'mean' must be > 0"]),
-    ({"a": lat(dist="gamma", mean=-5, cv=1)}, ["'mean' must be > 0"]),
-    ({"a": lat(dist="gamma", mean=5, cv=0)}, ["'cv' must be > 0"]),
-    ({"a": lat(dist="constant", value=-1)}, ["'value'", ">= 0"]),
-    ({"a": lat(dist="exponential", mean="200ms")}, ["'mean' must be a finite number", "'200ms'"]),
-    ({"a": lat(dist="uniform", low=9, high=3)}, ["low <= high", "low=9", "high=3"]),
-    ({"a": lat(dist="uniform", low=-1, high=3)}, ["'low'", ">= 0"]),
-    ({"a": lat(dist="empirical", samples=[])}, ["non-empty list"]),
-    ({"a": lat(dist="empirical", samples=[3, -1])}, [">= 0", "[-1]"]),
-    ({"a": {**lat(dist="constant", value=1), "error": 1.5}},
-     ["agent 'a'", "'error' is a probability", "[0, 1]", "got 1.5"]),
-    ({"a": {**lat(dist="constant", value=1), "error": 2}}, ["2% is 0.02"]),
-    ({"a": {**lat(dist="constant", value=1), "hang": -0.1}}, ["'hang' is a probability", "got -0.1"]),
-    ({"a": {**lat(dist="constant", value=1), "error": "0.1"}}, ["'error' is a probability", "'0.1'"]),
-    ({"a": {**lat(dist="constant", value=1), "error": 0.7, "hang": 0.5}}, ["error + hang = 1.2 > 1"]),
-    ({"a": {**lat(dist="constant", value=1), "capacity": 0}}, ["'capacity' must be an integer >= 1", "got 0"]),
-    ({"a": {**lat(dist="constant", value=1), "capacity": 2.5}}, ["'capacity' must be an integer >= 1"]),
-    ({"a": {**lat(dist="constant", value=1), "capacity": True}}, ["'capacity' must be an integer >= 1"]),
-    ({"a": {"latncy": {"dist": "constant", "value": 1}}},
-     ["agent 'a'", "unknown key 'latncy'", "did you mean 'latency'"]),
-    ({"a": {"error": 0.1}}, ["agent 'a'", "missing 'latency'"]),
-    ({"a": {**lat(dist="constant", value=1), "actions": {"x": {"eror": 0.1}}}},
-     ["agent 'a' action 'x'", "unknown key 'eror'", "did you mean 'error'"]),
-    ({"a": {**lat(dist="constant", value=1), "actions": {"x": {"capacity": 2}}}},
-     ["agent 'a' action 'x'", "'capacity' belongs to the agent"]),
-    ({"a": {**lat(dist="constant", value=1), "actions": {"x": {"latency": {"dist": "exp"}}}}},
-     ["agent 'a' action 'x' latency", "unknown dist 'exp'"]),
-    ({"a": {**lat(dist="constant", value=1), "actions": {"x": {"error": 3}}}},
-     ["agent 'a' action 'x'", "'error' is a probability"]),
-    ({"a": {**lat(dist="constant", value=1), "error": 0.6, "actions": {"x": {"hang": 0.6}}}},
-     ["agent 'a' action 'x'", "error + hang"]),
-    ({"a": {**lat(dist="constant", value=1), "actions": ["x"]}}, ["'actions' must be a mapping"]),
-    ({"a": "fast"}, ["agent 'a'", "expected a mapping"]),
-    ({5: lat(dist="constant", value=1)}, ["must be strings", "5"]),
-])
+@pytest.mark.parametrize(
+    "agents,parts",
+    [
+        (
+            {"tutor-*": lat(dist="lognorm", median=1, p95=2)},
+            [
+                "agent 'tutor-*'",
+                "unknown dist 'lognorm'",
+                "did you mean 'lognormal'",
+                "constant, exponential, lognormal, gamma, uniform, empirical",
+            ],
+        ),
+        ({"a": {"latency": {"mean": 3}}}, ["agent 'a' latency", "missing 'dist'"]),
+        ({"a": lat(dist="exponential")}, ["exponential is missing 'mean'"]),
+        (
+            {"a": lat(dist="lognormal", median=100)},
+            ["lognormal is missing 'p95'", "{median, p95} or {mu, sigma}"],
+        ),
+        (
+            {"a": lat(dist="exponential", mean=5, median=3)},
+            ["exponential does not take 'median'", "{mean}"],
+        ),
+        ({"a": lat(dist="lognormal", median=5, sigma=1)}, ["lognormal does not take 'sigma'"]),
+        (
+            {"a": lat(dist="lognormal", median=1500, p95=1500)},
+            ["p95 > median", "median=1500", "p95=1500"],
+        ),
+        ({"a": lat(dist="lognormal", median=0, p95=10)}, ["'median' must be > 0"]),
+        ({"a": lat(dist="lognormal", mu=3, sigma=0)}, ["'sigma' must be > 0"]),
+        ({"a": lat(dist="exponential", mean=0)}, ["'mean' must be > 0"]),
+        ({"a": lat(dist="gamma", mean=-5, cv=1)}, ["'mean' must be > 0"]),
+        ({"a": lat(dist="gamma", mean=5, cv=0)}, ["'cv' must be > 0"]),
+        ({"a": lat(dist="constant", value=-1)}, ["'value'", ">= 0"]),
+        (
+            {"a": lat(dist="exponential", mean="200ms")},
+            ["'mean' must be a finite number", "'200ms'"],
+        ),
+        ({"a": lat(dist="uniform", low=9, high=3)}, ["low <= high", "low=9", "high=3"]),
+        ({"a": lat(dist="uniform", low=-1, high=3)}, ["'low'", ">= 0"]),
+        ({"a": lat(dist="empirical", samples=[])}, ["non-empty list"]),
+        ({"a": lat(dist="empirical", samples=[3, -1])}, [">= 0", "[-1]"]),
+        (
+            {"a": {**lat(dist="constant", value=1), "error": 1.5}},
+            ["agent 'a'", "'error' is a probability", "[0, 1]", "got 1.5"],
+        ),
+        ({"a": {**lat(dist="constant", value=1), "error": 2}}, ["2% is 0.02"]),
+        (
+            {"a": {**lat(dist="constant", value=1), "hang": -0.1}},
+            ["'hang' is a probability", "got -0.1"],
+        ),
+        (
+            {"a": {**lat(dist="constant", value=1), "error": "0.1"}},
+            ["'error' is a probability", "'0.1'"],
+        ),
+        (
+            {"a": {**lat(dist="constant", value=1), "error": 0.7, "hang": 0.5}},
+            ["error + hang = 1.2 > 1"],
+        ),
+        (
+            {"a": {**lat(dist="constant", value=1), "capacity": 0}},
+            ["'capacity' must be an integer >= 1", "got 0"],
+        ),
+        (
+            {"a": {**lat(dist="constant", value=1), "capacity": 2.5}},
+            ["'capacity' must be an integer >= 1"],
+        ),
+        (
+            {"a": {**lat(dist="constant", value=1), "capacity": True}},
+            ["'capacity' must be an integer >= 1"],
+        ),
+        (
+            {"a": {"latncy": {"dist": "constant", "value": 1}}},
+            ["agent 'a'", "unknown key 'latncy'", "did you mean 'latency'"],
+        ),
+        ({"a": {"error": 0.1}}, ["agent 'a'", "missing 'latency'"]),
+        (
+            {"a": {**lat(dist="constant", value=1), "actions": {"x": {"eror": 0.1}}}},
+            ["agent 'a' action 'x'", "unknown key 'eror'", "did you mean 'error'"],
+        ),
+        (
+            {"a": {**lat(dist="constant", value=1), "actions": {"x": {"capacity": 2}}}},
+            ["agent 'a' action 'x'", "'capacity' belongs to the agent"],
+        ),
+        (
+            {
+                "a": {
+                    **lat(dist="constant", value=1),
+                    "actions": {"x": {"latency": {"dist": "exp"}}},
+                }
+            },
+            ["agent 'a' action 'x' latency", "unknown dist 'exp'"],
+        ),
+        (
+            {"a": {**lat(dist="constant", value=1), "actions": {"x": {"error": 3}}}},
+            ["agent 'a' action 'x'", "'error' is a probability"],
+        ),
+        (
+            {"a": {**lat(dist="constant", value=1), "error": 0.6, "actions": {"x": {"hang": 0.6}}}},
+            ["agent 'a' action 'x'", "error + hang"],
+        ),
+        (
+            {"a": {**lat(dist="constant", value=1), "actions": ["x"]}},
+            ["'actions' must be a mapping"],
+        ),
+        ({"a": "fast"}, ["agent 'a'", "expected a mapping"]),
+        ({5: lat(dist="constant", value=1)}, ["must be strings", "5"]),
+    ],
+)
 def test_invalid_models_name_the_agent_and_the_fix(agents, parts):
     msg = message({"agents": agents})
     for part in parts:
@@ -388,7 +492,9 @@ def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(PlanValidationError, match="cannot read agent models file"):
         AgentModels.load(tmp_path / "missing.yaml")
     typo = tmp_path / "t.json"
-    typo.write_text(json.dumps({"agents": {"a": {"latency": {"dist": "constant", "value": 1}, "hnag": 0.1}}}))
+    typo.write_text(
+        json.dumps({"agents": {"a": {"latency": {"dist": "constant", "value": 1}, "hnag": 0.1}}})
+    )
     with pytest.raises(PlanValidationError, match=r"t\.json: agent 'a': unknown key 'hnag'"):
         AgentModels.load(typo)
 
@@ -414,19 +520,32 @@ def test_default_yaml_round_trips(tmp_path):
 
 
 def test_fit_recovers_lognormal_latency_and_error_rate():
-    truth = {("tutor-agent-1", "hint"): (Lognormal(7.0, 0.6), 0.1),
-             ("tutor-agent-1", "chat"): (Lognormal(6.0, 0.3), 0.0),
-             ("speech-agent-1", "analyze_speech"): (Lognormal(5.5, 0.4), 0.05)}
+    truth = {
+        ("tutor-agent-1", "hint"): (Lognormal(7.0, 0.6), 0.1),
+        ("tutor-agent-1", "chat"): (Lognormal(6.0, 0.3), 0.0),
+        ("speech-agent-1", "analyze_speech"): (Lognormal(5.5, 0.4), 0.05),
+    }
     rng = random.Random(2)
     rows = []
     for (agent, action), (dist, p_err) in truth.items():
         m = ActionModel(dist, error=p_err)
         for i in range(4000):
             latency, outcome = m.draw(rng)
-            rows.append({"run_id": i, "plan_id": "p", "step_id": action, "agent_id": agent,
-                         "action": action, "attempt": 1, "queued_ms": 0.0, "start_ms": 100.0,
-                         "end_ms": 100.0 + latency, "outcome": "succeeded" if outcome == "ok" else "error",
-                         "error": None})
+            rows.append(
+                {
+                    "run_id": i,
+                    "plan_id": "p",
+                    "step_id": action,
+                    "agent_id": agent,
+                    "action": action,
+                    "attempt": 1,
+                    "queued_ms": 0.0,
+                    "start_ms": 100.0,
+                    "end_ms": 100.0 + latency,
+                    "outcome": "succeeded" if outcome == "ok" else "error",
+                    "error": None,
+                }
+            )
     rows.append({**rows[0], "outcome": "timeout", "end_ms": 1e9})  # censored: ignored
     fitted = AgentModels.fit(pd.DataFrame(rows))
     assert fitted.patterns == ["speech-agent-1", "tutor-agent-1"]
@@ -442,7 +561,14 @@ def test_fit_recovers_lognormal_latency_and_error_rate():
 def test_fit_rejects_frames_it_cannot_use():
     with pytest.raises(PlanValidationError, match="lacks columns"):
         AgentModels.fit(pd.DataFrame({"agent_id": ["a"]}))
-    frame = pd.DataFrame({"agent_id": ["a"], "action": ["x"], "start_ms": [0.0], "end_ms": [5.0],
-                          "outcome": ["timeout"]})
+    frame = pd.DataFrame(
+        {
+            "agent_id": ["a"],
+            "action": ["x"],
+            "start_ms": [0.0],
+            "end_ms": [5.0],
+            "outcome": ["timeout"],
+        }
+    )
     with pytest.raises(PlanValidationError, match="nothing to fit"):
         AgentModels.fit(frame)

@@ -16,7 +16,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding=
 
 def block_after(heading: str) -> str:
     """The first ```python block after ``heading``."""
-    rest = README[README.index(heading):]
+    rest = README[README.index(heading) :]
     return re.search(r"```python\n(.*?)```", rest, re.S).group(1)
 
 
@@ -41,7 +41,10 @@ def test_the_ten_lines_run(tmp_path, capsys):
     assert ns["run"].status == "succeeded"
     assert "makespan_p95_ms" in capsys.readouterr().out
     assert (tmp_path / "tuned.json").exists()
-    assert ns["tuned"].steps[[s.id for s in ns["tuned"].steps].index("tutor_analysis")].timeout_ms == 12_000
+    assert (
+        ns["tuned"].steps[[s.id for s in ns["tuned"].steps].index("tutor_analysis")].timeout_ms
+        == 12_000
+    )
     assert ns["result"].status == "succeeded", ns["result"].errors
 
 

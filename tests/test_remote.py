@@ -14,10 +14,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from remote_agents import read
 
 import orchkit as ok
 from orchkit import RemoteAgent
-from remote_agents import read
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
@@ -26,12 +26,19 @@ pytestmark = pytest.mark.timeout(60)
 class Proc:
     """A process started in its own group; lines of its stdout+stderr kept in ``lines``."""
 
-    def __init__(self, args: list[str], env: dict | None = None, ready: str = "ready",
-                 cwd: Path = ROOT):
+    def __init__(
+        self, args: list[str], env: dict | None = None, ready: str = "ready", cwd: Path = ROOT
+    ):
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, cwd=cwd, env={**os.environ, **(env or {})},
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
         self._seen = threading.Event()
         self._ready = ready
         threading.Thread(target=self._read, daemon=True).start()
@@ -43,7 +50,7 @@ class Proc:
                 self._seen.set()
         self._seen.set()
 
-    def wait_ready(self, timeout: float = 30) -> "Proc":
+    def wait_ready(self, timeout: float = 30) -> Proc:
         if not self._seen.wait(timeout) or self.proc.poll() is not None:
             self.kill()
             raise AssertionError("process did not get ready:\n" + "\n".join(self.lines))
@@ -81,10 +88,26 @@ PYENV = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "TF_CPP_MIN_LOG_LE
 @pytest.fixture
 def worker(spawn, redis_server):
     """worker(agents, *flags) -> a ready `orchkit worker` process serving scripted agents."""
+
     def start(agents: str, *flags: str, wait: bool = True) -> Proc:
-        p = spawn([sys.executable, "-m", "orchkit", "worker", "--redis", redis_server.url,
-                   "--agents", agents, "--factory", "remote_agents:make", *flags], env=PYENV)
+        p = spawn(
+            [
+                sys.executable,
+                "-m",
+                "orchkit",
+                "worker",
+                "--redis",
+                redis_server.url,
+                "--agents",
+                agents,
+                "--factory",
+                "remote_agents:make",
+                *flags,
+            ],
+            env=PYENV,
+        )
         return p.wait_ready() if wait else p
+
     return start
 
 
@@ -116,9 +139,14 @@ def spans(result):
 def test_a_plan_runs_on_a_worker_process_with_context_and_bull_job_ids(worker, redis_server):
     agent = uid("py")
     worker(agent, "--concurrency", "4")
-    plan = {"id": "remote", "parallel": True, "steps": [
-        step("a", agent, "echo", {"x": 1}),
-        step("b", agent, "echo", {"y": 2}, dependencies=["a"])]}
+    plan = {
+        "id": "remote",
+        "parallel": True,
+        "steps": [
+            step("a", agent, "echo", {"x": 1}),
+            step("b", agent, "echo", {"y": 2}, dependencies=["a"]),
+        ],
+    }
     events = []
     result = asyncio.run(orchestrate(plan, redis_server.url, events=events))
     assert result.status == "succeeded", result.errors
@@ -135,12 +163,22 @@ def test_errors_keep_their_message_and_retryability_across_the_boundary(worker, 
     agent = uid("py")
     worker(agent, "--concurrency", "4")
     retry = {"maxRetries": 2, "backoffMs": 0}
-    plan = {"id": "errors", "parallel": True, "steps": [
-        step("soft", agent, "fail", {"message": "busy, try later"}, retryPolicy=retry),
-        step("hard", agent, "fail", {"message": "bad input", "retryable": False},
-             retryPolicy=retry),
-        step("bug", agent, "crash", retryPolicy={"maxRetries": 0, "backoffMs": 0}),
-        step("unknown", agent, "nope", retryPolicy=retry)]}
+    plan = {
+        "id": "errors",
+        "parallel": True,
+        "steps": [
+            step("soft", agent, "fail", {"message": "busy, try later"}, retryPolicy=retry),
+            step(
+                "hard",
+                agent,
+                "fail",
+                {"message": "bad input", "retryable": False},
+                retryPolicy=retry,
+            ),
+            step("bug", agent, "crash", retryPolicy={"maxRetries": 0, "backoffMs": 0}),
+            step("unknown", agent, "nope", retryPolicy=retry),
+        ],
+    }
     events = []
     result = asyncio.run(orchestrate(plan, redis_server.url, events=events))
     attempts = result.spans.groupby("step_id").attempt.max().to_dict()
@@ -152,20 +190,26 @@ def test_errors_keep_their_message_and_retryability_across_the_boundary(worker, 
     assert len(failed) == 6 and all(p["bullJobId"].startswith("ok-") for p in failed)
 
 
-def test_a_timeout_removes_a_waiting_job_and_cancels_the_active_one(worker, redis_server,
-                                                                   tmp_path):
+def test_a_timeout_removes_a_waiting_job_and_cancels_the_active_one(worker, redis_server, tmp_path):
     agent = uid("py")
     worker(agent, "--concurrency", "1")
     busy, queued = tmp_path / "busy", tmp_path / "queued"
-    plan = {"id": "cancel", "parallel": True, "steps": [
-        step("busy", agent, "sleep", {"ms": 3000, "marker": str(busy)}, timeout=800),
-        step("queued", agent, "sleep", {"ms": 10, "marker": str(queued)}, timeout=300)]}
+    plan = {
+        "id": "cancel",
+        "parallel": True,
+        "steps": [
+            step("busy", agent, "sleep", {"ms": 3000, "marker": str(busy)}, timeout=800),
+            step("queued", agent, "sleep", {"ms": 10, "marker": str(queued)}, timeout=300),
+        ],
+    }
     events = []
     t0 = time.monotonic()
     result = asyncio.run(orchestrate(plan, redis_server.url, events=events))
     assert time.monotonic() - t0 < 2.5
     assert result.spans.set_index("step_id").outcome.to_dict() == {
-        "busy": "timeout", "queued": "timeout"}
+        "busy": "timeout",
+        "queued": "timeout",
+    }
     deadline = time.monotonic() + 5
     while "cancelled" not in read(busy) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -175,26 +219,39 @@ def test_a_timeout_removes_a_waiting_job_and_cancels_the_active_one(worker, redi
 
     async def leftovers():
         from bullmq import Queue
+
         q = Queue(agent, {"connection": redis_server.url})
         try:
             return await q.getJobCounts("waiting", "active", "delayed")
         finally:
             await q.close()
+
     assert asyncio.run(leftovers()) == {"waiting": 0, "active": 0, "delayed": 0}
 
 
 def test_a_late_result_of_a_timed_out_attempt_is_ignored(worker, redis_server):
     agent = uid("py")
     worker(agent, "--concurrency", "4")
-    plan = {"id": "late", "steps": [
-        step("s", agent, "stubborn", {"ms": 700}, timeout=200,
-             retryPolicy={"maxRetries": 1, "backoffMs": 0})]}
+    plan = {
+        "id": "late",
+        "steps": [
+            step(
+                "s",
+                agent,
+                "stubborn",
+                {"ms": 700},
+                timeout=200,
+                retryPolicy={"maxRetries": 1, "backoffMs": 0},
+            )
+        ],
+    }
     events = []
 
     async def go():
         result = await orchestrate(plan, redis_server.url, events=events)
         await asyncio.sleep(0.8)  # the first attempt's result arrives meanwhile
         return result
+
     result = asyncio.run(go())
     assert result.status == "succeeded"
     assert spans(result).outcome.tolist() == ["timeout", "succeeded"]
@@ -202,13 +259,22 @@ def test_a_late_result_of_a_timed_out_attempt_is_ignored(worker, redis_server):
     assert [e for e, _ in events].count("queue:completed") == 1
 
 
-def test_kill_9_mid_job_the_step_timeout_retries_on_another_worker(worker, redis_server,
-                                                                  tmp_path):
+def test_kill_9_mid_job_the_step_timeout_retries_on_another_worker(worker, redis_server, tmp_path):
     agent, marker = uid("py"), tmp_path / "marker"
     first = worker(agent)
-    plan = {"id": "kill", "steps": [
-        step("s", agent, "sleep", {"ms": 60_000, "marker": str(marker)}, timeout=4000,
-             retryPolicy={"maxRetries": 2, "backoffMs": 0})]}
+    plan = {
+        "id": "kill",
+        "steps": [
+            step(
+                "s",
+                agent,
+                "sleep",
+                {"ms": 60_000, "marker": str(marker)},
+                timeout=4000,
+                retryPolicy={"maxRetries": 2, "backoffMs": 0},
+            )
+        ],
+    }
 
     async def go():
         run = asyncio.ensure_future(orchestrate(plan, redis_server.url))
@@ -218,6 +284,7 @@ def test_kill_9_mid_job_the_step_timeout_retries_on_another_worker(worker, redis
         second = worker(agent, wait=False)
         result = await run
         return result, second
+
     result, second = asyncio.run(go())
     assert result.status == "succeeded", result.errors
     assert spans(result).outcome.tolist() == ["timeout", "succeeded"]
@@ -226,14 +293,24 @@ def test_kill_9_mid_job_the_step_timeout_retries_on_another_worker(worker, redis
 
 
 def test_kill_9_mid_job_the_stall_check_fails_the_job_and_the_retry_recovers(
-        worker, redis_server, tmp_path):
+    worker, redis_server, tmp_path
+):
     """No step timeout: BullMQ's stall check (lock 1 s) fails the dead worker's job."""
     agent, marker = uid("py"), tmp_path / "marker"
     fast = ("--lock-ms", "1000", "--stalled-interval-ms", "500")
     first = worker(agent, *fast)
-    plan = {"id": "stall", "steps": [
-        step("s", agent, "sleep", {"ms": 60_000, "marker": str(marker)},
-             retryPolicy={"maxRetries": 1, "backoffMs": 0})]}
+    plan = {
+        "id": "stall",
+        "steps": [
+            step(
+                "s",
+                agent,
+                "sleep",
+                {"ms": 60_000, "marker": str(marker)},
+                retryPolicy={"maxRetries": 1, "backoffMs": 0},
+            )
+        ],
+    }
 
     async def go():
         run = asyncio.ensure_future(orchestrate(plan, redis_server.url))
@@ -242,6 +319,7 @@ def test_kill_9_mid_job_the_stall_check_fails_the_job_and_the_retry_recovers(
         second = worker(agent, *fast)
         first.kill()
         return await asyncio.wait_for(run, 20), second
+
     result, second = asyncio.run(go())
     assert result.status == "succeeded", result.errors
     s = spans(result)
@@ -254,10 +332,16 @@ def test_a_pool_queue_creates_one_agent_per_id_on_first_use(worker, redis_server
     pool, kind = uid("pool"), uid("learner")
     worker(f"{kind}-*", "--queue", pool, "--concurrency", "4")
     a1, a2, other = f"{kind}-1", f"{kind}-2", uid("tutor")
-    plan = {"id": "pool", "parallel": True, "steps": [
-        step("one", a1, "echo"), step("two", a2, "echo"), step("again", a1, "echo",
-                                                               dependencies=["one"]),
-        step("foreign", other, "echo", retryPolicy={"maxRetries": 3, "backoffMs": 0})]}
+    plan = {
+        "id": "pool",
+        "parallel": True,
+        "steps": [
+            step("one", a1, "echo"),
+            step("two", a2, "echo"),
+            step("again", a1, "echo", dependencies=["one"]),
+            step("foreign", other, "echo", retryPolicy={"maxRetries": 3, "backoffMs": 0}),
+        ],
+    }
     agents = [RemoteAgent(a, redis_server.url, queue=pool) for a in (a1, a2, other)]
     result = asyncio.run(orchestrate(plan, redis_server.url, *agents))
     data = {sid: r.data for sid, r in result.results.items()}
@@ -274,8 +358,9 @@ def test_a_pool_releases_an_agent_idle_for_idle_ms_and_makes_a_fresh_one(worker,
 
     def serial() -> int:
         plan = {"id": "idle", "steps": [step("s", a1, "echo")]}
-        result = asyncio.run(orchestrate(plan, redis_server.url, RemoteAgent(a1, redis_server.url,
-                                                                             queue=pool)))
+        result = asyncio.run(
+            orchestrate(plan, redis_server.url, RemoteAgent(a1, redis_server.url, queue=pool))
+        )
         return result.results["s"].data["serial"]
 
     first = serial()
@@ -297,14 +382,20 @@ def test_insights_emitted_in_the_worker_reach_the_orchestrators_bus(worker, redi
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_finishes_short_jobs_and_fails_long_ones_then_exits(worker, redis_server,
-                                                                   tmp_path, sig):
+def test_sigterm_finishes_short_jobs_and_fails_long_ones_then_exits(
+    worker, redis_server, tmp_path, sig
+):
     agent = uid("py")
     w = worker(agent, "--concurrency", "2", "--grace-ms", "1000")
     short, long = tmp_path / "short", tmp_path / "long"
-    plan = {"id": "term", "parallel": True, "steps": [
-        step("short", agent, "sleep", {"ms": 400, "marker": str(short)}),
-        step("long", agent, "sleep", {"ms": 30_000, "marker": str(long)})]}
+    plan = {
+        "id": "term",
+        "parallel": True,
+        "steps": [
+            step("short", agent, "sleep", {"ms": 400, "marker": str(short)}),
+            step("long", agent, "sleep", {"ms": 30_000, "marker": str(long)}),
+        ],
+    }
 
     async def go():
         run = asyncio.ensure_future(orchestrate(plan, redis_server.url))
@@ -314,11 +405,14 @@ def test_sigterm_finishes_short_jobs_and_fails_long_ones_then_exits(worker, redi
         w.kill(sig)
         result = await asyncio.wait_for(run, 15)
         return result, time.monotonic() - t0
+
     result, took = asyncio.run(go())
     assert w.proc.wait(10) == 0
     assert took < 6
     assert result.spans.set_index("step_id").outcome.to_dict() == {
-        "short": "succeeded", "long": "error"}
+        "short": "succeeded",
+        "long": "error",
+    }
     assert result.errors["long"] == "the worker is shutting down"
     assert read(long)[-1] == "cancelled"
     assert any("stopped after 1 job(s)" in line for line in w.lines)
@@ -329,10 +423,24 @@ def test_orchkit_run_redis_runs_a_plan_file_against_workers(worker, redis_server
     worker(agent)
     plan = ok.Plan.model_validate({"id": "cli", "steps": [step("s", agent, "echo")]})
     plan.save(tmp_path / "plan.json")
-    proc = subprocess.run([sys.executable, "-m", "orchkit", "run", str(tmp_path / "plan.json"),
-                           "--redis", redis_server.url, "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, env={**os.environ, **PYENV},
-                          cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchkit",
+            "run",
+            str(tmp_path / "plan.json"),
+            "--redis",
+            redis_server.url,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **PYENV},
+        cwd=ROOT,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "plan 'cli': succeeded" in proc.stdout
 
@@ -345,10 +453,33 @@ def test_runs_go_on_after_redis_restarts(spawn, tmp_path):
     server = RedisServer(tmp_path / "redis", aof=True)
     try:
         agent = uid("py")
-        spawn([sys.executable, "-m", "orchkit", "worker", "--redis", server.url, "--agents",
-               agent, "--factory", "remote_agents:make"], env=PYENV).wait_ready()
-        plan = {"id": "restart", "steps": [step("s", agent, "echo", timeout=3000,
-                                                retryPolicy={"maxRetries": 5, "backoffMs": 500})]}
+        spawn(
+            [
+                sys.executable,
+                "-m",
+                "orchkit",
+                "worker",
+                "--redis",
+                server.url,
+                "--agents",
+                agent,
+                "--factory",
+                "remote_agents:make",
+            ],
+            env=PYENV,
+        ).wait_ready()
+        plan = {
+            "id": "restart",
+            "steps": [
+                step(
+                    "s",
+                    agent,
+                    "echo",
+                    timeout=3000,
+                    retryPolicy={"maxRetries": 5, "backoffMs": 500},
+                )
+            ],
+        }
 
         async def go():
             orch = ok.Orchestrator()
@@ -360,6 +491,7 @@ def test_runs_go_on_after_redis_restarts(spawn, tmp_path):
                 return first, second
             finally:
                 await orch.shutdown()
+
         first, second = asyncio.run(go())
         assert first.success and second.success, second.errors
     finally:

@@ -10,9 +10,9 @@ import subprocess
 import time
 
 import pytest
+from test_remote import ROOT, orchestrate, spawn, step, uid  # noqa: F401 - spawn is a fixture
 
 from orchkit import RemoteAgent
-from test_remote import ROOT, orchestrate, spawn, step, uid  # noqa: F401 - spawn is a fixture
 
 NODE_MODULES = ROOT / "tests" / "node" / "node_modules"
 pytestmark = pytest.mark.timeout(60)
@@ -22,17 +22,22 @@ pytestmark = pytest.mark.timeout(60)
 def node_worker(spawn, redis_server):  # noqa: F811
     node = shutil.which("node")
     if node is None:
-        pytest.fail("node is not installed: the Node interop test needs Node >= 18 "
-                    "(apt-get install nodejs npm; then `npm ci` in tests/node)")
+        pytest.fail(
+            "node is not installed: the Node interop test needs Node >= 18 "
+            "(apt-get install nodejs npm; then `npm ci` in tests/node)"
+        )
     version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout
     assert int(version.strip().lstrip("v").split(".")[0]) >= 18, f"Node {version} is too old"
     if not (NODE_MODULES / "bullmq").is_dir():
         pytest.fail("tests/node/node_modules has no bullmq: run `npm ci` in tests/node")
 
     def start(queue: str):
-        return spawn([node, "worker.js"], cwd=ROOT / "examples" / "node-worker",
-                     env={"NODE_PATH": str(NODE_MODULES), "REDIS_URL": redis_server.url,
-                          "QUEUE": queue}).wait_ready()
+        return spawn(
+            [node, "worker.js"],
+            cwd=ROOT / "examples" / "node-worker",
+            env={"NODE_PATH": str(NODE_MODULES), "REDIS_URL": redis_server.url, "QUEUE": queue},
+        ).wait_ready()
+
     return start
 
 
@@ -41,16 +46,22 @@ def test_a_node_worker_serves_a_python_orchestrator(node_worker, redis_server):
     worker = node_worker(queue)
     agent = "tutor-agent-node-1"
     retry = {"maxRetries": 2, "backoffMs": 0}
-    plan = {"id": "node", "parallel": True, "steps": [
-        step("hint", agent, "generate_hint", {"topic": "fractions"}),
-        step("invalid", agent, "generate_hint", {}, retryPolicy=retry),
-        step("slow", agent, "slow_hint", {"ms": 5000}, timeout=500),
-    ]}
+    plan = {
+        "id": "node",
+        "parallel": True,
+        "steps": [
+            step("hint", agent, "generate_hint", {"topic": "fractions"}),
+            step("invalid", agent, "generate_hint", {}, retryPolicy=retry),
+            step("slow", agent, "slow_hint", {"ms": 5000}, timeout=500),
+        ],
+    }
     events = []
     t0 = time.monotonic()
-    result = asyncio.run(orchestrate(plan, redis_server.url,
-                                     RemoteAgent(agent, redis_server.url, queue=queue),
-                                     events=events))
+    result = asyncio.run(
+        orchestrate(
+            plan, redis_server.url, RemoteAgent(agent, redis_server.url, queue=queue), events=events
+        )
+    )
     assert time.monotonic() - t0 < 3
     hint = result.results["hint"]
     assert hint.action == "generate_hint" and hint.confidence == 0.8
@@ -61,8 +72,9 @@ def test_a_node_worker_serves_a_python_orchestrator(node_worker, redis_server):
     assert attempts["invalid"] == 1  # UnrecoverableError: not retried despite maxRetries 2
     assert "needs input.topic" in result.errors["invalid"]
     assert result.spans.set_index("step_id").outcome["slow"] == "timeout"
-    slow_id = next(p["bullJobId"] for e, p in events
-                   if e == "queue:failed" and p["stepId"] == "slow")
+    slow_id = next(
+        p["bullJobId"] for e, p in events if e == "queue:failed" and p["stepId"] == "slow"
+    )
     deadline = time.monotonic() + 5
     while f"cancelled {slow_id}" not in worker.lines and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -9,9 +9,8 @@ import time
 
 import httpx
 import pytest
-
 from redis_server import free_port
-from test_remote import PYENV, spawn  # noqa: F401 - spawn is a fixture
+from test_remote import PYENV, spawn  # noqa: F401, F811 - spawn is a fixture
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -23,17 +22,49 @@ def act(client, learner, action, agent=None, **data):
     return client.post("/api/agents", json=body)
 
 
-def test_serve_redis_runs_the_learners_agents_on_pool_workers(spawn, redis_server,  # noqa: F811
-                                                            tmp_path):
+def test_serve_redis_runs_the_learners_agents_on_pool_workers(
+    spawn,  # noqa: F811
+    redis_server,  # noqa: F811
+    tmp_path,
+):
     def worker(kind):
-        return spawn([sys.executable, "-m", "orchkit", "worker", "--redis", redis_server.url,
-                      "--queue", f"orchkit-{kind}", "--agents", f"{kind}-agent-*", "-v"],
-                     env=PYENV)
+        return spawn(
+            [
+                sys.executable,
+                "-m",
+                "orchkit",
+                "worker",
+                "--redis",
+                redis_server.url,
+                "--queue",
+                f"orchkit-{kind}",
+                "--agents",
+                f"{kind}-agent-*",
+                "-v",
+            ],
+            env=PYENV,
+        )
+
     workers = {kind: worker(kind) for kind in ("learning", "tutor")}
     port = free_port()
-    server = spawn([sys.executable, "-m", "orchkit", "serve", "--port", str(port), "--store",
-                    f"sqlite:///{tmp_path}/o.db", "--redis", redis_server.url,
-                    "--log-level", "warning"], env=PYENV, ready="never printed")
+    server = spawn(
+        [
+            sys.executable,
+            "-m",
+            "orchkit",
+            "serve",
+            "--port",
+            str(port),
+            "--store",
+            f"sqlite:///{tmp_path}/o.db",
+            "--redis",
+            redis_server.url,
+            "--log-level",
+            "warning",
+        ],
+        env=PYENV,
+        ready="never printed",
+    )
     for w in workers.values():
         w.wait_ready(60)
     url = f"http://127.0.0.1:{port}"
@@ -57,8 +88,13 @@ def test_serve_redis_runs_the_learners_agents_on_pool_workers(spawn, redis_serve
         first = act(http, "ana", "get_next_activity", agent="learning").json()
         activity = first["response"]["data"]["activity"]["activityId"]
         for _ in range(4):
-            r = act(http, "ana", "process_interaction", activityId=activity,
-                    response={"answer": "definitely wrong", "responseTimeMs": 900})
+            r = act(
+                http,
+                "ana",
+                "process_interaction",
+                activityId=activity,
+                response={"answer": "definitely wrong", "responseTimeMs": 900},
+            )
             assert r.status_code == 200, r.text
             activity = r.json()["response"]["nextActivity"]["activityId"]
         deadline = time.monotonic() + 10

@@ -25,8 +25,13 @@ def _offline_llm(monkeypatch):
 
 def test_the_six_seed_plans_are_shipped():
     assert {p.stem for p in PLANS} >= {
-        "session_initialization", "learning_activity", "parallel_analysis", "retry_example",
-        "ml_with_gpt4_fallback", "graceful_degradation"}
+        "session_initialization",
+        "learning_activity",
+        "parallel_analysis",
+        "retry_example",
+        "ml_with_gpt4_fallback",
+        "graceful_degradation",
+    }
 
 
 @pytest.mark.parametrize("path", PLANS, ids=lambda p: p.stem)
@@ -52,13 +57,23 @@ async def test_seed_plan_runs_live_with_for_plan(path):
             assert response.data["source"] == "offline"  # no LLM configured: says so
     assert events[0] == "plan:started" and events[-1] == "plan:completed"
     assert events.count("step:completed") == len(plan.steps)
-    assert list(result.spans.columns[:len(ok.SPAN_COLUMNS)]) == ok.SPAN_COLUMNS
+    assert list(result.spans.columns[: len(ok.SPAN_COLUMNS)]) == ok.SPAN_COLUMNS
 
 
 def test_builtin_agents_match_ids_by_glob_and_reject_unknown_ids():
-    plan = ok.Plan.model_validate({"id": "p", "steps": [
-        {"id": "a", "agentId": "learning-agent-learner_1-17", "action": "predict_with_rules"},
-        {"id": "b", "agentId": "agent1", "action": "analyze_A"}]})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "p",
+            "steps": [
+                {
+                    "id": "a",
+                    "agentId": "learning-agent-learner_1-17",
+                    "action": "predict_with_rules",
+                },
+                {"id": "b", "agentId": "agent1", "action": "analyze_A"},
+            ],
+        }
+    )
     with pytest.raises(ok.PlanValidationError, match="no built-in agent serves 'agent1'.*--models"):
         for_plan(plan)
     agents = for_plan(plan, str(ROOT / "data" / "agents" / "default.yaml"), time_scale=0)
@@ -66,8 +81,14 @@ def test_builtin_agents_match_ids_by_glob_and_reject_unknown_ids():
 
 
 def test_cli_run_prints_result_and_writes_spans_and_gantt(tmp_path, capsys):
-    code = main(["run", str(ROOT / "data" / "plans" / "session_initialization.json"),
-                 "--out", str(tmp_path)])
+    code = main(
+        [
+            "run",
+            str(ROOT / "data" / "plans" / "session_initialization.json"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "plan 'session_init_12345': succeeded" in out
@@ -85,14 +106,28 @@ def test_cli_run_time_scale_scales_the_plans_timeouts_with_the_agents(tmp_path, 
     """A 1000 ms agent under a 500 ms step timeout times out at any time scale, as the
     simulator says: the plan's times shrink with the agents' sleeps."""
     models = tmp_path / "m.yaml"
-    models.write_text('agents:\n  "slow-*": {capacity: 1, latency: {dist: constant, value: 1000}}\n')
+    models.write_text(
+        'agents:\n  "slow-*": {capacity: 1, latency: {dist: constant, value: 1000}}\n'
+    )
     plan = tmp_path / "p.json"
-    plan.write_text('{"id": "p", "steps": [{"id": "s", "agentId": "slow-1", "action": "a", '
-                    '"timeout": 500, "retryPolicy": {"maxRetries": 1, "backoffMs": 100}}]}')
+    plan.write_text(
+        '{"id": "p", "steps": [{"id": "s", "agentId": "slow-1", "action": "a", '
+        '"timeout": 500, "retryPolicy": {"maxRetries": 1, "backoffMs": 100}}]}'
+    )
     sim = ok.simulate(ok.Plan.load(plan), ok.AgentModels.load(models), seed=0)
     assert sim.status == "failed"
-    code = main(["run", str(plan), "--models", str(models), "--time-scale", str(scale),
-                 "--out", str(tmp_path)])
+    code = main(
+        [
+            "run",
+            str(plan),
+            "--models",
+            str(models),
+            "--time-scale",
+            str(scale),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 1 and "plan 'p': failed" in capsys.readouterr().out
     spans = pd.read_csv(tmp_path / "p_spans.csv")
     assert list(spans["outcome"]) == ["timeout", "timeout"]
@@ -104,7 +139,11 @@ def test_cli_run_time_scale_scales_the_plans_timeouts_with_the_agents(tmp_path, 
 def test_cli_run_unknown_agent_exits_2(tmp_path):
     bad = tmp_path / "p.json"
     bad.write_text('{"id": "p", "steps": [{"id": "a", "agentId": "robot-1", "action": "x"}]}')
-    proc = subprocess.run([sys.executable, "-m", "orchkit", "run", str(bad)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchkit", "run", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "no built-in agent serves 'robot-1'" in proc.stderr

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 import socketio
-
 from service_harness import API_KEY
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -28,8 +27,12 @@ async def connect(server, learner, token=API_KEY):
     async def any_event(event, data):
         seen[event].append(data)
 
-    await sio.connect(server.url, auth={"learnerId": learner, "token": token},
-                      transports=["websocket"], wait_timeout=10)
+    await sio.connect(
+        server.url,
+        auth={"learnerId": learner, "token": token},
+        transports=["websocket"],
+        wait_timeout=10,
+    )
     return sio, seen
 
 
@@ -43,8 +46,16 @@ async def wait_for(cond, timeout_s=10.0):
     return True
 
 
-@pytest.mark.parametrize("auth", [None, {"token": API_KEY}, {"learnerId": "a b", "token": API_KEY},
-                                  {"learnerId": "eve"}, {"learnerId": "eve", "token": "nope"}])
+@pytest.mark.parametrize(
+    "auth",
+    [
+        None,
+        {"token": API_KEY},
+        {"learnerId": "a b", "token": API_KEY},
+        {"learnerId": "eve"},
+        {"learnerId": "eve", "token": "nope"},
+    ],
+)
 async def test_connections_without_valid_auth_are_refused(service_server, auth):
     sio = socketio.AsyncClient(reconnection=False)
     with pytest.raises(socketio.exceptions.ConnectionError):
@@ -56,17 +67,27 @@ async def test_struggling_learner_gets_the_intervention_and_no_one_else(service_
     srv = service_server
     async with httpx.AsyncClient(base_url=srv.url, headers=srv.headers, timeout=20) as http:
         for learner in ("sock-a", "sock-b"):
-            r = await http.post("/api/agents", json={"action": "start_session", "learnerId": learner})
+            r = await http.post(
+                "/api/agents", json={"action": "start_session", "learnerId": learner}
+            )
             assert r.status_code == 200, r.text
     a, seen_a = await connect(srv, "sock-a")
     b, seen_b = await connect(srv, "sock-b")
     try:
-        ack = await a.call("agent:learning", {"action": "get_next_activity", "data": {}}, timeout=10)
+        ack = await a.call(
+            "agent:learning", {"action": "get_next_activity", "data": {}}, timeout=10
+        )
         assert ack["success"] is True and ack["agent"] == "learning" and ack["agentMs"] >= 0
         activity = ack["response"]["data"]["activity"]
         for _ in range(5):
-            ack = await a.call("agent:learning", {"action": "process_interaction", "data": {
-                "activityId": activity["activityId"], "response": {"answer": "wrong"}}}, timeout=10)
+            ack = await a.call(
+                "agent:learning",
+                {
+                    "action": "process_interaction",
+                    "data": {"activityId": activity["activityId"], "response": {"answer": "wrong"}},
+                },
+                timeout=10,
+            )
             assert ack["success"] is True and ack["response"]["data"]["correct"] is False
             if await wait_for(lambda: seen_a["content:adapted"], 0.3):
                 break
@@ -79,13 +100,17 @@ async def test_struggling_learner_gets_the_intervention_and_no_one_else(service_
         assert adapted["concept"] == activity["concept"] and len(adapted["hints"]) == 3
         assert adapted["intervention"]["learnerId"] == "sock-a"
         # B does its own work meanwhile and hears nothing of A's
-        ack = await b.call("agent:tutor", {"action": "prepare_hints", "data": {"concept": "addition"}},
-                           timeout=10)
+        ack = await b.call(
+            "agent:tutor", {"action": "prepare_hints", "data": {"concept": "addition"}}, timeout=10
+        )
         assert ack["success"] is True and "intervention" not in ack["response"]["data"]
         await asyncio.sleep(0.2)
         assert not seen_b  # no event at all reached B
         bad = await a.call("agent:tutor", {"action": "dance"}, timeout=10)
-        assert bad == {"success": False, "status": 400, "error": bad["error"]} and "prepare_hints" in bad["error"]
+        assert (
+            bad == {"success": False, "status": 400, "error": bad["error"]}
+            and "prepare_hints" in bad["error"]
+        )
         bad = await a.call("agent:learning", "not an object", timeout=10)
         assert bad["success"] is False and bad["status"] == 422 and "action" in bad["error"]
     finally:
@@ -100,14 +125,23 @@ async def test_answers_over_rest_reach_the_learners_socket_as_an_intervention(se
     sock, seen = await connect_after_start(srv, "rest-to-sock")
     try:
         async with httpx.AsyncClient(base_url=srv.url, headers=srv.headers, timeout=20) as http:
+
             def body(action, **data):
                 return {"action": action, "learnerId": "rest-to-sock", "data": data}
-            r = await http.post("/api/agents", json={**body("get_next_activity"), "agent": "learning"})
+
+            r = await http.post(
+                "/api/agents", json={**body("get_next_activity"), "agent": "learning"}
+            )
             activity = r.json()["response"]["data"]["activity"]
             for _ in range(5):
-                r = await http.post("/api/agents", json=body(
-                    "process_interaction", activityId=activity["activityId"],
-                    response={"answer": "wrong"}))
+                r = await http.post(
+                    "/api/agents",
+                    json=body(
+                        "process_interaction",
+                        activityId=activity["activityId"],
+                        response={"answer": "wrong"},
+                    ),
+                )
                 assert r.status_code == 200, r.text
                 if await wait_for(lambda: seen["tutor:intervention:required"], 0.3):
                     break
@@ -128,10 +162,24 @@ async def connect_after_start(srv, learner):
 
 async def test_subscribe_streams_a_runs_events_to_subscribers_only(service_server):
     srv = service_server
-    plan = {"id": "watched", "steps": [
-        {"id": "one", "agentId": "speech-agent-slow-s", "action": "sleep", "input": {"ms": 300}},
-        {"id": "two", "agentId": "speech-agent-slow-s", "action": "sleep", "input": {"ms": 10},
-         "dependencies": ["one"]}]}
+    plan = {
+        "id": "watched",
+        "steps": [
+            {
+                "id": "one",
+                "agentId": "speech-agent-slow-s",
+                "action": "sleep",
+                "input": {"ms": 300},
+            },
+            {
+                "id": "two",
+                "agentId": "speech-agent-slow-s",
+                "action": "sleep",
+                "input": {"ms": 10},
+                "dependencies": ["one"],
+            },
+        ],
+    }
     watcher, seen = await connect(srv, "watcher")
     other, seen_other = await connect(srv, "bystander")
     try:
@@ -140,8 +188,11 @@ async def test_subscribe_streams_a_runs_events_to_subscribers_only(service_serve
             ack = await watcher.call("subscribe", {"runId": run_id}, timeout=10)
             assert ack["success"] is True and ack["status"] == "running"
             assert await wait_for(lambda: seen["run:finished"])
-            assert seen["run:finished"][0] == {"runId": run_id, "status": "succeeded",
-                                               "seq": seen["run:finished"][0]["seq"]}
+            assert seen["run:finished"][0] == {
+                "runId": run_id,
+                "status": "succeeded",
+                "seq": seen["run:finished"][0]["seq"],
+            }
             streamed = {e["seq"]: e for name in seen for e in seen[name] if name != "run:finished"}
             streamed.update({e["seq"]: e for e in ack["events"]})
             stored = (await http.get(f"/api/runs/{run_id}")).json()["events"]
@@ -160,9 +211,13 @@ async def test_subscribe_streams_a_runs_events_to_subscribers_only(service_serve
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_the_node_socket_io_client_sees_the_seeds_flow(service_server):
-    proc = subprocess.run(["node", str(NODE_DIR / "service_client.mjs"), service_server.url,
-                           "node-learner", API_KEY], capture_output=True, text=True, timeout=60,
-                          cwd=NODE_DIR)
+    proc = subprocess.run(
+        ["node", str(NODE_DIR / "service_client.mjs"), service_server.url, "node-learner", API_KEY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=NODE_DIR,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["startStatus"] == 200 and out["session"]["status"] == "ready"

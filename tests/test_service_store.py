@@ -12,12 +12,12 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis_server import RedisServer
+from service_harness import ServiceProcess
 
 import orchkit as ok
 from orchkit.service import RedisStore, Service, SQLiteStore, open_store
 from orchkit.testing import Ok, ScriptedAgent
-from redis_server import RedisServer
-from service_harness import ServiceProcess
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -69,10 +69,16 @@ async def test_store_contract_runs_sessions_insights(store):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=20)
     | st.floats(allow_nan=False, allow_infinity=False),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 def test_sqlite_store_round_trips_any_json_record():
@@ -81,8 +87,10 @@ def test_sqlite_store_round_trips_any_json_record():
     loop.run_until_complete(s.open())
 
     @settings(max_examples=60, derandomize=True, deadline=None)
-    @given(payload=st.dictionaries(st.text(max_size=10), json_values, max_size=5),
-           run_id=st.text(min_size=1, max_size=30))
+    @given(
+        payload=st.dictionaries(st.text(max_size=10), json_values, max_size=5),
+        run_id=st.text(min_size=1, max_size=30),
+    )
     def check(payload, run_id):
         rec = {**payload, **run(run_id, "succeeded", 1.0)}
         loop.run_until_complete(s.save_run(rec))
@@ -149,8 +157,9 @@ async def test_idle_sessions_and_run_agents_are_released(tmp_path):
     await svc.start()
     try:
         await svc.start_session("idle-1", {})
-        rid = await svc.submit_run({"id": "p", "steps": [
-            {"id": "a", "agentId": "tutor-agent-shared", "action": "x"}]})
+        rid = await svc.submit_run(
+            {"id": "p", "steps": [{"id": "a", "agentId": "tutor-agent-shared", "action": "x"}]}
+        )
         while (await svc.get_run(rid))["status"] == "running":
             await asyncio.sleep(0.01)
         assert len(svc.agents()) == 3
@@ -164,10 +173,18 @@ async def test_idle_sessions_and_run_agents_are_released(tmp_path):
         await svc.stop()
 
 
-SLOW = {"id": "slow", "steps": [{"id": "nap", "agentId": "learning-agent-slow-r",
-                                 "action": "sleep", "input": {"ms": 60000}}]}
-FAST = {"id": "fast", "steps": [{"id": "nap", "agentId": "tutor-agent-slow-r",
-                                 "action": "sleep", "input": {"ms": 20}}]}
+SLOW = {
+    "id": "slow",
+    "steps": [
+        {"id": "nap", "agentId": "learning-agent-slow-r", "action": "sleep", "input": {"ms": 60000}}
+    ],
+}
+FAST = {
+    "id": "fast",
+    "steps": [
+        {"id": "nap", "agentId": "tutor-agent-slow-r", "action": "sleep", "input": {"ms": 20}}
+    ],
+}
 
 
 def test_server_restarts_keep_finished_runs_and_interrupt_those_in_flight(tmp_path):
@@ -189,7 +206,10 @@ def test_server_restarts_keep_finished_runs_and_interrupt_those_in_flight(tmp_pa
                 rec = http.get(f"/api/runs/{rid}").json()
                 assert rec["status"] == "interrupted", rec
                 assert "stopped" in rec["error"] and rec["plan"]["id"] == "slow"
-            listed = {r["runId"] for r in http.get("/api/runs", params={"status": "interrupted"}).json()["runs"]}
+            listed = {
+                r["runId"]
+                for r in http.get("/api/runs", params={"status": "interrupted"}).json()["runs"]
+            }
             assert {term, killed} <= listed
             assert http.get("/api/runs", params={"status": "running"}).json()["runs"] == []
     finally:

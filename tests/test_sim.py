@@ -55,8 +55,13 @@ async def _run_both(plan, make_agents):
 
 
 def _key(event, payload):
-    return (event, payload.get("planId"), payload.get("stepId"), payload.get("attempt"),
-            payload.get("status"))
+    return (
+        event,
+        payload.get("planId"),
+        payload.get("stepId"),
+        payload.get("attempt"),
+        payload.get("status"),
+    )
 
 
 def _assert_agree(sim, sim_events, live, live_events):
@@ -89,37 +94,50 @@ def _assert_agree(sim, sim_events, live, live_events):
 
 
 async def test_sim_and_live_agree_on_retries_backoff_and_non_retryable_errors():
-    plan = _plan([
-        _step("a", "A", retryPolicy={"maxRetries": 2, "backoffMs": 30}),
-        _step("b", "B"),
-        _step("c", "B", deps=["a", "b"]),
-        _step("d", "C", retryPolicy={"maxRetries": 3, "backoffMs": 10}),
-        _step("e", "C", deps=["d"]),
-        _step("f", "C", deps=["e", "b"]),
-    ], parallel=True)
+    plan = _plan(
+        [
+            _step("a", "A", retryPolicy={"maxRetries": 2, "backoffMs": 30}),
+            _step("b", "B"),
+            _step("c", "B", deps=["a", "b"]),
+            _step("d", "C", retryPolicy={"maxRetries": 3, "backoffMs": 10}),
+            _step("e", "C", deps=["d"]),
+            _step("f", "C", deps=["e", "b"]),
+        ],
+        parallel=True,
+    )
 
     def agents():
-        return [ScriptedAgent("A", {"a": [Fail(30), Fail(20), Ok(40)]}),
-                ScriptedAgent("B", {"b": [Ok(100)], "c": [Ok(20)]}),
-                ScriptedAgent("C", {"d": [Fail(10, retryable=False)], "e": [Ok(5)]})]
+        return [
+            ScriptedAgent("A", {"a": [Fail(30), Fail(20), Ok(40)]}),
+            ScriptedAgent("B", {"b": [Ok(100)], "c": [Ok(20)]}),
+            ScriptedAgent("C", {"d": [Fail(10, retryable=False)], "e": [Ok(5)]}),
+        ]
 
     sim, se, live, le = await _run_both(plan, agents)
     # simulated: a 0-30 err, wait 30, 60-80 err, wait 60, 140-180 ok; b 0-100; c 180-200;
     # d fails for good at 10 (non-retryable), e and (transitively) f skipped
     assert sim.status == "failed"
     assert sim.duration_ms == 200.0
-    assert sim.step_states == {"a": "succeeded", "b": "succeeded", "c": "succeeded",
-                               "d": "failed", "e": "skipped", "f": "skipped"}
+    assert sim.step_states == {
+        "a": "succeeded",
+        "b": "succeeded",
+        "c": "succeeded",
+        "d": "failed",
+        "e": "skipped",
+        "f": "skipped",
+    }
     assert sim.spans["step_id"].tolist().count("d") == 1
     _assert_agree(sim, se, live, le)
     assert [e for e, _ in se].count("step:retrying") == 2
 
 
 async def test_sim_and_live_agree_on_a_step_timeout_on_a_hang():
-    plan = _plan([
-        _step("h", "H", timeout=50, retryPolicy={"maxRetries": 1, "backoffMs": 20}),
-        _step("after", "H", deps=["h"]),
-    ])
+    plan = _plan(
+        [
+            _step("h", "H", timeout=50, retryPolicy={"maxRetries": 1, "backoffMs": 20}),
+            _step("after", "H", deps=["h"]),
+        ]
+    )
 
     def agents():
         return [ScriptedAgent("H", {"h": [Hang(), Ok(30)], "after": [Ok(10)]})]
@@ -134,22 +152,30 @@ async def test_sim_and_live_agree_on_a_step_timeout_on_a_hang():
 async def test_sim_and_live_agree_on_capacity_queueing():
     """Capacity 1: parallel steps on one agent wait FIFO; the wait counts toward a step's
     timeout: q3's passes while it waits (it never starts), q2's while it runs."""
-    plan = _plan([
-        _step("q1", "Q"),
-        _step("q2", "Q", timeout=80),
-        _step("q3", "Q", timeout=60),
-        _step("other", "R"),
-    ], parallel=True)
+    plan = _plan(
+        [
+            _step("q1", "Q"),
+            _step("q2", "Q", timeout=80),
+            _step("q3", "Q", timeout=60),
+            _step("other", "R"),
+        ],
+        parallel=True,
+    )
 
     def agents():
-        return [ScriptedAgent("Q", {"q1": [Ok(40)], "q2": [Ok(50)], "q3": [Ok(10)]},
-                              capacity=1),
-                ScriptedAgent("R", {"other": [Ok(20)]})]
+        return [
+            ScriptedAgent("Q", {"q1": [Ok(40)], "q2": [Ok(50)], "q3": [Ok(10)]}, capacity=1),
+            ScriptedAgent("R", {"other": [Ok(20)]}),
+        ]
 
     sim, se, live, le = await _run_both(plan, agents)
     sp = sim.spans.set_index("step_id")
-    assert sp.loc["q2", ["queued_ms", "start_ms", "end_ms", "outcome"]].tolist() == \
-        [0.0, 40.0, 80.0, "timeout"]
+    assert sp.loc["q2", ["queued_ms", "start_ms", "end_ms", "outcome"]].tolist() == [
+        0.0,
+        40.0,
+        80.0,
+        "timeout",
+    ]
     assert "(running)" in sp.loc["q2", "error"]
     assert sp.loc["q3", "outcome"] == "timeout" and math.isnan(sp.loc["q3", "start_ms"])
     assert sp.loc["q3", "end_ms"] == 60.0
@@ -158,8 +184,11 @@ async def test_sim_and_live_agree_on_capacity_queueing():
 
 
 async def test_sim_and_live_agree_on_a_plan_deadline():
-    plan = _plan([_step("quick", "A"), _step("long", "A"), _step("later", "A", deps=["quick"])],
-                 parallel=True, timeout=100)
+    plan = _plan(
+        [_step("quick", "A"), _step("long", "A"), _step("later", "A", deps=["quick"])],
+        parallel=True,
+        timeout=100,
+    )
 
     def agents():
         return [ScriptedAgent("A", {"quick": [Ok(30)], "long": [Ok(300)], "later": [Hang()]})]
@@ -175,17 +204,22 @@ async def test_sim_and_live_agree_on_a_plan_deadline():
 
 async def test_sim_and_live_agree_on_a_fallback_plan():
     fallback = {"id": "fb", "steps": [_step("x", "B"), _step("y", "B", deps=["x"])]}
-    plan = _plan([_step("m1", "A"), _step("m2", "A", deps=["m1"])], id="main",
-                 fallbackPlan=fallback)
+    plan = _plan(
+        [_step("m1", "A"), _step("m2", "A", deps=["m1"])], id="main", fallbackPlan=fallback
+    )
 
     def agents():
-        return [ScriptedAgent("A", {"m1": [Fail(20)]}),
-                ScriptedAgent("B", {"x": [Ok(30)], "y": [Ok(40)]})]
+        return [
+            ScriptedAgent("A", {"m1": [Fail(20)]}),
+            ScriptedAgent("B", {"x": [Ok(30)], "y": [Ok(40)]}),
+        ]
 
     sim, se, live, le = await _run_both(plan, agents)
     assert sim.success and sim.plan_id == "fb"
-    assert sim.fallback_chain == [{"plan_id": "main", "status": "failed"},
-                                  {"plan_id": "fb", "status": "succeeded"}]
+    assert sim.fallback_chain == [
+        {"plan_id": "main", "status": "failed"},
+        {"plan_id": "fb", "status": "succeeded"},
+    ]
     assert sim.duration_ms == 90.0
     assert ("plan:fallback", "main") in [(e, p["planId"]) for e, p in se]
     _assert_agree(sim, se, live, le)
@@ -224,20 +258,42 @@ def test_attempts_still_waiting_when_the_plan_ends_never_start(ending):
 
 # ------------------------------------------------------------------ determinism
 
-_DET_MODELS = {"agents": {
-    "fast-*": {"latency": {"dist": "lognormal", "median": 50, "p95": 200}, "error": 0.15,
-               "hang": 0.02},
-    "slow": {"latency": {"dist": "gamma", "mean": 120, "cv": 0.8}, "error": 0.1,
-             "actions": {"last": {"latency": {"dist": "uniform", "low": 10, "high": 40}}}},
-}}
+_DET_MODELS = {
+    "agents": {
+        "fast-*": {
+            "latency": {"dist": "lognormal", "median": 50, "p95": 200},
+            "error": 0.15,
+            "hang": 0.02,
+        },
+        "slow": {
+            "latency": {"dist": "gamma", "mean": 120, "cv": 0.8},
+            "error": 0.1,
+            "actions": {"last": {"latency": {"dist": "uniform", "low": 10, "high": 40}}},
+        },
+    }
+}
 _DET_PLAN = {
-    "id": "det", "parallel": True, "timeout": 900,
+    "id": "det",
+    "parallel": True,
+    "timeout": 900,
     "steps": [
-        _step("a", "fast-1", timeout=300, retryPolicy={"maxRetries": 2, "backoffMs": 20,
-                                                        "jitter": 0.5}),
-        _step("b", "fast-2", timeout=250, retryPolicy={"maxRetries": 1, "backoffMs": 10,
-                                                        "strategy": "exponential",
-                                                        "jitter": 1.0}),
+        _step(
+            "a",
+            "fast-1",
+            timeout=300,
+            retryPolicy={"maxRetries": 2, "backoffMs": 20, "jitter": 0.5},
+        ),
+        _step(
+            "b",
+            "fast-2",
+            timeout=250,
+            retryPolicy={
+                "maxRetries": 1,
+                "backoffMs": 10,
+                "strategy": "exponential",
+                "jitter": 1.0,
+            },
+        ),
         _step("c", "slow", deps=["a", "b"], retryPolicy={"maxRetries": 1, "backoffMs": 5}),
         _step("d", "slow", "last", deps=["c"]),
     ],
@@ -292,9 +348,12 @@ def test_processes_shorthand_gives_identical_results(reference):
 
 def test_dask_executor_gives_identical_results(reference):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, processes=True, dashboard_address=None,
-                                  threads_per_worker=1) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, dashboard_address=None, threads_per_worker=1
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         _assert_same(reference, _mc(executor=client.get_executor(), chunk_runs=256))
 
 
@@ -303,8 +362,9 @@ def test_keep_spans_k_keeps_the_first_k_runs(reference):
     pd.testing.assert_frame_equal(part.runs, reference.runs)
     expected = reference.spans[reference.spans["run_id"] < 37].reset_index(drop=True)
     # the same rows; id columns are categoricals of the values present, so fewer categories
-    pd.testing.assert_frame_equal(part.spans.reset_index(drop=True), expected,
-                                  check_categorical=False)
+    pd.testing.assert_frame_equal(
+        part.spans.reset_index(drop=True), expected, check_categorical=False
+    )
     assert sorted(part.spans["run_id"].unique()) == list(range(37))
     none = _mc(keep_spans=False)
     pd.testing.assert_frame_equal(none.runs, reference.runs)
@@ -328,8 +388,9 @@ def test_simulate_is_deterministic():
 
 
 def test_capacity_study_is_deterministic():
-    models = _models({"srv": {"capacity": 2, "latency": {"dist": "exponential", "mean": 40},
-                              "error": 0.1}})
+    models = _models(
+        {"srv": {"capacity": 2, "latency": {"dist": "exponential", "mean": 40}, "error": 0.1}}
+    )
     plan = _plan([_step("s", "srv", retryPolicy={"maxRetries": 1, "backoffMs": 5, "jitter": 1})])
     w = ok.Workload(rate_per_s=40, horizon_ms=20_000)
     a = ok.monte_carlo(plan, models, seed=3, workload=w, progress=False)
@@ -341,21 +402,36 @@ def test_capacity_study_is_deterministic():
 
 # ------------------------------------------------------------------ events in simulated time
 
-PLAN_EVENTS = {"plan:started", "plan:completed", "plan:fallback", "step:started",
-               "step:completed", "step:failed", "step:retrying", "step:skipped",
-               "queue:completed", "queue:failed"}
+PLAN_EVENTS = {
+    "plan:started",
+    "plan:completed",
+    "plan:fallback",
+    "step:started",
+    "step:completed",
+    "step:failed",
+    "step:retrying",
+    "step:skipped",
+    "queue:completed",
+    "queue:failed",
+}
 
 
 def test_simulate_emits_every_event_with_the_spans_times():
-    plan = _plan([
-        _step("a", "cap1", timeout=100, retryPolicy={"maxRetries": 1, "backoffMs": 15}),
-        _step("b", "cap1"),
-        _step("c", "other", deps=["a"], retryPolicy={"maxRetries": 2, "backoffMs": 7}),
-        _step("d", "other", deps=["c"]),
-    ], id="main", parallel=True,
-        fallbackPlan={"id": "fb", "steps": [_step("a", "other", "fine")]})
-    agents = [ScriptedAgent("cap1", {"a": [Fail(20), Ok(30)], "b": [Ok(70)]}, capacity=1),
-              ScriptedAgent("other", {"c": [Fail(5)], "fine": [Ok(12)]}, default=Fail(5))]
+    plan = _plan(
+        [
+            _step("a", "cap1", timeout=100, retryPolicy={"maxRetries": 1, "backoffMs": 15}),
+            _step("b", "cap1"),
+            _step("c", "other", deps=["a"], retryPolicy={"maxRetries": 2, "backoffMs": 7}),
+            _step("d", "other", deps=["c"]),
+        ],
+        id="main",
+        parallel=True,
+        fallbackPlan={"id": "fb", "steps": [_step("a", "other", "fine")]},
+    )
+    agents = [
+        ScriptedAgent("cap1", {"a": [Fail(20), Ok(30)], "b": [Ok(70)]}, capacity=1),
+        ScriptedAgent("other", {"c": [Fail(5)], "fine": [Ok(12)]}, default=Fail(5)),
+    ]
     events: list = []
     bus = ok.EventBus()
     bus.on("*", lambda e, p: events.append((e, p)))
@@ -373,8 +449,15 @@ def test_simulate_emits_every_event_with_the_spans_times():
 
     checked = 0
     for e, p in events:
-        if e in ("step:started", "step:completed", "queue:completed", "queue:failed",
-                 "step:retrying", "step:failed", "agent:error"):
+        if e in (
+            "step:started",
+            "step:completed",
+            "queue:completed",
+            "queue:failed",
+            "step:retrying",
+            "step:failed",
+            "agent:error",
+        ):
             r = span[(p["planId"], p["stepId"], att(p))]
             want = r.start_ms if e == "step:started" else r.end_ms
             assert p["timeMs"] == want, (e, p, r)
@@ -394,9 +477,13 @@ def test_simulate_emits_every_event_with_the_spans_times():
     # plan events: the chain ends at the run's duration
     plan_events = [(e, p["planId"], p["timeMs"]) for e, p in events if e.startswith("plan:")]
     main_end = sp.loc[sp["plan_id"] == "main", "end_ms"].max()
-    assert plan_events == [("plan:started", "main", 0.0), ("plan:completed", "main", main_end),
-                           ("plan:fallback", "main", main_end), ("plan:started", "fb", main_end),
-                           ("plan:completed", "fb", res.duration_ms)]
+    assert plan_events == [
+        ("plan:started", "main", 0.0),
+        ("plan:completed", "main", main_end),
+        ("plan:fallback", "main", main_end),
+        ("plan:started", "fb", main_end),
+        ("plan:completed", "fb", res.duration_ms),
+    ]
     skipped = [p for e, p in events if e == "step:skipped"]
     assert [(p["stepId"], p["dependencyId"]) for p in skipped] == [("d", "c")]
     failed_c = next(p for e, p in events if e == "step:failed" and p["stepId"] == "c")
@@ -407,19 +494,26 @@ def test_simulate_emits_every_event_with_the_spans_times():
 
 
 def test_simulate_rejects_an_agent_no_model_matches():
-    models = _models({"learning-*": {"latency": {"dist": "constant", "value": 1}},
-                      "tutor-agent-1": {"latency": {"dist": "constant", "value": 1}}})
+    models = _models(
+        {
+            "learning-*": {"latency": {"dist": "constant", "value": 1}},
+            "tutor-agent-1": {"latency": {"dist": "constant", "value": 1}},
+        }
+    )
     plan = _plan([_step("s", "learning-1"), _step("t", "speech-agent-9", deps=["s"])])
-    for call in (lambda: ok.simulate(plan, models),
-                 lambda: ok.monte_carlo(plan, models, runs=10, progress=False)):
+    for call in (
+        lambda: ok.simulate(plan, models),
+        lambda: ok.monte_carlo(plan, models, runs=10, progress=False),
+    ):
         with pytest.raises(ok.PlanValidationError) as info:
             call()
         msg = str(info.value)
         assert "speech-agent-9" in msg and "'t'" in msg
         assert "learning-*" in msg and "tutor-agent-1" in msg
     # the fallback plan is checked too, before anything runs
-    fb = _plan([_step("s", "learning-1")],
-               fallbackPlan={"id": "fb", "steps": [_step("x", "nobody")]})
+    fb = _plan(
+        [_step("s", "learning-1")], fallbackPlan={"id": "fb", "steps": [_step("x", "nobody")]}
+    )
     with pytest.raises(ok.PlanValidationError, match="nobody"):
         ok.simulate(fb, models)
 
@@ -429,17 +523,20 @@ def test_scripted_models_reject_an_unknown_agent():
         ok.simulate(_plan([_step("s", "ghost")]), ScriptedModels([ScriptedAgent("A")]))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({}, "exactly one of"),
-    ({"rate_per_s": 5, "interval_ms": 10, "horizon_ms": 100}, "exactly one of"),
-    ({"rate_per_s": 0, "horizon_ms": 100}, "rate_per_s must be > 0"),
-    ({"rate_per_s": -1, "horizon_ms": 100}, "rate_per_s must be > 0"),
-    ({"interval_ms": 0, "horizon_ms": 100}, "interval_ms must be > 0"),
-    ({"rate_per_s": 5}, "horizon_ms"),
-    ({"interval_ms": 5, "horizon_ms": -1}, "horizon_ms"),
-    ({"arrivals_ms": [5, 1]}, "sorted"),
-    ({"arrivals_ms": [-1, 1]}, ">= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "exactly one of"),
+        ({"rate_per_s": 5, "interval_ms": 10, "horizon_ms": 100}, "exactly one of"),
+        ({"rate_per_s": 0, "horizon_ms": 100}, "rate_per_s must be > 0"),
+        ({"rate_per_s": -1, "horizon_ms": 100}, "rate_per_s must be > 0"),
+        ({"interval_ms": 0, "horizon_ms": 100}, "interval_ms must be > 0"),
+        ({"rate_per_s": 5}, "horizon_ms"),
+        ({"interval_ms": 5, "horizon_ms": -1}, "horizon_ms"),
+        ({"arrivals_ms": [5, 1]}, "sorted"),
+        ({"arrivals_ms": [-1, 1]}, ">= 0"),
+    ],
+)
 def test_bad_workloads_are_rejected(kwargs, match):
     with pytest.raises(ok.PlanValidationError, match=match):
         ok.Workload(**kwargs)
@@ -466,11 +563,16 @@ def test_bad_study_arguments_are_rejected():
 def test_capacity_study_queues_fifo_on_the_study_clock():
     """Explicit arrivals into an agent of capacity 1 (30 ms per attempt): every time is on
     the study's clock, queue waits show in the spans, FIFO across runs."""
-    models = _models({"srv": {"capacity": 1, "latency": {"dist": "constant", "value": 30}},
-                      "free": {"latency": {"dist": "constant", "value": 5}}})
+    models = _models(
+        {
+            "srv": {"capacity": 1, "latency": {"dist": "constant", "value": 30}},
+            "free": {"latency": {"dist": "constant", "value": 5}},
+        }
+    )
     plan = _plan([_step("s", "srv"), _step("t", "free", deps=["s"])])
-    mc = ok.monte_carlo(plan, models, seed=0, progress=False,
-                        workload=ok.Workload(arrivals_ms=[0, 0, 10, 100]))
+    mc = ok.monte_carlo(
+        plan, models, seed=0, progress=False, workload=ok.Workload(arrivals_ms=[0, 0, 10, 100])
+    )
     runs = mc.runs
     assert runs["arrival_ms"].tolist() == [0.0, 0.0, 10.0, 100.0]
     assert runs["start_ms"].tolist() == runs["arrival_ms"].tolist()
@@ -487,18 +589,24 @@ def test_capacity_study_queues_fifo_on_the_study_clock():
 def test_capacity_study_under_overload():
     """Load 1.5x capacity: waits grow, the agent is busy nearly all the time, utilisation
     over time never exceeds 1 and integrates to the agent's busy time."""
-    models = _models({"srv": {"capacity": 2, "latency": {"dist": "exponential", "mean": 50}},
-                      "free": {"latency": {"dist": "exponential", "mean": 20}}})
+    models = _models(
+        {
+            "srv": {"capacity": 2, "latency": {"dist": "exponential", "mean": 50}},
+            "free": {"latency": {"dist": "exponential", "mean": 20}},
+        }
+    )
     plan = _plan([_step("s", "srv"), _step("t", "free", deps=["s"])], parallel=True)
-    mc = ok.monte_carlo(plan, models, seed=2, progress=False,
-                        workload=ok.Workload(rate_per_s=60, horizon_ms=30_000))
+    mc = ok.monte_carlo(
+        plan, models, seed=2, progress=False, workload=ok.Workload(rate_per_s=60, horizon_ms=30_000)
+    )
     runs, spans = mc.runs, mc.spans
     assert abs(len(runs) - 1800) <= 5 * math.sqrt(1800)
     assert runs["arrival_ms"].is_monotonic_increasing
     assert (runs["arrival_ms"] < 30_000).all()
     assert np.allclose(runs["makespan_ms"], runs["end_ms"] - runs["arrival_ms"])
-    merged = spans.merge(runs[["run_id", "arrival_ms", "end_ms"]], on="run_id",
-                         suffixes=("", "_run"))
+    merged = spans.merge(
+        runs[["run_id", "arrival_ms", "end_ms"]], on="run_id", suffixes=("", "_run")
+    )
     assert (merged["queued_ms"] >= merged["arrival_ms"]).all()
     assert (merged["end_ms"] <= merged["end_ms_run"]).all()
     srv_spans = spans[spans["agent_id"] == "srv"]
@@ -508,8 +616,10 @@ def test_capacity_study_under_overload():
     # so an attempt queued at t waits about (3 - 2) t / 2 = 0.5 t
     slope = np.polyfit(srv_spans["queued_ms"].to_numpy(), wait, 1)[0]
     assert slope == pytest.approx(0.5, rel=0.1)
-    assert (spans.loc[spans["agent_id"] == "free", "start_ms"]
-            == spans.loc[spans["agent_id"] == "free", "queued_ms"]).all()
+    assert (
+        spans.loc[spans["agent_id"] == "free", "start_ms"]
+        == spans.loc[spans["agent_id"] == "free", "queued_ms"]
+    ).all()
 
     agents = mc.summary().agents.set_index("agent_id")
     assert agents.loc["srv", "utilisation"] > 0.97
@@ -517,8 +627,10 @@ def test_capacity_study_under_overload():
     for bin_ms in (250.0, 1000.0):
         util = mc.utilisation(bin_ms=bin_ms)
         for agent_id, g in util.groupby("agent_id"):
-            busy = (spans.loc[spans["agent_id"] == agent_id, "end_ms"]
-                    - spans.loc[spans["agent_id"] == agent_id, "start_ms"]).sum()
+            busy = (
+                spans.loc[spans["agent_id"] == agent_id, "end_ms"]
+                - spans.loc[spans["agent_id"] == agent_id, "start_ms"]
+            ).sum()
             assert g["in_flight"].sum() * bin_ms == pytest.approx(busy, rel=1e-9)
             assert mc.busy_ms[agent_id] == pytest.approx(busy, rel=1e-9)
         srv = util[util["agent_id"] == "srv"]
@@ -536,13 +648,15 @@ def test_capacity_study_interval_workload_and_span_sample():
     part = ok.monte_carlo(plan, models, workload=w, progress=False, keep_spans=10)
     pd.testing.assert_frame_equal(part.runs, full.runs)
     assert part.spans["run_id"].tolist() == list(range(10))
-    assert full.summary().agents.set_index("agent_id").loc["srv", "utilisation"] == \
-        pytest.approx(400.0 / 994.0)
+    assert full.summary().agents.set_index("agent_id").loc["srv", "utilisation"] == pytest.approx(
+        400.0 / 994.0
+    )
 
 
 def test_a_step_that_can_hang_forever_is_warned_about_naming_plan_step_and_fix():
-    models = ok.AgentModels.from_dict({"agents": {"x": {
-        "latency": {"dist": "constant", "value": 5}, "hang": 0.5}}})
+    models = ok.AgentModels.from_dict(
+        {"agents": {"x": {"latency": {"dist": "constant", "value": 5}, "hang": 0.5}}}
+    )
     bare = _plan([_step("a", "x"), _step("b", "x", timeout=50)])
     with pytest.warns(ok.HangWarning, match=r"plan 'p' step 'a': .*can hang.*Add a step 'timeout'"):
         result = ok.simulate(bare, models, seed=3)
@@ -560,5 +674,10 @@ def test_a_step_that_can_hang_forever_is_warned_about_naming_plan_step_and_fix()
 def test_capacity_study_rejects_options_that_apply_to_independent_runs_only(kw):
     models = _models({"x": {"latency": {"dist": "constant", "value": 5}}})
     with pytest.raises(ok.PlanValidationError, match="capacity study .* SimPy path"):
-        ok.monte_carlo(_plan([_step("a", "x")]), models, progress=False,
-                       workload=ok.Workload(interval_ms=10, horizon_ms=100), **kw)
+        ok.monte_carlo(
+            _plan([_step("a", "x")]),
+            models,
+            progress=False,
+            workload=ok.Workload(interval_ms=10, horizon_ms=100),
+            **kw,
+        )

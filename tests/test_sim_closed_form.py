@@ -63,8 +63,13 @@ def test_mmc_queue_wait_matches_erlang_c(c, horizon_ms):
     lam = rho * c / mean  # arrivals per ms
     models = _models({"srv": {"capacity": c, "latency": {"dist": "exponential", "mean": mean}}})
     plan = _plan([{"id": "serve", "agentId": "srv", "action": "serve"}], id="mmc")
-    mc = ok.monte_carlo(plan, models, seed=7, progress=False,
-                        workload=ok.Workload(rate_per_s=lam * 1000, horizon_ms=horizon_ms))
+    mc = ok.monte_carlo(
+        plan,
+        models,
+        seed=7,
+        progress=False,
+        workload=ok.Workload(rate_per_s=lam * 1000, horizon_ms=horizon_ms),
+    )
     sp = mc.spans.sort_values("run_id")
     assert (sp["outcome"] == "succeeded").all()
     arrival = sp["queued_ms"].to_numpy()
@@ -84,7 +89,7 @@ def test_mmc_queue_wait_matches_erlang_c(c, horizon_ms):
     assert stats.kstest(service, "expon", args=(0, mean)).pvalue > 1e-3
 
     # 2. mean queue wait vs Erlang C, after a warm-up of 5% of the customers
-    wait = (start - arrival)[n // 20:]
+    wait = (start - arrival)[n // 20 :]
     pw = erlang_c(c, lam * mean)
     wq = pw * mean / (c - lam * mean)
     t999 = stats.t.ppf(0.9995, 29)
@@ -139,8 +144,9 @@ def test_mean_of_max_of_k_exponentials_is_mean_times_harmonic_number(k):
     Var = mean^2 * sum(1/i^2); the whole distribution is (1 - e^(-x/mean))^k."""
     mean, runs = 100.0, 20_000
     models = _models({"w*": {"latency": {"dist": "exponential", "mean": mean}}})
-    plan = _plan([{"id": f"s{i}", "agentId": f"w{i}", "action": "work"} for i in range(k)],
-                 parallel=True)
+    plan = _plan(
+        [{"id": f"s{i}", "agentId": f"w{i}", "action": "work"} for i in range(k)], parallel=True
+    )
     res = _study(plan, models, runs)
     mk = res.runs["makespan_ms"].to_numpy()
     h_k = sum(1.0 / i for i in range(1, k + 1))
@@ -178,8 +184,16 @@ def test_retries_success_probability_and_attempts(p, r):
     with constant latency the makespan follows from the attempts exactly."""
     runs, lat, backoff = 20_000, 4.0, 10.0
     models = _models({"a": {"latency": {"dist": "constant", "value": lat}, "error": p}})
-    plan = _plan([{"id": "s", "agentId": "a", "action": "x",
-                   "retryPolicy": {"maxRetries": r, "backoffMs": backoff}}])
+    plan = _plan(
+        [
+            {
+                "id": "s",
+                "agentId": "a",
+                "action": "x",
+                "retryPolicy": {"maxRetries": r, "backoffMs": backoff},
+            }
+        ]
+    )
     res = _study(plan, models, runs)
     df = res.runs
     q = 1.0 - p ** (r + 1)
@@ -242,8 +256,17 @@ def test_step_timeout_with_hangs_and_retry_on_timeout():
     P(timeout) = h + (1 - h) e^(-T/mean); one retry on timeout squares it."""
     mean, timeout, h, runs = 100.0, 100.0, 0.2, 20_000
     models = _models({"a": {"latency": {"dist": "exponential", "mean": mean}, "hang": h}})
-    plan = _plan([{"id": "s", "agentId": "a", "action": "x", "timeout": timeout,
-                   "retryPolicy": {"maxRetries": 1, "backoffMs": 0, "retryOn": ["timeout"]}}])
+    plan = _plan(
+        [
+            {
+                "id": "s",
+                "agentId": "a",
+                "action": "x",
+                "timeout": timeout,
+                "retryPolicy": {"maxRetries": 1, "backoffMs": 0, "retryOn": ["timeout"]},
+            }
+        ]
+    )
     df = _study(plan, models, runs).runs
     q = h + (1 - h) * math.exp(-timeout / mean)
     fail = (df["status"] == "failed").mean()
@@ -261,18 +284,29 @@ _DAG = [
     ("flaky", "broken", ["fetch"], {"maxRetries": 3, "backoffMs": 7}, None),
     ("report", "report", ["slow"], None, None),
     ("after_flaky", "fast", ["flaky"], None, None),
-    ("expo", "broken", ["fetch"], {"maxRetries": 4, "backoffMs": 4, "strategy": "exponential",
-                                   "maxBackoffMs": 10}, None),
+    (
+        "expo",
+        "broken",
+        ["fetch"],
+        {"maxRetries": 4, "backoffMs": 4, "strategy": "exponential", "maxBackoffMs": 10},
+        None,
+    ),
     ("hangs", "hang", ["fetch"], {"maxRetries": 1, "backoffMs": 3, "strategy": "fixed"}, 12.0),
 ]
 _DAG_IDS = [d[0] for d in _DAG]
 _LATENCY = {"fast": 10.0, "slow": 30.0, "broken": 5.0, "report": 25.0}
-_CONST_MODELS = {"const": {"latency": {"dist": "constant", "value": 10}, "actions": {
-    "fast": {"latency": {"dist": "constant", "value": 10}},
-    "slow": {"latency": {"dist": "constant", "value": 30}},
-    "report": {"latency": {"dist": "constant", "value": 25}},
-    "broken": {"latency": {"dist": "constant", "value": 5}, "error": 1.0},
-    "hang": {"hang": 1.0}}}}
+_CONST_MODELS = {
+    "const": {
+        "latency": {"dist": "constant", "value": 10},
+        "actions": {
+            "fast": {"latency": {"dist": "constant", "value": 10}},
+            "slow": {"latency": {"dist": "constant", "value": 30}},
+            "report": {"latency": {"dist": "constant", "value": 25}},
+            "broken": {"latency": {"dist": "constant", "value": 5}, "error": 1.0},
+            "hang": {"hang": 1.0},
+        },
+    }
+}
 
 
 def _dag_plan(parallel: bool) -> ok.Plan:
@@ -308,9 +342,15 @@ def test_constant_dag_parallel_makespan_is_the_critical_path():
     # expo 10-15, 19-24, 32-37, 47-52, 62-67 (4, 8, then capped at 10); hangs 10-22, 25-37
     assert res.duration_ms == 72.0
     assert res.status == "failed"
-    assert res.step_states == {"fetch": "succeeded", "slow": "succeeded", "flaky": "failed",
-                               "report": "succeeded", "after_flaky": "skipped",
-                               "expo": "failed", "hangs": "failed"}
+    assert res.step_states == {
+        "fetch": "succeeded",
+        "slow": "succeeded",
+        "flaky": "failed",
+        "report": "succeeded",
+        "after_flaky": "skipped",
+        "expo": "failed",
+        "hangs": "failed",
+    }
     end: dict[str, float] = {}  # the reference: longest path over the steps that ran
     succeeded: dict[str, bool] = {}
     for sid, _, deps, _, _ in _DAG:  # dependencies come earlier in _DAG
@@ -322,7 +362,11 @@ def test_constant_dag_parallel_makespan_is_the_critical_path():
     sp = res.spans.set_index(["step_id", "attempt"])
     assert sp.loc[("flaky", 4), ["queued_ms", "start_ms", "end_ms"]].tolist() == [67.0, 67.0, 72.0]
     assert sp.loc[("expo", 5), ["start_ms", "end_ms"]].tolist() == [62.0, 67.0]
-    assert sp.loc[("hangs", 2), ["start_ms", "end_ms", "outcome"]].tolist() == [25.0, 37.0, "timeout"]
+    assert sp.loc[("hangs", 2), ["start_ms", "end_ms", "outcome"]].tolist() == [
+        25.0,
+        37.0,
+        "timeout",
+    ]
     assert sp.loc[("report", 1), ["start_ms", "end_ms"]].tolist() == [40.0, 65.0]
     assert "after_flaky" not in res.spans["step_id"].tolist()
 
@@ -344,9 +388,17 @@ def test_seed_backoff_rule_with_scripted_failures():
     """The seed's rule (linear, backoffMs 1000: waits 1 s, 2 s, 3 s) with scripted failures
     of different latencies: the makespan is every latency plus every backoff, exactly."""
     agent = ScriptedAgent("a", {"x": [Fail(100), Fail(200), Fail(300), Ok(50)]})
-    plan = _plan([{"id": "s", "agentId": "a", "action": "x",
-                   "retryPolicy": {"maxRetries": 3, "backoffMs": 1000}},
-                  {"id": "t", "agentId": "a", "action": "y", "dependencies": ["s"]}])
+    plan = _plan(
+        [
+            {
+                "id": "s",
+                "agentId": "a",
+                "action": "x",
+                "retryPolicy": {"maxRetries": 3, "backoffMs": 1000},
+            },
+            {"id": "t", "agentId": "a", "action": "y", "dependencies": ["s"]},
+        ]
+    )
     res = ok.simulate(plan, ScriptedModels([agent]))
     assert res.success
     assert res.duration_ms == 100 + 1000 + 200 + 2000 + 300 + 3000 + 50 + 0
@@ -367,13 +419,25 @@ def test_random_constant_dags_makespan_equals_longest_path(seed):
     rng = np.random.default_rng(seed)
     n = 12
     lat = rng.integers(1, 50, n).astype(float)
-    deps = [sorted(set(rng.choice(i, rng.integers(0, min(i, 3) + 1), replace=False).tolist()))
-            if i else [] for i in range(n)]
-    models = _models({f"a{i}": {"latency": {"dist": "constant", "value": float(lat[i])}}
-                      for i in range(n)})
+    deps = [
+        sorted(set(rng.choice(i, rng.integers(0, min(i, 3) + 1), replace=False).tolist()))
+        if i
+        else []
+        for i in range(n)
+    ]
+    models = _models(
+        {f"a{i}": {"latency": {"dist": "constant", "value": float(lat[i])}} for i in range(n)}
+    )
     order = rng.permutation(n)  # plan order need not be topological
-    steps = [{"id": f"s{i}", "agentId": f"a{i}", "action": "x",
-              "dependencies": [f"s{d}" for d in deps[i]]} for i in order]
+    steps = [
+        {
+            "id": f"s{i}",
+            "agentId": f"a{i}",
+            "action": "x",
+            "dependencies": [f"s{d}" for d in deps[i]],
+        }
+        for i in order
+    ]
     res = ok.simulate(_plan(steps, parallel=True), models)
     assert res.success
     assert res.duration_ms == _longest_path(lat, deps)

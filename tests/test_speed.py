@@ -7,13 +7,12 @@ import asyncio
 import gc
 
 import pytest
+from core_harness import plan_of, run_plan, step
 
 import orchkit as ok
-from orchkit._engine.core import CORE_EVENTS, Emit
 from orchkit import EventBus
+from orchkit._engine.core import CORE_EVENTS, Emit
 from orchkit.testing import Fail, Ok, ScriptedAgent, ScriptedModels
-
-from core_harness import plan_of, run_plan, step
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,8 +33,11 @@ class Wants:
 
 def busy_plan():
     """Every kind of step event: success, a retried failure, a failure, a skip, a fallback."""
-    return plan_of("p", [step("a"), step("b", retry=RETRY), step("c", deps=["b"]),
-                         step("d", deps=["c"])], fallbackPlan={"id": "fb", "steps": [step("z")]})
+    return plan_of(
+        "p",
+        [step("a"), step("b", retry=RETRY), step("c", deps=["b"]), step("d", deps=["c"])],
+        fallbackPlan={"id": "fb", "steps": [step("z")]},
+    )
 
 
 SCRIPT = {"b": [Fail(3), Ok(3)], "c": [Fail(2, retryable=False)]}
@@ -49,14 +51,29 @@ def test_core_builds_no_event_nobody_wants_and_asks_for_each():
     probe = Wants()
     h, run = run_plan(busy_plan(), script=SCRIPT, events=probe)
     assert emitted(h) == []
-    assert {"plan:started", "step:started", "step:completed", "queue:completed",
-            "queue:failed", "agent:error", "step:retrying", "step:failed", "step:skipped",
-            "plan:completed", "plan:fallback"} <= set(probe.asked) <= CORE_EVENTS
+    assert (
+        {
+            "plan:started",
+            "step:started",
+            "step:completed",
+            "queue:completed",
+            "queue:failed",
+            "agent:error",
+            "step:retrying",
+            "step:failed",
+            "step:skipped",
+            "plan:completed",
+            "plan:fallback",
+        }
+        <= set(probe.asked)
+        <= CORE_EVENTS
+    )
     # the run itself is the same as with every event built
     h_all, run_all = run_plan(busy_plan(), script=SCRIPT)
     assert run.status == run_all.status == "succeeded"
     assert [(a.step_id, a.number, a.start_ms, a.end_ms, a.outcome) for a in run.attempts] == [
-        (a.step_id, a.number, a.start_ms, a.end_ms, a.outcome) for a in run_all.attempts]
+        (a.step_id, a.number, a.start_ms, a.end_ms, a.outcome) for a in run_all.attempts
+    ]
 
 
 def test_core_builds_exactly_the_wanted_events():
@@ -154,10 +171,17 @@ def test_job_refs_are_claimed_or_dropped(listen):
 
 def test_simulate_same_result_with_or_without_listeners():
     plan = busy_plan()
+
     def models():  # fresh scripts for each run
-        return ScriptedModels([ScriptedAgent(
-            "agent", {"do_b": [Fail(3), Ok(3)], "do_c": [Fail(2, retryable=False)]},
-            default=Ok(4))])
+        return ScriptedModels(
+            [
+                ScriptedAgent(
+                    "agent",
+                    {"do_b": [Fail(3), Ok(3)], "do_c": [Fail(2, retryable=False)]},
+                    default=Ok(4),
+                )
+            ]
+        )
 
     bus = EventBus()
     heard = []
@@ -168,11 +192,15 @@ def test_simulate_same_result_with_or_without_listeners():
     assert [p["stepId"] for p in heard] == ["c"]
 
 
-GC_PLAN = plan_of("p", [step("a", retry=RETRY, timeout=1000), step("b", deps=["a"]),
-                        step("c", timeout=1)], parallel=True,
-                  fallbackPlan={"id": "fb", "steps": [step("z")]})
-GC_MODELS = {"agents": {"agent": {"latency": {"dist": "lognormal", "median": 10, "p95": 30},
-                                  "error": 0.2}}}
+GC_PLAN = plan_of(
+    "p",
+    [step("a", retry=RETRY, timeout=1000), step("b", deps=["a"]), step("c", timeout=1)],
+    parallel=True,
+    fallbackPlan={"id": "fb", "steps": [step("z")]},
+)
+GC_MODELS = {
+    "agents": {"agent": {"latency": {"dist": "lognormal", "median": 10, "p95": 30}, "error": 0.2}}
+}
 
 
 def cyclic_garbage(work) -> int:
@@ -202,14 +230,14 @@ def test_simulated_runs_leave_no_reference_cycles():
 
 def test_capacity_study_leaves_no_per_run_cycles():
     work = ok.Workload(rate_per_s=20.0, horizon_ms=10_000)
-    n = cyclic_garbage(lambda: ok.monte_carlo(GC_PLAN, GC_MODELS, seed=1, workload=work,
-                                              progress=False))
+    n = cyclic_garbage(
+        lambda: ok.monte_carlo(GC_PLAN, GC_MODELS, seed=1, workload=work, progress=False)
+    )
     assert n < 50, n  # a constant; ~200 runs of ~5 attempts each would leave thousands
 
 
 # no timeouts: a pending timeout timer keeps its attempt (and run) alive until it is due
-LIVE_PLAN = plan_of("p", [step("a", retry=RETRY), step("b", deps=["a"]), step("c")],
-                    parallel=True)
+LIVE_PLAN = plan_of("p", [step("a", retry=RETRY), step("b", deps=["a"]), step("c")], parallel=True)
 
 
 class Flaky(ok.Agent):
@@ -258,21 +286,30 @@ def imported_by(code: str) -> list[str]:
 
     root = Path(__file__).resolve().parent.parent
     probe = f"{code}\nimport sys\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.split()
 
 
 def test_import_and_light_commands_import_no_heavy_module():
     assert imported_by("import orchkit") == []
-    assert imported_by(
-        "import contextlib, io, orchkit.cli as c\n"
-        "for argv in (['validate', 'parallel_analysis'], ['export', 'parallel_analysis'],"
-        " ['--help'], ['--version']):\n"
-        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
-        "        c.main(argv)") == []
+    assert (
+        imported_by(
+            "import contextlib, io, orchkit.cli as c\n"
+            "for argv in (['validate', 'parallel_analysis'], ['export', 'parallel_analysis'],"
+            " ['--help'], ['--version']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        c.main(argv)"
+        )
+        == []
+    )
     # a name is resolved on first use, whatever way it is asked for
     assert {"pandas", "numpy", "simpy"} <= set(imported_by("from orchkit import monte_carlo"))
 

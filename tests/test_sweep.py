@@ -6,32 +6,55 @@ import pytest
 
 import orchkit as ok
 
-PLAN = ok.Plan.model_validate({"id": "p", "parallel": True, "steps": [
-    {"id": "slow", "agentId": "x", "action": "slow"},
-    {"id": "fast", "agentId": "x", "action": "fast", "dependencies": ["slow"]}]})
-MODELS = ok.AgentModels.from_dict({"agents": {"x": {
-    "latency": {"dist": "exponential", "mean": 100},
-    "actions": {"fast": {"latency": {"dist": "constant", "value": 10}}}}}})
+PLAN = ok.Plan.model_validate(
+    {
+        "id": "p",
+        "parallel": True,
+        "steps": [
+            {"id": "slow", "agentId": "x", "action": "slow"},
+            {"id": "fast", "agentId": "x", "action": "fast", "dependencies": ["slow"]},
+        ],
+    }
+)
+MODELS = ok.AgentModels.from_dict(
+    {
+        "agents": {
+            "x": {
+                "latency": {"dist": "exponential", "mean": 100},
+                "actions": {"fast": {"latency": {"dist": "constant", "value": 10}}},
+            }
+        }
+    }
+)
 
 
 def test_with_values_sets_fields_by_path_and_validates():
-    tuned = PLAN.with_values({"timeout": 500, "steps.slow.timeout": 150,
-                              "steps.*.retryPolicy": {"maxRetries": 1, "backoffMs": 20}})
+    tuned = PLAN.with_values(
+        {
+            "timeout": 500,
+            "steps.slow.timeout": 150,
+            "steps.*.retryPolicy": {"maxRetries": 1, "backoffMs": 20},
+        }
+    )
     assert tuned.timeout_ms == 500 and tuned.steps[0].timeout_ms == 150
     assert tuned.steps[1].timeout_ms is None
     assert all(s.retry_policy.max_retries == 1 for s in tuned.steps)
     assert PLAN.timeout_ms is None  # the original is unchanged
     with pytest.raises(ok.PlanValidationError, match="names step 'nope'.*steps: slow, fast"):
         PLAN.with_values({"steps.nope.timeout": 1})
-    with pytest.raises(ok.PlanValidationError, match="unknown field 'timout'.*did you mean 'timeout'"):
+    with pytest.raises(
+        ok.PlanValidationError, match="unknown field 'timout'.*did you mean 'timeout'"
+    ):
         PLAN.with_values({"steps.slow.timout": 1})
     with pytest.raises(ok.PlanValidationError, match="greater than 0"):
         PLAN.with_values({"steps.slow.timeout": -1})
 
 
 def test_sweep_gives_one_row_per_combination_with_the_closed_form_success_rate():
-    grid = {"steps.slow.timeout": [50, 100, 200], "steps.slow.retryPolicy": [
-        None, {"maxRetries": 1, "backoffMs": 0}]}
+    grid = {
+        "steps.slow.timeout": [50, 100, 200],
+        "steps.slow.retryPolicy": [None, {"maxRetries": 1, "backoffMs": 0}],
+    }
     df = ok.sweep(PLAN, MODELS, grid, runs=4000, seed=3, progress=False)
     assert len(df) == 6 and list(df.columns[:2]) == list(grid)
     for row in df.itertuples(index=False):

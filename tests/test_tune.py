@@ -15,8 +15,11 @@ import orchkit as ok
 
 # ------------------------------------------------------------------ Plan.meta (§7.2)
 
-META_PLAN = {"id": "m", "steps": [{"id": "a", "agentId": "x", "action": "go"}],
-             "meta": {"tunedBy": "orchkit", "predicted": {"success_rate": [0.99, 0.98, 1.0]}}}
+META_PLAN = {
+    "id": "m",
+    "steps": [{"id": "a", "agentId": "x", "action": "go"}],
+    "meta": {"tunedBy": "orchkit", "predicted": {"success_rate": [0.99, 0.98, 1.0]}},
+}
 
 
 def test_meta_is_kept_by_save_and_load_in_json_and_yaml(tmp_path):
@@ -44,8 +47,7 @@ def test_meta_must_be_a_json_object():
     with pytest.raises(ok.PlanValidationError, match="plan 'm'.*'meta' must be a JSON object"):
         ok.Plan.model_validate({**META_PLAN, "meta": {"x": float("nan")}})
     with pytest.raises(ok.PlanValidationError, match="did you mean 'meta'"):
-        ok.Plan.model_validate({**{k: v for k, v in META_PLAN.items() if k != "meta"},
-                                "mata": {}})
+        ok.Plan.model_validate({**{k: v for k, v in META_PLAN.items() if k != "meta"}, "mata": {}})
 
 
 def test_meta_is_ignored_by_the_simulator():
@@ -60,15 +62,32 @@ def test_meta_is_ignored_by_the_simulator():
 # ------------------------------------------------------------------ ok.tune (§7.1)
 
 P_ERR = 0.3
-RETRY = ok.Plan.model_validate({"id": "retry", "steps": [
-    {"id": "call", "agentId": "x", "action": "go", "retryPolicy": {"maxRetries": 0, "backoffMs": 0}}]})
+RETRY = ok.Plan.model_validate(
+    {
+        "id": "retry",
+        "steps": [
+            {
+                "id": "call",
+                "agentId": "x",
+                "action": "go",
+                "retryPolicy": {"maxRetries": 0, "backoffMs": 0},
+            }
+        ],
+    }
+)
 FLAKY = {"agents": {"x": {"latency": {"dist": "constant", "value": 10}, "error": P_ERR}}}
 RETRIES = "steps.call.retryPolicy.maxRetries"
 
 
 def tune_retries(**kw):
-    args = dict(minimize="attempts_per_run", constraints={"success_rate": ">= 0.99"}, trials=16,
-                runs=2000, seed=0, progress=False)
+    args = dict(
+        minimize="attempts_per_run",
+        constraints={"success_rate": ">= 0.99"},
+        trials=16,
+        runs=2000,
+        seed=0,
+        progress=False,
+    )
     return ok.tune(RETRY, FLAKY, {RETRIES: ok.Int(0, 8)}, **{**args, **kw})
 
 
@@ -78,12 +97,22 @@ def test_tune_finds_the_smallest_retry_count_whose_interval_meets_the_target():
     res = tune_retries()
     # closed form: success = 1 - p^(r+1); feasible when the 95% interval's low end of a
     # study of 2000 runs at that rate clears 0.99: r = 3 (0.9919) is not enough, r = 4 is
-    need = next(r for r in range(9) if wilson_ci(round(2000 * (1 - P_ERR ** (r + 1))), 2000)[1] >= 0.99)
-    assert need == 4 and 1 - P_ERR ** 4 > 0.99  # the point estimate alone would take r = 3
+    need = next(
+        r for r in range(9) if wilson_ci(round(2000 * (1 - P_ERR ** (r + 1))), 2000)[1] >= 0.99
+    )
+    assert need == 4 and 1 - P_ERR**4 > 0.99  # the point estimate alone would take r = 3
     assert res.best.steps[0].retry_policy.max_retries == need
     t = res.trials
-    assert set(t.columns) >= {"trial", RETRIES, "success_rate", "success_rate_ci_low",
-                              "success_rate_ci_high", "attempts_per_run", "feasible", "reason"}
+    assert set(t.columns) >= {
+        "trial",
+        RETRIES,
+        "success_rate",
+        "success_rate_ci_low",
+        "success_rate_ci_high",
+        "attempts_per_run",
+        "feasible",
+        "reason",
+    }
     assert t[RETRIES].dtype.kind == "i"  # flat, pivotable columns
     # every trial is judged by the interval rule, and says why it failed
     assert (t["feasible"] == (t["success_rate_ci_low"] >= 0.99)).all()
@@ -125,26 +154,53 @@ def test_verify_measures_the_optimism_on_a_fresh_seed():
     row = v.set_index("metric").loc["success_rate"]
     assert row["verified"] != row["predicted"]  # fresh runs
     assert row["optimism"] == pytest.approx(row["predicted"] - row["verified"])
-    assert abs(row["verified"] - (1 - P_ERR ** 5)) < 0.006  # ~4 SE of 2000 runs
+    assert abs(row["verified"] - (1 - P_ERR**5)) < 0.006  # ~4 SE of 2000 runs
     with pytest.warns(UserWarning, match="same runs"):
         same = res.verify(seed=0)
     assert (same["optimism"].abs() < 1e-12).all()
 
 
-PAIR = ok.Plan.model_validate({"id": "pair", "parallel": True, "steps": [
-    {"id": "a", "agentId": "slow", "action": "go", "timeout": 1000,
-     "retryPolicy": {"maxRetries": 2, "backoffMs": 0}},
-    {"id": "b", "agentId": "slow", "action": "go", "timeout": 1000,
-     "retryPolicy": {"maxRetries": 2, "backoffMs": 0}}]})
-SLOW = {"agents": {"slow": {"latency": {"dist": "lognormal", "median": 100, "p95": 600},
-                            "error": 0.05}}}
+PAIR = ok.Plan.model_validate(
+    {
+        "id": "pair",
+        "parallel": True,
+        "steps": [
+            {
+                "id": "a",
+                "agentId": "slow",
+                "action": "go",
+                "timeout": 1000,
+                "retryPolicy": {"maxRetries": 2, "backoffMs": 0},
+            },
+            {
+                "id": "b",
+                "agentId": "slow",
+                "action": "go",
+                "timeout": 1000,
+                "retryPolicy": {"maxRetries": 2, "backoffMs": 0},
+            },
+        ],
+    }
+)
+SLOW = {
+    "agents": {"slow": {"latency": {"dist": "lognormal", "median": 100, "p95": 600}, "error": 0.05}}
+}
 
 
 def test_pareto_plans_are_not_dominated_by_any_feasible_trial():
-    res = ok.tune(PAIR, SLOW, {"steps.*.timeout": ok.Float(50, 1000, log=True),
-                               "steps.*.retryPolicy.maxRetries": ok.Int(0, 4)},
-                  minimize=["makespan_p95_ms", "attempts_per_run"],
-                  constraints={"success_rate": ">= 0.9"}, trials=40, runs=500, progress=False)
+    res = ok.tune(
+        PAIR,
+        SLOW,
+        {
+            "steps.*.timeout": ok.Float(50, 1000, log=True),
+            "steps.*.retryPolicy.maxRetries": ok.Int(0, 4),
+        },
+        minimize=["makespan_p95_ms", "attempts_per_run"],
+        constraints={"success_rate": ">= 0.9"},
+        trials=40,
+        runs=500,
+        progress=False,
+    )
     front = res.pareto
     assert len(front) >= 2
     ok_trials = res.trials[res.trials["feasible"]]
@@ -153,21 +209,30 @@ def test_pareto_plans_are_not_dominated_by_any_feasible_trial():
     assert len(set(points)) == len(points)
     for p in points:
         for q in ok_trials[objs].itertuples(index=False):
-            assert not (all(qi <= pi for qi, pi in zip(q, p)) and any(qi < pi for qi, pi in zip(q, p)))
+            assert not (
+                all(qi <= pi for qi, pi in zip(q, p)) and any(qi < pi for qi, pi in zip(q, p))
+            )
     # and every feasible trial is matched or dominated by a point of the front
     for q in ok_trials[objs].itertuples(index=False):
         assert any(all(pi <= qi for pi, qi in zip(p, q)) for p in points)
     with pytest.raises(ValueError, match="use .pareto"):
-        res.best
+        res.best  # noqa: B018 - the property raises
     fig = res.chart()
     assert [t.name for t in fig.data][-1] == "Pareto front"
     assert {t.name for t in tune_retries(trials=6).chart().data} >= {"feasible", "best so far"}
 
 
 def test_invalid_trial_plans_are_infeasible_with_the_reason():
-    res = ok.tune(RETRY, FLAKY, {"steps.call.timeout": ok.Float(-20, 50)},
-                  minimize="makespan_mean_ms", constraints={"success_rate": ">= 0.5"},
-                  trials=12, runs=200, progress=False)
+    res = ok.tune(
+        RETRY,
+        FLAKY,
+        {"steps.call.timeout": ok.Float(-20, 50)},
+        minimize="makespan_mean_ms",
+        constraints={"success_rate": ">= 0.5"},
+        trials=12,
+        runs=200,
+        progress=False,
+    )
     bad = res.trials[res.trials["steps.call.timeout"] <= 0]
     assert len(bad) and not bad["feasible"].any()
     assert bad["reason"].str.contains("(?s)invalid: .*step 'call'.*greater than 0").all()
@@ -175,17 +240,31 @@ def test_invalid_trial_plans_are_infeasible_with_the_reason():
 
 
 def test_model_paths_tune_capacity_with_common_random_numbers():
-    plan = ok.Plan.model_validate({"id": "fan", "parallel": True, "steps": [
-        {"id": f"s{i}", "agentId": "x", "action": "go"} for i in range(4)]})
+    plan = ok.Plan.model_validate(
+        {
+            "id": "fan",
+            "parallel": True,
+            "steps": [{"id": f"s{i}", "agentId": "x", "action": "go"} for i in range(4)],
+        }
+    )
     models = {"agents": {"x": {"capacity": 1, "latency": {"dist": "constant", "value": 100}}}}
-    res = ok.tune(plan, models, {"agents.x.capacity": ok.Int(1, 4)}, minimize="makespan_mean_ms",
-                  constraints={"makespan_p95_ms": "<= 250"}, trials=10, runs=100, progress=False)
+    res = ok.tune(
+        plan,
+        models,
+        {"agents.x.capacity": ok.Int(1, 4)},
+        minimize="makespan_mean_ms",
+        constraints={"makespan_p95_ms": "<= 250"},
+        trials=10,
+        runs=100,
+        progress=False,
+    )
     t = res.trials.drop_duplicates("agents.x.capacity").set_index("agents.x.capacity")
     for cap, row in t.iterrows():  # ceil(4 / capacity) waves of 100 ms
         assert row["makespan_mean_ms"] == pytest.approx(100 * -(-4 // cap))
         assert row["feasible"] == (cap >= 2)
     assert res.best_models.capacity("x") == 4 and res.best.meta["tuned"]["values"] == {
-        "agents.x.capacity": 4}
+        "agents.x.capacity": 4
+    }
 
 
 def test_bad_tune_input_is_named_before_running():
@@ -193,8 +272,14 @@ def test_bad_tune_input_is_named_before_running():
     with pytest.raises(ValueError, match="unknown metric 'p95'.*makespan_p95_ms"):
         ok.tune(RETRY, FLAKY, space, minimize="p95", trials=2, runs=10, progress=False)
     with pytest.raises(ValueError, match="constraints\\['success_rate'\\].*'>= NUMBER'"):
-        ok.tune(RETRY, FLAKY, space, minimize="attempts_per_run",
-                constraints={"success_rate": "at least 0.9"}, progress=False)
+        ok.tune(
+            RETRY,
+            FLAKY,
+            space,
+            minimize="attempts_per_run",
+            constraints={"success_rate": "at least 0.9"},
+            progress=False,
+        )
     with pytest.raises(ok.PlanValidationError, match="names step 'nope'"):
         ok.tune(RETRY, FLAKY, {"steps.nope.timeout": ok.Float(1, 2)}, minimize="attempts_per_run")
     with pytest.raises(ok.PlanValidationError, match="names no agent entry"):
@@ -211,9 +296,16 @@ def test_bad_tune_input_is_named_before_running():
 
 def test_choice_of_objects_is_a_flat_column_and_maps_back():
     policies = [None, {"maxRetries": 2, "backoffMs": 5}]
-    res = ok.tune(RETRY, FLAKY, {"steps.call.retryPolicy": ok.Choice(policies)},
-                  minimize="makespan_mean_ms", constraints={"success_rate": ">= 0.9"},
-                  trials=6, runs=300, progress=False)
+    res = ok.tune(
+        RETRY,
+        FLAKY,
+        {"steps.call.retryPolicy": ok.Choice(policies)},
+        minimize="makespan_mean_ms",
+        constraints={"success_rate": ">= 0.9"},
+        trials=6,
+        runs=300,
+        progress=False,
+    )
     column = res.trials["steps.call.retryPolicy"]
     assert set(column.dropna()) == {json.dumps(policies[1], sort_keys=True)} and column.isna().any()
     assert res.best.steps[0].retry_policy.max_retries == 2
@@ -223,19 +315,38 @@ def test_choice_of_objects_is_a_flat_column_and_maps_back():
 
 
 def test_compare_puts_observed_and_predicted_side_by_side():
-    models = {"agents": {"x": {"latency": {"dist": "lognormal", "median": 100, "p95": 300},
-                               "error": 0.05}}}
+    models = {
+        "agents": {
+            "x": {"latency": {"dist": "lognormal", "median": 100, "p95": 300}, "error": 0.05}
+        }
+    }
     a = ok.monte_carlo(RETRY, models, runs=3000, seed=1, progress=False)
     b = ok.monte_carlo(RETRY, models, runs=3000, seed=2, progress=False)
-    slower = {"agents": {"x": {"latency": {"dist": "lognormal", "median": 130, "p95": 300},
-                               "error": 0.05}}}
+    slower = {
+        "agents": {
+            "x": {"latency": {"dist": "lognormal", "median": 130, "p95": 300}, "error": 0.05}
+        }
+    }
     c = ok.monte_carlo(RETRY, slower, runs=3000, seed=2, progress=False)
     same, other = ok.compare(a, b), ok.compare(a.runs, c)
-    assert list(same.index) == ["makespan_mean_ms", "makespan_p50_ms", "makespan_p95_ms",
-                                "makespan_p99_ms", "success_rate"]
-    assert list(same.columns[:6]) == ["observed", "observed_ci_low", "observed_ci_high",
-                                      "predicted", "predicted_ci_low", "predicted_ci_high"]
-    assert same.loc["makespan_mean_ms", "observed"] == pytest.approx(a.summary()["makespan_mean_ms"])
+    assert list(same.index) == [
+        "makespan_mean_ms",
+        "makespan_p50_ms",
+        "makespan_p95_ms",
+        "makespan_p99_ms",
+        "success_rate",
+    ]
+    assert list(same.columns[:6]) == [
+        "observed",
+        "observed_ci_low",
+        "observed_ci_high",
+        "predicted",
+        "predicted_ci_low",
+        "predicted_ci_high",
+    ]
+    assert same.loc["makespan_mean_ms", "observed"] == pytest.approx(
+        a.summary()["makespan_mean_ms"]
+    )
     assert same.ks_p > 0.01 and other.ks_p < 1e-6  # the KS test sees a 30% slower median
     assert same["overlap"].all()
     assert other.loc["makespan_p50_ms", "relative"] > 0.15
@@ -249,8 +360,14 @@ def test_compare_puts_observed_and_predicted_side_by_side():
 def test_compare_takes_a_workload_studys_own_steady_state_intervals():
     queue = {"id": "q", "steps": [{"id": "s", "agentId": "srv", "action": "serve"}]}
     models = {"agents": {"srv": {"capacity": 1, "latency": {"dist": "exponential", "mean": 10}}}}
-    study = ok.monte_carlo(queue, models, seed=3, progress=False, keep_spans=False,
-                           workload=ok.Workload(rate_per_s=80, horizon_ms=50_000))
+    study = ok.monte_carlo(
+        queue,
+        models,
+        seed=3,
+        progress=False,
+        keep_spans=False,
+        workload=ok.Workload(rate_per_s=80, horizon_ms=50_000),
+    )
     table = ok.compare(study.runs, study)  # the same runs: as a bare frame, and as a study
     summary = study.summary().metrics
     for metric in ("makespan_mean_ms", "makespan_p95_ms", "success_rate"):
@@ -272,11 +389,31 @@ def test_cli_tune_writes_the_tuned_plan_with_its_provenance(tmp_path, capsys):
     (tmp_path / "models.yaml").write_text(yaml.safe_dump(FLAKY))
     (tmp_path / "space.yaml").write_text(f"{RETRIES}: {{int: [0, 8]}}\n")
     out = tmp_path / "tuned.json"
-    code = main(["tune", str(tmp_path / "plan.json"), "--models", str(tmp_path / "models.yaml"),
-                 "--space", str(tmp_path / "space.yaml"), "--minimize", "attempts_per_run",
-                 "--constraint", "success_rate>=0.99", "--trials", "16", "--runs", "2000",
-                 "--seed", "0", "-o", str(out), "--trials-csv", str(tmp_path / "t.csv"),
-                 "--verify"])
+    code = main(
+        [
+            "tune",
+            str(tmp_path / "plan.json"),
+            "--models",
+            str(tmp_path / "models.yaml"),
+            "--space",
+            str(tmp_path / "space.yaml"),
+            "--minimize",
+            "attempts_per_run",
+            "--constraint",
+            "success_rate>=0.99",
+            "--trials",
+            "16",
+            "--runs",
+            "2000",
+            "--seed",
+            "0",
+            "-o",
+            str(out),
+            "--trials-csv",
+            str(tmp_path / "t.csv"),
+            "--verify",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     tuned = ok.Plan.load(out)
@@ -291,8 +428,18 @@ def test_cli_tune_bad_input_exits_2_with_the_reason(tmp_path, capsys):
 
     RETRY.save(tmp_path / "plan.json")
     (tmp_path / "models.yaml").write_text(yaml.safe_dump(FLAKY))
-    base = ["tune", str(tmp_path / "plan.json"), "--models", str(tmp_path / "models.yaml"),
-            "--minimize", "attempts_per_run", "--trials", "2", "--runs", "10"]
+    base = [
+        "tune",
+        str(tmp_path / "plan.json"),
+        "--models",
+        str(tmp_path / "models.yaml"),
+        "--minimize",
+        "attempts_per_run",
+        "--trials",
+        "2",
+        "--runs",
+        "10",
+    ]
     cases = {
         "{int: [0]}": "takes \\[low, high\\]",
         "{integer: [0, 2]}": "exactly one of int, float or choice",
@@ -304,12 +451,19 @@ def test_cli_tune_bad_input_exits_2_with_the_reason(tmp_path, capsys):
         assert main([*base, "--space", str(tmp_path / "space.yaml")]) == 2
         assert re.search(message, capsys.readouterr().err), spec
     (tmp_path / "space.yaml").write_text(f"{RETRIES}: {{int: [0, 2]}}\n")
-    assert main([*base, "--space", str(tmp_path / "space.yaml"), "--constraint", "success_rate=1"]) == 2
+    assert (
+        main([*base, "--space", str(tmp_path / "space.yaml"), "--constraint", "success_rate=1"])
+        == 2
+    )
     assert "METRIC>=NUMBER" in capsys.readouterr().err
     assert main([*base[:-4], "--minimize", "p95", "--space", str(tmp_path / "space.yaml")]) == 2
     assert "unknown metric 'p95'" in capsys.readouterr().err
-    assert main([*base, "--space", str(tmp_path / "space.yaml"), "--constraint",
-                 "success_rate>=0.9999"]) == 1
+    assert (
+        main(
+            [*base, "--space", str(tmp_path / "space.yaml"), "--constraint", "success_rate>=0.9999"]
+        )
+        == 1
+    )
     assert "no trial met the constraints" in capsys.readouterr().err
 
 
@@ -318,11 +472,16 @@ def test_cli_tune_bad_input_exits_2_with_the_reason(tmp_path, capsys):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-_json = st.recursive(st.none() | st.booleans() | st.integers(-10, 10) | st.floats(-1e3, 1e3)
-                     | st.text(max_size=5),
-                     lambda kids: st.lists(kids, max_size=3)
-                     | st.dictionaries(st.sampled_from(["int", "float", "choice", "log", "step", "x"]),
-                                       kids, max_size=3), max_leaves=8)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10) | st.floats(-1e3, 1e3) | st.text(max_size=5),
+    lambda kids: (
+        st.lists(kids, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["int", "float", "choice", "log", "step", "x"]), kids, max_size=3
+        )
+    ),
+    max_leaves=8,
+)
 
 
 @settings(derandomize=True, max_examples=80, deadline=None)
@@ -344,7 +503,7 @@ def test_constraint_bounds_either_parse_or_name_the_format(text):
     from orchkit._studies.tune import parse_constraints
 
     try:
-        (op, bound), = parse_constraints({"success_rate": text}).values()
+        ((op, bound),) = parse_constraints({"success_rate": text}).values()
     except ValueError as exc:
         assert "'>= NUMBER' or '<= NUMBER'" in str(exc)
         return

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def _run(cmd, cwd, timeout=300, env=None):
-    return subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,9 @@ def installed(tmp_path_factory):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "orchkit", src / "orchkit",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        ROOT / "orchkit", src / "orchkit", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     dist = tmp / "dist"
     built = _run([sys.executable, "-m", "build", "--wheel", "--outdir", dist, src], cwd=tmp)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
@@ -47,12 +49,18 @@ def installed(tmp_path_factory):
     venv = tmp / "venv"
     made = _run([sys.executable, "-m", "venv", venv], cwd=tmp)
     assert made.returncode == 0, made.stderr
-    pip = _run([venv / "bin" / "python", "-m", "pip", "install", "-q", f"{wheel}[agents]"], cwd=tmp,
-               timeout=500)
-    if pip.returncode != 0 and ("No matching distribution" in pip.stderr
-                                or "Could not find a version" in pip.stderr):
-        pytest.skip(f"no package index reachable to install the wheel's dependencies: "
-                    f"{pip.stderr.strip().splitlines()[-1]}")
+    pip = _run(
+        [venv / "bin" / "python", "-m", "pip", "install", "-q", f"{wheel}[agents]"],
+        cwd=tmp,
+        timeout=500,
+    )
+    if pip.returncode != 0 and (
+        "No matching distribution" in pip.stderr or "Could not find a version" in pip.stderr
+    ):
+        pytest.skip(
+            f"no package index reachable to install the wheel's dependencies: "
+            f"{pip.stderr.strip().splitlines()[-1]}"
+        )
     assert pip.returncode == 0, pip.stderr[-3000:]
     work = tmp / "elsewhere"
     work.mkdir()
@@ -70,24 +78,52 @@ def test_the_package_is_the_installed_copy_not_the_checkout(installed):
     print(f"wheel built and installed in {seconds:.1f} s")
     got = _run([bin_ / "python", "-c", "import orchkit, tensorflow"], cwd=work, env=_env())
     assert "No module named 'tensorflow'" in got.stderr  # the venv really lacks the extra
-    got = _run([bin_ / "python", "-c",
-                "import orchkit as ok; print(ok.__file__); print(ok.examples.names()); "
-                "print(len(ok.examples.plan('parallel_analysis').steps)); "
-                "print(sorted(ok.examples.models().patterns))"], cwd=work, env=_env())
+    got = _run(
+        [
+            bin_ / "python",
+            "-c",
+            "import orchkit as ok; print(ok.__file__); print(ok.examples.names()); "
+            "print(len(ok.examples.plan('parallel_analysis').steps)); "
+            "print(sorted(ok.examples.models().patterns))",
+        ],
+        cwd=work,
+        env=_env(),
+    )
     assert got.returncode == 0, got.stderr
     where, names, steps, agents = got.stdout.splitlines()
     assert str(ROOT) not in where and "site-packages" in where
-    assert eval(names) == ["graceful_degradation", "learning_activity", "ml_with_gpt4_fallback",
-                           "parallel_analysis", "retry_example", "session_initialization"]
+    assert eval(names) == [
+        "graceful_degradation",
+        "learning_activity",
+        "ml_with_gpt4_fallback",
+        "parallel_analysis",
+        "retry_example",
+        "session_initialization",
+    ]
     assert steps == "4" and "speech-agent-*" in agents
     # every data file the library reads at run time is in the installed package
-    shipped = {p.relative_to(ROOT / "orchkit").as_posix()
-               for p in (ROOT / "orchkit" / "data").rglob("*") if p.is_file()}
-    assert {"data/speech/fluency_model.npz", "data/learners/curriculum.json",
-            "data/learners/interactions.csv", "data/agents/default.yaml"} <= shipped
-    got = _run([bin_ / "python", "-c", "import importlib.resources as r, sys; root = "
-                "r.files('orchkit'); print([p for p in sys.argv[1:] if not (root / p).is_file()])",
-                *sorted(shipped)], cwd=work, env=_env())
+    shipped = {
+        p.relative_to(ROOT / "orchkit").as_posix()
+        for p in (ROOT / "orchkit" / "data").rglob("*")
+        if p.is_file()
+    }
+    assert {
+        "data/speech/fluency_model.npz",
+        "data/learners/curriculum.json",
+        "data/learners/interactions.csv",
+        "data/agents/default.yaml",
+    } <= shipped
+    got = _run(
+        [
+            bin_ / "python",
+            "-c",
+            "import importlib.resources as r, sys; root = "
+            "r.files('orchkit'); print([p for p in sys.argv[1:] if not (root / p).is_file()])",
+            *sorted(shipped),
+        ],
+        cwd=work,
+        env=_env(),
+    )
     assert got.returncode == 0 and got.stdout.strip() == "[]", got.stdout + got.stderr
 
 
@@ -105,25 +141,33 @@ def test_demo_runs_from_an_empty_folder_without_a_progress_bar_in_its_log(instal
     got = _run([bin_ / "orchkit", "demo", "--runs", "2000", "--out", "demo"], cwd=work, env=_env())
     assert got.returncode == 0, got.stderr
     assert "one simulated run of 'multi_analysis_999': succeeded" in got.stdout
-    assert {p.name for p in (work / "demo").iterdir()} == {"gantt.html", "makespan.html", "runs.csv"}
+    assert {p.name for p in (work / "demo").iterdir()} == {
+        "gantt.html",
+        "makespan.html",
+        "runs.csv",
+    }
     assert "it/s" not in got.stderr and "run/s" not in got.stderr and "%|" not in got.stderr
     assert "Warning" not in got.stderr, got.stderr
 
 
 def test_live_run_of_an_example_with_the_built_in_agents(installed):
     bin_, work, _ = installed
-    got = _run([bin_ / "orchkit", "run", "session_initialization", "--out", "live"], cwd=work,
-               env=_env())
+    got = _run(
+        [bin_ / "orchkit", "run", "session_initialization", "--out", "live"], cwd=work, env=_env()
+    )
     assert got.returncode == 0, got.stdout + got.stderr
     assert "plan 'session_init_12345': succeeded" in got.stdout
     assert "init_learning            succeeded" in got.stdout  # the learning agent found its data
     assert (work / "live" / "session_init_12345_spans.csv").stat().st_size > 100
 
 
-@pytest.mark.parametrize("args, extra", [
-    (["run", "parallel_analysis"], "speech"),  # a speech step, no TensorFlow
-    (["run", "session_initialization", "--format", "parquet"], "parquet"),  # no pyarrow
-])
+@pytest.mark.parametrize(
+    "args, extra",
+    [
+        (["run", "parallel_analysis"], "speech"),  # a speech step, no TensorFlow
+        (["run", "session_initialization", "--format", "parquet"], "parquet"),  # no pyarrow
+    ],
+)
 def test_a_missing_extra_is_one_line_and_exit_2(installed, args, extra):
     bin_, work, _ = installed
     got = _run([bin_ / "orchkit", *args, "--out", "missing"], cwd=work, env=_env())

@@ -11,15 +11,22 @@ import importlib.util
 from .errors import MissingDependencyError
 
 EXTRAS = {  # top-level module -> the extra of pyproject.toml that installs it
-    "sklearn": "agents", "openai": "agents",
+    "sklearn": "agents",
+    "openai": "agents",
     "tensorflow": "speech",
-    "ipywidgets": "notebook", "kaleido": "notebook",
-    "dask": "distributed", "distributed": "distributed",
+    "ipywidgets": "notebook",
+    "kaleido": "notebook",
+    "dask": "distributed",
+    "distributed": "distributed",
     "pyarrow": "parquet",
-    "optuna": "tune", "scipy": "tune",
-    "fastapi": "server", "uvicorn": "server", "socketio": "server",
+    "optuna": "tune",
+    "scipy": "tune",
+    "fastapi": "server",
+    "uvicorn": "server",
+    "socketio": "server",
     "prometheus_client": "server",
-    "bullmq": "queue", "redis": "queue",
+    "bullmq": "queue",
+    "redis": "queue",
 }
 
 

@@ -26,7 +26,8 @@ class PlanValidationError(OrchkitError, ValueError):
 
 
 class PlanTimeoutError(OrchkitError):
-    """The plan's ``timeout`` passed before it finished (message: ``Orchestration plan X timed out``)."""
+    """The plan's ``timeout`` passed before it finished (message: ``Orchestration plan X
+    timed out``)."""
 
 
 class PlanFailedError(OrchkitError):

@@ -34,9 +34,23 @@ from statistics import NormalDist
 
 import numpy as np
 
-__all__ = ["BATCHES", "MSER_SEARCH", "QUANTILE_BATCHES", "Z95", "batched", "batches_for", "mean_ci", "mser5",
-           "quantile_ci", "section_ci", "steady_mean_ci", "steady_proportion_ci",
-           "steady_quantile_ci", "t95", "wilson_ci"]
+__all__ = [
+    "BATCHES",
+    "MSER_SEARCH",
+    "QUANTILE_BATCHES",
+    "Z95",
+    "batched",
+    "batches_for",
+    "mean_ci",
+    "mser5",
+    "quantile_ci",
+    "section_ci",
+    "steady_mean_ci",
+    "steady_proportion_ci",
+    "steady_quantile_ci",
+    "t95",
+    "wilson_ci",
+]
 
 Z95 = NormalDist().inv_cdf(0.975)
 BATCHES = 20  # batches of a batch-means interval (Schmeiser 1982: 10 to 30)
@@ -143,11 +157,12 @@ def batched(x: np.ndarray, b: int) -> np.ndarray:
     """``x`` cut into ``b`` equal consecutive batches (a b × size array); the first
     n mod b values are dropped (the oldest, nearest the warm-up)."""
     size = len(x) // b
-    return np.asarray(x[len(x) - b * size:], dtype=float).reshape(b, size)
+    return np.asarray(x[len(x) - b * size :], dtype=float).reshape(b, size)
 
 
-def section_ci(centre: float, values: np.ndarray, *,
-               correlated: bool = True) -> tuple[float, float, float]:
+def section_ci(
+    centre: float, values: np.ndarray, *, correlated: bool = True
+) -> tuple[float, float, float]:
     """A 95% interval around ``centre`` from the same statistic computed on ``b`` sections
     (batches of one series, or independent replications): ``values``.
 

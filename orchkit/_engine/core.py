@@ -56,13 +56,15 @@ Resilience policies (SPEC §10) are rules of this core too, so both drivers get 
 
 from __future__ import annotations
 
+import math
 import random
 import weakref
 from collections import deque
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from enum import IntEnum
 from heapq import heapify, heappop, heappush
-from typing import Any, Callable, Container
+from typing import Any
 
 from .._spec.plan import Plan
 
@@ -87,9 +89,25 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"  # breaker states
 class CompiledPlan:
     """A plan compiled once into indexed, plain structures (step i = i-th step in plan order)."""
 
-    __slots__ = ("id", "n", "step_ids", "agent_ids", "actions", "inputs", "deps",
-                 "deps_count", "dependents", "retry", "timeout_ms", "limit", "deadline_ms",
-                 "fail_fast", "fallback", "roots", "hedge")
+    __slots__ = (
+        "id",
+        "n",
+        "step_ids",
+        "agent_ids",
+        "actions",
+        "inputs",
+        "deps",
+        "deps_count",
+        "dependents",
+        "retry",
+        "timeout_ms",
+        "limit",
+        "deadline_ms",
+        "fail_fast",
+        "fallback",
+        "roots",
+        "hedge",
+    )
 
     def __init__(self, plan: Plan):
         self.id = plan.id
@@ -113,13 +131,22 @@ class CompiledPlan:
         self.retry = []
         for s in steps:
             rp = s.retry_policy
-            self.retry.append(None if rp is None or rp.max_retries == 0 else (
-                rp.max_retries, rp.delay_ms,
-                rp.jitter, "error" in rp.retry_on, "timeout" in rp.retry_on))
+            self.retry.append(
+                None
+                if rp is None or rp.max_retries == 0
+                else (
+                    rp.max_retries,
+                    rp.delay_ms,
+                    rp.jitter,
+                    "error" in rp.retry_on,
+                    "timeout" in rp.retry_on,
+                )
+            )
         self.timeout_ms = [s.timeout_ms for s in steps]
         # hedge: None if no step hedges, else per step None or (delay_ms, max_hedges)
-        hedges = [None if s.hedge is None else (s.hedge.delay_ms, s.hedge.max_hedges)
-                  for s in steps]
+        hedges = [
+            None if s.hedge is None else (s.hedge.delay_ms, s.hedge.max_hedges) for s in steps
+        ]
         self.hedge = hedges if any(h is not None for h in hedges) else None
         self.limit = (plan.max_concurrency or self.n) if plan.parallel else 1
         self.deadline_ms = plan.timeout_ms
@@ -148,8 +175,22 @@ class Attempt:
     """One call of a step's action. Times in ms on the driver's clock; ``start_ms`` is None
     while the attempt waits for agent capacity (and stays None if it never started)."""
 
-    __slots__ = ("run", "prun", "step", "number", "queued_ms", "start_ms", "end_ms",
-                 "outcome", "error", "timer", "live", "held", "hedge", "gen")
+    __slots__ = (
+        "run",
+        "prun",
+        "step",
+        "number",
+        "queued_ms",
+        "start_ms",
+        "end_ms",
+        "outcome",
+        "error",
+        "timer",
+        "live",
+        "held",
+        "hedge",
+        "gen",
+    )
 
     def __init__(self, run: Run, prun: PlanRun, step: int, number: int, queued_ms: float):
         self.run = run
@@ -202,9 +243,24 @@ class Timer:
 class PlanRun:
     """The state of one plan of a run's fallback chain."""
 
-    __slots__ = ("cp", "run", "start_ms", "end_ms", "state", "remaining", "ready", "busy",
-                 "left", "current", "results", "errors", "deadline", "status", "failed",
-                 "hedged")
+    __slots__ = (
+        "cp",
+        "run",
+        "start_ms",
+        "end_ms",
+        "state",
+        "remaining",
+        "ready",
+        "busy",
+        "left",
+        "current",
+        "results",
+        "errors",
+        "deadline",
+        "status",
+        "failed",
+        "hedged",
+    )
 
     def __init__(self, cp: CompiledPlan, run: Run, now: float):
         self.cp = cp
@@ -223,8 +279,9 @@ class PlanRun:
         self.deadline: Timer | None = None
         self.status: str | None = None
         self.failed = False
-        self.hedged = None if cp.hedge is None else [
-            None if h is None else _Hedged(*h) for h in cp.hedge]
+        self.hedged = (
+            None if cp.hedge is None else [None if h is None else _Hedged(*h) for h in cp.hedge]
+        )
 
 
 class _Hedged:
@@ -246,8 +303,17 @@ class Run:
     """One call of ``orchestrate``/``simulate``: a plan and, if it did not succeed, its
     fallbacks. ``plans`` lists the PlanRuns tried; ``attempts`` every attempt, in order."""
 
-    __slots__ = ("run_id", "start_ms", "end_ms", "plans", "attempts", "status", "context",
-                 "retries", "timeouts")
+    __slots__ = (
+        "run_id",
+        "start_ms",
+        "end_ms",
+        "plans",
+        "attempts",
+        "status",
+        "context",
+        "retries",
+        "timeouts",
+    )
 
     def __init__(self, run_id: Any, now: float, context: Any = None):
         self.run_id = run_id
@@ -265,7 +331,7 @@ class _AgentSlots:
     __slots__ = ("capacity", "busy", "queue", "busy_ms", "breaker")
 
     def __init__(self, capacity: int | None, breaker: _Breaker | None):
-        self.capacity = capacity
+        self.capacity: float = math.inf if capacity is None else capacity  # inf: unlimited
         self.busy = 0  # attempts running now
         self.queue: deque[Attempt] = deque()  # attempts waiting, FIFO
         self.busy_ms = 0.0  # total running time of the attempts that ended
@@ -276,9 +342,26 @@ class _Breaker:
     """One agent's circuit breaker (see the module docstring). ``policy`` has window,
     min_calls, failure_rate, slow_call_ms, slow_call_rate, open_ms, half_open_calls."""
 
-    __slots__ = ("agent_id", "window", "min_calls", "failure_rate", "slow_ms", "slow_rate",
-                 "open_ms", "half_calls", "state", "gen", "ring", "pos", "n", "fails",
-                 "slows", "permits", "timer", "rates")
+    __slots__ = (
+        "agent_id",
+        "window",
+        "min_calls",
+        "failure_rate",
+        "slow_ms",
+        "slow_rate",
+        "open_ms",
+        "half_calls",
+        "state",
+        "gen",
+        "ring",
+        "pos",
+        "n",
+        "fails",
+        "slows",
+        "permits",
+        "timer",
+        "rates",
+    )
 
     def __init__(self, agent_id: str, policy: Any):
         self.agent_id = agent_id
@@ -306,6 +389,7 @@ class _Breaker:
 @dataclass(slots=True)
 class StartAttempt:
     """Call the agent for ``attempt`` now; report its end with attempt_succeeded/failed."""
+
     attempt: Attempt
 
 
@@ -313,24 +397,28 @@ class StartAttempt:
 class CancelAttempt:
     """Stop ``attempt`` (it timed out, or its plan ended); the core has recorded it. With
     ``hold_slots``, report ``attempt_exited`` once it has really stopped."""
+
     attempt: Attempt
 
 
 @dataclass(slots=True)
 class StartTimer:
     """Call ``timer_fired(timer, now)`` at ``timer.at_ms``."""
+
     timer: Timer
 
 
 @dataclass(slots=True)
 class CancelTimer:
     """``timer`` is no longer needed (firing it anyway is harmless)."""
+
     timer: Timer
 
 
 @dataclass(slots=True)
 class Emit:
     """Publish ``event`` with ``payload`` on the bus."""
+
     event: str
     payload: dict[str, Any]
 
@@ -338,16 +426,31 @@ class Emit:
 @dataclass(slots=True)
 class FinishRun:
     """``run`` is over: ``run.status`` and ``run.end_ms`` are set."""
+
     run: Run
 
 
 # ------------------------------------------------------------------ the scheduler
 
 #: Every event the core emits (SPEC §3.10, §10): ``Scheduler(events=...)`` filters these.
-CORE_EVENTS = frozenset({
-    "plan:started", "plan:completed", "plan:fallback", "step:started", "step:completed",
-    "step:retrying", "step:failed", "step:skipped", "queue:completed", "queue:failed",
-    "agent:error", "breaker:opened", "breaker:half_open", "breaker:closed"})
+CORE_EVENTS = frozenset(
+    {
+        "plan:started",
+        "plan:completed",
+        "plan:fallback",
+        "step:started",
+        "step:completed",
+        "step:retrying",
+        "step:failed",
+        "step:skipped",
+        "queue:completed",
+        "queue:failed",
+        "agent:error",
+        "breaker:opened",
+        "breaker:half_open",
+        "breaker:closed",
+    }
+)
 _NO_EVENTS: frozenset[str] = frozenset()
 
 
@@ -357,22 +460,30 @@ class Scheduler:
     ``capacity(agent_id)`` gives an agent's capacity (None: unlimited), asked once per
     agent; ``rng`` (a ``random.Random``) draws the backoff jitter; ``events=False`` skips
     building bus events (Monte-Carlo studies); ``events`` may also be a container of event
-names the driver wants (``EventBus.wanted``, kept current as listeners come and go): the
-core builds an event's payload only if its name is ``in`` it when it happens; ``hold_slots=True``: a cancelled attempt
-    keeps its agent slot until ``attempt_exited``; ``breakers(agent_id)`` gives an agent's
-    circuit-breaker policy or None, asked once per agent (None: no breakers at all). Each
-    fact method takes the driver's current time in ms (never decreasing) and returns the
-    actions to carry out, in order. ``breaker_log`` lists every breaker transition as
-    (time_ms, agent_id, event, failure_rate, slow_call_rate), events built or not.
+    names the driver wants (``EventBus.wanted``, kept current as listeners come and go): the
+    core builds an event's payload only if its name is ``in`` it when it happens;
+    ``hold_slots=True``: a cancelled attempt keeps its agent slot until ``attempt_exited``;
+    ``breakers(agent_id)`` gives an agent's circuit-breaker policy or None, asked once per
+    agent (None: no breakers at all). Each fact method takes the driver's current time in ms
+    (never decreasing) and returns the actions to carry out, in order. ``breaker_log`` lists
+    every breaker transition as (time_ms, agent_id, event, failure_rate, slow_call_rate),
+    events built or not.
     """
 
-    def __init__(self, capacity: Callable[[str], int | None] = lambda agent_id: None,
-                 rng: random.Random | None = None, *, events: bool | Container[str] = True,
-                 hold_slots: bool = False, breakers: Callable[[str], Any] | None = None):
+    def __init__(
+        self,
+        capacity: Callable[[str], int | None] = lambda agent_id: None,
+        rng: random.Random | None = None,
+        *,
+        events: bool | Container[str] = True,
+        hold_slots: bool = False,
+        breakers: Callable[[str], Any] | None = None,
+    ):
         self._capacity = capacity
         self.rng = rng if rng is not None else random.Random(0)
         self._wants: Container[str] = (
-            CORE_EVENTS if events is True else _NO_EVENTS if events is False else events)
+            CORE_EVENTS if events is True else _NO_EVENTS if events is False else events
+        )
         self._hold = hold_slots
         self._agents: dict[str, _AgentSlots] = {}
         self._out: list[Any] = []
@@ -386,8 +497,9 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
 
     # -- facts ------------------------------------------------------------------------
 
-    def submit(self, cp: CompiledPlan, now_ms: float, run_id: Any,
-               context: Any = None) -> tuple[Run, list[Any]]:
+    def submit(
+        self, cp: CompiledPlan, now_ms: float, run_id: Any, context: Any = None
+    ) -> tuple[Run, list[Any]]:
         """Start a run of ``cp`` at ``now_ms``; returns the run and the first actions."""
         out = self._out = []
         self._due(now_ms)
@@ -408,9 +520,14 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
         cp = pr.cp
         i = attempt.step
         sid = cp.step_ids[i]
-        if pr.hedged is not None and pr.hedged[i] is not None:
-            self._end_try(pr.hedged[i], attempt, now_ms,
-                          f"cancelled: attempt {attempt.number} of step '{sid}' succeeded first")
+        h = pr.hedged[i] if pr.hedged is not None else None
+        if h is not None:
+            self._end_try(
+                h,
+                attempt,
+                now_ms,
+                f"cancelled: attempt {attempt.number} of step '{sid}' succeeded first",
+            )
         pr.state[i] = SUCCEEDED
         pr.current[i] = None
         pr.results[sid] = response
@@ -418,11 +535,13 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
         pr.left -= 1
         wants = self._wants
         if "step:completed" in wants:
-            self._emit("step:completed", attempt, now_ms, jobId=job_id_of(attempt),
-                       response=response)
+            self._emit(
+                "step:completed", attempt, now_ms, jobId=job_id_of(attempt), response=response
+            )
         if "queue:completed" in wants:
-            self._emit("queue:completed", attempt, now_ms, jobId=job_id_of(attempt),
-                       result=response)
+            self._emit(
+                "queue:completed", attempt, now_ms, jobId=job_id_of(attempt), result=response
+            )
         remaining, state, ready = pr.remaining, pr.state, pr.ready
         for j in cp.dependents[i]:
             remaining[j] -= 1
@@ -436,8 +555,9 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
             self._settle(now_ms)
         return out
 
-    def attempt_failed(self, attempt: Attempt, now_ms: float, error: str, *,
-                       retryable: bool = True) -> list[Any]:
+    def attempt_failed(
+        self, attempt: Attempt, now_ms: float, error: str, *, retryable: bool = True
+    ) -> list[Any]:
         """The agent raised, or returned something that is not a valid response."""
         out = self._out = []
         self._due(now_ms)
@@ -483,7 +603,6 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
                 self._settle(now)
 
     def _fire(self, timer: Timer, now_ms: float) -> None:
-        out = self._out
         timer.live = False
         kind, target = timer.kind, timer.target
         if kind == ATTEMPT_TIMEOUT:
@@ -492,9 +611,14 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
                 self._cancel(att)
             limit = att.prun.cp.timeout_ms[att.step]
             where = "waiting for agent capacity" if att.start_ms is None else "running"
-            self._fail_attempt(att, now_ms, "timeout",
-                               f"step '{att.step_id}' attempt {att.number} timed out after "
-                               f"{_ms(limit)} ms ({where})", True)
+            self._fail_attempt(
+                att,
+                now_ms,
+                "timeout",
+                f"step '{att.step_id}' attempt {att.number} timed out after "
+                f"{_ms(limit)} ms ({where})",
+                True,
+            )
         elif kind == RETRY:
             pr, i, number = target
             pr.current[i] = None
@@ -527,8 +651,11 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
 
     def breaker_states(self) -> dict[str, str]:
         """Per agent with a breaker: "closed", "open" or "half_open"."""
-        return {agent_id: slots.breaker.state for agent_id, slots in self._agents.items()
-                if slots.breaker is not None}
+        return {
+            agent_id: slots.breaker.state
+            for agent_id, slots in self._agents.items()
+            if slots.breaker is not None
+        }
 
     def reset_breakers(self) -> list[Any]:
         """Close every breaker with an empty window (between independent runs of a study);
@@ -549,8 +676,12 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
         pr = PlanRun(cp, run, now)
         run.plans.append(pr)
         if "plan:started" in self._wants:
-            self._out.append(Emit("plan:started", {
-                "planId": cp.id, "runId": run.run_id, "timeMs": now - run.start_ms}))
+            self._out.append(
+                Emit(
+                    "plan:started",
+                    {"planId": cp.id, "runId": run.run_id, "timeMs": now - run.start_ms},
+                )
+            )
         if cp.deadline_ms is not None:
             pr.deadline = self._timer(now + cp.deadline_ms, DEADLINE, pr)
         self._pump(pr, now)
@@ -585,7 +716,8 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
 
     def _hedge(self, pr: PlanRun, i: int, now: float) -> None:
         """§10.2: no attempt of the try succeeded ``delayMs`` after the last start."""
-        h = pr.hedged[i]
+        h = pr.hedged[i] if pr.hedged is not None else None
+        assert h is not None, "a hedge timer belongs to a hedged step"
         h.timer = None
         h.used += 1
         h.calls += 1
@@ -603,8 +735,11 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
         slots = self._agents.get(agent_id)
         if slots is None:
             slots = self._agents[agent_id] = _AgentSlots(
-                self._capacity(agent_id), None if self._breakers is None else
-                _optional_breaker(agent_id, self._breakers(agent_id)))
+                self._capacity(agent_id),
+                None
+                if self._breakers is None
+                else _optional_breaker(agent_id, self._breakers(agent_id)),
+            )
         br = slots.breaker
         if br is not None and not self._admit(br, att):
             self._rejects.append(att)  # failed once the current fact is processed
@@ -615,7 +750,7 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
         queue = slots.queue
         while queue and not queue[0].live:
             queue.popleft()
-        if slots.capacity is None or (slots.busy < slots.capacity and not queue):
+        if slots.busy < slots.capacity and not queue:
             slots.busy += 1
             self._begin(att, now)
         else:
@@ -635,8 +770,14 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
                 h.timer = self._timer(now + h.delay_ms, HEDGE, (att.prun, att.step))
 
     def _emit_started(self, att: Attempt, now: float) -> None:
-        self._emit("step:started", att, now, jobId=job_id_of(att), attempt=att.number,
-                   queuedMs=att.queued_ms - att.run.start_ms)
+        self._emit(
+            "step:started",
+            att,
+            now,
+            jobId=job_id_of(att),
+            attempt=att.number,
+            queuedMs=att.queued_ms - att.run.start_ms,
+        )
 
     def _end_attempt(self, att: Attempt, now: float, outcome: str, error: str | None) -> None:
         """Record the attempt's end and free its agent slot. The slot goes to the next
@@ -662,6 +803,7 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
     def _release(self, att: Attempt, now: float) -> None:
         slots = self._agents[att.prun.cp.agent_ids[att.step]]
         slots.busy -= 1
+        assert att.start_ms is not None, "only a started attempt holds a slot"
         slots.busy_ms += now - att.start_ms
         if slots.queue:
             self._freed.append(slots)
@@ -675,8 +817,9 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
             rejects, self._rejects = self._rejects, []
             for att in rejects:
                 if att.live:  # else its plan ended meanwhile
-                    self._fail_attempt(att, now, "rejected",
-                                       f"circuit open for agent {att.agent_id}", True)
+                    self._fail_attempt(
+                        att, now, "rejected", f"circuit open for agent {att.agent_id}", True
+                    )
             freed, self._freed = self._freed, []
             for slots in freed:
                 queue, br = slots.queue, slots.breaker
@@ -690,8 +833,9 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
                     slots.busy += 1
                     self._begin(nxt, now)
 
-    def _fail_attempt(self, att: Attempt, now: float, outcome: str, error: str,
-                      retryable: bool) -> None:
+    def _fail_attempt(
+        self, att: Attempt, now: float, outcome: str, error: str, retryable: bool
+    ) -> None:
         """§3.4/3.5: retry after the backoff, or fail the step and skip its dependents."""
         self._end_attempt(att, now, outcome, error)
         pr = att.prun
@@ -710,19 +854,35 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
             h.live.remove(att)
             if h.live and retryable:
                 return  # the try goes on while one of its attempts is in flight
-            self._end_try(h, att, now, f"cancelled: attempt {k} of step '{cp.step_ids[i]}' "
-                                       "failed with a non-retryable error")
+            self._end_try(
+                h,
+                att,
+                now,
+                f"cancelled: attempt {k} of step '{cp.step_ids[i]}' "
+                "failed with a non-retryable error",
+            )
             k = h.round
         rp = cp.retry[i]
-        if (rp is not None and k <= rp[0] and retryable
-                and (rp[3] if outcome != "timeout" else rp[4])):
+        if (
+            rp is not None
+            and k <= rp[0]
+            and retryable
+            and (rp[3] if outcome != "timeout" else rp[4])
+        ):
             delay = rp[1](k)
             jitter = rp[2]
             if jitter:
                 delay *= 1.0 - jitter + 2.0 * jitter * self.rng.random()
             if "step:retrying" in self._wants:
-                self._emit("step:retrying", att, now, jobId=job_id_of(att),
-                           attempt=(k if h is None else h.calls) + 1, delayMs=delay, error=error)
+                self._emit(
+                    "step:retrying",
+                    att,
+                    now,
+                    jobId=job_id_of(att),
+                    attempt=(k if h is None else h.calls) + 1,
+                    delayMs=delay,
+                    error=error,
+                )
             if delay > 0:
                 pr.state[i] = BACKING_OFF
                 pr.current[i] = self._timer(now + delay, RETRY, (pr, i, k + 1))
@@ -737,11 +897,19 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
         pr.left -= 1
         pr.failed = True
         if "step:failed" in self._wants:
-            self._emit("step:failed", att, now, jobId=job_id_of(att), attempt=att.number,
-                       outcome=outcome, error=error)
+            self._emit(
+                "step:failed",
+                att,
+                now,
+                jobId=job_id_of(att),
+                attempt=att.number,
+                outcome=outcome,
+                error=error,
+            )
         if cp.fail_fast:
-            self._finish_plan(pr, now, "failed",
-                              f"cancelled: step '{sid}' failed and the plan is failFast")
+            self._finish_plan(
+                pr, now, "failed", f"cancelled: step '{sid}' failed and the plan is failFast"
+            )
             return
         self._skip_dependents(pr, i, now)
         if pr.left == 0:
@@ -762,14 +930,24 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
             sid = cp.step_ids[j]
             pr.errors[sid] = f"skipped: dependency '{cause}' did not succeed"
             if "step:skipped" in self._wants:
-                self._out.append(Emit("step:skipped", {
-                    "planId": cp.id, "stepId": sid, "agentId": cp.agent_ids[j],
-                    "dependencyId": cause, "runId": pr.run.run_id,
-                    "timeMs": now - pr.run.start_ms}))
+                self._out.append(
+                    Emit(
+                        "step:skipped",
+                        {
+                            "planId": cp.id,
+                            "stepId": sid,
+                            "agentId": cp.agent_ids[j],
+                            "dependencyId": cause,
+                            "runId": pr.run.run_id,
+                            "timeMs": now - pr.run.start_ms,
+                        },
+                    )
+                )
             stack.extend(reversed(cp.dependents[j]))
 
-    def _finish_plan(self, pr: PlanRun, now: float, status: str, reason: str | None = None,
-                     fallback: bool = True) -> None:
+    def _finish_plan(
+        self, pr: PlanRun, now: float, status: str, reason: str | None = None, fallback: bool = True
+    ) -> None:
         """§3.6–3.8: cancel what is unfinished, then run the fallback or finish the run."""
         cp, run = pr.cp, pr.run
         if status == "timed_out":
@@ -809,15 +987,32 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
         pr.status = status
         pr.end_ms = now
         if "plan:completed" in self._wants:
-            self._out.append(Emit("plan:completed", {
-                "planId": cp.id, "runId": run.run_id, "status": status,
-                "success": status == "succeeded", "duration": now - pr.start_ms,
-                "timeMs": now - run.start_ms}))
+            self._out.append(
+                Emit(
+                    "plan:completed",
+                    {
+                        "planId": cp.id,
+                        "runId": run.run_id,
+                        "status": status,
+                        "success": status == "succeeded",
+                        "duration": now - pr.start_ms,
+                        "timeMs": now - run.start_ms,
+                    },
+                )
+            )
         if status != "succeeded" and fallback and cp.fallback is not None:
             if "plan:fallback" in self._wants:
-                self._out.append(Emit("plan:fallback", {
-                    "planId": cp.id, "fallbackPlanId": cp.fallback.id, "runId": run.run_id,
-                    "timeMs": now - run.start_ms}))
+                self._out.append(
+                    Emit(
+                        "plan:fallback",
+                        {
+                            "planId": cp.id,
+                            "fallbackPlanId": cp.fallback.id,
+                            "runId": run.run_id,
+                            "timeMs": now - run.start_ms,
+                        },
+                    )
+                )
             self._start_plan(run, cp.fallback, now)
             return
         run.status = status
@@ -857,6 +1052,7 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
     def _record(self, att: Attempt, now: float, outcome: str) -> None:
         """An admitted attempt ended: count it in its breaker's window."""
         br = self._agents[att.prun.cp.agent_ids[att.step]].breaker
+        assert br is not None, "only an agent with a breaker admits attempts to record"
         gen, att.gen = att.gen, None
         if gen != br.gen:
             return  # admitted before the last transition
@@ -884,7 +1080,8 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
             return
         n = br.n
         if br.fails / n >= br.failure_rate or (
-                br.slow_ms is not None and br.slows / n >= br.slow_rate):
+            br.slow_ms is not None and br.slows / n >= br.slow_rate
+        ):
             self._breaker_to(br, OPEN, now)
             br.timer = self._timer(now + br.open_ms, BREAKER, br)
         elif br.state is HALF_OPEN:
@@ -930,9 +1127,13 @@ core builds an event's payload only if its name is ``in`` it when it happens; ``
 
     def _emit(self, event: str, att: Attempt, now: float, **extra: Any) -> None:
         pr = att.prun
-        payload = {"planId": pr.cp.id, "stepId": pr.cp.step_ids[att.step],
-                   "agentId": pr.cp.agent_ids[att.step], "runId": pr.run.run_id,
-                   "timeMs": now - pr.run.start_ms}
+        payload = {
+            "planId": pr.cp.id,
+            "stepId": pr.cp.step_ids[att.step],
+            "agentId": pr.cp.agent_ids[att.step],
+            "runId": pr.run.run_id,
+            "timeMs": now - pr.run.start_ms,
+        }
         payload.update(extra)
         self._out.append(Emit(event, payload))
 
@@ -947,11 +1148,11 @@ def release(run: Run) -> None:
     its plans and attempts (results and spans are built from them); an attempt whose
     coroutine is still stopping (``held``) keeps its run for the driver's warnings."""
     for pr in run.plans:
-        pr.run = None
+        pr.run = None  # type: ignore[assignment]  # released: never read again
     for att in run.attempts:
         att.timer = None
         if not att.held:
-            att.run = None
+            att.run = None  # type: ignore[assignment]
 
 
 def _optional_breaker(agent_id: str, policy: Any) -> _Breaker | None:

@@ -5,36 +5,72 @@ SimPy and fast drivers alike."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .core import Run
 from .._base.errors import PlanFailedError, PlanTimeoutError
+from .core import Run
 
 #: What a run that can never end is told (no step timeout or plan deadline ends a hung attempt).
 HUNG = "never finished: an attempt hung and no step timeout or plan timeout ends it"
 
-SPAN_COLUMNS = ["run_id", "plan_id", "step_id", "agent_id", "action", "attempt",
-                "queued_ms", "start_ms", "end_ms", "outcome", "error", "hedge"]
-_STEP_STATES = ["pending", "running", "backing_off", "succeeded", "failed", "skipped",
-                "cancelled"]
+SPAN_COLUMNS = [
+    "run_id",
+    "plan_id",
+    "step_id",
+    "agent_id",
+    "action",
+    "attempt",
+    "queued_ms",
+    "start_ms",
+    "end_ms",
+    "outcome",
+    "error",
+    "hedge",
+]
+_STEP_STATES = ["pending", "running", "backing_off", "succeeded", "failed", "skipped", "cancelled"]
 
 
 def span_rows(run: Run, origin_ms: float) -> list[tuple]:
     """One tuple per attempt of ``run`` (SPAN_COLUMNS), times in ms from ``origin_ms``."""
     rid, nan = run.run_id, math.nan
-    return [(rid, a.prun.cp.id, a.prun.cp.step_ids[a.step], a.prun.cp.agent_ids[a.step],
-             a.prun.cp.actions[a.step], a.number, a.queued_ms - origin_ms,
-             nan if a.start_ms is None else a.start_ms - origin_ms,
-             nan if a.end_ms is None else a.end_ms - origin_ms, a.outcome, a.error, a.hedge)
-            for a in run.attempts]
+    return [
+        (
+            rid,
+            a.prun.cp.id,
+            a.prun.cp.step_ids[a.step],
+            a.prun.cp.agent_ids[a.step],
+            a.prun.cp.actions[a.step],
+            a.number,
+            a.queued_ms - origin_ms,
+            nan if a.start_ms is None else a.start_ms - origin_ms,
+            nan if a.end_ms is None else a.end_ms - origin_ms,
+            a.outcome,
+            a.error,
+            a.hedge,
+        )
+        for a in run.attempts
+    ]
 
 
-RUN_COLUMNS = ["run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms", "makespan_ms",
-               "attempts", "retries", "timeouts", "fallback_used", "final_plan_id"]
+RUN_COLUMNS = [
+    "run_id",
+    "plan_id",
+    "status",
+    "arrival_ms",
+    "start_ms",
+    "end_ms",
+    "makespan_ms",
+    "attempts",
+    "retries",
+    "timeouts",
+    "fallback_used",
+    "final_plan_id",
+]
 # breaker transitions of a study: run_id is the run an independent-runs study was in (None
 # in a workload study, where breakers are shared); t_ms on the run's or the study's clock
 BREAKER_COLUMNS = ["run_id", "t_ms", "agent_id", "event", "failure_rate", "slow_call_rate"]
@@ -42,10 +78,22 @@ BREAKER_COLUMNS = ["run_id", "t_ms", "agent_id", "event", "failure_rate", "slow_
 
 def run_row(run: Run) -> tuple:
     """One tuple of RUN_COLUMNS for a finished run (times on the clock the run was given)."""
-    plans = run.plans
-    return (run.run_id, plans[0].cp.id, run.status, run.start_ms, run.start_ms, run.end_ms,
-            run.end_ms - run.start_ms, len(run.attempts), run.retries, run.timeouts,
-            len(plans) > 1, plans[-1].cp.id)
+    plans, end_ms = run.plans, run.end_ms
+    assert end_ms is not None, "a finished run has an end"
+    return (
+        run.run_id,
+        plans[0].cp.id,
+        run.status,
+        run.start_ms,
+        run.start_ms,
+        end_ms,
+        end_ms - run.start_ms,
+        len(run.attempts),
+        run.retries,
+        run.timeouts,
+        len(plans) > 1,
+        plans[-1].cp.id,
+    )
 
 
 class RunCollector:
@@ -85,8 +133,9 @@ def categorical(values: list[str], codes: np.ndarray) -> pd.Categorical:
 def categorize(df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     """Turn ``columns`` of ``df`` (strings) into categoricals, in place; returns ``df``."""
     for col in columns:
-        df[col] = df[col].astype(pd.CategoricalDtype(
-            pd.Index(sorted(df[col].dropna().unique()), dtype="str")))
+        df[col] = df[col].astype(
+            pd.CategoricalDtype(pd.Index(sorted(df[col].dropna().unique()), dtype="str"))
+        )
     return df
 
 
@@ -100,8 +149,9 @@ def _category_column(values: tuple) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype="str"))
 
 
-def records_frame(rows: list[tuple], columns: list[str], categories: Iterable[str],
-                  dtypes: dict[str, str]) -> pd.DataFrame:
+def records_frame(
+    rows: list[tuple], columns: list[str], categories: Iterable[str], dtypes: dict[str, str]
+) -> pd.DataFrame:
     """A frame of ``rows`` built column by column (much faster than ``from_records`` on
     object rows): ``categories`` as categoricals of their sorted values, ``dtypes`` as
     numpy arrays, any other column as pandas infers it."""
@@ -109,7 +159,7 @@ def records_frame(rows: list[tuple], columns: list[str], categories: Iterable[st
         df = pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "object")) for c in columns})
         return categorize(df, categories)
     categories = set(categories)
-    data = {}
+    data: dict[str, Any] = {}
     for name, col in zip(columns, zip(*rows)):
         if name in categories:
             data[name] = _category_column(col)
@@ -120,8 +170,13 @@ def records_frame(rows: list[tuple], columns: list[str], categories: Iterable[st
     return pd.DataFrame(data)
 
 
-_SPAN_DTYPES = {"attempt": "int64", "queued_ms": "float64", "start_ms": "float64",
-                "end_ms": "float64", "hedge": "bool"}
+_SPAN_DTYPES = {
+    "attempt": "int64",
+    "queued_ms": "float64",
+    "start_ms": "float64",
+    "end_ms": "float64",
+    "hedge": "bool",
+}
 
 
 def spans_frame(rows: Iterable[tuple]) -> pd.DataFrame:
@@ -129,9 +184,16 @@ def spans_frame(rows: Iterable[tuple]) -> pd.DataFrame:
     return records_frame(list(rows), SPAN_COLUMNS, SPAN_CATEGORIES, _SPAN_DTYPES)
 
 
-_RUN_DTYPES = {"arrival_ms": "float64", "start_ms": "float64", "end_ms": "float64",
-               "makespan_ms": "float64", "attempts": "int64", "retries": "int64",
-               "timeouts": "int64", "fallback_used": "bool"}
+_RUN_DTYPES = {
+    "arrival_ms": "float64",
+    "start_ms": "float64",
+    "end_ms": "float64",
+    "makespan_ms": "float64",
+    "attempts": "int64",
+    "retries": "int64",
+    "timeouts": "int64",
+    "fallback_used": "bool",
+}
 
 
 def runs_frame(rows: list[tuple]) -> pd.DataFrame:
@@ -188,7 +250,9 @@ class RunResult:
             errors=dict(last.errors),
             step_states={sid: _STEP_STATES[s] for sid, s in zip(cp.step_ids, last.state)},
             duration_ms=(run.end_ms or run.start_ms) - run.start_ms,
-            fallback_chain=[{"plan_id": p.cp.id, "status": p.status or "failed"} for p in run.plans],
+            fallback_chain=[
+                {"plan_id": p.cp.id, "status": p.status or "failed"} for p in run.plans
+            ],
             _run=run,
         )
 
@@ -225,9 +289,14 @@ class RunResult:
             return None
         if self.status == "timed_out":
             return f"Orchestration plan {self.plan_id} timed out"
-        failed = [f"{sid}: {msg}" for sid, msg in self.errors.items()
-                  if self.step_states.get(sid) == "failed"]
-        return f"Orchestration plan {self.plan_id} failed: " + "; ".join(failed or ["no step succeeded"])
+        failed = [
+            f"{sid}: {msg}"
+            for sid, msg in self.errors.items()
+            if self.step_states.get(sid) == "failed"
+        ]
+        return f"Orchestration plan {self.plan_id} failed: " + "; ".join(
+            failed or ["no step succeeded"]
+        )
 
     def raise_for_status(self) -> RunResult:
         """Raise ``PlanTimeoutError`` or ``PlanFailedError`` unless the run succeeded."""
@@ -239,6 +308,8 @@ class RunResult:
 
     def __repr__(self) -> str:
         chain = " -> ".join(f"{p['plan_id']}:{p['status']}" for p in self.fallback_chain)
-        return (f"RunResult(plan_id={self.plan_id!r}, status={self.status!r}, "
-                f"duration_ms={self.duration_ms:.1f}, steps={len(self.step_states)}, "
-                f"attempts={len(self._run.attempts)}, chain={chain!r})")
+        return (
+            f"RunResult(plan_id={self.plan_id!r}, status={self.status!r}, "
+            f"duration_ms={self.duration_ms:.1f}, steps={len(self.step_states)}, "
+            f"attempts={len(self._run.attempts)}, chain={chain!r})"
+        )

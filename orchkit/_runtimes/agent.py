@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -47,7 +48,8 @@ def coerce_response(value: Any, agent_id: str, action: str) -> AgentResponse:
             ) from None
     raise AgentError(
         f"agent '{agent_id}' action '{action}' returned {type(value).__name__} "
-        f"{_short(value)}, not an AgentResponse (return ok.AgentResponse(action=..., confidence=...))"
+        f"{_short(value)}, not an AgentResponse "
+        "(return ok.AgentResponse(action=..., confidence=...))"
     )
 
 
@@ -83,8 +85,8 @@ class Agent:
 
     Subclass it and implement ``async process(action, input, context)``, returning an
     ``AgentResponse`` (or a dict of that shape); a plain ``def process`` works too, but
-    it blocks the event loop while it runs and cannot be cancelled by a timeout. ``capacity`` caps the attempts the agent
-    serves at once (``None``: unlimited); the others wait FIFO. Raise
+    it blocks the event loop while it runs and cannot be cancelled by a timeout. ``capacity``
+    caps the attempts the agent serves at once (``None``: unlimited); the others wait FIFO. Raise
     ``AgentError(msg, retryable=False)`` for a permanent failure.
     """
 
@@ -94,7 +96,9 @@ class Agent:
         if not isinstance(agent_id, str) or not agent_id:
             raise ValueError("agent id must be a non-empty string")
         if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
-            raise ValueError(f"agent '{agent_id}': capacity must be an int >= 1 or None, got {capacity!r}")
+            raise ValueError(
+                f"agent '{agent_id}': capacity must be an int >= 1 or None, got {capacity!r}"
+            )
         self.agent_id = agent_id
         if capacity is not None:
             self.capacity = capacity
@@ -128,8 +132,10 @@ class Agent:
         timeMs}; any other kind as the agent's own ``agent:<agent_id>:<kind>`` {agentId,
         <kind>, timeMs} (never as an orchestrator event)."""
         if not isinstance(kind, str) or not kind.strip():
-            raise ValueError(f"agent '{self.agent_id}': emit() kind must be a non-empty string "
-                             f"such as 'insight' or 'error', got {_short(kind)}")
+            raise ValueError(
+                f"agent '{self.agent_id}': emit() kind must be a non-empty string "
+                f"such as 'insight' or 'error', got {_short(kind)}"
+            )
         for listener in list(self._listeners):
             listener(kind, payload)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .._engine.core import CORE_EVENTS
 from .agent import describe
@@ -79,8 +80,9 @@ class EventBus:
             task.cancel()
         left = await wait_tasks(tasks, timeout_ms)
         if left:
-            log.warning("%d async listener(s) ignored cancellation and are still running",
-                        len(left))
+            log.warning(
+                "%d async listener(s) ignored cancellation and are still running", len(left)
+            )
 
     def emit(self, event: str, payload: dict[str, Any]) -> None:
         """Call the listeners of ``event`` (then the ``"*"`` listeners) with ``payload``."""
@@ -97,8 +99,7 @@ class EventBus:
                     if inspect.isawaitable(out):
                         task = asyncio.ensure_future(out)
                         self._tasks.add(task)
-                        task.add_done_callback(
-                            lambda t, l=listener: self._check(t, event, l))
+                        task.add_done_callback(lambda t, cb=listener: self._check(t, event, cb))
                 except FATAL:
                     raise
                 except BaseException as exc:  # noqa: BLE001 - a listener never breaks a run

@@ -29,6 +29,7 @@ the number of runs, and memory stays bounded. All times are ms from the run's st
 from __future__ import annotations
 
 import math
+from collections import Counter
 from heapq import heapify, heappop, heappush
 from typing import Any
 
@@ -36,12 +37,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from collections import Counter
-
 from .._base.errors import PlanValidationError
 from .._engine.core import CompiledPlan
 from .._engine.prepared import Prepared
-from .._engine.result import HUNG, RUN_COLUMNS, SPAN_COLUMNS, categorical, columns_frame, spans_frame
+from .._engine.result import (
+    HUNG,
+    RUN_COLUMNS,
+    SPAN_COLUMNS,
+    categorical,
+    columns_frame,
+    spans_frame,
+)
 from .._spec.models import AgentModels
 from .._spec.plan import Plan
 
@@ -74,8 +80,10 @@ def why_not(plan: Plan) -> str | None:
             return f"plan '{p.id}' caps parallel steps with maxConcurrency {p.max_concurrency}"
         hedged = [s.id for s in p.steps if s.hedge is not None]
         if hedged:
-            return (f"plan '{p.id}' hedges steps {', '.join(hedged)} (hedged attempts overlap "
-                    "and cancel each other; the fast path draws attempts one after the other)")
+            return (
+                f"plan '{p.id}' hedges steps {', '.join(hedged)} (hedged attempts overlap "
+                "and cancel each other; the fast path draws attempts one after the other)"
+            )
         p = p.fallback_plan
     return None
 
@@ -91,23 +99,43 @@ def choose_method(prepared: Prepared, method: str) -> tuple[str, str]:
     if method == "simpy":
         return "simpy", "method='simpy' was asked for"
     binding = binding_capacities(plan, models)
-    outages = sorted({s.agent_id for p in plan.chain() for s in p.steps
-                      if getattr(models.resolve(s.agent_id, s.action), "outages", ())})
-    breakers = sorted({s.agent_id for p in plan.chain() for s in p.steps
-                       if policies is not None and policies.breaker(s.agent_id) is not None})
-    why = (f"the capacity of agents {', '.join(binding)} can make attempts of one run "
-           "wait" if binding else
-           f"agents {', '.join(outages)} have outages, which depend on the clock (the fast "
-           "path draws attempts before it knows their start times)" if outages else
-           f"agents {', '.join(breakers)} have circuit breakers, whose state depends on the "
-           "order of attempt outcomes in time (the fast path draws them step by step)"
-           if breakers else why_not(plan))
+    outages = sorted(
+        {
+            s.agent_id
+            for p in plan.chain()
+            for s in p.steps
+            if getattr(models.resolve(s.agent_id, s.action), "outages", ())
+        }
+    )
+    breakers = sorted(
+        {
+            s.agent_id
+            for p in plan.chain()
+            for s in p.steps
+            if policies is not None and policies.breaker(s.agent_id) is not None
+        }
+    )
+    why = (
+        f"the capacity of agents {', '.join(binding)} can make attempts of one run wait"
+        if binding
+        else f"agents {', '.join(outages)} have outages, which depend on the clock (the fast "
+        "path draws attempts before it knows their start times)"
+        if outages
+        else f"agents {', '.join(breakers)} have circuit breakers, whose state depends on the "
+        "order of attempt outcomes in time (the fast path draws them step by step)"
+        if breakers
+        else why_not(plan)
+    )
     if why is None:
-        return "fast", "the fast path applies: no capacity, outage, breaker or hedge makes an " \
-                       "attempt depend on another one's timing"
+        return (
+            "fast",
+            "the fast path applies: no capacity, outage, breaker or hedge makes an "
+            "attempt depend on another one's timing",
+        )
     if method == "fast":
-        raise PlanValidationError(f"plan '{plan.id}': method='fast' does not apply: {why}; "
-                                  "use method='simpy' or 'auto'")
+        raise PlanValidationError(
+            f"plan '{plan.id}': method='fast' does not apply: {why}; use method='simpy' or 'auto'"
+        )
     return "simpy", f"the fast path does not apply: {why}"
 
 
@@ -129,8 +157,20 @@ def binding_capacities(plan: Plan, models: AgentModels) -> list[str]:
 
 
 class _Step:
-    __slots__ = ("index", "step_id", "agent_id", "action", "model", "timeout", "retries",
-                 "delay_ms", "jitter", "on_error", "on_timeout", "error_msg")
+    __slots__ = (
+        "index",
+        "step_id",
+        "agent_id",
+        "action",
+        "model",
+        "timeout",
+        "retries",
+        "delay_ms",
+        "jitter",
+        "on_error",
+        "on_timeout",
+        "error_msg",
+    )
 
     def __init__(self, cp: CompiledPlan, i: int, models: AgentModels):
         self.index = i
@@ -159,8 +199,20 @@ class _Step:
 
 
 class _Plan:
-    __slots__ = ("cp", "id", "n", "steps", "deps", "order", "rank", "parallel", "deadline",
-                 "fail_fast", "can_hang", "deadline_msg")
+    __slots__ = (
+        "cp",
+        "id",
+        "n",
+        "steps",
+        "deps",
+        "order",
+        "rank",
+        "parallel",
+        "deadline",
+        "fail_fast",
+        "can_hang",
+        "deadline_msg",
+    )
 
     def __init__(self, cp: CompiledPlan, models: AgentModels):
         self.cp, self.id, self.n = cp, cp.id, cp.n
@@ -186,13 +238,17 @@ class _Plan:
                     heappush(ready, j)
         self.order = order
         # tie-break of attempts starting at the same instant in the spans frame
-        key = ({i: pos for pos, i in enumerate(order)} if not self.parallel
-               else {i: (depth[i], i) for i in range(cp.n)})
+        key = (
+            {i: pos for pos, i in enumerate(order)}
+            if not self.parallel
+            else {i: (depth[i], i) for i in range(cp.n)}
+        )
         ranked = sorted(range(cp.n), key=key.__getitem__)
         self.rank = np.empty(cp.n, dtype=np.int64)
         self.rank[ranked] = np.arange(cp.n)
         self.can_hang = self.deadline is None and any(
-            s.timeout is None and s.model.hang > 0 for s in self.steps)
+            s.timeout is None and s.model.hang > 0 for s in self.steps
+        )
 
 
 def _at(x: Any, rows: np.ndarray | None) -> Any:
@@ -215,8 +271,16 @@ def _chain(cp: CompiledPlan | None, models: AgentModels) -> list[_Plan]:
 class _Block:
     """Runs ``base .. base+n`` of a study: per-run outputs, busy time, kept span pieces."""
 
-    def __init__(self, chain: list[_Plan], gen: np.random.Generator, base: int, n: int,
-                 keep: int, busy: dict[str, float], pieces: list[tuple] | None):
+    def __init__(
+        self,
+        chain: list[_Plan],
+        gen: np.random.Generator,
+        base: int,
+        n: int,
+        keep: int,
+        busy: dict[str, float],
+        pieces: list[tuple] | None,
+    ):
         self.chain, self.gen, self.base, self.keep = chain, gen, base, keep
         self.busy, self.pieces = busy, pieces
         self.track = any(fp.can_hang for fp in chain)
@@ -247,8 +311,9 @@ class _Block:
 
     # -- one plan of the chain, for the runs ``ids`` started at ``t0`` -----------------
 
-    def _plan(self, p: int, fp: _Plan, ids: np.ndarray | None,
-              t0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _plan(
+        self, p: int, fp: _Plan, ids: np.ndarray | None, t0: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         m = len(t0)
         track = self.track
         # one record per batch of attempts: (step, attempt number, rows (None: all m runs),
@@ -323,7 +388,9 @@ class _Block:
                 hung = None
         if track:  # the latest event time of each run, through this plan
             sel = _ALL if ids is None else ids
-            last = np.maximum(self.last_event[sel], self._hung_events(recs, cut_start, cut_cancel, t0, fp))
+            last = np.maximum(
+                self.last_event[sel], self._hung_events(recs, cut_start, cut_cancel, t0, fp)
+            )
             if hung is not None:
                 plan_end = np.where(hung, last, plan_end)
             self.last_event[sel] = last
@@ -373,13 +440,32 @@ class _Block:
                 else:
                     timeouts[rows] += tmo
             if keep:
-                self._keep(p, fp, fs, k, rows, keep, launched, start, span_end, outc,
-                           cancelled, reasons, ids)
+                self._keep(
+                    p,
+                    fp,
+                    fs,
+                    k,
+                    rows,
+                    keep,
+                    launched,
+                    start,
+                    span_end,
+                    outc,
+                    cancelled,
+                    reasons,
+                    ids,
+                )
         self._add(ids, attempts, retries, timeouts)
         return status, plan_end
 
-    def _step(self, fs: _Step, start: np.ndarray, run: np.ndarray | None, recs: list,
-              horizon: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _step(
+        self,
+        fs: _Step,
+        start: np.ndarray,
+        run: np.ndarray | None,
+        recs: list,
+        horizon: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Every attempt of step ``fs`` from ``start``: its end and final attempt outcome.
         Retries stop once every run still retrying would start at or after its plan's
         deadline (``horizon``): none of them could start, so a huge budget costs nothing."""
@@ -423,8 +509,9 @@ class _Block:
         return fin_end, fin_outc
 
     @staticmethod
-    def _hung_events(recs: list, cut_start: Any, cut_cancel: Any, t0: np.ndarray,
-                     fp: _Plan) -> np.ndarray:
+    def _hung_events(
+        recs: list, cut_start: Any, cut_cancel: Any, t0: np.ndarray, fp: _Plan
+    ) -> np.ndarray:
         """Per run, the last moment anything happened in this plan (as SimDriver.finish_hung
         sees it): the plan's start, and each attempt that started: its end, or its start if
         it never ends."""
@@ -440,8 +527,13 @@ class _Block:
                 last[rows] = np.maximum(last[rows], val)
         return last
 
-    def _add(self, ids: np.ndarray | None, attempts: np.ndarray, retries: np.ndarray,
-             timeouts: np.ndarray) -> None:
+    def _add(
+        self,
+        ids: np.ndarray | None,
+        attempts: np.ndarray,
+        retries: np.ndarray,
+        timeouts: np.ndarray,
+    ) -> None:
         sel = _ALL if ids is None else ids  # ids are distinct, so += adds once per run
         self.attempts[sel] += attempts
         self.retries[sel] += retries
@@ -450,15 +542,21 @@ class _Block:
     # -- spans of the kept runs --------------------------------------------------------
 
     @staticmethod
-    def _reasons(fp: _Plan, keep: int, timed: Any, first_fail: Any, hung: Any,
-                 fails: list, ends: list) -> np.ndarray:
+    def _reasons(
+        fp: _Plan, keep: int, timed: Any, first_fail: Any, hung: Any, fails: list, ends: list
+    ) -> np.ndarray:
         """The error of attempts cancelled by the plan's end, for its first ``keep`` runs."""
         out = np.full(keep, None, dtype=object)
         if first_fail is not None:
             masked = np.stack([np.where(f[:keep], e[:keep], _INF) for f, e in zip(fails, ends)])
             first = masked.argmin(axis=0)
-            msgs = np.array([f"cancelled: step '{s.step_id}' failed and the plan is failFast"
-                             for s in fp.steps], dtype=object)
+            msgs = np.array(
+                [
+                    f"cancelled: step '{s.step_id}' failed and the plan is failFast"
+                    for s in fp.steps
+                ],
+                dtype=object,
+            )
             has = np.isfinite(masked.min(axis=0))
             out[has] = msgs[first[has]]
         if hung is not None:
@@ -467,9 +565,22 @@ class _Block:
             out[timed[:keep]] = fp.deadline_msg
         return out
 
-    def _keep(self, p: int, fp: _Plan, fs: _Step, k: int, rows: np.ndarray | None, keep: int,
-              launched: Any, start: np.ndarray, end: np.ndarray, outc: np.ndarray,
-              cancelled: Any, reasons: np.ndarray, ids: np.ndarray | None) -> None:
+    def _keep(
+        self,
+        p: int,
+        fp: _Plan,
+        fs: _Step,
+        k: int,
+        rows: np.ndarray | None,
+        keep: int,
+        launched: Any,
+        start: np.ndarray,
+        end: np.ndarray,
+        outc: np.ndarray,
+        cancelled: Any,
+        reasons: np.ndarray,
+        ids: np.ndarray | None,
+    ) -> None:
         n = keep if rows is None else int(np.searchsorted(rows, keep))
         if not n:
             return
@@ -490,12 +601,14 @@ class _Block:
         if canc.any():
             error[canc] = reasons[local[canc]]
         run_id = self.base + (local if ids is None else ids[local])
-        self.pieces.append((run_id, p, fs.index, int(fp.rank[fs.index]), k, start, end, outc,
-                            error))
+        self.pieces.append(
+            (run_id, p, fs.index, int(fp.rank[fs.index]), k, start, end, outc, error)
+        )
 
 
-def _outcome(fs: _Step, start: np.ndarray, lat: np.ndarray,
-             code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _outcome(
+    fs: _Step, start: np.ndarray, lat: np.ndarray, code: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """End time and outcome code of attempts that start at ``start`` with latency ``lat``
     (inf: hang) and model outcome ``code``."""
     t = fs.timeout
@@ -508,8 +621,14 @@ def _outcome(fs: _Step, start: np.ndarray, lat: np.ndarray,
 # ------------------------------------------------------------------ the entry point
 
 
-def fast_runs(prepared: Prepared, seed: int, runs: int, keep_spans: bool | int = True, *,
-              progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+def fast_runs(
+    prepared: Prepared,
+    seed: int,
+    runs: int,
+    keep_spans: bool | int = True,
+    *,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """Simulate ``runs`` independent runs of the study's plan (each alone, from t = 0) with
     the vectorised rules; the plan must satisfy ``supports`` and no agent capacity may bind
     (``choose_method`` says).
@@ -522,8 +641,10 @@ def fast_runs(prepared: Prepared, seed: int, runs: int, keep_spans: bool | int =
     """
     plan = prepared.plan
     if not supports(plan):
-        raise ValueError(f"plan '{plan.id}': the fast path needs sequential plans or parallel "
-                         "ones whose maxConcurrency is not below their number of steps")
+        raise ValueError(
+            f"plan '{plan.id}': the fast path needs sequential plans or parallel "
+            "ones whose maxConcurrency is not below their number of steps"
+        )
     chain = _chain(prepared.compiled[0], prepared.models)
     keep = runs if keep_spans is True else max(0, min(runs, int(keep_spans or 0)))
     busy = {a: 0.0 for fp in chain for a in dict.fromkeys(fp.cp.agent_ids)}
@@ -535,8 +656,12 @@ def fast_runs(prepared: Prepared, seed: int, runs: int, keep_spans: bool | int =
     timeouts = np.empty(runs, dtype=np.int64)
     final = np.empty(runs, dtype=np.int8)
     blocks = range(0, runs, BLOCK_RUNS)
-    bar = tqdm(total=runs, desc=f"simulating {plan.id} (fast)", unit="run",
-               disable=not progress or len(blocks) < 2)
+    bar = tqdm(
+        total=runs,
+        desc=f"simulating {plan.id} (fast)",
+        unit="run",
+        disable=not progress or len(blocks) < 2,
+    )
     with np.errstate(invalid="ignore"):  # inf - inf of attempts that never started
         for b, base in enumerate(blocks):
             n = min(BLOCK_RUNS, runs - base)
@@ -548,28 +673,41 @@ def fast_runs(prepared: Prepared, seed: int, runs: int, keep_spans: bool | int =
             attempts[sl], retries[sl], timeouts[sl] = blk.attempts, blk.retries, blk.timeouts
             bar.update(n)
     bar.close()
-    return _runs_frame(chain, status, end, attempts, retries, timeouts, final), \
-        _spans_frame(chain, pieces), busy
+    return (
+        _runs_frame(chain, status, end, attempts, retries, timeouts, final),
+        _spans_frame(chain, pieces),
+        busy,
+    )
 
 
-def _runs_frame(chain: list[_Plan], status: np.ndarray, end: np.ndarray, attempts: np.ndarray,
-                retries: np.ndarray, timeouts: np.ndarray, final: np.ndarray) -> pd.DataFrame:
+def _runs_frame(
+    chain: list[_Plan],
+    status: np.ndarray,
+    end: np.ndarray,
+    attempts: np.ndarray,
+    retries: np.ndarray,
+    timeouts: np.ndarray,
+    final: np.ndarray,
+) -> pd.DataFrame:
     n = len(status)
     zeros = np.zeros(n)
-    return columns_frame({
-        "run_id": np.arange(n, dtype=np.int64),
-        "plan_id": categorical([chain[0].id], np.zeros(n, dtype=np.int8)),
-        "status": categorical(list(_STATUS), status),
-        "arrival_ms": zeros,
-        "start_ms": zeros.copy(),
-        "end_ms": end,
-        "makespan_ms": end.copy(),
-        "attempts": attempts,
-        "retries": retries,
-        "timeouts": timeouts,
-        "fallback_used": final > 0,
-        "final_plan_id": categorical([fp.id for fp in chain], final),
-    }, RUN_COLUMNS)
+    return columns_frame(
+        {
+            "run_id": np.arange(n, dtype=np.int64),
+            "plan_id": categorical([chain[0].id], np.zeros(n, dtype=np.int8)),
+            "status": categorical(list(_STATUS), status),
+            "arrival_ms": zeros,
+            "start_ms": zeros.copy(),
+            "end_ms": end,
+            "makespan_ms": end.copy(),
+            "attempts": attempts,
+            "retries": retries,
+            "timeouts": timeouts,
+            "fallback_used": final > 0,
+            "final_plan_id": categorical([fp.id for fp in chain], final),
+        },
+        RUN_COLUMNS,
+    )
 
 
 def _spans_frame(chain: list[_Plan], pieces: list[tuple]) -> pd.DataFrame:
@@ -591,17 +729,20 @@ def _spans_frame(chain: list[_Plan], pieces: list[tuple]) -> pd.DataFrame:
     steps = [s for fp in chain for s in fp.steps]
     step = step[order]
     start = start[order]
-    return columns_frame({
-        "run_id": run_id[order].astype(np.int64),
-        "plan_id": categorical([fp.id for fp in chain for _ in fp.steps], step),
-        "step_id": categorical([s.step_id for s in steps], step),
-        "agent_id": categorical([s.agent_id for s in steps], step),
-        "action": categorical([s.action for s in steps], step),
-        "attempt": attempt[order],
-        "queued_ms": start,
-        "start_ms": start.copy(),
-        "end_ms": end[order],
-        "outcome": categorical(list(_OUTCOMES), outc[order]),
-        "error": error[order],
-        "hedge": np.zeros(len(order), dtype=bool),  # the fast path declines hedged plans
-    }, SPAN_COLUMNS)
+    return columns_frame(
+        {
+            "run_id": run_id[order].astype(np.int64),
+            "plan_id": categorical([fp.id for fp in chain for _ in fp.steps], step),
+            "step_id": categorical([s.step_id for s in steps], step),
+            "agent_id": categorical([s.agent_id for s in steps], step),
+            "action": categorical([s.action for s in steps], step),
+            "attempt": attempt[order],
+            "queued_ms": start,
+            "start_ms": start.copy(),
+            "end_ms": end[order],
+            "outcome": categorical(list(_OUTCOMES), outc[order]),
+            "error": error[order],
+            "hedge": np.zeros(len(order), dtype=bool),  # the fast path declines hedged plans
+        },
+        SPAN_COLUMNS,
+    )

@@ -15,16 +15,28 @@ import random
 import time
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any
 
-from .agent import Agent, agent_event, coerce_response, describe
-from .bus import FATAL, EventBus, log, wait_tasks
-from .._engine.core import (CORE_EVENTS, Attempt, CancelAttempt, CancelTimer, Emit, FinishRun, Run,
-                    Scheduler, StartAttempt, StartTimer, job_id_of, compile_plan, release)
 from .._base.errors import AgentError, OrchkitError, PlanValidationError
+from .._engine.core import (
+    Attempt,
+    CancelAttempt,
+    CancelTimer,
+    Emit,
+    FinishRun,
+    Run,
+    Scheduler,
+    StartAttempt,
+    StartTimer,
+    compile_plan,
+    job_id_of,
+    release,
+)
+from .._engine.result import RunResult
 from .._spec.plan import Plan, as_plan
 from .._spec.policies import Policies, as_policies, breaker_lookup
-from .._engine.result import RunResult
+from .agent import Agent, agent_event, coerce_response, describe
+from .bus import FATAL, EventBus, log, wait_tasks
 
 _QUEUE_EVENTS = frozenset({"queue:completed", "queue:failed"})
 SHUTDOWN = "cancelled: the orchestrator shut down"
@@ -47,17 +59,29 @@ class Orchestrator:
     ``breaker:*`` events carry ``timeMs`` on the orchestrator's clock.
     """
 
-    def __init__(self, *, seed: int | None = None, grace_ms: float = 1000.0,
-                 policies: Policies | dict | str | Path | None = None):
-        if isinstance(grace_ms, bool) or not isinstance(grace_ms, (int, float)) or not (
-                0 <= grace_ms < float("inf")):
+    def __init__(
+        self,
+        *,
+        seed: int | None = None,
+        grace_ms: float = 1000.0,
+        policies: Policies | dict | str | Path | None = None,
+    ):
+        if (
+            isinstance(grace_ms, bool)
+            or not isinstance(grace_ms, (int, float))
+            or not (0 <= grace_ms < float("inf"))
+        ):
             raise ValueError(f"grace_ms must be a finite number of ms >= 0, got {grace_ms!r}")
         self._agents: dict[str, Agent] = {}
         self._bus = EventBus()
         self.policies = as_policies(policies)
-        self._core = Scheduler(self._capacity_of, random.Random(seed), hold_slots=True,
-                               breakers=breaker_lookup(self.policies),
-                               events=self._bus.wanted)  # only events someone hears
+        self._core = Scheduler(
+            self._capacity_of,
+            random.Random(seed),
+            hold_slots=True,
+            breakers=breaker_lookup(self.policies),
+            events=self._bus.wanted,
+        )  # only events someone hears
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = self._loop_t0 = 0.0  # the same instant on the clock and on the loop's
         self._floor = 0.0  # the core is never told a time earlier than one it was told
@@ -68,7 +92,11 @@ class Orchestrator:
         self._open: set[Run] = set()  # runs whose orchestrate() is waiting
         self._runs = itertools.count(1)
         self.on, self.once, self.off, self.emit = (
-            self._bus.on, self._bus.once, self._bus.off, self._bus.emit)
+            self._bus.on,
+            self._bus.once,
+            self._bus.off,
+            self._bus.emit,
+        )
 
     # -- agents -----------------------------------------------------------------------
 
@@ -78,12 +106,17 @@ class Orchestrator:
             raise TypeError(f"register_agent() takes an orchkit.Agent, got {type(agent).__name__}")
         agent_id = agent.agent_id
         if agent_id in self._agents:
-            raise OrchkitError(f"agent '{agent_id}' is already registered; give each agent a "
-                               "unique id or unregister the old one first")
+            raise OrchkitError(
+                f"agent '{agent_id}' is already registered; give each agent a "
+                "unique id or unregister the old one first"
+            )
         agent.orchestrator = self
         agent._listeners.append(
-            lambda kind, payload: self._bus.emit(agent_event(agent_id, kind), {
-                kind: payload, "agentId": agent_id, "timeMs": self._now()}))
+            lambda kind, payload: self._bus.emit(
+                agent_event(agent_id, kind),
+                {kind: payload, "agentId": agent_id, "timeMs": self._now()},
+            )
+        )
         await agent.initialize()
         self._agents[agent_id] = agent
         self._bus.emit("agent:registered", {"agentId": agent_id})
@@ -106,8 +139,10 @@ class Orchestrator:
             return
         running, waiting = self.agent_load(agent_id)
         if running or waiting:
-            raise OrchkitError(f"agent '{agent_id}' still has {running} attempt(s) running and "
-                               f"{waiting} waiting; unregister it once its runs have ended")
+            raise OrchkitError(
+                f"agent '{agent_id}' still has {running} attempt(s) running and "
+                f"{waiting} waiting; unregister it once its runs have ended"
+            )
         del self._agents[agent_id]
         self._core._agents.pop(agent_id, None)  # its capacity is asked again if re-registered
         try:
@@ -158,7 +193,9 @@ class Orchestrator:
             self._apply(actions)
             await done
         except asyncio.CancelledError:
-            self._apply(self._core.abort(run, self._now(), "cancelled: the caller cancelled the run"))
+            self._apply(
+                self._core.abort(run, self._now(), "cancelled: the caller cancelled the run")
+            )
             raise
         finally:
             self._open.discard(run)
@@ -179,7 +216,8 @@ class Orchestrator:
                     raise PlanValidationError(
                         f"plan '{p.id}' step '{step.id}': agent '{step.agent_id}' is not "
                         f"registered (registered: {known}); register it with "
-                        "await orchestrator.register_agent(agent) or fix the step's agentId")
+                        "await orchestrator.register_agent(agent) or fix the step's agentId"
+                    )
 
     async def shutdown(self) -> None:
         """End every run in flight, stop their attempts, shut every agent down, drop agents
@@ -204,11 +242,13 @@ class Orchestrator:
         for agent, task in zip(agents, tasks):
             if not task.done():
                 task.cancel()
-                log.warning("agent '%s' did not shut down within %g ms", agent.agent_id,
-                            self.grace_ms)
+                log.warning(
+                    "agent '%s' did not shut down within %g ms", agent.agent_id, self.grace_ms
+                )
             elif not task.cancelled() and task.exception() is not None:
-                log.warning("agent '%s' failed to shut down: %s", agent.agent_id,
-                            describe(task.exception()))
+                log.warning(
+                    "agent '%s' failed to shut down: %s", agent.agent_id, describe(task.exception())
+                )
         self._agents.clear()
         await self._bus.close(self.grace_ms)
 
@@ -224,10 +264,16 @@ class Orchestrator:
             if left <= 0:
                 break
         for att in self._tasks:
-            log.warning("agent '%s' is still running step '%s' attempt %d (plan '%s', run %s) "
-                        "%g ms after shutdown() cancelled it: it ignores cancellation",
-                        att.agent_id, att.step_id, att.number, att.prun.cp.id, att.run.run_id,
-                        self.grace_ms)
+            log.warning(
+                "agent '%s' is still running step '%s' attempt %d (plan '%s', run %s) "
+                "%g ms after shutdown() cancelled it: it ignores cancellation",
+                att.agent_id,
+                att.step_id,
+                att.number,
+                att.prun.cp.id,
+                att.run.run_id,
+                self.grace_ms,
+            )
 
     # -- the driver loop --------------------------------------------------------------
 
@@ -251,7 +297,8 @@ class Orchestrator:
             elif kind is StartTimer:
                 timer = action.timer
                 self._timers[timer] = self._loop.call_at(
-                    self._loop_t0 + timer.at_ms / 1000.0, self._fire, timer)
+                    self._loop_t0 + timer.at_ms / 1000.0, self._fire, timer
+                )
             elif kind is CancelTimer:
                 handle = self._timers.pop(action.timer, None)
                 if handle is not None:
@@ -285,22 +332,41 @@ class Orchestrator:
         self._tasks.pop(att, None)
         cancelled_ms = self._stragglers.pop(att, None)
         if cancelled_ms is not None and self._now() - cancelled_ms > self.grace_ms:
-            log.warning("agent '%s' stopped step '%s' attempt %d %.0f ms after it was cancelled",
-                        att.agent_id, att.step_id, att.number, self._now() - cancelled_ms)
+            log.warning(
+                "agent '%s' stopped step '%s' attempt %d %.0f ms after it was cancelled",
+                att.agent_id,
+                att.step_id,
+                att.number,
+                self._now() - cancelled_ms,
+            )
         if att.held:
             self._apply(self._core.attempt_exited(att, self._now()))
         elif att.live:  # its task was cancelled by someone else (the agent itself?)
-            self._apply(self._core.attempt_failed(att, self._now(), (
-                f"agent '{att.agent_id}' action '{att.action}' was cancelled, not by the "
-                "orchestrator")))
+            self._apply(
+                self._core.attempt_failed(
+                    att,
+                    self._now(),
+                    (
+                        f"agent '{att.agent_id}' action '{att.action}' was cancelled, not by the "
+                        "orchestrator"
+                    ),
+                )
+            )
 
     def _straggling(self, att: Attempt) -> None:
         cancelled_ms = self._stragglers.get(att)
         if cancelled_ms is not None and att in self._tasks:
-            log.warning("agent '%s' ignores cancellation: step '%s' attempt %d (plan '%s', run "
-                        "%s) is still running %.0f ms after it was cancelled; its slot stays "
-                        "taken until it ends", att.agent_id, att.step_id, att.number,
-                        att.prun.cp.id, att.run.run_id, self._now() - cancelled_ms)
+            log.warning(
+                "agent '%s' ignores cancellation: step '%s' attempt %d (plan '%s', run "
+                "%s) is still running %.0f ms after it was cancelled; its slot stays "
+                "taken until it ends",
+                att.agent_id,
+                att.step_id,
+                att.number,
+                att.prun.cp.id,
+                att.run.run_id,
+                self._now() - cancelled_ms,
+            )
 
     async def _call(self, att: Attempt) -> None:
         try:
@@ -308,9 +374,14 @@ class Orchestrator:
             agent = self._agents[cp.agent_ids[i]]
             action = cp.actions[i]
             job_id = job_id_of(att)
-            context = {"plan_id": cp.id, "step_id": cp.step_ids[i], "attempt": att.number,
-                       "run_id": att.run.run_id, "job_id": job_id,
-                       "results": MappingProxyType(att.prun.results)}
+            context = {
+                "plan_id": cp.id,
+                "step_id": cp.step_ids[i],
+                "attempt": att.number,
+                "run_id": att.run.run_id,
+                "job_id": job_id,
+                "results": MappingProxyType(att.prun.results),
+            }
             try:
                 value = agent.process(action, cp.inputs[i], context)
                 if inspect.isawaitable(value):  # a plain def process() may return directly
@@ -322,15 +393,21 @@ class Orchestrator:
                 if asyncio.current_task().cancelling():  # we (or the loop's owner) cancelled it
                     raise
                 actions = self._core.attempt_failed(  # the agent raised it itself
-                    att, self._now(), f"agent '{agent.agent_id}' action '{action}' raised "
-                                      "CancelledError without being cancelled")
+                    att,
+                    self._now(),
+                    f"agent '{agent.agent_id}' action '{action}' raised "
+                    "CancelledError without being cancelled",
+                )
             except AgentError as exc:
-                actions = self._core.attempt_failed(att, self._now(), describe(exc, str),
-                                                    retryable=exc.retryable)
+                actions = self._core.attempt_failed(
+                    att, self._now(), describe(exc, str), retryable=exc.retryable
+                )
             except BaseException as exc:  # noqa: BLE001 - an agent's bug fails the attempt, not the run
                 actions = self._core.attempt_failed(
-                    att, self._now(), f"agent '{agent.agent_id}' action '{action}' raised "
-                                      f"{describe(exc)}")
+                    att,
+                    self._now(),
+                    f"agent '{agent.agent_id}' action '{action}' raised {describe(exc)}",
+                )
             else:
                 actions = self._core.attempt_succeeded(att, self._now(), response)
             try:

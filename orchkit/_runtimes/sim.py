@@ -11,22 +11,28 @@ import gc
 import operator
 import random
 import threading
-import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import simpy
 from tqdm.auto import tqdm
 
-from .._engine.core import (CompiledPlan, Emit, FinishRun, Run, Scheduler, StartAttempt, StartTimer,
-                            release)
+from .._engine.core import (
+    CompiledPlan,
+    Emit,
+    FinishRun,
+    Run,
+    Scheduler,
+    StartAttempt,
+    StartTimer,
+    release,
+)
 from .._engine.prepared import Prepared
 from .._engine.result import HUNG, RunCollector, RunResult
 from .._spec.inputs import StudyInputs, check_int
 from .._spec.models import AgentModels
 from .._spec.policies import Policies, breaker_lookup
-from .._spec.workload import Workload
 from .agent import AgentResponse
 from .bus import EventBus
 
@@ -74,8 +80,7 @@ class Fact:
     __slots__ = ("callbacks", "driver", "target", "data")
     _ok = True
 
-    def __init__(self, callbacks: tuple, driver: Any = None, target: Any = None,
-                 data: Any = None):
+    def __init__(self, callbacks: tuple, driver: Any = None, target: Any = None, data: Any = None):
         self.callbacks = callbacks
         self.driver = driver
         self.target = target
@@ -102,8 +107,9 @@ def _fired(ev: Fact) -> None:
 _SUCCEEDED, _FAILED, _FIRED = (_succeeded,), (_failed,), (_fired,)
 
 
-def at(env: simpy.Environment, delay_ms: float, callback: Callable[[Fact], None],
-       priority: int = 1) -> None:
+def at(
+    env: simpy.Environment, delay_ms: float, callback: Callable[[Fact], None], priority: int = 1
+) -> None:
     """Call ``callback(event)`` ``delay_ms`` (>= 0) from now on ``env``; at equal times in
     (priority, scheduling) order (SimPy's: 0 urgent, 1 normal)."""
     env.schedule(Fact((callback,)), priority, delay_ms)
@@ -112,9 +118,15 @@ def at(env: simpy.Environment, delay_ms: float, callback: Callable[[Fact], None]
 class SimDriver:
     """Carries out the core's actions on a SimPy environment."""
 
-    def __init__(self, env: simpy.Environment, core: Scheduler, models: AgentModels,
-                 bus: EventBus | None = None, responses: bool = True,
-                 on_finish: Callable[[Run], None] | None = None):
+    def __init__(
+        self,
+        env: simpy.Environment,
+        core: Scheduler,
+        models: AgentModels,
+        bus: EventBus | None = None,
+        responses: bool = True,
+        on_finish: Callable[[Run], None] | None = None,
+    ):
         self.env = env
         self.core = core
         self.models = models
@@ -127,13 +139,25 @@ class SimDriver:
         out = []
         for i in range(cp.n):
             agent_id, action = cp.agent_ids[i], cp.actions[i]
-            response = (AgentResponse(action=action, confidence=1.0,
-                                      reasoning=f"simulated by the model of agent '{agent_id}'")
-                        if self.responses else None)
+            response = (
+                AgentResponse(
+                    action=action,
+                    confidence=1.0,
+                    reasoning=f"simulated by the model of agent '{agent_id}'",
+                )
+                if self.responses
+                else None
+            )
             model = self.models.resolve(agent_id, action)
             error = f"simulated error: agent '{agent_id}' action '{action}' failed"
-            out.append((model.draw, response, {"error": (error, True), "fatal": (error, False)},
-                        model if getattr(model, "outages", ()) else None))
+            out.append(
+                (
+                    model.draw,
+                    response,
+                    {"error": (error, True), "fatal": (error, False)},
+                    model if getattr(model, "outages", ()) else None,
+                )
+            )
         self._steps[cp] = out
         return out
 
@@ -171,14 +195,22 @@ class SimDriver:
         ended), cancelling the hung attempts."""
         for run in runs:
             if run.status is None:
-                last = max(run.plans[-1].start_ms, max(
-                    (a.end_ms if a.end_ms is not None else a.start_ms or a.queued_ms
-                     for a in run.attempts), default=run.start_ms))
+                last = max(
+                    run.plans[-1].start_ms,
+                    max(
+                        (
+                            a.end_ms if a.end_ms is not None else a.start_ms or a.queued_ms
+                            for a in run.attempts
+                        ),
+                        default=run.start_ms,
+                    ),
+                )
                 self.apply(self.core.abort(run, last, HUNG))
 
 
-def simulate(plan: Any, models: Any, seed: int = 0, *, bus: EventBus | None = None,
-             policies: Any = None) -> RunResult:
+def simulate(
+    plan: Any, models: Any, seed: int = 0, *, bus: EventBus | None = None, policies: Any = None
+) -> RunResult:
     """Run ``plan`` once in simulated time against agent ``models``; ms from the run's start.
 
     ``plan``: a Plan, a dict or a file path; ``models``: AgentModels, a dict or a file path.
@@ -190,8 +222,12 @@ def simulate(plan: Any, models: Any, seed: int = 0, *, bus: EventBus | None = No
     prepared = Prepared.of(StudyInputs.of(plan, models, policies, where="simulate"))
     rng = run_rng(seed, 0)
     env = simpy.Environment()
-    core = Scheduler(prepared.models.capacity, rng, breakers=prepared.breakers(),
-                     events=False if bus is None else getattr(bus, "wanted", True))
+    core = Scheduler(
+        prepared.models.capacity,
+        rng,
+        breakers=prepared.breakers(),
+        events=False if bus is None else getattr(bus, "wanted", True),
+    )
     driver = SimDriver(env, core, prepared.models, bus)
     run, actions = core.submit(prepared.compiled[0], 0.0, 0, rng)
     driver.apply(actions)
@@ -202,9 +238,16 @@ def simulate(plan: Any, models: Any, seed: int = 0, *, bus: EventBus | None = No
     return result
 
 
-def simulate_runs(cp: CompiledPlan, models: AgentModels, seed: int, start: int, stop: int,
-                  sink: Callable[[Run], None], policies: Policies | None = None,
-                  breaker_log: list | None = None) -> dict[str, float]:
+def simulate_runs(
+    cp: CompiledPlan,
+    models: AgentModels,
+    seed: int,
+    start: int,
+    stop: int,
+    sink: Callable[[Run], None],
+    policies: Policies | None = None,
+    breaker_log: list | None = None,
+) -> dict[str, float]:
     """Simulate independent runs ``start..stop`` (each alone, from t = 0), feeding each
     finished run to ``sink``; returns each agent's total running time in ms. ``start``
     must be a multiple of BLOCK. With breakers in ``policies`` every run starts with closed,
@@ -240,19 +283,22 @@ def simulate_runs(cp: CompiledPlan, models: AgentModels, seed: int, start: int, 
     return core.busy_ms()
 
 
-def independent_runs(prepared: Prepared, seed: int, start: int, stop: int,
-                     keep_spans: bool | int) -> tuple[list, list, dict, list]:
+def independent_runs(
+    prepared: Prepared, seed: int, start: int, stop: int, keep_spans: bool | int
+) -> tuple[list, list, dict, list]:
     """Independent runs ``start..stop`` of the study's plan (picklable: a chunk for any
     Executor): run rows, span rows, each agent's busy ms, breaker transitions."""
     sink = RunCollector(keep_spans, study_clock=False)
     log: list = []
-    busy = simulate_runs(prepared.compiled[0], prepared.models, seed, start, stop, sink,
-                         prepared.policies, log)
+    busy = simulate_runs(
+        prepared.compiled[0], prepared.models, seed, start, stop, sink, prepared.policies, log
+    )
     return sink.rows, sink.spans, busy, log
 
 
-def capacity_study(prepared: Prepared, seed: int, keep_spans: bool | int, progress: bool
-                   ) -> tuple[list, list, dict, float, list]:
+def capacity_study(
+    prepared: Prepared, seed: int, keep_spans: bool | int, progress: bool
+) -> tuple[list, list, dict, float, list]:
     """One workload study (SPEC §4.2): the workload's runs arrive over its horizon and share
     each agent's capacity on one SimPy clock (ms from the study's start). Returns the run
     rows and span rows (``RunCollector``'s, in run order), each agent's busy ms, the time
@@ -266,8 +312,9 @@ def capacity_study(prepared: Prepared, seed: int, keep_spans: bool | int, progre
         think = random.Random(f"think:{seed}")
         mean_think, horizon = workload.think_ms, workload.horizon_ms
     env = simpy.Environment()
-    core = Scheduler(models.capacity, random.Random(f"jitter:{seed}"), events=False,
-                     breakers=prepared.breakers())
+    core = Scheduler(
+        models.capacity, random.Random(f"jitter:{seed}"), events=False, breakers=prepared.breakers()
+    )
     sink = RunCollector(keep_spans, study_clock=True)
     open_runs: dict[int, Run] = {}  # the runs in flight; a finished run is collected at once
     last_end = 0.0
@@ -285,8 +332,12 @@ def capacity_study(prepared: Prepared, seed: int, keep_spans: bool | int, progre
 
     driver = SimDriver(env, core, models, responses=False, on_finish=finish)
     n = len(times)
-    bar = tqdm(total=round(workload.horizon_ms) if closed else n, desc="capacity study",
-               unit="ms" if closed else "run", disable=not progress)
+    bar = tqdm(
+        total=round(workload.horizon_ms) if closed else n,
+        desc="capacity study",
+        unit="ms" if closed else "run",
+        disable=not progress,
+    )
     rngs: dict[int, random.Random] = {}
     arrived = 0
 

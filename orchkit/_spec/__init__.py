@@ -1,5 +1,5 @@
 """What users write and how it is read: the safe YAML/JSON reader (``parse``), plans
-(``plan``) and their DAG as text (``dag``), agent models and their fitting from traces
+and their DAG as text (``plan``), agent models and their fitting from traces
 (``models``, ``fitting``), resilience policies (``policies``), workloads (``workload``), and
 the front door every entry point passes its input through once (``inputs``).
 

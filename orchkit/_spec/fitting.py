@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,12 +30,25 @@ from .._base.deps import require
 from .._base.errors import PlanValidationError
 from .._base.stats import wilson_ci
 
-if TYPE_CHECKING:  # built by models.fit_models: fitting knows no AgentModels
-    from .models import AgentModels
-
-REPORT_COLUMNS = ["agent_id", "action", "n", "censored", "family", "params", "aic", "ks_stat",
-                  "ks_p", "error", "error_ci_low", "error_ci_high", "hang", "hang_ci_low",
-                  "hang_ci_high", "params_se", "time_scale"]
+REPORT_COLUMNS = [
+    "agent_id",
+    "action",
+    "n",
+    "censored",
+    "family",
+    "params",
+    "aic",
+    "ks_stat",
+    "ks_p",
+    "error",
+    "error_ci_low",
+    "error_ci_high",
+    "hang",
+    "hang_ci_low",
+    "hang_ci_high",
+    "params_se",
+    "time_scale",
+]
 _OBSERVED = ("succeeded", "error")
 _CENSORED = ("timeout", "cancelled")
 _Z95 = 1.6448536269514722  # standard normal 95th percentile (p95 of a lognormal)
@@ -45,6 +59,7 @@ def require_scipy() -> Any:
     """``scipy.stats``, or ``MissingDependencyError`` naming the ``tune`` extra."""
     require("scipy", "fitting agent models")
     from scipy import stats
+
     return stats
 
 
@@ -56,11 +71,11 @@ class _Family:
     """A latency family on an unconstrained parameter vector theta."""
 
     name: str
-    scipy: Callable[[Any, np.ndarray], Any]       # (stats, theta) -> frozen scipy dist
+    scipy: Callable[[Any, np.ndarray], Any]  # (stats, theta) -> frozen scipy dist
     logpdf: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (theta, x, ln x)
     logsf: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-    start: Callable[[np.ndarray], np.ndarray]     # observed latencies -> theta0
-    friendly: Callable[[np.ndarray], dict]        # theta -> the models file's parameters
+    start: Callable[[np.ndarray], np.ndarray]  # observed latencies -> theta0
+    friendly: Callable[[np.ndarray], dict]  # theta -> the models file's parameters
 
 
 _LN_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -111,21 +126,38 @@ def _families() -> dict[str, _Family]:
         return t[0] - t[1] + (k - 1) * (lx - t[1]) - np.exp(k * (lx - t[1]))
 
     fams = (
-        _Family("lognormal", lambda st, t: st.lognorm(math.exp(t[1]), scale=math.exp(t[0])),
-                ln_logpdf, lambda t, x, lx: log_ndtr(-(lx - t[0]) / math.exp(t[1])),
-                lambda x: np.array([_log_moments(x)[0], math.log(_log_moments(x)[1])]),
-                _lognormal_friendly),
-        _Family("gamma", lambda st, t: st.gamma(math.exp(t[0]), scale=math.exp(t[1])),
-                ga_logpdf, ga_logsf, _gamma_start,
-                lambda t: {"mean": math.exp(t[0] + t[1]), "cv": math.exp(-0.5 * t[0])}),
-        _Family("weibull", lambda st, t: st.weibull_min(math.exp(t[0]), scale=math.exp(t[1])),
-                wb_logpdf, lambda t, x, lx: -np.exp(math.exp(t[0]) * (lx - t[1])),
-                _weibull_start, _weibull_friendly),
-        _Family("exponential", lambda st, t: st.expon(scale=math.exp(t[0])),
-                lambda t, x, lx: -t[0] - x / math.exp(t[0]),
-                lambda t, x, lx: -x / math.exp(t[0]),
-                lambda x: np.array([math.log(float(x.mean()))]),
-                lambda t: {"mean": math.exp(t[0])}),
+        _Family(
+            "lognormal",
+            lambda st, t: st.lognorm(math.exp(t[1]), scale=math.exp(t[0])),
+            ln_logpdf,
+            lambda t, x, lx: log_ndtr(-(lx - t[0]) / math.exp(t[1])),
+            lambda x: np.array([_log_moments(x)[0], math.log(_log_moments(x)[1])]),
+            _lognormal_friendly,
+        ),
+        _Family(
+            "gamma",
+            lambda st, t: st.gamma(math.exp(t[0]), scale=math.exp(t[1])),
+            ga_logpdf,
+            ga_logsf,
+            _gamma_start,
+            lambda t: {"mean": math.exp(t[0] + t[1]), "cv": math.exp(-0.5 * t[0])},
+        ),
+        _Family(
+            "weibull",
+            lambda st, t: st.weibull_min(math.exp(t[0]), scale=math.exp(t[1])),
+            wb_logpdf,
+            lambda t, x, lx: -np.exp(math.exp(t[0]) * (lx - t[1])),
+            _weibull_start,
+            _weibull_friendly,
+        ),
+        _Family(
+            "exponential",
+            lambda st, t: st.expon(scale=math.exp(t[0])),
+            lambda t, x, lx: -t[0] - x / math.exp(t[0]),
+            lambda t, x, lx: -x / math.exp(t[0]),
+            lambda x: np.array([math.log(float(x.mean()))]),
+            lambda t: {"mean": math.exp(t[0])},
+        ),
     )
     return {f.name: f for f in fams}
 
@@ -165,6 +197,8 @@ class _GroupFit:
     constant: float | None = None
 
     def dist(self, stats: Any) -> Any:
+        """The fitted scipy distribution (a group fitted by a family, not a constant)."""
+        assert self.family is not None and self.theta is not None, "a constant has no family"
         return _family()[self.family].scipy(stats, self.theta)
 
     def latency_dict(self) -> dict:
@@ -173,8 +207,9 @@ class _GroupFit:
         return {"dist": self.family, **{k: _sig(v) for k, v in self.params.items()}}
 
 
-def _nll_factory(fam: _Family, obs: np.ndarray, cens: np.ndarray, cure: bool
-                 ) -> Callable[[np.ndarray], float]:
+def _nll_factory(
+    fam: _Family, obs: np.ndarray, cens: np.ndarray, cure: bool
+) -> Callable[[np.ndarray], float]:
     from scipy.special import log_expit
 
     lobs, lcens = np.log(obs), np.log(cens)
@@ -195,6 +230,7 @@ def _nll_factory(fam: _Family, obs: np.ndarray, cens: np.ndarray, cure: bool
             elif cens.size:
                 ll += float(np.sum(fam.logsf(theta, cens, lcens)))
         return -ll if math.isfinite(ll) else math.inf
+
     return nll
 
 
@@ -205,8 +241,12 @@ def _minimize(f: Callable, x0: np.ndarray) -> Any:
         warnings.simplefilter("ignore", RuntimeWarning)
         res = minimize(f, x0, method="BFGS", options={"gtol": 1e-6})
         if not math.isfinite(res.fun) or (not res.success and res.nit < 3):
-            res2 = minimize(f, res.x if math.isfinite(res.fun) else x0, method="Nelder-Mead",
-                            options={"maxiter": 4000, "xatol": 1e-8, "fatol": 1e-10})
+            res2 = minimize(
+                f,
+                res.x if math.isfinite(res.fun) else x0,
+                method="Nelder-Mead",
+                options={"maxiter": 4000, "xatol": 1e-8, "fatol": 1e-10},
+            )
             if res2.fun < res.fun:
                 res = res2
     return res
@@ -226,8 +266,9 @@ def _hessian(f: Callable, x: np.ndarray) -> np.ndarray:
             else:
                 ei, ej = np.zeros(n), np.zeros(n)
                 ei[i], ej[j] = h[i], h[j]
-                out[i, j] = out[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej)
-                                         + f(x - ei - ej)) / (4 * h[i] * h[j])
+                out[i, j] = out[j, i] = (
+                    f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)
+                ) / (4 * h[i] * h[j])
     return out
 
 
@@ -236,7 +277,7 @@ def _friendly_se(fam: _Family, theta: np.ndarray, cov: np.ndarray | None) -> dic
     if cov is None:
         return {k: math.nan for k in base}
     out = {}
-    for k, v in base.items():
+    for k in base:
         grad = np.empty(len(theta))
         for i in range(len(theta)):
             d = np.zeros(len(theta))
@@ -247,8 +288,9 @@ def _friendly_se(fam: _Family, theta: np.ndarray, cov: np.ndarray | None) -> dic
     return out
 
 
-def _fit_family(fam: _Family, obs: np.ndarray, cens: np.ndarray, cure: bool
-                ) -> tuple[float, np.ndarray, Callable]:
+def _fit_family(
+    fam: _Family, obs: np.ndarray, cens: np.ndarray, cure: bool
+) -> tuple[float, np.ndarray, Callable]:
     """Maximum likelihood of one family (with the cure fraction as a last parameter, its
     logit, when ``cure``): (minimised negative log-likelihood, parameters, nll)."""
     nll = _nll_factory(fam, obs, cens, cure)
@@ -262,8 +304,7 @@ def _fit_family(fam: _Family, obs: np.ndarray, cens: np.ndarray, cure: bool
     return res.fun, res.x, nll
 
 
-def _profile_hang_ci(nll: Callable, x: np.ndarray, fun: float, se_z: float
-                     ) -> tuple[float, float]:
+def _profile_hang_ci(nll: Callable, x: np.ndarray, fun: float, se_z: float) -> tuple[float, float]:
     """95% profile-likelihood interval of the cure fraction h = expit(x[-1]); ``se_z`` (the
     Wald standard error of logit h, or nan) sizes the first step of the bracket search."""
     from scipy.optimize import brentq
@@ -314,13 +355,26 @@ def _km_ks(stats: Any, obs: np.ndarray, cens: np.ndarray, cdf: Callable) -> tupl
     return d, float(stats.kstwo.sf(d, obs.size + cens.size))
 
 
-def _fit_group(stats: Any, obs: np.ndarray, cens: np.ndarray, timeouts: int,
-               families: Sequence[str]) -> _GroupFit:
+def _fit_group(
+    stats: Any, obs: np.ndarray, cens: np.ndarray, timeouts: int, families: Sequence[str]
+) -> _GroupFit:
     from scipy.special import expit
 
     if np.ptp(obs) <= 1e-9 * max(1.0, float(obs.max())):  # every latency the same
-        return _GroupFit(None, None, 0.0, (0.0, 0.0), math.nan, {"value": float(obs[0])}, {},
-                         math.nan, math.nan, obs, cens, constant=float(obs[0]))
+        return _GroupFit(
+            None,
+            None,
+            0.0,
+            (0.0, 0.0),
+            math.nan,
+            {"value": float(obs[0])},
+            {},
+            math.nan,
+            math.nan,
+            obs,
+            cens,
+            constant=float(obs[0]),
+        )
     cure = timeouts > 0
     fits = []
     for name in families:
@@ -335,6 +389,7 @@ def _fit_group(stats: Any, obs: np.ndarray, cens: np.ndarray, timeouts: int,
     theta = x[:-1] if cure else x
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        cov: np.ndarray | None
         try:
             cov = np.linalg.inv(_hessian(nll, x))
             cov = cov if np.all(np.diag(cov) >= 0) else None
@@ -353,60 +408,68 @@ def _fit_group(stats: Any, obs: np.ndarray, cens: np.ndarray, timeouts: int,
     else:
         res = stats.kstest(obs, d.cdf)
         ks_stat, ks_p = float(res.statistic), float(res.pvalue)
-    return _GroupFit(name, theta, hang, hang_ci, float(aic), fam.friendly(theta), params_se,
-                     ks_stat, ks_p, obs, cens)
+    return _GroupFit(
+        name,
+        theta,
+        hang,
+        hang_ci,
+        float(aic),
+        fam.friendly(theta),
+        params_se,
+        ks_stat,
+        ks_p,
+        obs,
+        cens,
+    )
 
 
 # ------------------------------------------------------------------ the public function
 
 
-@dataclass
-class FitResult:
-    """What ``fit_models`` found: ``models`` (AgentModels, §4.1 format), ``report`` (one
-    row per fitted group, REPORT_COLUMNS) and ``qq(agent_id, action)`` (a Q-Q figure)."""
+def qq_figure(groups: dict, agent_id: str, action: str = "*") -> Any:
+    """Q-Q plot (plotly) of one fitted group of ``groups`` (``FitResult.qq``): observed
+    latency quantiles (Kaplan–Meier under censoring) against the fitted model's, in ms;
+    points on the diagonal = a good fit."""
+    import plotly.graph_objects as go
 
-    models: AgentModels
-    report: pd.DataFrame
-    _groups: dict[tuple[str, str], _GroupFit] = field(repr=False)
-
-    def qq(self, agent_id: str, action: str = "*") -> Any:
-        """Q-Q plot (plotly) of one group: observed latency quantiles (Kaplan–Meier under
-        censoring) against the fitted model's, in ms; points on the diagonal = a good fit."""
-        import plotly.graph_objects as go
-
-        g = self._groups.get((agent_id, action))
-        if g is None:
-            have = ", ".join(f"({a!r}, {b!r})" for a, b in self._groups)
-            raise KeyError(f"qq: no fitted group ({agent_id!r}, {action!r}); fitted: {have}")
-        stats = require_scipy()
-        if g.cens.size:
-            km = stats.ecdf(stats.CensoredData(uncensored=g.obs, right=g.cens)).sf
-            y = np.sort(g.obs)
-            gap = 1e-9 * np.maximum(1.0, y)  # mid-step plotting positions of the KM curve
-            p = 1.0 - 0.5 * (km.evaluate(y) + km.evaluate(y - gap))
-        else:
-            y = np.sort(g.obs)
-            p = (np.arange(1, y.size + 1) - 0.5) / y.size
-        if g.constant is not None:
-            x = np.full(y.size, g.constant)
-        else:
-            q = np.clip(p / (1.0 - g.hang), 0.0, 1.0 - 1e-12)
-            x = g.dist(stats).ppf(q)
-        label = g.family or "constant"
-        top = float(np.nanmax(np.concatenate([x[np.isfinite(x)], y])))
-        fig = go.Figure([go.Scatter(x=x, y=y, mode="markers", name=f"{agent_id} {action}",
-                                    marker={"size": 4}),
-                         go.Scatter(x=[0, top], y=[0, top], mode="lines", name="y = x",
-                                    line={"dash": "dash", "color": "grey"})])
-        fig.update_layout(title=f"Q-Q: {agent_id} / {action} vs fitted {label}",
-                          xaxis_title="fitted quantile (ms)", yaxis_title="observed (ms)")
-        return fig
-
-    def __repr__(self) -> str:
-        return f"FitResult({len(self.report)} groups)\n" + self.report.to_string(index=False)
-
-    def _repr_html_(self) -> str:
-        return self.report.to_html(index=False)
+    g = groups.get((agent_id, action))
+    if g is None:
+        have = ", ".join(f"({a!r}, {b!r})" for a, b in groups)
+        raise KeyError(f"qq: no fitted group ({agent_id!r}, {action!r}); fitted: {have}")
+    stats = require_scipy()
+    if g.cens.size:
+        km = stats.ecdf(stats.CensoredData(uncensored=g.obs, right=g.cens)).sf
+        y = np.sort(g.obs)
+        gap = 1e-9 * np.maximum(1.0, y)  # mid-step plotting positions of the KM curve
+        p = 1.0 - 0.5 * (km.evaluate(y) + km.evaluate(y - gap))
+    else:
+        y = np.sort(g.obs)
+        p = (np.arange(1, y.size + 1) - 0.5) / y.size
+    if g.constant is not None:
+        x = np.full(y.size, g.constant)
+    else:
+        q = np.clip(p / (1.0 - g.hang), 0.0, 1.0 - 1e-12)
+        x = g.dist(stats).ppf(q)
+    label = g.family or "constant"
+    top = float(np.nanmax(np.concatenate([x[np.isfinite(x)], y])))
+    fig = go.Figure(
+        [
+            go.Scatter(x=x, y=y, mode="markers", name=f"{agent_id} {action}", marker={"size": 4}),
+            go.Scatter(
+                x=[0, top],
+                y=[0, top],
+                mode="lines",
+                name="y = x",
+                line={"dash": "dash", "color": "grey"},
+            ),
+        ]
+    )
+    fig.update_layout(
+        title=f"Q-Q: {agent_id} / {action} vs fitted {label}",
+        xaxis_title="fitted quantile (ms)",
+        yaxis_title="observed (ms)",
+    )
+    return fig
 
 
 def _as_spans(spans: Any) -> tuple[pd.DataFrame, dict]:
@@ -424,13 +487,20 @@ def _as_spans(spans: Any) -> tuple[pd.DataFrame, dict]:
         for _, sc in parts:
             scales.update(sc)
         return pd.concat([f for f, _ in parts], ignore_index=True), scales
-    raise TypeError(f"spans must be a spans DataFrame, a RunResult/MonteCarloResult or a list "
-                    f"of them, got {type(spans).__name__}")
+    raise TypeError(
+        f"spans must be a spans DataFrame, a RunResult/MonteCarloResult or a list "
+        f"of them, got {type(spans).__name__}"
+    )
 
 
-def fit_agents(spans: Any, *, families: Sequence[str], by: Sequence[str],
-               time_scale: float | dict[str, float] | None,
-               min_samples: int) -> tuple[dict[str, Any], pd.DataFrame, dict, int]:
+def fit_agents(
+    spans: Any,
+    *,
+    families: Sequence[str],
+    by: Sequence[str],
+    time_scale: float | dict[str, float] | None,
+    min_samples: int,
+) -> tuple[dict[str, Any], pd.DataFrame, dict, int]:
     """The work of ``orchkit.fit_models`` (its docstring says what is fitted): the agents'
     models in their on-disk form, the report (REPORT_COLUMNS), the fitted groups and the
     number of attempts used."""
@@ -440,15 +510,17 @@ def fit_agents(spans: Any, *, families: Sequence[str], by: Sequence[str],
     missing = need - set(frame.columns)
     if missing:
         raise PlanValidationError(
-            f"fit: the spans frame lacks columns {sorted(missing)} (have {list(frame.columns)})")
+            f"fit: the spans frame lacks columns {sorted(missing)} (have {list(frame.columns)})"
+        )
     by = tuple(by)
     if by not in (("agent_id", "action"), ("agent_id",)):
         raise ValueError(f"by must be ('agent_id', 'action') or ('agent_id',), got {by!r}")
     families = tuple(families)
     bad = [f for f in families if f not in _family()]
     if not families or bad:
-        raise ValueError(f"families: unknown {bad or 'none given'}; choose from "
-                         f"{', '.join(_family())}")
+        raise ValueError(
+            f"families: unknown {bad or 'none given'}; choose from {', '.join(_family())}"
+        )
     if time_scale is None:
         scales = carried
     elif isinstance(time_scale, dict):
@@ -474,8 +546,11 @@ def fit_agents(spans: Any, *, families: Sequence[str], by: Sequence[str],
     rows, agents = [], {}
     for agent_id, ga in started.groupby("agent_id", sort=True):
         agent_id = str(agent_id)
-        parts = ([(str(a), g) for a, g in ga.groupby("action", sort=True)]
-                 if len(by) == 2 else [("*", ga)])
+        parts = (
+            [(str(a), g) for a, g in ga.groupby("action", sort=True)]
+            if len(by) == 2
+            else [("*", ga)]
+        )
         fitted: dict[str, tuple[_GroupFit, float, float]] = {}
         for action, g in parts:
             outcome = g["outcome"].to_numpy()
@@ -483,8 +558,13 @@ def fit_agents(spans: Any, *, families: Sequence[str], by: Sequence[str],
             is_obs = np.isin(outcome, _OBSERVED)
             obs, cens = t[is_obs], t[~is_obs]
             errors = int((outcome == "error").sum())
-            row = {"agent_id": agent_id, "action": action, "n": len(g), "censored": int(cens.size),
-                   "time_scale": float(g["_scale"].iloc[0])}
+            row = {
+                "agent_id": agent_id,
+                "action": action,
+                "n": len(g),
+                "censored": int(cens.size),
+                "time_scale": float(g["_scale"].iloc[0]),
+            }
             if obs.size < max(min_samples, 1):
                 rows.append({**row, "family": None})
                 continue
@@ -492,16 +572,28 @@ def fit_agents(spans: Any, *, families: Sequence[str], by: Sequence[str],
             err, lo, hi = (v * (1.0 - gf.hang) for v in wilson_ci(errors, obs.size))
             groups[(agent_id, action)] = gf
             fitted[action] = (gf, err, gf.hang)
-            rows.append({**row, "family": gf.family or "constant",
-                         "params": {k: _sig(v) for k, v in gf.params.items()},
-                         "aic": gf.aic, "ks_stat": gf.ks_stat, "ks_p": gf.ks_p, "error": err,
-                         "error_ci_low": lo, "error_ci_high": hi, "hang": gf.hang,
-                         "hang_ci_low": gf.hang_ci[0], "hang_ci_high": gf.hang_ci[1],
-                         "params_se": gf.params_se})
+            rows.append(
+                {
+                    **row,
+                    "family": gf.family or "constant",
+                    "params": {k: _sig(v) for k, v in gf.params.items()},
+                    "aic": gf.aic,
+                    "ks_stat": gf.ks_stat,
+                    "ks_p": gf.ks_p,
+                    "error": err,
+                    "error_ci_low": lo,
+                    "error_ci_high": hi,
+                    "hang": gf.hang,
+                    "hang_ci_low": gf.hang_ci[0],
+                    "hang_ci_high": gf.hang_ci[1],
+                    "params_se": gf.params_se,
+                }
+            )
         if not fitted:
             raise PlanValidationError(
                 f"fit: agent '{agent_id}' has fewer than {max(min_samples, 1)} finished "
-                "attempts ('succeeded' or 'error') in every group; nothing to fit for it")
+                "attempts ('succeeded' or 'error') in every group; nothing to fit for it"
+            )
 
         def entry(gf: _GroupFit, err: float, hang: float) -> dict:
             # hang always written: an action's 0 must override its agent's own value

@@ -55,13 +55,18 @@ def check_models(plan: Plan, models: AgentModels, stacklevel: int = 2) -> None:
         if p.timeout_ms is not None:
             continue
         for step in p.steps:
-            if step.timeout_ms is None and getattr(
-                    models.resolve(step.agent_id, step.action), "hang", 0.0) > 0:
+            if (
+                step.timeout_ms is None
+                and getattr(models.resolve(step.agent_id, step.action), "hang", 0.0) > 0
+            ):
                 warnings.warn(
                     f"plan '{p.id}' step '{step.id}': agent '{step.agent_id}' action "
                     f"'{step.action}' can hang and neither the step nor the plan has a timeout; "
                     "such runs count as failed at their last event. Add a step 'timeout' "
-                    "or a plan 'timeout'.", HangWarning, stacklevel=stacklevel + 1)
+                    "or a plan 'timeout'.",
+                    HangWarning,
+                    stacklevel=stacklevel + 1,
+                )
 
 
 # The first segment of a dotted path names the study input it changes; any other path
@@ -89,20 +94,30 @@ class StudyInputs:
     workload: Workload | None = None
 
     @classmethod
-    def of(cls, plan: Any, models: Any, policies: Any = None, workload: Any = None, *,
-           where: str = "monte_carlo", stacklevel: int = 2) -> StudyInputs:
+    def of(
+        cls,
+        plan: Any,
+        models: Any,
+        policies: Any = None,
+        workload: Any = None,
+        *,
+        where: str = "monte_carlo",
+        stacklevel: int = 2,
+    ) -> StudyInputs:
         """Normalise and check what a user gave an entry point (``where`` names it in
         errors; ``stacklevel`` places a ``HangWarning`` at the user's call)."""
         if workload is not None and not isinstance(workload, Workload):
             raise TypeError(f"workload must be an orchkit.Workload, got {type(workload).__name__}")
-        mix = workload is not None and workload.plans is not None
+        mix = workload.plans if workload is not None else None
         if plan is None and mix:
-            plan = workload.plans[0][0]
+            plan = mix[0][0]
         elif plan is None:
             raise TypeError(f"{where}: plan is required (or a workload with a mix, plans=...)")
         elif mix:
-            raise PlanValidationError(f"{where}: give either plan or a workload with a mix of "
-                                      "plans (Workload(plans=...)), not both; pass plan=None")
+            raise PlanValidationError(
+                f"{where}: give either plan or a workload with a mix of "
+                "plans (Workload(plans=...)), not both; pass plan=None"
+            )
         inputs = cls(as_plan(plan), as_models(models), as_policies(policies) or None, workload)
         inputs.check(stacklevel + 1)
         return inputs
@@ -129,7 +144,8 @@ class StudyInputs:
             current = getattr(self, target)
             if current is None:
                 raise PlanValidationError(
-                    f"paths {', '.join(paths)} change the study's {target}, but none was given")
+                    f"paths {', '.join(paths)} change the study's {target}, but none was given"
+                )
             changes[target] = current.with_values(paths)
         if not changes:
             return self
@@ -139,5 +155,15 @@ class StudyInputs:
         return out
 
 
-__all__ = ["HangWarning", "StudyInputs", "VALUE_TARGETS", "as_models", "as_plan", "as_policies",
-           "check_flag", "check_int", "check_models", "path_target"]
+__all__ = [
+    "HangWarning",
+    "StudyInputs",
+    "VALUE_TARGETS",
+    "as_models",
+    "as_plan",
+    "as_policies",
+    "check_flag",
+    "check_int",
+    "check_models",
+    "path_target",
+]

@@ -27,12 +27,13 @@ import difflib
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from math import cos, exp, log, sqrt, tau
 from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import yaml
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-    from .fitting import FitResult
 
 __all__ = [
     "ActionModel",
@@ -61,6 +61,7 @@ __all__ = [
     "Uniform",
     "Weibull",
     "FAMILIES",
+    "FitResult",
     "as_models",
     "best_match",
     "distribution_from_dict",
@@ -195,7 +196,9 @@ class Lognormal(Distribution):
 
     def sample(self, rng: random.Random) -> float:
         # Box-Muller (one normal per call): exact, and ~1.7x faster than lognormvariate
-        return exp(self.mu + self.sigma * sqrt(-2.0 * log(1.0 - rng.random())) * cos(tau * rng.random()))
+        return exp(
+            self.mu + self.sigma * sqrt(-2.0 * log(1.0 - rng.random())) * cos(tau * rng.random())
+        )
 
     def sample_array(self, gen: np.random.Generator, n: int) -> np.ndarray:
         return gen.lognormal(self.mu, self.sigma, n)
@@ -211,7 +214,7 @@ class Lognormal(Distribution):
         return math.exp(self.mu + self.sigma * NormalDist().inv_cdf(q))
 
     def to_dict(self) -> dict[str, Any]:
-        if self.median is not None:
+        if self.median is not None and self.p95 is not None:
             return {"dist": "lognormal", "median": _num(self.median), "p95": _num(self.p95)}
         return {"dist": "lognormal", "mu": self.mu, "sigma": self.sigma}
 
@@ -341,7 +344,7 @@ class Weibull(Distribution):
         return math.inf if q == 1.0 else self.scale * (-math.log1p(-q)) ** (1.0 / self.shape)
 
     def to_dict(self) -> dict[str, Any]:
-        if self.median is not None:
+        if self.median is not None and self.p95 is not None:
             return {"dist": "weibull", "median": _num(self.median), "p95": _num(self.p95)}
         return {"dist": "weibull", "shape": self.shape, "scale": self.scale}
 
@@ -416,12 +419,14 @@ def distribution_from_dict(spec: Any, where: str = "latency") -> Distribution:
     for k, v in p.items():
         if not _is_number(v):
             raise PlanValidationError(
-                f"{where}: {dist} '{k}' must be a finite number, got {short(v)}")
+                f"{where}: {dist} '{k}' must be a finite number, got {short(v)}"
+            )
     for k in ("value", "mean", "median", "p95", "low", "high", "scale"):
         if k in p and p[k] > MAX_LATENCY_MS:
             raise PlanValidationError(
                 f"{where}: {dist} '{k}' is {p[k]:g} ms; latencies are at most "
-                f"{MAX_LATENCY_MS:g} ms (about 31.7 years)")
+                f"{MAX_LATENCY_MS:g} ms (about 31.7 years)"
+            )
 
     def positive(*keys: str) -> None:
         for k in keys:
@@ -433,7 +438,8 @@ def distribution_from_dict(spec: Any, where: str = "latency") -> Distribution:
             raise PlanValidationError(
                 f"{where}: {dist} {given} gives {name} = {value:.3g}, outside the range "
                 f"[{lo:g}, {hi:g}] in which draws stay finite and both simulation paths agree; "
-                "use a less extreme spread")
+                "use a less extreme spread"
+            )
 
     if dist == "constant":
         if p["value"] < 0:
@@ -466,11 +472,18 @@ def distribution_from_dict(spec: Any, where: str = "latency") -> Distribution:
             return Weibull(float(p["shape"]), float(p["scale"]))
         positive("median")
         if p["p95"] <= p["median"]:
-            raise PlanValidationError(f"{where}: weibull needs p95 > median (got median="
-                                      f"{p['median']!r}, p95={p['p95']!r})")
+            raise PlanValidationError(
+                f"{where}: weibull needs p95 > median (got median="
+                f"{p['median']!r}, p95={p['p95']!r})"
+            )
         w = Weibull.from_median_p95(float(p["median"]), float(p["p95"]))
-        shape_range("shape", w.shape, _WEIBULL_SHAPE_MIN, math.inf,
-                    f"p95/median = {p['p95'] / p['median']:.3g}")
+        shape_range(
+            "shape",
+            w.shape,
+            _WEIBULL_SHAPE_MIN,
+            math.inf,
+            f"p95/median = {p['p95'] / p['median']:.3g}",
+        )
         return w
     # lognormal
     if "median" in p:
@@ -482,16 +495,22 @@ def distribution_from_dict(spec: Any, where: str = "latency") -> Distribution:
                 "use {dist: constant, value: ...}"
             )
         d = Lognormal.from_median_p95(float(p["median"]), float(p["p95"]))
-        shape_range("sigma", d.sigma, 0.0, _SIGMA_MAX,
-                    f"p95/median = {p['p95'] / p['median']:.3g} (at most "
-                    f"{math.exp(_SIGMA_MAX * _Z95):.3g})")
+        shape_range(
+            "sigma",
+            d.sigma,
+            0.0,
+            _SIGMA_MAX,
+            f"p95/median = {p['p95'] / p['median']:.3g} (at most "
+            f"{math.exp(_SIGMA_MAX * _Z95):.3g})",
+        )
         return d
     positive("sigma")
     shape_range("sigma", p["sigma"], 0.0, _SIGMA_MAX, "")
     if p["mu"] > math.log(MAX_LATENCY_MS):
         raise PlanValidationError(
             f"{where}: lognormal mu {p['mu']:g} puts the median at e^mu > {MAX_LATENCY_MS:g} ms; "
-            f"mu is ln(ms) and is at most {math.log(MAX_LATENCY_MS):.4g}")
+            f"mu is ln(ms) and is at most {math.log(MAX_LATENCY_MS):.4g}"
+        )
     return Lognormal(float(p["mu"]), float(p["sigma"]))
 
 
@@ -599,7 +618,11 @@ def _probability(value: Any, where: str, key: str) -> float:
     if not _is_number(value) or not 0.0 <= value <= 1.0:
         raise PlanValidationError(
             f"{where}: '{key}' is a probability and must be a number in [0, 1], got {short(value)}"
-            + (" (write percentages as fractions: 2% is 0.02)" if _is_number(value) and value > 1 else "")
+            + (
+                " (write percentages as fractions: 2% is 0.02)"
+                if _is_number(value) and value > 1
+                else ""
+            )
         )
     return float(value)
 
@@ -642,10 +665,13 @@ class _Entry:
         for action, over in actions.items():
             awhere = f"{where} action '{action}'"
             if not isinstance(action, str) or not action:
-                raise PlanValidationError(f"{where}: action names must be non-empty strings, got {short(action)}")
+                raise PlanValidationError(
+                    f"{where}: action names must be non-empty strings, got {short(action)}"
+                )
             if not isinstance(over, dict):
                 raise PlanValidationError(
-                    f"{awhere}: expected a mapping of overrides ({', '.join(_ACTION_KEYS)}), got {short(over)}"
+                    f"{awhere}: expected a mapping of overrides ({', '.join(_ACTION_KEYS)}), "
+                    f"got {short(over)}"
                 )
             if "capacity" in over:
                 raise PlanValidationError(
@@ -655,7 +681,8 @@ class _Entry:
             _unknown_keys(over, _ACTION_KEYS, awhere, "key")
             a_latency = (
                 distribution_from_dict(over["latency"], f"{awhere} latency")
-                if "latency" in over else latency
+                if "latency" in over
+                else latency
             )
             a_error = _probability(over["error"], awhere, "error") if "error" in over else error
             a_hang = _probability(over["hang"], awhere, "hang") if "hang" in over else hang
@@ -681,17 +708,27 @@ def _path_entries(keys: list[str], rest: str) -> tuple[list[str], list[str]]:
     return [], parts
 
 
-def _action_model(latency: Distribution, error: float, hang: float, where: str,
-                  outages: list[tuple[float, float, Distribution | None, float, float]] = ()
-                  ) -> ActionModel:
+def _action_model(
+    latency: Distribution,
+    error: float,
+    hang: float,
+    where: str,
+    outages: Sequence[tuple[float, float, Distribution | None, float, float]] = (),
+) -> ActionModel:
     if error + hang > 1.0 + 1e-12:
         raise PlanValidationError(
             f"{where}: error + hang = {error + hang:g} > 1; they are the probabilities of two "
             "exclusive outcomes of one attempt, so their sum must be <= 1"
         )
-    return ActionModel(latency, error, hang, tuple(
-        Outage(start, end, ActionModel(o_latency or latency, o_error, o_hang))
-        for start, end, o_latency, o_error, o_hang in outages))
+    return ActionModel(
+        latency,
+        error,
+        hang,
+        tuple(
+            Outage(start, end, ActionModel(o_latency or latency, o_error, o_hang))
+            for start, end, o_latency, o_error, o_hang in outages
+        ),
+    )
 
 
 def _outages(raw: Any, where: str) -> list[tuple[float, float, Distribution | None, float, float]]:
@@ -703,39 +740,46 @@ def _outages(raw: Any, where: str) -> list[tuple[float, float, Distribution | No
     if not isinstance(raw, list):
         raise PlanValidationError(
             f"{where}: 'outages' must be a list such as [{{startMs: 60000, endMs: 180000, "
-            f"error: 1.0}}], got {short(raw)}")
+            f"error: 1.0}}], got {short(raw)}"
+        )
     out = []
     for k, o in enumerate(raw):
         owhere = f"{where} outage {k}"
         if not isinstance(o, dict):
             raise PlanValidationError(
-                f"{owhere}: expected a mapping ({', '.join(_OUTAGE_KEYS)}), got {short(o)}")
+                f"{owhere}: expected a mapping ({', '.join(_OUTAGE_KEYS)}), got {short(o)}"
+            )
         _unknown_keys(o, _OUTAGE_KEYS, owhere, "key")
         for key in ("startMs", "endMs"):
             if key not in o:
                 raise PlanValidationError(f"{owhere}: missing '{key}' (ms on the study clock)")
             if not _is_number(o[key]) or o[key] < 0:
                 raise PlanValidationError(
-                    f"{owhere}: '{key}' must be a finite number of ms >= 0, got {short(o[key])}")
+                    f"{owhere}: '{key}' must be a finite number of ms >= 0, got {short(o[key])}"
+                )
         if not o["startMs"] < o["endMs"]:
             raise PlanValidationError(
                 f"{owhere}: needs startMs < endMs, got startMs={o['startMs']!r}, "
-                f"endMs={o['endMs']!r}")
+                f"endMs={o['endMs']!r}"
+            )
         error = _probability(o.get("error", 1.0), owhere, "error")
         hang = _probability(o.get("hang", 0.0), owhere, "hang")
         if error + hang > 1.0 + 1e-12:
             raise PlanValidationError(
                 f"{owhere}: error + hang = {error + hang:g} > 1 (error defaults to 1.0: set it "
-                "lower when the outage hangs)")
-        latency = (distribution_from_dict(o["latency"], f"{owhere} latency")
-                   if "latency" in o else None)
+                "lower when the outage hangs)"
+            )
+        latency = (
+            distribution_from_dict(o["latency"], f"{owhere} latency") if "latency" in o else None
+        )
         out.append((float(o["startMs"]), float(o["endMs"]), latency, error, hang))
     out.sort(key=lambda w: w[0])
     for a, b in zip(out, out[1:]):
         if b[0] < a[1]:
             raise PlanValidationError(
                 f"{where}: outages [{a[0]:g}, {a[1]:g}) and [{b[0]:g}, {b[1]:g}) ms overlap; "
-                "merge them or make them disjoint")
+                "merge them or make them disjoint"
+            )
     return out
 
 
@@ -769,8 +813,8 @@ class AgentModels:
         for pattern, raw in agents.items():
             if not isinstance(pattern, str) or not pattern:
                 raise PlanValidationError(
-                    f"{source}: agent ids and globs must be non-empty strings, got {short(pattern)} "
-                    "(quote it in YAML)"
+                    f"{source}: agent ids and globs must be non-empty strings, got "
+                    f"{short(pattern)} (quote it in YAML)"
                 )
             where = f"{source}: agent '{pattern}'"
             if not isinstance(raw, dict):
@@ -812,8 +856,11 @@ class AgentModels:
                     d[key] = e.base.latency.to_dict()
                 elif key == "actions":
                     d[key] = {
-                        a: {k: (m.latency.to_dict() if k == "latency" else e.raw["actions"][a][k])
-                            for k in _ACTION_KEYS if k in e.raw["actions"][a]}
+                        a: {
+                            k: (m.latency.to_dict() if k == "latency" else e.raw["actions"][a][k])
+                            for k in _ACTION_KEYS
+                            if k in e.raw["actions"][a]
+                        }
                         for a, m in zip(e.action_patterns, e.action_models)
                     }
                 else:
@@ -843,19 +890,23 @@ class AgentModels:
         The original is unchanged.
         """
         if not isinstance(values, dict):
-            raise TypeError(f"values must be a dict of dotted path -> value, got {type(values).__name__}")
+            raise TypeError(
+                f"values must be a dict of dotted path -> value, got {type(values).__name__}"
+            )
         data = copy.deepcopy(self.to_dict())
         agents = data["agents"]
         for path, value in values.items():
             if not isinstance(path, str) or not path.startswith("agents.") or path.count(".") < 2:
                 raise PlanValidationError(
                     f"{self.source}: model path {path!r} must look like 'agents.<pattern>.<key>', "
-                    "e.g. 'agents.tutor-agent-*.capacity'")
-            keys, rest = _path_entries(list(agents), path[len("agents."):])
+                    "e.g. 'agents.tutor-agent-*.capacity'"
+                )
+            keys, rest = _path_entries(list(agents), path[len("agents.") :])
             if not keys:
                 raise PlanValidationError(
                     f"{self.source}: '{path}' names no agent entry: no key is or matches the "
-                    f"pattern in it (keys: {', '.join(agents)})")
+                    f"pattern in it (keys: {', '.join(agents)})"
+                )
             for key in keys:
                 node = agents[key]
                 *parents, leaf = rest
@@ -863,7 +914,8 @@ class AgentModels:
                     child = node.setdefault(part, {})
                     if not isinstance(child, dict):
                         raise PlanValidationError(
-                            f"{self.source}: '{path}': '{part}' of agent '{key}' is not a mapping")
+                            f"{self.source}: '{path}': '{part}' of agent '{key}' is not a mapping"
+                        )
                     node = child
                 node[leaf] = copy.deepcopy(value)
         return AgentModels(data, source=self.source)
@@ -933,14 +985,41 @@ class AgentModels:
         return fit_models(spans, min_samples=min_samples).models
 
 
+@dataclass
+class FitResult:
+    """What ``fit_models`` found: ``models`` (AgentModels, §4.1 format), ``report`` (one
+    row per fitted group, REPORT_COLUMNS) and ``qq(agent_id, action)`` (a Q-Q figure)."""
+
+    models: AgentModels
+    report: pd.DataFrame
+    _groups: dict = field(repr=False)
+
+    def qq(self, agent_id: str, action: str = "*") -> Any:
+        """Q-Q plot (plotly) of one group: observed latency quantiles (Kaplan–Meier under
+        censoring) against the fitted model's, in ms; points on the diagonal = a good fit."""
+        from .fitting import qq_figure
+
+        return qq_figure(self._groups, agent_id, action)
+
+    def __repr__(self) -> str:
+        return f"FitResult({len(self.report)} groups)\n" + self.report.to_string(index=False)
+
+    def _repr_html_(self) -> str:
+        return self.report.to_html(index=False)
+
+
 #: The latency families ``fit_models`` chooses from (by AIC).
 FAMILIES = ("lognormal", "gamma", "weibull", "exponential")
 
 
-def fit_models(spans: Any, *, families: Sequence[str] = FAMILIES,
-               by: Sequence[str] = ("agent_id", "action"),
-               time_scale: float | dict[str, float] | None = None,
-               min_samples: int = 2) -> FitResult:
+def fit_models(
+    spans: Any,
+    *,
+    families: Sequence[str] = FAMILIES,
+    by: Sequence[str] = ("agent_id", "action"),
+    time_scale: float | dict[str, float] | None = None,
+    min_samples: int = 2,
+) -> FitResult:
     """Fit agent models (SPEC §4.1) to a trace: ``spans`` is a spans frame (SPEC §4.4
     columns; live or simulated), a RunResult / MonteCarloResult, or a list of them.
 
@@ -958,13 +1037,15 @@ def fit_models(spans: Any, *, families: Sequence[str] = FAMILIES,
     or ``spans.attrs["time_scale"]`` = {agent id: s}), else 1.
     Capacity is not fitted (unlimited): set it by hand.
     """
-    from .fitting import FitResult, fit_agents  # scipy's numerics: loaded when used
+    from .fitting import fit_agents  # scipy's numerics: loaded when used
 
-    agents, report, groups, n = fit_agents(spans, families=families, by=by,
-                                           time_scale=time_scale, min_samples=min_samples)
+    agents, report, groups, n = fit_agents(
+        spans, families=families, by=by, time_scale=time_scale, min_samples=min_samples
+    )
     models = AgentModels.from_dict(
         {"description": f"fitted by orchkit.fit_models from {n} attempts", "agents": agents},
-        source="fitted agent models")
+        source="fitted agent models",
+    )
     return FitResult(models, report, groups)
 
 
@@ -976,6 +1057,8 @@ def as_models(models: AgentModels | str | Path | dict) -> AgentModels:
     if isinstance(models, (str, Path)):
         return AgentModels.load(models)
     if not (hasattr(models, "resolve") and hasattr(models, "capacity")):
-        raise TypeError("models must be an AgentModels, a dict or a path to a models file, "
-                        f"got {type(models).__name__}")
+        raise TypeError(
+            "models must be an AgentModels, a dict or a path to a models file, "
+            f"got {type(models).__name__}"
+        )
     return models

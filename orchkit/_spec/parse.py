@@ -20,7 +20,6 @@ limits (documented in the README's plan-format section):
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +56,16 @@ def read_text(path: str | Path, what: str) -> str:
         raw = path.read_bytes()
     except OSError as exc:
         raise PlanValidationError(
-            f"cannot read {what} {path}: {exc.strerror or exc.__class__.__name__}") from None
+            f"cannot read {what} {path}: {exc.strerror or exc.__class__.__name__}"
+        ) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        bad = raw[exc.start:exc.start + 1]
+        bad = raw[exc.start : exc.start + 1]
         raise PlanValidationError(
             f"{path}: not a UTF-8 text file (byte 0x{bad.hex()} at offset {exc.start}); a "
-            f"{what} is JSON or YAML text — save it as UTF-8") from None
+            f"{what} is JSON or YAML text — save it as UTF-8"
+        ) from None
 
 
 def parse(text: str, fmt: str, source: str) -> Any:
@@ -74,8 +75,12 @@ def parse(text: str, fmt: str, source: str) -> Any:
     kind = fmt.upper()
     try:
         if fmt == "json":
-            data = json.loads(text, object_pairs_hook=_json_object, parse_constant=_json_constant,
-                              parse_int=_json_int)
+            data = json.loads(
+                text,
+                object_pairs_hook=_json_object,
+                parse_constant=_json_constant,
+                parse_int=_json_int,
+            )
         else:
             loader = _Loader(text)
             try:
@@ -86,14 +91,16 @@ def parse(text: str, fmt: str, source: str) -> Any:
         raise PlanValidationError(f"{source}: not valid {kind}: {exc}") from None
     except RecursionError:
         raise PlanValidationError(
-            f"{source}: not valid {kind}: nested too deeply (at most {MAX_DEPTH} levels)") from None
+            f"{source}: not valid {kind}: nested too deeply (at most {MAX_DEPTH} levels)"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - the parsers' own errors (JSONDecodeError,
         # YAMLError) and what YAML's constructors let escape (ValueError, KeyError, ...)
         msg = " ".join(str(exc).split())
         if isinstance(exc, KeyError):
             msg = f"{type(exc).__name__}: {msg}"
         raise PlanValidationError(
-            f"{source}: not valid {kind}: {clip(msg)}. Fix it and load it again.") from None
+            f"{source}: not valid {kind}: {clip(msg)}. Fix it and load it again."
+        ) from None
     return json_value(data, source, finite=False)  # typed checks name the field
 
 
@@ -108,8 +115,9 @@ def json_value(value: Any, where: str, keep: tuple[type, ...] = (), finite: bool
         return walk.copy(value, 0)
     except _Bad as bad:
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in reversed(bad.path))
-        raise PlanValidationError(": ".join(x for x in (where, path.lstrip("."), bad.what)
-                                            if x)) from None
+        raise PlanValidationError(
+            ": ".join(x for x in (where, path.lstrip("."), bad.what) if x)
+        ) from None
 
 
 class _Bad(Exception):
@@ -135,8 +143,9 @@ class _Walk:
             return v
         if t is int:
             if v >= _INT_LIMIT or -v >= _INT_LIMIT:  # (not str(v): it refuses > 4300 digits)
-                raise _Bad(f"an integer with more than {MAX_INT_DIGITS} digits is not a usable "
-                           "number")
+                raise _Bad(
+                    f"an integer with more than {MAX_INT_DIGITS} digits is not a usable number"
+                )
             return v
         if v is None or t is bool:
             return v
@@ -145,15 +154,18 @@ class _Walk:
                 raise _Bad(f"nested deeper than {MAX_DEPTH} levels (or a value contains itself)")
             self.count += len(v)
             if self.count > MAX_VALUES:
-                raise _Bad(f"more than {MAX_VALUES:,} values; a plan or model this large is "
-                           "refused (see the plan format's limits in the README)")
+                raise _Bad(
+                    f"more than {MAX_VALUES:,} values; a plan or model this large is "
+                    "refused (see the plan format's limits in the README)"
+                )
             depth += 1
             if t is dict:
                 out = {}
                 for k, item in v.items():
                     if type(k) is not str:
-                        raise _Bad(f"key {short(k)} ({type(k).__name__}): keys must be strings "
-                                   "(quote it)")
+                        raise _Bad(
+                            f"key {short(k)} ({type(k).__name__}): keys must be strings (quote it)"
+                        )
                     try:
                         out[k if k.isascii() else _text(k)] = self.copy(item, depth)
                     except _Bad as bad:
@@ -174,20 +186,27 @@ class _Walk:
         """Subclasses of the JSON types, numpy scalars, ``keep`` instances; else an error."""
         if self.keep and isinstance(v, self.keep):
             return v
-        for base in (bool, int, float, str):
-            if isinstance(v, base):
-                return self.copy(base(v), depth)
-        for base in (dict, list, tuple):
-            if isinstance(v, base):
-                return self.copy(dict(v) if base is dict else list(v), depth)
+        for scalar in (bool, int, float, str):
+            if isinstance(v, scalar):
+                return self.copy(scalar(v), depth)
+        if isinstance(v, dict):
+            return self.copy(dict(v), depth)
+        if isinstance(v, (list, tuple)):
+            return self.copy(list(v), depth)
         item = getattr(v, "item", None)  # numpy scalars
         if item is not None and type(v).__module__ == "numpy" and getattr(v, "ndim", 1) == 0:
             return self.copy(item(), depth)
-        kind = {"datetime": "a date/time", "date": "a date", "set": "a set",
-                "frozenset": "a set", "bytes": "binary data"}.get(
-                    type(v).__name__, f"an object of type {type(v).__name__}")
-        raise _Bad(f"{kind} ({short(v)}) is not a JSON value; use a string, number, bool, "
-                   "null, list or mapping (quote dates in YAML)")
+        kind = {
+            "datetime": "a date/time",
+            "date": "a date",
+            "set": "a set",
+            "frozenset": "a set",
+            "bytes": "binary data",
+        }.get(type(v).__name__, f"an object of type {type(v).__name__}")
+        raise _Bad(
+            f"{kind} ({short(v)}) is not a JSON value; use a string, number, bool, "
+            "null, list or mapping (quote dates in YAML)"
+        )
 
 
 def _text(v: str) -> str:
@@ -207,7 +226,8 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if k in out:
             raise PlanValidationError(
                 f"duplicate key {short(k)} in one object; keep one (JSON's last-wins rule "
-                "would silently drop the other)")
+                "would silently drop the other)"
+            )
         out[k] = v
     return out
 
@@ -218,8 +238,9 @@ def _json_constant(name: str) -> Any:
 
 def _json_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise PlanValidationError(f"a {len(text):,}-digit integer ({short(text, 20)}); at most "
-                                  f"{MAX_INT_DIGITS} digits")
+        raise PlanValidationError(
+            f"a {len(text):,}-digit integer ({short(text, 20)}); at most {MAX_INT_DIGITS} digits"
+        )
     return int(text)
 
 
@@ -234,8 +255,11 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
     def construct_yaml_int(self, node: yaml.Node) -> int:
         if len(str(node.value)) > MAX_INT_DIGITS + 10:  # room for signs, 0x and underscores
             raise yaml.constructor.ConstructorError(
-                None, None, f"a {len(node.value):,}-character integer; at most "
-                f"{MAX_INT_DIGITS} digits", node.start_mark)
+                None,
+                None,
+                f"a {len(node.value):,}-character integer; at most {MAX_INT_DIGITS} digits",
+                node.start_mark,
+            )
         return super().construct_yaml_int(node)
 
     def construct_document(self, node: yaml.Node) -> Any:
@@ -250,22 +274,31 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
+                        "while constructing a mapping",
+                        node.start_mark,
                         "found a key that is a list or mapping; keys must be strings",
-                        key_node.start_mark)
+                        key_node.start_mark,
+                    )
                 key = self.construct_object(key_node)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
+                        "while constructing a mapping",
+                        node.start_mark,
                         f"found duplicate key {short(key)}; keep one (the last-wins rule "
-                        "would silently drop the other)", key_node.start_mark)
+                        "would silently drop the other)",
+                        key_node.start_mark,
+                    )
                 seen.add(key)
         return super().construct_mapping(node, deep)
 
     def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
         raise yaml.constructor.ConstructorError(
-            None, None, f"{short(node.value)} reads as a YAML date/time, which is not a JSON "
-            "value; quote it to keep it as a string", node.start_mark)
+            None,
+            None,
+            f"{short(node.value)} reads as a YAML date/time, which is not a JSON "
+            "value; quote it to keep it as a string",
+            node.start_mark,
+        )
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
@@ -281,21 +314,33 @@ def _expanded_size(root: yaml.Node) -> None:
     while stack:
         node, done = stack.pop()
         key = id(node)
-        children = ([c for kv in node.value for c in kv] if isinstance(node, yaml.MappingNode)
-                    else node.value if isinstance(node, yaml.SequenceNode) else ())
+        children = (
+            [c for kv in node.value for c in kv]
+            if isinstance(node, yaml.MappingNode)
+            else node.value
+            if isinstance(node, yaml.SequenceNode)
+            else ()
+        )
         if done:
             open_.discard(key)
             size[key] = total = 1 + sum(size[id(c)] for c in children)
             if total > MAX_VALUES:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"anchors and aliases expand this document beyond "
+                    None,
+                    None,
+                    f"anchors and aliases expand this document beyond "
                     f"{MAX_VALUES:,} values (an alias bomb?); write the repeated parts out",
-                    node.start_mark)
+                    node.start_mark,
+                )
         elif key not in size:
             if key in open_:  # popped again inside its own subtree
                 raise yaml.constructor.ConstructorError(
-                    None, None, "an alias refers to a node that contains it (a recursive "
-                    "structure); JSON values cannot contain themselves", node.start_mark)
+                    None,
+                    None,
+                    "an alias refers to a node that contains it (a recursive "
+                    "structure); JSON values cannot contain themselves",
+                    node.start_mark,
+                )
             open_.add(key)
             stack.append((node, True))
             stack.extend((c, False) for c in children if id(c) not in size)

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import threading
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from .._base.errors import PlanValidationError
-from .dag import to_mermaid
 from .parse import json_value, parse, read_text, short
 
 MAX_FALLBACK_DEPTH = 16
@@ -155,7 +162,7 @@ class Plan(_Model):
             _INNER.active = False
 
     @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> Plan:  # type: ignore[override]
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Plan:
         """Validate a dict (camelCase or snake_case keys) of plain JSON values (see the
         README's plan format); raises ``PlanValidationError``."""
         if isinstance(obj, Plan):
@@ -163,7 +170,8 @@ class Plan(_Model):
         if not isinstance(obj, dict):
             raise PlanValidationError(
                 f"a plan must be a mapping with 'id' and 'steps', got {type(obj).__name__} "
-                f"{short(obj)}")
+                f"{short(obj)}"
+            )
         obj = json_value(obj, _where(obj), keep=(_Model,), finite=False)
         outer = not _INNER.active
         _INNER.active = True
@@ -187,7 +195,9 @@ class Plan(_Model):
         return cls.from_text(data, "json")
 
     @classmethod
-    def from_text(cls, text: str, fmt: Literal["json", "yaml"] = "json", source: str = "<text>") -> Plan:
+    def from_text(
+        cls, text: str, fmt: Literal["json", "yaml"] = "json", source: str = "<text>"
+    ) -> Plan:
         """Parse a plan from JSON or YAML text (duplicate keys, NaN, dates and the size
         limits of the README's plan format are errors)."""
         data = parse(text, fmt, source)
@@ -202,7 +212,8 @@ class Plan(_Model):
     def load(cls, path: str | Path) -> Plan:
         """Read a plan from a ``.json``, ``.yaml`` or ``.yml`` file (UTF-8)."""
         path = Path(path)
-        fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
+        yaml_file = path.suffix.lower() in (".yaml", ".yml")
+        fmt: Literal["json", "yaml"] = "yaml" if yaml_file else "json"
         return cls.from_text(read_text(path, "plan file"), fmt, str(path))
 
     def save(self, path: str | Path, *, compat: Literal["seed"] | None = None) -> None:
@@ -255,15 +266,21 @@ class Plan(_Model):
 
     def chain(self) -> list[Plan]:
         """This plan followed by its fallback plans, in the order they would run."""
-        out, plan = [], self
+        out: list[Plan] = []
+        plan: Plan | None = self
         while plan is not None:
             out.append(plan)
             plan = plan.fallback_plan
         return out
 
-    def bind(self, *, agent_ids: dict[str, str] | None = None,
-             inputs: dict[str, Any] | None = None, timeout_ms: float | None = None,
-             fallback: bool = True) -> Plan:
+    def bind(
+        self,
+        *,
+        agent_ids: dict[str, str] | None = None,
+        inputs: dict[str, Any] | None = None,
+        timeout_ms: float | None = None,
+        fallback: bool = True,
+    ) -> Plan:
         """This plan with concrete agents and inputs, without a round trip through a dict:
         ``agent_ids`` maps an agent id of the plan to the one to call, ``inputs`` a step id
         to that step's new ``input`` (plain JSON: checked as a plan file's is),
@@ -272,16 +289,20 @@ class Plan(_Model):
         agent_ids, inputs = agent_ids or {}, inputs or {}
         unknown = sorted(set(inputs) - {s.id for s in self.steps})
         if unknown:
-            raise PlanValidationError(f"plan '{self.id}': bind: no step {', '.join(unknown)} "
-                                      f"(steps: {', '.join(s.id for s in self.steps)})")
+            raise PlanValidationError(
+                f"plan '{self.id}': bind: no step {', '.join(unknown)} "
+                f"(steps: {', '.join(s.id for s in self.steps)})"
+            )
         steps = []
         for s in self.steps:
             update: dict[str, Any] = {}
             if s.agent_id in agent_ids:
                 new = agent_ids[s.agent_id]
                 if not isinstance(new, str) or not new.strip():
-                    raise PlanValidationError(f"plan '{self.id}' step '{s.id}': bind: agent id "
-                                              f"must be a non-blank string, got {short(new)}")
+                    raise PlanValidationError(
+                        f"plan '{self.id}' step '{s.id}': bind: agent id "
+                        f"must be a non-blank string, got {short(new)}"
+                    )
                 update["agent_id"] = new
             if s.id in inputs:
                 update["input"] = json_value(inputs[s.id], f"plan '{self.id}' step '{s.id}' input")
@@ -289,8 +310,10 @@ class Plan(_Model):
         update = {"steps": tuple(steps)}
         if timeout_ms is not None and self.timeout_ms is None:
             if not (isinstance(timeout_ms, (int, float)) and 0 < timeout_ms <= MAX_MS):
-                raise PlanValidationError(f"plan '{self.id}': bind: timeout_ms must be a number "
-                                          f"of ms in (0, {MAX_MS:g}], got {timeout_ms!r}")
+                raise PlanValidationError(
+                    f"plan '{self.id}': bind: timeout_ms must be a number "
+                    f"of ms in (0, {MAX_MS:g}], got {timeout_ms!r}"
+                )
             update["timeout_ms"] = float(timeout_ms)
         if not fallback:
             update["fallback_plan"] = None
@@ -304,8 +327,7 @@ class Plan(_Model):
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         """In a notebook a plan shows its DAG (a Mermaid diagram: JupyterLab >= 4.1, VS Code
         and GitHub draw it; elsewhere the text reads as a list of edges)."""
-        return {"text/markdown": f"```mermaid\n{self.to_mermaid()}```",
-                "text/plain": repr(self)}
+        return {"text/markdown": f"```mermaid\n{self.to_mermaid()}```", "text/plain": repr(self)}
 
     @model_validator(mode="before")
     @classmethod
@@ -314,7 +336,8 @@ class Plan(_Model):
         if isinstance(fb, dict) and not fb.get("steps"):
             raise PlanValidationError(
                 f"{_where(data)}: its fallbackPlan {short(fb.get('id', ''))} has no steps; give "
-                "it 'id' and 'steps', or remove the fallbackPlan")
+                "it 'id' and 'steps', or remove the fallbackPlan"
+            )
         return data
 
     @model_validator(mode="after")
@@ -326,7 +349,8 @@ class Plan(_Model):
             except (TypeError, ValueError) as exc:
                 raise PlanValidationError(
                     f"plan '{self.id}': 'meta' must be a JSON object (strings, finite numbers, "
-                    f"booleans, null, lists, objects): {exc}") from None
+                    f"booleans, null, lists, objects): {exc}"
+                ) from None
         return self
 
 
@@ -337,8 +361,9 @@ def as_plan(plan: Plan | dict | str | Path) -> Plan:
     if isinstance(plan, (str, Path)):
         return Plan.load(plan)
     if not isinstance(plan, dict):
-        raise TypeError(f"plan must be a Plan, a dict or a path to a plan file, got "
-                        f"{type(plan).__name__}")
+        raise TypeError(
+            f"plan must be a Plan, a dict or a path to a plan file, got {type(plan).__name__}"
+        )
     return Plan.model_validate(plan)
 
 
@@ -355,8 +380,11 @@ class PlanWarning(UserWarning):
 
 
 def _dump_plan(plan: Plan) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": plan.id, "steps": [_dump_step(s) for s in plan.steps],
-                           "parallel": plan.parallel}
+    out: dict[str, Any] = {
+        "id": plan.id,
+        "steps": [_dump_step(s) for s in plan.steps],
+        "parallel": plan.parallel,
+    }
     if plan.timeout_ms is not None:
         out["timeout"] = _num(plan.timeout_ms)
     if plan.max_concurrency is not None:
@@ -371,14 +399,21 @@ def _dump_plan(plan: Plan) -> dict[str, Any]:
 
 
 def _dump_step(step: Step) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": step.id, "agentId": step.agent_id, "action": step.action,
-                           "input": step.input}
+    out: dict[str, Any] = {
+        "id": step.id,
+        "agentId": step.agent_id,
+        "action": step.action,
+        "input": step.input,
+    }
     if step.dependencies:
         out["dependencies"] = list(step.dependencies)
     if step.retry_policy is not None:
         rp = step.retry_policy.model_dump(by_alias=True, exclude_defaults=True)
-        rp = {"maxRetries": step.retry_policy.max_retries,
-              "backoffMs": _num(step.retry_policy.backoff_ms), **rp}
+        rp = {
+            "maxRetries": step.retry_policy.max_retries,
+            "backoffMs": _num(step.retry_policy.backoff_ms),
+            **rp,
+        }
         if "retryOn" in rp:
             rp["retryOn"] = list(rp["retryOn"])
         out["retryPolicy"] = {k: _num(v) for k, v in rp.items()}
@@ -415,8 +450,10 @@ def _set_path(node: dict[str, Any], parts: list[str], value: Any, path: str, pla
         steps = [s for s in node["steps"] if parts[1] in ("*", s["id"])]
         if not steps:
             ids = ", ".join(s["id"] for s in node["steps"])
-            raise PlanValidationError(f"plan '{plan_id}': '{path}' names step '{parts[1]}', "
-                                      f"which is not a step of this plan (steps: {ids})")
+            raise PlanValidationError(
+                f"plan '{plan_id}': '{path}' names step '{parts[1]}', "
+                f"which is not a step of this plan (steps: {ids})"
+            )
         for step in steps:
             _set_path(step, parts[2:], value, path, plan_id)
     elif len(parts) == 1:
@@ -445,7 +482,9 @@ def _check_graph(plan: Plan) -> None:
         warnings.warn(
             f"plan '{plan.id}': maxConcurrency {plan.max_concurrency} has no effect because "
             "the plan is sequential (parallel: false); set parallel: true or remove it",
-            PlanWarning, stacklevel=2)
+            PlanWarning,
+            stacklevel=2,
+        )
     ids = [s.id for s in plan.steps]
     seen: set[str] = set()
     for s in plan.steps:
@@ -464,8 +503,11 @@ def _check_graph(plan: Plan) -> None:
                 )
             if dep not in seen:
                 hint = difflib.get_close_matches(dep, ids, n=1)
-                fix = (f" Did you mean '{hint[0]}'?" if hint
-                       else " Use one of these ids or remove the dependency.")
+                fix = (
+                    f" Did you mean '{hint[0]}'?"
+                    if hint
+                    else " Use one of these ids or remove the dependency."
+                )
                 raise PlanValidationError(
                     f"plan '{plan.id}': step '{s.id}' depends on '{dep}', which is not a step "
                     f"of this plan (steps: {', '.join(ids)}).{fix}"
@@ -500,7 +542,7 @@ def _find_cycle(plan: Plan) -> list[str] | None:
                 nxt = deps[node][i]
                 if state.get(nxt) == 1:
                     # nxt is a dependency of node: execution order is nxt ... -> node -> nxt
-                    loop = path[path.index(nxt):] + [nxt]
+                    loop = path[path.index(nxt) :] + [nxt]
                     return loop[::-1]
                 if not state.get(nxt):
                     state[nxt] = 1
@@ -514,10 +556,17 @@ def _find_cycle(plan: Plan) -> list[str] | None:
 
 
 _FIELD_ALIASES = {
-    "Plan": ["id", "steps", "parallel", "timeout", "fallbackPlan", "maxConcurrency", "failFast",
-             "meta"],
-    "Step": ["id", "agentId", "action", "input", "dependencies", "retryPolicy", "timeout",
-             "hedge"],
+    "Plan": [
+        "id",
+        "steps",
+        "parallel",
+        "timeout",
+        "fallbackPlan",
+        "maxConcurrency",
+        "failFast",
+        "meta",
+    ],
+    "Step": ["id", "agentId", "action", "input", "dependencies", "retryPolicy", "timeout", "hedge"],
     "RetryPolicy": ["maxRetries", "backoffMs", "strategy", "maxBackoffMs", "jitter", "retryOn"],
     "Hedge": ["delayMs", "maxHedges"],
 }
@@ -554,12 +603,13 @@ def _translate(exc: ValidationError, raw: Any) -> PlanValidationError:
     return PlanValidationError(head + ":\n  " + "\n  ".join(lines))
 
 
-def _describe(err: dict[str, Any], raw: Any) -> str:
+def _describe(err: Any, raw: Any) -> str:
     loc = err["loc"]
     where: list[str] = []
     # walk the raw data along the error's location to name its plan and step
     node, kind, i = raw, "Plan", 0
-    plan_label = step_label = None
+    plan_label: str | None = None
+    step_label: str | None = None
     field = None
     while i < len(loc):
         part = loc[i]
@@ -602,9 +652,86 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
     if etype == "missing":
         return f"{prefix}missing required field '{field}'"
     name = f"'{field}'" if field is not None else "value"
-    fix = _FIXES.get(etype)
+    fix_rule = _FIXES.get(etype)
     ctx = err.get("ctx") or {}
-    fix_text = "; " + fix.format(**ctx) if fix else ""
+    fix_text = "; " + fix_rule.format(**ctx) if fix_rule else ""
     if etype == "value_error":  # our own validators: the message is the whole story
         return f"{prefix}{name}: {err['msg'].removeprefix('Value error, ')}"
     return f"{prefix}{name} {err['msg'].lower()} (got {short(err.get('input'))}){fix_text}"
+
+
+# ------------------------------------------------------------------ the DAG as text
+# Pure functions of a validated plan (the layout of ``ok.draw``, Mermaid); everything follows
+# plan order, so the same plan always gives the same text (notebook outputs stay stable).
+
+
+def depths(plan: Plan) -> dict[str, int]:
+    """Step id -> its dependency depth: 0 for a step with no dependencies, else one more
+    than its deepest dependency (the column it is drawn in)."""
+    by_id = {s.id: s for s in plan.steps}
+    out: dict[str, int] = {}
+
+    def depth(step_id: str) -> int:  # validated plans have no cycles
+        if step_id not in out:
+            deps = by_id[step_id].dependencies
+            out[step_id] = 1 + max(depth(d) for d in deps) if deps else 0
+        return out[step_id]
+
+    for s in plan.steps:
+        depth(s.id)
+    return {s.id: out[s.id] for s in plan.steps}
+
+
+def describe_plan(plan: Plan) -> str:
+    """'sequential, timeout 5,000 ms' — how the plan schedules its steps, in a few words."""
+    parts = ["parallel" if plan.parallel else "sequential"]
+    if plan.max_concurrency is not None:
+        parts.append(f"at most {plan.max_concurrency} at once")
+    if plan.fail_fast:
+        parts.append("fail fast")
+    if plan.timeout_ms is not None:
+        parts.append(f"timeout {plan.timeout_ms:,.0f} ms")
+    return ", ".join(parts)
+
+
+def describe_step(step: Step) -> str:
+    """'timeout 3,000 ms, 2 retries (linear, 500 ms)' or '' — the step's limits."""
+    parts = []
+    if step.timeout_ms is not None:
+        parts.append(f"timeout {step.timeout_ms:,.0f} ms")
+    rp = step.retry_policy
+    if rp is not None and rp.max_retries:
+        plural = "retry" if rp.max_retries == 1 else "retries"
+        parts.append(f"{rp.max_retries} {plural} ({rp.strategy}, {rp.backoff_ms:,.0f} ms)")
+    return ", ".join(parts)
+
+
+def _text(text: str) -> str:
+    """User text inside a quoted Mermaid label: quotes and angle brackets as entities, line
+    breaks and other control characters as spaces (a label is one line)."""
+    text = re.sub(r"[\x00-\x1f\x7f\u2028\u2029\x85]", " ", text)
+    return text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+
+
+def to_mermaid(plan: Plan) -> str:
+    """Mermaid ``flowchart LR`` text: one subgraph per plan of the fallback chain, one node
+    per step (id, agent.action, limits), dependency arrows, a dotted ``fallback`` edge.
+    Node ids are positional (``p0_s1``), so any step id is safe; labels carry the names."""
+    lines = ["flowchart LR"]
+    chain = plan.chain()
+    for k, p in enumerate(chain):
+        lines.append(f'  subgraph p{k}["{_text(f"plan {p.id}: {describe_plan(p)}")}"]')
+        lines.append("    direction LR")
+        index = {s.id: i for i, s in enumerate(p.steps)}
+        for i, s in enumerate(p.steps):
+            label = f"<b>{_text(s.id)}</b><br/>{_text(s.agent_id)}.{_text(s.action)}"
+            if describe_step(s):
+                label += f"<br/><i>{_text(describe_step(s))}</i>"
+            lines.append(f'    p{k}_s{i}["{label}"]')
+        for i, s in enumerate(p.steps):
+            for d in s.dependencies:
+                lines.append(f"    p{k}_s{index[d]} --> p{k}_s{i}")
+        lines.append("  end")
+    for k in range(len(chain) - 1):
+        lines.append(f"  p{k} -. fallback .-> p{k + 1}")
+    return "\n".join(lines) + "\n"

@@ -17,11 +17,9 @@ Hedging is a step field (``hedge``), not a policy here.
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -44,8 +42,9 @@ class BreakerPolicy(BaseModel):
     - ``half_open_calls``: trial calls in the half-open state (default 10)
     """
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
-                              frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
 
     window: int = Field(default=100, ge=1)
     min_calls: int | None = Field(default=None, ge=1)
@@ -60,9 +59,11 @@ class BreakerPolicy(BaseModel):
         if self.min_calls is None:
             object.__setattr__(self, "min_calls", self.window)
         elif self.min_calls > self.window:
-            raise ValueError(f"minCalls ({self.min_calls}) is larger than window "
-                             f"({self.window}), so the breaker could never open; use "
-                             f"minCalls <= window")
+            raise ValueError(
+                f"minCalls ({self.min_calls}) is larger than window "
+                f"({self.window}), so the breaker could never open; use "
+                f"minCalls <= window"
+            )
         return self
 
 
@@ -82,28 +83,37 @@ class Policies:
     def from_dict(cls, data: Any, source: str = "policies") -> Policies:
         """Validate a policies dict; raises ``PlanValidationError`` naming the pattern/key."""
         if not isinstance(data, dict):
-            raise PlanValidationError(f"{source}: policies must be a mapping with a 'breakers' "
-                                      f"section, got {type(data).__name__}")
+            raise PlanValidationError(
+                f"{source}: policies must be a mapping with a 'breakers' "
+                f"section, got {type(data).__name__}"
+            )
         for key in data:
             if key not in SECTIONS:
-                raise PlanValidationError(f"{source}: unknown section '{key}'{_hint(key, SECTIONS)}"
-                                          f" (valid sections: {', '.join(SECTIONS)})")
+                raise PlanValidationError(
+                    f"{source}: unknown section '{key}'{_hint(key, SECTIONS)}"
+                    f" (valid sections: {', '.join(SECTIONS)})"
+                )
         raw = data.get("breakers") or {}
         if not isinstance(raw, dict):
-            raise PlanValidationError(f"{source}: 'breakers' must map agent-id patterns to "
-                                      f"breaker settings, got {type(raw).__name__}")
+            raise PlanValidationError(
+                f"{source}: 'breakers' must map agent-id patterns to "
+                f"breaker settings, got {type(raw).__name__}"
+            )
         breakers = {}
         for pattern, spec in raw.items():
             where = f"{source}: breakers '{pattern}'"
             if not isinstance(pattern, str) or not pattern:
-                raise PlanValidationError(f"{source}: breaker patterns must be non-empty "
-                                          f"agent ids or globs, got {pattern!r}")
+                raise PlanValidationError(
+                    f"{source}: breaker patterns must be non-empty "
+                    f"agent ids or globs, got {pattern!r}"
+                )
             if isinstance(spec, BreakerPolicy):
                 breakers[pattern] = spec
                 continue
             if not isinstance(spec, dict):
-                raise PlanValidationError(f"{where}: settings must be a mapping of "
-                                          f"{', '.join(_KEYS)}, got {spec!r}")
+                raise PlanValidationError(
+                    f"{where}: settings must be a mapping of {', '.join(_KEYS)}, got {spec!r}"
+                )
             breakers[pattern] = _breaker(spec, where)
         return cls(breakers, source)
 
@@ -123,8 +133,11 @@ class Policies:
 
     def to_dict(self) -> dict[str, Any]:
         """The policies in their on-disk (camelCase, ms) form (the keys that were given)."""
-        return {"breakers": {p: b.model_dump(by_alias=True, exclude_unset=True)
-                             for p, b in self.breakers.items()}}
+        return {
+            "breakers": {
+                p: b.model_dump(by_alias=True, exclude_unset=True) for p, b in self.breakers.items()
+            }
+        }
 
     def with_values(self, values: dict[str, Any]) -> Policies:
         """A copy with settings changed by dotted paths ``breakers.<pattern>.<key>``
@@ -134,13 +147,15 @@ class Policies:
         for path, value in values.items():
             parts = path.split(".")
             if len(parts) < 3 or parts[0] != "breakers":
-                raise PlanValidationError(f"{self.source}: '{path}' is not a breaker path; use "
-                                          "breakers.<pattern>.<key>")
+                raise PlanValidationError(
+                    f"{self.source}: '{path}' is not a breaker path; use breakers.<pattern>.<key>"
+                )
             pattern, key = ".".join(parts[1:-1]), parts[-1]
             if pattern not in data["breakers"]:
                 raise PlanValidationError(
                     f"{self.source}: '{path}' names breaker pattern '{pattern}', which is not "
-                    f"in the policies (patterns: {', '.join(self._patterns) or 'none'})")
+                    f"in the policies (patterns: {', '.join(self._patterns) or 'none'})"
+                )
             data["breakers"][pattern][key] = value
         return Policies.from_dict(data, self.source)
 
@@ -162,8 +177,10 @@ def as_policies(policies: Policies | dict | str | Path | None) -> Policies | Non
         return Policies.from_dict(policies)
     if isinstance(policies, (str, Path)):
         return Policies.load(policies)
-    raise TypeError(f"policies must be a dict, a YAML/JSON file path or an orchkit Policies, "
-                    f"got {type(policies).__name__}")
+    raise TypeError(
+        f"policies must be a dict, a YAML/JSON file path or an orchkit Policies, "
+        f"got {type(policies).__name__}"
+    )
 
 
 def breaker_lookup(policies: Policies | None):
@@ -174,8 +191,9 @@ def breaker_lookup(policies: Policies | None):
 def _breaker(spec: dict, where: str) -> BreakerPolicy:
     for key in spec:
         if key not in _KEYS:
-            raise PlanValidationError(f"{where}: unknown key '{key}'{_hint(key, _KEYS)} "
-                                      f"(valid keys: {', '.join(_KEYS)})")
+            raise PlanValidationError(
+                f"{where}: unknown key '{key}'{_hint(key, _KEYS)} (valid keys: {', '.join(_KEYS)})"
+            )
     try:
         return BreakerPolicy.model_validate(spec)
     except ValidationError as exc:

@@ -7,8 +7,9 @@ import bisect
 import itertools
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._base.errors import PlanValidationError
 from .plan import Plan, as_plan
@@ -24,8 +25,9 @@ def _number(value: Any, name: str, *, low: float = 0.0, strict: bool = True) -> 
     if not math.isfinite(value):
         raise PlanValidationError(f"workload: {name} must be finite, got {value!r}")
     if value < low or (strict and value == low):
-        raise PlanValidationError(f"workload: {name} must be {'>' if strict else '>='} {low:g}, "
-                                  f"got {value!r}")
+        raise PlanValidationError(
+            f"workload: {name} must be {'>' if strict else '>='} {low:g}, got {value!r}"
+        )
     return float(value)
 
 
@@ -64,38 +66,54 @@ class Workload:
     MAX_ARRIVALS: ClassVar[int] = 10_000_000
 
     def __post_init__(self) -> None:
-        given = [k for k in ("rate_per_s", "interval_ms", "arrivals_ms", "population")
-                 if getattr(self, k) is not None]
+        given = [
+            k
+            for k in ("rate_per_s", "interval_ms", "arrivals_ms", "population")
+            if getattr(self, k) is not None
+        ]
         if len(given) != 1:
             raise PlanValidationError(
                 "workload: give exactly one of rate_per_s, interval_ms, arrivals_ms or "
-                f"population (with think_ms) (got {', '.join(given) or 'none'})")
+                f"population (with think_ms) (got {', '.join(given) or 'none'})"
+            )
         if self.horizon_ms is not None:
             _number(self.horizon_ms, "horizon_ms")
         elif self.arrivals_ms is None:
             raise PlanValidationError(f"workload: horizon_ms must be > 0 for {given[0]}")
         if (self.think_ms is None) != (self.population is None):
-            raise PlanValidationError("workload: population and think_ms go together (a closed "
-                                      "population of users who think think_ms between runs)")
+            raise PlanValidationError(
+                "workload: population and think_ms go together (a closed "
+                "population of users who think think_ms between runs)"
+            )
         if self.population is not None:
             if isinstance(self.population, bool) or not isinstance(self.population, int):
-                raise TypeError(f"workload: population must be an int >= 1, got "
-                                f"{type(self.population).__name__} {self.population!r}")
+                raise TypeError(
+                    f"workload: population must be an int >= 1, got "
+                    f"{type(self.population).__name__} {self.population!r}"
+                )
             if self.population < 1:
-                raise PlanValidationError(f"workload: population must be >= 1, got {self.population}")
+                raise PlanValidationError(
+                    f"workload: population must be >= 1, got {self.population}"
+                )
             object.__setattr__(self, "think_ms", _number(self.think_ms, "think_ms"))
         if self.rate_per_s is not None:
             object.__setattr__(self, "rate_per_s", self._rates(self.rate_per_s))
         if self.interval_ms is not None:
             _number(self.interval_ms, "interval_ms")
         if self.arrivals_ms is not None:
-            if isinstance(self.arrivals_ms, (str, bytes)) or not hasattr(self.arrivals_ms, "__iter__"):
-                raise TypeError("workload: arrivals_ms must be a sequence of times in ms, got "
-                                f"{type(self.arrivals_ms).__name__}")
+            if isinstance(self.arrivals_ms, (str, bytes)) or not hasattr(
+                self.arrivals_ms, "__iter__"
+            ):
+                raise TypeError(
+                    "workload: arrivals_ms must be a sequence of times in ms, got "
+                    f"{type(self.arrivals_ms).__name__}"
+                )
             times = tuple(self.arrivals_ms)
             if len(times) > self.MAX_ARRIVALS:
                 self._too_many(len(times))
-            times = tuple(_number(t, f"arrivals_ms[{i}]", strict=False) for i, t in enumerate(times))
+            times = tuple(
+                _number(t, f"arrivals_ms[{i}]", strict=False) for i, t in enumerate(times)
+            )
             if any(a > b for a, b in zip(times, times[1:])):
                 raise PlanValidationError("workload: arrivals_ms must be sorted (ms, ascending)")
             object.__setattr__(self, "arrivals_ms", times)
@@ -112,13 +130,20 @@ class Workload:
             pieces = []
             for i, piece in enumerate(rate):
                 if not isinstance(piece, (list, tuple)) or len(piece) != 2:
-                    raise TypeError(f"workload: rate_per_s[{i}] must be a pair (from_ms, runs_per_s),"
-                                    f" got {piece!r}")
-                pieces.append((_number(piece[0], f"rate_per_s[{i}] from_ms", strict=False),
-                               _number(piece[1], f"rate_per_s[{i}] runs_per_s", strict=False)))
+                    raise TypeError(
+                        f"workload: rate_per_s[{i}] must be a pair (from_ms, runs_per_s),"
+                        f" got {piece!r}"
+                    )
+                pieces.append(
+                    (
+                        _number(piece[0], f"rate_per_s[{i}] from_ms", strict=False),
+                        _number(piece[1], f"rate_per_s[{i}] runs_per_s", strict=False),
+                    )
+                )
             if pieces[0][0] != 0:
                 raise PlanValidationError(
-                    f"workload: the first rate_per_s piece must start at 0 ms, got {pieces[0][0]:g}")
+                    f"workload: the first rate_per_s piece must start at 0 ms, got {pieces[0][0]:g}"
+                )
             if any(a[0] >= b[0] for a, b in zip(pieces, pieces[1:])):
                 raise PlanValidationError("workload: rate_per_s pieces need increasing from_ms")
             if not any(r > 0 for _, r in pieces):
@@ -128,7 +153,11 @@ class Workload:
 
     @staticmethod
     def _mix(plans: Any) -> tuple[tuple[Plan, float], ...]:
-        if isinstance(plans, (str, bytes, dict)) or not isinstance(plans, (list, tuple)) or not plans:
+        if (
+            isinstance(plans, (str, bytes, dict))
+            or not isinstance(plans, (list, tuple))
+            or not plans
+        ):
             raise TypeError("workload: plans must be a non-empty list of (plan, weight) pairs")
         out = []
         for i, pair in enumerate(plans):
@@ -142,54 +171,72 @@ class Workload:
         raise PlanValidationError(
             f"workload: about {n:,.0f} arrivals expected, more than Workload.MAX_ARRIVALS "
             f"({self.MAX_ARRIVALS:,}); shorten horizon_ms or lower the rate, or raise the cap "
-            "(orchkit.Workload.MAX_ARRIVALS = ...) if you have the memory (~1 kB a run)")
+            "(orchkit.Workload.MAX_ARRIVALS = ...) if you have the memory (~1 kB a run)"
+        )
 
     def pieces(self) -> tuple[tuple[float, float], ...]:
         """The arrival rate as ``((from_ms, runs_per_s), ...)`` (Poisson workloads only)."""
         rate = self.rate_per_s
-        return rate if isinstance(rate, tuple) else ((0.0, rate),)
+        if rate is None or isinstance(rate, (int, float)):
+            return ((0.0, float(rate or 0.0)),)
+        return tuple(rate)
+
+    @property
+    def _horizon(self) -> float:
+        """``horizon_ms``, which every form but explicit arrivals has (checked when made)."""
+        return math.inf if self.horizon_ms is None else self.horizon_ms
+
+    @property
+    def _think(self) -> float:
+        """``think_ms`` of a closed population (checked when made)."""
+        assert self.think_ms is not None, "think_ms goes with population"
+        return self.think_ms
 
     def expected_arrivals(self) -> float:
         """The expected number of arrivals before the horizon (a closed population: at
         most, as if runs took no time)."""
         if self.population is not None:
-            return self.population * (1.0 + self.horizon_ms / self.think_ms)
+            return self.population * (1.0 + self._horizon / self._think)
         if self.arrivals_ms is not None:
             return float(len(self.times(random.Random(0))))
         if self.interval_ms is not None:
-            ratio = self.horizon_ms / self.interval_ms
+            ratio = self._horizon / self.interval_ms
             return float(math.ceil(ratio)) if math.isfinite(ratio) else math.inf
         bounds = [a for a, _ in self.pieces()] + [math.inf]
-        return sum(r * max(0.0, min(b, self.horizon_ms) - a) / 1000.0
-                   for (a, r), b in zip(self.pieces(), bounds[1:]))
+        return sum(
+            r * max(0.0, min(b, self._horizon) - a) / 1000.0
+            for (a, r), b in zip(self.pieces(), bounds[1:])
+        )
 
     def peak_rate_per_s(self) -> float:
         """The highest arrival rate, runs/s (explicit arrivals: their mean rate; a closed
         population: population / think time, a bound its throughput never reaches)."""
         if self.population is not None:
-            return 1000.0 * self.population / self.think_ms
+            return 1000.0 * self.population / self._think
         if self.interval_ms is not None:
             return 1000.0 / self.interval_ms
         if self.arrivals_ms is not None:
             times = self.times(random.Random(0))
             span = (times[-1] - times[0]) if len(times) > 1 else 0.0
             return 1000.0 * (len(times) - 1) / span if span > 0 else 0.0
-        return max(r for a, r in self.pieces() if a < self.horizon_ms)
+        return max(r for a, r in self.pieces() if a < self._horizon)
 
     def times(self, rng: random.Random) -> list[float]:
         """Arrival times in ms (Poisson arrivals drawn from ``rng``; with piecewise rates
         each piece's gaps at its own rate, memoryless across piece boundaries). A closed
         population's arrivals depend on the runs: its users' first arrivals."""
         if self.population is not None:
-            return sorted(rng.expovariate(1.0 / self.think_ms) for _ in range(self.population))
+            return sorted(rng.expovariate(1.0 / self._think) for _ in range(self.population))
         if self.arrivals_ms is not None:
-            return [t for t in self.arrivals_ms if self.horizon_ms is None or t < self.horizon_ms]
+            return [t for t in self.arrivals_ms if t < self._horizon]
         if self.interval_ms is not None:
-            return [i * self.interval_ms for i in range(math.ceil(self.horizon_ms / self.interval_ms))]
+            return [
+                i * self.interval_ms for i in range(math.ceil(self._horizon / self.interval_ms))
+            ]
         out: list[float] = []
         pieces = self.pieces()
         for k, (start, rate) in enumerate(pieces):
-            end = min(pieces[k + 1][0] if k + 1 < len(pieces) else math.inf, self.horizon_ms)
+            end = min(pieces[k + 1][0] if k + 1 < len(pieces) else math.inf, self._horizon)
             if rate <= 0 or start >= end:
                 continue
             t, mean = start, 1000.0 / rate
@@ -213,15 +260,21 @@ class Workload:
         return lambda: min(bisect.bisect_right(cum, rng.random()), len(cum) - 1)
 
 
-def offered_load(workload: Workload, models: AgentModels, plan: Plan | None = None
-                 ) -> dict[str, float]:
+def offered_load(
+    workload: Workload, models: AgentModels, plan: Plan | None = None
+) -> dict[str, float]:
     """Offered load per capacity-limited agent (SPEC §11.4): ρ = λ·E[service]/capacity, λ the
     workload's peak arrival rate, E[service] the mean latency its first attempts ask of the
     agent per run (summed over the steps of each plan of the mix, weighted by its share).
     Retries, timeouts, hangs and fallback plans add load that is not counted: ρ is a lower
     bound, and ρ >= 1 means overload for sure."""
     demand: dict[str, float] = {}
-    mix = workload.plans if workload.plans is not None else ((plan, 1.0),)
+    if workload.plans is not None:
+        mix = workload.plans
+    elif plan is not None:
+        mix = ((plan, 1.0),)
+    else:
+        raise TypeError("offered_load: give a plan, or a workload with a mix of plans")
     for p, weight in mix:
         for step in p.steps:
             latency = getattr(models.resolve(step.agent_id, step.action), "latency", None)

@@ -9,11 +9,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._spec.fitting import require_scipy
 from .._base.stats import mean_ci, quantile_ci, wilson_ci
+from .._spec.fitting import require_scipy
 
-COMPARE_COLUMNS = ["observed", "observed_ci_low", "observed_ci_high", "predicted",
-                   "predicted_ci_low", "predicted_ci_high", "relative", "overlap"]
+COMPARE_COLUMNS = [
+    "observed",
+    "observed_ci_low",
+    "observed_ci_high",
+    "predicted",
+    "predicted_ci_low",
+    "predicted_ci_high",
+    "relative",
+    "overlap",
+]
 
 
 def _runs_of(data: Any, what: str, time_scale: float | None) -> tuple[pd.DataFrame, float]:
@@ -27,26 +35,41 @@ def _runs_of(data: Any, what: str, time_scale: float | None) -> tuple[pd.DataFra
         results = [data] if hasattr(data, "duration_ms") else data
         try:
             results = list(results)
-            frame = pd.DataFrame({"makespan_ms": [r.duration_ms for r in results],
-                                  "status": [r.status for r in results]})
+            frame = pd.DataFrame(
+                {
+                    "makespan_ms": [r.duration_ms for r in results],
+                    "status": [r.status for r in results],
+                }
+            )
         except (TypeError, AttributeError):
-            raise TypeError(f"{what} must be a RunResult, a list of them, a MonteCarloResult or "
-                            f"a runs frame, got {type(data).__name__}") from None
+            raise TypeError(
+                f"{what} must be a RunResult, a list of them, a MonteCarloResult or "
+                f"a runs frame, got {type(data).__name__}"
+            ) from None
         if time_scale is None:
             scales = {s for r in results for s in (getattr(r, "time_scale", None) or {}).values()}
             if len(scales) > 1:
-                raise ValueError(f"{what}: its agents ran at different time scales {sorted(scales)}; "
-                                 "a makespan cannot be rescaled to model ms: pass time_scale=")
+                raise ValueError(
+                    f"{what}: its agents ran at different time scales {sorted(scales)}; "
+                    "a makespan cannot be rescaled to model ms: pass time_scale="
+                )
             time_scale = scales.pop() if scales else None
     missing = {"makespan_ms", "status"} - set(frame.columns)
     if missing or frame.empty:
-        raise ValueError(f"{what}: need runs with columns makespan_ms and status "
-                         f"(missing: {sorted(missing) or 'none'}; runs: {len(frame)})")
+        raise ValueError(
+            f"{what}: need runs with columns makespan_ms and status "
+            f"(missing: {sorted(missing) or 'none'}; runs: {len(frame)})"
+        )
     return frame, 1.0 if time_scale is None else float(time_scale)
 
 
-_METRICS = ("makespan_mean_ms", "makespan_p50_ms", "makespan_p95_ms", "makespan_p99_ms",
-            "success_rate")
+_METRICS = (
+    "makespan_mean_ms",
+    "makespan_p50_ms",
+    "makespan_p95_ms",
+    "makespan_p99_ms",
+    "success_rate",
+)
 
 
 def _metrics(data: Any, frame: pd.DataFrame, scale: float) -> tuple[dict[str, tuple], np.ndarray]:
@@ -56,8 +79,10 @@ def _metrics(data: Any, frame: pd.DataFrame, scale: float) -> tuple[dict[str, tu
     mk = frame["makespan_ms"].to_numpy(dtype=float) / scale
     if getattr(data, "workload", None) is not None and hasattr(data, "summary"):
         table = data.summary().metrics
-        return {m: tuple(float(v) for v in table.loc[m, ["value", "ci_low", "ci_high"]])
-                for m in _METRICS}, mk
+        return {
+            m: tuple(float(v) for v in table.loc[m, ["value", "ci_low", "ci_high"]])
+            for m in _METRICS
+        }, mk
     out = {"makespan_mean_ms": mean_ci(mk)}
     for q in (0.5, 0.95, 0.99):
         out[f"makespan_p{round(q * 100)}_ms"] = quantile_ci(mk, q)
@@ -98,9 +123,12 @@ class Comparison(pd.DataFrame):
                 keep = np.unique(np.linspace(0, len(x) - 1, 2000).astype(int))
                 x, y = x[keep], y[keep]
             fig.add_scatter(x=x, y=y, mode="lines", name=name, line_shape="hv")
-        fig.update_layout(title=title or f"makespan CDFs: two-sample KS D = {self.ks_stat:.3f}, "
-                                         f"p = {self.ks_p:.3g}",
-                          xaxis_title="makespan (ms)", yaxis_title="fraction of runs")
+        fig.update_layout(
+            title=title
+            or f"makespan CDFs: two-sample KS D = {self.ks_stat:.3f}, p = {self.ks_p:.3g}",
+            xaxis_title="makespan (ms)",
+            yaxis_title="fraction of runs",
+        )
         return fig
 
 
@@ -120,13 +148,18 @@ def compare(observed: Any, predicted: Any, *, time_scale: float | None = None) -
     rows = {}
     for metric in obs:
         o, p = obs[metric], pred[metric]
-        rows[metric] = (*o, *p, p[0] / o[0] - 1 if o[0] else math.nan,
-                        bool(o[1] <= p[2] and p[1] <= o[2]) if not any(map(math.isnan, (*o, *p)))
-                        else False)
+        rows[metric] = (
+            *o,
+            *p,
+            p[0] / o[0] - 1 if o[0] else math.nan,
+            bool(o[1] <= p[2] and p[1] <= o[2]) if not any(map(math.isnan, (*o, *p))) else False,
+        )
     table = Comparison(pd.DataFrame.from_dict(rows, orient="index", columns=COMPARE_COLUMNS))
     table.index.name = "metric"
     ks = stats.ks_2samp(obs_mk, pred_mk)
     table.ks_stat, table.ks_p = float(ks.statistic), float(ks.pvalue)
-    table._samples = {f"observed ({len(obs_mk)} runs)": obs_mk,
-                      f"predicted ({len(pred_mk)} runs)": pred_mk}
+    table._samples = {
+        f"observed ({len(obs_mk)} runs)": obs_mk,
+        f"predicted ({len(pred_mk)} runs)": pred_mk,
+    }
     return table

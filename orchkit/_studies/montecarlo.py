@@ -9,17 +9,24 @@ import hashlib
 import itertools
 import math
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import nullcontext
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from .._base.errors import PlanValidationError
 from .._engine.prepared import Prepared
-from .._engine.result import (BREAKER_COLUMNS, RUN_CATEGORIES, SPAN_CATEGORIES, categorize,
-                              runs_frame, spans_frame)
+from .._engine.result import (
+    BREAKER_COLUMNS,
+    RUN_CATEGORIES,
+    SPAN_CATEGORIES,
+    categorize,
+    runs_frame,
+    spans_frame,
+)
 from .._runtimes.fast import choose_method, fast_runs
 from .._runtimes.sim import BLOCK, capacity_study, independent_runs
 from .._spec.inputs import StudyInputs, check_flag, check_int
@@ -34,12 +41,22 @@ class OverloadWarning(UserWarning):
     without bound, and a study's figures depend on its horizon, not on the system."""
 
 
-def monte_carlo(plan: Any, models: Any, runs: int = 1000, seed: int = 0, *,
-                workload: Any = None, executor: Executor | Literal["processes"] | None = None,
-                chunk_runs: int = 4096, keep_spans: bool | int | None = None,
-                progress: bool = True, method: Literal["auto", "simpy", "fast"] = "auto",
-                policies: Any = None, warmup_ms: float | None = None,
-                replications: int = 1) -> MonteCarloResult:
+def monte_carlo(
+    plan: Any,
+    models: Any,
+    runs: int = 1000,
+    seed: int = 0,
+    *,
+    workload: Any = None,
+    executor: Executor | Literal["processes"] | None = None,
+    chunk_runs: int = 4096,
+    keep_spans: bool | int | None = None,
+    progress: bool = True,
+    method: Literal["auto", "simpy", "fast"] = "auto",
+    policies: Any = None,
+    warmup_ms: float | None = None,
+    replications: int = 1,
+) -> MonteCarloResult:
     """Simulate many runs of ``plan``; returns frames of runs and spans and a summary.
 
     - ``runs``: independent runs, each alone from t = 0 (ignored with a ``workload``).
@@ -75,17 +92,35 @@ def monte_carlo(plan: Any, models: Any, runs: int = 1000, seed: int = 0, *,
     (``orchkit._base.stats`` documents the methods and their sources).
     """
     inputs = StudyInputs.of(plan, models, policies, workload, stacklevel=2)
-    return run_study(inputs, runs=runs, seed=seed, executor=executor, chunk_runs=chunk_runs,
-                     keep_spans=keep_spans, progress=progress, method=method,
-                     warmup_ms=warmup_ms, replications=replications, stacklevel=2)
+    return run_study(
+        inputs,
+        runs=runs,
+        seed=seed,
+        executor=executor,
+        chunk_runs=chunk_runs,
+        keep_spans=keep_spans,
+        progress=progress,
+        method=method,
+        warmup_ms=warmup_ms,
+        replications=replications,
+        stacklevel=2,
+    )
 
 
-def run_study(inputs: StudyInputs, *, runs: int = 1000, seed: int = 0,
-              executor: Executor | Literal["processes"] | None = None, chunk_runs: int = 4096,
-              keep_spans: bool | int | None = None, progress: bool = True,
-              method: Literal["auto", "simpy", "fast"] = "auto",
-              warmup_ms: float | None = None, replications: int = 1,
-              stacklevel: int = 1) -> MonteCarloResult:
+def run_study(
+    inputs: StudyInputs,
+    *,
+    runs: int = 1000,
+    seed: int = 0,
+    executor: Executor | Literal["processes"] | None = None,
+    chunk_runs: int = 4096,
+    keep_spans: bool | int | None = None,
+    progress: bool = True,
+    method: Literal["auto", "simpy", "fast"] = "auto",
+    warmup_ms: float | None = None,
+    replications: int = 1,
+    stacklevel: int = 1,
+) -> MonteCarloResult:
     """``monte_carlo`` on inputs already through the front door (sweeps and tune trials):
     checks the study's own options, compiles once, runs the driver that applies."""
     runs, seed = check_int("runs", runs, 1), check_int("seed", seed)
@@ -96,7 +131,9 @@ def run_study(inputs: StudyInputs, *, runs: int = 1000, seed: int = 0,
         keep_spans = True if workload is not None else SPAN_SAMPLE_RUNS
     elif not isinstance(keep_spans, bool):
         keep_spans = check_int("keep_spans (True, False, None or a number of runs)", keep_spans, 0)
-    if warmup_ms is not None and (isinstance(warmup_ms, bool) or not isinstance(warmup_ms, (int, float))):
+    if warmup_ms is not None and (
+        isinstance(warmup_ms, bool) or not isinstance(warmup_ms, (int, float))
+    ):
         raise TypeError(f"warmup_ms must be a number of ms or None, got {warmup_ms!r}")
     if warmup_ms is not None and not (math.isfinite(warmup_ms) and warmup_ms >= 0):
         raise ValueError(f"warmup_ms must be a finite number of ms >= 0, got {warmup_ms!r}")
@@ -107,7 +144,8 @@ def run_study(inputs: StudyInputs, *, runs: int = 1000, seed: int = 0,
     if workload is None and (warmup_ms is not None or replications != 1):
         raise PlanValidationError(
             "monte_carlo: warmup_ms and replications apply to workload studies (runs sharing "
-            "agents); independent runs each start alone and have no warm-up")
+            "agents); independent runs each start alone and have no warm-up"
+        )
     prepared = Prepared.of(inputs)
     models = inputs.models
     if workload is not None:
@@ -120,13 +158,18 @@ def run_study(inputs: StudyInputs, *, runs: int = 1000, seed: int = 0,
                     f"{workload.peak_rate_per_s():g} runs/s (λ·E[service]/capacity with capacity "
                     f"{cap}): its queue grows without bound and the study's figures depend on "
                     f"its horizon; give it capacity >= {math.floor(rho * cap) + 1} or lower the "
-                    "rate", OverloadWarning, stacklevel=stacklevel + 1)
+                    "rate",
+                    OverloadWarning,
+                    stacklevel=stacklevel + 1,
+                )
         if method == "fast" or executor is not None:
             raise PlanValidationError(
                 "monte_carlo: a capacity study is one simulation of runs sharing capacity, on "
-                "the SimPy path; drop method='fast' and executor (they apply to independent runs)")
+                "the SimPy path; drop method='fast' and executor (they apply to independent runs)"
+            )
         rows, spans, busy, total_ms, log = _replicated_study(
-            prepared, seed, keep_spans, progress, replications)
+            prepared, seed, keep_spans, progress, replications
+        )
         method_used, reason = "simpy", "a capacity study runs on the SimPy path"
     else:
         method_used, reason = choose_method(prepared, method)
@@ -134,21 +177,37 @@ def run_study(inputs: StudyInputs, *, runs: int = 1000, seed: int = 0,
         if method_used == "fast":
             rows, spans, busy = fast_runs(prepared, seed, runs, keep_spans, progress=progress)
         else:
-            with (ProcessPoolExecutor() if executor == "processes"
-                  else nullcontext(executor)) as pool:
-                rows, spans, busy, log = _run_chunks(prepared, seed, runs, pool, chunk_runs,
-                                                     keep_spans, progress)
-    runs_df = categorize(rows, RUN_CATEGORIES) if isinstance(rows, pd.DataFrame) \
-        else runs_frame(rows)
+            with (
+                ProcessPoolExecutor() if executor == "processes" else nullcontext(executor)
+            ) as pool:
+                rows, spans, busy, log = _run_chunks(
+                    prepared, seed, runs, pool, chunk_runs, keep_spans, progress
+                )
+    runs_df = (
+        categorize(rows, RUN_CATEGORIES) if isinstance(rows, pd.DataFrame) else runs_frame(rows)
+    )
     if workload is None:  # runs are alone: agents are observed for the sum of makespans
         total_ms = float(runs_df["makespan_ms"].sum())
-    spans_df = categorize(spans, SPAN_CATEGORIES) if isinstance(spans, pd.DataFrame) \
+    spans_df = (
+        categorize(spans, SPAN_CATEGORIES)
+        if isinstance(spans, pd.DataFrame)
         else spans_frame(spans)
-    return MonteCarloResult(plan=inputs.plan, models=models, seed=seed, runs=runs_df,
-                            spans=spans_df, busy_ms=busy, observed_ms=total_ms,
-                            workload=workload, method=method_used, method_reason=reason,
-                            breakers=pd.DataFrame.from_records(log, columns=BREAKER_COLUMNS),
-                            warmup_ms=warmup_ms, replications=replications)
+    )
+    return MonteCarloResult(
+        plan=inputs.plan,
+        models=models,
+        seed=seed,
+        runs=runs_df,
+        spans=spans_df,
+        busy_ms=busy,
+        observed_ms=total_ms,
+        workload=workload,
+        method=method_used,
+        method_reason=reason,
+        breakers=pd.DataFrame.from_records(log, columns=BREAKER_COLUMNS),
+        warmup_ms=warmup_ms,
+        replications=replications,
+    )
 
 
 def replication_seed(seed: int, r: int) -> int:
@@ -159,8 +218,9 @@ def replication_seed(seed: int, r: int) -> int:
     return int.from_bytes(digest[:5], "big")
 
 
-def _replicated_study(prepared: Prepared, seed: int, keep_spans: bool | int, progress: bool,
-                      replications: int) -> tuple[Any, Any, dict, float, list]:
+def _replicated_study(
+    prepared: Prepared, seed: int, keep_spans: bool | int, progress: bool, replications: int
+) -> tuple[Any, Any, dict, float, list]:
     """One workload study, or ``replications`` independent ones with their frames stacked
     (a ``replication`` column), busy and observed times summed, breaker logs joined (each
     on its replication's clock)."""
@@ -168,21 +228,33 @@ def _replicated_study(prepared: Prepared, seed: int, keep_spans: bool | int, pro
         return capacity_study(prepared, seed, keep_spans, progress)
     runs, spans, busy, total, log = [], [], {}, 0.0, []
     for r in range(replications):
-        rows, sp, bz, t, lg = capacity_study(prepared, replication_seed(seed, r), keep_spans,
-                                             progress)
+        rows, sp, bz, t, lg = capacity_study(
+            prepared, replication_seed(seed, r), keep_spans, progress
+        )
         runs.append(runs_frame(rows).assign(replication=r))
         spans.append(spans_frame(sp).assign(replication=r))
         for k, v in bz.items():
             busy[k] = busy.get(k, 0.0) + v
         total += t
         log.extend(lg)
-    return (pd.concat(runs, ignore_index=True), pd.concat(spans, ignore_index=True), busy,
-            total, log)
+    return (
+        pd.concat(runs, ignore_index=True),
+        pd.concat(spans, ignore_index=True),
+        busy,
+        total,
+        log,
+    )
 
 
-def _run_chunks(prepared: Prepared, seed: int, runs: int, executor: Executor | None,
-                chunk_runs: int, keep_spans: bool | int, progress: bool
-                ) -> tuple[list, list, dict, list]:
+def _run_chunks(
+    prepared: Prepared,
+    seed: int,
+    runs: int,
+    executor: Executor | None,
+    chunk_runs: int,
+    keep_spans: bool | int,
+    progress: bool,
+) -> tuple[list, list, dict, list]:
     size = max(BLOCK, (chunk_runs // BLOCK) * BLOCK)
     bounds = [(s, min(s + size, runs)) for s in range(0, runs, size)]
     rows: list = []
@@ -193,8 +265,9 @@ def _run_chunks(prepared: Prepared, seed: int, runs: int, executor: Executor | N
     if executor is None:  # lazily, chunk by chunk, so the bar moves
         parts: Any = (independent_runs(prepared, seed, a, b, keep_spans) for a, b in bounds)
     else:
-        futures = [executor.submit(independent_runs, prepared, seed, a, b, keep_spans)
-                   for a, b in bounds]
+        futures = [
+            executor.submit(independent_runs, prepared, seed, a, b, keep_spans) for a, b in bounds
+        ]
         parts = (f.result() for f in futures)
     for (a, b), (r, s, bz, lg) in zip(bounds, parts):  # in run order, whatever finished first
         bar.update(b - a)
@@ -207,8 +280,16 @@ def _run_chunks(prepared: Prepared, seed: int, runs: int, executor: Executor | N
     return rows, spans, busy, log
 
 
-def sweep(plan: Any, models: Any, grid: dict[str, Sequence[Any]], *, runs: int = 2000,
-          seed: int = 0, progress: bool = True, **options: Any) -> pd.DataFrame:
+def sweep(
+    plan: Any,
+    models: Any,
+    grid: dict[str, Sequence[Any]],
+    *,
+    runs: int = 2000,
+    seed: int = 0,
+    progress: bool = True,
+    **options: Any,
+) -> pd.DataFrame:
     """One Monte-Carlo study per combination of ``grid`` values, to tune a plan.
 
     ``grid`` maps a dotted on-disk path to the values to try: a plan path (see
@@ -222,21 +303,35 @@ def sweep(plan: Any, models: Any, grid: dict[str, Sequence[Any]], *, runs: int =
     """
     runs, seed = check_int("runs", runs, 1), check_int("seed", seed)
     check_flag("progress", progress)
-    if not isinstance(grid, dict) or any(isinstance(v, (str, bytes)) or not hasattr(v, "__iter__")
-                                         for v in grid.values()):
-        raise TypeError("grid must be a dict of a dotted path to a list of values to try, e.g. "
-                        "{'timeout': [500, 1000]}")
-    base = StudyInputs.of(plan, models, options.pop("policies", None),
-                          options.pop("workload", None), where="sweep", stacklevel=2)
+    if not isinstance(grid, dict) or any(
+        isinstance(v, (str, bytes)) or not hasattr(v, "__iter__") for v in grid.values()
+    ):
+        raise TypeError(
+            "grid must be a dict of a dotted path to a list of values to try, e.g. "
+            "{'timeout': [500, 1000]}"
+        )
+    base = StudyInputs.of(
+        plan,
+        models,
+        options.pop("policies", None),
+        options.pop("workload", None),
+        where="sweep",
+        stacklevel=2,
+    )
     keys = list(grid)
     combos = list(itertools.product(*(grid[k] for k in keys)))
     # every combination is built (and validated) before anything runs
     studies = [base.with_values(dict(zip(keys, combo)), stacklevel=2) for combo in combos]
     rows = []
-    for combo, study in tqdm(list(zip(combos, studies)), desc=f"sweeping {base.plan.id}",
-                             unit="study", disable=not progress):
-        metrics = run_study(study, runs=runs, seed=seed, progress=False,
-                            **options).summary().metrics
+    for combo, study in tqdm(
+        list(zip(combos, studies)),
+        desc=f"sweeping {base.plan.id}",
+        unit="study",
+        disable=not progress,
+    ):
+        metrics = (
+            run_study(study, runs=runs, seed=seed, progress=False, **options).summary().metrics
+        )
         row = dict(zip(keys, combo))
         for metric, r in metrics.iterrows():
             row[metric] = r["value"]

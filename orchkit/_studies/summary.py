@@ -11,9 +11,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._base.stats import (QUANTILE_BATCHES, batches_for, mean_ci, mser5, quantile_ci,
-                           section_ci, steady_mean_ci, steady_proportion_ci,
-                           steady_quantile_ci, wilson_ci)
+from .._base.stats import (
+    QUANTILE_BATCHES,
+    batches_for,
+    mean_ci,
+    mser5,
+    quantile_ci,
+    section_ci,
+    steady_mean_ci,
+    steady_proportion_ci,
+    steady_quantile_ci,
+    wilson_ci,
+)
 from .._engine.result import BREAKER_COLUMNS
 from .._spec.models import AgentModels
 from .._spec.plan import Plan
@@ -49,34 +58,54 @@ class Summary:
         return float(self.metrics.loc[metric, "value"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics": {k: {c: _nan_none(v) for c, v in row.items()}
-                            for k, row in self.metrics.to_dict(orient="index").items()},
-                "agents": [{k: _nan_none(v) for k, v in row.items()}
-                           for row in self.agents.to_dict(orient="records")],
-                "intervals": {"method": self.method, "sections": self.sections,
-                              "warmup": self.warmup, "warmup_ms": self.warmup_ms,
-                              "warmup_runs": self.warmup_runs}}
+        return {
+            "metrics": {
+                k: {c: _nan_none(v) for c, v in row.items()}
+                for k, row in self.metrics.to_dict(orient="index").items()
+            },
+            "agents": [
+                {k: _nan_none(v) for k, v in row.items()}
+                for row in self.agents.to_dict(orient="records")
+            ],
+            "intervals": {
+                "method": self.method,
+                "sections": self.sections,
+                "warmup": self.warmup,
+                "warmup_ms": self.warmup_ms,
+                "warmup_runs": self.warmup_runs,
+            },
+        }
 
     def describe(self) -> str:
         """One line: how the intervals were computed and what warm-up was left out."""
-        how = {"batch means": f"batch means ({self.sections} batches, at most "
-                              f"{QUANTILE_BATCHES} for quantiles)",
-               "replications": f"{self.sections} independent replications"}.get(
-                   self.method, self.method)
+        how = {
+            "batch means": f"batch means ({self.sections} batches, at most "
+            f"{QUANTILE_BATCHES} for quantiles)",
+            "replications": f"{self.sections} independent replications",
+        }.get(self.method, self.method)
         if self.warmup == "none":
             return f"95% intervals: {how}"
-        return (f"95% intervals: {how}, after a warm-up of {self.warmup_ms:,.0f} ms "
-                f"({self.warmup_runs} runs left out, {self.warmup})")
+        return (
+            f"95% intervals: {how}, after a warm-up of {self.warmup_ms:,.0f} ms "
+            f"({self.warmup_runs} runs left out, {self.warmup})"
+        )
 
     def __repr__(self) -> str:
         head = "" if self.method == "independent runs" else self.describe() + "\n\n"
-        return (head + self.metrics.to_string(float_format=lambda v: f"{v:,.3f}") + "\n\n"
-                + self.agents.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+        return (
+            head
+            + self.metrics.to_string(float_format=lambda v: f"{v:,.3f}")
+            + "\n\n"
+            + self.agents.to_string(index=False, float_format=lambda v: f"{v:,.3f}")
+        )
 
     def _repr_html_(self) -> str:
         head = "" if self.method == "independent runs" else f"<p>{self.describe()}</p>"
-        return (head + self.metrics.to_html(float_format=lambda v: f"{v:,.3f}")
-                + self.agents.to_html(index=False, float_format=lambda v: f"{v:,.3f}"))
+        return (
+            head
+            + self.metrics.to_html(float_format=lambda v: f"{v:,.3f}")
+            + self.agents.to_html(index=False, float_format=lambda v: f"{v:,.3f}")
+        )
 
 
 def _integral(sorted_times: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -90,8 +119,11 @@ def _nan_none(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-_RATES = (("success_rate", "status", "succeeded"), ("timeout_rate", "status", "timed_out"),
-          ("fallback_rate", "fallback_used", True))
+_RATES = (
+    ("success_rate", "status", "succeeded"),
+    ("timeout_rate", "status", "timed_out"),
+    ("fallback_rate", "fallback_used", True),
+)
 _MEANS = (("attempts_per_run", "attempts"), ("retries_per_run", "retries"))
 _QUANTILES = (0.5, 0.95, 0.99)
 
@@ -121,7 +153,8 @@ def _metrics_batched(runs: pd.DataFrame) -> tuple[dict[str, tuple[float, float, 
     for q in _QUANTILES:
         rows[f"makespan_p{round(q * 100)}_ms"] = steady_quantile_ci(mk, q, b)
         rows[f"makespan_ok_p{round(q * 100)}_ms"] = steady_quantile_ci(
-            mk_ok, q, batches_for(len(mk_ok)))
+            mk_ok, q, batches_for(len(mk_ok))
+        )
     for name, col, value in _RATES:
         rows[name] = steady_proportion_ci((runs[col] == value).to_numpy(), b)
     for name, col in _MEANS:
@@ -139,10 +172,10 @@ def _metrics_replicated(parts: list[pd.DataFrame]) -> dict[str, tuple[float, flo
 
     rows = {"makespan_mean_ms": ci(lambda d: float(d["makespan_ms"].mean()))}
     for q in _QUANTILES:
-        rows[f"makespan_p{round(q * 100)}_ms"] = ci(
-            lambda d, q=q: _quantile(d["makespan_ms"], q))
+        rows[f"makespan_p{round(q * 100)}_ms"] = ci(lambda d, q=q: _quantile(d["makespan_ms"], q))
         rows[f"makespan_ok_p{round(q * 100)}_ms"] = ci(
-            lambda d, q=q: _quantile(d.loc[d["status"] == "succeeded", "makespan_ms"], q))
+            lambda d, q=q: _quantile(d.loc[d["status"] == "succeeded", "makespan_ms"], q)
+        )
     for name, col, value in _RATES:
         p, lo, hi = ci(lambda d, c=col, v=value: float((d[c] == v).mean()))
         rows[name] = (p, max(0.0, lo), min(1.0, hi))
@@ -156,10 +189,12 @@ def _quantile(x: pd.Series, q: float) -> float:
 
 
 def _order(rows: dict[str, Any]) -> dict[str, Any]:
-    names = (["makespan_mean_ms"] + [f"makespan_p{round(q * 100)}_ms" for q in _QUANTILES]
-             + [f"makespan_ok_p{round(q * 100)}_ms" for q in _QUANTILES]
-             + ["success_rate", "attempts_per_run", "retries_per_run", "timeout_rate",
-                "fallback_rate"])
+    names = (
+        ["makespan_mean_ms"]
+        + [f"makespan_p{round(q * 100)}_ms" for q in _QUANTILES]
+        + [f"makespan_ok_p{round(q * 100)}_ms" for q in _QUANTILES]
+        + ["success_rate", "attempts_per_run", "retries_per_run", "timeout_rate", "fallback_rate"]
+    )
     return {k: rows[k] for k in names}
 
 
@@ -204,8 +239,11 @@ class MonteCarloResult:
             rows = _metrics_iid(runs)
         else:
             parts, cuts = [], []
-            groups = ([g for _, g in runs.groupby("replication", sort=True)]
-                      if self.replications > 1 else [runs])
+            groups = (
+                [g for _, g in runs.groupby("replication", sort=True)]
+                if self.replications > 1
+                else [runs]
+            )
             for g in groups:
                 g = g.sort_values("run_id", kind="stable")  # arrival order
                 if self.warmup_ms is None:
@@ -216,15 +254,20 @@ class MonteCarloResult:
                 cuts.append(cut)
                 parts.append(g[g["arrival_ms"] >= cut])
             used = pd.concat(parts)
-            extra = {"warmup": "given" if self.warmup_ms is not None else "MSER-5",
-                     "warmup_ms": float(np.mean(cuts)), "warmup_runs": len(runs) - len(used)}
+            extra = {
+                "warmup": "given" if self.warmup_ms is not None else "MSER-5",
+                "warmup_ms": float(np.mean(cuts)),
+                "warmup_runs": len(runs) - len(used),
+            }
             if self.replications > 1:
                 rows = _metrics_replicated(parts)
                 extra.update(method="replications", sections=self.replications)
             else:
                 rows, b = _metrics_batched(used)
                 extra.update(method="batch means", sections=b)
-        metrics = pd.DataFrame.from_dict(rows, orient="index", columns=["value", "ci_low", "ci_high"])
+        metrics = pd.DataFrame.from_dict(
+            rows, orient="index", columns=["value", "ci_low", "ci_high"]
+        )
         metrics.index.name = "metric"
         metrics.insert(0, "runs", len(used))
         ok = int((used["status"] == "succeeded").sum())
@@ -244,18 +287,41 @@ class MonteCarloResult:
             for agent_id, idx in started.groupby("agent_id", sort=True).indices.items():
                 waits[agent_id] = wait[idx]
         agents = []
-        for agent_id in sorted({s.agent_id for plan in (self.workload.plans_of(self.plan) if self.workload else [self.plan])
-                                for p in plan.chain() for s in p.steps}):
+        for agent_id in sorted(
+            {
+                s.agent_id
+                for plan in (self.workload.plans_of(self.plan) if self.workload else [self.plan])
+                for p in plan.chain()
+                for s in p.steps
+            }
+        ):
             cap = self.models.capacity(agent_id)
             busy = self.busy_ms.get(agent_id, 0.0)
             in_flight = busy / self.observed_ms if self.observed_ms else math.nan
             w = waits.get(agent_id)
-            agents.append((agent_id, cap, busy, in_flight, in_flight / cap if cap else math.nan,
-                           float(w.mean()) if w is not None and len(w) else math.nan,
-                           float(np.quantile(w, 0.95)) if w is not None and len(w) else math.nan))
-        return pd.DataFrame(agents, columns=["agent_id", "capacity", "busy_ms", "mean_in_flight",
-                                             "utilisation", "queue_wait_mean_ms",
-                                             "queue_wait_p95_ms"])
+            agents.append(
+                (
+                    agent_id,
+                    cap,
+                    busy,
+                    in_flight,
+                    in_flight / cap if cap else math.nan,
+                    float(w.mean()) if w is not None and len(w) else math.nan,
+                    float(np.quantile(w, 0.95)) if w is not None and len(w) else math.nan,
+                )
+            )
+        return pd.DataFrame(
+            agents,
+            columns=[
+                "agent_id",
+                "capacity",
+                "busy_ms",
+                "mean_in_flight",
+                "utilisation",
+                "queue_wait_mean_ms",
+                "queue_wait_p95_ms",
+            ],
+        )
 
     def utilisation(self, bin_ms: float = 1000.0) -> pd.DataFrame:
         """Attempts running per agent over time, from the kept spans: one row per
@@ -278,11 +344,15 @@ class MonteCarloResult:
         out = self._over_time(sp["queued_ms"], until, sp["agent_id"], bin_ms)
         return out.rename(columns={"value": "queue_length"})
 
-    def _over_time(self, start: pd.Series, end: pd.Series, agent: pd.Series,
-                   bin_ms: float) -> pd.DataFrame:
+    def _over_time(
+        self, start: pd.Series, end: pd.Series, agent: pd.Series, bin_ms: float
+    ) -> pd.DataFrame:
         """Mean number of intervals [start, end) open per bin, per agent."""
-        if isinstance(bin_ms, bool) or not isinstance(bin_ms, (int, float)) or not (
-                math.isfinite(bin_ms) and bin_ms > 0):
+        if (
+            isinstance(bin_ms, bool)
+            or not isinstance(bin_ms, (int, float))
+            or not (math.isfinite(bin_ms) and bin_ms > 0)
+        ):
             raise ValueError(f"bin_ms must be a finite number of ms > 0, got {bin_ms!r}")
         ok = end.notna() & start.notna()
         start, end, agent = start[ok], end[ok], agent[ok]
@@ -293,11 +363,15 @@ class MonteCarloResult:
         for agent_id, idx in agent.groupby(agent, sort=True).groups.items():
             # open time up to t: sum over intervals of clip(t - start, 0, end - start)
             open_to = _integral(np.sort(start[idx].to_numpy(dtype=float)), edges) - _integral(
-                np.sort(end[idx].to_numpy(dtype=float)), edges)
+                np.sort(end[idx].to_numpy(dtype=float)), edges
+            )
             mean_open = np.diff(open_to) / bin_ms / self.replications
             out.extend((agent_id, float(t), float(v)) for t, v in zip(edges[:-1], mean_open))
         return pd.DataFrame(out, columns=["agent_id", "t_ms", "value"])
 
     def __repr__(self) -> str:
-        kind = (f"workload {self.workload}" if self.workload else f"{len(self.runs)} runs")
-        return f"MonteCarloResult(plan={self.plan.id!r}, {kind}, seed={self.seed}, method={self.method!r})"
+        kind = f"workload {self.workload}" if self.workload else f"{len(self.runs)} runs"
+        return (
+            f"MonteCarloResult(plan={self.plan.id!r}, {kind}, seed={self.seed}, "
+            f"method={self.method!r})"
+        )

@@ -15,9 +15,10 @@ import math
 import re
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,6 @@ from .._spec.inputs import StudyInputs
 from .._spec.models import AgentModels
 from .._spec.plan import Plan
 from .montecarlo import run_study
-
 
 # ------------------------------------------------------------------ search space
 
@@ -45,13 +45,16 @@ class Int:
     step: int = 1
 
     def __post_init__(self) -> None:
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step)):
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step)
+        ):
             raise TypeError(f"Int(low, high, step) takes integers, got {self}")
         if self.low > self.high or self.step < 1 or (self.log and self.low < 1):
             raise ValueError(f"{self}: need low <= high, step >= 1 (and low >= 1 with log=True)")
 
     def _optuna(self) -> Any:
         from optuna.distributions import IntDistribution
+
         return IntDistribution(self.low, self.high, log=self.log, step=self.step)
 
     def _ends(self) -> list:
@@ -67,14 +70,17 @@ class Float:
     log: bool = False
 
     def __post_init__(self) -> None:
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                   for v in (self.low, self.high)):
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in (self.low, self.high)
+        ):
             raise TypeError(f"Float(low, high) takes finite numbers, got {self}")
         if self.low > self.high or (self.log and self.low <= 0):
             raise ValueError(f"{self}: need low <= high (and low > 0 with log=True)")
 
     def _optuna(self) -> Any:
         from optuna.distributions import FloatDistribution
+
         return FloatDistribution(float(self.low), float(self.high), log=self.log)
 
     def _ends(self) -> list:
@@ -94,11 +100,16 @@ class Choice:
         object.__setattr__(self, "choices", tuple(choices))
 
     def _labels(self) -> list:
-        return [c if c is None or isinstance(c, (bool, int, float, str)) else json.dumps(c, sort_keys=True)
-                for c in self.choices]
+        return [
+            c
+            if c is None or isinstance(c, (bool, int, float, str))
+            else json.dumps(c, sort_keys=True)
+            for c in self.choices
+        ]
 
     def _optuna(self) -> Any:
         from optuna.distributions import CategoricalDistribution
+
         return CategoricalDistribution(self._labels())
 
     def _value(self, label: Any) -> Any:
@@ -116,6 +127,7 @@ _BOUND = re.compile(r"^\s*(>=|<=)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$"
 def _require_optuna() -> Any:
     require("optuna", "tuning")
     import optuna
+
     return optuna
 
 
@@ -123,14 +135,18 @@ def parse_constraints(constraints: dict[str, str] | None) -> dict[str, tuple[str
     if constraints is None:
         return {}
     if not isinstance(constraints, dict):
-        raise TypeError(f"constraints must be a dict of metric -> bound such as "
-                        f"{{'success_rate': '>= 0.995'}}, got {type(constraints).__name__}")
+        raise TypeError(
+            f"constraints must be a dict of metric -> bound such as "
+            f"{{'success_rate': '>= 0.995'}}, got {type(constraints).__name__}"
+        )
     out = {}
     for metric, bound in constraints.items():
         m = _BOUND.match(bound) if isinstance(bound, str) else None
         if m is None:
-            raise ValueError(f"constraints[{metric!r}] = {bound!r}: write '>= NUMBER' or "
-                             "'<= NUMBER' (e.g. '>= 0.995', '<= 20000'; times in ms)")
+            raise ValueError(
+                f"constraints[{metric!r}] = {bound!r}: write '>= NUMBER' or "
+                "'<= NUMBER' (e.g. '>= 0.995', '<= 20000'; times in ms)"
+            )
         out[str(metric)] = (m.group(1), float(m.group(2)))
     return out
 
@@ -152,11 +168,20 @@ def _jsonable(v: Any) -> Any:
 # ------------------------------------------------------------------ the search
 
 
-def tune(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict,
-         space: dict[str, Int | Float | Choice], *, minimize: str | Sequence[str],
-         constraints: dict[str, str] | None = None, trials: int = 100, runs: int = 2000,
-         seed: int = 0, sampler: Any = "auto", progress: bool = True,
-         **options: Any) -> TuneResult:
+def tune(
+    plan: Plan | dict | str | Path,
+    models: AgentModels | str | Path | dict,
+    space: dict[str, Int | Float | Choice],
+    *,
+    minimize: str | Sequence[str],
+    constraints: dict[str, str] | None = None,
+    trials: int = 100,
+    runs: int = 2000,
+    seed: int = 0,
+    sampler: Any = "auto",
+    progress: bool = True,
+    **options: Any,
+) -> TuneResult:
     """Search ``space`` for the plan (and agent models) that minimise ``minimize`` subject
     to ``constraints``; returns a ``TuneResult``.
 
@@ -171,14 +196,22 @@ def tune(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict
       NSGA-II for several), "tpe", "nsga2", "random" or an optuna sampler; seeded by ``seed``.
     """
     optuna = _require_optuna()
-    base = StudyInputs.of(plan, models, options.pop("policies", None),
-                          options.pop("workload", None), where="tune", stacklevel=2)
+    base = StudyInputs.of(
+        plan,
+        models,
+        options.pop("policies", None),
+        options.pop("workload", None),
+        where="tune",
+        stacklevel=2,
+    )
     objectives = [minimize] if isinstance(minimize, str) else list(minimize)
     if not objectives or not all(isinstance(m, str) for m in objectives):
         raise TypeError(f"minimize must be a metric name or a list of them, got {minimize!r}")
     bounds = parse_constraints(constraints)
     if not isinstance(space, dict) or not space:
-        raise TypeError("space must be a non-empty dict of dotted path -> ok.Int/ok.Float/ok.Choice")
+        raise TypeError(
+            "space must be a non-empty dict of dotted path -> ok.Int/ok.Float/ok.Choice"
+        )
     for path, dim in space.items():
         if not isinstance(dim, _DIMENSIONS):
             raise TypeError(f"space[{path!r}] must be ok.Int, ok.Float or ok.Choice, got {dim!r}")
@@ -194,15 +227,20 @@ def tune(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(directions=["minimize"] * len(objectives),
-                                    sampler=_sampler(optuna, sampler, len(objectives), seed, trials))
+        study = optuna.create_study(
+            directions=["minimize"] * len(objectives),
+            sampler=_sampler(optuna, sampler, len(objectives), seed, trials),
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            for _ in tqdm(range(trials), desc=f"tuning {base.plan.id}", unit="trial",
-                          disable=not progress):
+            for _ in tqdm(
+                range(trials), desc=f"tuning {base.plan.id}", unit="trial", disable=not progress
+            ):
                 trial = study.ask(distributions)
-                values = {p: space[p]._value(v) if isinstance(space[p], Choice) else v
-                          for p, v in trial.params.items()}
+                values = {
+                    p: space[p]._value(v) if isinstance(space[p], Choice) else v
+                    for p, v in trial.params.items()
+                }
                 key = json.dumps(values, sort_keys=True, default=str)
                 if key not in cache:
                     cache[key] = _evaluate(base, values, runs, seed, options)
@@ -213,8 +251,11 @@ def tune(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict
                 violations, reason = _violations(metrics, bounds, reason)
                 for name, v in violations.items():
                     trial.set_constraint(name, v)
-                objective = ([float(metrics.loc[m, "value"]) for m in objectives]
-                             if metrics is not None else [math.inf] * len(objectives))
+                objective = (
+                    [float(metrics.loc[m, "value"]) for m in objectives]
+                    if metrics is not None
+                    else [math.inf] * len(objectives)
+                )
                 study.tell(trial, [v if math.isfinite(v) else math.inf for v in objective])
                 row = {"trial": trial.number, **trial.params}  # objects as their JSON text
                 if metrics is not None:
@@ -230,9 +271,19 @@ def tune(plan: Plan | dict | str | Path, models: AgentModels | str | Path | dict
     frame = pd.DataFrame(rows)
     tail = ["feasible", "reason"]
     frame = frame[[c for c in frame.columns if c not in tail] + tail]
-    return TuneResult(trials=frame, plan=base.plan, models=base.models, space=dict(space),
-                      minimize=objectives, constraints=bounds, runs=runs, seed=seed,
-                      options=options, seconds=time.perf_counter() - started, inputs=base)
+    return TuneResult(
+        trials=frame,
+        plan=base.plan,
+        models=base.models,
+        space=dict(space),
+        minimize=objectives,
+        constraints=bounds,
+        runs=runs,
+        seed=seed,
+        options=options,
+        seconds=time.perf_counter() - started,
+        inputs=base,
+    )
 
 
 def _sampler(optuna: Any, sampler: Any, n_objectives: int, seed: int, trials: int) -> Any:
@@ -243,11 +294,14 @@ def _sampler(optuna: Any, sampler: Any, n_objectives: int, seed: int, trials: in
     if sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, trials // 4)))
     if sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(8, trials // 5)))
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=min(50, max(8, trials // 5))
+        )
     if sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"sampler must be 'auto', 'tpe', 'nsga2', 'random' or an optuna sampler, "
-                     f"got {sampler!r}")
+    raise ValueError(
+        f"sampler must be 'auto', 'tpe', 'nsga2', 'random' or an optuna sampler, got {sampler!r}"
+    )
 
 
 def _check_paths(base: StudyInputs, space: dict) -> None:
@@ -267,22 +321,32 @@ def _check_paths(base: StudyInputs, space: dict) -> None:
 def _check_metrics(known: list[str], objectives: list[str], bounds: dict) -> None:
     for metric in [*objectives, *bounds]:
         if metric not in known:
-            raise ValueError(f"unknown metric {metric!r} in minimize/constraints; summary "
-                             f"metrics are: {', '.join(known)}")
+            raise ValueError(
+                f"unknown metric {metric!r} in minimize/constraints; summary "
+                f"metrics are: {', '.join(known)}"
+            )
 
 
-def _evaluate(base: StudyInputs, values: dict, runs: int, seed: int, options: dict
-              ) -> tuple[pd.DataFrame | None, str]:
+def _evaluate(
+    base: StudyInputs, values: dict, runs: int, seed: int, options: dict
+) -> tuple[pd.DataFrame | None, str]:
     try:
-        mc = run_study(base.with_values(values), runs=runs, seed=seed, progress=False,
-                       keep_spans=False, **options)
+        mc = run_study(
+            base.with_values(values),
+            runs=runs,
+            seed=seed,
+            progress=False,
+            keep_spans=False,
+            **options,
+        )
     except PlanValidationError as exc:
         return None, f"invalid: {exc}"
     return mc.summary().metrics, ""
 
 
-def _violations(metrics: pd.DataFrame | None, bounds: dict, reason: str
-                ) -> tuple[dict[str, float], str]:
+def _violations(
+    metrics: pd.DataFrame | None, bounds: dict, reason: str
+) -> tuple[dict[str, float], str]:
     """optuna constraint values (<= 0 feasible; relative to the bound) and the reason."""
     if metrics is None:
         return {"valid": 1.0, **{m: 1.0 for m in bounds}}, reason
@@ -344,9 +408,11 @@ class TuneResult:
         ok = self.feasible
         if ok.empty:
             closest = self.trials.iloc[0]["reason"] if len(self.trials) else ""
-            raise ValueError(f"no trial of {len(self.trials)} met the constraints "
-                             f"(e.g. trial 0: {closest}); relax the constraints, widen the "
-                             "space or run more trials")
+            raise ValueError(
+                f"no trial of {len(self.trials)} met the constraints "
+                f"(e.g. trial 0: {closest}); relax the constraints, widen the "
+                "space or run more trials"
+            )
         if len(self.minimize) == 1:
             return [int(ok.sort_values([self.minimize[0], "trial"]).iloc[0]["trial"])]
         uniq = ok.sort_values("trial").drop_duplicates(subset=self.minimize)
@@ -378,8 +444,10 @@ class TuneResult:
         row = self.trials.loc[self.trials["trial"] == trial]
         if row.empty:
             raise KeyError(f"no trial {trial} (trials 0..{len(self.trials) - 1})")
-        return {p: dim._value(row.iloc[0][p]) if isinstance(dim, Choice) else _jsonable(row.iloc[0][p])
-                for p, dim in self.space.items()}
+        return {
+            p: dim._value(row.iloc[0][p]) if isinstance(dim, Choice) else _jsonable(row.iloc[0][p])
+            for p, dim in self.space.items()
+        }
 
     def models_for(self, trial: int) -> AgentModels:
         """The agent models with trial ``trial``'s model paths applied."""
@@ -391,14 +459,26 @@ class TuneResult:
         plan = self._inputs().with_values(values).plan
         row = self.trials.loc[self.trials["trial"] == trial].iloc[0]
         metrics = [m for m in dict.fromkeys([*self.minimize, *self.constraints])]
-        predicted = {m: {"value": _jsonable(row[m]), "ciLow": _jsonable(row[f"{m}_ci_low"]),
-                         "ciHigh": _jsonable(row[f"{m}_ci_high"])} for m in metrics}
-        tuned = {"trial": trial, "values": values, "minimize": self.minimize,
-                 "constraints": {m: f"{op} {b:g}" for m, (op, b) in self.constraints.items()},
-                 "predicted": predicted, "runs": self.runs, "seed": self.seed,
-                 "modelsDigest": _digest(self.models),
-                 "modelsSource": Path(str(getattr(self.models, "source", ""))).name,
-                 "orchkitVersion": VERSION}
+        predicted = {
+            m: {
+                "value": _jsonable(row[m]),
+                "ciLow": _jsonable(row[f"{m}_ci_low"]),
+                "ciHigh": _jsonable(row[f"{m}_ci_high"]),
+            }
+            for m in metrics
+        }
+        tuned = {
+            "trial": trial,
+            "values": values,
+            "minimize": self.minimize,
+            "constraints": {m: f"{op} {b:g}" for m, (op, b) in self.constraints.items()},
+            "predicted": predicted,
+            "runs": self.runs,
+            "seed": self.seed,
+            "modelsDigest": _digest(self.models),
+            "modelsSource": Path(str(getattr(self.models, "source", ""))).name,
+            "orchkitVersion": VERSION,
+        }
         data = plan.to_dict()
         data["meta"] = {**(plan.meta or {}), "tuned": tuned}
         return Plan.model_validate(data)
@@ -414,24 +494,40 @@ class TuneResult:
         runs = self.runs if runs is None else runs
         seed = self.seed + 1 if seed is None else seed
         if seed == self.seed:
-            warnings.warn("verify() with the tuning seed re-draws the same runs: the optimism "
-                          "it measures is 0 by construction; use another seed", stacklevel=2)
+            warnings.warn(
+                "verify() with the tuning seed re-draws the same runs: the optimism "
+                "it measures is 0 by construction; use another seed",
+                stacklevel=2,
+            )
         rows = []
         for trial in self._chosen():
             study = self._inputs().with_values(self._values(trial))
-            metrics = run_study(study, runs=runs, seed=seed, progress=False, keep_spans=False,
-                                **self.options).summary().metrics
+            metrics = (
+                run_study(
+                    study, runs=runs, seed=seed, progress=False, keep_spans=False, **self.options
+                )
+                .summary()
+                .metrics
+            )
             _, reason = _violations(metrics, self.constraints, "")
             pred = self.trials.loc[self.trials["trial"] == trial].iloc[0]
             for m in dict.fromkeys([*self.minimize, *self.constraints]):
                 v = float(metrics.loc[m, "value"])
                 sign = -1.0 if self.constraints.get(m, ("<=",))[0] == ">=" else 1.0
-                rows.append({"trial": trial, "metric": m, "predicted": pred[m],
-                             "predicted_ci_low": pred[f"{m}_ci_low"],
-                             "predicted_ci_high": pred[f"{m}_ci_high"], "verified": v,
-                             "verified_ci_low": float(metrics.loc[m, "ci_low"]),
-                             "verified_ci_high": float(metrics.loc[m, "ci_high"]),
-                             "optimism": sign * (v - pred[m]), "feasible": not reason})
+                rows.append(
+                    {
+                        "trial": trial,
+                        "metric": m,
+                        "predicted": pred[m],
+                        "predicted_ci_low": pred[f"{m}_ci_low"],
+                        "predicted_ci_high": pred[f"{m}_ci_high"],
+                        "verified": v,
+                        "verified_ci_low": float(metrics.loc[m, "ci_low"]),
+                        "verified_ci_high": float(metrics.loc[m, "ci_high"]),
+                        "optimism": sign * (v - pred[m]),
+                        "feasible": not reason,
+                    }
+                )
         return pd.DataFrame(rows)
 
     def chart(self, title: str | None = None) -> Any:
@@ -448,33 +544,71 @@ class TuneResult:
         fig = go.Figure()
         if len(self.minimize) == 1:
             m = self.minimize[0]
-            fig.add_scatter(x=bad["trial"], y=bad.get(m), mode="markers", name="infeasible",
-                            marker={"color": "lightgrey"}, text=text(bad))
-            fig.add_scatter(x=ok["trial"], y=ok[m], mode="markers", name="feasible",
-                            marker={"color": "#2ca02c"}, text=text(ok))
+            fig.add_scatter(
+                x=bad["trial"],
+                y=bad.get(m),
+                mode="markers",
+                name="infeasible",
+                marker={"color": "lightgrey"},
+                text=text(bad),
+            )
+            fig.add_scatter(
+                x=ok["trial"],
+                y=ok[m],
+                mode="markers",
+                name="feasible",
+                marker={"color": "#2ca02c"},
+                text=text(ok),
+            )
             best = df[m].where(df["feasible"]).cummin()
-            fig.add_scatter(x=df["trial"], y=best, mode="lines", name="best so far",
-                            line={"shape": "hv", "color": "black"})
+            fig.add_scatter(
+                x=df["trial"],
+                y=best,
+                mode="lines",
+                name="best so far",
+                line={"shape": "hv", "color": "black"},
+            )
             fig.update_layout(xaxis_title="trial", yaxis_title=m)
         else:
             x, y = self.minimize[:2]
-            fig.add_scatter(x=bad.get(x), y=bad.get(y), mode="markers", name="infeasible",
-                            marker={"color": "lightgrey"}, text=text(bad))
-            fig.add_scatter(x=ok[x], y=ok[y], mode="markers", name="feasible",
-                            marker={"color": "#9ecae1"}, text=text(ok))
+            fig.add_scatter(
+                x=bad.get(x),
+                y=bad.get(y),
+                mode="markers",
+                name="infeasible",
+                marker={"color": "lightgrey"},
+                text=text(bad),
+            )
+            fig.add_scatter(
+                x=ok[x],
+                y=ok[y],
+                mode="markers",
+                name="feasible",
+                marker={"color": "#9ecae1"},
+                text=text(ok),
+            )
             if not ok.empty:
                 front = df[df["trial"].isin(self._chosen())].sort_values(x)
-                fig.add_scatter(x=front[x], y=front[y], mode="lines+markers", name="Pareto front",
-                                line={"shape": "hv", "color": "#2ca02c"}, text=text(front))
+                fig.add_scatter(
+                    x=front[x],
+                    y=front[y],
+                    mode="lines+markers",
+                    name="Pareto front",
+                    line={"shape": "hv", "color": "#2ca02c"},
+                    text=text(front),
+                )
             fig.update_layout(xaxis_title=x, yaxis_title=y)
-        fig.update_layout(title=title or f"tuning {self.plan.id}: {len(df)} trials, "
-                                         f"{len(ok)} feasible")
+        fig.update_layout(
+            title=title or f"tuning {self.plan.id}: {len(df)} trials, {len(ok)} feasible"
+        )
         return fig
 
     def __repr__(self) -> str:
-        return (f"TuneResult(plan={self.plan.id!r}, trials={len(self.trials)}, "
-                f"feasible={int(self.trials['feasible'].sum())}, minimize={self.minimize}, "
-                f"runs={self.runs}, seed={self.seed})")
+        return (
+            f"TuneResult(plan={self.plan.id!r}, trials={len(self.trials)}, "
+            f"feasible={int(self.trials['feasible'].sum())}, minimize={self.minimize}, "
+            f"runs={self.runs}, seed={self.seed})"
+        )
 
 
 # ------------------------------------------------------------------ search spaces on disk
@@ -490,21 +624,27 @@ def space_from_dict(data: Any, source: str = "space") -> dict[str, Int | Float |
 
     Raises ``PlanValidationError`` naming the path and the fix."""
     if not isinstance(data, dict) or not data:
-        raise PlanValidationError(f"{source}: expected a mapping of dotted path to "
-                                  "{int: [low, high]} | {float: [low, high]} | {choice: [...]}")
+        raise PlanValidationError(
+            f"{source}: expected a mapping of dotted path to "
+            "{int: [low, high]} | {float: [low, high]} | {choice: [...]}"
+        )
     space: dict[str, Int | Float | Choice] = {}
     for path, spec in data.items():
         where = f"{source}: '{path}'"
         kinds = [k for k in ("int", "float", "choice") if isinstance(spec, dict) and k in spec]
         if len(kinds) != 1:
-            raise PlanValidationError(f"{where}: give exactly one of int, float or choice, e.g. "
-                                      "{int: [0, 4]}, {float: [500, 20000], log: true}, "
-                                      f"{{choice: [1, 2, 4]}}; got {spec!r}")
+            raise PlanValidationError(
+                f"{where}: give exactly one of int, float or choice, e.g. "
+                "{int: [0, 4]}, {float: [500, 20000], log: true}, "
+                f"{{choice: [1, 2, 4]}}; got {spec!r}"
+            )
         kind = kinds[0]
         extra = set(spec) - {kind, "log", "step"} - ({"step"} if kind == "int" else set())
         if extra or (kind != "int" and "step" in spec) or (kind == "choice" and "log" in spec):
-            raise PlanValidationError(f"{where}: unknown keys {sorted(set(spec) - {kind})} for "
-                                      f"{kind} (int takes log, step; float takes log)")
+            raise PlanValidationError(
+                f"{where}: unknown keys {sorted(set(spec) - {kind})} for "
+                f"{kind} (int takes log, step; float takes log)"
+            )
         value = spec[kind]
         try:
             if kind == "choice":
@@ -513,8 +653,9 @@ def space_from_dict(data: Any, source: str = "space") -> dict[str, Int | Float |
             if not isinstance(value, list) or len(value) != 2:
                 raise ValueError(f"{kind} takes [low, high], got {value!r}")
             if kind == "int":
-                space[str(path)] = Int(value[0], value[1], log=bool(spec.get("log", False)),
-                                       step=spec.get("step", 1))
+                space[str(path)] = Int(
+                    value[0], value[1], log=bool(spec.get("log", False)), step=spec.get("step", 1)
+                )
             else:
                 space[str(path)] = Float(value[0], value[1], log=bool(spec.get("log", False)))
         except (TypeError, ValueError) as exc:

@@ -3,35 +3,53 @@ a plan's DAG. One outcome colour map serves every chart."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .._spec.dag import depths, describe_plan, describe_step
-from .._spec.plan import Plan
 from .._engine.result import SPAN_COLUMNS, RunResult
+from .._spec.plan import Plan, depths, describe_plan, describe_step
 
 GREEN, RED, ORANGE, GREY, PURPLE = "#2ca02c", "#d62728", "#ff7f0e", "#7f7f7f", "#9467bd"
 OUTCOME_COLORS = {  # attempt outcomes and run statuses: the same colour in every chart
-    "succeeded": GREEN, "error": RED, "failed": RED, "timeout": ORANGE, "timed_out": ORANGE,
-    "cancelled": GREY, "skipped": "#c7c7c7", "rejected": PURPLE, "queued": "#aec7e8",
+    "succeeded": GREEN,
+    "error": RED,
+    "failed": RED,
+    "timeout": ORANGE,
+    "timed_out": ORANGE,
+    "cancelled": GREY,
+    "skipped": "#c7c7c7",
+    "rejected": PURPLE,
+    "queued": "#aec7e8",
 }
-PALETTE = ("#1f77b4", "#e377c2", "#17becf", "#bcbd22", "#8c564b", "#393b79", "#637939",
-           "#843c39")  # groups that are not outcomes (studies, plans): none of the above
+PALETTE = (
+    "#1f77b4",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#8c564b",
+    "#393b79",
+    "#637939",
+    "#843c39",
+)  # groups that are not outcomes (studies, plans): none of the above
 PERCENTILES = (0.5, 0.95, 0.99)
 
 
 def _spans_of(data: Any) -> pd.DataFrame:
     spans = getattr(data, "spans", data)
     if not isinstance(spans, pd.DataFrame):
-        raise TypeError(f"gantt() takes a RunResult, a MonteCarloResult or a spans DataFrame, "
-                        f"got {type(data).__name__}")
+        raise TypeError(
+            f"gantt() takes a RunResult, a MonteCarloResult or a spans DataFrame, "
+            f"got {type(data).__name__}"
+        )
     missing = [c for c in SPAN_COLUMNS if c not in spans.columns]
     if missing:
-        raise ValueError(f"gantt(): the frame lacks columns {missing}; "
-                         f"a spans frame has {SPAN_COLUMNS}")
+        raise ValueError(
+            f"gantt(): the frame lacks columns {missing}; a spans frame has {SPAN_COLUMNS}"
+        )
     return spans
 
 
@@ -50,8 +68,14 @@ def _slots(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return out
 
 
-def gantt(data: RunResult | pd.DataFrame | Any, *, y: str = "step_id", run_id: Any = None,
-          plan: Plan | None = None, title: str | None = None) -> go.Figure:
+def gantt(
+    data: RunResult | pd.DataFrame | Any,
+    *,
+    y: str = "step_id",
+    run_id: Any = None,
+    plan: Plan | None = None,
+    title: str | None = None,
+) -> go.Figure:
     """One bar per attempt on a ms axis, coloured by outcome (``OUTCOME_COLORS``).
 
     ``y="step_id"`` (default): one row per step (``run/step`` when there are several runs,
@@ -67,7 +91,9 @@ def gantt(data: RunResult | pd.DataFrame | Any, *, y: str = "step_id", run_id: A
     if y not in spans.columns:
         raise ValueError(f"gantt(): y={y!r} is not a column (columns: {list(spans.columns)})")
     if plan is not None and not isinstance(plan, Plan):
-        raise TypeError(f"gantt(): plan must be a Plan (for dependency arrows), got {type(plan).__name__}")
+        raise TypeError(
+            f"gantt(): plan must be a Plan (for dependency arrows), got {type(plan).__name__}"
+        )
     if run_id is not None:
         spans = spans[spans["run_id"] == run_id]
     several_runs = spans["run_id"].nunique() > 1
@@ -88,7 +114,7 @@ def gantt(data: RunResult | pd.DataFrame | Any, *, y: str = "step_id", run_id: A
             spans.loc[g.index, "_of"] = slot.max() + 1
         width = 0.8 / spans["_of"]
         spans = spans.assign(_width=width, _offset=-0.4 + spans["_slot"] * width)
-    tag = ("r" + spans["run_id"].astype(str) + "#" if lanes and several_runs else "#")
+    tag = "r" + spans["run_id"].astype(str) + "#" if lanes and several_runs else "#"
     spans = spans.assign(_text=tag + spans["attempt"].astype(str))
 
     def geometry(g: pd.DataFrame) -> dict[str, Any]:
@@ -98,29 +124,61 @@ def gantt(data: RunResult | pd.DataFrame | Any, *, y: str = "step_id", run_id: A
     waited = spans[spans["start_ms"].isna() | (spans["start_ms"] > spans["queued_ms"])]
     if len(waited):
         wait_end = waited["start_ms"].fillna(waited["end_ms"])
-        fig.add_bar(name="queued", orientation="h", y=waited["_row"], base=waited["queued_ms"],
-                    x=wait_end - waited["queued_ms"], marker_color=OUTCOME_COLORS["queued"],
-                    customdata=np.stack([waited["run_id"].astype(str), waited["step_id"]], axis=1),
-                    hovertemplate=("run %{customdata[0]} %{customdata[1]}: waited %{x:.1f} ms "
-                                   "from %{base:.1f} ms<extra>queued</extra>"), **geometry(waited))
+        fig.add_bar(
+            name="queued",
+            orientation="h",
+            y=waited["_row"],
+            base=waited["queued_ms"],
+            x=wait_end - waited["queued_ms"],
+            marker_color=OUTCOME_COLORS["queued"],
+            customdata=np.stack([waited["run_id"].astype(str), waited["step_id"]], axis=1),
+            hovertemplate=(
+                "run %{customdata[0]} %{customdata[1]}: waited %{x:.1f} ms "
+                "from %{base:.1f} ms<extra>queued</extra>"
+            ),
+            **geometry(waited),
+        )
     ran = spans.dropna(subset=["start_ms"])
     for outcome, g in ran.groupby("outcome", sort=False):
-        fig.add_bar(name=str(outcome), orientation="h", y=g["_row"], base=g["start_ms"],
-                    x=g["end_ms"] - g["start_ms"], text=g["_text"], textposition="inside",
-                    textangle=0, insidetextanchor="middle",
-                    marker_color=OUTCOME_COLORS.get(str(outcome), GREY),
-                    customdata=np.stack([g["run_id"].astype(str), g["step_id"], g["agent_id"],
-                                         g["action"], g["error"].fillna("")], axis=1),
-                    hovertemplate=("run %{customdata[0]}, step %{customdata[1]}, attempt "
-                                   "%{text}: %{base:.1f} ms + %{x:.1f} ms<br>%{customdata[2]}."
-                                   "%{customdata[3]}<br>%{customdata[4]}<extra>" + str(outcome)
-                                   + "</extra>"), **geometry(g))
+        fig.add_bar(
+            name=str(outcome),
+            orientation="h",
+            y=g["_row"],
+            base=g["start_ms"],
+            x=g["end_ms"] - g["start_ms"],
+            text=g["_text"],
+            textposition="inside",
+            textangle=0,
+            insidetextanchor="middle",
+            marker_color=OUTCOME_COLORS.get(str(outcome), GREY),
+            customdata=np.stack(
+                [
+                    g["run_id"].astype(str),
+                    g["step_id"],
+                    g["agent_id"],
+                    g["action"],
+                    g["error"].fillna(""),
+                ],
+                axis=1,
+            ),
+            hovertemplate=(
+                "run %{customdata[0]}, step %{customdata[1]}, attempt "
+                "%{text}: %{base:.1f} ms + %{x:.1f} ms<br>%{customdata[2]}."
+                "%{customdata[3]}<br>%{customdata[4]}<extra>" + str(outcome) + "</extra>"
+            ),
+            **geometry(g),
+        )
     if plan is not None and not lanes:
         _arrows(fig, spans, plan)
-    fig.update_layout(barmode="overlay", title=title, xaxis_title="time (ms)",
-                      yaxis_title="agent (lanes: attempts in flight)" if lanes else y,
-                      legend_title="outcome", showlegend=True,  # a legend even for one outcome
-                      uniformtext={"minsize": 9, "mode": "hide"})  # no tiny or sideways labels
+    fig.update_layout(
+        barmode="overlay",
+        title=title,
+        xaxis_title="time (ms)",
+        yaxis_title="agent (lanes: attempts in flight)" if lanes else y,
+        legend_title="outcome",
+        showlegend=True,  # a legend even for one outcome
+        uniformtext={"minsize": 9, "mode": "hide"},
+    )  # no tiny or sideways labels
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1])
     return fig
 
@@ -136,10 +194,23 @@ def _arrows(fig: go.Figure, spans: pd.DataFrame, plan: Plan) -> None:
             if (run, plan_id, d) not in last.index or np.isnan(r["start"]):
                 continue
             src = last.loc[(run, plan_id, d)]
-            fig.add_annotation(x=r["start"], y=r["row"], ax=src["end"], ay=src["row"],
-                               xref="x", yref="y", axref="x", ayref="y", showarrow=True,
-                               arrowhead=2, arrowsize=1, arrowwidth=1, arrowcolor="#444",
-                               opacity=0.6, text="")
+            fig.add_annotation(
+                x=r["start"],
+                y=r["row"],
+                ax=src["end"],
+                ay=src["row"],
+                xref="x",
+                yref="y",
+                axref="x",
+                ayref="y",
+                showarrow=True,
+                arrowhead=2,
+                arrowsize=1,
+                arrowwidth=1,
+                arrowcolor="#444",
+                opacity=0.6,
+                text="",
+            )
 
 
 # ------------------------------------------------------------------ makespan
@@ -148,9 +219,11 @@ def _arrows(fig: go.Figure, spans: pd.DataFrame, plan: Plan) -> None:
 def _runs_of(data: Any, what: str) -> pd.DataFrame:
     runs = getattr(data, "runs", data)
     if not isinstance(runs, pd.DataFrame) or "makespan_ms" not in runs.columns:
-        raise TypeError(f"makespan_chart() takes a MonteCarloResult or a runs frame with a "
-                        f"'makespan_ms' column (or a list or dict of them); {what} is a "
-                        f"{type(data).__name__}")
+        raise TypeError(
+            f"makespan_chart() takes a MonteCarloResult or a runs frame with a "
+            f"'makespan_ms' column (or a list or dict of them); {what} is a "
+            f"{type(data).__name__}"
+        )
     return runs
 
 
@@ -177,8 +250,13 @@ def _group_colour(name: Any, i: int, by_outcome: bool) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def makespan_chart(data: Any, *, kind: Literal["cdf", "histogram"] = "cdf",
-                   color: str | None = None, title: str | None = None) -> go.Figure:
+def makespan_chart(
+    data: Any,
+    *,
+    kind: Literal["cdf", "histogram"] = "cdf",
+    color: str | None = None,
+    title: str | None = None,
+) -> go.Figure:
     """The distribution of ``makespan_ms`` over runs, with p50/p95/p99 marked per group.
 
     ``data``: a MonteCarloResult or its ``runs`` frame; or several to compare in one figure
@@ -193,16 +271,23 @@ def makespan_chart(data: Any, *, kind: Literal["cdf", "histogram"] = "cdf",
 
     runs, study_col = _studies(data)
     if color is not None and color not in runs.columns:
-        raise ValueError(f"makespan_chart(): color={color!r} is not a column "
-                         f"(columns: {list(runs.columns)})")
+        raise ValueError(
+            f"makespan_chart(): color={color!r} is not a column (columns: {list(runs.columns)})"
+        )
     keys = [k for k in (study_col, color) if k is not None]
-    groups = [(None, runs)] if not keys else list(runs.groupby(keys if len(keys) > 1 else keys[0],
-                                                                 sort=False, observed=True))
+    groups = (
+        [(None, runs)]
+        if not keys
+        else list(runs.groupby(keys if len(keys) > 1 else keys[0], sort=False, observed=True))
+    )
     by_outcome = color is not None and study_col is None
     fig = go.Figure()
     for i, (name, g) in enumerate(groups):
-        label = "all runs" if name is None else (" / ".join(map(str, name))
-                                                 if isinstance(name, tuple) else str(name))
+        label = (
+            "all runs"
+            if name is None
+            else (" / ".join(map(str, name)) if isinstance(name, tuple) else str(name))
+        )
         colour = _group_colour(name, i, by_outcome)
         x = np.sort(g["makespan_ms"].to_numpy(dtype=float))
         n = len(x)
@@ -216,40 +301,80 @@ def makespan_chart(data: Any, *, kind: Literal["cdf", "histogram"] = "cdf",
             if n > 2000:  # 2000 points draw the same curve, in a lighter figure
                 keep = np.unique(np.linspace(0, n - 1, 2000).astype(int))
                 x, y = x[keep], y[keep]
-            fig.add_scatter(x=x, y=y, mode="lines", name=legend, line_shape="hv",
-                            line_color=colour, legendgroup=label)
+            fig.add_scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                name=legend,
+                line_shape="hv",
+                line_color=colour,
+                legendgroup=label,
+            )
         else:
-            fig.add_histogram(x=x, name=legend, opacity=0.6, marker_color=colour,
-                              histnorm="probability" if len(groups) > 1 else None,
-                              legendgroup=label)
+            fig.add_histogram(
+                x=x,
+                name=legend,
+                opacity=0.6,
+                marker_color=colour,
+                histnorm="probability" if len(groups) > 1 else None,
+                legendgroup=label,
+            )
         cis = [quantile_ci(g["makespan_ms"].to_numpy(dtype=float), q) for q in PERCENTILES]
         est = np.array([c[0] for c in cis])
         lo = np.array([c[1] for c in cis])
         hi = np.array([c[2] for c in cis])
         tags = [f"p{round(q * 100)}" for q in PERCENTILES]
         fig.add_scatter(
-            x=est, y=list(PERCENTILES) if kind == "cdf" else [0] * len(est), mode="markers",
-            marker={"color": colour, "size": 8, "symbol": "diamond"}, legendgroup=label,
-            showlegend=False, name=f"{label} percentiles",
-            error_x={"type": "data", "symmetric": False, "array": np.nan_to_num(hi - est),
-                     "arrayminus": np.nan_to_num(est - lo), "color": colour, "thickness": 1.5},
-            customdata=[[t, *(None if np.isnan(v) else float(v) for v in (a, b))]  # NaN: not JSON
-                        for t, a, b in zip(tags, lo, hi)],
-            hovertemplate=(label + " %{customdata[0]}: %{x:,.0f} ms (95% CI %{customdata[1]:,.0f}"
-                           "–%{customdata[2]:,.0f})<extra></extra>"))
+            x=est,
+            y=list(PERCENTILES) if kind == "cdf" else [0] * len(est),
+            mode="markers",
+            marker={"color": colour, "size": 8, "symbol": "diamond"},
+            legendgroup=label,
+            showlegend=False,
+            name=f"{label} percentiles",
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": np.nan_to_num(hi - est),
+                "arrayminus": np.nan_to_num(est - lo),
+                "color": colour,
+                "thickness": 1.5,
+            },
+            customdata=[
+                [t, *(None if np.isnan(v) else float(v) for v in (a, b))]  # NaN: not JSON
+                for t, a, b in zip(tags, lo, hi)
+            ],
+            hovertemplate=(
+                label + " %{customdata[0]}: %{x:,.0f} ms (95% CI %{customdata[1]:,.0f}"
+                "–%{customdata[2]:,.0f})<extra></extra>"
+            ),
+        )
     if len(groups) == 1:
         mk = runs["makespan_ms"].to_numpy(dtype=float)
         for q, dash, ypos in zip(PERCENTILES, ("dot", "dash", "longdash"), (1.0, 0.93, 0.86)):
             v = float(np.quantile(mk, q))  # labels at three heights: p95 and p99 may coincide
-            fig.add_vline(x=v, line_dash=dash, line_color="black",
-                          annotation_text=f"p{round(q * 100)} {v:,.0f} ms",
-                          annotation_position="top left", annotation_y=ypos,
-                          annotation_bgcolor="rgba(255,255,255,0.7)")
-    fig.update_layout(title=title, xaxis_title="makespan (ms)",
-                      yaxis_title=("fraction of the group's runs" if len(groups) > 1
-                                   else "fraction of runs" if kind == "cdf" else "runs"),
-                      barmode="overlay", legend={"yanchor": "bottom", "y": 0.02,
-                                                 "xanchor": "right", "x": 0.99})
+            fig.add_vline(
+                x=v,
+                line_dash=dash,
+                line_color="black",
+                annotation_text=f"p{round(q * 100)} {v:,.0f} ms",
+                annotation_position="top left",
+                annotation_y=ypos,
+                annotation_bgcolor="rgba(255,255,255,0.7)",
+            )
+    fig.update_layout(
+        title=title,
+        xaxis_title="makespan (ms)",
+        yaxis_title=(
+            "fraction of the group's runs"
+            if len(groups) > 1
+            else "fraction of runs"
+            if kind == "cdf"
+            else "runs"
+        ),
+        barmode="overlay",
+        legend={"yanchor": "bottom", "y": 0.02, "xanchor": "right", "x": 0.99},
+    )
     return fig
 
 
@@ -273,49 +398,115 @@ def draw(plan: Plan, *, title: str | None = None) -> go.Figure:
         for s in p.steps:
             columns.setdefault(depth[s.id], []).append(s.id)
         rows = max(len(c) for c in columns.values())
-        pos = {sid: (float(d), top - 0.8 - i - (rows - len(ids)) / 2)
-               for d, ids in columns.items() for i, sid in enumerate(ids)}
-        fig.add_annotation(x=-half_w, y=top, xref="x", yref="y", showarrow=False, xanchor="left",
-                           text=f"<b>plan {p.id}</b>{' (fallback)' if k else ''}: {describe_plan(p)}")
+        pos = {
+            sid: (float(d), top - 0.8 - i - (rows - len(ids)) / 2)
+            for d, ids in columns.items()
+            for i, sid in enumerate(ids)
+        }
+        fig.add_annotation(
+            x=-half_w,
+            y=top,
+            xref="x",
+            yref="y",
+            showarrow=False,
+            xanchor="left",
+            text=f"<b>plan {p.id}</b>{' (fallback)' if k else ''}: {describe_plan(p)}",
+        )
         for s in p.steps:
             x, y = pos[s.id]
-            fig.add_shape(type="rect", x0=x - half_w, x1=x + half_w, y0=y - half_h, y1=y + half_h,
-                          line={"color": colour, "width": 1.5}, fillcolor=colour, opacity=0.18,
-                          layer="below")
+            fig.add_shape(
+                type="rect",
+                x0=x - half_w,
+                x1=x + half_w,
+                y0=y - half_h,
+                y1=y + half_h,
+                line={"color": colour, "width": 1.5},
+                fillcolor=colour,
+                opacity=0.18,
+                layer="below",
+            )
             for d in s.dependencies:
                 x0, y0 = pos[d]
-                fig.add_annotation(x=x - half_w, y=y, ax=x0 + half_w, ay=y0, xref="x", yref="y",
-                                   axref="x", ayref="y", showarrow=True, arrowhead=2,
-                                   arrowwidth=1.5, arrowcolor="#555", text="")
+                fig.add_annotation(
+                    x=x - half_w,
+                    y=y,
+                    ax=x0 + half_w,
+                    ay=y0,
+                    xref="x",
+                    yref="y",
+                    axref="x",
+                    ayref="y",
+                    showarrow=True,
+                    arrowhead=2,
+                    arrowwidth=1.5,
+                    arrowcolor="#555",
+                    text="",
+                )
         steps = list(p.steps)
         limits = [describe_step(s) for s in steps]
         fig.add_scatter(
-            x=[pos[s.id][0] for s in steps], y=[pos[s.id][1] for s in steps], mode="text",
-            text=[f"<b>{s.id}</b><br>{s.agent_id}.{s.action}" + (f"<br><i>{lim}</i>" if lim else "")
-                  for s, lim in zip(steps, limits)],
-            textfont={"size": 11}, showlegend=False, name=f"plan {p.id}",
-            hovertemplate="%{text}<extra>plan " + p.id + "</extra>")
+            x=[pos[s.id][0] for s in steps],
+            y=[pos[s.id][1] for s in steps],
+            mode="text",
+            text=[
+                f"<b>{s.id}</b><br>{s.agent_id}.{s.action}" + (f"<br><i>{lim}</i>" if lim else "")
+                for s, lim in zip(steps, limits)
+            ],
+            textfont={"size": 11},
+            showlegend=False,
+            name=f"plan {p.id}",
+            hovertemplate="%{text}<extra>plan " + p.id + "</extra>",
+        )
         bands.append((top, top - 0.8 - (rows - 1)))
         top -= rows + 1.3
     for (_, low), (label_y, _) in zip(bands, bands[1:]):
-        fig.add_annotation(x=-half_w, y=label_y + 0.25, ax=-half_w, ay=low - half_h - 0.1,
-                           xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2,
-                           arrowcolor=RED, arrowwidth=1.5, text="")
-        fig.add_annotation(x=-half_w + 0.03, y=(label_y + low - half_h) / 2 + 0.05, xref="x",
-                           yref="y", xanchor="left", showarrow=False, font={"color": RED},
-                           text="fallback: runs if the plan above does not succeed")
+        fig.add_annotation(
+            x=-half_w,
+            y=label_y + 0.25,
+            ax=-half_w,
+            ay=low - half_h - 0.1,
+            xref="x",
+            yref="y",
+            axref="x",
+            ayref="y",
+            showarrow=True,
+            arrowhead=2,
+            arrowcolor=RED,
+            arrowwidth=1.5,
+            text="",
+        )
+        fig.add_annotation(
+            x=-half_w + 0.03,
+            y=(label_y + low - half_h) / 2 + 0.05,
+            xref="x",
+            yref="y",
+            xanchor="left",
+            showarrow=False,
+            font={"color": RED},
+            text="fallback: runs if the plan above does not succeed",
+        )
     ncols = 1 + max(max(depths(p).values()) for p in chain)
     bottom = bands[-1][1] - half_h - 0.2
     fig.update_xaxes(visible=False, range=[-0.5, ncols - 0.5])
     fig.update_yaxes(visible=False, range=[bottom, 0.35])
-    fig.update_layout(title=title or f"plan {plan.id}", plot_bgcolor="white", showlegend=False,
-                      width=60 + 340 * ncols, height=int(110 + 80 * (0.35 - bottom)),
-                      margin={"l": 20, "r": 20, "t": 60, "b": 20})
+    fig.update_layout(
+        title=title or f"plan {plan.id}",
+        plot_bgcolor="white",
+        showlegend=False,
+        width=60 + 340 * ncols,
+        height=int(110 + 80 * (0.35 - bottom)),
+        margin={"l": 20, "r": 20, "t": 60, "b": 20},
+    )
     return fig
 
 
-def utilisation_chart(mc: Any, bin_ms: float = 1000.0, *, agents: Sequence[str] | None = None,
-                      title: str | None = None) -> go.Figure:
+def utilisation_chart(
+    mc: Any,
+    bin_ms: float = 1000.0,
+    *,
+    agents: Sequence[str] | None = None,
+    title: str | None = None,
+) -> go.Figure:
     """Utilisation and queue length per agent over a study's time (SPEC §11.5).
 
     Two panels sharing the time axis (seconds of the study clock): ``mc.utilisation(bin_ms)``
@@ -330,38 +521,73 @@ def utilisation_chart(mc: Any, bin_ms: float = 1000.0, *, agents: Sequence[str] 
     queue = mc.queue_length(bin_ms)
     if agents is None:
         agents = [a for a in sorted(set(util["agent_id"])) if mc.models.capacity(a)]
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("utilisation (running / capacity)",
-                                        "queue length (attempts waiting)"))
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=("utilisation (running / capacity)", "queue length (attempts waiting)"),
+    )
     for i, agent_id in enumerate(agents):
         colour = PALETTE[i % len(PALETTE)]
         u = util[util["agent_id"] == agent_id]
         q = queue[queue["agent_id"] == agent_id]
-        fig.add_scatter(x=u["t_ms"] / 1000, y=u["utilisation"], mode="lines", name=agent_id,
-                        legendgroup=agent_id, line={"color": colour, "shape": "hv"}, row=1, col=1)
-        fig.add_scatter(x=q["t_ms"] / 1000, y=q["queue_length"], mode="lines", name=agent_id,
-                        legendgroup=agent_id, showlegend=False,
-                        line={"color": colour, "shape": "hv"}, row=2, col=1)
+        fig.add_scatter(
+            x=u["t_ms"] / 1000,
+            y=u["utilisation"],
+            mode="lines",
+            name=agent_id,
+            legendgroup=agent_id,
+            line={"color": colour, "shape": "hv"},
+            row=1,
+            col=1,
+        )
+        fig.add_scatter(
+            x=q["t_ms"] / 1000,
+            y=q["queue_length"],
+            mode="lines",
+            name=agent_id,
+            legendgroup=agent_id,
+            showlegend=False,
+            line={"color": colour, "shape": "hv"},
+            row=2,
+            col=1,
+        )
         for o in getattr(_first_model(mc, agent_id), "outages", ()):
-            fig.add_vrect(x0=o.start_ms / 1000, x1=o.end_ms / 1000, fillcolor=RED, opacity=0.12, line_width=0,
-                annotation_text=f"{agent_id} outage", annotation_position="top left")
+            fig.add_vrect(
+                x0=o.start_ms / 1000,
+                x1=o.end_ms / 1000,
+                fillcolor=RED,
+                opacity=0.12,
+                line_width=0,
+                annotation_text=f"{agent_id} outage",
+                annotation_position="top left",
+            )
     fig.add_hline(y=1.0, line_dash="dash", line_color="#555", row=1, col=1)
     if mc.workload is not None:
         s = mc.summary()
         if s.warmup_ms > 0:
-            fig.add_vline(x=s.warmup_ms / 1000, line_dash="dot", line_color="#555",
-                          annotation_text="warm-up", annotation_position="top right")
+            fig.add_vline(
+                x=s.warmup_ms / 1000,
+                line_dash="dot",
+                line_color="#555",
+                annotation_text="warm-up",
+                annotation_position="top right",
+            )
     fig.update_xaxes(title_text="study time (s)", row=2, col=1)
     fig.update_yaxes(rangemode="tozero")
-    fig.update_layout(title=title or f"{mc.plan.id}: agents over time ({bin_ms:g} ms bins)",
-                      plot_bgcolor="white", hovermode="x unified")
+    fig.update_layout(
+        title=title or f"{mc.plan.id}: agents over time ({bin_ms:g} ms bins)",
+        plot_bgcolor="white",
+        hovermode="x unified",
+    )
     return fig
 
 
 def _first_model(mc: Any, agent_id: str) -> Any:
     """The model of ``agent_id``'s first step in the study's plans (for its outages)."""
     mix = getattr(mc.workload, "plans", None)
-    for plan in ([p for p, _ in mix] if mix else [mc.plan]):
+    for plan in [p for p, _ in mix] if mix else [mc.plan]:
         for s in (s for p in plan.chain() for s in p.steps):
             if s.agent_id == agent_id:
                 return mc.models.resolve(agent_id, s.action)

@@ -31,8 +31,14 @@ BUILTIN = {  # agent id glob -> the built-in agent class serving it
 __all__ = sorted(_WHERE) + ["BUILTIN", "for_plan", "make_agent", "scaled_plan"]
 
 
-def for_plan(plan: Any, models: Any = None, time_scale: float = 1.0, *, seed: int = 0,
-             redis: str | None = None) -> list:
+def for_plan(
+    plan: Any,
+    models: Any = None,
+    time_scale: float = 1.0,
+    *,
+    seed: int = 0,
+    redis: str | None = None,
+) -> list:
     """One agent per agent id of ``plan`` and its fallbacks: the built-in agent whose glob
     in ``BUILTIN`` matches the id, else a ``SyntheticAgent`` of ``models`` (a path or
     AgentModels; it sleeps latency x ``time_scale``; its draws come from ``seed`` and its
@@ -44,12 +50,19 @@ def for_plan(plan: Any, models: Any = None, time_scale: float = 1.0, *, seed: in
         from .remote import RemoteAgent
 
         return [RemoteAgent(agent_id, redis) for agent_id in ids]
-    return [make_agent(agent_id, models, time_scale, seed=seed, plan_id=plan.id)
-            for agent_id in ids]
+    return [
+        make_agent(agent_id, models, time_scale, seed=seed, plan_id=plan.id) for agent_id in ids
+    ]
 
 
-def make_agent(agent_id: str, models: Any = None, time_scale: float = 1.0, *, seed: int = 0,
-               plan_id: str | None = None) -> Any:
+def make_agent(
+    agent_id: str,
+    models: Any = None,
+    time_scale: float = 1.0,
+    *,
+    seed: int = 0,
+    plan_id: str | None = None,
+) -> Any:
     """The agent ``for_plan`` gives ``agent_id`` (also what ``orchkit worker`` serves)."""
     name = next((cls for pat, cls in BUILTIN.items() if fnmatch.fnmatchcase(agent_id, pat)), None)
     if name is not None:
@@ -59,13 +72,15 @@ def make_agent(agent_id: str, models: Any = None, time_scale: float = 1.0, *, se
     where = f"plan '{plan_id}': " if plan_id else ""
     raise PlanValidationError(
         f"{where}no built-in agent serves '{agent_id}' (built-in: {', '.join(BUILTIN)}); "
-        "rename it or pass models (--models M) to serve it with a SyntheticAgent")
+        "rename it or pass models (--models M) to serve it with a SyntheticAgent"
+    )
 
 
 def scaled_plan(plan: Any, time_scale: float) -> Any:
     """``plan`` with every time (timeouts, backoffs, …Ms fields) multiplied by
     ``time_scale``: run it live with ``for_plan(plan, models, time_scale)``'s agents."""
     from .synthetic import scaled_plan as scale
+
     return scale(plan, time_scale)
 
 

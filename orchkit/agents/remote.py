@@ -30,9 +30,9 @@ import uuid
 import zlib
 from typing import Any
 
-from .._runtimes.agent import Agent
 from .._base.deps import missing
 from .._base.errors import AgentError
+from .._runtimes.agent import Agent
 
 log = logging.getLogger("orchkit.remote")
 
@@ -46,16 +46,18 @@ def require_bullmq() -> Any:
         import bullmq  # noqa: F401
         import redis.asyncio  # noqa: F401
     except ImportError as exc:
-        raise missing(exc.name or "bullmq", "agents on other machines (RemoteAgent, "
-                      "orchkit worker)") from None
+        raise missing(
+            exc.name or "bullmq", "agents on other machines (RemoteAgent, orchkit worker)"
+        ) from None
     return bullmq
 
 
 def check_redis_url(redis: Any, where: str = "redis") -> str:
     """``redis`` if it is a redis:// or rediss:// or unix:// URL, else ``ValueError``."""
     if not isinstance(redis, str) or not redis.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{where} must be a Redis URL such as redis://127.0.0.1:6379/0, "
-                         f"got {redis!r}")
+        raise ValueError(
+            f"{where} must be a Redis URL such as redis://127.0.0.1:6379/0, got {redis!r}"
+        )
     return redis
 
 
@@ -68,8 +70,7 @@ async def probe_redis(redis: str, timeout_s: float = 3.0) -> None:
     try:
         await asyncio.wait_for(client.ping(), timeout_s)
     except Exception as exc:  # noqa: BLE001 - any failure means: not usable
-        raise AgentError(f"cannot reach Redis at {redis}: {type(exc).__name__}: {exc}"
-                         ) from None
+        raise AgentError(f"cannot reach Redis at {redis}: {type(exc).__name__}: {exc}") from None
     finally:
         await bounded(client.aclose(), 1.0)
 
@@ -79,8 +80,10 @@ def json_context(context: dict[str, Any]) -> dict[str, Any]:
     run_id = context.get("run_id")
     results = context.get("results") or {}
     return {
-        "planId": context.get("plan_id"), "stepId": context.get("step_id"),
-        "attempt": context.get("attempt"), "jobId": context.get("job_id"),
+        "planId": context.get("plan_id"),
+        "stepId": context.get("step_id"),
+        "attempt": context.get("attempt"),
+        "jobId": context.get("job_id"),
         "runId": run_id if isinstance(run_id, (int, str)) or run_id is None else str(run_id),
         "results": {sid: r.to_dict() if hasattr(r, "to_dict") else r for sid, r in results.items()},
     }
@@ -91,7 +94,7 @@ class _Link:
     ``QueueEvents`` whose completed/failed listeners resolve ``pending`` futures, and the
     cancel channel. Shared by every RemoteAgent of the queue (reference counted)."""
 
-    _open: dict[tuple, "_Link"] = {}
+    _open: dict[tuple, _Link] = {}
 
     def __init__(self, key: tuple, redis: str, queue: str):
         bullmq = require_bullmq()
@@ -108,7 +111,7 @@ class _Link:
         self._chores: set[asyncio.Task] = set()
 
     @classmethod
-    async def acquire(cls, redis: str, queue: str) -> "_Link":
+    async def acquire(cls, redis: str, queue: str) -> _Link:
         key = (asyncio.get_running_loop(), redis, queue)
         link = cls._open.get(key)
         if link is None:
@@ -124,8 +127,9 @@ class _Link:
                 await bounded(link.queue.close(), 2.0)
             if isinstance(exc, AgentError):
                 raise AgentError(f"RemoteAgent queue '{queue}': {exc}") from None
-            raise AgentError(f"cannot reach Redis at {redis} for queue '{queue}': "
-                             f"{type(exc).__name__}: {exc}") from None
+            raise AgentError(
+                f"cannot reach Redis at {redis} for queue '{queue}': {type(exc).__name__}: {exc}"
+            ) from None
         return link
 
     async def _listen(self) -> None:
@@ -161,8 +165,11 @@ class _Link:
     def _progress(self, args: dict, entry_id: str) -> None:
         """An agent's ``emit`` in the worker, sent as job progress {orchkitEvent, payload}."""
         data, emit = args.get("data"), self.emitters.get(args.get("jobId"))
-        if emit is not None and isinstance(data, dict) and data.get("orchkitEvent") in (
-                "insight", "error"):
+        if (
+            emit is not None
+            and isinstance(data, dict)
+            and data.get("orchkitEvent") in ("insight", "error")
+        ):
             emit(data["orchkitEvent"], data.get("payload"))
 
     def _lost(self, exc: BaseException) -> None:
@@ -220,8 +227,9 @@ class _Link:
     async def unrecoverable(self, job_id: str) -> bool:
         """Did the job fail with BullMQ's UnrecoverableError (Python or Node)?"""
         try:
-            trace = await self.queue.client.hget(f"{self.queue.qualifiedName}:{job_id}",
-                                                 "stacktrace")
+            trace = await self.queue.client.hget(
+                f"{self.queue.qualifiedName}:{job_id}", "stacktrace"
+            )
         except Exception:  # noqa: BLE001
             return False
         return bool(trace) and "UnrecoverableError" in trace
@@ -261,13 +269,16 @@ class RemoteAgent(Agent):
     its late result is ignored. Queue events carry the job id as ``bullJobId``.
     """
 
-    def __init__(self, agent_id: str, redis: str, *, queue: str | None = None,
-                 capacity: int | None = None):
+    def __init__(
+        self, agent_id: str, redis: str, *, queue: str | None = None, capacity: int | None = None
+    ):
         super().__init__(agent_id, capacity=capacity)
         self.redis = check_redis_url(redis, f"RemoteAgent '{agent_id}': redis")
         if queue is not None and (not isinstance(queue, str) or not queue):
-            raise ValueError(f"RemoteAgent '{agent_id}': queue must be a non-empty string "
-                             f"or None (the agent id), got {queue!r}")
+            raise ValueError(
+                f"RemoteAgent '{agent_id}': queue must be a non-empty string "
+                f"or None (the agent id), got {queue!r}"
+            )
         self.queue = queue or agent_id
         self._link: _Link | None = None
         self._ids = (f"ok-{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count(1))
@@ -296,20 +307,26 @@ class RemoteAgent(Agent):
         ref = context.get("job_id")
         if ref is not None:
             self._refs[ref] = bull_id
-        data = {"agentId": self.agent_id, "action": action, "input": input,
-                "context": json_context(context)}
+        data = {
+            "agentId": self.agent_id,
+            "action": action,
+            "input": input,
+            "context": json_context(context),
+        }
         try:
             ok, value = await self._link.call(bull_id, action, data, self.emit)
         except asyncio.CancelledError:
             self._refs.pop(ref, None)
             raise
         except (ConnectionError, OSError) as exc:
-            raise AgentError(f"agent '{self.agent_id}': cannot reach Redis at {self.redis}: "
-                             f"{exc}") from None
+            raise AgentError(
+                f"agent '{self.agent_id}': cannot reach Redis at {self.redis}: {exc}"
+            ) from None
         except Exception as exc:
             if type(exc).__module__.startswith("redis"):
-                raise AgentError(f"agent '{self.agent_id}': Redis at {self.redis}: "
-                                 f"{type(exc).__name__}: {exc}") from None
+                raise AgentError(
+                    f"agent '{self.agent_id}': Redis at {self.redis}: {type(exc).__name__}: {exc}"
+                ) from None
             raise
         if ok:
             return value
@@ -338,4 +355,5 @@ def service_factory(redis: str, partitions: int = 1) -> Any:
 
     def factory(kind: str, agent_id: str) -> RemoteAgent:
         return RemoteAgent(agent_id, redis, queue=pool_queue(kind, agent_id, partitions))
+
     return factory

@@ -38,9 +38,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from .._runtimes.agent import Agent, AgentResponse  # noqa: E402
 from .._base.errors import AgentError  # noqa: E402
 from .._base.resources import data_path  # noqa: E402
+from .._runtimes.agent import Agent, AgentResponse  # noqa: E402
 
 __all__ = [
     "SpeechAnalysisAgent",
@@ -94,7 +94,10 @@ def decode_audio(audio: Any, sample_rate: Any = None) -> tuple[np.ndarray, int]:
     ``sample_rate``. Raises ``ValueError`` saying what is wrong.
     """
     if audio is None:
-        raise ValueError("no audio given: pass 'audio' (WAV bytes, base64 WAV, or samples + 'sampleRate') or 'path'")
+        raise ValueError(
+            "no audio given: pass 'audio' (WAV bytes, base64 WAV, or samples + 'sampleRate') "
+            "or 'path'"
+        )
     if isinstance(audio, (bytes, bytearray, memoryview)):
         samples, rate = _read_wav(bytes(audio))
     elif isinstance(audio, str):
@@ -106,7 +109,9 @@ def decode_audio(audio: Any, sample_rate: Any = None) -> tuple[np.ndarray, int]:
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise ValueError("audio string is not valid base64 (expected a base64-encoded WAV file)") from None
+            raise ValueError(
+                "audio string is not valid base64 (expected a base64-encoded WAV file)"
+            ) from None
         samples, rate = _read_wav(raw)
     elif isinstance(audio, (list, tuple, np.ndarray)):
         samples, rate = _read_array(audio, sample_rate)
@@ -128,7 +133,9 @@ def _read_wav(raw: bytes) -> tuple[np.ndarray, int]:
             channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
             frames = wav.readframes(wav.getnframes())
     except (wave.Error, EOFError) as exc:
-        raise ValueError(f"audio is not a readable PCM WAV file ({exc}); use 8/16/24/32-bit integer PCM") from None
+        raise ValueError(
+            f"audio is not a readable PCM WAV file ({exc}); use 8/16/24/32-bit integer PCM"
+        ) from None
     usable = len(frames) // (width * channels) * (width * channels)
     frames = frames[:usable]
     if not frames:
@@ -163,12 +170,16 @@ def _read_array(audio: Any, sample_rate: Any) -> tuple[np.ndarray, int]:
         try:
             data = np.asarray(audio, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError("audio list must be a flat list of numbers (float samples in [-1, 1])") from None
+            raise ValueError(
+                "audio list must be a flat list of numbers (float samples in [-1, 1])"
+            ) from None
     if data.ndim != 1:
         raise ValueError(f"audio samples must be 1-D (mono); got shape {data.shape}")
     if sample_rate is None:
         raise ValueError("audio given as samples needs 'sampleRate' (Hz)")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)):
+    if isinstance(sample_rate, bool) or not isinstance(
+        sample_rate, (int, float, np.integer, np.floating)
+    ):
         raise ValueError(f"sampleRate must be a number of Hz, got {sample_rate!r}")
     if not float(sample_rate).is_integer():
         raise ValueError(f"sampleRate must be a whole number of Hz, got {sample_rate!r}")
@@ -177,17 +188,25 @@ def _read_array(audio: Any, sample_rate: Any) -> tuple[np.ndarray, int]:
 
 def _check_samples(data: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise ValueError(f"sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+        raise ValueError(
+            f"sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz"
+        )
     if data.size == 0:
         raise ValueError("audio is empty (0 samples)")
     bad = ~np.isfinite(data)
     if bad.any():
-        raise ValueError(f"audio contains NaN or infinite samples (first at index {int(np.argmax(bad))})")
+        raise ValueError(
+            f"audio contains NaN or infinite samples (first at index {int(np.argmax(bad))})"
+        )
     duration_ms = 1000.0 * data.size / rate
     if duration_ms < MIN_DURATION_MS:
-        raise ValueError(f"audio is too short: {duration_ms:.0f} ms (at least {MIN_DURATION_MS:.0f} ms needed)")
+        raise ValueError(
+            f"audio is too short: {duration_ms:.0f} ms (at least {MIN_DURATION_MS:.0f} ms needed)"
+        )
     if duration_ms > MAX_DURATION_MS:
-        raise ValueError(f"audio is too long: {duration_ms:.0f} ms (at most {MAX_DURATION_MS:.0f} ms)")
+        raise ValueError(
+            f"audio is too long: {duration_ms:.0f} ms (at most {MAX_DURATION_MS:.0f} ms)"
+        )
     if float(np.max(np.abs(data))) < 1e-4:
         raise ValueError("audio is silent (peak below -80 dBFS)")
     return data.astype(np.float32), rate
@@ -199,7 +218,9 @@ def _check_samples(data: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
 BLOCK_FRAMES = 3000  # frames analysed at once (30 s): bounds memory on long recordings
 
 
-def _frame_contours(samples: np.ndarray, sr: int, hop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _frame_contours(
+    samples: np.ndarray, sr: int, hop: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per 10 ms frame: energy (dBFS), 300-3000 Hz band energy (dB) and f0 (Hz, 0 = unvoiced).
 
     Frame i starts at sample i * hop; the signal is zero-padded at the end.
@@ -267,7 +288,11 @@ def _pitch_hz(x: tf.Tensor, sr: int, win: int, hop: int) -> np.ndarray:
 
 
 def measure_speech(
-    samples: np.ndarray, sample_rate: int, *, min_pause_ms: float = 250.0, syllables_per_word: float = 1.5
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    min_pause_ms: float = 250.0,
+    syllables_per_word: float = 1.5,
 ) -> dict[str, Any]:
     """Energy, pitch, pauses and speaking rate of mono float ``samples`` at ``sample_rate`` Hz.
 
@@ -278,7 +303,9 @@ def measure_speech(
     hop = max(1, round(sr * HOP_MS / 1000.0))
     energy, band, f0 = _frame_contours(np.asarray(samples, np.float32), sr, hop)
     smooth = max(1, round(50.0 / HOP_MS))  # 50 ms moving average of the band energy
-    band = tf.nn.avg_pool1d(tf.constant(band[np.newaxis, :, np.newaxis]), smooth, 1, "SAME")[0, :, 0].numpy()
+    band = tf.nn.avg_pool1d(tf.constant(band[np.newaxis, :, np.newaxis]), smooth, 1, "SAME")[
+        0, :, 0
+    ].numpy()
 
     top = float(np.percentile(energy, 99))
     floor = float(np.percentile(energy, 5))
@@ -314,7 +341,9 @@ def measure_speech(
     candidates = np.flatnonzero(is_peak) + 1
     nuclei: list[int] = []
     for i in candidates:
-        if not (first <= i <= last and near_voiced[i] and band[i] > band_top - NUCLEUS_BELOW_TOP_DB):
+        if not (
+            first <= i <= last and near_voiced[i] and band[i] > band_top - NUCLEUS_BELOW_TOP_DB
+        ):
             continue
         if nuclei:
             j = nuclei[-1]
@@ -339,7 +368,13 @@ def measure_speech(
             "voicedFraction": round(float(voiced.sum() / max(speech.sum(), 1)), 3),
         }
     else:
-        pitch = {"medianHz": None, "p5Hz": None, "p95Hz": None, "stdSemitones": 0.0, "voicedFraction": 0.0}
+        pitch = {
+            "medianHz": None,
+            "p5Hz": None,
+            "p95Hz": None,
+            "stdSemitones": 0.0,
+            "voicedFraction": 0.0,
+        }
     loud = energy[speech]
     syllables = len(nuclei)
     per_s = syllables / (span_ms / 1000.0)
@@ -395,21 +430,31 @@ def fluency_features(metrics: dict[str, Any]) -> np.ndarray:
 # --------------------------------------------------------------------------- model
 
 
-def build_fluency_model(mean: np.ndarray, variance: np.ndarray, seed: int = 0) -> "tf.keras.Model":
+def build_fluency_model(mean: np.ndarray, variance: np.ndarray, seed: int = 0) -> tf.keras.Model:
     """An untrained MLP: standardise (``mean``, ``variance`` per feature) -> Dense(16, tanh)
     -> Dense(1, sigmoid); initial weights drawn from ``seed``."""
     keras = tf.keras
     return keras.Sequential(
         [
             keras.Input(shape=(len(FEATURES),)),
-            keras.layers.Normalization(mean=np.asarray(mean, np.float32), variance=np.asarray(variance, np.float32)),
-            keras.layers.Dense(16, activation="tanh", kernel_initializer=keras.initializers.GlorotUniform(seed)),
-            keras.layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.GlorotUniform(seed + 1)),
+            keras.layers.Normalization(
+                mean=np.asarray(mean, np.float32), variance=np.asarray(variance, np.float32)
+            ),
+            keras.layers.Dense(
+                16, activation="tanh", kernel_initializer=keras.initializers.GlorotUniform(seed)
+            ),
+            keras.layers.Dense(
+                1,
+                activation="sigmoid",
+                kernel_initializer=keras.initializers.GlorotUniform(seed + 1),
+            ),
         ]
     )
 
 
-def train_fluency_model(x: np.ndarray, y: np.ndarray, *, seed: int = 0, steps: int = 1000) -> "tf.keras.Model":
+def train_fluency_model(
+    x: np.ndarray, y: np.ndarray, *, seed: int = 0, steps: int = 1000
+) -> tf.keras.Model:
     """Fit the fluency MLP on features ``x`` (n x len(FEATURES)) and scores ``y`` in [0, 1].
 
     Full-batch Adam (learning rate 0.01) on the squared error for ``steps`` steps: the
@@ -426,7 +471,9 @@ def train_fluency_model(x: np.ndarray, y: np.ndarray, *, seed: int = 0, steps: i
     def step() -> tf.Tensor:
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(model(xt, training=True) - yt))
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        optimizer.apply_gradients(
+            zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        )
         return loss
 
     for _ in range(steps):
@@ -434,17 +481,19 @@ def train_fluency_model(x: np.ndarray, y: np.ndarray, *, seed: int = 0, steps: i
     return model
 
 
-def save_fluency_model(model: "tf.keras.Model", path: str | Path) -> None:
+def save_fluency_model(model: tf.keras.Model, path: str | Path) -> None:
     """Write the model (standardisation and dense weights) to an ``.npz`` file (a few kB)."""
     norm = model.layers[0]
     dense = [w for layer in model.layers[1:] for w in layer.get_weights()]
     np.savez_compressed(
-        path, mean=np.ravel(norm.input_mean), variance=np.ravel(norm.input_variance),
+        path,
+        mean=np.ravel(norm.input_mean),
+        variance=np.ravel(norm.input_variance),
         **{f"w{i}": w for i, w in enumerate(dense)},
     )
 
 
-def load_fluency_model(path: str | Path) -> "tf.keras.Model":
+def load_fluency_model(path: str | Path) -> tf.keras.Model:
     """Rebuild the MLP from a file written by ``save_fluency_model``."""
     with np.load(path) as data:
         model = build_fluency_model(data["mean"], data["variance"])
@@ -519,8 +568,8 @@ class SpeechAnalysisAgent(Agent):
         fix = "run `python simulations/speech_corpus.py`"
         if not (self.model_path.exists() or self.train_path.exists()):
             raise AgentError(
-                f"agent '{self.agent_id}': no fluency model at {self.model_path} and no training data "
-                f"at {self.train_path}; {fix}",
+                f"agent '{self.agent_id}': no fluency model at {self.model_path} "
+                f"and no training data at {self.train_path}; {fix}",
                 retryable=False,
             )
         path = self.model_path if self.model_path.exists() else self.train_path
@@ -545,7 +594,8 @@ class SpeechAnalysisAgent(Agent):
         """Serve ``analyze_speech`` or ``analyze_speech_progress`` (inputs: class docstring)."""
         if action not in self.ACTIONS:
             raise AgentError(
-                f"agent '{self.agent_id}' has no action '{action}' (actions: {', '.join(self.ACTIONS)})",
+                f"agent '{self.agent_id}' has no action '{action}' "
+                f"(actions: {', '.join(self.ACTIONS)})",
                 retryable=False,
             )
         if input is None:
@@ -567,15 +617,27 @@ class SpeechAnalysisAgent(Agent):
         if learner is not None and (not isinstance(learner, str) or not learner):
             raise self._bad(action, f"learnerId must be a non-empty string, got {learner!r}")
         options = {}
-        for key, name, low, high in (("minPauseMs", "min_pause_ms", 50, 5000), ("syllablesPerWord", "syllables_per_word", 0.5, 5)):
+        for key, name, low, high in (
+            ("minPauseMs", "min_pause_ms", 50, 5000),
+            ("syllablesPerWord", "syllables_per_word", 0.5, 5),
+        ):
             if key in input:
                 value = input[key]
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                    raise self._bad(action, f"{key} must be a number in [{low}, {high}], got {value!r}")
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not low <= value <= high
+                ):
+                    raise self._bad(
+                        action, f"{key} must be a number in [{low}, {high}], got {value!r}"
+                    )
                 options[name] = float(value)
         recorded = input.get("recordedAtMs", time.time() * 1000.0)
-        if (isinstance(recorded, bool) or not isinstance(recorded, (int, float))
-                or not -1e15 < recorded < 1e15):  # also rejects NaN, inf and huge ints
+        if (
+            isinstance(recorded, bool)
+            or not isinstance(recorded, (int, float))
+            or not -1e15 < recorded < 1e15
+        ):  # also rejects NaN, inf and huge ints
             raise self._bad(action, f"recordedAtMs must be epoch milliseconds, got {recorded!r}")
         try:
             if "path" in input and input.get("audio") is None:
@@ -610,24 +672,32 @@ class SpeechAnalysisAgent(Agent):
             )
             self._history[learner].sort(key=lambda h: h["recordedAtMs"])
         speech_s = metrics["speechMs"] / 1000.0
-        confidence = float(np.clip(0.5 + 0.05 * speech_s, 0.5, 0.9) * (1.0 if metrics["rate"]["syllables"] >= 4 else 0.6))
+        confidence = float(
+            np.clip(0.5 + 0.05 * speech_s, 0.5, 0.9)
+            * (1.0 if metrics["rate"]["syllables"] >= 4 else 0.6)
+        )
         data = {"learnerId": learner, **metrics}
         return AgentResponse(
             action=action,
             confidence=round(confidence, 3),
             reasoning=(
                 f"{speech_s:.1f} s of speech: {metrics['rate']['syllables']} syllable nuclei "
-                f"({metrics['rate']['syllablesPerSecond']:.2f}/s, ~{metrics['rate']['wordsPerMinute']:.0f} wpm), "
+                f"({metrics['rate']['syllablesPerSecond']:.2f}/s, "
+                f"~{metrics['rate']['wordsPerMinute']:.0f} wpm), "
                 f"{metrics['pauses']['count']} pauses >= {metrics['pauses']['minPauseMs']:.0f} ms, "
                 f"median pitch {metrics['pitch']['medianHz']} Hz; fluency {score:.2f} (Keras model)"
             ),
             data=data,
             recommendations=_recommendations(metrics),
-            next_steps=["analyze_speech_progress"] if learner else ["record more speech with a learnerId"],
+            next_steps=["analyze_speech_progress"]
+            if learner
+            else ["record more speech with a learnerId"],
         )
 
     @staticmethod
-    def _measure(model: tf.keras.Model, samples: np.ndarray, rate: int, options: dict[str, float]) -> dict[str, Any]:
+    def _measure(
+        model: tf.keras.Model, samples: np.ndarray, rate: int, options: dict[str, float]
+    ) -> dict[str, Any]:
         metrics = measure_speech(samples, rate, **options)
         features = fluency_features(metrics)
         score = float(model(features[np.newaxis, :], training=False).numpy()[0, 0])
@@ -654,7 +724,9 @@ class SpeechAnalysisAgent(Agent):
             return AgentResponse(
                 action=action,
                 confidence=0.1,
-                reasoning=f"no speech analyses stored for learner '{learner}' in the last {days:g} days",
+                reasoning=(
+                    f"no speech analyses stored for learner '{learner}' in the last {days:g} days"
+                ),
                 data={"learnerId": learner, "days": days, "sessions": 0, "trend": "unknown"},
                 recommendations=["record a speech sample (analyze_speech with this learnerId)"],
                 next_steps=["analyze_speech"],
@@ -662,7 +734,11 @@ class SpeechAnalysisAgent(Agent):
         fluency = np.array([s["fluencyScore"] for s in sessions])
         wpm = np.array([s["wordsPerMinute"] for s in sessions])
         change = float(fluency[-1] - fluency[0])
-        trend = "stable" if len(sessions) < 2 or abs(change) < 0.05 else ("improving" if change > 0 else "declining")
+        trend = (
+            "stable"
+            if len(sessions) < 2 or abs(change) < 0.05
+            else ("improving" if change > 0 else "declining")
+        )
         data = {
             "learnerId": learner,
             "days": days,
@@ -673,7 +749,9 @@ class SpeechAnalysisAgent(Agent):
             "fluencyChange": round(change, 4),
             "meanWordsPerMinute": round(float(wpm.mean()), 1),
             "wordsPerMinuteChange": round(float(wpm[-1] - wpm[0]), 1),
-            "meanPausesPerMinute": round(float(np.mean([s["pausesPerMinute"] for s in sessions])), 2),
+            "meanPausesPerMinute": round(
+                float(np.mean([s["pausesPerMinute"] for s in sessions])), 2
+            ),
             "trend": trend,
             "history": sessions,
         }
@@ -704,7 +782,8 @@ def _recommendations(metrics: dict[str, Any]) -> list[str]:
         recs.append(f"pace is fast (~{wpm:.0f} wpm): slow down for clarity")
     if pauses["longestMs"] >= 1000 or pauses["fraction"] > 0.2:
         recs.append(
-            f"long pauses (longest {pauses['longestMs']:.0f} ms, {100 * pauses['fraction']:.0f}% of speech time): "
+            f"long pauses (longest {pauses['longestMs']:.0f} ms, "
+            f"{100 * pauses['fraction']:.0f}% of speech time): "
             "plan phrases ahead to keep the flow"
         )
     if pitch["stdSemitones"] < 1.0:

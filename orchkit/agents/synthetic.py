@@ -9,8 +9,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .._runtimes.agent import Agent, AgentResponse
 from .._base.errors import AgentError
+from .._runtimes.agent import Agent, AgentResponse
 from .._spec.models import AgentModels
 
 
@@ -42,8 +42,14 @@ class SyntheticAgent(Agent):
     ):
         if not isinstance(models, AgentModels):
             models = AgentModels.load(models)
-        if not isinstance(time_scale, (int, float)) or not math.isfinite(time_scale) or time_scale < 0:
-            raise ValueError(f"agent '{agent_id}': time_scale must be a finite number >= 0, got {time_scale!r}")
+        if (
+            not isinstance(time_scale, (int, float))
+            or not math.isfinite(time_scale)
+            or time_scale < 0
+        ):
+            raise ValueError(
+                f"agent '{agent_id}': time_scale must be a finite number >= 0, got {time_scale!r}"
+            )
         # raises PlanValidationError listing the patterns if no entry serves this id
         model_capacity = models.capacity(agent_id)
         super().__init__(agent_id, capacity=capacity if capacity is not None else model_capacity)
@@ -89,9 +95,17 @@ def scaled_plan(plan: Any, time_scale: float) -> Any:
             return [scale(v) for v in node]
         if not isinstance(node, dict):
             return node
-        return {k: (v if k in ("input", "meta") else
-                    v * time_scale if (k == "timeout" or k.endswith("Ms")) and isinstance(v, (int, float))
-                    and not isinstance(v, bool) else scale(v))
-                for k, v in node.items()}
+        return {
+            k: (
+                v
+                if k in ("input", "meta")
+                else v * time_scale
+                if (k == "timeout" or k.endswith("Ms"))
+                and isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                else scale(v)
+            )
+            for k, v in node.items()
+        }
 
     return Plan.model_validate(scale(Plan.model_validate(plan).to_dict()))

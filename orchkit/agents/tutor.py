@@ -27,9 +27,9 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .._runtimes.agent import Agent, AgentResponse
 from .._base.deps import missing
 from .._base.errors import AgentError
+from .._runtimes.agent import Agent, AgentResponse
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_TIMEOUT_MS = 30_000.0
@@ -57,8 +57,9 @@ class _Input(BaseModel):
 
 
 class ConversationInput(_Input):
-    topic: str = Field(default="general practice", min_length=1,
-                       validation_alias=AliasChoices("topic", "subject"))
+    topic: str = Field(
+        default="general practice", min_length=1, validation_alias=AliasChoices("topic", "subject")
+    )
     level: str | None = None
     grade_level: int | None = Field(default=None, ge=0, le=12)
     goals: list[str] = Field(default_factory=list)
@@ -114,8 +115,14 @@ _SCHEMAS: dict[str, type[_Input]] = {
 # that already succeeded in this run (the latest one whose value has the right type).
 _NUMBER = (int, float)
 _FROM_RESULTS: dict[str, dict[str, tuple[type, ...]]] = {
-    "generate_feedback": {"answer": (str,), "correct": (bool,), "score": _NUMBER,
-                          "concept": (str,), "question": (str,), "expectedAnswer": (str,)},
+    "generate_feedback": {
+        "answer": (str,),
+        "correct": (bool,),
+        "score": _NUMBER,
+        "concept": (str,),
+        "question": (str,),
+        "expectedAnswer": (str,),
+    },
     "prepare_hints": {"concept": (str,), "difficultyLevel": _NUMBER},
     "predict_with_gpt4": {"concept": (str,)},
     "provide_feedback": {},
@@ -164,7 +171,8 @@ class AITutorAgent(Agent):
                 timeout_ms = float(raw) if raw else DEFAULT_TIMEOUT_MS
             except ValueError:
                 raise ValueError(
-                    f"agent '{agent_id}': ORCHKIT_LLM_TIMEOUT_MS must be a number of ms, got {raw!r}"
+                    f"agent '{agent_id}': ORCHKIT_LLM_TIMEOUT_MS must be a number of ms, "
+                    f"got {raw!r}"
                 ) from None
         if not timeout_ms > 0:
             raise ValueError(f"agent '{agent_id}': timeout_ms must be > 0, got {timeout_ms!r}")
@@ -253,8 +261,11 @@ class AITutorAgent(Agent):
         if input is None:
             input = {}
         if not isinstance(input, dict):
-            raise self._fail(action, f"input must be an object, got {type(input).__name__} {input!r:.80}",
-                             retryable=False)
+            raise self._fail(
+                action,
+                f"input must be an object, got {type(input).__name__} {input!r:.80}",
+                retryable=False,
+            )
         merged, pulled = dict(input), set()
         earlier = _earlier_data(context)
         for key, types in {**_FROM_RESULTS[action], "learnerId": (str,)}.items():
@@ -276,7 +287,8 @@ class AITutorAgent(Agent):
                 if not unfit:
                     raise
                 params = _SCHEMAS[action].model_validate(
-                    {k: v for k, v in merged.items() if k not in unfit})
+                    {k: v for k, v in merged.items() if k not in unfit}
+                )
         except ValidationError as exc:
             problems = "; ".join(
                 f"field '{'.'.join(map(str, e['loc'])) or 'input'}': {e['msg']}"
@@ -284,10 +296,17 @@ class AITutorAgent(Agent):
                 for e in exc.errors()
             )
             raise self._fail(action, f"invalid input: {problems}", retryable=False) from None
-        if action == "generate_feedback" and params.answer is None and params.correct is None \
-                and params.score is None:
-            raise self._fail(action, "invalid input: give at least one of the fields 'answer', "
-                             "'correct' or 'score'", retryable=False)
+        if (
+            action == "generate_feedback"
+            and params.answer is None
+            and params.correct is None
+            and params.score is None
+        ):
+            raise self._fail(
+                action,
+                "invalid input: give at least one of the fields 'answer', 'correct' or 'score'",
+                retryable=False,
+            )
         return params
 
     def _attach_intervention(self, response: AgentResponse, learner: str | None) -> AgentResponse:
@@ -298,28 +317,44 @@ class AITutorAgent(Agent):
                 data["intervention"] = item
                 recs = list(response.recommendations or [])
                 recs.insert(0, f"Intervention for {item['concept']}: {item['hints'][0]}")
-                return response.model_copy(update={
-                    "data": data,
-                    "recommendations": recs,
-                    "reasoning": response.reasoning + f" Includes an intervention for "
-                    f"'{item['concept']}' prepared after a struggling_detected insight.",
-                })
+                return response.model_copy(
+                    update={
+                        "data": data,
+                        "recommendations": recs,
+                        "reasoning": response.reasoning + f" Includes an intervention for "
+                        f"'{item['concept']}' prepared after a struggling_detected insight.",
+                    }
+                )
         return response
 
-    def _respond(self, action: str, source: str, reasoning: str, data: dict[str, Any],
-                 recommendations: list[str] | None = None, next_steps: list[str] | None = None,
-                 confidence: float | None = None) -> AgentResponse:
+    def _respond(
+        self,
+        action: str,
+        source: str,
+        reasoning: str,
+        data: dict[str, Any],
+        recommendations: list[str] | None = None,
+        next_steps: list[str] | None = None,
+        confidence: float | None = None,
+    ) -> AgentResponse:
         data = {**data, "source": source}
         if source == "llm":
             data["model"] = self.model
             reasoning = f"LLM {self.model} at {self.base_url}: {reasoning}"
         elif self.offline:
-            reasoning = f"Offline responder (no LLM configured; deterministic templates): {reasoning}"
+            reasoning = (
+                f"Offline responder (no LLM configured; deterministic templates): {reasoning}"
+            )
         else:
             reasoning = f"Template answer (no LLM call was needed): {reasoning}"
-        return AgentResponse(action=action, confidence=CONFIDENCE[source] if confidence is None
-                             else confidence, reasoning=reasoning, data=data,
-                             recommendations=recommendations, next_steps=next_steps)
+        return AgentResponse(
+            action=action,
+            confidence=CONFIDENCE[source] if confidence is None else confidence,
+            reasoning=reasoning,
+            data=data,
+            recommendations=recommendations,
+            next_steps=next_steps,
+        )
 
     def _remember(self, learner: str | None, role: str, content: str) -> None:
         history = self._history.setdefault(learner or "anonymous", [])
@@ -332,12 +367,16 @@ class AITutorAgent(Agent):
         try:
             import openai
         except ModuleNotFoundError:
-            raise AgentError(str(missing("openai", f"agent '{self.agent_id}' (LLM at {self.base_url})")),
-                             retryable=False) from None
+            raise AgentError(
+                str(missing("openai", f"agent '{self.agent_id}' (LLM at {self.base_url})")),
+                retryable=False,
+            ) from None
 
         if self._client is None:
             self._client = openai.AsyncOpenAI(
-                base_url=self.base_url, api_key=self.api_key, max_retries=0,
+                base_url=self.base_url,
+                api_key=self.api_key,
+                max_retries=0,
                 timeout=self.timeout_ms / 1000.0,
             )
         where = f"LLM at {self.base_url} (model {self.model})"
@@ -348,54 +387,90 @@ class AITutorAgent(Agent):
                 temperature=self.temperature,
             )
         except openai.APITimeoutError:
-            raise self._fail(action, f"{where} did not answer within {self.timeout_ms:g} ms",
-                             retryable=True) from None
+            raise self._fail(
+                action, f"{where} did not answer within {self.timeout_ms:g} ms", retryable=True
+            ) from None
         except openai.APIConnectionError as exc:
             raise self._fail(action, f"cannot reach {where}: {exc}", retryable=True) from None
         except openai.APIStatusError as exc:
             status = exc.status_code
             retryable = status in (408, 429) or status >= 500
-            detail = "rate limited" if status == 429 else ("server error" if status >= 500 else "request rejected")
+            detail = (
+                "rate limited"
+                if status == 429
+                else ("server error" if status >= 500 else "request rejected")
+            )
             after = exc.response.headers.get("retry-after")
             if after:
                 detail += f"; Retry-After {after} s"
-            raise self._fail(action, f"{where} returned HTTP {status} ({detail}): {_message(exc)}",
-                             retryable=retryable) from None
+            raise self._fail(
+                action,
+                f"{where} returned HTTP {status} ({detail}): {_message(exc)}",
+                retryable=retryable,
+            ) from None
         except ValueError as exc:  # the body was not a JSON completion
-            raise self._fail(action, f"{where} returned a malformed response: {exc}",
-                             retryable=True) from None
+            raise self._fail(
+                action, f"{where} returned a malformed response: {exc}", retryable=True
+            ) from None
         choices = getattr(completion, "choices", None)
         if not choices:
-            raise self._fail(action, f"{where} returned a completion with no choices: "
-                             f"{_dump(completion)}", retryable=True)
+            raise self._fail(
+                action,
+                f"{where} returned a completion with no choices: {_dump(completion)}",
+                retryable=True,
+            )
         content = getattr(choices[0].message, "content", None)
         if not isinstance(content, str) or not content.strip():
-            raise self._fail(action, f"{where} returned an empty message (finish_reason="
-                             f"{choices[0].finish_reason!r}): {_dump(completion)}", retryable=True)
+            raise self._fail(
+                action,
+                f"{where} returned an empty message (finish_reason="
+                f"{choices[0].finish_reason!r}): {_dump(completion)}",
+                retryable=True,
+            )
         return content.strip()
 
     # -- actions -----------------------------------------------------------------
     async def _prepare_conversation(self, p: ConversationInput) -> AgentResponse:
-        level = p.level or (f"grade {p.grade_level}" if p.grade_level is not None else "intermediate")
-        system = (f"You are a patient tutor. Topic: {p.topic}. Learner level: {level}. "
-                  f"Goals: {', '.join(p.goals) or 'general practice'}. Keep replies short and ask "
-                  f"one question at a time.")
+        level = p.level or (
+            f"grade {p.grade_level}" if p.grade_level is not None else "intermediate"
+        )
+        system = (
+            f"You are a patient tutor. Topic: {p.topic}. Learner level: {level}. "
+            f"Goals: {', '.join(p.goals) or 'general practice'}. Keep replies short and ask "
+            f"one question at a time."
+        )
         if p.message:
             self._remember(p.learner_id, "user", p.message)
         if self.offline:
             goals = f" Today we work towards: {', '.join(p.goals)}." if p.goals else ""
-            opening = (f"Hello! Let's practise {p.topic} at the {level} level.{goals} "
-                       f"To start, tell me what you already know about {p.topic}.")
+            opening = (
+                f"Hello! Let's practise {p.topic} at the {level} level.{goals} "
+                f"To start, tell me what you already know about {p.topic}."
+            )
             source, why = "offline", f"opening for topic '{p.topic}' at level '{level}'"
         else:
-            opening = await self._chat("prepare_conversation", system, p.message or
-                                       f"Open a tutoring conversation about {p.topic}.")
+            opening = await self._chat(
+                "prepare_conversation",
+                system,
+                p.message or f"Open a tutoring conversation about {p.topic}.",
+            )
             source, why = "llm", f"opened a conversation on '{p.topic}' at level '{level}'"
         self._remember(p.learner_id, "assistant", opening)
-        data = {"conversationId": f"{p.learner_id or 'anonymous'}:{p.topic}", "topic": p.topic,
-                "level": level, "goals": p.goals, "systemPrompt": system, "message": opening}
-        return self._respond("prepare_conversation", source, why, data,
-                             next_steps=["Wait for the learner's reply", "generate_feedback"])
+        data = {
+            "conversationId": f"{p.learner_id or 'anonymous'}:{p.topic}",
+            "topic": p.topic,
+            "level": level,
+            "goals": p.goals,
+            "systemPrompt": system,
+            "message": opening,
+        }
+        return self._respond(
+            "prepare_conversation",
+            source,
+            why,
+            data,
+            next_steps=["Wait for the learner's reply", "generate_feedback"],
+        )
 
     async def _generate_feedback(self, p: FeedbackInput) -> AgentResponse:
         action = "generate_feedback"
@@ -409,31 +484,50 @@ class AITutorAgent(Agent):
             self._remember(p.learner_id, "user", p.answer)
         if self.offline:
             if correct:
-                text = f"Well done: your answer on {concept} is correct. Try a slightly harder one next."
+                text = (
+                    f"Well done: your answer on {concept} is correct. "
+                    "Try a slightly harder one next."
+                )
             elif correct is False:
-                expected = f" The expected answer is '{p.expected_answer}'." if p.expected_answer else ""
-                text = f"Not quite yet on {concept}.{expected} Look at the first step again and try once more."
+                expected = (
+                    f" The expected answer is '{p.expected_answer}'." if p.expected_answer else ""
+                )
+                text = (
+                    f"Not quite yet on {concept}.{expected} "
+                    "Look at the first step again and try once more."
+                )
             else:
                 text = f"Thanks for your answer on {concept}. Explain how you got it, step by step."
             source = "offline"
         else:
-            user = (f"Question: {p.question or '(not given)'}\nLearner's answer: {p.answer or '(not given)'}\n"
-                    f"Expected answer: {p.expected_answer or '(not given)'}\nConcept: {concept}\n"
-                    f"Judged correct: {correct if correct is not None else 'unknown'}\n"
-                    f"Give two or three sentences of encouraging, specific feedback.")
+            user = (
+                f"Question: {p.question or '(not given)'}\n"
+                f"Learner's answer: {p.answer or '(not given)'}\n"
+                f"Expected answer: {p.expected_answer or '(not given)'}\nConcept: {concept}\n"
+                f"Judged correct: {correct if correct is not None else 'unknown'}\n"
+                f"Give two or three sentences of encouraging, specific feedback."
+            )
             text = await self._chat(action, "You are a supportive tutor giving feedback.", user)
             source = "llm"
         self._remember(p.learner_id, "assistant", text)
         verdict = {True: "correct", False: "incorrect", None: "unjudged"}[correct]
         data = {"feedback": text, "correct": correct, "concept": p.concept}
-        recs = ([] if correct else [f"Review {concept} with a worked example"])
-        return self._respond(action, source, f"feedback on a {verdict} answer about {concept}",
-                             data, recommendations=recs or None,
-                             next_steps=["prepare_hints"] if correct is False else ["get_next_activity"])
+        recs = [] if correct else [f"Review {concept} with a worked example"]
+        return self._respond(
+            action,
+            source,
+            f"feedback on a {verdict} answer about {concept}",
+            data,
+            recommendations=recs or None,
+            next_steps=["prepare_hints"] if correct is False else ["get_next_activity"],
+        )
 
     async def _provide_feedback(self, p: ProvideFeedbackInput) -> AgentResponse:
-        metrics = {k: v for k, v in _flatten(p.analysis).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = {
+            k: v
+            for k, v in _flatten(p.analysis).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         strengths = sorted(k for k, v in metrics.items() if 0.7 <= v <= 1.0)
         weaknesses = sorted(k for k, v in metrics.items() if 0.0 <= v < 0.5)
         focus = p.focus or (weaknesses[0] if weaknesses else "overall progress")
@@ -448,29 +542,53 @@ class AITutorAgent(Agent):
             parts.append(f"Next, focus on {focus}.")
             text, source = " ".join(parts), "offline"
         else:
-            user = (f"Analysis of the learner (JSON):\n{json.dumps(p.analysis, default=str)[:4000]}\n"
-                    f"Focus: {focus}\nWrite short, encouraging feedback with one concrete next step.")
-            text, source = await self._chat("provide_feedback", "You are a supportive tutor.", user), "llm"
+            user = (
+                f"Analysis of the learner (JSON):\n{json.dumps(p.analysis, default=str)[:4000]}\n"
+                f"Focus: {focus}\nWrite short, encouraging feedback with one concrete next step."
+            )
+            text, source = (
+                await self._chat("provide_feedback", "You are a supportive tutor.", user),
+                "llm",
+            )
         self._remember(p.learner_id, "assistant", text)
-        data = {"feedback": text, "strengths": strengths, "areasToImprove": weaknesses, "focus": focus}
-        return self._respond("provide_feedback", source,
-                             f"feedback on {len(metrics)} numeric measures, focus '{focus}'", data,
-                             recommendations=[f"Practise {w}" for w in weaknesses] or None)
+        data = {
+            "feedback": text,
+            "strengths": strengths,
+            "areasToImprove": weaknesses,
+            "focus": focus,
+        }
+        return self._respond(
+            "provide_feedback",
+            source,
+            f"feedback on {len(metrics)} numeric measures, focus '{focus}'",
+            data,
+            recommendations=[f"Practise {w}" for w in weaknesses] or None,
+        )
 
     async def _prepare_hints(self, p: HintsInput) -> AgentResponse:
         if self.offline:
             hints, source = _offline_hints(p.concept, p.count), "offline"
         else:
-            user = (f"Concept: {p.concept}\nQuestion: {p.question or '(not given)'}\n"
-                    f"Difficulty level: {p.difficulty_level if p.difficulty_level is not None else 'unknown'}\n"
-                    f"Write exactly {p.count} hints, one per line, from subtle to explicit. "
-                    f"Do not give the answer away.")
-            text = await self._chat("prepare_hints", "You are a tutor writing progressive hints.", user)
+            user = (
+                f"Concept: {p.concept}\nQuestion: {p.question or '(not given)'}\n"
+                "Difficulty level: "
+                f"{p.difficulty_level if p.difficulty_level is not None else 'unknown'}\n"
+                f"Write exactly {p.count} hints, one per line, from subtle to explicit. "
+                f"Do not give the answer away."
+            )
+            text = await self._chat(
+                "prepare_hints", "You are a tutor writing progressive hints.", user
+            )
             hints = [h for h in (_strip_bullet(line) for line in text.splitlines()) if h][: p.count]
             source = "llm"
         data = {"concept": p.concept, "hints": hints, "difficultyLevel": p.difficulty_level}
-        return self._respond("prepare_hints", source, f"{len(hints)} progressive hints for "
-                             f"'{p.concept}'", data, next_steps=["Show one hint at a time"])
+        return self._respond(
+            "prepare_hints",
+            source,
+            f"{len(hints)} progressive hints for '{p.concept}'",
+            data,
+            next_steps=["Show one hint at a time"],
+        )
 
     async def _analyze_conversation_patterns(self, p: PatternsInput) -> AgentResponse:
         if p.messages is not None:
@@ -484,19 +602,28 @@ class AITutorAgent(Agent):
             summary, source = _stats_summary(stats), "offline"
         else:
             transcript = "\n".join(f"{m['role']}: {m['content']}" for m in messages[-40:])
-            summary = await self._chat("analyze_conversation_patterns", "You analyse tutoring "
-                                       "conversations.", f"Transcript:\n{transcript}\n\nIn two "
-                                       "sentences, describe the learner's patterns.")
+            summary = await self._chat(
+                "analyze_conversation_patterns",
+                "You analyse tutoring conversations.",
+                f"Transcript:\n{transcript}\n\nIn two sentences, describe the learner's patterns.",
+            )
             source = "llm"
         data = {**stats, "summary": summary}
-        return self._respond("analyze_conversation_patterns", source, f"patterns of {where}", data,
-                             recommendations=[_ADVICE[x] for x in stats["patterns"]] or None,
-                             confidence=None if messages else 0.2)
+        return self._respond(
+            "analyze_conversation_patterns",
+            source,
+            f"patterns of {where}",
+            data,
+            recommendations=[_ADVICE[x] for x in stats["patterns"]] or None,
+            confidence=None if messages else 0.2,
+        )
 
     async def _predict_with_gpt4(self, p: PredictInput) -> AgentResponse:
         n, k = len(p.history), sum(p.history)
         f = p.features if isinstance(p.features, dict) else {}
-        if not n and all(isinstance(f.get(x), int) and f[x] >= 0 for x in ("priorCorrect", "priorIncorrect")):
+        if not n and all(
+            isinstance(f.get(x), int) and f[x] >= 0 for x in ("priorCorrect", "priorIncorrect")
+        ):
             k, n = f["priorCorrect"], f["priorCorrect"] + f["priorIncorrect"]
         concept = p.concept or "the next item"
         if self.offline:
@@ -504,15 +631,23 @@ class AITutorAgent(Agent):
             why = f"Laplace estimate ({k}+1)/({n}+2) from {n} past answers on {concept}"
             source = "offline"
         else:
-            user = (f"Concept: {concept}\nPast answers (1 = correct, oldest first): "
-                    f"{[int(h) for h in p.history]}\nOther features: {json.dumps(p.features, default=str)}\n"
-                    "Reply with JSON only: "
-                    '{"probability": <P(next answer correct), 0..1>, "reasoning": "<one sentence>"}')
+            user = (
+                f"Concept: {concept}\nPast answers (1 = correct, oldest first): "
+                f"{[int(h) for h in p.history]}\n"
+                f"Other features: {json.dumps(p.features, default=str)}\n"
+                "Reply with JSON only: "
+                '{"probability": <P(next answer correct), 0..1>, "reasoning": "<one sentence>"}'
+            )
             text = await self._chat("predict_with_gpt4", "You predict learner performance.", user)
             probability, why = self._parse_prediction(text)
             source = "llm"
-        data = {"concept": p.concept, "prediction": round(probability, 4),
-                "predictedCorrect": probability >= 0.5, "observations": n, "method": source}
+        data = {
+            "concept": p.concept,
+            "prediction": round(probability, 4),
+            "predictedCorrect": probability >= 0.5,
+            "observations": n,
+            "method": source,
+        }
         return self._respond("predict_with_gpt4", source, why, data)
 
     def _parse_prediction(self, text: str) -> tuple[float, str]:
@@ -523,9 +658,12 @@ class AITutorAgent(Agent):
             if not 0.0 <= probability <= 1.0:
                 raise ValueError
         except (ValueError, TypeError, KeyError):
-            raise self._fail("predict_with_gpt4", f"LLM at {self.base_url} (model {self.model}) did not "
-                             f"return JSON with a probability in [0, 1]: {text[:200]!r}",
-                             retryable=True) from None
+            raise self._fail(
+                "predict_with_gpt4",
+                f"LLM at {self.base_url} (model {self.model}) did not "
+                f"return JSON with a probability in [0, 1]: {text[:200]!r}",
+                retryable=True,
+            ) from None
         return probability, str(obj.get("reasoning") or "LLM estimate")
 
 
@@ -578,7 +716,9 @@ def _conversation_stats(messages: list[dict[str, str]]) -> dict[str, Any]:
         "avgLearnerWords": round(avg, 2),
         "learnerQuestionRate": round(questions / len(learner), 3) if learner else 0.0,
         "learnerVocabulary": len(vocab),
-        "tutorToLearnerWordRatio": round(tutor_words / sum(learner_words), 2) if sum(learner_words) else None,
+        "tutorToLearnerWordRatio": round(tutor_words / sum(learner_words), 2)
+        if sum(learner_words)
+        else None,
     }
     patterns = []
     if learner and avg < 5:
@@ -596,8 +736,11 @@ def _conversation_stats(messages: list[dict[str, str]]) -> dict[str, Any]:
 def _stats_summary(stats: dict[str, Any]) -> str:
     if not stats["turns"]:
         return "No conversation recorded yet."
-    return (f"{stats['turns']} turns ({stats['learnerTurns']} by the learner, averaging "
-            f"{stats['avgLearnerWords']} words). Patterns: {', '.join(stats['patterns']) or 'none notable'}.")
+    return (
+        f"{stats['turns']} turns ({stats['learnerTurns']} by the learner, averaging "
+        f"{stats['avgLearnerWords']} words). "
+        f"Patterns: {', '.join(stats['patterns']) or 'none notable'}."
+    )
 
 
 _ADVICE = {

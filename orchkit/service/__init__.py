@@ -16,19 +16,47 @@ for _module in ("fastapi", "socketio", "uvicorn", "prometheus_client"):
     require(_module, "the service (orchkit serve)")
 
 from ._app import MAX_BODY_BYTES, create_app  # noqa: E402
-from ._service import (DEFAULT_CALL_TIMEOUT_MS, DEFAULT_IDLE_MS, AgentFactory, Service, default_agent_factory,  # noqa: E402
-                       load_factory)
+from ._service import (  # noqa: E402
+    DEFAULT_CALL_TIMEOUT_MS,
+    DEFAULT_IDLE_MS,
+    AgentFactory,
+    Service,
+    default_agent_factory,  # noqa: E402
+    load_factory,
+)
 from ._store import RedisStore, SQLiteStore, Store, open_store  # noqa: E402
 
-__all__ = ["AgentFactory", "DEFAULT_CALL_TIMEOUT_MS", "DEFAULT_IDLE_MS", "MAX_BODY_BYTES", "RedisStore", "SQLiteStore",
-           "Service", "Store", "create_app", "default_agent_factory", "load_factory", "open_store", "serve"]
+__all__ = [
+    "AgentFactory",
+    "DEFAULT_CALL_TIMEOUT_MS",
+    "DEFAULT_IDLE_MS",
+    "MAX_BODY_BYTES",
+    "RedisStore",
+    "SQLiteStore",
+    "Service",
+    "Store",
+    "create_app",
+    "default_agent_factory",
+    "load_factory",
+    "open_store",
+    "serve",
+]
 
 
-def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///orchkit.db",
-          idle_ms: float = DEFAULT_IDLE_MS, api_key: str | None = None,
-          max_body_bytes: int = MAX_BODY_BYTES, agent_factory: AgentFactory | str | None = None,
-          policies: Any = None, cors_origins: list[str] | None = None,
-          call_timeout_ms: float = DEFAULT_CALL_TIMEOUT_MS, log_level: str = "info") -> None:
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    store: str = "sqlite:///orchkit.db",
+    idle_ms: float = DEFAULT_IDLE_MS,
+    api_key: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    agent_factory: AgentFactory | str | None = None,
+    policies: Any = None,
+    cors_origins: list[str] | None = None,
+    call_timeout_ms: float = DEFAULT_CALL_TIMEOUT_MS,
+    log_level: str = "info",
+) -> None:
     """Run the service under uvicorn until interrupted (Ctrl-C / SIGTERM stop it cleanly:
     runs in flight are recorded ``interrupted``). ``store`` is ``sqlite:///FILE`` or
     ``redis://HOST:PORT/DB``; ``agent_factory(kind, agent_id)`` makes the agents (or
@@ -49,11 +77,18 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///
     async def check() -> None:
         await probe.open()
         await probe.close()
+
     asyncio.run(check())
-    service = Service(open_store(store), agent_factory=agent_factory, idle_ms=idle_ms,
-                      policies=policies, call_timeout_ms=call_timeout_ms)
-    app = create_app(service, api_key=api_key, max_body_bytes=max_body_bytes,
-                     cors_origins=cors_origins)
+    service = Service(
+        open_store(store),
+        agent_factory=agent_factory,
+        idle_ms=idle_ms,
+        policies=policies,
+        call_timeout_ms=call_timeout_ms,
+    )
+    app = create_app(
+        service, api_key=api_key, max_body_bytes=max_body_bytes, cors_origins=cors_origins
+    )
     if service.agent_factory is default_agent_factory:
         _warm_up()  # train the learning agents' model before the port opens (~1-4 s)
     # What start-up made (libraries, the trained model) lives as long as the process: moved
@@ -61,5 +96,6 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, store: str = "sqlite:///
     # collection here, which showed as 200 ms p99 spikes under load).
     gc.collect()
     gc.freeze()
-    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on",
-                timeout_keep_alive=30)
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, lifespan="on", timeout_keep_alive=30
+    )

@@ -27,13 +27,18 @@ log = logging.getLogger("orchkit.service")
 MAX_BODY_BYTES = 1 << 20
 
 
-def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-               cors_origins: list[str] | None = None) -> Any:
+def create_app(
+    service: Service,
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    cors_origins: list[str] | None = None,
+) -> Any:
     """The ASGI app serving ``service``: REST under /api, /healthz, /metrics, /docs and
     Socket.IO at /socket.io. ``api_key`` (default: ``$ORCHKIT_API_KEY``) guards /api,
     /metrics and sockets; request bodies over ``max_body_bytes`` get 413; browsers on
-    ``cors_origins`` (default: the same origin only) may call the API and open sockets. The service is
-    started and stopped by the app's lifespan."""
+    ``cors_origins`` (default: the same origin only) may call the API and open sockets. The
+    service is started and stopped by the app's lifespan."""
     import socketio
 
     if api_key is None:
@@ -60,21 +65,32 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
 
     auth = check_key if api_key is not None else open_door
 
-    api = FastAPI(title="orchkit service", version=_version(), lifespan=lifespan,
-                  description="Per-learner agents, runs and their records (SPEC §8). Times in "
-                              "ms; timestamps ISO-8601 UTC. Socket.IO on the same port.")
+    api = FastAPI(
+        title="orchkit service",
+        version=_version(),
+        lifespan=lifespan,
+        description="Per-learner agents, runs and their records (SPEC §8). Times in "
+        "ms; timestamps ISO-8601 UTC. Socket.IO on the same port.",
+    )
     api.state.service = service
     api.include_router(build_router(auth))
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        api.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
-                           allow_headers=["*"])
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
 
     @api.exception_handler(_Unauthorized)
     async def unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
-        return JSONResponse({"detail": "unauthorized: send Authorization: Bearer <ORCHKIT_API_KEY>"},
-                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return JSONResponse(
+            {"detail": "unauthorized: send Authorization: Bearer <ORCHKIT_API_KEY>"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     @api.exception_handler(_TooLarge)
     async def too_large(request: Request, exc: Exception) -> JSONResponse:
@@ -82,13 +98,21 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
 
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
         if any(e["type"] == "json_invalid" for e in errors):
-            return JSONResponse({"detail": "malformed JSON body: " + "; ".join(
-                e["msg"] for e in errors), "errors": errors}, status_code=400)
-        return JSONResponse({"detail": "; ".join(_describe(e) for e in errors), "errors": errors},
-                            status_code=422)
+            return JSONResponse(
+                {
+                    "detail": "malformed JSON body: " + "; ".join(e["msg"] for e in errors),
+                    "errors": errors,
+                },
+                status_code=400,
+            )
+        return JSONResponse(
+            {"detail": "; ".join(_describe(e) for e in errors), "errors": errors}, status_code=422
+        )
 
     @api.exception_handler(OrchkitError)
     async def refused(request: Request, exc: OrchkitError) -> JSONResponse:
@@ -102,14 +126,19 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, (OSError, sqlite3.Error)) or type(exc).__module__.startswith("redis"):
             log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
-            return JSONResponse({"detail": f"the store is unavailable ({type(exc).__name__}: "
-                                           f"{exc}); retry later"}, status_code=503)
+            return JSONResponse(
+                {"detail": f"the store is unavailable ({type(exc).__name__}: {exc}); retry later"},
+                status_code=503,
+            )
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server "
-                                       "log"}, status_code=500)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); see the server log"},
+            status_code=500,
+        )
 
-    sio = build_sockets(service, api_key=api_key, max_bytes=max_body_bytes,
-                        cors_origins=cors_origins)
+    sio = build_sockets(
+        service, api_key=api_key, max_bytes=max_body_bytes, cors_origins=cors_origins
+    )
     return BodyLimit(socketio.ASGIApp(sio, other_asgi_app=api), max_body_bytes)
 
 
@@ -119,14 +148,20 @@ class _Unauthorized(Exception):
 
 def _describe(err: dict[str, Any]) -> str:
     loc = [str(p) for p in err["loc"]]
-    where = ".".join(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else ".".join(loc)
+    where = (
+        ".".join(loc[1:])
+        if loc and loc[0] in ("body", "query", "path", "header")
+        else ".".join(loc)
+    )
     kind = {"query": "parameter", "path": "path parameter", "header": "header"}.get(
-        loc[0] if loc else "", "field")
+        loc[0] if loc else "", "field"
+    )
     return f"{kind} '{where or 'body'}': {err['msg']}"
 
 
 def _version() -> str:
     from .. import __version__
+
     return __version__
 
 
@@ -163,8 +198,13 @@ class BodyLimit:
             if message["type"] == "http.response.start":
                 started = True
                 ms = (time.perf_counter() - t0) * 1000.0
-                message = {**message, "headers": [*message.get("headers", ()),
-                                                  (b"server-timing", f"app;dur={ms:.3f}".encode())]}
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", ()),
+                        (b"server-timing", f"app;dur={ms:.3f}".encode()),
+                    ],
+                }
             await send(message)
 
         try:
@@ -185,7 +225,14 @@ class _TooLarge(HTTPException):  # an HTTPException, so FastAPI's body parsing l
 
 async def _reply(send: Any, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

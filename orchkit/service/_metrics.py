@@ -26,18 +26,27 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         self.runs = Counter("orchkit_runs", "Runs ended, by status", ["status"], registry=r)
         self.step_latency = Histogram(
-            "orchkit_step_latency_ms", "Agent attempt time in ms, by agent kind",
-            ["agent", "outcome"], buckets=LATENCY_BUCKETS_MS, registry=r)
+            "orchkit_step_latency_ms",
+            "Agent attempt time in ms, by agent kind",
+            ["agent", "outcome"],
+            buckets=LATENCY_BUCKETS_MS,
+            registry=r,
+        )
         self.agent_calls_in_flight = Gauge(
-            "orchkit_agent_calls_in_flight", "Direct agent calls running now", registry=r)
-        Gauge("orchkit_runs_in_flight", "Runs running now",
-              registry=r).set_function(service.runs_in_flight)
-        Gauge("orchkit_queue_depth", "Attempts waiting for agent capacity",
-              registry=r).set_function(service.queue_depth)
-        Gauge("orchkit_sessions_active", "Learner sessions open now",
-              registry=r).set_function(service.sessions_active)
-        Gauge("orchkit_agents_registered", "Agents registered with the orchestrator",
-              registry=r).set_function(lambda: len(service.orch.all_agents()))
+            "orchkit_agent_calls_in_flight", "Direct agent calls running now", registry=r
+        )
+        Gauge("orchkit_runs_in_flight", "Runs running now", registry=r).set_function(
+            service.runs_in_flight
+        )
+        Gauge(
+            "orchkit_queue_depth", "Attempts waiting for agent capacity", registry=r
+        ).set_function(service.queue_depth)
+        Gauge("orchkit_sessions_active", "Learner sessions open now", registry=r).set_function(
+            service.sessions_active
+        )
+        Gauge(
+            "orchkit_agents_registered", "Agents registered with the orchestrator", registry=r
+        ).set_function(lambda: len(service.orch.all_agents()))
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

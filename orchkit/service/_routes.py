@@ -6,15 +6,39 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 
-from ._schemas import (ERRORS, LEARNER_ID, AgentList, AgentRequest, AgentResponseBody,
-                       ErrorBody, Health, LearnerState, PlanValid, RunAccepted, RunList,
-                       RunRecord, RunStatus)
+from ._schemas import (
+    ERRORS,
+    LEARNER_ID,
+    AgentList,
+    AgentRequest,
+    AgentResponseBody,
+    ErrorBody,
+    Health,
+    LearnerState,
+    PlanValid,
+    RunAccepted,
+    RunList,
+    RunRecord,
+    RunStatus,
+)
 from ._service import AGENT_MS, Service, now_ms
 
-PLAN_BODY = Body(description="a plan (SPEC §2, camelCase as in the seed), or {plan, runId}",
-                 examples=[{"id": "p", "steps": [{"id": "a", "agentId": "learning-agent-1",
-                                                  "action": "fetch_external_data",
-                                                  "input": {"source": "curriculum_api"}}]}])
+PLAN_BODY = Body(
+    description="a plan (SPEC §2, camelCase as in the seed), or {plan, runId}",
+    examples=[
+        {
+            "id": "p",
+            "steps": [
+                {
+                    "id": "a",
+                    "agentId": "learning-agent-1",
+                    "action": "fetch_external_data",
+                    "input": {"source": "curriculum_api"},
+                }
+            ],
+        }
+    ],
+)
 
 
 def _err(description: str) -> dict[str, Any]:
@@ -31,12 +55,21 @@ def _timed(response: Response, acc: list[float]) -> None:
 
 def build_router(auth: Any) -> APIRouter:
     """The routes; ``auth`` is the dependency guarding /api and /metrics."""
-    api = APIRouter(prefix="/api", dependencies=[Depends(auth)],
-                    responses={k: ERRORS[k] for k in (400, 401, 413, 422)})
+    api = APIRouter(
+        prefix="/api",
+        dependencies=[Depends(auth)],
+        responses={k: ERRORS[k] for k in (400, 401, 413, 422)},
+    )
 
-    @api.post("/agents", response_model=AgentResponseBody, tags=["agents"],
-              responses={409: _err("the learner has no active session (start_session first)"),
-                         503: _err("the agent failed for a passing reason; retry")})
+    @api.post(
+        "/agents",
+        response_model=AgentResponseBody,
+        tags=["agents"],
+        responses={
+            409: _err("the learner has no active session (start_session first)"),
+            503: _err("the agent failed for a passing reason; retry"),
+        },
+    )
     async def agents_action(req: AgentRequest, request: Request, response: Response) -> Any:
         """Session actions (start_session, process_interaction, end_session) and, with
         `agent`, any action of the learner's learning, tutor or speech agent.
@@ -58,36 +91,56 @@ def build_router(auth: Any) -> APIRouter:
         return {"agents": svc.agents()}
 
     @api.get("/learners/{learnerId}", response_model=LearnerState, tags=["agents"])
-    async def learner(request: Request, learnerId: str = Path(pattern=LEARNER_ID),
-                      limit: int = Query(100, ge=1, le=1000)) -> Any:
+    async def learner(
+        request: Request,
+        learnerId: str = Path(pattern=LEARNER_ID),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> Any:
         """The learner's latest session record and newest insights (from the store)."""
         svc = _service(request)
-        return {"learnerId": learnerId, "session": await svc.store.get_session(learnerId),
-                "insights": await svc.insights(learnerId, limit)}
+        return {
+            "learnerId": learnerId,
+            "session": await svc.store.get_session(learnerId),
+            "insights": await svc.insights(learnerId, limit),
+        }
 
-    @api.post("/runs", status_code=202, response_model=RunAccepted, tags=["runs"],
-              responses={409: _err("runId already used")})
+    @api.post(
+        "/runs",
+        status_code=202,
+        response_model=RunAccepted,
+        tags=["runs"],
+        responses={409: _err("runId already used")},
+    )
     async def submit_run(request: Request, body: dict[str, Any] = PLAN_BODY) -> Any:
         """Start a run of the plan; 202 with its id once it is recorded as `running`."""
         svc = _service(request)
         return {"runId": await svc.submit_run(body)}
 
     @api.get("/runs", response_model=RunList, tags=["runs"])
-    async def list_runs(request: Request, status: RunStatus | None = None,
-                        limit: int = Query(50, ge=1, le=1000)) -> Any:
+    async def list_runs(
+        request: Request, status: RunStatus | None = None, limit: int = Query(50, ge=1, le=1000)
+    ) -> Any:
         """The newest runs (by creation), optionally of one status."""
         svc = _service(request)
         return {"runs": await svc.list_runs(status, limit)}
 
-    @api.get("/runs/{runId}", response_model=RunRecord, tags=["runs"],
-             responses={404: _err("no such run")})
+    @api.get(
+        "/runs/{runId}",
+        response_model=RunRecord,
+        tags=["runs"],
+        responses={404: _err("no such run")},
+    )
     async def get_run(runId: str, request: Request) -> Any:
         """The run's record: plan, status, result, spans and events."""
         svc = _service(request)
         return await svc.get_run(runId)
 
-    @api.delete("/runs/{runId}", response_model=RunRecord, tags=["runs"],
-                responses={404: _err("no such run"), 409: _err("the run has already ended")})
+    @api.delete(
+        "/runs/{runId}",
+        response_model=RunRecord,
+        tags=["runs"],
+        responses={404: _err("no such run"), 409: _err("the run has already ended")},
+    )
     async def cancel_run(runId: str, request: Request) -> Any:
         """Cancel a running run; answers its final record (status `cancelled`)."""
         svc = _service(request)
@@ -98,8 +151,12 @@ def build_router(auth: Any) -> APIRouter:
         """200 if the plan is valid, 422 with the validation message otherwise."""
         plan = Service.validate_plan(body)
         chain = plan.chain()
-        return {"valid": True, "planId": plan.id, "plans": len(chain),
-                "steps": sum(len(p.steps) for p in chain)}
+        return {
+            "valid": True,
+            "planId": plan.id,
+            "plans": len(chain),
+            "steps": sum(len(p.steps) for p in chain),
+        }
 
     root = APIRouter()
     root.include_router(api)
@@ -108,11 +165,21 @@ def build_router(auth: Any) -> APIRouter:
     async def healthz(request: Request) -> Any:
         """Liveness: the server answers (no key needed)."""
         svc = _service(request)
-        return {"status": "ok", "store": type(svc.store).__name__, "uptimeMs": now_ms() - svc.started_ms,
-                "runsInFlight": svc.runs_in_flight(), "sessionsActive": svc.sessions_active()}
+        return {
+            "status": "ok",
+            "store": type(svc.store).__name__,
+            "uptimeMs": now_ms() - svc.started_ms,
+            "runsInFlight": svc.runs_in_flight(),
+            "sessionsActive": svc.sessions_active(),
+        }
 
-    @root.get("/metrics", tags=["ops"], dependencies=[Depends(auth)], response_class=Response,
-              responses={200: {"content": {"text/plain": {}}}, 401: ERRORS[401], 413: ERRORS[413]})
+    @root.get(
+        "/metrics",
+        tags=["ops"],
+        dependencies=[Depends(auth)],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}, 401: ERRORS[401], 413: ERRORS[413]},
+    )
     async def metrics(request: Request) -> Response:
         """Prometheus text: runs by status, step latency histograms by agent, in flight,
         queue depth."""

@@ -7,8 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._base.errors import (AgentError, MissingDependencyError, NoSessionError, PlanValidationError,
-                       RunNotFoundError, ServiceError, UnknownActionError)
+from .._base.errors import (
+    AgentError,
+    MissingDependencyError,
+    NoSessionError,
+    PlanValidationError,
+    RunNotFoundError,
+    ServiceError,
+    UnknownActionError,
+)
 
 LEARNER_ID = r"^[A-Za-z0-9_.@:-]{1,128}$"
 AgentKind = Literal["learning", "tutor", "speech"]
@@ -39,14 +46,21 @@ class _In(BaseModel):
 class AgentRequest(_In):
     """``POST /api/agents``: a session action, or (with ``agent``) an agent's own action."""
 
-    action: str = Field(min_length=1, max_length=100, examples=["start_session"],
-                        description="start_session | process_interaction | end_session, or an "
-                                    "action of the agent named by `agent`")
+    action: str = Field(
+        min_length=1,
+        max_length=100,
+        examples=["start_session"],
+        description="start_session | process_interaction | end_session, or an "
+        "action of the agent named by `agent`",
+    )
     learnerId: str = Field(pattern=LEARNER_ID, examples=["student_42"])
-    agent: AgentKind | None = Field(default=None, description="whose action it is, for an "
-                                    "agent action (learning | tutor | speech)")
-    data: dict[str, Any] = Field(default_factory=dict, examples=[
-        {"subject": "mathematics", "gradeLevel": 5}])
+    agent: AgentKind | None = Field(
+        default=None,
+        description="whose action it is, for an agent action (learning | tutor | speech)",
+    )
+    data: dict[str, Any] = Field(
+        default_factory=dict, examples=[{"subject": "mathematics", "gradeLevel": 5}]
+    )
 
 
 class StepOutcome(BaseModel):
@@ -101,12 +115,16 @@ class AgentActionResponse(BaseModel):
     success: bool
     agent: AgentKind
     agentId: str
-    response: dict[str, Any] = Field(description="the agent's response (action, confidence, "
-                                     "reasoning, data, recommendations, nextSteps)")
+    response: dict[str, Any] = Field(
+        description="the agent's response (action, confidence, "
+        "reasoning, data, recommendations, nextSteps)"
+    )
     timestamp: str
 
 
-AgentResponseBody = StartSessionResponse | InteractionResponse | EndSessionResponse | AgentActionResponse
+AgentResponseBody = (
+    StartSessionResponse | InteractionResponse | EndSessionResponse | AgentActionResponse
+)
 
 
 class RunAccepted(BaseModel):
@@ -130,10 +148,12 @@ class RunSummary(BaseModel):
 class RunRecord(RunSummary):
     model_config = ConfigDict(extra="allow")
     plan: dict[str, Any]
-    result: dict[str, Any] | None = Field(description="success, planId, results, errors, "
-                                          "stepStates, durationMs, fallbackChain")
-    spans: list[dict[str, Any]] = Field(description="one row per attempt, times in ms from the "
-                                        "run's start (orchkit.SPAN_COLUMNS)")
+    result: dict[str, Any] | None = Field(
+        description="success, planId, results, errors, stepStates, durationMs, fallbackChain"
+    )
+    spans: list[dict[str, Any]] = Field(
+        description="one row per attempt, times in ms from the run's start (orchkit.SPAN_COLUMNS)"
+    )
     events: list[dict[str, Any]] = Field(description="the run's bus events, in order (seq)")
 
 
@@ -155,8 +175,11 @@ class AgentInfo(BaseModel):
     capacity: int | None
     inFlight: int
     waiting: int
-    breaker: str | None = Field(None, description="closed | open | half_open, for an agent with "
-                                "a circuit breaker (--policies) that has been called")
+    breaker: str | None = Field(
+        None,
+        description="closed | open | half_open, for an agent with "
+        "a circuit breaker (--policies) that has been called",
+    )
     learnerId: str | None
 
 
@@ -183,9 +206,15 @@ class ErrorBody(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
-ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in {
-    400: "malformed JSON, or an unknown action (the valid ones are listed)",
-    401: "missing or wrong bearer key (ORCHKIT_API_KEY is set)",
-    413: "request body larger than the limit (default 1 MiB)",
-    422: "a field has the wrong type or value, the plan is invalid, or the agent refused the input",
-}.items()}
+ERRORS = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "malformed JSON, or an unknown action (the valid ones are listed)",
+        401: "missing or wrong bearer key (ORCHKIT_API_KEY is set)",
+        413: "request body larger than the limit (default 1 MiB)",
+        422: (
+            "a field has the wrong type or value, the plan is invalid, "
+            "or the agent refused the input"
+        ),
+    }.items()
+}

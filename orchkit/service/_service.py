@@ -29,13 +29,21 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
+from .._base.errors import (
+    AgentError,
+    NoSessionError,
+    OrchkitError,
+    PlanValidationError,
+    RunNotFoundError,
+    ServiceError,
+    UnknownActionError,
+)
 from .._runtimes.agent import Agent, AgentResponse, coerce_response
-from .._base.errors import (AgentError, NoSessionError, OrchkitError, PlanValidationError,
-                       RunNotFoundError, ServiceError, UnknownActionError)
 from .._runtimes.live import Orchestrator
 from .._spec.plan import Plan
 from ._metrics import Metrics
@@ -54,15 +62,20 @@ DEFAULT_CALL_TIMEOUT_MS = 30_000.0
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 # Agent time spent on behalf of the current request, in ms (a one-element list per request).
-AGENT_MS: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("agent_ms", default=None)
+AGENT_MS: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
+    "agent_ms", default=None
+)
 
 
 def default_agent_factory(kind: str, agent_id: str) -> Agent:
     """The built-in agent of ``kind`` (learning, tutor, speech) with id ``agent_id``."""
     from .. import agents
 
-    cls = {"learning": "PersonalizedLearningAgent", "tutor": "AITutorAgent",
-           "speech": "SpeechAnalysisAgent"}[kind]
+    cls = {
+        "learning": "PersonalizedLearningAgent",
+        "tutor": "AITutorAgent",
+        "speech": "SpeechAnalysisAgent",
+    }[kind]
     return getattr(agents, cls)(agent_id)
 
 
@@ -74,11 +87,15 @@ def load_factory(spec: str) -> AgentFactory:
     try:
         factory = getattr(importlib.import_module(module), name) if module and name else None
     except (ImportError, AttributeError) as exc:
-        raise ServiceError(f"--agent-factory {spec!r}: cannot load it ({type(exc).__name__}: "
-                           f"{exc}); give module:function on the Python path") from None
+        raise ServiceError(
+            f"--agent-factory {spec!r}: cannot load it ({type(exc).__name__}: "
+            f"{exc}); give module:function on the Python path"
+        ) from None
     if not callable(factory):
-        raise ServiceError(f"--agent-factory {spec!r}: write module:function, where "
-                           "function(kind, agent_id) returns an orchkit.Agent")
+        raise ServiceError(
+            f"--agent-factory {spec!r}: write module:function, where "
+            "function(kind, agent_id) returns an orchkit.Agent"
+        )
     return factory
 
 
@@ -106,8 +123,11 @@ def now_ms() -> float:
 
 def iso(ms: float) -> str:
     """ISO-8601 UTC with ms, as the seed's ``new Date().toISOString()``."""
-    return datetime.fromtimestamp(ms / 1000.0, timezone.utc).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(ms / 1000.0, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def jsonable(obj: Any) -> Any:
@@ -159,14 +179,22 @@ class Service:
     Call ``await start()`` before use and ``await stop()`` after.
     """
 
-    def __init__(self, store: Store, *, agent_factory: AgentFactory | None = None,
-                 idle_ms: float = DEFAULT_IDLE_MS, seed: int | None = None,
-                 policies: Any = None, call_timeout_ms: float = DEFAULT_CALL_TIMEOUT_MS):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        agent_factory: AgentFactory | None = None,
+        idle_ms: float = DEFAULT_IDLE_MS,
+        seed: int | None = None,
+        policies: Any = None,
+        call_timeout_ms: float = DEFAULT_CALL_TIMEOUT_MS,
+    ):
         if not idle_ms > 0:
             raise ValueError(f"idle_ms must be > 0, got {idle_ms!r}")
         if not 0 < call_timeout_ms < float("inf"):
-            raise ValueError(f"call_timeout_ms must be a finite number of ms > 0, got "
-                             f"{call_timeout_ms!r}")
+            raise ValueError(
+                f"call_timeout_ms must be a finite number of ms > 0, got {call_timeout_ms!r}"
+            )
         self.call_timeout_ms = float(call_timeout_ms)
         self.store = store
         self.agent_factory = agent_factory or default_agent_factory
@@ -194,11 +222,19 @@ class Service:
         t = now_ms()
         interrupted = await self.store.interrupt_running(t)
         if interrupted:
-            log.warning("%d run(s) were in flight when the server last stopped: now interrupted",
-                        len(interrupted))
+            log.warning(
+                "%d run(s) were in flight when the server last stopped: now interrupted",
+                len(interrupted),
+            )
         for s in await self.store.list_sessions("active"):
-            await self.store.save_session({**s, "status": "interrupted", "endedAt": iso(t),
-                                           "endReason": "the server restarted"})
+            await self.store.save_session(
+                {
+                    **s,
+                    "status": "interrupted",
+                    "endedAt": iso(t),
+                    "endReason": "the server restarted",
+                }
+            )
         self.orch.on("agent:insight", self._on_insight)
         self.orch.on("*", self._on_event)
         self._spawn(self._reaper())
@@ -211,8 +247,9 @@ class Service:
         for live in list(self._runs.values()):
             if live.task is not None:
                 live.task.cancel()
-        await asyncio.gather(*(lv.task for lv in list(self._runs.values()) if lv.task),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(lv.task for lv in list(self._runs.values()) if lv.task), return_exceptions=True
+        )
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -240,8 +277,10 @@ class Service:
     async def _register(self, kind: str, agent_id: str) -> Agent:
         agent = self.agent_factory(kind, agent_id)
         if not isinstance(agent, Agent) or agent.agent_id != agent_id:
-            raise OrchkitError(f"agent factory returned {agent!r} for {kind} agent '{agent_id}'; "
-                               "it must return an orchkit.Agent with that agent_id")
+            raise OrchkitError(
+                f"agent factory returned {agent!r} for {kind} agent '{agent_id}'; "
+                "it must return an orchkit.Agent with that agent_id"
+            )
         await self.orch.register_agent(agent)
         return agent
 
@@ -249,8 +288,10 @@ class Service:
         """One attempt of ``action`` on the agent, timed (metrics, ``AGENT_MS``)."""
         agent = self.orch.get_agent(agent_id)
         if agent is None:
-            raise NoSessionError(f"agent '{agent_id}' is no longer registered (its session "
-                                 "ended); start a new session")
+            raise NoSessionError(
+                f"agent '{agent_id}' is no longer registered (its session "
+                "ended); start a new session"
+            )
         context = {"plan_id": None, "step_id": None, "attempt": 1, "run_id": None, "results": {}}
         label = kind_of(agent_id) or agent_id
         gauge = self.metrics.agent_calls_in_flight
@@ -265,16 +306,19 @@ class Service:
             return coerce_response(value, agent_id, action)
         except TimeoutError:
             outcome = "timeout"
-            raise AgentError(f"agent '{agent_id}' action '{action}' did not answer within "
-                             f"{self.call_timeout_ms:g} ms (the service's call_timeout_ms)",
-                             retryable=True) from None
+            raise AgentError(
+                f"agent '{agent_id}' action '{action}' did not answer within "
+                f"{self.call_timeout_ms:g} ms (the service's call_timeout_ms)",
+                retryable=True,
+            ) from None
         except AgentError:
             outcome = "failed"
             raise
         except Exception as exc:  # noqa: BLE001 - an agent's bug is the agent's error
             outcome = "failed"
-            raise AgentError(f"agent '{agent_id}' action '{action}' raised "
-                             f"{type(exc).__name__}: {exc}") from None
+            raise AgentError(
+                f"agent '{agent_id}' action '{action}' raised {type(exc).__name__}: {exc}"
+            ) from None
         finally:
             ms = (time.perf_counter() - t0) * 1000.0
             gauge.dec()
@@ -289,11 +333,18 @@ class Service:
         out = []
         for a in self.orch.all_agents():
             running, waiting = self.orch.agent_load(a.agent_id)
-            out.append({"id": a.agent_id, "kind": kind_of(a.agent_id) or type(a).__name__,
-                        "type": type(a).__name__, "capacity": a.capacity, "inFlight": running,
-                        "waiting": waiting,
-                        "breaker": breakers.get(a.agent_id),
-                        "learnerId": self._owner.get(a.agent_id)})
+            out.append(
+                {
+                    "id": a.agent_id,
+                    "kind": kind_of(a.agent_id) or type(a).__name__,
+                    "type": type(a).__name__,
+                    "capacity": a.capacity,
+                    "inFlight": running,
+                    "waiting": waiting,
+                    "breaker": breakers.get(a.agent_id),
+                    "learnerId": self._owner.get(a.agent_id),
+                }
+            )
         return out
 
     def queue_depth(self) -> int:
@@ -308,10 +359,12 @@ class Service:
     def _require(self, learner_id: str) -> _Session:
         s = self._sessions.get(learner_id)
         if s is None:
-            raise NoSessionError(f"learner '{learner_id}' has no active session (never started, "
-                                 "ended, or released after "
-                                 f"{self.idle_ms / 60_000:g} min idle); send action "
-                                 "'start_session' first")
+            raise NoSessionError(
+                f"learner '{learner_id}' has no active session (never started, "
+                "ended, or released after "
+                f"{self.idle_ms / 60_000:g} min idle); send action "
+                "'start_session' first"
+            )
         s.last_ms = now_ms()
         return s
 
@@ -323,8 +376,10 @@ class Service:
             ms = int(t)
             s = self._sessions.get(learner_id)
             if s is None:
-                ids = {"learning": f"learning-agent-{learner_id}-{ms}",
-                       "tutor": f"tutor-agent-{learner_id}-{ms}"}
+                ids = {
+                    "learning": f"learning-agent-{learner_id}-{ms}",
+                    "tutor": f"tutor-agent-{learner_id}-{ms}",
+                }
                 try:
                     for kind in ("learning", "tutor"):
                         await self._register(kind, ids[kind])
@@ -341,28 +396,48 @@ class Service:
             plan = self._bind_session_plan(s, data)
             s.busy += 1
             try:
-                record = await self._execute(f"init_{s.session_id}", plan, t, kind="session",
-                                             learner_id=learner_id)
+                record = await self._execute(
+                    f"init_{s.session_id}", plan, t, kind="session", learner_id=learner_id
+                )
             finally:
                 s.busy -= 1
             status = "ready" if record["status"] == "succeeded" else "failed"
             acc = AGENT_MS.get()
             if acc is not None and record["result"]:  # the plan's time counts as the agents'
                 acc[0] += record["result"]["durationMs"]
-            await self.store.save_session({
-                "learnerId": learner_id, "sessionId": s.session_id, "status": "active",
-                "agents": dict(s.agents), "startedAt": iso(t), "startedMs": t,
-                "initRunId": record["runId"], "initStatus": record["status"], "data": data})
+            await self.store.save_session(
+                {
+                    "learnerId": learner_id,
+                    "sessionId": s.session_id,
+                    "status": "active",
+                    "agents": dict(s.agents),
+                    "startedAt": iso(t),
+                    "startedMs": t,
+                    "initRunId": record["runId"],
+                    "initStatus": record["status"],
+                    "data": data,
+                }
+            )
             res = record["result"] or {}
-            steps = {sid: {"success": res.get("stepStates", {}).get(sid) == "succeeded",
-                           "data": (res.get("results", {}).get(sid) or {}).get("data"),
-                           **({"error": res["errors"][sid]} if sid in res.get("errors", {}) else {})}
-                     for sid in res.get("stepStates", {})}
-            return {"sessionId": s.session_id, "agents": dict(s.agents), "status": status,
-                    "orchestration": {"success": record["status"] == "succeeded",
-                                      "duration": res.get("durationMs", record["durationMs"]),
-                                      "results": steps},
-                    "timestamp": iso(now_ms())}
+            steps = {
+                sid: {
+                    "success": res.get("stepStates", {}).get(sid) == "succeeded",
+                    "data": (res.get("results", {}).get(sid) or {}).get("data"),
+                    **({"error": res["errors"][sid]} if sid in res.get("errors", {}) else {}),
+                }
+                for sid in res.get("stepStates", {})
+            }
+            return {
+                "sessionId": s.session_id,
+                "agents": dict(s.agents),
+                "status": status,
+                "orchestration": {
+                    "success": record["status"] == "succeeded",
+                    "duration": res.get("durationMs", record["durationMs"]),
+                    "results": steps,
+                },
+                "timestamp": iso(now_ms()),
+            }
 
     def _bind_session_plan(self, s: _Session, data: dict[str, Any]) -> Plan:
         """The session plan with the learner's agents and inputs (``Plan.bind``: no round
@@ -377,10 +452,14 @@ class Service:
                     inp[key] = data[key]
             inp["learnerId"] = s.learner_id
             inputs[step.id] = inp
-        agent_ids = {step.agent_id: s.agents[kind] for step in self._plan.steps
-                     if (kind := kind_of(step.agent_id)) in s.agents}
-        return self._plan.bind(agent_ids=agent_ids, inputs=inputs, fallback=False,
-                               timeout_ms=self.call_timeout_ms)  # a request never waits forever
+        agent_ids = {
+            step.agent_id: s.agents[kind]
+            for step in self._plan.steps
+            if (kind := kind_of(step.agent_id)) in s.agents
+        }
+        return self._plan.bind(
+            agent_ids=agent_ids, inputs=inputs, fallback=False, timeout_ms=self.call_timeout_ms
+        )  # a request never waits forever
 
     def _tutor_listener(self, learner_id: str, tutor_id: str) -> Any:
         """Let the learner's tutor hear only its own learner's insights (one shared bus)."""
@@ -393,6 +472,7 @@ class Service:
         def listener(payload: dict[str, Any]) -> None:
             if self._owner.get(payload.get("agentId")) == learner_id:
                 hear(payload)
+
         self.orch.on("agent:insight", listener)
         return listener
 
@@ -408,14 +488,27 @@ class Service:
         finally:
             s.busy -= 1
         d = r.data if isinstance(r.data, dict) else {}
-        return {"success": True,
-                "response": {"correct": d.get("correct"),
-                             "nextActivity": (nxt.data or {}).get("activity"),
-                             "adaptations": {k: d.get(k) for k in (
-                                 "concept", "difficultyLevel", "difficultyChange", "mastery",
-                                 "struggling")} | {"recommendations": r.recommendations or []}},
-                "confidence": r.confidence, "reasoning": r.reasoning,
-                "timestamp": iso(now_ms())}
+        return {
+            "success": True,
+            "response": {
+                "correct": d.get("correct"),
+                "nextActivity": (nxt.data or {}).get("activity"),
+                "adaptations": {
+                    k: d.get(k)
+                    for k in (
+                        "concept",
+                        "difficultyLevel",
+                        "difficultyChange",
+                        "mastery",
+                        "struggling",
+                    )
+                }
+                | {"recommendations": r.recommendations or []},
+            },
+            "confidence": r.confidence,
+            "reasoning": r.reasoning,
+            "timestamp": iso(now_ms()),
+        }
 
     async def end_session(self, learner_id: str) -> dict[str, Any]:
         """Release the learner's agents and close the session."""
@@ -423,8 +516,13 @@ class Service:
             s = self._require(learner_id)
             await self._release(s, "ended")
             t = now_ms()
-            return {"success": True, "sessionId": s.session_id, "status": "ended",
-                    "durationMs": t - s.started_ms, "timestamp": iso(t)}
+            return {
+                "success": True,
+                "sessionId": s.session_id,
+                "status": "ended",
+                "durationMs": t - s.started_ms,
+                "timestamp": iso(t),
+            }
 
     async def _release(self, s: _Session, why: str) -> None:
         self._sessions.pop(s.learner_id, None)
@@ -435,16 +533,20 @@ class Service:
             self._owner.pop(agent_id, None)
         t = now_ms()
         rec = await self.store.get_session(s.learner_id) or {"learnerId": s.learner_id}
-        await self.store.save_session({**rec, "sessionId": s.session_id, "status": why,
-                                       "endedAt": iso(t), "endedMs": t})
+        await self.store.save_session(
+            {**rec, "sessionId": s.session_id, "status": why, "endedAt": iso(t), "endedMs": t}
+        )
         self._locks.pop(s.learner_id, None)
 
-    async def agent_action(self, learner_id: str, kind: str, action: str,
-                           data: dict[str, Any]) -> dict[str, Any]:
-        """Any other action on the learner's ``kind`` agent (speech agents are made on first use)."""
+    async def agent_action(
+        self, learner_id: str, kind: str, action: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Any other action on the learner's ``kind`` agent (speech agents are made on first
+        use)."""
         if kind not in KINDS:
-            raise UnknownActionError(f"field 'agent': {kind!r} is not an agent kind "
-                                     f"(kinds: {', '.join(KINDS)})")
+            raise UnknownActionError(
+                f"field 'agent': {kind!r} is not an agent kind (kinds: {', '.join(KINDS)})"
+            )
         s = self._require(learner_id)
         if kind not in s.agents:
             async with self._lock(learner_id):
@@ -456,19 +558,27 @@ class Service:
         agent_id = s.agents[kind]
         valid = _actions_of(self.orch.get_agent(agent_id))
         if valid is not None and action not in valid:
-            raise UnknownActionError(f"action {action!r} is not an action of the {kind} agent "
-                                     f"(its actions: {', '.join(valid)}; session actions: "
-                                     f"{', '.join(SESSION_ACTIONS)})")
+            raise UnknownActionError(
+                f"action {action!r} is not an action of the {kind} agent "
+                f"(its actions: {', '.join(valid)}; session actions: "
+                f"{', '.join(SESSION_ACTIONS)})"
+            )
         s.busy += 1
         try:
             r = await self._call(agent_id, action, {**data, "learnerId": learner_id})
         finally:
             s.busy -= 1
-        return {"success": True, "agent": kind, "agentId": agent_id, "response": jsonable(r),
-                "timestamp": iso(now_ms())}
+        return {
+            "success": True,
+            "agent": kind,
+            "agentId": agent_id,
+            "response": jsonable(r),
+            "timestamp": iso(now_ms()),
+        }
 
-    async def handle(self, action: str, learner_id: str, agent: str | None,
-                     data: dict[str, Any]) -> dict[str, Any]:
+    async def handle(
+        self, action: str, learner_id: str, agent: str | None, data: dict[str, Any]
+    ) -> dict[str, Any]:
         """``POST /api/agents``: dispatch by ``action`` (and ``agent`` for agent actions)."""
         if agent is None:
             if action == "start_session":
@@ -480,8 +590,9 @@ class Service:
             raise UnknownActionError(
                 f"field 'action': {action!r} is not a session action (valid: "
                 f"{', '.join(SESSION_ACTIONS)}); for an agent's own action also give field "
-                f"'agent' ({' | '.join(KINDS)}), e.g. {{\"action\": \"prepare_hints\", "
-                "\"agent\": \"tutor\", ...}")
+                f'\'agent\' ({" | ".join(KINDS)}), e.g. {{"action": "prepare_hints", '
+                '"agent": "tutor", ...}'
+            )
         return await self.agent_action(learner_id, agent, action, data)
 
     async def insights(self, learner_id: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -499,8 +610,14 @@ class Service:
         if not isinstance(learner_id, str):
             return
         t = now_ms()
-        record = {"type": insight.get("type"), "learnerId": learner_id, "agentId": agent_id,
-                  "data": jsonable(insight.get("data")), "timestamp": iso(t), "timeMs": t}
+        record = {
+            "type": insight.get("type"),
+            "learnerId": learner_id,
+            "agentId": agent_id,
+            "data": jsonable(insight.get("data")),
+            "timestamp": iso(t),
+            "timeMs": t,
+        }
         self._spawn(self._handle_insight(learner_id, record))
 
     async def _handle_insight(self, learner_id: str, record: dict[str, Any]) -> None:
@@ -510,27 +627,55 @@ class Service:
             return
         data = record["data"] if isinstance(record["data"], dict) else {}
         room = f"learner:{learner_id}"
-        await self._publish(room, "tutor:intervention:required", {
-            "reason": "struggling_detected",
-            "context": {**data, "learnerId": learner_id, "sessionId": s.session_id,
-                        "agentId": record["agentId"], "timestamp": record["timestamp"]}})
+        await self._publish(
+            room,
+            "tutor:intervention:required",
+            {
+                "reason": "struggling_detected",
+                "context": {
+                    **data,
+                    "learnerId": learner_id,
+                    "sessionId": s.session_id,
+                    "agentId": record["agentId"],
+                    "timestamp": record["timestamp"],
+                },
+            },
+        )
         concept = data.get("concept")
         if not isinstance(concept, str) or not concept:
             return
         try:
-            r = await self._call(s.agents["tutor"], "prepare_hints",
-                                 {"concept": concept, "learnerId": learner_id,
-                                  **({"difficultyLevel": data["difficultyLevel"]}
-                                     if isinstance(data.get("difficultyLevel"), (int, float)) else {})})
+            r = await self._call(
+                s.agents["tutor"],
+                "prepare_hints",
+                {
+                    "concept": concept,
+                    "learnerId": learner_id,
+                    **(
+                        {"difficultyLevel": data["difficultyLevel"]}
+                        if isinstance(data.get("difficultyLevel"), (int, float))
+                        else {}
+                    ),
+                },
+            )
         except (AgentError, NoSessionError) as exc:
             log.warning("tutor of %s could not adapt content: %s", learner_id, exc)
             return
         rd = r.data if isinstance(r.data, dict) else {}
-        await self._publish(room, "content:adapted", {
-            "learnerId": learner_id, "sessionId": s.session_id, "concept": concept,
-            "reason": "struggling_detected", "hints": rd.get("hints"),
-            "intervention": jsonable(rd.get("intervention")), "response": jsonable(r),
-            "timestamp": iso(now_ms())})
+        await self._publish(
+            room,
+            "content:adapted",
+            {
+                "learnerId": learner_id,
+                "sessionId": s.session_id,
+                "concept": concept,
+                "reason": "struggling_detected",
+                "hints": rd.get("hints"),
+                "intervention": jsonable(rd.get("intervention")),
+                "response": jsonable(r),
+                "timestamp": iso(now_ms()),
+            },
+        )
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -547,11 +692,14 @@ class Service:
         if run_id is None:
             run_id = f"run_{int(now_ms())}_{uuid.uuid4().hex[:8]}"
         elif not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-            raise ValueError(f"field 'runId' must be 1-128 characters of A-Z a-z 0-9 _ . : -, "
-                             f"got {run_id!r:.80}")
+            raise ValueError(
+                f"field 'runId' must be 1-128 characters of A-Z a-z 0-9 _ . : -, got {run_id!r:.80}"
+            )
         if run_id in self._runs or await self.store.get_run(run_id) is not None:
-            raise ServiceError(f"field 'runId': a run '{run_id}' already exists; choose another "
-                               "id or leave runId out")
+            raise ServiceError(
+                f"field 'runId': a run '{run_id}' already exists; choose another "
+                "id or leave runId out"
+            )
         await self._ensure_agents(plan)
         t = now_ms()
         live = _LiveRun(_new_record(run_id, plan, t, "api"), _agent_ids(plan))
@@ -575,11 +723,20 @@ class Service:
             if kind is None:
                 raise PlanValidationError(
                     f"plan '{plan.id}': no agent serves '{agent_id}'; the service makes agents "
-                    f"whose ids match {', '.join(KINDS.values())} (e.g. learning-agent-123)")
+                    f"whose ids match {', '.join(KINDS.values())} (e.g. learning-agent-123)"
+                )
             await self._register(kind, agent_id)
 
-    async def _execute(self, run_id: str, plan: Plan, t0: float, *, kind: str,
-                       live: _LiveRun | None = None, learner_id: str | None = None) -> dict[str, Any]:
+    async def _execute(
+        self,
+        run_id: str,
+        plan: Plan,
+        t0: float,
+        *,
+        kind: str,
+        live: _LiveRun | None = None,
+        learner_id: str | None = None,
+    ) -> dict[str, Any]:
         if live is None:
             live = _LiveRun(_new_record(run_id, plan, t0, kind, learner_id), _agent_ids(plan))
             self._runs[run_id] = live
@@ -587,23 +744,37 @@ class Service:
         try:
             result = await self.orch.orchestrate(plan, run_id=run_id)
         except asyncio.CancelledError:
-            rec.update(status="interrupted" if self._stopping else "cancelled",
-                       error=("the server stopped while this run was in flight" if self._stopping
-                              else "cancelled by DELETE /api/runs/" + run_id))
+            rec.update(
+                status="interrupted" if self._stopping else "cancelled",
+                error=(
+                    "the server stopped while this run was in flight"
+                    if self._stopping
+                    else "cancelled by DELETE /api/runs/" + run_id
+                ),
+            )
         except Exception as exc:  # noqa: BLE001 - recorded, never lost
             rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         else:
             spans = result.span_records()  # plain rows: no DataFrame on the request path
-            rec.update(status=result.status, error=result.error, result={
-                "success": result.success, "planId": result.plan_id,
-                "results": jsonable(result.results), "errors": dict(result.errors),
-                "stepStates": dict(result.step_states), "durationMs": result.duration_ms,
-                "fallbackChain": result.fallback_chain}, spans=jsonable(spans))
+            rec.update(
+                status=result.status,
+                error=result.error,
+                result={
+                    "success": result.success,
+                    "planId": result.plan_id,
+                    "results": jsonable(result.results),
+                    "errors": dict(result.errors),
+                    "stepStates": dict(result.step_states),
+                    "durationMs": result.duration_ms,
+                    "fallbackChain": result.fallback_chain,
+                },
+                spans=jsonable(spans),
+            )
             for span in spans:
                 if span["start_ms"] == span["start_ms"] and span["end_ms"] == span["end_ms"]:
                     self.metrics.step_latency.labels(  # not NaN: the attempt started and ended
-                        agent=kind_of(span["agent_id"]) or span["agent_id"],
-                        outcome=span["outcome"]).observe(span["end_ms"] - span["start_ms"])
+                        agent=kind_of(span["agent_id"]) or span["agent_id"], outcome=span["outcome"]
+                    ).observe(span["end_ms"] - span["start_ms"])
         t = now_ms()
         rec.update(events=live.events, finishedMs=t, finishedAt=iso(t), durationMs=t - t0)
         self.metrics.runs.labels(status=rec["status"]).inc()
@@ -614,8 +785,11 @@ class Service:
             for agent_id in live.agent_ids:
                 if agent_id in self._last_used:
                     self._last_used[agent_id] = t
-        await self._publish(f"run:{run_id}", "run:finished",
-                            {"runId": run_id, "status": rec["status"], "seq": len(live.events) + 1})
+        await self._publish(
+            f"run:{run_id}",
+            "run:finished",
+            {"runId": run_id, "status": rec["status"], "seq": len(live.events) + 1},
+        )
         return rec
 
     def _on_event(self, event: str, payload: dict[str, Any]) -> None:
@@ -643,8 +817,9 @@ class Service:
     async def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The newest ``limit`` runs (1..1000), of ``status`` if given."""
         if status is not None and status not in RUN_STATUSES:
-            raise ValueError(f"parameter 'status' must be one of {', '.join(RUN_STATUSES)}, "
-                             f"got {status!r:.40}")
+            raise ValueError(
+                f"parameter 'status' must be one of {', '.join(RUN_STATUSES)}, got {status!r:.40}"
+            )
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise ValueError(f"parameter 'limit' must be an integer 1..1000, got {limit!r:.40}")
         return await self.store.list_runs(status, limit)
@@ -654,8 +829,10 @@ class Service:
         live = self._runs.get(run_id)
         if live is None or live.task is None:
             rec = await self.get_run(run_id)  # raises RunNotFoundError
-            raise ServiceError(f"run '{run_id}' has already ended ({rec['status']}); only a "
-                               "running run can be cancelled")
+            raise ServiceError(
+                f"run '{run_id}' has already ended ({rec['status']}); only a "
+                "running run can be cancelled"
+            )
         live.task.cancel()
         return await asyncio.shield(live.task)
 
@@ -703,8 +880,9 @@ class Service:
 def _check_session_data(data: dict[str, Any]) -> None:
     """start_session's optional fields, checked before any agent is made."""
     grade = data.get("gradeLevel")
-    if grade is not None and (isinstance(grade, bool) or not isinstance(grade, int)
-                              or not 0 <= grade <= 12):
+    if grade is not None and (
+        isinstance(grade, bool) or not isinstance(grade, int) or not 0 <= grade <= 12
+    ):
         raise ValueError(f"field 'data.gradeLevel' must be an integer 0..12, got {grade!r:.40}")
     subject = data.get("subject")
     if subject is not None and (not isinstance(subject, str) or not subject.strip()):
@@ -726,15 +904,28 @@ def _plan_part(body: Any) -> tuple[Any, Any]:
     if isinstance(body, dict) and "plan" in body and "steps" not in body:
         extra = set(body) - {"plan", "runId"}
         if extra:
-            raise ValueError(f"unknown field(s) {', '.join(sorted(map(str, extra)))}: send a plan, "
-                             "or {plan, runId}")
+            raise ValueError(
+                f"unknown field(s) {', '.join(sorted(map(str, extra)))}: send a plan, "
+                "or {plan, runId}"
+            )
         return body["plan"], body.get("runId")
     return body, None
 
 
-def _new_record(run_id: str, plan: Plan, t: float, kind: str,
-                learner_id: str | None = None) -> dict[str, Any]:
-    return {"runId": run_id, "planId": plan.id, "status": "running", "kind": kind,
-            "learnerId": learner_id, "plan": json.loads(json.dumps(plan.to_dict(), default=str)),
-            "createdMs": t, "createdAt": iso(t), "result": None, "error": None,
-            "spans": [], "events": []}
+def _new_record(
+    run_id: str, plan: Plan, t: float, kind: str, learner_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "runId": run_id,
+        "planId": plan.id,
+        "status": "running",
+        "kind": kind,
+        "learnerId": learner_id,
+        "plan": json.loads(json.dumps(plan.to_dict(), default=str)),
+        "createdMs": t,
+        "createdAt": iso(t),
+        "result": None,
+        "error": None,
+        "spans": [],
+        "events": [],
+    }

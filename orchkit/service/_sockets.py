@@ -34,11 +34,17 @@ def _fail(exc: BaseException) -> dict[str, Any]:
     return {"success": False, "status": error_status(exc), "error": str(exc)}
 
 
-def build_sockets(service: Service, *, api_key: str | None, max_bytes: int,
-                  cors_origins: list[str] | str | None = None) -> socketio.AsyncServer:
+def build_sockets(
+    service: Service,
+    *,
+    api_key: str | None,
+    max_bytes: int,
+    cors_origins: list[str] | str | None = None,
+) -> socketio.AsyncServer:
     """The Socket.IO server, wired to ``service`` (it installs ``service.publish``)."""
-    sio = socketio.AsyncServer(async_mode="asgi", max_http_buffer_size=max_bytes,
-                               cors_allowed_origins=cors_origins)  # None: same origin only
+    sio = socketio.AsyncServer(
+        async_mode="asgi", max_http_buffer_size=max_bytes, cors_allowed_origins=cors_origins
+    )  # None: same origin only
 
     async def publish(room: str, event: str, payload: dict[str, Any]) -> None:
         await sio.emit(event, payload, room=room)
@@ -52,16 +58,22 @@ def build_sockets(service: Service, *, api_key: str | None, max_bytes: int,
     async def connect(sid: str, environ: dict, auth: Any = None) -> None:
         if not isinstance(auth, dict):
             raise socketio.exceptions.ConnectionRefusedError(
-                "connect with auth {learnerId[, token]}")
+                "connect with auth {learnerId[, token]}"
+            )
         learner = auth.get("learnerId")
         if not isinstance(learner, str) or not _LEARNER.match(learner):
             raise socketio.exceptions.ConnectionRefusedError(
-                f"auth.learnerId must be 1-128 characters of A-Z a-z 0-9 _ . @ : -, got {learner!r:.60}")
+                "auth.learnerId must be 1-128 characters of A-Z a-z 0-9 _ . @ : -, "
+                f"got {learner!r:.60}"
+            )
         if api_key is not None:
             token = auth.get("token")
-            if not isinstance(token, str) or not hmac.compare_digest(token.encode(), api_key.encode()):
+            if not isinstance(token, str) or not hmac.compare_digest(
+                token.encode(), api_key.encode()
+            ):
                 raise socketio.exceptions.ConnectionRefusedError(
-                    "unauthorized: auth.token must be the server's ORCHKIT_API_KEY")
+                    "unauthorized: auth.token must be the server's ORCHKIT_API_KEY"
+                )
         await sio.save_session(sid, {"learnerId": learner})
         await sio.enter_room(sid, f"learner:{learner}")
 
@@ -69,8 +81,12 @@ def build_sockets(service: Service, *, api_key: str | None, max_bytes: int,
         async def handler(sid: str, data: Any = None) -> dict[str, Any]:
             learner = (await sio.get_session(sid))["learnerId"]
             if not isinstance(data, dict) or not isinstance(data.get("action"), str):
-                return _fail(ValueError(f"agent:{kind} takes {{action, data}}; field 'action' must "
-                                        f"be a string, got {data!r:.80}"))
+                return _fail(
+                    ValueError(
+                        f"agent:{kind} takes {{action, data}}; field 'action' must "
+                        f"be a string, got {data!r:.80}"
+                    )
+                )
             payload = data.get("data", {})
             if not isinstance(payload, dict):
                 return _fail(ValueError(f"field 'data' must be an object, got {payload!r:.80}"))
@@ -83,6 +99,7 @@ def build_sockets(service: Service, *, api_key: str | None, max_bytes: int,
             finally:
                 AGENT_MS.reset(token)
             return {**out, "agentMs": acc[0], "serverMs": (time.perf_counter() - t0) * 1000.0}
+
         return handler
 
     for kind in KINDS:
@@ -100,8 +117,12 @@ def build_sockets(service: Service, *, api_key: str | None, max_bytes: int,
         events = service.run_events(run_id)
         if events is not None:  # still in flight: later events come to the room
             await sio.enter_room(sid, f"run:{run_id}")
-        return {"success": True, "runId": run_id, "status": rec["status"],
-                "events": rec["events"] if events is None else events}
+        return {
+            "success": True,
+            "runId": run_id,
+            "status": rec["status"],
+            "events": rec["events"] if events is None else events,
+        }
 
     @sio.on("unsubscribe")
     async def unsubscribe(sid: str, data: Any = None) -> dict[str, Any]:

@@ -63,15 +63,18 @@ def open_store(url: str) -> Store:
         raise TypeError(f"store url must be a string, got {type(url).__name__}")
     scheme = urlparse(url).scheme
     if scheme == "sqlite":
-        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
         if not path:
-            raise ServiceError(f"store url {url!r}: write sqlite:///FILE (e.g. sqlite:///orchkit.db, "
-                               "sqlite:////abs/path.db or sqlite:///:memory:)")
+            raise ServiceError(
+                f"store url {url!r}: write sqlite:///FILE (e.g. sqlite:///orchkit.db, "
+                "sqlite:////abs/path.db or sqlite:///:memory:)"
+            )
         return SQLiteStore(path)
     if scheme in ("redis", "rediss", "unix"):
         return RedisStore(url)
-    raise ServiceError(f"store url {url!r}: unknown scheme {scheme!r} (use sqlite:///FILE or "
-                       "redis://HOST:PORT/DB)")
+    raise ServiceError(
+        f"store url {url!r}: unknown scheme {scheme!r} (use sqlite:///FILE or redis://HOST:PORT/DB)"
+    )
 
 
 def _dumps(record: dict[str, Any]) -> str:
@@ -123,19 +126,22 @@ class SQLiteStore:
             self._db = None
 
     async def save_run(self, record: dict[str, Any]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
-                         (record["runId"], record["status"], record["createdMs"], _dumps(record)))
+        self._db.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
+            (record["runId"], record["status"], record["createdMs"], _dumps(record)),
+        )
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
-        row = self._db.execute(
-            "SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        row = self._db.execute("SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return None if row is None else json.loads(row[0])
 
     async def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         if status is None:
             sql, args = "SELECT record FROM runs ORDER BY created_ms DESC, run_id LIMIT ?", (limit,)
         else:
-            sql = "SELECT record FROM runs WHERE status = ? ORDER BY created_ms DESC, run_id LIMIT ?"
+            sql = (
+                "SELECT record FROM runs WHERE status = ? ORDER BY created_ms DESC, run_id LIMIT ?"
+            )
             args = (status, limit)
         rows = self._db.execute(sql, args).fetchall()
         return [json.loads(r[0]) for r in rows]
@@ -155,48 +161,67 @@ class SQLiteStore:
     async def interrupt_running(self, now_ms: float) -> list[str]:
         ids = []
         with self._transaction() as db:
-            for (text,) in db.execute("SELECT record FROM runs WHERE status = 'running'").fetchall():
+            for (text,) in db.execute(
+                "SELECT record FROM runs WHERE status = 'running'"
+            ).fetchall():
                 rec = _interrupted(json.loads(text), now_ms)
-                db.execute("UPDATE runs SET status = ?, record = ? WHERE run_id = ?",
-                           (rec["status"], _dumps(rec), rec["runId"]))
+                db.execute(
+                    "UPDATE runs SET status = ?, record = ? WHERE run_id = ?",
+                    (rec["status"], _dumps(rec), rec["runId"]),
+                )
                 ids.append(rec["runId"])
         return ids
 
     async def save_session(self, session: dict[str, Any]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)",
-                         (session["learnerId"], session["status"], _dumps(session)))
+        self._db.execute(
+            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)",
+            (session["learnerId"], session["status"], _dumps(session)),
+        )
 
     async def get_session(self, learner_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
-            "SELECT record FROM sessions WHERE learner_id = ?", (learner_id,)).fetchone()
+            "SELECT record FROM sessions WHERE learner_id = ?", (learner_id,)
+        ).fetchone()
         return None if row is None else json.loads(row[0])
 
     async def list_sessions(self, status: str | None = None) -> list[dict[str, Any]]:
         if status is None:
             sql, args = "SELECT record FROM sessions ORDER BY learner_id", ()
         else:
-            sql, args = "SELECT record FROM sessions WHERE status = ? ORDER BY learner_id", (status,)
+            sql, args = (
+                "SELECT record FROM sessions WHERE status = ? ORDER BY learner_id",
+                (status,),
+            )
         rows = self._db.execute(sql, args).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     async def add_insight(self, learner_id: str, insight: dict[str, Any]) -> None:
         with self._transaction() as db:
-            db.execute("INSERT INTO insights (learner_id, record) VALUES (?, ?)",
-                       (learner_id, _dumps(insight)))
-            db.execute("DELETE FROM insights WHERE learner_id = ? AND id NOT IN (SELECT id "
-                       "FROM insights WHERE learner_id = ? ORDER BY id DESC LIMIT ?)",
-                       (learner_id, learner_id, self.insights_kept))
+            db.execute(
+                "INSERT INTO insights (learner_id, record) VALUES (?, ?)",
+                (learner_id, _dumps(insight)),
+            )
+            db.execute(
+                "DELETE FROM insights WHERE learner_id = ? AND id NOT IN (SELECT id "
+                "FROM insights WHERE learner_id = ? ORDER BY id DESC LIMIT ?)",
+                (learner_id, learner_id, self.insights_kept),
+            )
 
     async def list_insights(self, learner_id: str, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._db.execute(
             "SELECT record FROM insights WHERE learner_id = ? ORDER BY id DESC LIMIT ?",
-            (learner_id, limit)).fetchall()
+            (learner_id, limit),
+        ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
 
 def _interrupted(record: dict[str, Any], now_ms: float) -> dict[str, Any]:
-    return {**record, "status": "interrupted", "finishedMs": now_ms,
-            "error": "the server stopped while this run was in flight"}
+    return {
+        **record,
+        "status": "interrupted",
+        "finishedMs": now_ms,
+        "error": "the server stopped while this run was in flight",
+    }
 
 
 class RedisStore:
@@ -209,8 +234,14 @@ class RedisStore:
     ``retry_for_ms`` (a Redis restart), so a write is acknowledged only once Redis has it.
     """
 
-    def __init__(self, url: str, *, prefix: str = "orchkit:", retry_for_ms: float = 15_000,
-                 insights_kept: int = INSIGHTS_KEPT):
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "orchkit:",
+        retry_for_ms: float = 15_000,
+        insights_kept: int = INSIGHTS_KEPT,
+    ):
         self.url = url
         self.PREFIX = prefix
         self.retry_for_ms = retry_for_ms
@@ -220,16 +251,21 @@ class RedisStore:
     async def open(self) -> None:
         try:
             import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialBackoff
             from redis.exceptions import ConnectionError, TimeoutError
-            from redis.asyncio.retry import Retry
         except ImportError:
-            raise ServiceError("the Redis store needs redis-py: pip install 'orchkit[server]'") from None
+            raise ServiceError(
+                "the Redis store needs redis-py: pip install 'orchkit[server]'"
+            ) from None
         retries = max(1, int(self.retry_for_ms / 250))
         self._r = aioredis.from_url(
-            self.url, decode_responses=True, socket_connect_timeout=2,
+            self.url,
+            decode_responses=True,
+            socket_connect_timeout=2,
             retry=Retry(ExponentialBackoff(cap=0.25, base=0.01), retries),
-            retry_on_error=[ConnectionError, TimeoutError, OSError])
+            retry_on_error=[ConnectionError, TimeoutError, OSError],
+        )
         try:
             await self._r.ping()
         except Exception as exc:  # noqa: BLE001 - any failure here is "cannot reach it"
