@@ -47,18 +47,5 @@ class Prepared:
         """The core's ``breakers`` argument (None when no breaker is configured)."""
         return breaker_lookup(self.inputs.policies)
 
-    def agent_ids(self) -> list[str]:
-        """Every agent id a plan of the study (fallbacks included) calls, sorted."""
-        return sorted(set().union(*(self.agent_ids_of(cp) for cp in self.compiled)))
-
-    @staticmethod
-    def agent_ids_of(cp: CompiledPlan | None) -> set[str]:
-        """The agent ids a compiled plan and its fallbacks call."""
-        out: set[str] = set()
-        while cp is not None:
-            out.update(cp.agent_ids)
-            cp = cp.fallback
-        return out
-
     def __reduce__(self) -> tuple:  # to a worker process: the inputs, compiled there
         return (Prepared.of, (self.inputs,))

@@ -65,7 +65,7 @@ _SEED_TAG = 0x66617374  # "fast": keeps these streams apart from other uses of t
 
 def supports(plan: Plan) -> bool:
     """True when every plan of ``plan``'s fallback chain can be computed by the vectorised
-    rules (see ``why_not``). (Agent capacity limits are checked by ``monte_carlo``.)"""
+    rules (see ``why_not``). (Agent capacity limits are checked by ``choose_method``.)"""
     return why_not(plan) is None
 
 

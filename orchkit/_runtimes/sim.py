@@ -1,4 +1,7 @@
-"""The simulated runtime: a thin SimPy driver around the same scheduling core.
+"""The simulated runtime: a thin SimPy driver around the same scheduling core, and the
+only place a simulated clock lives: one run (``simulate``), chunks of independent runs
+(``independent_runs``, picklable for any executor) and a workload study whose runs share
+the agents (``capacity_study``).
 
 Agents are replaced by their models (§4.1): when the core starts an attempt, the driver
 draws its latency and outcome from the run's own ``random.Random`` and schedules the
@@ -255,7 +258,7 @@ def simulate_runs(
     (run index, *transition)."""
     if start % BLOCK:
         raise ValueError(f"start must be a multiple of {BLOCK}")
-    capacities = {a: models.capacity(a) for a in Prepared.agent_ids_of(cp)}
+    capacities = {a: models.capacity(a) for a in _agent_ids(cp)}
     env = simpy.Environment()
     breakers = breaker_lookup(policies)
     core = Scheduler(capacities.__getitem__, None, events=False, breakers=breakers)
@@ -281,6 +284,15 @@ def simulate_runs(
     if breaker_log is not None:
         breaker_log.extend((stop - 1, *t) for t in core.breaker_log)
     return core.busy_ms()
+
+
+def _agent_ids(cp: CompiledPlan | None) -> set[str]:
+    """The agent ids a compiled plan and its fallbacks call."""
+    out: set[str] = set()
+    while cp is not None:
+        out.update(cp.agent_ids)
+        cp = cp.fallback
+    return out
 
 
 def independent_runs(
