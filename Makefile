@@ -1,5 +1,6 @@
 # `make demo`: the main job on the embedded defaults. `make test`: every test.
 # `make serve`: the service (REST + Socket.IO) on 127.0.0.1:8000 with an SQLite file.
+# `make docs`: the documentation site (MkDocs, strict) into site/.
 # Each creates .venv on first use: demo installs orchkit alone (no TensorFlow),
 # test installs it with every extra, plus what the tests drive for real: redis-server and
 # chromium (Debian packages, when missing) and the Node clients (npm ci, from lockfiles).
@@ -9,12 +10,13 @@ PY := $(VENV)/bin/python
 BASE := $(VENV)/.stamp-base
 DEV := $(VENV)/.stamp-dev
 SERVER := $(VENV)/.stamp-server
+DOCS := $(VENV)/.stamp-docs
 SYS := $(VENV)/.stamp-sys
 NODE_DIRS := $(patsubst %/package.json,%,$(wildcard tests/node/package.json examples/*/package.json))
 NODE_STAMPS := $(addsuffix /node_modules/.stamp,$(NODE_DIRS))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test bench serve sysdeps clean
+.PHONY: demo test bench serve docs sysdeps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,10 @@ $(DEV): pyproject.toml | $(PY)
 
 $(SERVER): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[server,agents]'
+	touch $@ $(BASE)
+
+$(DOCS): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[docs]'
 	touch $@ $(BASE)
 
 # System packages the tests use for real (no systemd here: the tests start redis-server
@@ -68,5 +74,11 @@ bench: $(DEV) $(SYS) $(NODE_STAMPS)
 	$(PY) benchmarks/bench_queue.py
 	$(PY) benchmarks/bench_service.py
 
+# The documentation site (mkdocs.yml, docs/, the notebooks' committed outputs) into site/,
+# strict: a broken link, a page missing from the nav or an unresolved API reference fails.
+# Phony: the docs/ folder must not make it "up to date".
+docs: $(DOCS)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) out .hypothesis $(addsuffix /node_modules,$(NODE_DIRS))
+	rm -rf $(VENV) out .hypothesis site $(addsuffix /node_modules,$(NODE_DIRS))

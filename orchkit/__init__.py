@@ -34,6 +34,10 @@ _LAZY = {  # public name -> the module defining it (imported on first use)
     "gantt": "._views.charts",
     "makespan_chart": "._views.charts",
     "utilisation_chart": "._views.charts",
+    "critical_path_chart": "._views.charts",
+    "CapacityPlan": "._studies.capacity",
+    "capacity_chart": "._studies.capacity",
+    "capacity_for": "._studies.capacity",
     "Comparison": "._studies.compare",
     "compare": "._studies.compare",
     "FitResult": "._spec.models",
@@ -51,6 +55,7 @@ _LAZY = {  # public name -> the module defining it (imported on first use)
     "BreakerPolicy": "._spec.policies",
     "Policies": "._spec.policies",
     "HangWarning": "._spec.inputs",
+    "Deployment": "._spec.deployment",
     "Workload": "._spec.workload",
     "RemoteAgent": ".agents.remote",
     "RUN_COLUMNS": "._engine.result",
@@ -77,8 +82,10 @@ __all__ = [
     "AgentModels",
     "AgentResponse",
     "BreakerPolicy",
+    "CapacityPlan",
     "Choice",
     "Comparison",
+    "Deployment",
     "EventBus",
     "FitResult",
     "Float",
@@ -110,7 +117,10 @@ __all__ = [
     "TuneResult",
     "UnknownActionError",
     "Workload",
+    "capacity_chart",
+    "capacity_for",
     "compare",
+    "critical_path_chart",
     "draw",
     "examples",
     "fit_models",
@@ -148,14 +158,22 @@ if _TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from ._runtimes.bus import EventBus
     from ._runtimes.live import Orchestrator
     from ._runtimes.sim import simulate
+    from ._spec.deployment import Deployment
     from ._spec.inputs import HangWarning
     from ._spec.models import ActionModel, AgentModels, FitResult, fit_models
     from ._spec.plan import Hedge, Plan, PlanWarning, RetryPolicy, SeedCompatWarning, Step
     from ._spec.policies import BreakerPolicy, Policies
     from ._spec.workload import Workload
+    from ._studies.capacity import CapacityPlan, capacity_chart, capacity_for
     from ._studies.compare import Comparison, compare
     from ._studies.montecarlo import OverloadWarning, monte_carlo, sweep
     from ._studies.summary import MonteCarloResult, Summary
     from ._studies.tune import Choice, Float, Int, TuneResult, tune
-    from ._views.charts import draw, gantt, makespan_chart, utilisation_chart
+    from ._views.charts import (
+        critical_path_chart,
+        draw,
+        gantt,
+        makespan_chart,
+        utilisation_chart,
+    )
     from .agents.remote import RemoteAgent

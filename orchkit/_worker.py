@@ -4,7 +4,9 @@ One BullMQ ``Worker`` per queue: the queue of each agent id given (``--agents a,
 pool queue (``--queue NAME``) for every agent id matching the ``--agents`` globs, each agent
 created on first use (the seed's getOrCreateAgent). Agents come from ``--factory
 module:function`` (``function(agent_id) -> ok.Agent``) or are the built-in ones
-(``orchkit.agents.BUILTIN``; SyntheticAgents of ``--models`` for other ids).
+(``orchkit.agents.BUILTIN``; SyntheticAgents of ``--models`` for other ids). A queue name
+must be printable ASCII without spaces or ':' (``check_queue_name``): another is refused at
+start (exit 2, naming it), never "ready" and then silently not served.
 
 Per job: the agent's ``process(action, input, context)`` runs as a task; its response is
 the job's return value (camelCase JSON); an ``AgentError`` fails the job with its message
@@ -46,7 +48,15 @@ from typing import Any
 
 from ._base.errors import AgentError, OrchkitError
 from ._runtimes.agent import Agent, AgentResponse, coerce_response
-from .agents.remote import CANCEL_CHANNEL, bounded, check_redis_url, probe_redis, require_bullmq
+from ._spec.deployment import Deployment
+from .agents.remote import (
+    CANCEL_CHANNEL,
+    bounded,
+    check_queue_name,
+    check_redis_url,
+    probe_redis,
+    require_bullmq,
+)
 
 log = logging.getLogger("orchkit.worker")
 DEFAULT_IDLE_MS = 30 * 60_000.0  # a pool agent is released after this long without a job
@@ -108,6 +118,8 @@ class WorkerProcess:
                 raise ValueError(f"{name} must be an int >= 100 (ms), got {value!r}")
         self.patterns = list(agents)
         self.pool = queue
+        for name in self.queues:  # refused here, not "ready" and then never serving
+            check_queue_name(name, "--queue" if queue else "--agents: agent id (its queue)")
         self.concurrency = concurrency
         self.factory, self.models, self.time_scale = factory, models, time_scale
         if not 0 < idle_ms < float("inf"):
@@ -390,16 +402,36 @@ def agent_context(ctx: Any) -> dict[str, Any]:
     }
 
 
+def deployment_concurrency(bundle: Deployment, patterns: Sequence[str]) -> int:
+    """The jobs at once a worker serving ``patterns`` takes from a bundle: the capacity it
+    gives them (the largest, if they differ); a pattern it gives none is an error."""
+    caps = {p: bundle.capacity(p) for p in patterns}
+    unset = [p for p, c in caps.items() if c is None]
+    if unset:
+        raise ValueError(
+            f"--deployment {bundle.source} gives no capacity to {', '.join(unset)} "
+            f"(its agents: {', '.join(bundle.agents) or 'none'}); set one there or pass "
+            "--concurrency instead"
+        )
+    return max(c for c in caps.values() if c is not None)
+
+
 def main(args: Any) -> int:
     """``orchkit worker`` (argparse namespace from cli.py); returns the exit code."""
     require_bullmq()
     factory = load_factory(args.factory) if args.factory else None
     try:
+        agents = parse_agents(args.agents)
+        concurrency = 1 if args.concurrency is None else args.concurrency
+        if args.deployment is not None:
+            if args.concurrency is not None:
+                raise ValueError("--concurrency and --deployment exclude each other")
+            concurrency = deployment_concurrency(Deployment.load(args.deployment), agents)
         proc = WorkerProcess(
             args.redis,
-            parse_agents(args.agents),
+            agents,
             queue=args.queue,
-            concurrency=args.concurrency,
+            concurrency=concurrency,
             factory=factory,
             models=args.models,
             time_scale=args.time_scale,

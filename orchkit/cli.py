@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import textwrap
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from . import __version__, examples
 from ._base.deps import EXTRAS, missing, require
-from ._base.errors import OrchkitError, PlanValidationError
+from ._base.errors import MissingDependencyError, OrchkitError, PlanValidationError
 from ._spec.plan import Plan, SeedCompatWarning
 
 DESCRIPTION = """\
@@ -26,8 +30,11 @@ examples:
   orchkit demo                                  simulate an example plan, write charts to out/
   orchkit examples                              the shipped example plans and their files
   orchkit validate my_plan.json                 exit 0, or 2 with the reason
-  orchkit simulate parallel_analysis --models "$(orchkit examples --models)"
+  orchkit simulate parallel_analysis            10,000 runs on the shipped agent models
+  orchkit capacity session_initialization --slo makespan_p95_ms=3000 --workload rate=20
+                                                tutor slots for a p95 SLO (or why none can)
   orchkit run session_initialization            run live with the built-in agents
+  orchkit run parallel_analysis --simulate speech   a simulated speech agent (no TensorFlow)
   orchkit serve --port 8000                     REST + Socket.IO service (needs orchkit[server])
   orchkit worker --redis URL --agents tutor-agent-1   serve agents' BullMQ queues (orchkit[queue])
   orchkit run parallel_analysis --redis URL     run a plan on those workers
@@ -35,14 +42,23 @@ examples:
 exit codes: 0 done, 1 the plan ran and failed, 2 invalid input or a missing extra."""
 
 
-PLAN_HELP = "a plan file (JSON or YAML) or an example's name"
+PLAN_HELP = "a plan file (JSON or YAML), or an example's name or plan id"
 
 
 def _load(arg: str) -> Plan:
-    """A plan file, or (when no such file exists) a shipped example's name."""
-    if not Path(arg).exists() and arg in examples.names():
+    """A plan file, or (when no such file exists) a shipped example's name or its plan's
+    id; a name that is neither is one error listing the examples and the closest ones."""
+    if Path(arg).exists():
+        return Plan.load(arg)
+    known = examples.ids()
+    if arg in known or arg in known.values():
         return examples.plan(arg)
-    return Plan.load(arg)
+    if Path(arg).suffix.lower() in (".json", ".yaml", ".yml") or "/" in arg or "\\" in arg:
+        return Plan.load(arg)  # a file's path: the reader's own "cannot read" error
+    raise PlanValidationError(
+        f"cannot read plan file {arg}: no such file, and no example is named so "
+        f"({examples.suggest(arg)})"
+    )
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -143,10 +159,89 @@ def _mix(plan: Plan, mixes: list[str]) -> list[tuple[Plan, float]]:
     return [(plan, rest), *out]
 
 
+def _metric_lines(summary, deadline_ms: float | None, *, short: bool = False) -> list[str]:
+    """The summary's metrics, one line each with its 95% interval (``short``: ms to whole
+    ms, rates as percentages, else three decimals). A figure at the plan's deadline is
+    flagged (a run that times out counts at its deadline), and when every run timed out
+    the makespans are the deadline, not a measurement: said once instead of intervals
+    like ``[30,000.000, 30,000.000]``."""
+    m = summary.metrics
+    every_run_out = "timeout_rate" in m.index and m.loc["timeout_rate", "value"] >= 1
+
+    def fmt(metric: str, v: float) -> str:
+        if v != v:
+            return "n/a"
+        if not short:
+            text = f"{v:,.3f}"
+        elif metric.endswith("_ms"):
+            text = f"{v:,.0f}"
+        elif metric.endswith("_rate"):
+            text = f"{v:.1%}"
+        else:
+            text = f"{v:,.2f}"
+        at = deadline_ms is not None and metric.endswith("_ms") and abs(v - deadline_ms) < 1e-6
+        return text + ("†" if at and not every_run_out else "")
+
+    lines, flagged = [], False
+    for metric, row in m.iterrows():
+        value, lo, hi = (float(row[k]) for k in ("value", "ci_low", "ci_high"))
+        name = f"  {metric:<18} {fmt(metric, value):>12}"
+        if value != value:
+            lines.append(f"{name}   (no run to measure: none succeeded)")
+        elif every_run_out and metric.startswith("makespan_") and deadline_ms is not None:
+            lines.append(f"{name}   = the plan's deadline: every run timed out (no interval)")
+        else:
+            lines.append(f"{name}   [{fmt(metric, lo)}, {fmt(metric, hi)}]")
+            flagged = flagged or "†" in lines[-1]
+    note = ""
+    if every_run_out and deadline_ms is not None:
+        note = (
+            f"every run hit the plan's {deadline_ms:,.0f} ms deadline: the agents could not "
+            "keep up (see the warnings), so the makespans measure the deadline, not the "
+            "work; lower the rate, add capacity or shorten the work"
+        )
+    elif flagged:
+        note = (
+            f"† the plan's deadline ({deadline_ms:,.0f} ms): a run that times out counts "
+            "at it, so a figure or bound there says runs timed out, not how long they took"
+        )
+    if note:
+        lines.append(textwrap.fill(note, 100, initial_indent="  ", subsequent_indent="    "))
+    return lines
+
+
+def _study_inputs(args: argparse.Namespace) -> tuple[Plan, Any, Any]:
+    """The plan, models and policies ``simulate`` studies: the arguments', or with
+    ``--deployment`` exactly what ``orchkit serve --deployment`` would run (the bundle's
+    plan of ``--plan NAME``, its capacities over the models, its policies)."""
+    if args.deployment is None:
+        if args.plan is None:
+            raise PlanValidationError("simulate: give a plan (a file or an example name)")
+        if args.role is not None:
+            raise PlanValidationError("--plan NAME picks a plan of a --deployment bundle")
+        # default: the shipped agent models
+        return _load(args.plan), args.models or examples.models_path(), args.policies
+    from . import AgentModels, Deployment
+
+    if args.plan is not None:
+        raise PlanValidationError(
+            "with --deployment the plan is the bundle's (--plan NAME picks one of its plans); "
+            "drop the plan argument"
+        )
+    if args.policies is not None:
+        raise PlanValidationError("with --deployment the bundle's policies apply; drop --policies")
+    bundle = Deployment.load(args.deployment)
+    if args.models is not None:
+        models = AgentModels.load(args.models)
+    else:
+        models = bundle.models or examples.models()
+    return bundle.plan(args.role), bundle.simulated_models(models), bundle.policies
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from . import OverloadWarning, gantt, monte_carlo, simulate
 
-    plan = _load(args.plan)
+    plan, models, policies = _study_inputs(args)
     workload = _workload(args.workload) if args.workload else None
     if args.mix:
         if workload is None:
@@ -154,7 +249,7 @@ def _simulate(args: argparse.Namespace) -> int:
         workload = replace(workload, plans=_mix(plan, args.mix))
     quiet = args.json
     if args.gantt:
-        one = simulate(plan, args.models, seed=args.seed, policies=args.policies)
+        one = simulate(plan, models, seed=args.seed, policies=policies)
         gantt(one, title=f"{plan.id}: one simulated run (seed {args.seed})").write_html(args.gantt)
     if (args.warmup is not None or args.replications != 1) and workload is None:
         raise PlanValidationError("--warmup and --replications apply to a --workload study")
@@ -166,7 +261,7 @@ def _simulate(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", OverloadWarning)
         mc = monte_carlo(
             None if args.mix else plan,
-            args.models,
+            models,
             runs=args.runs,
             seed=args.seed,
             workload=workload,
@@ -174,7 +269,7 @@ def _simulate(args: argparse.Namespace) -> int:
             progress=not quiet and sys.stderr.isatty(),
             method=args.method,
             executor="processes" if args.processes else None,
-            policies=args.policies,
+            policies=policies,
             warmup_ms=args.warmup,
             replications=args.replications,
         )
@@ -207,11 +302,8 @@ def _simulate(args: argparse.Namespace) -> int:
         )
         if workload is not None:
             print(f"  {summary.describe()}")
-        for metric, row in summary.metrics.iterrows():
-            print(
-                f"  {metric:<18} {row['value']:>12,.3f}   "
-                f"[{row['ci_low']:,.3f}, {row['ci_high']:,.3f}]"
-            )
+        for line in _metric_lines(summary, None if args.mix else plan.timeout_ms):
+            print(line)
         print("  agent utilisation (running attempts / capacity):")
         for row in summary.agents.itertuples():
             cap = (
@@ -235,7 +327,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Simulate the seed's parallel-analysis plan on the default agent models."""
+    """Simulate the seed's parallel-analysis plan on the default agent models: one run,
+    independent runs, a capacity study; then what the numbers say and where the files are."""
     from . import Workload, gantt, makespan_chart, monte_carlo, simulate
 
     out = Path(args.out)
@@ -244,43 +337,136 @@ def _demo(args: argparse.Namespace) -> int:
     models = examples.models()
     one = simulate(plan, models, seed=1)
     print(f"one simulated run of '{plan.id}': {one.status} in {one.duration_ms:,.0f} ms")
-    print(
-        one.spans[
-            ["step_id", "agent_id", "attempt", "queued_ms", "start_ms", "end_ms", "outcome"]
-        ].to_string(index=False, float_format=lambda v: f"{v:,.1f}")
-    )
+    print("  its attempts (times in ms from the run's start):")
+    table = one.spans[
+        ["step_id", "agent_id", "attempt", "queued_ms", "start_ms", "end_ms", "outcome"]
+    ].to_string(index=False, float_format=lambda v: f"{v:,.0f}")
+    print("\n".join("  " + line for line in table.splitlines()))
     gantt(one, title=f"{plan.id}: one simulated run").write_html(out / "gantt.html")
     progress = sys.stderr.isatty()  # a bar on a terminal, none in a log
     mc = monte_carlo(plan, models, runs=args.runs, seed=1, keep_spans=1000, progress=progress)
-    print(f"\nMonte-Carlo, {args.runs:,} runs (seed 1), times in ms:")
-    print(mc.summary())
-    makespan_chart(mc, color="status", title=f"{plan.id}: makespan").write_html(
+    alone = mc.summary()
+    print(
+        f"\n{args.runs:,} independent runs (seed 1; each run has the agents to itself), "
+        "times in ms, [95% interval]:"
+    )
+    print("\n".join(_metric_lines(alone, plan.timeout_ms, short=True)))
+    makespan_chart(mc, title=f"{plan.id}: makespan of {args.runs:,} runs").write_html(
         out / "makespan.html"
     )
+    rate = 1.0
     study = monte_carlo(
         plan,
         models,
         seed=1,
-        workload=Workload(rate_per_s=1.0, horizon_ms=600_000),
+        workload=Workload(rate_per_s=rate, horizon_ms=600_000),
         progress=progress,
     )
-    print(f"\nCapacity study, 1 run/s for 10 minutes ({len(study.runs)} runs sharing capacity):")
-    print(study.summary())
+    shared = study.summary()
+    print(
+        f"\ncapacity study: {rate:g} run/s for 10 minutes, {len(study.runs)} runs sharing "
+        f"the agents' slots, times in ms;\n  {shared.describe()} [in brackets]:"
+    )
+    print("\n".join(_metric_lines(shared, plan.timeout_ms, short=True)))
+    print(f"  {'agent':<20} {'slots':>5} {'busy':>6}   wait for a slot: mean, p95 (ms)")
+    for row in shared.agents.itertuples():
+        slots = "-" if row.capacity != row.capacity else f"{int(row.capacity)}"
+        busy = "-" if row.utilisation != row.utilisation else f"{row.utilisation:.0%}"
+        print(
+            f"  {row.agent_id:<20} {slots:>5} {busy:>6}   "
+            f"{row.queue_wait_mean_ms:,.0f}, {row.queue_wait_p95_ms:,.0f}"
+        )
     mc.runs.to_csv(out / "runs.csv", index=False)
-    print(f"\nwrote {out}/gantt.html, {out}/makespan.html, {out}/runs.csv")
+    print("\n" + _demo_reading(plan, models, alone, shared, rate, args.runs, out))
     return 0
+
+
+def _demo_reading(plan, models, alone, shared, rate: float, runs: int, out: Path) -> str:
+    """Three sentences reading the demo's own numbers: the bottleneck (the busiest agent of
+    the capacity study) and what it costs, what to try next, and where the files are."""
+    import fnmatch
+
+    agents = shared.agents.dropna(subset=["utilisation"])
+    top = agents.loc[agents["utilisation"].idxmax()]
+    agent, busy, slots = str(top["agent_id"]), float(top["utilisation"]), int(top["capacity"])
+    p95_alone, p95_shared = alone["makespan_p95_ms"], shared["makespan_p95_ms"]
+    steps = " and ".join(s.id for s in plan.steps if s.agent_id == agent)
+    pattern = next((p for p in models.patterns if fnmatch.fnmatchcase(agent, p)), agent)
+    if busy >= 0.7:
+        first = (
+            f"The bottleneck is {agent}: {busy:.0%} busy with its {slots} slots at {rate:g} "
+            f"run/s, its calls wait {top['queue_wait_mean_ms']:,.0f} ms on average for a slot "
+            f"(p95 {top['queue_wait_p95_ms']:,.0f} ms), and the p95 makespan grows from "
+            f"{p95_alone:,.0f} ms for a run alone to {p95_shared:,.0f} ms."
+        )
+        second = (
+            f"Try next: more {agent} slots (tune `agents.{pattern}.capacity`) or a hedge or a "
+            f"shorter timeout on {steps}; "
+        )
+    else:
+        first = (
+            f"No agent is a bottleneck at {rate:g} run/s: the busiest, {agent}, is "
+            f"{busy:.0%} busy with {slots} slots, and the p95 makespan is {p95_shared:,.0f} ms "
+            f"shared vs {p95_alone:,.0f} ms alone."
+        )
+        second = f"Try next: a higher rate (orchkit simulate {plan.id} --workload rate=…); "
+    failed = 1 - alone["success_rate"]
+    second += f"and {failed:.1%} of runs fail, which retries (a retryPolicy per step) would lift."
+    third = (
+        f"Files: {out}/gantt.html (the run above), {out}/makespan.html (the makespan CDF of "
+        f"{runs:,} runs) and {out}/runs.csv (one row per run)."
+    )
+    text = f"{first} {second} {third}"  # paths and ids are never split across lines
+    return "\n".join(textwrap.wrap(text, 100, break_on_hyphens=False, break_long_words=False))
+
+
+def _stand_ins(plan: Plan, items: list[str]) -> list[tuple[str, list[str]]]:
+    """``--simulate`` items (kinds, agent id globs, "all"; comma lists too) with the agent
+    ids of the plan each names; an item naming none is an error listing what would."""
+    import fnmatch
+
+    from .agents import KINDS
+
+    ids = list(dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps))
+    out = []
+    for item in (i.strip() for text in items or () for i in text.split(",") if i.strip()):
+        pattern = "*" if item == "all" else KINDS.get(item, item)
+        named = [a for a in ids if fnmatch.fnmatchcase(a, pattern)]
+        if not named:
+            raise PlanValidationError(
+                f"--simulate {item}: names no agent of plan '{plan.id}' (kinds: "
+                f"{', '.join(KINDS)}, all; agents: {', '.join(ids)})"
+            )
+        out.append((item, named))
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
     from . import Orchestrator, gantt
-    from .agents import for_plan, scaled_plan
+    from .agents import for_plan, kind_of, scaled_plan
 
     if args.format == "parquet":
         require("pyarrow", "--format parquet")
     plan = _load(args.plan)
-    agents = for_plan(plan, args.models, args.time_scale, redis=args.redis)
+    simulate = _stand_ins(plan, args.simulate)
+    models = args.models or (examples.models_path() if simulate else None)
+    try:
+        agents = for_plan(
+            plan, models, args.time_scale, redis=args.redis, simulate=[i for i, _ in simulate]
+        )
+    except MissingDependencyError as exc:  # a built-in agent without its library
+        kind = kind_of(getattr(exc, "agent_id", "")) or "all"
+        raise MissingDependencyError(
+            f"{exc}; or stand in a simulated one: orchkit run {args.plan} --simulate {kind}"
+        ) from None
+    for item, ids in simulate:
+        print(
+            f"warning: --simulate {item}: {', '.join(ids)} simulated (a SyntheticAgent "
+            f"drawing latency and errors from {models}), not the built-in agent",
+            file=sys.stderr,
+        )
     if args.time_scale > 0 and args.time_scale != 1:  # timeouts keep pace with the agents
         plan = scaled_plan(plan, args.time_scale)
 
@@ -350,7 +536,7 @@ def _tune(args: argparse.Namespace) -> int:
     try:
         res = tune(
             plan,
-            args.models,
+            args.models or examples.models_path(),  # default: the shipped models
             load_space(args.space),
             minimize=minimize,
             constraints=constraints,
@@ -397,6 +583,89 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capacity_workload(text: str):
+    """``--workload`` for ``orchkit capacity``: as ``simulate --workload``, except that a
+    missing horizon defaults to enough time for about 10,000 runs (at least 10 minutes)."""
+    keys = {part.partition("=")[0].strip() for part in text.split(",")}
+    if "horizon" in keys or "arrivals" in keys:
+        return _workload(text), None
+    if any(part.strip().startswith("rate=") and ":" in part for part in text.split(",")):
+        raise PlanValidationError(
+            f"--workload {text[:80]!r}: piecewise rates need a horizon (add ,horizon=MS)"
+        )
+    probe = _workload(text + ",horizon=1000")  # its rate, to choose the horizon
+    horizon = max(600_000.0, math.ceil(10_000 / probe.peak_rate_per_s()) * 1000.0)
+    return replace(probe, horizon_ms=horizon), horizon
+
+
+def _scale(models, text: str):
+    """``--scale PATTERN:latency=X[,error=P,hang=P,capacity=N]`` applied to ``models``."""
+    pattern, sep, rest = text.rpartition(":")
+    usage = (
+        f"--scale {text[:80]!r}: write PATTERN:latency=FACTOR, e.g. 'tutor-agent-*:latency=2' "
+        "(2 = twice as slow), optionally with ,error=P ,hang=P ,capacity=N"
+    )
+    if not sep or not pattern or not rest:
+        raise PlanValidationError(usage)
+    kwargs: dict = {}
+    for part in rest.split(","):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if key not in ("latency", "error", "hang", "capacity") or not eq:
+            raise PlanValidationError(usage)
+        try:
+            kwargs[key] = int(value) if key == "capacity" else float(value)
+        except ValueError:
+            raise PlanValidationError(f"{usage}: {value.strip()[:40]!r} is not a number") from None
+    return models.scaled(pattern, **kwargs)
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    """The smallest capacities that meet an SLO (SPEC §13.2): the answer, or "infeasible" and
+    why; exit 0 either way (an answer, not an error)."""
+    from . import AgentModels, capacity_for
+
+    plan = _load(args.plan)
+    slo: dict[str, float] = {}
+    for text in args.slo:
+        metric, sep, bound = text.partition("=")
+        try:
+            value = float(bound)
+        except ValueError:
+            value = math.nan
+        if not sep or not metric.strip() or not math.isfinite(value):
+            raise PlanValidationError(
+                f"--slo {text[:80]!r}: write METRIC=BOUND, e.g. makespan_p95_ms=3000 (ms) or "
+                "success_rate=0.99"
+            )
+        slo[metric.strip()] = value
+    workload, horizon = _capacity_workload(args.workload)
+    models = AgentModels.load(args.models) if args.models else examples.models()
+    for text in args.scale:
+        models = _scale(models, text)
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
+    res = capacity_for(
+        plan,
+        models,
+        slo=slo,
+        workload=workload,
+        agents=agents,
+        max_capacity=args.max_capacity,
+        seed=args.seed,
+        policies=args.policies,
+        progress=sys.stderr.isatty(),
+    )
+    where = args.models or "the default agent models"
+    scaled = f", scaled {'; '.join(args.scale)}" if args.scale else ""
+    auto = f" (horizon {horizon / 1000:,.0f} s: give horizon=MS to change it)" if horizon else ""
+    print(f"plan '{plan.id}' on {where}{scaled}; workload {args.workload}{auto}; seed {args.seed}")
+    print(res.describe())
+    if args.chart:
+        res.chart().write_html(args.chart)
+        print(f"chart: {args.chart}")
+    return 0
+
+
 def _fit(args: argparse.Namespace) -> int:
     """Fit agent models to a spans file (SPEC §7.5)."""
     import pandas as pd
@@ -414,6 +683,7 @@ def _fit(args: argparse.Namespace) -> int:
             spans = pd.read_csv(path)
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
             raise PlanValidationError(f"fit: {path} is not a CSV spans file: {exc}") from None
+        spans.index = pd.RangeIndex(2, len(spans) + 2, name="line")  # errors name the line
     by = ("agent_id",) if args.by == "agent" else ("agent_id", "action")
     result = fit_models(spans, by=by, time_scale=args.time_scale)
     result.models.save(args.output)
@@ -442,10 +712,22 @@ def _examples(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise PlanValidationError(str(exc)) from None
     else:
-        for name in examples.names():
-            print(f"{name:<24} {examples.path(name)}")
-        print(f"{'(agent models)':<24} {examples.models_path()}")
+        for name, plan_id in examples.ids().items():  # either one names it on the CLI
+            print(f"{name:<24} {'plan ' + plan_id:<29} {examples.path(name)}")
+        print(f"{'(agent models)':<24} {'':<29} {examples.models_path()}")
     return 0
+
+
+def _loopback(host: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -465,10 +747,27 @@ def _serve(args: argparse.Namespace) -> int:
             factory = service_factory(args.redis, args.queue_partitions)
         except ValueError as exc:
             raise OrchkitError(str(exc)) from None
+    api_key = os.environ.get("ORCHKIT_API_KEY") or None
+    if args.api_key_file:
+        try:
+            api_key = Path(args.api_key_file).read_text(encoding="utf-8").rstrip() or None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OrchkitError(
+                f"--api-key-file {args.api_key_file}: cannot read it ({exc})"
+            ) from None
+        if api_key is None:
+            raise OrchkitError(f"--api-key-file {args.api_key_file} is empty")
+    if api_key is None and not _loopback(args.host) and not args.insecure:
+        raise OrchkitError(
+            f"--host {args.host} is reachable from other machines: set a key "
+            "(ORCHKIT_API_KEY or --api-key-file FILE), or pass --insecure to serve without one"
+        )
     service.serve(
         host=args.host,
         port=args.port,
         store=args.store,
+        api_key=api_key,
+        deployment=args.deployment,
         idle_ms=args.idle_ms,
         call_timeout_ms=args.call_timeout_ms,
         max_body_bytes=args.max_body_bytes,
@@ -498,8 +797,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.set_defaults(func=_export)
     p = sub.add_parser("simulate", help="Monte-Carlo study of a plan against agent models")
-    p.add_argument("plan", help=PLAN_HELP)
-    p.add_argument("--models", required=True, help="agent models file (YAML or JSON)")
+    p.add_argument("plan", nargs="?", help=PLAN_HELP + " (none with --deployment)")
+    p.add_argument(
+        "--models",
+        help="agent models file (YAML or JSON; default: the shipped models, "
+        "orchkit examples --models; with --deployment, the bundle's)",
+    )
+    p.add_argument(
+        "--deployment",
+        metavar="FILE",
+        help="simulate exactly what `orchkit serve --deployment FILE` runs: the bundle's "
+        "plan, its capacities over the models, its policies",
+    )
+    p.add_argument(
+        "--plan",
+        dest="role",
+        metavar="NAME",
+        help="with --deployment: the bundle's plan to study (default: session_initialization, "
+        "or its only plan)",
+    )
     p.add_argument("--runs", type=int, default=10_000, help="independent runs (default 10000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -548,7 +864,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan", help=PLAN_HELP)
     p.add_argument("--out", default="out", help="folder for spans and the Gantt chart")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    p.add_argument("--models", help="agent models serving unmatched agent ids (SyntheticAgent)")
+    p.add_argument(
+        "--models",
+        help="agent models serving unmatched agent ids and --simulate's stand-ins "
+        "(SyntheticAgent; with --simulate, default: the shipped models)",
+    )
+    p.add_argument(
+        "--simulate",
+        action="append",
+        default=[],
+        metavar="KIND|GLOB",
+        help="a SyntheticAgent of the models stands in for these built-in agents: "
+        "learning, tutor, speech, all, or an agent id glob (repeatable; e.g. "
+        "--simulate speech without TensorFlow)",
+    )
     p.add_argument(
         "--time-scale",
         type=float,
@@ -582,7 +911,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="serve one pool queue for many agent ids, each created on first use",
     )
-    p.add_argument("--concurrency", type=int, default=1, help="jobs at once per queue (default 1)")
+    p.add_argument(
+        "--concurrency", type=int, default=None, help="jobs at once per queue (default 1)"
+    )
+    p.add_argument(
+        "--deployment",
+        metavar="FILE",
+        help="take the concurrency from a deployment bundle: the capacity it gives the "
+        "agents served (the largest, if they differ)",
+    )
     p.add_argument(
         "--factory",
         metavar="MODULE:FUNCTION",
@@ -626,9 +963,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print every job")
     p.set_defaults(func=_worker)
     p = sub.add_parser(
-        "serve", help="run the service: REST + Socket.IO on one port (needs orchkit[server])"
+        "serve",
+        help="run the service: REST + Socket.IO on one port (needs orchkit[server])",
+        description="Run the service. API key: $ORCHKIT_API_KEY or --api-key-file FILE "
+        "(trailing whitespace stripped); with a key every /api route and socket needs it. "
+        "A --host other machines can reach needs a key, or --insecure.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; another address needs a key or --insecure)",
+    )
+    p.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help="read the API key from FILE (default: $ORCHKIT_API_KEY; none: no key)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback --host without an API key",
+    )
+    p.add_argument(
+        "--deployment",
+        metavar="FILE",
+        help="a deployment bundle (YAML/JSON, SPEC §14): its session_initialization plan, "
+        "its agents' capacities, its policies; GET /api/deployment shows it",
+    )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
         "--store",
@@ -696,7 +1057,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tune", help="search timeouts/retries/capacity for an SLO (needs orchkit[tune])"
     )
     p.add_argument("plan", help=PLAN_HELP)
-    p.add_argument("--models", required=True, help="agent models file (YAML or JSON)")
+    p.add_argument("--models", help="agent models file (YAML or JSON; default: the shipped models)")
     p.add_argument(
         "--space",
         required=True,
@@ -734,6 +1095,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-simulate the tuned plan(s) on a fresh seed and print the optimism",
     )
     p.set_defaults(func=_tune)
+    p = sub.add_parser(
+        "capacity", help="the smallest agent capacities that meet an SLO under a workload"
+    )
+    p.add_argument("plan", help=PLAN_HELP)
+    p.add_argument(
+        "--slo",
+        required=True,
+        action="append",
+        metavar="METRIC=BOUND",
+        help="e.g. makespan_p95_ms=3000 (ms; an upper bound) or success_rate=0.99 (a lower "
+        "bound); judged on the 95%% interval's conservative end (repeatable)",
+    )
+    p.add_argument(
+        "--workload",
+        required=True,
+        help="arrivals as for simulate: rate=RUNS_PER_S[,horizon=MS] | interval=MS | "
+        "population=N,think=MS (no horizon: about 10,000 runs, at least 10 minutes)",
+    )
+    p.add_argument("--models", help="agent models file (YAML or JSON; default: the shipped models)")
+    p.add_argument(
+        "--scale",
+        action="append",
+        default=[],
+        metavar="PATTERN:latency=X",
+        help="what-if: scale the latency of the model entries matching PATTERN by X (2 = twice "
+        "as slow); also ,error=P ,hang=P ,capacity=N (repeatable)",
+    )
+    p.add_argument(
+        "--agents",
+        metavar="PATTERN[,PATTERN...]",
+        help="the model patterns whose capacity is searched (default: every one the plan uses)",
+    )
+    p.add_argument("--max-capacity", type=int, default=256, help="largest capacity tried")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--policies", metavar="FILE", help="resilience policies (YAML/JSON)")
+    p.add_argument("--chart", metavar="FILE.html", help="write the SLO metric vs capacity chart")
+    p.set_defaults(func=_capacity)
     p = sub.add_parser("fit", help="fit agent models to a spans file (needs orchkit[tune])")
     p.add_argument("spans", help="spans file (.csv or .parquet) from orchkit run or a study")
     p.add_argument("-o", "--output", default="models.yaml", help="models file to write")

@@ -1,13 +1,15 @@
 """Test doubles for users testing their own plans: a scripted agent.
 
-    from orchkit.testing import ScriptedAgent, Ok, Fail, Hang, Garbage
+```python
+from orchkit.testing import ScriptedAgent, Ok, Fail, Hang, Garbage
 
-    agent = ScriptedAgent("learning-agent-123", {
-        # fail twice, then succeed in 30 ms
-        "fetch_external_data": [Fail(10), Fail(10), Ok(30)],
-        # never returns: only a timeout ends it
-        "predict_with_ml": [Hang()],
-    }, default=Ok(5))
+agent = ScriptedAgent("learning-agent-123", {
+    # fail twice, then succeed in 30 ms
+    "fetch_external_data": [Fail(10), Fail(10), Ok(30)],
+    # never returns: only a timeout ends it
+    "predict_with_ml": [Hang()],
+}, default=Ok(5))
+```
 
 A script maps a step id, an action or ``"*"`` (looked up in that order) to the outcomes of
 successive attempts; when a list runs out, ``default`` applies. Every call is recorded in
@@ -32,7 +34,13 @@ from ._runtimes.agent import Agent, AgentResponse
 
 @dataclass(frozen=True)
 class Ok:
-    """Succeed after ``latency_ms`` with ``data`` (and ``confidence``)."""
+    """Succeed after ``latency_ms`` with ``data`` (and ``confidence``).
+
+    Attributes:
+        latency_ms: How long the attempt takes, ms.
+        data: The response's ``data``.
+        confidence: The response's ``confidence``, in [0, 1].
+    """
 
     latency_ms: float = 0.0
     data: Any = None
@@ -41,7 +49,13 @@ class Ok:
 
 @dataclass(frozen=True)
 class Fail:
-    """Raise ``AgentError(message, retryable=retryable)`` after ``latency_ms``."""
+    """Raise ``AgentError(message, retryable=retryable)`` after ``latency_ms``.
+
+    Attributes:
+        latency_ms: How long the attempt takes before it fails, ms.
+        message: The error message (the step's error).
+        retryable: False fails the step at once, whatever its retry policy.
+    """
 
     latency_ms: float = 0.0
     message: str = "scripted failure"
@@ -55,7 +69,13 @@ class Hang:
 
 @dataclass(frozen=True)
 class Garbage:
-    """Return ``value`` (not a valid AgentResponse) after ``latency_ms``."""
+    """Return ``value`` (not a valid AgentResponse) after ``latency_ms``: the attempt fails
+    with a retryable error naming what came back (live only; simulated, an ``error``).
+
+    Attributes:
+        latency_ms: How long the attempt takes, ms.
+        value: What the agent returns.
+    """
 
     latency_ms: float = 0.0
     value: Any = "not a response"
@@ -63,7 +83,13 @@ class Garbage:
 
 @dataclass(frozen=True)
 class Crash:
-    """Raise ``exception`` (not an AgentError) after ``latency_ms``."""
+    """Raise ``exception`` (not an AgentError) after ``latency_ms``: the attempt fails with a
+    retryable error naming its type (live only; simulated, an ``error``).
+
+    Attributes:
+        latency_ms: How long the attempt takes, ms.
+        exception: What the agent raises (default ``RuntimeError("scripted crash")``).
+    """
 
     latency_ms: float = 0.0
     exception: BaseException = field(default_factory=lambda: RuntimeError("scripted crash"))
@@ -74,7 +100,15 @@ Outcome = Ok | Fail | Hang | Garbage | Crash
 
 @dataclass(frozen=True)
 class Call:
-    """One call a ScriptedAgent received."""
+    """One call a ScriptedAgent received (``agent.calls``).
+
+    Attributes:
+        step_id: The step the attempt was for.
+        action: The action called.
+        attempt: The attempt's number (1-based).
+        input: The step's input.
+        outcome: The scripted outcome it played.
+    """
 
     step_id: str
     action: str
@@ -84,7 +118,19 @@ class Call:
 
 
 class ScriptedAgent(Agent):
-    """An agent whose latency and outcome per attempt are given (see the module docstring)."""
+    """An agent whose latency and outcome per attempt are given (see the module docstring).
+
+    Args:
+        agent_id: The id steps name in ``agentId``.
+        script: A step id, an action or ``"*"`` (looked up in that order) -> the outcomes
+            of successive attempts (``Ok``, ``Fail``, ``Hang``, ``Garbage``, ``Crash``).
+        default: The outcome once a list runs out, or for a call no key matches
+            (default ``Ok()``: succeed at once).
+        capacity: The most attempts served at once (None: unlimited).
+
+    Attributes:
+        calls: Every call received, in order (``Call`` records).
+    """
 
     def __init__(
         self,
@@ -145,7 +191,18 @@ class _ScriptedAction:
 class ScriptedModels:
     """Agent models for the simulator that replay ScriptedAgents' scripts (see module doc).
 
-    Use fresh ScriptedAgent objects: scripts are consumed as attempts are drawn.
+    Pass it where agent models go: ``ok.simulate(plan, ScriptedModels([agent, ...]))``.
+    Scripts are keyed by action or ``"*"`` only (a step id is not known when an attempt is
+    drawn). Use fresh ScriptedAgent objects: scripts are consumed as attempts are drawn.
+    ``Garbage`` and ``Crash`` play as errors, ``Fail(retryable=False)`` as a non-retryable
+    one.
+
+    Args:
+        agents: The scripted agents, one per agent id the plan calls.
+
+    Raises:
+        PlanValidationError: When the plan is checked: a step names an agent with no
+            script.
     """
 
     def __init__(self, agents: Iterable[ScriptedAgent]):

@@ -653,12 +653,12 @@ def test_utilisation_chart_shows_utilisation_queues_outages_and_warm_up():
     util = mc.utilisation(2000)
     assert list(fig.data[0].y) == list(util["utilisation"])
     assert list(fig.data[1].y) == list(mc.queue_length(2000)["queue_length"])
-    # the outage windows are shaded on both panels, on the study clock in seconds
+    # the outage windows are shaded on both panels, on the study clock in ms
     shaded = [(s.x0, s.x1) for s in fig.layout.shapes if s.type == "rect"]
-    assert sorted(shaded) == [(20, 30), (20, 30), (45, 50), (45, 50)]
+    assert sorted(shaded) == [(20_000, 30_000)] * 2 + [(45_000, 50_000)] * 2
     warm = mc.summary().warmup_ms
     marks = [s.x0 for s in fig.layout.shapes if s.type == "line" and s.x0 == s.x1]
-    assert marks == ([warm / 1000] if warm > 0 else [])
+    assert marks == ([warm] if warm > 0 else [])
     assert (util["utilisation"] <= 1 + 1e-9).all()
     with pytest.raises(ValueError, match="bin_ms must be a finite number"):
         mc.queue_length(0)

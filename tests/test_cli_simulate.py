@@ -365,3 +365,44 @@ def test_simulate_workload_with_a_mix_of_plans(files, capsys):
         capsys, "simulate", plan, "--models", models, "--mix", f"{tmp / 'other.json'}:0.5"
     )
     assert code == 2 and "--mix applies to a --workload study" in err
+
+
+def test_an_overloaded_study_says_every_run_hit_the_deadline(capsys):
+    """Under overload every run times out at the plan's deadline: the makespans are the
+    deadline, said once, not intervals like [60,000.000, 60,000.000]."""
+    code, out, err = _run(
+        capsys, "simulate", "parallel_analysis", "--workload", "rate=20,horizon=60000"
+    )
+    assert code == 0 and "offered load" in err  # the overload warnings
+    for metric in ("makespan_mean_ms", "makespan_p50_ms", "makespan_p95_ms", "makespan_p99_ms"):
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(metric + " "))
+        assert line.endswith("= the plan's deadline: every run timed out (no interval)"), line
+    assert "[60,000.000, 60,000.000]" not in out
+    assert "makespan_ok_p95_ms          n/a   (no run to measure: none succeeded)" in out
+    text = " ".join(out.split())
+    assert "every run hit the plan's 60,000 ms deadline" in text
+
+
+def test_a_bound_at_the_deadline_is_flagged(capsys):
+    code, out, _ = _run(
+        capsys,
+        "simulate",
+        "parallel_analysis",
+        "--seed",
+        "1",
+        "--workload",
+        "rate=1,horizon=600000",
+    )
+    assert code == 0
+    p95 = next(ln for ln in out.splitlines() if ln.strip().startswith("makespan_p95_ms "))
+    assert p95.endswith(", 60,000.000†]")  # its upper bound: runs timed out at that rank
+    assert "† the plan's deadline (60,000 ms): a run that times out counts at it" in out
+    # the figures stay the library's
+    s = ok.monte_carlo(
+        ok.examples.plan("parallel_analysis"),
+        ok.examples.models(),
+        seed=1,
+        progress=False,
+        workload=ok.Workload(rate_per_s=1, horizon_ms=600_000),
+    ).summary()
+    assert s.metrics.loc["makespan_p95_ms", "ci_high"] == 60_000

@@ -79,6 +79,8 @@ def test_cli_version_help_and_examples(capsys):
     assert main(["examples"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[:-1]] == SEED
+    ids = ok.examples.ids()
+    assert [line.split()[1:3] for line in lines[:-1]] == [["plan", ids[n]] for n in SEED]
     assert main(["examples", "--path", "retry_example"]) == 0
     assert capsys.readouterr().out.strip() == str(ok.examples.path("retry_example"))
     assert main(["examples", "--path", "nope"]) == 2
@@ -91,6 +93,97 @@ def test_cli_takes_an_example_name_for_a_plan_file(capsys, tmp_path, monkeypatch
     assert "plan 'resilient_plan' is valid" in capsys.readouterr().out
     assert main(["validate", "no_such_plan"]) == 2
     assert "cannot read plan file" in capsys.readouterr().err
+
+
+def test_an_example_is_named_by_its_name_or_its_plan_id_and_a_typo_lists_them(
+    capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert ok.examples.ids()["parallel_analysis"] == "multi_analysis_999"
+    assert ok.examples.plan("multi_analysis_999") == ok.examples.plan("parallel_analysis")
+    assert main(["validate", "multi_analysis_999"]) == 0
+    assert "plan 'multi_analysis_999' is valid" in capsys.readouterr().out
+    assert main(["validate", "parallel_analysys"]) == 2  # a typo
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'parallel_analysis'?" in err
+    for name, plan_id in ok.examples.ids().items():  # the names, each with its plan id
+        assert f"{name} (plan {plan_id})" in err
+    assert main(["validate", "multi_analysis_99"]) == 2  # close to a plan id: its name
+    assert "did you mean 'parallel_analysis'?" in capsys.readouterr().err
+    assert main(["validate", "missing.json"]) == 2  # a file's path: the file's error
+    assert "cannot read plan file missing.json" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="did you mean 'retry_example'"):
+        ok.examples.path("retry_exampel")
+
+
+def test_simulate_needs_no_models_for_an_example(capsys):
+    """The shipped models are the default: no --models to find on first contact."""
+    assert main(["simulate", "parallel_analysis", "--runs", "500", "--seed", "2", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    mc = ok.monte_carlo(
+        ok.examples.plan("parallel_analysis"),
+        ok.examples.models(),
+        runs=500,
+        seed=2,
+        progress=False,
+    )
+    assert got["plan_id"] == "multi_analysis_999"
+    assert got["metrics"]["makespan_p95_ms"]["value"] == pytest.approx(
+        mc.summary()["makespan_p95_ms"]
+    )
+
+
+def test_the_demo_reads_its_own_numbers_and_says_where_its_files_are(capsys, tmp_path):
+    assert main(["demo", "--runs", "2000", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "busy_ms" not in out and ".000" not in out  # rounded, and labelled
+    assert "times in ms" in out and "wait for a slot: mean, p95 (ms)" in out
+    assert "success_rate              " in out and "%" in out
+    # the capacity study it ran, again: its busiest agent is the bottleneck it names
+    study = ok.monte_carlo(
+        ok.examples.plan("parallel_analysis"),
+        ok.examples.models(),
+        seed=1,
+        workload=ok.Workload(rate_per_s=1.0, horizon_ms=600_000),
+        progress=False,
+    )
+    agents = study.summary().agents.dropna(subset=["utilisation"])
+    top = agents.loc[agents["utilisation"].idxmax()]
+    ending = " ".join(out.strip().split("\n\n")[-1].split())  # the last paragraph
+    assert ending.startswith(
+        f"The bottleneck is {top['agent_id']}: {top['utilisation']:.0%} busy with its "
+        f"{int(top['capacity'])} slots at 1 run/s"
+    ), ending
+    assert ending.count(". ") == 2 and ending.endswith(".")  # three sentences
+    assert "Try next: more tutor-agent-123 slots" in ending and "tutor_analysis" in ending
+    demo = tmp_path / "demo"
+    for name in ("gantt.html", "makespan.html", "runs.csv"):
+        assert f"{demo}/{name}" in ending and (demo / name).exists()
+
+
+def test_run_without_tensorflow_takes_a_simulated_speech_agent(without, capsys, tmp_path):
+    without("tensorflow")
+    assert main(["run", "parallel_analysis", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'orchkit[speech]'" in err
+    assert "or stand in a simulated one: orchkit run parallel_analysis --simulate speech" in err
+    code = main(["run", "parallel_analysis", "--simulate", "speech", "--out", str(tmp_path / "o")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "plan 'multi_analysis_999': succeeded" in out
+    assert "speech_analysis          succeeded  analyze_speech_progress" in out
+    assert err.startswith("warning: --simulate speech: speech-agent-123 simulated")
+    assert str(ok.examples.models_path()) in err
+    spans = (tmp_path / "o" / "multi_analysis_999_spans.csv").read_text()
+    assert "speech-agent-123" in spans
+    assert main(["run", "parallel_analysis", "--simulate", "speach"]) == 2
+    assert "kinds: learning, tutor, speech, all" in capsys.readouterr().err
+    agent = agents.for_plan(
+        ok.examples.plan("parallel_analysis"), ok.examples.models(), simulate=["speech"]
+    )
+    assert [type(a).__name__ for a in agent][1] == "SyntheticAgent"
+    with pytest.raises(ok.PlanValidationError, match="needs agent models"):
+        agents.make_agent("speech-agent-1", simulate=["speech"])
 
 
 @pytest.fixture

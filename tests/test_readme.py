@@ -55,3 +55,89 @@ def test_the_capacity_study_block_runs():
     with pytest.warns(ok.OverloadWarning, match="tutor-agent-123.*capacity 3"):
         ns = run_block(block_after("## Capacity studies"))
     assert ns["mc"].workload is not None and len(ns["mc"].runs) > 100
+
+
+def test_the_command_line_tune_space_works_on_the_shipped_plan(tmp_path, capsys):
+    """The README's `orchkit tune` line and its space.yaml comment, run as written (fewer
+    trials and runs): exit 0, a tuned plan written."""
+    import yaml
+
+    from orchkit.cli import main
+
+    block = README[README.index("## Command line") :]
+    block = re.search(r"```bash\n(.*?)```", block, re.S).group(1)
+    lines = block.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("orchkit tune "))
+    command = " ".join(ln.rstrip("\\").strip() for ln in lines[start : start + 2])
+    space = []
+    for ln in lines[start + 2 :]:
+        if not ln.startswith("#"):
+            break
+        if ln.startswith("#   "):  # the file's lines; the others say what it is
+            space.append(ln[4:])
+    assert len(space) >= 3, lines[start:]
+    assert yaml.safe_load("\n".join(space))  # it is YAML
+    (tmp_path / "space.yaml").write_text("\n".join(space) + "\n")
+    argv = command.split()[1:]
+    argv = [a.strip('"') for a in argv]
+    assert argv[:2] == ["tune", "parallel_analysis"] and "--space" in argv
+    for flag, value in (("--trials", "10"), ("--runs", "400")):
+        argv[argv.index(flag) + 1] = value
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "plan 'multi_analysis_999': 10 trials" in out and "error" not in err
+    assert (tmp_path / "tuned.json").exists() and "verified on fresh seed" in out
+
+
+def test_the_capacity_for_an_slo_block_runs(capsys):
+    """The new user's task in one cell: infeasible with its reason, then a hedge and the
+    smallest tutor capacity, as the README's comments say."""
+    ns = run_block(block_after("### Capacity for an SLO"))
+    out = capsys.readouterr().out
+    assert out.startswith("infeasible (SLO makespan_p95_ms <= 3,000 ms):")
+    assert "6,402 ms [6,132 ms, 6,723 ms]" in out and "step 'init_tutor'" in out
+    answer = ns["answer"]
+    assert answer.feasible and answer.capacities == {"tutor-agent-*": 66}
+    r = answer.summary.metrics.loc["makespan_p95_ms"]
+    assert (round(r["value"]), round(r["ci_low"]), round(r["ci_high"])) == (2892, 2805, 2965)
+    assert len(answer.candidates) == 8
+
+
+def test_the_deployment_block_runs_after_the_capacity_block(capsys):
+    """The bundle of the README's answer saves, loads back equal and carries its capacity;
+    `orchkit simulate --deployment` on it predicts the answer's study."""
+    from orchkit.cli import main
+
+    ns = run_block(block_after("### Capacity for an SLO"))
+    ns = run_block_in(block_after("### Deployment bundles"), ns)
+    d = ns["d"]
+    import orchkit as ok
+
+    assert ok.Deployment.load("deploy.yaml") == d
+    assert d.capacity("tutor-agent-123") == 66 and d.plan().steps[1].hedge is not None
+    assert d.meta["capacityFor"]["predicted"]["makespan_p95_ms"]["ciHigh"] <= 3000
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "simulate",
+                "--deployment",
+                "deploy.yaml",
+                "--workload",
+                "rate=20,horizon=600000",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert round(out["metrics"]["makespan_p95_ms"]["value"]) == 2892
+
+
+def run_block_in(source: str, namespace: dict) -> dict:
+    """Run a README block in the namespace an earlier block left."""
+    exec(compile(source, "README.md", "exec"), namespace)
+    return namespace

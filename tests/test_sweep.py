@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 import orchkit as ok
@@ -72,3 +73,33 @@ def test_sweep_gives_one_row_per_combination_with_the_closed_form_success_rate()
 def test_sweep_reports_bad_paths_before_running():
     with pytest.raises(ok.PlanValidationError, match="names step 'missing'"):
         ok.sweep(PLAN, MODELS, {"steps.missing.timeout": [1]}, runs=10, progress=False)
+
+
+def test_sweep_prints_short_and_keeps_every_column():
+    """A sweep's frame prints the swept values and the headline metrics (SPEC §13.4); it
+    is still a DataFrame with every metric and interval, and what it gives (a selection, an
+    assign) is a plain DataFrame that prints in full."""
+    grid = {
+        "steps.slow.timeout": [50, 400],
+        "steps.slow.retryPolicy": [None, {"maxRetries": 1, "backoffMs": 0}],
+    }
+    df = ok.sweep(PLAN, MODELS, grid, runs=300, seed=1, progress=False)
+    assert isinstance(df, pd.DataFrame) and df.swept == list(grid)
+    text = repr(df)
+    head, table = text.split("\n", 1)
+    assert "sweep: 4 combination(s) of steps.slow.timeout, steps.slow.retryPolicy" in head
+    assert "(.frame)" in head
+    columns = table.split("\n")[0]
+    for name in (*grid, "makespan_p50_ms", "makespan_p95_ms", "success_rate", "attempts_per_run"):
+        assert name in columns
+    assert "_ci_low" not in table and "p95 95% interval (ms)" in columns
+    assert len(table.strip().split("\n")) == 1 + 4
+    assert "<p>sweep: 4 combination(s)" in df._repr_html_()
+    full = df.frame
+    assert type(full) is pd.DataFrame and full.shape == df.shape and full.equals(df)
+    assert "success_rate_ci_low" in df.columns and len(df.columns) > 30
+    picked = df[["steps.slow.timeout", "success_rate"]]
+    assert type(picked) is pd.DataFrame and "sweep:" not in repr(picked)
+    assert type(df.assign(x=1)) is pd.DataFrame and type(pd.concat([df, df])) is pd.DataFrame
+    short = df.short()
+    assert list(short.columns[:2]) == list(grid) and len(short) == 4

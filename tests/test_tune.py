@@ -218,8 +218,9 @@ def test_pareto_plans_are_not_dominated_by_any_feasible_trial():
     with pytest.raises(ValueError, match="use .pareto"):
         res.best  # noqa: B018 - the property raises
     fig = res.chart()
-    assert [t.name for t in fig.data][-1] == "Pareto front"
-    assert {t.name for t in tune_retries(trials=6).chart().data} >= {"feasible", "best so far"}
+    assert "Pareto front" in [t.name for t in fig.data]  # chart details: tests/test_charts.py
+    names = {t.name for t in tune_retries(trials=6).chart().data}
+    assert names >= {"feasible trial", "best feasible so far"}
 
 
 def test_invalid_trial_plans_are_infeasible_with_the_reason():
@@ -311,6 +312,39 @@ def test_choice_of_objects_is_a_flat_column_and_maps_back():
     assert res.best.steps[0].retry_policy.max_retries == 2
 
 
+def test_space_paths_are_checked_together_and_a_bad_one_is_named():
+    """maxRetries alone is not a valid retryPolicy on a step without one, but with
+    backoffMs it is: the paths are checked together (combinations of their ends), and a
+    path is refused, by name, only when no combination makes it valid."""
+    bare = ok.Plan.model_validate(
+        {"id": "bare", "steps": [{"id": "call", "agentId": "x", "action": "go"}]}
+    )
+    pair = {
+        "steps.*.retryPolicy.maxRetries": ok.Int(0, 3),
+        "steps.*.retryPolicy.backoffMs": ok.Float(100, 1000),
+    }
+    args = dict(minimize="makespan_mean_ms", trials=4, runs=50, seed=0, progress=False)
+    for space in (pair, dict(reversed(pair.items()))):  # either order
+        res = ok.tune(bare, FLAKY, space, **args)
+        assert res.trials["reason"].eq("").all(), res.trials["reason"].tolist()
+        assert res.best.steps[0].retry_policy is not None
+    with pytest.raises(
+        ok.PlanValidationError, match=r"space\['steps\.\*\.retryPolicy\.maxRetries'\]"
+    ):
+        ok.tune(bare, FLAKY, {"steps.*.retryPolicy.maxRetries": ok.Int(0, 3)}, **args)
+    with pytest.raises(
+        ok.PlanValidationError, match=r"space\['steps\.nope\.timeout'\].*names step 'nope'"
+    ):
+        ok.tune(bare, FLAKY, {**pair, "steps.nope.timeout": ok.Float(1, 2)}, **args)
+    with pytest.raises(
+        ok.PlanValidationError, match=r"(?s)space\['steps\.call\.timeout'\].*greater than 0"
+    ):
+        ok.tune(bare, FLAKY, {**pair, "steps.call.timeout": ok.Float(-2, -1)}, **args)
+    # one end failing is an infeasible region, not a wrong space; so is one combination
+    res = ok.tune(bare, FLAKY, {**pair, "steps.call.timeout": ok.Float(-20, 50)}, **args)
+    assert len(res.trials) == 4
+
+
 # ------------------------------------------------------------------ ok.compare (§7.4)
 
 
@@ -351,8 +385,9 @@ def test_compare_puts_observed_and_predicted_side_by_side():
     assert same["overlap"].all()
     assert other.loc["makespan_p50_ms", "relative"] > 0.15
     assert "two-sample KS" in repr(same)
-    fig = other.chart()
-    assert [t.name for t in fig.data] == ["observed (3000 runs)", "predicted (3000 runs)"]
+    fig = other.chart()  # the CDFs (chart details: tests/test_charts.py)
+    cdfs = [t.name for t in fig.data if t.mode == "lines" and t.yaxis == "y"]
+    assert cdfs == ["observed (3000 runs)", "predicted (3000 runs)"]
     with pytest.raises(TypeError, match="observed must be"):
         ok.compare(42, b)
 
@@ -508,3 +543,156 @@ def test_constraint_bounds_either_parse_or_name_the_format(text):
         assert "'>= NUMBER' or '<= NUMBER'" in str(exc)
         return
     assert op in (">=", "<=") and bound == float(text.strip()[2:])
+
+
+# ------------------------------------------------------ minimize a setting or a cost (§13.4)
+
+FAN = ok.Plan.model_validate(
+    {
+        "id": "fan",
+        "parallel": True,
+        "steps": [{"id": f"s{i}", "agentId": "x", "action": "go"} for i in range(4)],
+    }
+)
+ONE_SLOT = {"agents": {"x": {"capacity": 1, "latency": {"dist": "constant", "value": 100}}}}
+CAPACITY = "agents.x.capacity"
+
+
+def test_tune_minimises_a_setting_subject_to_the_constraints():
+    """``minimize`` a path of the space: the smallest capacity whose p95 interval meets
+    250 ms is 2 (ceil(4 / capacity) waves of 100 ms); the "grid" sampler tries each of
+    1..4 once and stops, however many trials were asked."""
+    res = ok.tune(
+        FAN,
+        ONE_SLOT,
+        {CAPACITY: ok.Int(1, 4)},
+        minimize=CAPACITY,
+        constraints={"makespan_p95_ms": "<= 250"},
+        trials=20,
+        runs=100,
+        sampler="grid",
+        progress=False,
+    )
+    assert sorted(res.trials[CAPACITY]) == [1, 2, 3, 4]
+    assert res.minimize == [CAPACITY]
+    assert res.best_models.capacity("x") == 2
+    tuned = res.best.meta["tuned"]
+    assert tuned["values"] == {CAPACITY: 2} and tuned["predicted"][CAPACITY] == {"value": 2}
+    assert "makespan_p95_ms" in tuned["predicted"]
+    check = res.verify(seed=1)
+    assert list(check["metric"]) == ["makespan_p95_ms"]  # a setting is not re-measured
+    res.chart()
+
+
+def test_tune_minimises_a_callable_cost_and_verify_recomputes_it():
+    def cost(params, metrics):  # slots cost 100 ms each, next to the mean makespan
+        return 100 * params[CAPACITY] + metrics["makespan_mean_ms"]
+
+    res = ok.tune(
+        FAN,
+        ONE_SLOT,
+        {CAPACITY: ok.Int(1, 4)},
+        minimize=cost,
+        trials=8,
+        runs=50,
+        sampler="grid",
+        progress=False,
+    )
+    by_cap = res.trials.set_index(CAPACITY)["cost"]
+    assert dict(by_cap) == pytest.approx({1: 500, 2: 400, 3: 500, 4: 500})
+    assert res.minimize == ["cost"] and res.best_models.capacity("x") == 2
+    check = res.verify(seed=3).set_index("metric")
+    assert check.loc["cost", "verified"] == pytest.approx(400)
+    assert check.loc["cost", "optimism"] == pytest.approx(0)
+    unnamed = ok.tune(
+        FAN,
+        ONE_SLOT,
+        {CAPACITY: ok.Int(1, 2)},
+        minimize=[lambda p, m: m["makespan_p95_ms"], "attempts_per_run"],
+        trials=2,
+        runs=20,
+        sampler="grid",
+        progress=False,
+    )
+    assert unnamed.minimize == ["cost", "attempts_per_run"] and "cost" in unnamed.trials
+
+
+def test_bad_minimize_is_named():
+    space = {CAPACITY: ok.Int(1, 4)}
+    with pytest.raises(ValueError, match="not one of the space's"):
+        ok.tune(FAN, ONE_SLOT, space, minimize="agents.y.capacity", trials=1, progress=False)
+    with pytest.raises(TypeError, match="must be a number"):
+        ok.tune(FAN, ONE_SLOT, {"timeout": ok.Choice(["a", "b"])}, minimize="timeout")
+    with pytest.raises(TypeError, match="minimize must be a metric name, a path"):
+        ok.tune(FAN, ONE_SLOT, space, minimize=[3], trials=1, progress=False)
+    with pytest.raises(TypeError, match="minimize callable 'cost' must return a number"):
+        ok.tune(
+            FAN, ONE_SLOT, space, minimize=lambda p, m: "cheap", trials=1, runs=5, progress=False
+        )
+    with pytest.raises(ValueError, match="sampler='grid' .* needs ok.Int or ok.Choice"):
+        ok.tune(
+            RETRY,
+            FLAKY,
+            {"steps.call.timeout": ok.Float(1, 2)},
+            minimize="attempts_per_run",
+            sampler="grid",
+        )
+
+
+def _samplers():
+    import optuna
+
+    grid = {RETRIES: [0, 1, 2, 3]}
+    return {
+        "TPESampler": optuna.samplers.TPESampler(seed=0),
+        "RandomSampler": optuna.samplers.RandomSampler(seed=0),
+        "NSGAIISampler": optuna.samplers.NSGAIISampler(seed=0, population_size=4),
+        "NSGAIIISampler": optuna.samplers.NSGAIIISampler(seed=0, population_size=4),
+        "QMCSampler": optuna.samplers.QMCSampler(seed=0),
+        "BruteForceSampler": optuna.samplers.BruteForceSampler(seed=0),
+        "GridSampler": optuna.samplers.GridSampler(grid, seed=0),
+        "PartialFixedSampler": optuna.samplers.PartialFixedSampler(
+            {RETRIES: 2}, optuna.samplers.RandomSampler(seed=0)
+        ),
+    }
+
+
+SAMPLERS = [
+    "TPESampler",
+    "RandomSampler",
+    "NSGAIISampler",
+    "NSGAIIISampler",
+    "QMCSampler",
+    "BruteForceSampler",
+    "GridSampler",
+    "PartialFixedSampler",
+]  # CmaEsSampler and GPSampler need cmaes / torch, which orchkit does not install
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_tune_works_with_every_optuna_sampler(name):
+    """Each sampler drives the search; GridSampler and BruteForceSampler end it themselves
+    once every point is tried (they call study.stop(), which optuna allows only inside
+    optimize(): tune's old ask-and-tell loop raised there)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. QMC's experimental warning
+        sampler = _samplers()[name]
+        res = ok.tune(
+            RETRY,
+            FLAKY,
+            {RETRIES: ok.Int(0, 3)},
+            minimize="attempts_per_run",
+            constraints={"success_rate": ">= 0.9"},
+            trials=10,
+            runs=300,
+            sampler=sampler,
+            progress=False,
+        )
+    values = list(res.trials[RETRIES])
+    if name in ("GridSampler", "BruteForceSampler"):
+        assert sorted(values) == [0, 1, 2, 3]  # each once, then the sampler stops the search
+    elif name == "PartialFixedSampler":
+        assert set(values) == {2}
+    else:
+        assert len(values) == 10
+    assert res.best.meta["tuned"]["values"][RETRIES] >= 2  # 0.3^(r+1) <= 0.1 needs r >= 1

@@ -104,7 +104,8 @@ def test_the_package_is_the_installed_copy_not_the_checkout(installed):
     # every data file the library reads at run time is in the installed package
     shipped = {
         p.relative_to(ROOT / "orchkit").as_posix()
-        for p in (ROOT / "orchkit" / "data").rglob("*")
+        for folder in ("data", "service/static")  # the dashboard's scripts and styles too
+        for p in (ROOT / "orchkit" / folder).rglob("*")
         if p.is_file()
     }
     assert {
@@ -112,6 +113,8 @@ def test_the_package_is_the_installed_copy_not_the_checkout(installed):
         "data/learners/curriculum.json",
         "data/learners/interactions.csv",
         "data/agents/default.yaml",
+        "service/static/run.js",
+        "service/static/vendor/socket.io.min.js",
     } <= shipped
     got = _run(
         [

@@ -32,6 +32,21 @@ SPAN_COLUMNS = [
     "error",
     "hedge",
 ]
+"""Columns of a spans frame, one row per attempt (``RunResult.spans``,
+``MonteCarloResult.spans``; SPEC §4.4):
+
+- ``run_id``, ``plan_id``, ``step_id``, ``agent_id``, ``action``: what was called, in
+  which run and plan of the fallback chain;
+- ``attempt``: 1, 2, ... in the order the step's attempts started (retries and hedges);
+- ``queued_ms``, ``start_ms``, ``end_ms``: when the attempt was queued at the agent, began
+  running (NaN if it never left the queue) and ended, in ms from the run's start (from the
+  study's start in a workload study);
+- ``outcome``: ``"succeeded"``, ``"error"``, ``"timeout"``, ``"cancelled"`` or
+  ``"rejected"`` (an open circuit breaker); ``error``: the message, or None;
+- ``hedge``: True for a hedged attempt (every attempt of a try but its first).
+
+A live trace of agents that slept scaled latencies adds a ``time_scale`` column.
+"""
 _STEP_STATES = ["pending", "running", "backing_off", "succeeded", "failed", "skipped", "cancelled"]
 
 
@@ -71,6 +86,16 @@ RUN_COLUMNS = [
     "fallback_used",
     "final_plan_id",
 ]
+"""Columns of a runs frame, one row per run (``MonteCarloResult.runs``; SPEC §4.4):
+
+- ``run_id``, ``plan_id``: the run and its first plan;
+- ``status``: ``"succeeded"``, ``"failed"`` or ``"timed_out"`` (of the last plan tried);
+- ``arrival_ms``, ``start_ms``, ``end_ms``: on the study's clock, ms;
+  ``makespan_ms``: ``end_ms - start_ms``, the whole fallback chain;
+- ``attempts``: attempts made; ``retries``: attempts after a step's first; ``timeouts``:
+  attempts ended by a step timeout;
+- ``fallback_used``: True when a fallback plan ran; ``final_plan_id``: the last plan tried.
+"""
 # breaker transitions of a study: run_id is the run an independent-runs study was in (None
 # in a workload study, where breakers are shared); t_ms on the run's or the study's clock
 BREAKER_COLUMNS = ["run_id", "t_ms", "agent_id", "event", "failure_rate", "slow_call_rate"]
@@ -213,17 +238,24 @@ def columns_frame(columns: dict[str, Any], schema: list[str]) -> pd.DataFrame:
 class RunResult:
     """The result of one run: never raises for step failures (call ``raise_for_status``).
 
-    - ``status``: "succeeded" | "failed" | "timed_out" (of the last plan of the chain)
-    - ``results``: step id -> AgentResponse, ``errors``: step id -> message, for every step
-      of the last plan that did not succeed (failed, skipped or cancelled)
-    - ``step_states``: step id -> "succeeded" | "failed" | "skipped" | "cancelled"
-    - ``duration_ms``: from the run's start to its end, fallbacks included
-    - ``fallback_chain``: [{"plan_id", "status"}] for every plan tried, in order
-    - ``spans``: one row per attempt (columns in ``orchkit.SPAN_COLUMNS``), times in ms
-      from the run's start
-    - ``time_scale``: agent id -> the time scale of live agents that sleep a scaled model
-      latency (``SyntheticAgent(time_scale=...)``; also the ``time_scale`` column of
-      ``spans`` and ``spans.attrs["time_scale"]``)
+    Returned by ``Orchestrator.orchestrate`` (live) and ``ok.simulate`` (simulated ms).
+
+    Attributes:
+        run_id: The run's id (an int in a simulation, a string live).
+        plan_id: The id of the last plan of the fallback chain that ran.
+        status: ``"succeeded"``, ``"failed"`` or ``"timed_out"`` (of that last plan).
+        results: Step id -> ``AgentResponse``, for the steps of the last plan that
+            succeeded.
+        errors: Step id -> message, for every step of the last plan that did not succeed
+            (failed, skipped or cancelled).
+        step_states: Step id -> ``"succeeded"``, ``"failed"``, ``"skipped"`` or
+            ``"cancelled"``.
+        duration_ms: From the run's start to its end, fallbacks included, ms.
+        fallback_chain: ``[{"plan_id": ..., "status": ...}]`` for every plan tried, in
+            order.
+        time_scale: Agent id -> the time scale of live agents that slept a scaled model
+            latency (``SyntheticAgent(time_scale=...)``; also the ``time_scale`` column of
+            ``spans`` and ``spans.attrs["time_scale"]``); empty otherwise.
     """
 
     run_id: Any
@@ -240,6 +272,8 @@ class RunResult:
 
     @classmethod
     def from_run(cls, run: Run) -> RunResult:
+        """The result of the scheduling core's finished ``run`` (what every driver calls;
+        users get results from ``orchestrate`` and ``simulate``)."""
         last = run.plans[-1]
         cp = last.cp
         return cls(
@@ -263,11 +297,12 @@ class RunResult:
 
     @property
     def spans(self) -> pd.DataFrame:
-        """One row per attempt: run_id, plan_id, step_id, agent_id, action, attempt,
-        queued_ms, start_ms, end_ms (ms from the run's start), outcome, error, hedge (True
-        for a hedged attempt, SPEC §10.2); and, when an agent slept scaled latencies
-        (``time_scale``), a ``time_scale`` column (1.0 for the others), so that a file or a
-        concatenation of traces still tells ``fit_models`` the scale."""
+        """One row per attempt (``orchkit.SPAN_COLUMNS``): run_id, plan_id, step_id,
+        agent_id, action, attempt, queued_ms, start_ms, end_ms (ms from the run's start),
+        outcome, error, hedge (True for a hedged attempt, SPEC §10.2); and, when an agent
+        slept scaled latencies (``time_scale``), a ``time_scale`` column (1.0 for the
+        others), so that a file or a concatenation of traces still tells ``fit_models`` the
+        scale. Built on first use, then kept."""
         if self._spans is None:
             self._spans = spans_frame(span_rows(self._run, self._run.start_ms))
             if self.time_scale:
@@ -299,7 +334,15 @@ class RunResult:
         )
 
     def raise_for_status(self) -> RunResult:
-        """Raise ``PlanTimeoutError`` or ``PlanFailedError`` unless the run succeeded."""
+        """Raise unless the run succeeded.
+
+        Returns:
+            This result, when it succeeded (so calls chain).
+
+        Raises:
+            PlanTimeoutError: The plan's deadline passed ("Orchestration plan X timed out").
+            PlanFailedError: A step failed; the message lists the failed steps' errors.
+        """
         if self.status == "timed_out":
             raise PlanTimeoutError(self.error)
         if self.status != "succeeded":

@@ -14,7 +14,22 @@ from .._base.errors import AgentError
 class AgentResponse(BaseModel):
     """What an agent returns for one attempt (the seed's shape).
 
-    ``confidence`` is in [0, 1]; ``data`` holds the action's result.
+    An agent may also return a dict of this shape (camelCase or snake_case keys); extra
+    keys are kept. Anything else fails the attempt with a retryable error naming the agent,
+    the action and what came back.
+
+    Attributes:
+        action: The action served.
+        confidence: How sure the agent is, in [0, 1].
+        reasoning: Why, in words (may be empty).
+        data: The action's result (any JSON-like value).
+        recommendations: Optional list of recommendations.
+        next_steps: Optional list of suggested next steps (``nextSteps``).
+
+    Example:
+        ```python
+        ok.AgentResponse(action="prepare_hints", confidence=0.8, data={"hints": ["..."]})
+        ```
     """
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
@@ -27,7 +42,11 @@ class AgentResponse(BaseModel):
     next_steps: list[Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """camelCase dict, as the seed's agents return it."""
+        """The response as the seed's agents return it.
+
+        Returns:
+            A camelCase dict without the fields that are None.
+        """
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
@@ -85,9 +104,27 @@ class Agent:
 
     Subclass it and implement ``async process(action, input, context)``, returning an
     ``AgentResponse`` (or a dict of that shape); a plain ``def process`` works too, but
-    it blocks the event loop while it runs and cannot be cancelled by a timeout. ``capacity``
-    caps the attempts the agent serves at once (``None``: unlimited); the others wait FIFO. Raise
-    ``AgentError(msg, retryable=False)`` for a permanent failure.
+    it blocks the event loop while it runs and cannot be cancelled by a timeout. Raise
+    ``AgentError(msg, retryable=False)`` for a permanent failure; any other exception fails
+    the attempt with a retryable error. Register it with ``Orchestrator.register_agent``.
+
+    Args:
+        agent_id: The id steps name in ``agentId``; a non-empty string.
+        capacity: The most attempts the agent serves at once (the others wait FIFO, and
+            the wait counts toward the step's timeout); None (default): unlimited, or the
+            class attribute ``capacity`` when a subclass sets one.
+
+    Raises:
+        ValueError: An empty ``agent_id``, or a ``capacity`` that is not an int >= 1.
+
+    Example:
+        ```python
+        class Echo(ok.Agent):
+            async def process(self, action, input, context):
+                return ok.AgentResponse(action=action, confidence=0.9, data=input)
+
+        await orch.register_agent(Echo("learning-agent-123", capacity=4))
+        ```
     """
 
     capacity: int | None = None
@@ -114,23 +151,48 @@ class Agent:
     async def process(self, action: str, input: Any, context: dict[str, Any]) -> AgentResponse:
         """Serve one attempt of ``action`` with the step's ``input``.
 
-        ``context`` holds ``plan_id``, ``step_id``, ``attempt`` (1-based), ``run_id``,
-        ``job_id`` (the attempt's ``jobId`` in events) and ``results`` (step id ->
-        AgentResponse of the steps that already succeeded).
+        Args:
+            action: The step's ``action``.
+            input: The step's ``input`` (plain JSON).
+            context: ``plan_id``, ``step_id``, ``attempt`` (1-based), ``run_id``, ``job_id``
+                (the attempt's ``jobId`` in events) and ``results`` (step id ->
+                AgentResponse of the steps that already succeeded).
+
+        Returns:
+            The response (or a dict of its shape).
+
+        Raises:
+            AgentError: The attempt failed; ``retryable=False`` fails the step at once.
         """
         raise AgentError(f"agent '{self.agent_id}' does not implement process()", retryable=False)
 
     def job_ref(self, job_id: str) -> str | None:
-        """The id, in the system that ran it, of the attempt whose ``jobId`` is ``job_id``
-        (RemoteAgent: its BullMQ job id), or None. The live runtime asks once, when the
-        attempt ends, and adds it to ``queue:completed`` / ``queue:failed`` as ``bullJobId``."""
+        """The id, in the system that ran it, of the attempt whose ``jobId`` is ``job_id``.
+
+        The live runtime asks once, when the attempt ends, and adds it to
+        ``queue:completed`` / ``queue:failed`` as ``bullJobId``.
+
+        Args:
+            job_id: The attempt's ``jobId`` (``runId:planId:stepId:attempt``).
+
+        Returns:
+            The id (RemoteAgent: its BullMQ job id), or None (the default: no other system).
+        """
         return None
 
     def emit(self, kind: str, payload: Any) -> None:
-        """Report ``payload`` to the orchestrator's bus: 'insight' and 'error' as
-        ``agent:insight`` {agentId, insight, timeMs} / ``agent:error`` {agentId, error,
-        timeMs}; any other kind as the agent's own ``agent:<agent_id>:<kind>`` {agentId,
-        <kind>, timeMs} (never as an orchestrator event)."""
+        """Report ``payload`` to the orchestrator's bus.
+
+        Args:
+            kind: ``"insight"`` and ``"error"`` become ``agent:insight`` {agentId, insight,
+                timeMs} / ``agent:error`` {agentId, error, timeMs}; any other kind is the
+                agent's own, ``agent:<agent_id>:<kind>`` {agentId, <kind>, timeMs} (never
+                an orchestrator event).
+            payload: What to report (any value).
+
+        Raises:
+            ValueError: ``kind`` is not a non-empty string.
+        """
         if not isinstance(kind, str) or not kind.strip():
             raise ValueError(
                 f"agent '{self.agent_id}': emit() kind must be a non-empty string "

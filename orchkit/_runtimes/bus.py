@@ -46,13 +46,26 @@ class EventBus:
         self.wanted.update(names)
 
     def on(self, event: str, listener: Listener) -> Listener:
-        """Call ``listener`` on every ``event``; returns it (usable as a decorator)."""
+        """Call ``listener`` on every ``event``.
+
+        Args:
+            event: An event name (``"step:completed"``, ...) or ``"*"`` for every event.
+            listener: Called as ``listener(payload)`` (``listener(event, payload)`` for
+                ``"*"``); a coroutine function is scheduled as a task.
+
+        Returns:
+            ``listener``, so ``on`` works as a decorator too.
+        """
         self._listeners.setdefault(event, []).append((listener, False))
         self._sync()
         return listener
 
     def once(self, event: str, listener: Listener) -> Listener:
-        """Call ``listener`` on the next ``event`` only."""
+        """Call ``listener`` on the next ``event`` only (as ``on``, then removed).
+
+        Returns:
+            ``listener``.
+        """
         self._listeners.setdefault(event, []).append((listener, True))
         self._sync()
         return listener

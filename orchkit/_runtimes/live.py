@@ -45,18 +45,36 @@ SHUTDOWN = "cancelled: the orchestrator shut down"
 class Orchestrator:
     """Runs plans live on registered agents (SPEC §6).
 
-    ``seed`` seeds the backoff jitter. Use from a notebook (top-level ``await``) or a script
-    (``asyncio.run``). Concurrent ``orchestrate`` calls share each agent's capacity.
+    Use from a notebook (top-level ``await``) or a script (``asyncio.run``). Concurrent
+    ``orchestrate`` calls share each agent's capacity and breakers. Listen to the run's
+    events with ``on(event, listener)``, ``once``, ``off`` (the ``EventBus`` methods;
+    ``on("*", listener)`` hears every event as ``(event, payload)``).
 
-    ``grace_ms``: how long a cancelled attempt's coroutine may take to stop before it is
-    reported as a straggler (a warning naming the agent), and how long ``shutdown`` waits
-    for coroutines, async listeners and agents' ``shutdown``. A cancelled attempt keeps its
-    agent slot until its coroutine has really finished, so an agent that ignores
-    cancellation never serves more than ``capacity`` attempts at once.
+    Args:
+        seed: Seeds the backoff jitter (None: unseeded).
+        grace_ms: How long a cancelled attempt's coroutine may take to stop before it is
+            reported as a straggler (a warning naming the agent), and how long ``shutdown``
+            waits for coroutines, async listeners and agents' ``shutdown``, ms (default
+            1000). A cancelled attempt keeps its agent slot until its coroutine has really
+            finished, so an agent that ignores cancellation never serves more than
+            ``capacity`` attempts at once.
+        policies: Circuit breakers per agent-id pattern (SPEC §10.1; a dict, a YAML/JSON
+            file path or ``ok.Policies``), shared by every run of this orchestrator; their
+            ``breaker:*`` events carry ``timeMs`` on the orchestrator's clock.
 
-    ``policies``: circuit breakers per agent-id pattern (SPEC §10.1; a dict, a YAML/JSON
-    file path or ``orchkit.Policies``), shared by every run of this orchestrator; their
-    ``breaker:*`` events carry ``timeMs`` on the orchestrator's clock.
+    Raises:
+        ValueError: ``grace_ms`` is not a finite number >= 0.
+        PlanValidationError: ``policies`` is invalid.
+
+    Example:
+        ```python
+        orch = ok.Orchestrator(seed=0)
+        for agent in ok.agents.for_plan(plan):
+            await orch.register_agent(agent)
+        orch.on("step:completed", lambda e: print(e["stepId"], e["timeMs"]))
+        result = await orch.orchestrate(plan)
+        await orch.shutdown()
+        ```
     """
 
     def __init__(
@@ -101,7 +119,16 @@ class Orchestrator:
     # -- agents -----------------------------------------------------------------------
 
     async def register_agent(self, agent: Agent) -> None:
-        """Initialise ``agent`` and make it serve its ``agent_id``; emits ``agent:registered``."""
+        """Initialise ``agent`` (its ``initialize()``) and make it serve its ``agent_id``;
+        emits ``agent:registered``.
+
+        Args:
+            agent: An ``ok.Agent`` (a built-in agent, a ``RemoteAgent`` or your own).
+
+        Raises:
+            TypeError: ``agent`` is not an ``ok.Agent``.
+            OrchkitError: An agent with that id is already registered.
+        """
         if not isinstance(agent, Agent):
             raise TypeError(f"register_agent() takes an orchkit.Agent, got {type(agent).__name__}")
         agent_id = agent.agent_id
@@ -122,7 +149,7 @@ class Orchestrator:
         self._bus.emit("agent:registered", {"agentId": agent_id})
 
     def get_agent(self, agent_id: str) -> Agent | None:
-        """The registered agent with this id, or None."""
+        """The registered agent with id ``agent_id``, or None."""
         return self._agents.get(agent_id)
 
     def all_agents(self) -> list[Agent]:
@@ -130,9 +157,11 @@ class Orchestrator:
         return list(self._agents.values())
 
     async def unregister_agent(self, agent_id: str) -> None:
-        """Shut ``agent_id``'s agent down and forget it; emits ``agent:unregistered``.
+        """Shut ``agent_id``'s agent down and forget it; emits ``agent:unregistered``. An id
+        that is not registered is ignored.
 
-        Raises ``OrchkitError`` while an attempt of a run is queued at or running on it.
+        Raises:
+            OrchkitError: An attempt of a run is queued at or running on the agent.
         """
         agent = self._agents.get(agent_id)
         if agent is None:
@@ -154,7 +183,12 @@ class Orchestrator:
         self._bus.emit("agent:unregistered", {"agentId": agent_id})
 
     def agent_load(self, agent_id: str) -> tuple[int, int]:
-        """(attempts running, attempts waiting for capacity) on ``agent_id`` now."""
+        """How busy ``agent_id`` is now.
+
+        Returns:
+            (attempts running, attempts waiting for capacity); (0, 0) for an agent never
+            called.
+        """
         slots = self._core._agents.get(agent_id)
         if slots is None:
             return 0, 0
@@ -173,8 +207,21 @@ class Orchestrator:
     async def orchestrate(self, plan: Plan | dict, *, run_id: Any = None) -> RunResult:
         """Run ``plan`` (and its fallbacks) to the end; never raises for step failures.
 
-        Raises ``PlanValidationError`` before anything runs if a step names an agent that
-        is not registered.
+        Args:
+            plan: A ``Plan``, a dict in the plan format, or a plan file's path.
+            run_id: The run's id in events and spans (default: 1, 2, ... per orchestrator).
+
+        Returns:
+            The run's result: ``status`` ``"succeeded"``, ``"failed"`` or ``"timed_out"``,
+            per-step results and errors, and the spans (ms from the run's start). Call
+            ``raise_for_status()`` on it to turn a failure into an exception.
+
+        Raises:
+            PlanValidationError: Before anything runs: the plan is invalid, or a step names
+                an agent that is not registered.
+            OrchkitError: This orchestrator is running plans in another event loop.
+            asyncio.CancelledError: The caller cancelled the call; the run is recorded as
+                ``failed`` ("cancelled: the caller cancelled the run").
         """
         plan = as_plan(plan)
         self._check_agents(plan)

@@ -216,10 +216,35 @@ def simulate(
 ) -> RunResult:
     """Run ``plan`` once in simulated time against agent ``models``; ms from the run's start.
 
-    ``plan``: a Plan, a dict or a file path; ``models``: AgentModels, a dict or a file path.
-    Emits the live runtime's events, with simulated times, on ``bus`` if given. The same
-    seed gives the same result. ``policies``: circuit breakers (SPEC §10.1; a dict, a
-    YAML/JSON file path or ``Policies``).
+    The same scheduling core as the live ``Orchestrator``, on a SimPy clock: the same
+    inputs and seed give the same result.
+
+    Args:
+        plan: A ``Plan``, a dict in the plan format or a plan file's path.
+        models: ``AgentModels``, a dict in the models format or a models file's path: a
+            model for every agent the plan calls.
+        seed: Seeds every random draw (latencies, errors, hangs, jitter).
+        bus: An ``ok.EventBus`` to receive the live runtime's events, with simulated
+            ``timeMs``.
+        policies: Circuit breakers (SPEC §10.1; a dict, a YAML/JSON file path or
+            ``ok.Policies``).
+
+    Returns:
+        The run's result, in simulated ms: status, per-step results and errors, spans.
+
+    Raises:
+        PlanValidationError: An invalid plan, models or policies, or a step whose agent
+            no model matches.
+
+    Warns:
+        HangWarning: A step can hang and no step or plan timeout would end it.
+
+    Example:
+        ```python
+        run = ok.simulate(ok.examples.plan("parallel_analysis"), ok.examples.models(), seed=1)
+        run.status, run.duration_ms
+        ok.gantt(run)
+        ```
     """
     seed = check_int("seed", seed)
     prepared = Prepared.of(StudyInputs.of(plan, models, policies, where="simulate"))

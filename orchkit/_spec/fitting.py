@@ -29,6 +29,7 @@ import pandas as pd
 from .._base.deps import require
 from .._base.errors import PlanValidationError
 from .._base.stats import wilson_ci
+from .parse import short
 
 REPORT_COLUMNS = [
     "agent_id",
@@ -493,6 +494,42 @@ def _as_spans(spans: Any) -> tuple[pd.DataFrame, dict]:
     )
 
 
+def _times(
+    frame: pd.DataFrame, column: str, rows: pd.Series | None, total: int, *, required: bool = False
+) -> pd.Series:
+    """``frame[column]`` as float ms; ``PlanValidationError`` naming the column, the count
+    and the first rows (of ``rows``, default all; of ``total`` spans) whose value is text
+    that is not a number, infinite, or (``required``) missing."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").astype(float)
+    check = pd.Series(True, index=frame.index) if rows is None else rows
+    text = check & raw.notna() & values.isna()
+    _refuse(frame.index[text], column, "not a number", total, raw)
+    inf = check & values.abs().eq(math.inf)
+    _refuse(frame.index[inf], column, "infinite", total, raw)
+    if required:
+        _refuse(frame.index[check & values.isna()], column, "missing", total)
+    return values
+
+
+def _refuse(
+    bad: pd.Index, column: str, what: str, total: int, raw: pd.Series | None = None
+) -> None:
+    """Raise ``PlanValidationError`` for the rows ``bad`` (if any): the column, the count
+    and the first five rows (by the frame's index, named by its name or "row")."""
+    if not len(bad):
+        return
+    noun = bad.name if isinstance(bad.name, str) and bad.name else "row"
+    first = ", ".join(str(i) for i in bad[:5]) + (", …" if len(bad) > 5 else "")
+    value = None if raw is None else raw.loc[bad[0]]
+    example = "" if raw is None else f", e.g. {short(getattr(value, 'item', lambda: value)())}"
+    raise PlanValidationError(
+        f"fit: column '{column}' has {len(bad)} bad value(s) in {total} spans ({what}"
+        f"{example}) at {noun}(s) {first}; every attempt that started needs finite "
+        "start_ms and end_ms in ms, end_ms >= start_ms: fix or drop those rows"
+    )
+
+
 def fit_agents(
     spans: Any,
     *,
@@ -503,9 +540,15 @@ def fit_agents(
 ) -> tuple[dict[str, Any], pd.DataFrame, dict, int]:
     """The work of ``orchkit.fit_models`` (its docstring says what is fitted): the agents'
     models in their on-disk form, the report (REPORT_COLUMNS), the fitted groups and the
-    number of attempts used."""
+    number of attempts used. Bad rows are an error, never a silent number: every attempt
+    that started and ended succeeded/error/timeout/cancelled needs numeric, finite
+    ``start_ms`` and ``end_ms`` with ``end_ms >= start_ms`` (and a ``time_scale`` column,
+    if any, numbers > 0); the ``PlanValidationError`` names the column, the count and the
+    first rows."""
     stats = require_scipy()
     frame, carried = _as_spans(spans)
+    if not frame.index.is_unique:  # rows are named by their index label
+        frame = frame.reset_index(drop=True)
     need = {"agent_id", "action", "start_ms", "end_ms", "outcome"}
     missing = need - set(frame.columns)
     if missing:
@@ -526,20 +569,29 @@ def fit_agents(
     elif isinstance(time_scale, dict):
         scales = dict(time_scale)
     else:
-        scales = {a: float(time_scale) for a in frame["agent_id"].unique()}
-    if any(not (isinstance(s, (int, float)) and s > 0) for s in scales.values()):
-        raise ValueError(f"time_scale must be > 0 (per agent), got {scales!r}")
+        scales = {a: time_scale for a in frame["agent_id"].unique()}
+    if any(
+        isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < math.inf
+        for s in scales.values()
+    ):
+        raise ValueError(f"time_scale must be a finite number > 0 (per agent), got {scales!r}")
 
-    started = frame[frame["start_ms"].notna() & frame["outcome"].isin(_OBSERVED + _CENSORED)]
+    used = frame["outcome"].isin(_OBSERVED + _CENSORED)
+    start = _times(frame, "start_ms", used, len(frame))
+    started = frame[used & start.notna()]
     if not started["outcome"].isin(_OBSERVED).any():
         raise PlanValidationError("fit: no span ended 'succeeded' or 'error'; nothing to fit")
-    dur = (started["end_ms"] - started["start_ms"]).to_numpy(dtype=float)
+    start = start[started.index]
+    end = _times(started, "end_ms", None, len(frame), required=True)
+    dur = (end - start).to_numpy(dtype=float)
+    _refuse(started.index[dur < 0], "end_ms", "end_ms < start_ms", len(frame))
     if time_scale is None and "time_scale" in started.columns:  # a file written by orchkit run
-        scale = started["time_scale"].fillna(1.0).to_numpy(dtype=float)
-        if not (scale > 0).all():
-            raise ValueError("time_scale column: every value must be > 0")
+        col = _times(started, "time_scale", None, len(frame))
+        _refuse(started.index[col.notna() & ~(col > 0)], "time_scale", "not > 0", len(frame))
+        scale = col.fillna(1.0).to_numpy(dtype=float)
     else:
-        scale = started["agent_id"].map(lambda a: scales.get(a, 1.0)).to_numpy(dtype=float)
+        scale = started["agent_id"].map(lambda a: float(scales.get(a, 1.0))).to_numpy(dtype=float)
+    # a latency of 0 ms (a clock's resolution) counts as 1e-6 ms: the families live on t > 0
     started = started.assign(_t=np.maximum(dur / scale, 1e-6), _scale=scale)
 
     groups: dict[tuple[str, str], _GroupFit] = {}

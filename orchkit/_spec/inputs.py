@@ -44,7 +44,13 @@ def check_flag(name: str, value: Any) -> bool:
 
 
 class HangWarning(UserWarning):
-    """A step's model can hang and nothing (step timeout, plan timeout) would end it."""
+    """A step's model can hang and nothing (step timeout, plan timeout) would end it.
+
+    Warned before a simulation starts (``ok.simulate``, ``ok.monte_carlo`` and the studies
+    built on them), naming the plan, the step and its agent. Such a run never ends on its
+    own: it is recorded ``failed`` at the last moment anything happened in it. Give the
+    step a ``timeout`` or the plan one to silence it.
+    """
 
 
 def check_models(plan: Plan, models: AgentModels, stacklevel: int = 2) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -36,10 +35,9 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import yaml
 
 from .._base.errors import PlanValidationError
-from .parse import json_value, parse, read_text, short
+from .parse import json_value, read_file, short, write_file
 
 if TYPE_CHECKING:
     import random
@@ -694,6 +692,22 @@ class _Entry:
         return self.base if i is None else self.action_models[i]
 
 
+def _scale_latency(spec: dict[str, Any], k: float) -> dict[str, Any]:
+    """A distribution's on-disk form with every quantile multiplied by ``k`` (> 0): the
+    scale parameters scaled (lognormal ``mu`` shifted by ln k), the shape kept."""
+    d = dict(spec)
+    dist = d.get("dist")
+    if dist == "empirical":
+        d["samples"] = [s * k for s in d["samples"]]
+    elif dist == "lognormal" and "mu" in d:
+        d["mu"] = d["mu"] + math.log(k)
+    else:
+        for key in ("value", "mean", "median", "p95", "low", "high", "scale"):
+            if key in d:
+                d[key] = d[key] * k
+    return d
+
+
 def _path_entries(keys: list[str], rest: str) -> tuple[list[str], list[str]]:
     """Split ``"<pattern>.<key>..."`` (agent patterns may hold dots): the entries it names
     and the remaining path parts. An exact key wins over a glob; longer prefixes first."""
@@ -836,10 +850,7 @@ class AgentModels:
     @classmethod
     def load(cls, path: str | Path) -> AgentModels:
         """Read models from a ``.yaml``/``.yml`` or ``.json`` file."""
-        path = Path(path)
-        fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
-        data = parse(read_text(path, "agent models file"), fmt, str(path))
-        return cls(data, source=str(path))
+        return cls(read_file(path, "agent models file"), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The on-disk form (numbers as given; distributions in the form they were given)."""
@@ -871,13 +882,7 @@ class AgentModels:
 
     def save(self, path: str | Path) -> None:
         """Write the models as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
-        path = Path(path)
-        data = self.to_dict()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
-        else:
-            text = json.dumps(data, indent=2) + "\n"
-        path.write_text(text, encoding="utf-8")
+        write_file(path, self.to_dict())
 
     def with_values(self, values: dict[str, Any]) -> AgentModels:
         """A copy with on-disk fields set by dotted path, validated like a loaded file.
@@ -918,6 +923,72 @@ class AgentModels:
                         )
                     node = child
                 node[leaf] = copy.deepcopy(value)
+        return AgentModels(data, source=self.source)
+
+    def scaled(
+        self,
+        pattern: str,
+        *,
+        latency: float = 1.0,
+        error: float | None = None,
+        hang: float | None = None,
+        capacity: int | None = None,
+    ) -> AgentModels:
+        """A copy in which every entry whose pattern matches ``pattern`` (fnmatch over the
+        entries' patterns as written: ``"tutor-agent-*"``, ``"*"``) is changed (SPEC §13.1):
+
+        - ``latency``: every latency distribution of the entry (its own, its actions',
+          its outages') scaled by this factor > 0: every quantile is multiplied by it
+          (``latency=2``: "the agent got 2× slower"; the shape, e.g. p95/median, is kept);
+        - ``error`` / ``hang``: set on the entry and on every action override (probabilities
+          in [0, 1]; outages keep their own); ``capacity``: set (an int >= 1).
+
+        ``None`` leaves a field as it is. The original is unchanged; a pattern matching no
+        entry is a ``PlanValidationError`` naming the entries."""
+        if not isinstance(pattern, str) or not pattern:
+            raise TypeError(f"scaled(): pattern must be a non-empty str, got {pattern!r}")
+        if (
+            isinstance(latency, bool)
+            or not isinstance(latency, (int, float))
+            or not (math.isfinite(latency) and latency > 0)
+        ):
+            raise PlanValidationError(
+                f"scaled(): latency is a factor and must be a finite number > 0 (2 = twice as "
+                f"slow), got {short(latency)}"
+            )
+        data = copy.deepcopy(self.to_dict())
+        agents = data["agents"]
+        hits = [k for k in agents if k == pattern or fnmatchcase(k, pattern)]
+        if not hits:
+            i = best_match(pattern, list(agents))
+            hint = (
+                f"; did you mean '{list(agents)[i]}' (the entry serving '{pattern}')?"
+                if (i is not None)
+                else ""
+            )
+            raise PlanValidationError(
+                f"{self.source}: scaled('{pattern}') matches no agent entry (entries: "
+                f"{', '.join(agents)}){hint}"
+            )
+        for key in hits:
+            entry = agents[key]
+            if latency != 1.0:
+                entry["latency"] = _scale_latency(entry["latency"], latency)
+                for over in (entry.get("actions") or {}).values():
+                    if isinstance(over, dict) and "latency" in over:
+                        over["latency"] = _scale_latency(over["latency"], latency)
+                for outage in entry.get("outages") or []:
+                    if isinstance(outage, dict) and "latency" in outage:
+                        outage["latency"] = _scale_latency(outage["latency"], latency)
+            for name, value in (("error", error), ("hang", hang)):
+                if value is None:
+                    continue
+                entry[name] = value
+                for over in (entry.get("actions") or {}).values():
+                    if isinstance(over, dict) and name in over:
+                        over[name] = value
+            if capacity is not None:
+                entry["capacity"] = capacity
         return AgentModels(data, source=self.source)
 
     # -------------------------------------------------------------- look-ups

@@ -68,6 +68,27 @@ def read_text(path: str | Path, what: str) -> str:
         ) from None
 
 
+def file_format(path: str | Path) -> str:
+    """``"yaml"`` for a ``.yaml``/``.yml`` path, else ``"json"``."""
+    return "yaml" if Path(path).suffix.lower() in (".yaml", ".yml") else "json"
+
+
+def read_file(path: str | Path, what: str) -> Any:
+    """The plain JSON values of a YAML or JSON file (by its suffix), through the safe
+    reader; ``what`` names the file in errors (``"plan file"``)."""
+    return parse(read_text(path, what), file_format(path), str(path))
+
+
+def write_file(path: str | Path, data: Any) -> None:
+    """Write plain JSON values as YAML (``.yaml``/``.yml``) or JSON (anything else), UTF-8."""
+    path = Path(path)
+    if file_format(path) == "yaml":
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    else:
+        text = json.dumps(data, indent=2) + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
 def parse(text: str, fmt: str, source: str) -> Any:
     """Parse JSON (``fmt="json"``) or YAML text into plain JSON values (see module doc)."""
     if text.startswith("\ufeff"):

@@ -65,7 +65,32 @@ _Flag = Annotated[bool, Field(strict=True)]
 
 
 class RetryPolicy(_Model):
-    """When and how a failed attempt is tried again (SPEC §3.4). Times in ms."""
+    """When and how a failed attempt is tried again (SPEC §3.4). Times in ms.
+
+    After failed attempt k, attempt k + 1 starts if k <= ``max_retries``, the outcome is in
+    ``retry_on`` and the error is retryable (an ``AgentError(..., retryable=False)`` fails
+    the step at once); the delay is ``delay_ms(k)``. On disk the fields are camelCase
+    (``maxRetries``, ``backoffMs``, ...).
+
+    Attributes:
+        max_retries (int): Attempts after the first, a whole number >= 0 (``maxRetries``).
+        backoff_ms (float): Base delay before a retry, ms (``backoffMs``).
+        strategy (str): How the delay grows with k: ``"linear"`` (default) backoff_ms * k (the
+            seed's 1 s, 2 s, 3 s), ``"exponential"`` backoff_ms * 2 ** (k - 1), ``"fixed"``
+            backoff_ms.
+        max_backoff_ms (float | None): Cap on a growing delay, ms; None: 10**12 ms
+            (``maxBackoffMs``).
+        jitter (float): In [0, 1]: each delay is multiplied by a seeded uniform factor in
+            [1 - jitter, 1 + jitter]; 0 (default) for none.
+        retry_on (tuple[str, ...]): The failed outcomes that are retried: ``"error"``, ``"timeout"``
+            or both (default) (``retryOn``). A breaker's rejection counts as an ``"error"``.
+
+    Example:
+        ```python
+        policy = ok.RetryPolicy(max_retries=3, backoff_ms=500, strategy="exponential")
+        [policy.delay_ms(k) for k in (1, 2, 3)]  # [500.0, 1000.0, 2000.0]
+        ```
+    """
 
     max_retries: _Count = Field(ge=0)
     backoff_ms: _Ms = Field(ge=0, le=MAX_MS)
@@ -76,10 +101,17 @@ class RetryPolicy(_Model):
 
     def delay_ms(self, failed_attempt: int, uniform: float | None = None) -> float:
         """Delay in ms before attempt ``failed_attempt + 1`` (SPEC §3.4), the one place this
-        rule is written. ``uniform`` in [0, 1) places it in the jitter band
-        [1 - jitter, 1 + jitter]; None gives the delay before jitter. Computed on demand in
-        O(1): a growing delay is capped by ``maxBackoffMs``, and always by
-        ``MAX_MS``, before it can overflow."""
+        rule is written. Computed on demand in O(1): a growing delay is capped by
+        ``maxBackoffMs``, and always by ``MAX_MS`` (10**12 ms), before it can overflow.
+
+        Args:
+            failed_attempt: The number (1, 2, ...) of the attempt that failed.
+            uniform: A draw in [0, 1) placing the delay in the jitter band
+                [1 - jitter, 1 + jitter]; None gives the delay before jitter.
+
+        Returns:
+            The delay in ms.
+        """
         k = failed_attempt
         if self.strategy == "linear":
             d = self.backoff_ms * k
@@ -101,7 +133,18 @@ class Hedge(_Model):
 
     When no attempt of the step has succeeded ``delay_ms`` after the last one started
     running, one more is started, at most ``max_hedges`` per try; the first success wins and
-    the others are cancelled.
+    the others are cancelled. A hedge counts against the agent's capacity like any attempt
+    and has its own step timeout; the retry policy counts tries, not hedges.
+
+    Attributes:
+        delay_ms (float): Wait after the last attempt started before the next hedge, ms
+            (``delayMs``).
+        max_hedges (int): Hedges per try, 1 (default) to 10 (``maxHedges``).
+
+    Example:
+        ```python
+        plan.with_values({"steps.init_tutor.hedge": {"delayMs": 500, "maxHedges": 2}})
+        ```
     """
 
     delay_ms: _Ms = Field(ge=0, le=MAX_MS)
@@ -109,7 +152,23 @@ class Hedge(_Model):
 
 
 class Step(_Model):
-    """One call of ``action`` on agent ``agent_id``. ``timeout_ms`` limits one attempt."""
+    """One call of ``action`` on agent ``agent_id``. ``timeout_ms`` limits one attempt.
+
+    On disk the fields are camelCase (``agentId``, ``retryPolicy``, ``timeout``).
+
+    Attributes:
+        id (str): The step's id, unique in its plan.
+        agent_id (str): The agent to call (``agentId``).
+        action (str): The action to call on it.
+        input (Any): The action's input: plain JSON values (``{}`` by default).
+        dependencies (tuple[str, ...]): Ids of the steps of the same plan that must succeed before
+            this one starts; if one does not, this step is ``skipped``.
+        retry_policy (RetryPolicy | None): When and how a failed attempt is tried again; None: never
+            (``retryPolicy``).
+        timeout_ms (float | None): Limit on one attempt, ms from when it is queued at the agent (a
+            wait for the agent's capacity counts); None: no limit (``timeout``).
+        hedge (Hedge | None): Hedged attempts; None: none.
+    """
 
     id: _Id
     agent_id: _Id
@@ -135,8 +194,44 @@ class Plan(_Model):
 
     Load with ``Plan.load(path)`` (JSON or YAML) or ``Plan.model_validate(dict)`` (camelCase,
     as in the seed); write with ``save(path)`` or ``to_dict(compat=None | "seed")``.
-    ``meta`` is a free-form JSON object (e.g. a tuned plan's provenance), kept by
-    ``save``/``load``, ignored by every runtime, dropped by ``compat="seed"``.
+    A plan is immutable: ``with_values`` and ``bind`` return changed copies.
+
+    Attributes:
+        id (str): The plan's id.
+        steps (tuple[Step, ...]): The steps (at least one, unique ids).
+        parallel (bool): True: every ready step starts at once; False (default): one step at a time,
+            the first ready step in plan order.
+        timeout_ms (float | None): Deadline of the whole plan, ms from its start; None: none
+            (``timeout``). When it passes, attempts in flight are cancelled and the status is
+            ``timed_out``.
+        fallback_plan (Plan | None): A plan run when this one does not succeed, with its own
+            deadline from when it starts; at most 16 deep (``fallbackPlan``).
+        max_concurrency (int | None): Cap on steps in progress at once, backoff waits included;
+            None: no cap (``maxConcurrency``; no effect on a sequential plan: ``PlanWarning``).
+        fail_fast (bool): True: the first failed step cancels the rest (``failFast``).
+        meta (dict | None): A free-form JSON object (e.g. a tuned plan's provenance), kept by
+            ``save``/``load``, ignored by every runtime, dropped by ``compat="seed"``.
+
+    Raises:
+        PlanValidationError: When built or loaded with a wrong field or value, a cycle, a
+            dependency on a step that does not exist or a duplicate step id; the message
+            names the plan, the step and the fix.
+
+    Example:
+        ```python
+        plan = ok.Plan(
+            id="homework_help",
+            parallel=True,
+            timeout_ms=20_000,
+            steps=[
+                ok.Step(id="performance", agent_id="learning-agent-1",
+                        action="analyze_performance"),
+                ok.Step(id="hints", agent_id="tutor-agent-1", action="prepare_hints",
+                        dependencies=["performance"], timeout_ms=8_000,
+                        retry_policy=ok.RetryPolicy(max_retries=1, backoff_ms=200)),
+            ],
+        )
+        ```
     """
 
     id: _Id
@@ -163,8 +258,20 @@ class Plan(_Model):
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> Plan:
-        """Validate a dict (camelCase or snake_case keys) of plain JSON values (see the
-        README's plan format); raises ``PlanValidationError``."""
+        """Validate a plan given as a dict, as a plan file holds it.
+
+        Args:
+            obj: A mapping with camelCase (or snake_case) keys and plain JSON values, or a
+                ``Plan`` (returned as it is).
+            **kwargs: Passed to pydantic's ``model_validate``.
+
+        Returns:
+            The plan.
+
+        Raises:
+            PlanValidationError: Anything wrong with it, naming the plan, the step and the
+                fix (``dependecies`` -> "did you mean 'dependencies'?").
+        """
         if isinstance(obj, Plan):
             return obj
         if not isinstance(obj, dict):
@@ -185,6 +292,19 @@ class Plan(_Model):
 
     @classmethod
     def model_validate_json(cls, data: str | bytes, **kwargs: Any) -> Plan:  # type: ignore[override]
+        """Validate a plan from JSON text, through the same safe reader as ``from_text``.
+
+        Args:
+            data: UTF-8 JSON text (``str`` or ``bytes``).
+            **kwargs: Ignored (pydantic's signature).
+
+        Returns:
+            The plan.
+
+        Raises:
+            PlanValidationError: Bytes that are not UTF-8, JSON that is not a plan, or an
+                invalid plan.
+        """
         if isinstance(data, (bytes, bytearray)):
             try:
                 data = bytes(data).decode("utf-8")
@@ -198,8 +318,22 @@ class Plan(_Model):
     def from_text(
         cls, text: str, fmt: Literal["json", "yaml"] = "json", source: str = "<text>"
     ) -> Plan:
-        """Parse a plan from JSON or YAML text (duplicate keys, NaN, dates and the size
-        limits of the README's plan format are errors)."""
+        """Parse a plan from JSON or YAML text.
+
+        Args:
+            text: The plan file's text.
+            fmt: ``"json"`` (default) or ``"yaml"``.
+            source: What to call the text in error messages (a file name, say).
+
+        Returns:
+            The plan.
+
+        Raises:
+            PlanValidationError: Text that does not parse, or parses to an invalid plan.
+                Duplicate keys, NaN and infinities, unquoted YAML dates, YAML tags and
+                documents past the size limits (depth 100, 10**6 values counting YAML
+                aliases expanded) are errors too.
+        """
         data = parse(text, fmt, source)
         if not isinstance(data, dict):
             raise PlanValidationError(
@@ -210,14 +344,35 @@ class Plan(_Model):
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        """Read a plan from a ``.json``, ``.yaml`` or ``.yml`` file (UTF-8)."""
+        """Read a plan from a file.
+
+        Args:
+            path: A ``.json``, ``.yaml`` or ``.yml`` file (UTF-8; any other suffix is read
+                as JSON).
+
+        Returns:
+            The plan.
+
+        Raises:
+            PlanValidationError: The file cannot be read, is not UTF-8 text, or does not
+                hold a valid plan (see ``from_text``).
+        """
         path = Path(path)
         yaml_file = path.suffix.lower() in (".yaml", ".yml")
         fmt: Literal["json", "yaml"] = "yaml" if yaml_file else "json"
         return cls.from_text(read_text(path, "plan file"), fmt, str(path))
 
     def save(self, path: str | Path, *, compat: Literal["seed"] | None = None) -> None:
-        """Write the plan as JSON (or YAML for a ``.yaml``/``.yml`` path)."""
+        """Write the plan to a file that ``load`` reads back equal.
+
+        Args:
+            path: Where to write: YAML for a ``.yaml``/``.yml`` suffix, else JSON.
+            compat: ``"seed"`` writes only what the seed's TypeScript orchestrator reads
+                (see ``to_dict``); None (default) writes every field.
+
+        Raises:
+            OSError: The file cannot be written.
+        """
         path = Path(path)
         data = self.to_dict(compat=compat)
         if path.suffix.lower() in (".yaml", ".yml"):
@@ -228,8 +383,19 @@ class Plan(_Model):
     def to_dict(self, *, compat: Literal["seed"] | None = None) -> dict[str, Any]:
         """The plan in its on-disk (camelCase, ms) form.
 
-        ``compat="seed"`` keeps only the fields the seed's TypeScript orchestrator reads and
-        warns (``SeedCompatWarning``) with the list of extension fields it dropped.
+        Args:
+            compat: ``"seed"`` keeps only the fields the seed's TypeScript orchestrator
+                reads, and warns with the list of extension fields it dropped; None
+                (default) keeps every field.
+
+        Returns:
+            A dict of plain JSON values.
+
+        Raises:
+            ValueError: ``compat`` is neither None nor ``"seed"``.
+
+        Warns:
+            SeedCompatWarning: With ``compat="seed"``, when extension fields were dropped.
         """
         if compat is None:
             return _dump_plan(self)
@@ -247,7 +413,12 @@ class Plan(_Model):
         return data
 
     def seed_dropped_fields(self) -> list[str]:
-        """The extension fields that ``to_dict(compat="seed")`` would drop."""
+        """The extension fields that ``to_dict(compat="seed")`` would drop.
+
+        Returns:
+            One entry per dropped field, naming its plan and step (e.g.
+            ``"plan 'x' step 'hints': hedge"``); empty when none.
+        """
         dropped: list[str] = []
         _dump_seed(self, dropped)
         return dropped
@@ -255,9 +426,23 @@ class Plan(_Model):
     def with_values(self, values: dict[str, Any]) -> Plan:
         """A copy of the plan with on-disk fields set, validated like a loaded plan.
 
-        Keys are dotted camelCase paths: ``"timeout"``, ``"maxConcurrency"``,
-        ``"steps.<step id>.timeout"``, ``"steps.<step id>.retryPolicy.maxRetries"``,
-        ``"fallbackPlan.timeout"``, ...; ``<step id>`` may be ``*`` for every step.
+        Args:
+            values: Dotted camelCase paths to their new values: ``"timeout"``,
+                ``"maxConcurrency"``, ``"steps.<step id>.timeout"``,
+                ``"steps.<step id>.retryPolicy.maxRetries"``, ``"fallbackPlan.timeout"``,
+                ...; ``<step id>`` may be ``*`` for every step. Times in ms.
+
+        Returns:
+            The new plan (this one is unchanged).
+
+        Raises:
+            PlanValidationError: A path that names no field or step, or a value that makes
+                the plan invalid.
+
+        Example:
+            ```python
+            tuned = plan.with_values({"steps.tutor_analysis.timeout": 12_000})
+            ```
         """
         data = self.to_dict()
         for path, value in values.items():
@@ -265,7 +450,11 @@ class Plan(_Model):
         return Plan.model_validate(data)
 
     def chain(self) -> list[Plan]:
-        """This plan followed by its fallback plans, in the order they would run."""
+        """This plan followed by its fallback plans, in the order they would run.
+
+        Returns:
+            A list of plans, this one first.
+        """
         out: list[Plan] = []
         plan: Plan | None = self
         while plan is not None:
@@ -281,11 +470,23 @@ class Plan(_Model):
         timeout_ms: float | None = None,
         fallback: bool = True,
     ) -> Plan:
-        """This plan with concrete agents and inputs, without a round trip through a dict:
-        ``agent_ids`` maps an agent id of the plan to the one to call, ``inputs`` a step id
-        to that step's new ``input`` (plain JSON: checked as a plan file's is),
-        ``timeout_ms`` sets the plan's deadline when it has none, ``fallback=False`` drops
-        the fallback chain. The DAG is unchanged, so nothing else is validated again."""
+        """This plan with concrete agents and inputs, without a round trip through a dict.
+        The DAG is unchanged, so nothing else is validated again.
+
+        Args:
+            agent_ids: An agent id of the plan -> the agent id to call instead.
+            inputs: A step id -> that step's new ``input`` (plain JSON: checked as a plan
+                file's is).
+            timeout_ms: The plan's deadline in ms, set only when it has none.
+            fallback: False drops the fallback chain.
+
+        Returns:
+            The bound plan (this one is unchanged).
+
+        Raises:
+            PlanValidationError: An unknown step id in ``inputs``, a blank agent id, an
+                input that is not plain JSON, or a ``timeout_ms`` outside (0, 10**12].
+        """
         agent_ids, inputs = agent_ids or {}, inputs or {}
         unknown = sorted(set(inputs) - {s.id for s in self.steps})
         if unknown:
@@ -321,7 +522,11 @@ class Plan(_Model):
 
     def to_mermaid(self) -> str:
         """The DAG as Mermaid ``flowchart`` text: a subgraph per plan of the fallback chain,
-        one node per step (id, agent.action, timeout and retries), dependency arrows."""
+        one node per step (id, agent.action, timeout and retries), dependency arrows.
+
+        Returns:
+            The Mermaid text (``flowchart LR ...``).
+        """
         return to_mermaid(self)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:

@@ -25,7 +25,8 @@ from pydantic.alias_generators import to_camel
 
 from .._base.errors import PlanValidationError
 from .models import best_match
-from .parse import parse, read_text
+from .parse import json_value, parse, read_text, short
+from .plan import MAX_MS, _Count, _Ms
 
 SECTIONS = ("breakers",)
 
@@ -40,19 +41,24 @@ class BreakerPolicy(BaseModel):
       running longer than ``slow_call_ms`` is >= ``slow_call_rate`` (default 1.0)
     - ``open_ms``: how long it stays open before letting trial calls through (default 60000)
     - ``half_open_calls``: trial calls in the half-open state (default 10)
+
+    Types are strict as in plans (counts are integers, rates and times numbers; no bools
+    or strings) and times are finite and at most ``MAX_MS`` (1e12 ms).
     """
 
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
 
-    window: int = Field(default=100, ge=1)
-    min_calls: int | None = Field(default=None, ge=1)
-    failure_rate: float = Field(default=0.5, gt=0.0, le=1.0)
-    slow_call_ms: float | None = Field(default=None, gt=0)
-    slow_call_rate: float = Field(default=1.0, gt=0.0, le=1.0)
-    open_ms: float = Field(default=60_000.0, gt=0)
-    half_open_calls: int = Field(default=10, ge=1)
+    # Strict types, as in plans: a bool is not a number, a string is not a number, an
+    # integral float is not a count, and every time is finite and at most MAX_MS.
+    window: _Count = Field(default=100, ge=1)
+    min_calls: _Count | None = Field(default=None, ge=1)
+    failure_rate: _Ms = Field(default=0.5, gt=0.0, le=1.0)
+    slow_call_ms: _Ms | None = Field(default=None, gt=0, le=MAX_MS)
+    slow_call_rate: _Ms = Field(default=1.0, gt=0.0, le=1.0)
+    open_ms: _Ms = Field(default=60_000.0, gt=0, le=MAX_MS)
+    half_open_calls: _Count = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> BreakerPolicy:
@@ -194,16 +200,31 @@ def _breaker(spec: dict, where: str) -> BreakerPolicy:
             raise PlanValidationError(
                 f"{where}: unknown key '{key}'{_hint(key, _KEYS)} (valid keys: {', '.join(_KEYS)})"
             )
+    spec = json_value(spec, where, finite=False)  # numpy scalars -> Python numbers
     try:
         return BreakerPolicy.model_validate(spec)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            got = f" (got {err['input']!r})" if loc else ""
+            loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+            got = f" (got {short(err['input'])})" if loc else ""
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"'{loc}' {msg.lower()}{got}" if loc else msg)
+            lines.append(f"'{loc}' {msg.lower()}{got}{_fix(err)}" if loc else msg)
         raise PlanValidationError(f"{where}: " + "; ".join(lines)) from None
+
+
+def _fix(err: Any) -> str:
+    """The fix for a pydantic error (strict types and bounds, as in plans)."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "less_than_equal":
+        return f"; use a number <= {ctx.get('le'):g}"
+    if kind in ("int_type", "int_from_float"):
+        return "; write a whole number such as 20 (a bool, a string or 20.0 is not a count)"
+    if kind == "float_type":
+        return "; write a number such as 0.5 or 30000 (a bool or a string is not a number)"
+    if kind == "finite_number":
+        return f"; use a finite number (times at most {MAX_MS:g} ms)"
+    return ""
 
 
 def _hint(key: Any, valid: Any) -> str:

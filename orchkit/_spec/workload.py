@@ -35,25 +35,44 @@ def _number(value: Any, name: str, *, low: float = 0.0, strict: bool = True) -> 
 class Workload:
     """Arrivals of plan runs over ``horizon_ms`` for a capacity study (SPEC §4.2, §11.3).
 
-    Give exactly one of
-    - ``rate_per_s``: Poisson arrivals at that many runs per second, or piecewise-constant
-      rates ``[(from_ms, runs_per_s), ...]`` (the first piece from 0, from_ms increasing; a
-      rate may be 0), e.g. ``[(0, 5), (600_000, 20)]`` for a peak after ten minutes;
-    - ``interval_ms``: one run every interval, from t = 0;
-    - ``arrivals_ms``: explicit times (>= 0, sorted);
-    - ``population`` with ``think_ms``: a closed population of that many users (learners),
-      each thinking for an exponential time of mean ``think_ms``, then starting a run, and
-      thinking again once it has ended (a run that never ends keeps its user). Users
-      start thinking at t = 0; no user starts a run after the horizon. The load then
-      regulates itself: a slow agent slows the arrivals, and queues never exceed the
-      population (no ``OverloadWarning``).
-    ``plans``: optionally a mix ``[(plan, weight), ...]`` (Plan objects, dicts or file paths;
-    weights > 0, normalised): each arrival runs one of them, drawn independently with
-    those probabilities; the plans share the agents. Runs that arrive before the horizon
-    run to their end; times count from the study's start.
+    Give exactly one of ``rate_per_s``, ``interval_ms``, ``arrivals_ms`` or ``population``
+    (with ``think_ms``). Runs that arrive before the horizon run to their end; times count
+    from the study's start. Pass it as ``workload=`` to ``ok.monte_carlo``, ``ok.sweep``,
+    ``ok.tune`` or ``ok.capacity_for``.
 
-    A workload expected to generate more than ``Workload.MAX_ARRIVALS`` (10 million)
-    arrivals is refused up front; raise the class attribute to allow more.
+    Args:
+        rate_per_s: Poisson arrivals at that many runs per second, or piecewise-constant
+            rates ``[(from_ms, runs_per_s), ...]`` (the first piece from 0, ``from_ms``
+            increasing; a rate may be 0), e.g. ``[(0, 5), (600_000, 20)]`` for a peak after
+            ten minutes.
+        interval_ms: One run every ``interval_ms`` ms, from t = 0.
+        arrivals_ms: Explicit arrival times in ms (>= 0, sorted).
+        horizon_ms: No run arrives at or after this time, ms; needed by every form but
+            ``arrivals_ms``.
+        population: A closed population of that many users (learners), each thinking for
+            an exponential time of mean ``think_ms``, then starting a run, and thinking
+            again once it has ended (a run that never ends keeps its user). Users start
+            thinking at t = 0; no user starts a run after the horizon. The load regulates
+            itself: a slow agent slows the arrivals, and queues never exceed the population
+            (no ``OverloadWarning``).
+        think_ms: Mean think time of a ``population``'s users, ms.
+        plans: A mix ``[(plan, weight), ...]`` (Plan objects, dicts or file paths; weights
+            > 0, normalised): each arrival runs one of them, drawn independently with those
+            probabilities; the plans share the agents. Pass None as the study's plan.
+
+    Raises:
+        TypeError: A parameter that is not a number (a string rate, say), naming it.
+        PlanValidationError: Not exactly one form given; a value that is not finite, not
+            positive or not sorted; a plan of the mix that is invalid; or more than
+            ``Workload.MAX_ARRIVALS`` (10 million) arrivals expected (raise the class
+            attribute if you have the memory, about 1 kB a run).
+
+    Example:
+        ```python
+        peak = ok.Workload(rate_per_s=[(0, 0.5), (300_000, 1.0)], horizon_ms=900_000)
+        users = ok.Workload(population=200, think_ms=30_000, horizon_ms=3_600_000)
+        mc = ok.monte_carlo(plan, models, workload=peak, seed=1)
+        ```
     """
 
     rate_per_s: float | Sequence[tuple[float, float]] | None = None

@@ -60,7 +60,32 @@ def _runs_of(data: Any, what: str, time_scale: float | None) -> tuple[pd.DataFra
             f"{what}: need runs with columns makespan_ms and status "
             f"(missing: {sorted(missing) or 'none'}; runs: {len(frame)})"
         )
+    _check_makespans(frame, what)
+    if time_scale is not None and (
+        isinstance(time_scale, bool)
+        or not isinstance(time_scale, (int, float))
+        or not 0 < time_scale < math.inf
+    ):
+        raise ValueError(f"{what}: time_scale must be a finite number > 0, got {time_scale!r}")
     return frame, 1.0 if time_scale is None else float(time_scale)
+
+
+def _check_makespans(frame: pd.DataFrame, what: str) -> None:
+    """Every run's ``makespan_ms`` is a finite number >= 0, else ``ValueError`` naming
+    the column, the count and the first rows (by the frame's index)."""
+    raw = frame["makespan_ms"]
+    mk = pd.to_numeric(raw, errors="coerce").astype(float).to_numpy()
+    bad = ~(np.isfinite(mk) & (mk >= 0))
+    if bad.any():
+        rows = frame.index[bad]
+        first = ", ".join(str(i) for i in rows[:5]) + (", …" if len(rows) > 5 else "")
+        value = raw.iloc[int(np.argmax(bad))]
+        value = getattr(value, "item", lambda: value)()
+        raise ValueError(
+            f"{what}: column 'makespan_ms' has {len(rows)} bad value(s) in {len(frame)} runs "
+            f"(not a finite number of ms >= 0, e.g. {value!r:.40}) at row(s) {first}; "
+            "fix or drop those runs"
+        )
 
 
 _METRICS = (
@@ -112,22 +137,101 @@ class Comparison(pd.DataFrame):
         return (super()._repr_html_() or "") + f"<p>{self._ks_line()}</p>"
 
     def chart(self, title: str | None = None) -> Any:
-        """Plotly figure: the observed and predicted makespan CDFs, overlaid."""
-        import plotly.graph_objects as go
+        """Plotly figure, times in ms. Top: the observed and predicted makespan CDFs
+        overlaid, each side's p50/p95/p99 marked with its 95% interval (this table's
+        rows). Bottom: their difference, predicted − observed, in percentage points of
+        runs, with the KS statistic D marked where it is largest. The makespan axis is
+        logarithmic when the slowest run took over 5× the median (a few runs at a 60 s
+        deadline would otherwise squeeze the bulk, where the two differ, into a corner)."""
+        from plotly.subplots import make_subplots
 
-        fig = go.Figure()
-        for name, x in self._samples.items():
-            x = np.sort(x)
+        colours = ("#1f77b4", "#e377c2")  # observed, predicted: not outcome colours
+        samples = [(name, np.sort(np.asarray(x, dtype=float))) for name, x in self._samples.items()]
+        pooled = np.concatenate([x for _, x in samples])
+        log = bool(pooled.min() > 0 and pooled.max() > 5 * np.median(pooled))
+        fig = make_subplots(
+            rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.06
+        )
+        tags = ("p50", "p95", "p99")
+        for (name, x), colour, side in zip(samples, colours, ("observed", "predicted")):
             y = np.arange(1, len(x) + 1) / len(x)
+            xs, ys = x, y
             if len(x) > 2000:
                 keep = np.unique(np.linspace(0, len(x) - 1, 2000).astype(int))
-                x, y = x[keep], y[keep]
-            fig.add_scatter(x=x, y=y, mode="lines", name=name, line_shape="hv")
+                xs, ys = x[keep], y[keep]
+            fig.add_scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                name=name,
+                line={"shape": "hv", "color": colour},
+                legendgroup=side,
+                row=1,
+                col=1,
+            )
+            rows = [f"makespan_{t}_ms" for t in tags]
+            est = self.loc[rows, side].to_numpy(dtype=float)
+            lo = self.loc[rows, f"{side}_ci_low"].to_numpy(dtype=float)
+            hi = self.loc[rows, f"{side}_ci_high"].to_numpy(dtype=float)
+            fig.add_scatter(
+                x=est,
+                y=[0.5, 0.95, 0.99],
+                mode="markers",
+                name=f"{side}: p50, p95, p99 (bars: 95% intervals)",
+                marker={"color": colour, "symbol": "diamond", "size": 8},
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": np.nan_to_num(hi - est),
+                    "arrayminus": np.nan_to_num(est - lo),
+                    "color": colour,
+                },
+                customdata=list(tags),
+                hovertemplate=side + " %{customdata}: %{x:,.0f} ms<extra></extra>",
+                legendgroup=side,
+                row=1,
+                col=1,
+            )
+        (_, obs), (_, pred) = samples
+        grid = np.unique(np.quantile(pooled, np.linspace(0, 1, 2001)))
+        at = np.concatenate([obs, pred])
+        gap = np.searchsorted(pred, at, side="right") / len(pred) - np.searchsorted(
+            obs, at, side="right"
+        ) / len(obs)
+        k = int(np.argmax(np.abs(gap)))  # where D is reached (a jump point of either side)
+        grid = np.unique(np.append(grid, at[k]))
+        diff = np.searchsorted(pred, grid, side="right") / len(pred) - np.searchsorted(
+            obs, grid, side="right"
+        ) / len(obs)
+        fig.add_scatter(
+            x=grid,
+            y=100 * diff,
+            mode="lines",
+            name="predicted − observed",
+            line={"shape": "hv", "color": "#555"},
+            row=2,
+            col=1,
+        )
+        fig.add_scatter(
+            x=[at[k]],
+            y=[100 * gap[k]],
+            mode="markers",
+            name=f"KS D = {self.ks_stat:.3f} at {at[k]:,.0f} ms",
+            marker={"color": "#d62728", "size": 9},
+            row=2,
+            col=1,
+        )
+        fig.add_hline(y=0, line_color="#999", line_width=1, row=2, col=1)
+        fig.update_xaxes(type="log" if log else "linear")
+        fig.update_xaxes(title_text="makespan (ms" + (", log scale)" if log else ")"), row=2, col=1)
+        fig.update_yaxes(title_text="fraction of runs", row=1, col=1)
+        fig.update_yaxes(title_text="difference<br>(% of runs)", row=2, col=1)
         fig.update_layout(
             title=title
-            or f"makespan CDFs: two-sample KS D = {self.ks_stat:.3f}, p = {self.ks_p:.3g}",
-            xaxis_title="makespan (ms)",
-            yaxis_title="fraction of runs",
+            or f"makespan, observed vs predicted: two-sample KS D = {self.ks_stat:.3f}, "
+            f"p = {self.ks_p:.3g}",
+            legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0},
+            height=600,  # the legend below the panels: never over a curve
         )
         return fig
 

@@ -299,7 +299,9 @@ def sweep(
     ``policies=`` option). Every study uses the same
     ``seed`` (common random numbers: differences between rows are not seed noise).
     Returns one row per combination: the grid's values, then each summary metric with
-    ``_ci_low``/``_ci_high`` columns (times in ms). ``options`` go to ``monte_carlo``.
+    ``_ci_low``/``_ci_high`` columns (times in ms), as a ``SweepFrame``: a DataFrame that
+    prints as a short table (the swept values and the headline metrics); every column is
+    there (``.frame`` gives it as a plain DataFrame). ``options`` go to ``monte_carlo``.
     """
     runs, seed = check_int("runs", runs, 1), check_int("seed", seed)
     check_flag("progress", progress)
@@ -338,4 +340,66 @@ def sweep(
             row[f"{metric}_ci_low"] = r["ci_low"]
             row[f"{metric}_ci_high"] = r["ci_high"]
         rows.append(row)
-    return pd.DataFrame(rows)
+    return SweepFrame(rows, swept=keys)
+
+
+#: The metrics a ``SweepFrame`` shows when printed (all of them stay in the frame).
+HEADLINE = ("makespan_p50_ms", "makespan_p95_ms", "success_rate", "attempts_per_run")
+
+
+class SweepFrame(pd.DataFrame):
+    """``sweep``'s result: a DataFrame (one row per combination: the swept values, then
+    every summary metric with ``_ci_low``/``_ci_high``; times in ms) that prints short —
+    the swept values, the headline metrics and p95's 95% interval. ``swept``: the grid's
+    paths; ``frame``: the whole table as a plain DataFrame. Selecting columns, ``assign``
+    and the like give plain DataFrames, which print in full."""
+
+    _metadata = ["swept"]
+
+    def __init__(self, *args: Any, swept: Sequence[str] = (), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.swept = list(swept)
+
+    @property
+    def _constructor(self) -> type[pd.DataFrame]:
+        return pd.DataFrame
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """Every column, as a plain DataFrame."""
+        return pd.DataFrame(self)
+
+    def short(self) -> pd.DataFrame:
+        """The table it prints: the swept values, the headline metrics (``HEADLINE``) and the
+        p95 makespan's 95% interval."""
+        cols = [c for c in self.swept if c in self.columns]
+        out = pd.DataFrame(self[cols]) if cols else pd.DataFrame(index=self.index)
+        for metric in HEADLINE:
+            if metric not in self.columns:
+                continue
+            out[metric] = self[metric]
+            if metric == "makespan_p95_ms" and f"{metric}_ci_low" in self.columns:
+                out["p95 95% interval (ms)"] = [
+                    f"[{lo:,.0f}, {hi:,.0f}]"
+                    for lo, hi in zip(self[f"{metric}_ci_low"], self[f"{metric}_ci_high"])
+                ]
+        return out
+
+    def _caption(self) -> str:
+        return (
+            f"sweep: {len(self)} combination(s) of {', '.join(self.swept) or 'nothing'}; times "
+            f"in ms. Shown: the headline metrics; all {self.shape[1]} columns (each metric "
+            "with _ci_low/_ci_high) are in the frame (.frame)"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            self._caption()
+            + "\n"
+            + self.short().to_string(float_format=lambda v: f"{v:,.3f}", index=False)
+        )
+
+    def _repr_html_(self) -> str:
+        return f"<p>{self._caption()}</p>" + self.short().to_html(
+            float_format=lambda v: f"{v:,.3f}", index=False
+        )

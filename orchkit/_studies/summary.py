@@ -188,14 +188,17 @@ def _quantile(x: pd.Series, q: float) -> float:
     return float(np.quantile(x.to_numpy(dtype=float), q)) if len(x) else math.nan
 
 
+#: The summary's metrics, in the order ``Summary.metrics`` lists them (times in ms).
+METRIC_NAMES = (
+    ("makespan_mean_ms",)
+    + tuple(f"makespan_p{round(q * 100)}_ms" for q in _QUANTILES)
+    + tuple(f"makespan_ok_p{round(q * 100)}_ms" for q in _QUANTILES)
+    + ("success_rate", "attempts_per_run", "retries_per_run", "timeout_rate", "fallback_rate")
+)
+
+
 def _order(rows: dict[str, Any]) -> dict[str, Any]:
-    names = (
-        ["makespan_mean_ms"]
-        + [f"makespan_p{round(q * 100)}_ms" for q in _QUANTILES]
-        + [f"makespan_ok_p{round(q * 100)}_ms" for q in _QUANTILES]
-        + ["success_rate", "attempts_per_run", "retries_per_run", "timeout_rate", "fallback_rate"]
-    )
-    return {k: rows[k] for k in names}
+    return {k: rows[k] for k in METRIC_NAMES}
 
 
 @dataclass
@@ -322,6 +325,21 @@ class MonteCarloResult:
                 "queue_wait_p95_ms",
             ],
         )
+
+    def critical_path(self) -> pd.DataFrame:
+        """Where the makespan goes (SPEC §13.3), from the kept spans: one row per step of
+        each plan the study ran (plan_id, step_id, agent_id, action), with ``runs`` (runs in
+        which the step finished), ``criticality`` (the share of the analysed runs in which
+        it lies on the critical path: the Monte-Carlo criticality index), ``slack_mean_ms``
+        (how much later it could have finished without delaying its run, mean over the
+        runs it ran in), ``duration_mean_ms`` (release to finish: queue waits, retries
+        and backoffs included) and ``makespan_share`` (the mean share of a run's makespan
+        it accounts for while on the critical path; the shares of a plan's steps add up to
+        about 1). ``attrs["runs"]``: the runs analysed. Draw it with
+        ``orchkit.critical_path_chart``."""
+        from .critical import critical_path
+
+        return critical_path(self)
 
     def utilisation(self, bin_ms: float = 1000.0) -> pd.DataFrame:
         """Attempts running per agent over time, from the kept spans: one row per

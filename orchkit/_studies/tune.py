@@ -10,12 +10,13 @@ stays internal; the user gets a frame of trials and plans carrying their provena
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,12 @@ from tqdm.auto import tqdm
 from .._base.deps import require
 from .._base.errors import PlanValidationError
 from .._base.version import VERSION
+from .._spec.deployment import Deployment
 from .._spec.inputs import StudyInputs
 from .._spec.models import AgentModels
 from .._spec.plan import Plan
 from .montecarlo import run_study
+from .summary import METRIC_NAMES
 
 # ------------------------------------------------------------------ search space
 
@@ -132,6 +135,8 @@ def _require_optuna() -> Any:
 
 
 def parse_constraints(constraints: dict[str, str] | None) -> dict[str, tuple[str, float]]:
+    """``{metric: ">= x" | "<= x"}`` -> ``{metric: (op, x)}``, x finite (times in ms);
+    ``ValueError`` naming the constraint otherwise."""
     if constraints is None:
         return {}
     if not isinstance(constraints, dict):
@@ -147,7 +152,14 @@ def parse_constraints(constraints: dict[str, str] | None) -> dict[str, tuple[str
                 f"constraints[{metric!r}] = {bound!r}: write '>= NUMBER' or "
                 "'<= NUMBER' (e.g. '>= 0.995', '<= 20000'; times in ms)"
             )
-        out[str(metric)] = (m.group(1), float(m.group(2)))
+        value = float(m.group(2))
+        if not math.isfinite(value):  # e.g. '>= 1e999' overflows to infinity
+            raise ValueError(
+                f"constraints[{metric!r}] = {bound!r}: the bound is not a finite number; "
+                "write '>= NUMBER' or '<= NUMBER' with a finite NUMBER (e.g. '<= 20000'; "
+                "times in ms)"
+            )
+        out[str(metric)] = (m.group(1), value)
     return out
 
 
@@ -173,7 +185,7 @@ def tune(
     models: AgentModels | str | Path | dict,
     space: dict[str, Int | Float | Choice],
     *,
-    minimize: str | Sequence[str],
+    minimize: str | Callable | Sequence[str | Callable],
     constraints: dict[str, str] | None = None,
     trials: int = 100,
     runs: int = 2000,
@@ -189,11 +201,18 @@ def tune(
       ``Plan.with_values`` (``"steps.*.timeout"``, ``"steps.<id>.retryPolicy.maxRetries"``,
       ``"maxConcurrency"``, ``"timeout"``, ...), model paths ``"agents.<pattern>.capacity"``,
       breaker paths ``"breakers.<pattern>.openMs"`` (with ``policies=`` in ``options``).
-    - ``minimize``: a summary metric (``"makespan_p95_ms"``) or a list of them (Pareto).
+    - ``minimize`` (SPEC §13.4): a summary metric (``"makespan_p95_ms"``); a path of
+      ``space`` (``"agents.tutor-agent-*.capacity"``: the smallest setting that meets the
+      constraints); or a callable ``(params, metrics) -> float``, a cost: ``params`` maps
+      each path to the trial's value, ``metrics`` each summary metric (and its
+      ``_ci_low``/``_ci_high``) to its value (its column in ``trials``: the function's
+      name, or ``"cost"``). A list of them gives a Pareto front.
     - ``constraints``: metric -> ``">= x"`` / ``"<= x"``; judged on the 95% interval.
     - every trial is a ``monte_carlo`` of ``runs`` runs with the same ``seed``; ``options``
       (e.g. ``workload=``) go to every call. ``sampler``: "auto" (TPE for one objective,
-      NSGA-II for several), "tpe", "nsga2", "random" or an optuna sampler; seeded by ``seed``.
+      NSGA-II for several), "tpe", "nsga2", "random", "grid" (every combination of Int and
+      Choice dimensions, each once) or any optuna sampler (``GridSampler`` too: the search
+      ends when its grid is done); seeded by ``seed``.
     """
     optuna = _require_optuna()
     base = StudyInputs.of(
@@ -204,9 +223,6 @@ def tune(
         where="tune",
         stacklevel=2,
     )
-    objectives = [minimize] if isinstance(minimize, str) else list(minimize)
-    if not objectives or not all(isinstance(m, str) for m in objectives):
-        raise TypeError(f"minimize must be a metric name or a list of them, got {minimize!r}")
     bounds = parse_constraints(constraints)
     if not isinstance(space, dict) or not space:
         raise TypeError(
@@ -215,59 +231,76 @@ def tune(
     for path, dim in space.items():
         if not isinstance(dim, _DIMENSIONS):
             raise TypeError(f"space[{path!r}] must be ok.Int, ok.Float or ok.Choice, got {dim!r}")
+    objectives, costs = _objectives(minimize, space)
+    metric_objectives = [o for o in objectives if o not in costs and o not in space]
+    _check_metrics(list(METRIC_NAMES), metric_objectives, bounds)
     for name, value in (("trials", trials), ("runs", runs)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     _check_paths(base, space)
-    distributions = {path: dim._optuna() for path, dim in space.items()}
     known: list[str] | None = None
     cache: dict[str, tuple] = {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     started = time.perf_counter()
+    bar = tqdm(total=trials, desc=f"tuning {base.plan.id}", unit="trial", disable=not progress)
+
+    def objective(trial: Any) -> list[float]:
+        """One trial: suggest the values, run (or recall) its study, record its row."""
+        nonlocal known
+        values = {p: _suggest(trial, p, dim) for p, dim in space.items()}
+        key = json.dumps(values, sort_keys=True, default=str)
+        if key not in cache:
+            cache[key] = _evaluate(base, values, runs, seed, options)
+        metrics, reason = cache[key]
+        if metrics is not None and known is None:
+            known = list(metrics.index)
+            _check_metrics(known, metric_objectives, bounds)
+        violations, reason = _violations(metrics, bounds, reason)
+        for name, v in violations.items():
+            trial.set_constraint(name, v)
+        row: dict[str, Any] = {"trial": trial.number, **trial.params}  # objects as JSON text
+        metrics_cols = []
+        if metrics is not None:
+            for metric, r in metrics.iterrows():
+                row[metric] = r["value"]
+                row[f"{metric}_ci_low"] = r["ci_low"]
+                row[f"{metric}_ci_high"] = r["ci_high"]
+                metrics_cols += [metric, f"{metric}_ci_low", f"{metric}_ci_high"]
+        scores = []
+        for o in objectives:
+            if metrics is None:  # an invalid plan: nothing to score
+                v = math.nan
+            elif o in costs:
+                v = _cost(costs[o], o, values, {k: x for k, x in row.items() if k in metrics_cols})
+            elif o in space:
+                v = float(values[o])
+            else:
+                v = float(metrics.loc[o, "value"])
+            if o in costs:
+                row[o] = v
+            scores.append(v if math.isfinite(v) else math.inf)
+        row["feasible"] = not reason
+        row["reason"] = reason
+        rows.append(row)
+        bar.update(1)
+        return scores
+
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(
             directions=["minimize"] * len(objectives),
-            sampler=_sampler(optuna, sampler, len(objectives), seed, trials),
+            sampler=_sampler(optuna, sampler, len(objectives), seed, trials, space),
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            for _ in tqdm(
-                range(trials), desc=f"tuning {base.plan.id}", unit="trial", disable=not progress
-            ):
-                trial = study.ask(distributions)
-                values = {
-                    p: space[p]._value(v) if isinstance(space[p], Choice) else v
-                    for p, v in trial.params.items()
-                }
-                key = json.dumps(values, sort_keys=True, default=str)
-                if key not in cache:
-                    cache[key] = _evaluate(base, values, runs, seed, options)
-                metrics, reason = cache[key]
-                if metrics is not None and known is None:
-                    known = list(metrics.index)
-                    _check_metrics(known, objectives, bounds)
-                violations, reason = _violations(metrics, bounds, reason)
-                for name, v in violations.items():
-                    trial.set_constraint(name, v)
-                objective = (
-                    [float(metrics.loc[m, "value"]) for m in objectives]
-                    if metrics is not None
-                    else [math.inf] * len(objectives)
-                )
-                study.tell(trial, [v if math.isfinite(v) else math.inf for v in objective])
-                row = {"trial": trial.number, **trial.params}  # objects as their JSON text
-                if metrics is not None:
-                    for metric, r in metrics.iterrows():
-                        row[metric] = r["value"]
-                        row[f"{metric}_ci_low"] = r["ci_low"]
-                        row[f"{metric}_ci_high"] = r["ci_high"]
-                row["feasible"] = not reason
-                row["reason"] = reason
-                rows.append(row)
+            # optimize(), not ask-and-tell: a sampler may end the search itself (GridSampler
+            # and BruteForceSampler call study.stop() once every point has been tried, which
+            # optuna allows only inside optimize); fewer trials than asked are then recorded
+            study.optimize(objective, n_trials=trials, catch=(), show_progress_bar=False)
     finally:
         optuna.logging.set_verbosity(verbosity)
+        bar.close()
     frame = pd.DataFrame(rows)
     tail = ["feasible", "reason"]
     frame = frame[[c for c in frame.columns if c not in tail] + tail]
@@ -283,14 +316,31 @@ def tune(
         options=options,
         seconds=time.perf_counter() - started,
         inputs=base,
+        costs=costs,
     )
 
 
-def _sampler(optuna: Any, sampler: Any, n_objectives: int, seed: int, trials: int) -> Any:
+def _sampler(
+    optuna: Any, sampler: Any, n_objectives: int, seed: int, trials: int, space: dict | None = None
+) -> Any:
     if not isinstance(sampler, str):
         return sampler
     if sampler == "auto":
         sampler = "tpe" if n_objectives == 1 else "nsga2"
+    if sampler == "grid":  # every combination of a small space, in a seeded order
+        grid: dict[str, list] = {}
+        for path, dim in (space or {}).items():
+            if isinstance(dim, Int):
+                grid[path] = list(range(dim.low, dim.high + 1, dim.step))
+            elif isinstance(dim, Choice):
+                grid[path] = dim._labels()
+            else:
+                raise ValueError(
+                    f"sampler='grid' tries every value, so it needs ok.Int or ok.Choice "
+                    f"dimensions; space[{path!r}] is {dim!r}: give ok.Choice([...]) of the "
+                    "values to try"
+                )
+        return optuna.samplers.GridSampler(grid, seed=seed)
     if sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, trials // 4)))
     if sampler == "nsga2":
@@ -300,22 +350,140 @@ def _sampler(optuna: Any, sampler: Any, n_objectives: int, seed: int, trials: in
     if sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(
-        f"sampler must be 'auto', 'tpe', 'nsga2', 'random' or an optuna sampler, got {sampler!r}"
+        "sampler must be 'auto', 'tpe', 'nsga2', 'random', 'grid' or an optuna sampler, "
+        f"got {sampler!r}"
     )
 
 
+def _corners(space: dict, limit: int = 256) -> list[dict[str, Any]]:
+    """Combinations of the ends of the space's ranges (every choice of a ``Choice``), all
+    low ends first, then all high ends: every combination when there are at most
+    ``limit``, else those two, and each end of each path with the others at their low
+    ends, then at their high ends."""
+    paths = list(space)
+    ends = [dim._ends() for dim in space.values()]
+    aligned = [
+        {p: e[min(i, len(e) - 1)] for p, e in zip(paths, ends, strict=True)}
+        for i in range(max(len(e) for e in ends))
+    ]
+    if math.prod(len(e) for e in ends) <= limit:
+        rest = [dict(zip(paths, c, strict=True)) for c in itertools.product(*ends)]
+    else:
+        rest = [
+            {**a, p: v}
+            for p, e in zip(paths, ends, strict=True)
+            for v in e
+            for a in aligned[:: len(aligned) - 1 or 1]
+        ]
+    out: dict[str, dict[str, Any]] = {}
+    for values in [*aligned, *rest]:
+        out.setdefault(json.dumps(values, sort_keys=True, default=repr), values)
+    return list(out.values())
+
+
+def _invalid(base: StudyInputs, values: dict[str, Any]) -> PlanValidationError | None:
+    """Why ``values`` make no valid study (None: they do)."""
+    try:
+        base.with_values(values)
+    except PlanValidationError as exc:
+        return exc
+    return None
+
+
 def _check_paths(base: StudyInputs, space: dict) -> None:
-    """A path that fails at both ends of its range (or for every choice) is wrong: say so
-    before anything runs. One end failing is a legitimate infeasible region."""
-    for path, dim in space.items():
-        errors = []
-        for value in dim._ends():
-            try:
-                base.with_values({path: value})
-            except PlanValidationError as exc:
-                errors.append(exc)
-        if len(errors) == len(dim._ends()):
-            raise PlanValidationError(f"space[{path!r}]: {errors[0]}")
+    """The space's paths are checked together, before anything runs: one may need another
+    (``retryPolicy.maxRetries`` on a step without a retry policy is valid only with
+    ``retryPolicy.backoffMs``), so combinations of the ends of their ranges (or their
+    choices) are tried at once. The space is wrong only when every combination fails; then
+    the path at fault is named: the one without which some combination is valid, else one
+    that fails alone at every end. Some combinations failing is a legitimate infeasible
+    region (tune records those trials as infeasible, with the reason)."""
+    errors = []
+    for values in _corners(space):
+        error = _invalid(base, values)
+        if error is None:
+            return
+        errors.append(error)
+    for path, dim in space.items():  # the path whose removal leaves a valid combination
+        others = {p: d for p, d in space.items() if p != path}
+        valid = (
+            next((v for v in _corners(others) if _invalid(base, v) is None), None) if others else {}
+        )
+        if valid is not None:
+            error = next(e for e in (_invalid(base, {**valid, path: x}) for x in dim._ends()) if e)
+            raise PlanValidationError(f"space[{path!r}]: {error}")
+    for path, dim in space.items():  # several at fault: the first that fails alone
+        alone = [_invalid(base, {path: x}) for x in dim._ends()]
+        if all(alone):
+            raise PlanValidationError(f"space[{path!r}]: {alone[0]}")
+    raise PlanValidationError(
+        f"space: no combination of the ends of {', '.join(map(repr, space))} is valid "
+        f"together (each is valid alone): {errors[0]}"
+    )
+
+
+def _suggest(trial: Any, path: str, dim: Int | Float | Choice) -> Any:
+    """The trial's value for ``path`` (a Choice's own value, not its label)."""
+    if isinstance(dim, Int):
+        return trial.suggest_int(path, dim.low, dim.high, step=dim.step, log=dim.log)
+    if isinstance(dim, Float):
+        return trial.suggest_float(path, float(dim.low), float(dim.high), log=dim.log)
+    return dim._value(trial.suggest_categorical(path, dim._labels()))
+
+
+def _objectives(minimize: Any, space: dict) -> tuple[list[str], dict[str, Callable]]:
+    """``minimize`` as column names of the trials frame, and the callables among them (by
+    the column that records their value): a metric name, a path of ``space`` (minimise a
+    setting) or a callable ``(params, metrics) -> float``; one or a list."""
+    items = [minimize] if isinstance(minimize, str) or callable(minimize) else minimize
+    if isinstance(items, (bytes, dict)) or not isinstance(items, Sequence) or not items:
+        raise TypeError(
+            "minimize must be a metric name, a path of the space, a callable (params, "
+            f"metrics) -> float, or a list of them; got {minimize!r}"
+        )
+    names: list[str] = []
+    costs: dict[str, Callable] = {}
+    for item in items:
+        if callable(item):
+            name = getattr(item, "__name__", "") or ""
+            name = name if name.isidentifier() and name not in space else "cost"
+            base, k = name, 2
+            while name in names or name in space or name in METRIC_NAMES:
+                name, k = f"{base}_{k}", k + 1
+            costs[name] = item
+            names.append(name)
+            continue
+        if not isinstance(item, str):
+            raise TypeError(
+                "minimize must be a metric name, a path of the space, a callable (params, "
+                f"metrics) -> float, or a list of them; got {item!r}"
+            )
+        dim = space.get(item)
+        if isinstance(dim, Choice) and not all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) for c in dim.choices
+        ):
+            raise TypeError(
+                f"minimize={item!r}: a setting to minimise must be a number; space[{item!r}] "
+                f"is {dim!r}"
+            )
+        if item.startswith(("agents.", "breakers.", "steps.")) and dim is None:
+            raise ValueError(
+                f"minimize={item!r} is a path but not one of the space's ({', '.join(space)}); "
+                "a setting to minimise must be searched"
+            )
+        names.append(item)
+    return names, costs
+
+
+def _cost(fn: Callable, name: str, params: dict[str, Any], metrics: dict[str, Any]) -> float:
+    """The value of a ``minimize`` callable on one trial: a number (NaN when it says so)."""
+    value = fn(dict(params), dict(metrics))
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"minimize callable {name!r} must return a number (the cost to minimise), got "
+            f"{type(value).__name__} {value!r}"
+        )
+    return float(value)
 
 
 def _check_metrics(known: list[str], objectives: list[str], bounds: dict) -> None:
@@ -398,6 +566,7 @@ class TuneResult:
     options: dict = field(default_factory=dict, repr=False)
     seconds: float = 0.0
     inputs: StudyInputs | None = field(default=None, repr=False)  # the study's normalised inputs
+    costs: dict[str, Callable] = field(default_factory=dict, repr=False)  # callable objectives
 
     @property
     def feasible(self) -> pd.DataFrame:
@@ -465,6 +634,8 @@ class TuneResult:
                 "ciLow": _jsonable(row[f"{m}_ci_low"]),
                 "ciHigh": _jsonable(row[f"{m}_ci_high"]),
             }
+            if f"{m}_ci_low" in row.index
+            else {"value": _jsonable(row[m])}  # a setting or a cost: no interval
             for m in metrics
         }
         tuned = {
@@ -483,11 +654,30 @@ class TuneResult:
         data["meta"] = {**(plan.meta or {}), "tuned": tuned}
         return Plan.model_validate(data)
 
+    def deployment(self, trial: int | None = None, *, role: str | None = None) -> Deployment:
+        """Trial ``trial`` (default: ``best``) as a deployment bundle (SPEC §14): its plan
+        under ``role`` (default: the plan's id; ``orchkit serve`` runs the roles
+        ``session_initialization`` and ``process_interaction``), the capacities of the
+        agents it calls, its policies and models; the provenance of ``plan_for`` in
+        ``meta["tuned"]``."""
+        if trial is None:
+            chosen = self._chosen()
+            if len(chosen) > 1:
+                raise ValueError(
+                    f"{len(chosen)} trials on the Pareto front: name one, deployment(trial=N)"
+                )
+            trial = chosen[0]
+        plan = self.plan_for(trial)
+        study = self._inputs().with_values(self._values(trial))
+        meta = {"tuned": (plan.meta or {})["tuned"]}
+        return Deployment.of_study(plan, study.models, study.policies, meta, role=role)
+
     def verify(self, runs: int | None = None, seed: int | None = None) -> pd.DataFrame:
         """Re-simulate the chosen plans (``best`` or every ``pareto`` plan) on a fresh seed
         (default: the tuning seed + 1) and ``runs`` runs (default: as tuned). One row per
-        (trial, metric) for the objectives and constrained metrics: predicted and verified
-        values with their intervals, ``optimism`` (how much better the search said it was
+        (trial, metric) for the objectives and constrained metrics (a callable objective:
+        recomputed on the verified metrics, no interval; a setting: no row): predicted and
+        verified values with their intervals, ``optimism`` (how much better the search said it was
         than it is: verified − predicted for minimised and ``<=`` metrics, predicted −
         verified for ``>=``; positive = the winner's curse) and ``feasible`` (the verified
         intervals still meet every constraint)."""
@@ -511,7 +701,32 @@ class TuneResult:
             )
             _, reason = _violations(metrics, self.constraints, "")
             pred = self.trials.loc[self.trials["trial"] == trial].iloc[0]
+            values = self._values(trial)
             for m in dict.fromkeys([*self.minimize, *self.constraints]):
+                if m in self.costs:  # a cost: recomputed on the verified metrics
+                    flat = {}
+                    for name, r in metrics.iterrows():
+                        flat[name] = r["value"]
+                        flat[f"{name}_ci_low"] = r["ci_low"]
+                        flat[f"{name}_ci_high"] = r["ci_high"]
+                    v = _cost(self.costs[m], m, values, flat)
+                    rows.append(
+                        {
+                            "trial": trial,
+                            "metric": m,
+                            "predicted": pred[m],
+                            "predicted_ci_low": math.nan,
+                            "predicted_ci_high": math.nan,
+                            "verified": v,
+                            "verified_ci_low": math.nan,
+                            "verified_ci_high": math.nan,
+                            "optimism": v - pred[m],
+                            "feasible": not reason,
+                        }
+                    )
+                    continue
+                if m not in metrics.index:  # a setting minimised: it does not change
+                    continue
                 v = float(metrics.loc[m, "value"])
                 sign = -1.0 if self.constraints.get(m, ("<=",))[0] == ">=" else 1.0
                 rows.append(
@@ -531,63 +746,98 @@ class TuneResult:
         return pd.DataFrame(rows)
 
     def chart(self, title: str | None = None) -> Any:
-        """Plotly figure: objective per trial with the best-so-far line (one objective), or
-        the first two objectives with the Pareto front (several). Infeasible trials grey."""
-        import plotly.graph_objects as go
+        """Plotly figure of the search (times in ms). Top panel, one objective: each
+        feasible trial's value and the best feasible value so far (a staircase from the
+        first feasible trial on, the best trial starred); several objectives: the feasible
+        trials in the first two objectives' plane and the Pareto front. Infeasible trials
+        never share that panel (missing a constraint often makes a trial look better than
+        any candidate): one panel per constraint below shows, per trial, the end of the
+        metric's 95% interval the constraint judges (ci_low for >=, ci_high for <=)
+        against its bound, trials that meet it green and those that miss it grey."""
+        from plotly.subplots import make_subplots
+
+        def _unit(metric: str) -> str:  # by the metric's name: ms, fraction of runs, per run
+            if metric.endswith("_ms"):
+                return "ms"
+            if metric.endswith("_rate"):
+                return "fraction of runs"
+            return "per run" if metric.endswith("_per_run") else ""
+
+        def _with_unit(metric: str) -> str:  # an axis title: "makespan_p95_ms (ms)"
+            return f"{metric} ({_unit(metric)})" if _unit(metric) else metric
+
+        def _short(value: float) -> str:
+            return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4g}"
 
         df = self.trials
-        ok, bad = df[df["feasible"]], df[~df["feasible"]]
+        ok = df[df["feasible"]]
+        several = len(self.minimize) > 1
+        rows = 1 + len(self.constraints)
+        fig = make_subplots(
+            rows=rows,
+            cols=1,
+            shared_xaxes=not several,  # one objective: every panel is per trial
+            vertical_spacing=0.12 if several else 0.06,
+            row_heights=[0.6] + [0.4 / (rows - 1)] * (rows - 1) if rows > 1 else None,
+        )
 
-        def text(d: pd.DataFrame) -> list[str]:  # hover text: the values tried
-            return [", ".join(f"{p}={r[p]}" for p in self.space) for _, r in d.iterrows()]
+        def text(d: pd.DataFrame) -> list[str]:  # hover text: the values tried, the reason
+            return [
+                ", ".join(f"{p}={r[p]}" for p in self.space)
+                + ("" if r["feasible"] else f"<br>infeasible: {r['reason']}")
+                for _, r in d.iterrows()
+            ]
 
-        fig = go.Figure()
-        if len(self.minimize) == 1:
+        if not several:
             m = self.minimize[0]
-            fig.add_scatter(
-                x=bad["trial"],
-                y=bad.get(m),
-                mode="markers",
-                name="infeasible",
-                marker={"color": "lightgrey"},
-                text=text(bad),
-            )
-            fig.add_scatter(
-                x=ok["trial"],
-                y=ok[m],
-                mode="markers",
-                name="feasible",
-                marker={"color": "#2ca02c"},
-                text=text(ok),
-            )
-            best = df[m].where(df["feasible"]).cummin()
-            fig.add_scatter(
-                x=df["trial"],
-                y=best,
-                mode="lines",
-                name="best so far",
-                line={"shape": "hv", "color": "black"},
-            )
-            fig.update_layout(xaxis_title="trial", yaxis_title=m)
+            if not ok.empty:
+                fig.add_scatter(
+                    x=ok["trial"],
+                    y=ok[m],
+                    mode="markers",
+                    name="feasible trial",
+                    marker={"color": "#2ca02c"},
+                    text=text(ok),
+                    row=1,
+                    col=1,
+                )
+                best = df[m].where(df["feasible"]).cummin().ffill()  # flat across infeasible
+                keep = best.notna()
+                fig.add_scatter(
+                    x=df.loc[keep, "trial"],
+                    y=best[keep],
+                    mode="lines",
+                    name="best feasible so far",
+                    line={"shape": "hv", "color": "black"},
+                    row=1,
+                    col=1,
+                )
+                chosen = df[df["trial"] == self._chosen()[0]]
+                fig.add_scatter(
+                    x=chosen["trial"],
+                    y=chosen[m],
+                    mode="markers",
+                    name=f"best: trial {int(chosen['trial'].iloc[0])}, "
+                    f"{_short(float(chosen[m].iloc[0]))}{' ms' if m.endswith('_ms') else ''}",
+                    marker={"color": "black", "symbol": "star", "size": 13},
+                    text=text(chosen),
+                    row=1,
+                    col=1,
+                )
+            fig.update_yaxes(title_text=_with_unit(m), row=1, col=1)
         else:
             x, y = self.minimize[:2]
-            fig.add_scatter(
-                x=bad.get(x),
-                y=bad.get(y),
-                mode="markers",
-                name="infeasible",
-                marker={"color": "lightgrey"},
-                text=text(bad),
-            )
-            fig.add_scatter(
-                x=ok[x],
-                y=ok[y],
-                mode="markers",
-                name="feasible",
-                marker={"color": "#9ecae1"},
-                text=text(ok),
-            )
             if not ok.empty:
+                fig.add_scatter(
+                    x=ok[x],
+                    y=ok[y],
+                    mode="markers",
+                    name="feasible trial",
+                    marker={"color": "#9ecae1"},
+                    text=text(ok),
+                    row=1,
+                    col=1,
+                )
                 front = df[df["trial"].isin(self._chosen())].sort_values(x)
                 fig.add_scatter(
                     x=front[x],
@@ -596,10 +846,53 @@ class TuneResult:
                     name="Pareto front",
                     line={"shape": "hv", "color": "#2ca02c"},
                     text=text(front),
+                    row=1,
+                    col=1,
                 )
-            fig.update_layout(xaxis_title=x, yaxis_title=y)
+            fig.update_xaxes(title_text=_with_unit(x), row=1, col=1)
+            fig.update_yaxes(title_text=_with_unit(y), row=1, col=1)
+        for row, (metric, (op, bound)) in enumerate(self.constraints.items(), start=2):
+            edge = "ci_low" if op == ">=" else "ci_high"
+            judged = df.get(f"{metric}_{edge}", pd.Series(np.nan, index=df.index))
+            meets = judged >= bound if op == ">=" else judged <= bound
+            sign = "≥" if op == ">=" else "≤"
+            for hit, name, colour in ((True, "meets", "#2ca02c"), (False, "misses", "#aaaaaa")):
+                d = df[(meets == hit) & judged.notna()]
+                if d.empty:
+                    continue
+                fig.add_scatter(
+                    x=d["trial"],
+                    y=judged[d.index],
+                    mode="markers",
+                    name=f"{name} {metric} {sign} {bound:g}",
+                    marker={"color": colour, "symbol": "circle" if hit else "x"},
+                    text=text(d),
+                    row=row,
+                    col=1,
+                )
+            fig.add_scatter(
+                x=[df["trial"].min(), df["trial"].max()],
+                y=[bound, bound],
+                mode="lines",
+                name=f"bound: {metric} {sign} {bound:g}",
+                line={"color": "#d62728", "dash": "dash"},
+                row=row,
+                col=1,
+            )
+            fig.update_yaxes(
+                title_text=f"{metric}<br>95% {edge.replace('ci_', '')}"
+                + ("" if _with_unit(metric) == metric else " (" + _unit(metric) + ")"),
+                row=row,
+                col=1,
+            )
+        fig.update_xaxes(title_text="trial", row=rows, col=1)
+        no_metrics = df.get("success_rate", pd.Series(np.nan, index=df.index)).isna()
+        invalid = int((~df["feasible"] & no_metrics).sum())  # an invalid plan: never ran
         fig.update_layout(
-            title=title or f"tuning {self.plan.id}: {len(df)} trials, {len(ok)} feasible"
+            title=title
+            or f"tuning {self.plan.id}: {len(df)} trials, {len(ok)} feasible"
+            + (f", {invalid} with an invalid plan" if invalid else ""),
+            height=420 + 180 * (rows - 1),
         )
         return fig
 

@@ -250,6 +250,22 @@ def _group_colour(name: Any, i: int, by_outcome: bool) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+def _pct(share: float) -> str:
+    """A share as a percentage a reader can trust: 91.5%, 0.04% (never 0.0% for a few)."""
+    if share == 0 or share >= 0.001:
+        return f"{share:.1%}"
+    return f"{100 * share:.2g}%"
+
+
+def _outcome_shares(status: pd.Series) -> str:
+    """``91.5% succeeded, 8.0% failed, 0.5% timed_out``: each status's share of the runs,
+    in the outcome palette's order."""
+    counts = status.astype(str).value_counts()
+    order = [k for k in OUTCOME_COLORS if k in counts.index]
+    order += [k for k in counts.index if k not in order]
+    return ", ".join(f"{_pct(counts[k] / len(status))} {k}" for k in order)
+
+
 def makespan_chart(
     data: Any,
     *,
@@ -260,12 +276,15 @@ def makespan_chart(
     """The distribution of ``makespan_ms`` over runs, with p50/p95/p99 marked per group.
 
     ``data``: a MonteCarloResult or its ``runs`` frame; or several to compare in one figure
-    — a list (labelled ``1: <plan id>``, …) or a dict (labelled by key). ``color`` names a
-    column to split by as well (e.g. "status", coloured by ``OUTCOME_COLORS``). Each
-    group's curve is normalised to that group (a CDF ends at 1; a histogram shows the
-    fraction of the group's runs), and its percentiles are marked on it with their 95%
-    intervals as horizontal bars (one group: also as vertical lines). The legend gives
-    each group's runs and, when runs can fail, its success rate.
+    — a list (labelled ``1: <plan id>``, …) or a dict (labelled by key). One study alone is
+    one curve of all its runs (a timed-out run counts at its deadline), its outcome shares
+    in the legend. ``color`` names a column to split by on request (e.g. "status",
+    coloured by ``OUTCOME_COLORS``): each curve is then labelled with its share of the
+    (study's) runs, so a small group of failures is never read as the whole. Each group's
+    curve is normalised to that group (a CDF ends at 1; a histogram shows the fraction of
+    the group's runs), and its percentiles are marked on it (diamonds, in the legend) with
+    their 95% intervals as horizontal bars (one group: also as labelled vertical lines).
+    The legend gives each study's runs and, when runs can fail, its success rate.
     """
     from .._base.stats import quantile_ci, wilson_ci
 
@@ -280,6 +299,9 @@ def makespan_chart(
         if not keys
         else list(runs.groupby(keys if len(keys) > 1 else keys[0], sort=False, observed=True))
     )
+    of = (
+        runs.groupby(study_col, sort=False).size() if study_col else pd.Series({None: len(runs)})
+    )  # runs per study: the base of a colour group's share
     by_outcome = color is not None and study_col is None
     fig = go.Figure()
     for i, (name, g) in enumerate(groups):
@@ -291,11 +313,21 @@ def makespan_chart(
         colour = _group_colour(name, i, by_outcome)
         x = np.sort(g["makespan_ms"].to_numpy(dtype=float))
         n = len(x)
-        legend = f"{label} ({n:,} runs"
-        if "status" in g.columns and color != "status":
-            ok, lo, hi = wilson_ci(int((g["status"] == "succeeded").sum()), n)
-            legend += f", {ok:.1%} succeeded [{lo:.1%}, {hi:.1%}]"
-        legend += ")"
+        if color is not None:  # a split on request: its share of the (study's) runs
+            study = name[0] if isinstance(name, tuple) else None
+            total = int(of[study]) if study_col else len(runs)
+            whose = "of the study's runs" if study_col else "of the runs"
+            legend = f"{label}: {_pct(n / total)} {whose} ({n:,})"
+            if "status" in g.columns and color != "status":
+                legend += f", {_pct(float((g['status'] == 'succeeded').mean()))} succeeded"
+        elif name is None and "status" in g.columns:  # one study: its outcome shares
+            legend = f"all runs ({n:,}): {_outcome_shares(g['status'])}"
+        else:
+            legend = f"{label} ({n:,} runs"
+            if "status" in g.columns:
+                ok, lo, hi = wilson_ci(int((g["status"] == "succeeded").sum()), n)
+                legend += f", {ok:.1%} succeeded [{lo:.1%}, {hi:.1%}]"
+            legend += ")"
         if kind == "cdf":
             y = np.arange(1, n + 1) / n
             if n > 2000:  # 2000 points draw the same curve, in a lighter figure
@@ -309,6 +341,9 @@ def makespan_chart(
                 line_shape="hv",
                 line_color=colour,
                 legendgroup=label,
+                hovertemplate="%{x:,.0f} ms: %{y:.1%} of the group's runs<extra>"
+                + label
+                + "</extra>",
             )
         else:
             fig.add_histogram(
@@ -330,8 +365,8 @@ def makespan_chart(
             mode="markers",
             marker={"color": colour, "size": 8, "symbol": "diamond"},
             legendgroup=label,
-            showlegend=False,
-            name=f"{label} percentiles",
+            showlegend=True,
+            name=("" if name is None else f"{label}: ") + "p50, p95, p99 (bars: 95% intervals)",
             error_x={
                 "type": "data",
                 "symmetric": False,
@@ -345,8 +380,8 @@ def makespan_chart(
                 for t, a, b in zip(tags, lo, hi)
             ],
             hovertemplate=(
-                label + " %{customdata[0]}: %{x:,.0f} ms (95% CI %{customdata[1]:,.0f}"
-                "–%{customdata[2]:,.0f})<extra></extra>"
+                label + " %{customdata[0]}: %{x:,.0f} ms (95% interval %{customdata[1]:,.0f}"
+                "–%{customdata[2]:,.0f} ms)<extra></extra>"
             ),
         )
     if len(groups) == 1:
@@ -509,11 +544,12 @@ def utilisation_chart(
 ) -> go.Figure:
     """Utilisation and queue length per agent over a study's time (SPEC §11.5).
 
-    Two panels sharing the time axis (seconds of the study clock): ``mc.utilisation(bin_ms)``
-    (attempts running / capacity; the dashed line is 1, full) and
-    ``mc.queue_length(bin_ms)`` (attempts waiting for a slot), one line per agent (all the
-    agents with a capacity, or ``agents``). Outage windows of the models are shaded and a
-    workload study's warm-up cut is marked. Returns a ``go.Figure``.
+    Two panels sharing the time axis (ms of the study clock, like every chart):
+    ``mc.utilisation(bin_ms)`` (attempts running / capacity; the dashed line is 1, full)
+    and ``mc.queue_length(bin_ms)`` (attempts waiting for a slot), one line per agent (all
+    the agents with a capacity, or ``agents``). Outage windows of the models are shaded and
+    a workload study's warm-up cut is marked; both are named in the legend (no text over
+    the panels). Returns a ``go.Figure``.
     """
     from plotly.subplots import make_subplots
 
@@ -521,63 +557,67 @@ def utilisation_chart(
     queue = mc.queue_length(bin_ms)
     if agents is None:
         agents = [a for a in sorted(set(util["agent_id"])) if mc.models.capacity(a)]
-    fig = make_subplots(
-        rows=2,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.08,
-        subplot_titles=("utilisation (running / capacity)", "queue length (attempts waiting)"),
-    )
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06)
     for i, agent_id in enumerate(agents):
         colour = PALETTE[i % len(PALETTE)]
         u = util[util["agent_id"] == agent_id]
         q = queue[queue["agent_id"] == agent_id]
         fig.add_scatter(
-            x=u["t_ms"] / 1000,
+            x=u["t_ms"],
             y=u["utilisation"],
             mode="lines",
             name=agent_id,
             legendgroup=agent_id,
             line={"color": colour, "shape": "hv"},
+            hovertemplate="%{y:.2f} busy<extra>" + agent_id + "</extra>",
             row=1,
             col=1,
         )
         fig.add_scatter(
-            x=q["t_ms"] / 1000,
+            x=q["t_ms"],
             y=q["queue_length"],
             mode="lines",
             name=agent_id,
             legendgroup=agent_id,
             showlegend=False,
             line={"color": colour, "shape": "hv"},
+            hovertemplate="%{y:.1f} waiting<extra>" + agent_id + "</extra>",
             row=2,
             col=1,
         )
-        for o in getattr(_first_model(mc, agent_id), "outages", ()):
+        for k, o in enumerate(getattr(_first_model(mc, agent_id), "outages", ())):
             fig.add_vrect(
-                x0=o.start_ms / 1000,
-                x1=o.end_ms / 1000,
+                x0=o.start_ms,
+                x1=o.end_ms,
                 fillcolor=RED,
                 opacity=0.12,
                 line_width=0,
-                annotation_text=f"{agent_id} outage",
-                annotation_position="top left",
+                name=f"{agent_id} outage",
+                legendgroup=f"{agent_id} outage",
+                showlegend=k == 0,  # one legend entry for the agent's outages
             )
     fig.add_hline(y=1.0, line_dash="dash", line_color="#555", row=1, col=1)
     if mc.workload is not None:
         s = mc.summary()
         if s.warmup_ms > 0:
             fig.add_vline(
-                x=s.warmup_ms / 1000,
+                x=s.warmup_ms,
                 line_dash="dot",
                 line_color="#555",
-                annotation_text="warm-up",
-                annotation_position="top right",
+                name=f"warm-up cut ({s.warmup_ms:,.0f} ms)",
+                showlegend=True,
             )
-    fig.update_xaxes(title_text="study time (s)", row=2, col=1)
+    seen: set[str] = set()
+    for shape in fig.layout.shapes:  # a shape spanning both panels: one legend entry
+        if shape.showlegend:
+            shape.showlegend = shape.name not in seen
+            seen.add(shape.name)
+    fig.update_xaxes(title_text="study time (ms)", row=2, col=1)
+    fig.update_yaxes(title_text="utilisation<br>(running / capacity)", row=1, col=1)
+    fig.update_yaxes(title_text="queue<br>(attempts waiting)", row=2, col=1)
     fig.update_yaxes(rangemode="tozero")
     fig.update_layout(
-        title=title or f"{mc.plan.id}: agents over time ({bin_ms:g} ms bins)",
+        title=title or f"{mc.plan.id}: agents over time ({bin_ms:,.0f} ms bins)",
         plot_bgcolor="white",
         hovermode="x unified",
     )
@@ -592,3 +632,81 @@ def _first_model(mc: Any, agent_id: str) -> Any:
             if s.agent_id == agent_id:
                 return mc.models.resolve(agent_id, s.action)
     return None
+
+
+def critical_path_chart(data: Any, *, title: str | None = None) -> go.Figure:
+    """Where a study's makespan goes (SPEC §13.3): for each step, the share of runs in which
+    it lies on the critical path and its share of the makespan (left, 0–1), and its mean
+    slack in ms (right: how much later it could finish without delaying its run).
+    ``data``: a MonteCarloResult (its ``critical_path()`` is computed) or that frame."""
+    from plotly.subplots import make_subplots
+
+    frame = data.critical_path() if hasattr(data, "critical_path") else data
+    need = ["plan_id", "step_id", "criticality", "makespan_share", "slack_mean_ms"]
+    if not isinstance(frame, pd.DataFrame) or any(c not in frame.columns for c in need):
+        raise TypeError(
+            "critical_path_chart() takes a MonteCarloResult or the frame of its "
+            f"critical_path(), got {type(data).__name__}"
+        )
+    several = frame["plan_id"].nunique() > 1
+    labels = [
+        f"{p} / {s}" if several else str(s) for p, s in zip(frame["plan_id"], frame["step_id"])
+    ]
+    slack = frame["slack_mean_ms"].fillna(0.0).to_numpy(dtype=float)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        horizontal_spacing=0.06,
+        subplot_titles=("on the critical path", "slack"),
+    )
+    hover = [
+        f"{r.step_id} ({r.agent_id}, {r.action}): critical in {r.criticality:.1%} of runs, "
+        f"{r.makespan_share:.1%} of the makespan, mean slack {r.slack_mean_ms:,.0f} ms"
+        for r in frame.itertuples()
+    ]
+    fig.add_bar(
+        y=labels,
+        x=frame["criticality"],
+        orientation="h",
+        name="share of runs on the critical path (criticality index)",
+        marker_color=PALETTE[0],
+        hovertext=hover,
+        row=1,
+        col=1,
+    )
+    fig.add_bar(
+        y=labels,
+        x=frame["makespan_share"],
+        orientation="h",
+        name="share of the makespan it accounts for",
+        marker_color=PALETTE[1],
+        hovertext=hover,
+        row=1,
+        col=1,
+    )
+    fig.add_bar(
+        y=labels,
+        x=slack,
+        orientation="h",
+        name="mean slack (ms)",
+        marker_color=GREY,
+        hovertext=hover,
+        row=1,
+        col=2,
+    )
+    top = float(slack.max()) if len(slack) else 0.0
+    fig.update_xaxes(title_text="share (0 to 1)", range=[0, 1.05], row=1, col=1)
+    fig.update_xaxes(title_text="mean slack (ms)", range=[0, top * 1.08 or 1.0], row=1, col=2)
+    fig.update_yaxes(autorange="reversed", title_text="step", row=1, col=1)
+    runs = frame.attrs.get("runs")
+    fig.update_layout(
+        title=title
+        or f"{frame.attrs.get('plan_id', frame['plan_id'].iloc[0])}: critical path"
+        + (f" over {runs:,} runs" if runs else ""),
+        barmode="group",
+        plot_bgcolor="white",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+        margin={"b": 120},
+    )
+    return fig

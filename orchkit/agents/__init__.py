@@ -8,7 +8,7 @@ import importlib
 from typing import Any
 
 from .._base.deps import missing, require
-from .._base.errors import PlanValidationError
+from .._base.errors import MissingDependencyError, PlanValidationError
 
 _WHERE = {
     "PersonalizedLearningAgent": ".learning",
@@ -28,7 +28,24 @@ BUILTIN = {  # agent id glob -> the built-in agent class serving it
     "speech-agent-*": "SpeechAnalysisAgent",
 }
 
-__all__ = sorted(_WHERE) + ["BUILTIN", "for_plan", "make_agent", "scaled_plan"]
+KINDS = {"learning": "learning-agent-*", "tutor": "tutor-agent-*", "speech": "speech-agent-*"}
+
+__all__ = sorted(_WHERE) + ["BUILTIN", "KINDS", "for_plan", "kind_of", "make_agent", "scaled_plan"]
+
+
+def kind_of(agent_id: str) -> str | None:
+    """The built-in kind serving ``agent_id`` ("learning", "tutor", "speech"), or None."""
+    return next((k for k, pat in KINDS.items() if fnmatch.fnmatchcase(agent_id, pat)), None)
+
+
+def _stands_in(agent_id: str, simulate: Any) -> bool:
+    """Whether ``simulate`` (kinds such as "speech", agent id globs, or "all") names
+    ``agent_id``: a SyntheticAgent of the models stands in for it."""
+    for item in simulate or ():
+        pattern = "*" if item == "all" else KINDS.get(item, item)
+        if fnmatch.fnmatchcase(agent_id, pattern):
+            return True
+    return False
 
 
 def for_plan(
@@ -38,20 +55,26 @@ def for_plan(
     *,
     seed: int = 0,
     redis: str | None = None,
+    simulate: Any = (),
 ) -> list:
     """One agent per agent id of ``plan`` and its fallbacks: the built-in agent whose glob
     in ``BUILTIN`` matches the id, else a ``SyntheticAgent`` of ``models`` (a path or
-    AgentModels; it sleeps latency x ``time_scale``; its draws come from ``seed`` and its
-    id, so no two agents share a stream). Raises ``PlanValidationError`` for an
-    id no glob matches when ``models`` is None. With ``redis`` (a Redis URL), a
-    ``RemoteAgent`` per id instead, served by ``orchkit worker`` processes."""
+    AgentModels; it sleeps latency x ``time_scale`` ms; its draws come from ``seed`` and its
+    id, so no two agents share a stream). ``simulate`` (kinds "learning", "tutor",
+    "speech", agent id globs, or "all") makes a SyntheticAgent stand in for the built-in
+    agents it names, e.g. ``simulate=["speech"]`` without TensorFlow. Raises
+    ``PlanValidationError`` for an id no glob matches when ``models`` is None, and
+    ``MissingDependencyError`` (with ``agent_id``) for a built-in agent whose library is
+    missing. With ``redis`` (a Redis URL), a ``RemoteAgent`` per id instead, served by
+    ``orchkit worker`` processes."""
     ids = dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps)
     if redis is not None:
         from .remote import RemoteAgent
 
         return [RemoteAgent(agent_id, redis) for agent_id in ids]
     return [
-        make_agent(agent_id, models, time_scale, seed=seed, plan_id=plan.id) for agent_id in ids
+        make_agent(agent_id, models, time_scale, seed=seed, plan_id=plan.id, simulate=simulate)
+        for agent_id in ids
     ]
 
 
@@ -62,11 +85,24 @@ def make_agent(
     *,
     seed: int = 0,
     plan_id: str | None = None,
+    simulate: Any = (),
 ) -> Any:
     """The agent ``for_plan`` gives ``agent_id`` (also what ``orchkit worker`` serves)."""
     name = next((cls for pat, cls in BUILTIN.items() if fnmatch.fnmatchcase(agent_id, pat)), None)
+    if name is not None and _stands_in(agent_id, simulate):
+        if models is None:
+            raise PlanValidationError(
+                f"agent '{agent_id}': simulating it needs agent models (a SyntheticAgent "
+                "draws from them): pass models, e.g. ok.examples.models()"
+            )
+        name = None  # a SyntheticAgent below
     if name is not None:
-        return __getattr__(name)(agent_id)
+        try:
+            cls = __getattr__(name)
+        except MissingDependencyError as exc:
+            exc.agent_id = agent_id  # type: ignore[attr-defined]  # what could stand in
+            raise
+        return cls(agent_id)
     if models is not None:
         return __getattr__("SyntheticAgent")(agent_id, models, seed=seed, time_scale=time_scale)
     where = f"plan '{plan_id}': " if plan_id else ""

@@ -15,6 +15,12 @@ The wire format, shared with workers in any language:
   id on the Redis channel ``orchkit:cancel:<queue>``; the worker running it cancels it, and
   a worker that sees the id later skips the job. A late result is ignored.
 
+Queue names are printable ASCII without spaces or ':' (``check_queue_name``), for
+RemoteAgents and workers alike. While attempts wait for results, Redis is pinged every
+``WATCH_S``; an attempt whose Redis has not answered for its agent's ``redis_timeout_ms``
+(default 10 s) fails with a retryable ``AgentError`` instead of waiting for BullMQ's own
+reconnections (minutes), so even a step without a timeout ends.
+
 Results reach the orchestrator through ONE ``QueueEvents`` per (event loop, Redis, queue),
 shared by every RemoteAgent on that queue, resolving futures keyed by job id; the future
 is registered before the job is added (the job id is chosen here), so a fast worker cannot
@@ -26,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
+import re
 import uuid
 import zlib
 from typing import Any
@@ -38,6 +46,11 @@ log = logging.getLogger("orchkit.remote")
 
 CANCEL_CHANNEL = "orchkit:cancel:{queue}"
 JOB_OPTIONS = {"attempts": 1, "removeOnComplete": True, "removeOnFail": {"count": 1000}}
+#: How long an attempt of a RemoteAgent waits for a Redis that does not answer before it
+#: fails with a retryable ``AgentError`` (ms; ``RemoteAgent(redis_timeout_ms=...)``).
+DEFAULT_REDIS_TIMEOUT_MS = 10_000.0
+WATCH_S = 0.5  # while attempts wait, Redis is pinged this often (s), each ping bounded by 1 s
+_QUEUE_NAME = re.compile(r"^[!-9;-~]+$")  # printable ASCII without space and ':'
 
 
 def require_bullmq() -> Any:
@@ -59,6 +72,21 @@ def check_redis_url(redis: Any, where: str = "redis") -> str:
             f"{where} must be a Redis URL such as redis://127.0.0.1:6379/0, got {redis!r}"
         )
     return redis
+
+
+def check_queue_name(name: Any, where: str) -> str:
+    """``name`` if it can name a BullMQ queue served by any worker, else ``ValueError``
+    naming it. A queue name is printable ASCII without spaces or ':': a BullMQ worker
+    names its Redis connection after its queue, and Redis refuses client names with
+    spaces or characters outside ASCII '!'..'~' (the worker would start but never serve);
+    Node's BullMQ refuses ':'."""
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+        raise ValueError(
+            f"{where} {name!r:.80} cannot name a queue: use printable ASCII without spaces "
+            "or ':' (letters, digits and e.g. - _ . @); Redis refuses other worker "
+            "connection names and Node's BullMQ refuses ':'"
+        )
+    return name
 
 
 async def probe_redis(redis: str, timeout_s: float = 3.0) -> None:
@@ -101,6 +129,9 @@ class _Link:
         self.key, self.redis, self.name = key, redis, queue
         self.users = 0
         self.pending: dict[str, asyncio.Future] = {}
+        self.limits: dict[str, tuple[float, float]] = {}  # job id -> (added at, limit), s
+        self.watcher: asyncio.Task | None = None
+        self.pinger: Any = None  # the watcher's own Redis client (short timeouts), kept
         self.emitters: dict[str, Any] = {}  # job id -> the RemoteAgent's emit
         self.queue = bullmq.Queue(queue, {"connection": redis})
         self.channel = CANCEL_CHANNEL.format(queue=queue)
@@ -198,23 +229,73 @@ class _Link:
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
-    async def call(self, job_id: str, name: str, data: dict, emit: Any) -> tuple[bool, Any]:
-        """Add the job and wait for its outcome: (True, return value) or (False, reason)."""
-        fut = asyncio.get_running_loop().create_future()
+    async def call(
+        self, job_id: str, name: str, data: dict, emit: Any, limit_s: float
+    ) -> tuple[bool, Any]:
+        """Add the job and wait for its outcome: (True, return value) or (False, reason).
+        ``AgentError`` if Redis does not answer for ``limit_s`` seconds meanwhile."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self.pending[job_id] = fut
+        self.limits[job_id] = (loop.time(), limit_s)
         self.emitters[job_id] = emit
+        if self.watcher is None or self.watcher.done():
+            self.watcher = asyncio.ensure_future(self._watch())
         try:
-            await self.queue.add(name, data, {**JOB_OPTIONS, "jobId": job_id})
+            try:
+                async with asyncio.timeout(limit_s):
+                    await self.queue.add(name, data, {**JOB_OPTIONS, "jobId": job_id})
+            except TimeoutError:
+                raise self._gone(limit_s) from None
             return await fut
         except asyncio.CancelledError:
             self.pending.pop(job_id, None)
-            self._spawn(self.cancel(job_id))
+            self._spawn(bounded(self.cancel(job_id), 30.0))
             raise
         except BaseException:
-            self.pending.pop(job_id, None)
+            if self.pending.pop(job_id, None) is not None or fut.done():
+                self._spawn(bounded(self.cancel(job_id), 30.0))  # added, maybe: remove it
             raise
         finally:
             self.emitters.pop(job_id, None)
+            self.limits.pop(job_id, None)
+
+    def _gone(self, limit_s: float) -> AgentError:
+        return AgentError(
+            f"queue '{self.name}': Redis at {self.redis} did not answer for "
+            f"{limit_s * 1000:g} ms (RemoteAgent redis_timeout_ms); attempt abandoned",
+            retryable=True,
+        )
+
+    async def _watch(self) -> None:
+        """While attempts wait, PING Redis every ``WATCH_S`` (each bounded by 1 s); fail
+        each waiting attempt once Redis has not answered for its limit since the later of
+        its start and the first failed ping."""
+        import redis.asyncio as aioredis
+
+        loop = asyncio.get_running_loop()
+        if self.pinger is None:
+            self.pinger = aioredis.from_url(
+                self.redis, socket_connect_timeout=1.0, socket_timeout=1.0
+            )
+        down_since: float | None = None
+        while self.pending and not self.closing:
+            await asyncio.sleep(WATCH_S)
+            t = loop.time()
+            try:
+                async with asyncio.timeout(1.0):
+                    await self.pinger.ping()
+                down_since = None
+                continue
+            except Exception:  # noqa: BLE001 - any failure: Redis is not answering
+                down_since = t if down_since is None else down_since
+            now = loop.time()
+            for job_id, (start, limit) in list(self.limits.items()):
+                fut = self.pending.get(job_id)
+                if fut is not None and now - max(start, down_since) >= limit:
+                    self.pending.pop(job_id, None)
+                    if not fut.done():
+                        fut.set_exception(self._gone(limit))
 
     async def cancel(self, job_id: str) -> None:
         """Remove the job if it is waiting (or its worker died); tell workers to cancel it."""
@@ -240,6 +321,10 @@ class _Link:
             return
         self.closing = True
         self._open.pop(self.key, None)
+        if self.watcher is not None:
+            self.watcher.cancel()
+        if self.pinger is not None:
+            await bounded(self.pinger.aclose(), 1.0)
         if self._chores:
             await asyncio.wait(list(self._chores), timeout=2.0)
         if self.events is not None:
@@ -264,13 +349,22 @@ class RemoteAgent(Agent):
     deadlines and ``capacity`` (attempts in flight from this orchestrator; ``None``:
     unlimited, the workers' concurrency then bounds the work) stay the orchestrator's.
     A failed job raises ``AgentError`` with the worker's message (non-retryable if the
-    worker raised a non-retryable AgentError or BullMQ's UnrecoverableError). A cancelled
+    worker raised a non-retryable AgentError or BullMQ's UnrecoverableError); so does an
+    attempt whose Redis does not answer for ``redis_timeout_ms`` (default 10,000 ms;
+    retryable), whether or not its step has a timeout. ``queue`` (and an agent id used as
+    the queue name) must be printable ASCII without spaces or ':'. A cancelled
     attempt removes its job if still waiting and asks the worker to cancel it if active;
     its late result is ignored. Queue events carry the job id as ``bullJobId``.
     """
 
     def __init__(
-        self, agent_id: str, redis: str, *, queue: str | None = None, capacity: int | None = None
+        self,
+        agent_id: str,
+        redis: str,
+        *,
+        queue: str | None = None,
+        capacity: int | None = None,
+        redis_timeout_ms: float = DEFAULT_REDIS_TIMEOUT_MS,
     ):
         super().__init__(agent_id, capacity=capacity)
         self.redis = check_redis_url(redis, f"RemoteAgent '{agent_id}': redis")
@@ -279,7 +373,20 @@ class RemoteAgent(Agent):
                 f"RemoteAgent '{agent_id}': queue must be a non-empty string "
                 f"or None (the agent id), got {queue!r}"
             )
-        self.queue = queue or agent_id
+        self.queue = check_queue_name(
+            queue or agent_id,
+            f"RemoteAgent '{agent_id}': queue" if queue else "RemoteAgent: the agent id",
+        )
+        if (
+            isinstance(redis_timeout_ms, bool)
+            or not isinstance(redis_timeout_ms, (int, float))
+            or not 0 < redis_timeout_ms < math.inf
+        ):
+            raise ValueError(
+                f"RemoteAgent '{agent_id}': redis_timeout_ms must be a finite number of ms "
+                f"> 0, got {redis_timeout_ms!r}"
+            )
+        self.redis_timeout_ms = float(redis_timeout_ms)
         self._link: _Link | None = None
         self._ids = (f"ok-{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count(1))
         self._refs: dict[str, str] = {}  # orchkit jobId -> BullMQ job id, until reported
@@ -314,7 +421,9 @@ class RemoteAgent(Agent):
             "context": json_context(context),
         }
         try:
-            ok, value = await self._link.call(bull_id, action, data, self.emit)
+            ok, value = await self._link.call(
+                bull_id, action, data, self.emit, self.redis_timeout_ms / 1000.0
+            )
         except asyncio.CancelledError:
             self._refs.pop(ref, None)
             raise

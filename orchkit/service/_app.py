@@ -22,6 +22,7 @@ from ._routes import build_router
 from ._schemas import error_status
 from ._service import Service
 from ._sockets import build_sockets
+from ._ui import mount_ui
 
 log = logging.getLogger("orchkit.service")
 MAX_BODY_BYTES = 1 << 20
@@ -71,9 +72,12 @@ def create_app(
         lifespan=lifespan,
         description="Per-learner agents, runs and their records (SPEC §8). Times in "
         "ms; timestamps ISO-8601 UTC. Socket.IO on the same port.",
+        docs_url=None,  # /docs is served offline by the dashboard (_ui)
+        redoc_url=None,
     )
     api.state.service = service
     api.include_router(build_router(auth))
+    mount_ui(api, service, api_key=api_key)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

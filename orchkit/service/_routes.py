@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 
+from ._dashboard import agent_health, run_page
 from ._schemas import (
     ERRORS,
     LEARNER_ID,
+    AgentHealth,
     AgentList,
     AgentRequest,
     AgentResponseBody,
@@ -90,6 +92,23 @@ def build_router(auth: Any) -> APIRouter:
         svc = _service(request)
         return {"agents": svc.agents()}
 
+    @api.get("/deployment", tags=["ops"], responses={404: {"description": "no deployment"}})
+    async def get_deployment(request: Request) -> Any:
+        """The deployment bundle in force (SPEC §14): plans by role, capacities, policies,
+        models and its provenance in ``meta``; 404 when the server runs without one."""
+        bundle = _service(request).deployment
+        if bundle is None:
+            raise HTTPException(
+                404, "this server runs no deployment (orchkit serve --deployment FILE)"
+            )
+        return bundle.to_dict()
+
+    @api.get("/agents/health", response_model=list[AgentHealth], tags=["agents"])
+    async def agents_health(request: Request) -> Any:
+        """Each agent's kind, capacity, in flight, breaker, p95 and error rate of the
+        attempts that ended in the last 5 minutes, and the workers serving it."""
+        return await agent_health(_service(request))
+
     @api.get("/learners/{learnerId}", response_model=LearnerState, tags=["agents"])
     async def learner(
         request: Request,
@@ -118,11 +137,28 @@ def build_router(auth: Any) -> APIRouter:
 
     @api.get("/runs", response_model=RunList, tags=["runs"])
     async def list_runs(
-        request: Request, status: RunStatus | None = None, limit: int = Query(50, ge=1, le=1000)
+        request: Request,
+        status: RunStatus | None = None,
+        planId: str | None = Query(None, max_length=256),
+        learnerId: str | None = Query(None, max_length=256),
+        since: str | None = Query(
+            None, max_length=64, description="ms since the epoch, or ISO-8601 (e.g. …Z)"
+        ),
+        limit: int = Query(50, ge=1, le=1000),
+        cursor: str | None = Query(None, max_length=1024, description="a page's nextCursor"),
     ) -> Any:
-        """The newest runs (by creation), optionally of one status."""
+        """The newest runs (by creation), filtered; one page of `limit`, then `nextCursor`
+        (null on the last page) for the next, older one."""
         svc = _service(request)
-        return {"runs": await svc.list_runs(status, limit)}
+        return await run_page(
+            svc,
+            status=status,
+            plan_id=planId,
+            learner_id=learnerId,
+            since=since,
+            limit=limit,
+            cursor=cursor,
+        )
 
     @api.get(
         "/runs/{runId}",
@@ -163,10 +199,11 @@ def build_router(auth: Any) -> APIRouter:
 
     @root.get("/healthz", response_model=Health, tags=["ops"])
     async def healthz(request: Request) -> Any:
-        """Liveness: the server answers (no key needed)."""
+        """Liveness: the server answers (no key needed). `status` is "degraded" while
+        records the store refused (it is down) wait to be written."""
         svc = _service(request)
         return {
-            "status": "ok",
+            **svc.health(),
             "store": type(svc.store).__name__,
             "uptimeMs": now_ms() - svc.started_ms,
             "runsInFlight": svc.runs_in_flight(),

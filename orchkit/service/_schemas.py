@@ -159,6 +159,9 @@ class RunRecord(RunSummary):
 
 class RunList(BaseModel):
     runs: list[RunSummary]
+    nextCursor: str | None = Field(
+        None, description="pass as `cursor` for the next (older) page; null on the last page"
+    )
 
 
 class PlanValid(BaseModel):
@@ -187,6 +190,27 @@ class AgentList(BaseModel):
     agents: list[AgentInfo]
 
 
+class WorkerInfo(BaseModel):
+    id: str
+    lastSeenMs: float | None = Field(None, description="when it was last heard from (epoch ms)")
+    concurrency: int | None = Field(None, description="attempts it runs at once, if known")
+
+
+class AgentHealth(BaseModel):
+    agentId: str
+    kind: str
+    type: str
+    capacity: int | None
+    inFlight: int
+    waiting: int
+    breaker: str | None = Field(None, description="closed | open | half_open, or null")
+    p95Ms5m: float | None = Field(
+        description="95th percentile of the attempts that ended in the last 5 minutes (ms)"
+    )
+    errorRate5m: float = Field(description="share of those attempts that failed (0..1)")
+    workers: list[WorkerInfo] = Field(description="what serves the agent's attempts")
+
+
 class LearnerState(BaseModel):
     learnerId: str
     session: dict[str, Any] | None
@@ -194,7 +218,13 @@ class LearnerState(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(
+        description='"degraded" while records wait for an unavailable store'
+    )
+    unsavedRecords: int = Field(
+        0, description="records the store refused, kept and retried until written"
+    )
+    storeError: str | None = Field(None, description="why the store refused the oldest one")
     store: str
     uptimeMs: float
     runsInFlight: int

@@ -14,22 +14,40 @@ process left ``running`` as ``interrupted`` and its active sessions as ``interru
 Events for clients go through ``publish(room, event, payload)``, a coroutine function the
 socket layer installs (rooms: ``learner:<learnerId>`` and ``run:<runId>``) with
 ``listening(room)``, so that a run nobody subscribed to costs no task per event.
+
+Races and outages (README, "Failure semantics"):
+
+- every operation on one learner (start_session, process_interaction, an agent action,
+  end_session, the tutor's follow-up to an insight, the idle release) runs alone, in
+  arrival order, under the learner's lock (kept while anyone holds or waits for it): so a
+  release waits for the learner's calls in flight, and a call after it finds no session;
+- a request's ``data`` is checked (a JSON object with finite numbers) before any agent is
+  made or called, and a session that a failing start_session created is undone;
+- a run is cancelled once, however many ``cancel_run`` calls ask; each gets its final
+  record, and nothing (a second cancel, a shutdown) interrupts the writing of that record;
+- a record the store cannot take (down past its own retry window) is kept in an in-memory
+  outbox and retried, in order, until written; ``get_run`` answers from it meanwhile and
+  ``health()`` says "degraded". A server stopped before the store returns logs what it
+  could not write (those runs are ``interrupted`` on the next start).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import fnmatch
+import functools
 import inspect
 import json
 import logging
 import math
 import re
+import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +63,8 @@ from .._base.errors import (
 )
 from .._runtimes.agent import Agent, AgentResponse, coerce_response
 from .._runtimes.live import Orchestrator
+from .._spec.deployment import Deployment
+from .._spec.parse import json_value
 from .._spec.plan import Plan
 from ._metrics import Metrics
 from ._store import Store
@@ -59,6 +79,7 @@ SESSION_ACTIONS = ("start_session", "process_interaction", "end_session")
 RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "cancelled", "interrupted")
 DEFAULT_IDLE_MS = 30 * 60_000.0
 DEFAULT_CALL_TIMEOUT_MS = 30_000.0
+STOP_FLUSH_S = 10.0  # how long stop() waits for a returning store to take the outbox
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 # Agent time spent on behalf of the current request, in ms (a one-element list per request).
@@ -164,6 +185,17 @@ class _LiveRun:
     agent_ids: frozenset[str]
     task: asyncio.Task | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    cancelling: bool = False  # a cancel_run has cancelled its task (once)
+
+
+class _Gate:
+    """One learner's lock and how many hold or wait for it: dropped at zero, never while
+    anyone waits (a request arriving then queues behind the others)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock, self.users = asyncio.Lock(), 0
 
 
 class Service:
@@ -188,6 +220,7 @@ class Service:
         seed: int | None = None,
         policies: Any = None,
         call_timeout_ms: float = DEFAULT_CALL_TIMEOUT_MS,
+        deployment: Deployment | None = None,
     ):
         if not idle_ms > 0:
             raise ValueError(f"idle_ms must be > 0, got {idle_ms!r}")
@@ -199,15 +232,31 @@ class Service:
         self.store = store
         self.agent_factory = agent_factory or default_agent_factory
         self.idle_ms = float(idle_ms)
+        if deployment is not None and deployment.policies is not None:
+            if policies is not None:
+                raise ValueError("policies and a deployment's policies exclude each other")
+            policies = deployment.policies
+        self.deployment = deployment
         self.orch = Orchestrator(seed=seed, policies=policies)
         self.metrics = Metrics(self)
         self.publish: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
         self.listening: Callable[[str], bool] = lambda room: True  # has the room a client?
-        self._plan = session_plan()
+        # hears every direct agent call: (agent id, ms, outcome); the dashboard's stats
+        self.on_call: Callable[[str, float, str], None] | None = None
+        self._plan = (
+            deployment.plans.get("session_initialization") if deployment is not None else None
+        ) or session_plan()
         self._sessions: dict[str, _Session] = {}
         self._owner: dict[str, str] = {}  # agent id -> learner id
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._gates: dict[str, _Gate] = {}
+        self._making = asyncio.Lock()  # registering the agents submitted runs name
         self._runs: dict[str, _LiveRun] = {}
+        # writes the store could not take, retried in order until written (the outbox):
+        # (what, write, run id or None); the run records among them by run id
+        self._outbox: list[tuple[str, Callable[[], Awaitable[None]], str | None]] = []
+        self._unsaved: dict[str, dict[str, Any]] = {}
+        self._flusher: asyncio.Task | None = None
+        self.store_error: str | None = None  # why the outbox's first write last failed
         self._last_used: dict[str, float] = {}  # agents of submitted runs -> last use (ms)
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
@@ -254,6 +303,16 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.orch.shutdown()
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.wait([self._flusher], timeout=STOP_FLUSH_S)
+            if not self._flusher.done():
+                self._flusher.cancel()
+                log.error(
+                    "the store is still unavailable (%s): %d record(s) not written: %s",
+                    self.store_error,
+                    len(self._outbox),
+                    ", ".join(what for what, _, _ in self._outbox[:20]),
+                )
         await self.store.close()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
@@ -281,6 +340,10 @@ class Service:
                 f"agent factory returned {agent!r} for {kind} agent '{agent_id}'; "
                 "it must return an orchkit.Agent with that agent_id"
             )
+        if self.deployment is not None:  # the bundle's capacity, where it sets one
+            capacity = self.deployment.capacity(agent_id)
+            if capacity is not None:
+                agent.capacity = capacity
         await self.orch.register_agent(agent)
         return agent
 
@@ -323,6 +386,8 @@ class Service:
             ms = (time.perf_counter() - t0) * 1000.0
             gauge.dec()
             self.metrics.step_latency.labels(agent=label, outcome=outcome).observe(ms)
+            if self.on_call is not None:
+                self.on_call(agent_id, ms, outcome)
             acc = AGENT_MS.get()
             if acc is not None:
                 acc[0] += ms
@@ -353,8 +418,30 @@ class Service:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def _lock(self, learner_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(learner_id, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _learner(self, learner_id: str) -> AsyncIterator[None]:
+        """Hold the learner's lock: every operation on one learner runs alone, in arrival
+        order (asyncio's lock is FIFO)."""
+        gate = self._gates.get(learner_id)
+        if gate is None:
+            gate = self._gates[learner_id] = _Gate()
+        gate.users += 1
+        try:
+            async with gate.lock:
+                yield
+        finally:
+            gate.users -= 1
+            if gate.users == 0:
+                del self._gates[learner_id]
+
+    def _new_ids(self, learner_id: str, kinds: tuple[str, ...], ms: int) -> dict[str, str]:
+        """Ids for a learner's new agents, ``<kind>-agent-<learnerId>-<ms>``, with ``ms``
+        moved past any id still registered (an ended session's agent a run still uses)."""
+        while True:
+            ids = {k: f"{k}-agent-{learner_id}-{ms}" for k in kinds}
+            if all(self.orch.get_agent(a) is None for a in ids.values()):
+                return ids
+            ms += 1
 
     def _require(self, learner_id: str) -> _Session:
         s = self._sessions.get(learner_id)
@@ -369,17 +456,16 @@ class Service:
         return s
 
     async def start_session(self, learner_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Create (or reuse) the learner's agents and run the session-initialisation plan."""
+        """Create (or reuse) the learner's agents and run the session-initialisation plan.
+        ``data`` is checked first; a session this call created is undone if it fails."""
+        data = _check_data(data)
         _check_session_data(data)
-        async with self._lock(learner_id):
+        async with self._learner(learner_id):
             t = now_ms()
-            ms = int(t)
             s = self._sessions.get(learner_id)
+            made = s is None
             if s is None:
-                ids = {
-                    "learning": f"learning-agent-{learner_id}-{ms}",
-                    "tutor": f"tutor-agent-{learner_id}-{ms}",
-                }
+                ids = self._new_ids(learner_id, ("learning", "tutor"), int(t))
                 try:
                     for kind in ("learning", "tutor"):
                         await self._register(kind, ids[kind])
@@ -392,52 +478,63 @@ class Service:
                 s = _Session(learner_id, "", ids, t, t)
                 s.listener = self._tutor_listener(learner_id, ids["tutor"])
                 self._sessions[learner_id] = s
-            s.session_id, s.started_ms, s.last_ms = f"session_{learner_id}_{ms}", t, t
-            plan = self._bind_session_plan(s, data)
-            s.busy += 1
             try:
-                record = await self._execute(
-                    f"init_{s.session_id}", plan, t, kind="session", learner_id=learner_id
-                )
-            finally:
-                s.busy -= 1
-            status = "ready" if record["status"] == "succeeded" else "failed"
-            acc = AGENT_MS.get()
-            if acc is not None and record["result"]:  # the plan's time counts as the agents'
-                acc[0] += record["result"]["durationMs"]
-            await self.store.save_session(
-                {
-                    "learnerId": learner_id,
-                    "sessionId": s.session_id,
-                    "status": "active",
-                    "agents": dict(s.agents),
-                    "startedAt": iso(t),
-                    "startedMs": t,
-                    "initRunId": record["runId"],
-                    "initStatus": record["status"],
-                    "data": data,
-                }
+                return await self._init_session(s, data, t)
+            except BaseException:  # e.g. the store refused its record: leave nothing behind
+                if made and self._sessions.get(learner_id) is s:
+                    await self._release(s, None)
+                raise
+
+    async def _init_session(self, s: _Session, data: dict[str, Any], t: float) -> dict[str, Any]:
+        """Run the session-initialisation plan on the session's agents and record the
+        session (under the learner's lock); the seed's answer."""
+        learner_id, ms = s.learner_id, int(t)
+        s.session_id, s.started_ms, s.last_ms = f"session_{learner_id}_{ms}", t, t
+        plan = self._bind_session_plan(s, data)
+        s.busy += 1
+        try:
+            record = await self._execute(
+                f"init_{s.session_id}", plan, t, kind="session", learner_id=learner_id
             )
-            res = record["result"] or {}
-            steps = {
-                sid: {
-                    "success": res.get("stepStates", {}).get(sid) == "succeeded",
-                    "data": (res.get("results", {}).get(sid) or {}).get("data"),
-                    **({"error": res["errors"][sid]} if sid in res.get("errors", {}) else {}),
-                }
-                for sid in res.get("stepStates", {})
-            }
-            return {
+        finally:
+            s.busy -= 1
+        status = "ready" if record["status"] == "succeeded" else "failed"
+        acc = AGENT_MS.get()
+        if acc is not None and record["result"]:  # the plan's time counts as the agents'
+            acc[0] += record["result"]["durationMs"]
+        await self.store.save_session(
+            {
+                "learnerId": learner_id,
                 "sessionId": s.session_id,
+                "status": "active",
                 "agents": dict(s.agents),
-                "status": status,
-                "orchestration": {
-                    "success": record["status"] == "succeeded",
-                    "duration": res.get("durationMs", record["durationMs"]),
-                    "results": steps,
-                },
-                "timestamp": iso(now_ms()),
+                "startedAt": iso(t),
+                "startedMs": t,
+                "initRunId": record["runId"],
+                "initStatus": record["status"],
+                "data": data,
             }
+        )
+        res = record["result"] or {}
+        steps = {
+            sid: {
+                "success": res.get("stepStates", {}).get(sid) == "succeeded",
+                "data": (res.get("results", {}).get(sid) or {}).get("data"),
+                **({"error": res["errors"][sid]} if sid in res.get("errors", {}) else {}),
+            }
+            for sid in res.get("stepStates", {})
+        }
+        return {
+            "sessionId": s.session_id,
+            "agents": dict(s.agents),
+            "status": status,
+            "orchestration": {
+                "success": record["status"] == "succeeded",
+                "duration": res.get("durationMs", record["durationMs"]),
+                "results": steps,
+            },
+            "timestamp": iso(now_ms()),
+        }
 
     def _bind_session_plan(self, s: _Session, data: dict[str, Any]) -> Plan:
         """The session plan with the learner's agents and inputs (``Plan.bind``: no round
@@ -479,14 +576,18 @@ class Service:
     async def process_interaction(self, learner_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """Score the learner's answer on their learning agent; answer the seed's shape with
         the next activity and the adaptations."""
-        s = self._require(learner_id)
-        s.busy += 1
-        try:
-            agent_id = s.agents["learning"]
-            r = await self._call(agent_id, "process_interaction", {**data, "learnerId": learner_id})
-            nxt = await self._call(agent_id, "get_next_activity", {"learnerId": learner_id})
-        finally:
-            s.busy -= 1
+        data = _check_data(data)
+        async with self._learner(learner_id):
+            s = self._require(learner_id)
+            s.busy += 1
+            try:
+                agent_id = s.agents["learning"]
+                r = await self._call(
+                    agent_id, "process_interaction", {**data, "learnerId": learner_id}
+                )
+                nxt = await self._call(agent_id, "get_next_activity", {"learnerId": learner_id})
+            finally:
+                s.busy -= 1
         d = r.data if isinstance(r.data, dict) else {}
         return {
             "success": True,
@@ -511,8 +612,9 @@ class Service:
         }
 
     async def end_session(self, learner_id: str) -> dict[str, Any]:
-        """Release the learner's agents and close the session."""
-        async with self._lock(learner_id):
+        """Release the learner's agents and close the session (after the learner's calls
+        in flight: they hold the learner's lock)."""
+        async with self._learner(learner_id):
             s = self._require(learner_id)
             await self._release(s, "ended")
             t = now_ms()
@@ -524,19 +626,30 @@ class Service:
                 "timestamp": iso(t),
             }
 
-    async def _release(self, s: _Session, why: str) -> None:
+    async def _release(self, s: _Session, why: str | None) -> None:
+        """Unregister the session's agents (under the learner's lock) and record its end as
+        ``why`` (None: no record, the session never answered). An agent a submitted run
+        still uses is released as a run's agent once idle, never while in use."""
         self._sessions.pop(s.learner_id, None)
         if s.listener is not None:
             self.orch.off("agent:insight", s.listener)
         for agent_id in s.agents.values():
-            await self.orch.unregister_agent(agent_id)
             self._owner.pop(agent_id, None)
-        t = now_ms()
-        rec = await self.store.get_session(s.learner_id) or {"learnerId": s.learner_id}
+            if any(self.orch.agent_load(agent_id)):
+                self._last_used[agent_id] = now_ms()
+                continue
+            await self.orch.unregister_agent(agent_id)
+        if why is not None:
+            end = functools.partial(self._end_record, s.learner_id, s.session_id, why, now_ms())
+            await self._write(f"session of {s.learner_id}", end)
+
+    async def _end_record(self, learner_id: str, session_id: str, why: str, t: float) -> None:
+        rec = await self.store.get_session(learner_id) or {"learnerId": learner_id}
+        if rec.get("sessionId") not in (None, session_id):
+            return  # a later session's record is there already: this end is history
         await self.store.save_session(
-            {**rec, "sessionId": s.session_id, "status": why, "endedAt": iso(t), "endedMs": t}
+            {**rec, "sessionId": session_id, "status": why, "endedAt": iso(t), "endedMs": t}
         )
-        self._locks.pop(s.learner_id, None)
 
     async def agent_action(
         self, learner_id: str, kind: str, action: str, data: dict[str, Any]
@@ -547,27 +660,27 @@ class Service:
             raise UnknownActionError(
                 f"field 'agent': {kind!r} is not an agent kind (kinds: {', '.join(KINDS)})"
             )
-        s = self._require(learner_id)
-        if kind not in s.agents:
-            async with self._lock(learner_id):
-                if kind not in s.agents:
-                    agent_id = f"{kind}-agent-{learner_id}-{int(now_ms())}"
-                    await self._register(kind, agent_id)
-                    self._owner[agent_id] = learner_id
-                    s.agents[kind] = agent_id
-        agent_id = s.agents[kind]
-        valid = _actions_of(self.orch.get_agent(agent_id))
-        if valid is not None and action not in valid:
-            raise UnknownActionError(
-                f"action {action!r} is not an action of the {kind} agent "
-                f"(its actions: {', '.join(valid)}; session actions: "
-                f"{', '.join(SESSION_ACTIONS)})"
-            )
-        s.busy += 1
-        try:
-            r = await self._call(agent_id, action, {**data, "learnerId": learner_id})
-        finally:
-            s.busy -= 1
+        data = _check_data(data)
+        async with self._learner(learner_id):
+            s = self._require(learner_id)
+            if kind not in s.agents:
+                agent_id = self._new_ids(learner_id, (kind,), int(now_ms()))[kind]
+                await self._register(kind, agent_id)
+                self._owner[agent_id] = learner_id
+                s.agents[kind] = agent_id
+            agent_id = s.agents[kind]
+            valid = _actions_of(self.orch.get_agent(agent_id))
+            if valid is not None and action not in valid:
+                raise UnknownActionError(
+                    f"action {action!r} is not an action of the {kind} agent "
+                    f"(its actions: {', '.join(valid)}; session actions: "
+                    f"{', '.join(SESSION_ACTIONS)})"
+                )
+            s.busy += 1
+            try:
+                r = await self._call(agent_id, action, {**data, "learnerId": learner_id})
+            finally:
+                s.busy -= 1
         return {
             "success": True,
             "agent": kind,
@@ -621,7 +734,8 @@ class Service:
         self._spawn(self._handle_insight(learner_id, record))
 
     async def _handle_insight(self, learner_id: str, record: dict[str, Any]) -> None:
-        await self.store.add_insight(learner_id, record)
+        add = functools.partial(self.store.add_insight, learner_id, record)
+        await self._write(f"insight of {learner_id}", add)
         s = self._sessions.get(learner_id)
         if record["type"] != "struggling_detected" or s is None:
             return
@@ -644,23 +758,23 @@ class Service:
         concept = data.get("concept")
         if not isinstance(concept, str) or not concept:
             return
-        try:
-            r = await self._call(
-                s.agents["tutor"],
-                "prepare_hints",
-                {
-                    "concept": concept,
-                    "learnerId": learner_id,
-                    **(
-                        {"difficultyLevel": data["difficultyLevel"]}
-                        if isinstance(data.get("difficultyLevel"), (int, float))
-                        else {}
-                    ),
-                },
-            )
-        except (AgentError, NoSessionError) as exc:
-            log.warning("tutor of %s could not adapt content: %s", learner_id, exc)
-            return
+        hints = {
+            "concept": concept,
+            "learnerId": learner_id,
+            **(
+                {"difficultyLevel": data["difficultyLevel"]}
+                if isinstance(data.get("difficultyLevel"), (int, float))
+                else {}
+            ),
+        }
+        async with self._learner(learner_id):  # after the call that reported it
+            if self._sessions.get(learner_id) is not s:
+                return  # the session ended meanwhile: its agents are gone
+            try:
+                r = await self._call(s.agents["tutor"], "prepare_hints", hints)
+            except (AgentError, NoSessionError) as exc:
+                log.warning("tutor of %s could not adapt content: %s", learner_id, exc)
+                return
         rd = r.data if isinstance(r.data, dict) else {}
         await self._publish(
             room,
@@ -713,19 +827,21 @@ class Service:
         return run_id
 
     async def _ensure_agents(self, plan: Plan) -> None:
-        t = now_ms()
-        for agent_id in sorted(_agent_ids(plan)):
-            if agent_id not in self._owner:
-                self._last_used[agent_id] = t
-            if self.orch.get_agent(agent_id) is not None:
-                continue
-            kind = kind_of(agent_id)
-            if kind is None:
-                raise PlanValidationError(
-                    f"plan '{plan.id}': no agent serves '{agent_id}'; the service makes agents "
-                    f"whose ids match {', '.join(KINDS.values())} (e.g. learning-agent-123)"
-                )
-            await self._register(kind, agent_id)
+        async with self._making:  # two runs needing one new agent make it once
+            t = now_ms()
+            for agent_id in sorted(_agent_ids(plan)):
+                if agent_id not in self._owner:
+                    self._last_used[agent_id] = t
+                if self.orch.get_agent(agent_id) is not None:
+                    continue
+                kind = kind_of(agent_id)
+                if kind is None:
+                    raise PlanValidationError(
+                        f"plan '{plan.id}': no agent serves '{agent_id}'; the service makes "
+                        f"agents whose ids match {', '.join(KINDS.values())} (e.g. "
+                        "learning-agent-123)"
+                    )
+                await self._register(kind, agent_id)
 
     async def _execute(
         self,
@@ -778,8 +894,14 @@ class Service:
         t = now_ms()
         rec.update(events=live.events, finishedMs=t, finishedAt=iso(t), durationMs=t - t0)
         self.metrics.runs.labels(status=rec["status"]).inc()
+        return await _to_the_end(self._finish(run_id, live, rec, t))
+
+    async def _finish(
+        self, run_id: str, live: _LiveRun, rec: dict[str, Any], t: float
+    ) -> dict[str, Any]:
+        """Record the run's end (kept and retried while the store is down) and announce it."""
         try:
-            await asyncio.shield(self.store.save_run(rec))
+            await self._save_run(rec)
         finally:
             self._runs.pop(run_id, None)
             for agent_id in live.agent_ids:
@@ -791,6 +913,78 @@ class Service:
             {"runId": run_id, "status": rec["status"], "seq": len(live.events) + 1},
         )
         return rec
+
+    # -- the store's outbox ---------------------------------------------------------------
+
+    async def _save_run(self, rec: dict[str, Any]) -> None:
+        """Write a run's final record; while the store is down it waits in the outbox (and
+        ``get_run`` answers it from there) until written."""
+        run_id = rec["runId"]
+        self._unsaved[run_id] = rec
+        written = False
+
+        async def write() -> None:
+            nonlocal written
+            await self.store.save_run(rec)
+            written = True
+            if self._unsaved.get(run_id) is rec:
+                del self._unsaved[run_id]
+
+        try:
+            await self._write(f"run {run_id}", write, run_id)
+        except BaseException:
+            if not written and self._unsaved.get(run_id) is rec:
+                del self._unsaved[run_id]
+            raise
+
+    async def _write(
+        self, what: str, write: Callable[[], Awaitable[None]], run_id: str | None = None
+    ) -> None:
+        """Do a store write now, or, when the store is down (past its own retries) or
+        earlier writes still wait, queue it in the outbox: retried in order until written."""
+        if not self._outbox:
+            try:
+                await write()
+                return
+            except Exception as exc:
+                if not _store_down(exc):
+                    raise
+                self.store_error = f"{type(exc).__name__}: {exc}"
+                log.warning("the store refused %s (%s): kept, retried until written", what, exc)
+        self._outbox.append((what, write, run_id))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        """Retry the outbox's writes in order until the store takes them (every 0.5 s,
+        backing off to 5 s)."""
+        delay = 0.5
+        while self._outbox:
+            what, write, run_id = self._outbox[0]
+            try:
+                await write()
+            except Exception as exc:
+                if _store_down(exc):
+                    self.store_error = f"{type(exc).__name__}: {exc}"
+                    await asyncio.sleep(delay)
+                    delay = min(2.0 * delay, 5.0)
+                    continue
+                log.error("dropping the write of %s: %s: %s", what, type(exc).__name__, exc)
+                if run_id is not None:
+                    self._unsaved.pop(run_id, None)
+            self._outbox.pop(0)
+            delay = 0.5
+        self.store_error = None
+        log.warning("the store is back: every record it refused is written")
+
+    def health(self) -> dict[str, Any]:
+        """``status`` "ok", or "degraded" while records wait for the store
+        (``unsavedRecords``; ``storeError``, why the store refused the oldest)."""
+        return {
+            "status": "degraded" if self._outbox else "ok",
+            "unsavedRecords": len(self._outbox),
+            "storeError": self.store_error if self._outbox else None,
+        }
 
     def _on_event(self, event: str, payload: dict[str, Any]) -> None:
         live = self._runs.get(payload.get("runId"))
@@ -809,6 +1003,9 @@ class Service:
         live = self._runs.get(run_id)
         if live is not None:
             return {**live.record, "events": list(live.events)}
+        rec = self._unsaved.get(run_id)  # ended, not yet in the store (it is down)
+        if rec is not None:
+            return rec
         rec = await self.store.get_run(run_id)
         if rec is None:
             raise RunNotFoundError(f"no run has id '{run_id}' (list them with GET /api/runs)")
@@ -825,15 +1022,23 @@ class Service:
         return await self.store.list_runs(status, limit)
 
     async def cancel_run(self, run_id: str) -> dict[str, Any]:
-        """Cancel a run in flight; its record ends ``cancelled``."""
+        """Cancel a run in flight; its record ends ``cancelled``. However many ask at once,
+        the run is cancelled once and each caller gets its final record."""
         live = self._runs.get(run_id)
+        if live is not None and live.task is None:
+            raise ServiceError(
+                f"run '{run_id}' is a session's initialisation: it ends with its "
+                "start_session request (within call_timeout_ms)"
+            )
         if live is None or live.task is None:
             rec = await self.get_run(run_id)  # raises RunNotFoundError
             raise ServiceError(
                 f"run '{run_id}' has already ended ({rec['status']}); only a "
                 "running run can be cancelled"
             )
-        live.task.cancel()
+        if not live.cancelling:
+            live.cancelling = True
+            live.task.cancel()
         return await asyncio.shield(live.task)
 
     def run_events(self, run_id: str) -> list[dict[str, Any]] | None:
@@ -864,7 +1069,7 @@ class Service:
         gone = 0
         for s in list(self._sessions.values()):
             if s.last_ms < cut and s.busy == 0:
-                async with self._lock(s.learner_id):
+                async with self._learner(s.learner_id):
                     if self._sessions.get(s.learner_id) is s and s.busy == 0 and s.last_ms < cut:
                         await self._release(s, "idle")
                         gone += 1
@@ -875,6 +1080,41 @@ class Service:
                 await self.orch.unregister_agent(agent_id)
                 gone += 1
         return gone
+
+
+def _check_data(data: Any) -> dict[str, Any]:
+    """A request's ``data``: a JSON object of plain values with finite numbers, checked
+    before any agent is made or called (``ValueError``, HTTP 422, naming the field)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"field 'data' must be a JSON object, got {type(data).__name__}")
+    try:
+        return json_value(data, "field 'data'")
+    except PlanValidationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _store_down(exc: BaseException) -> bool:
+    """Is ``exc`` the store being unavailable (a connection, disk or Redis error), as
+    opposed to a bug? Only then is a write kept and retried."""
+    return isinstance(exc, (OSError, sqlite3.Error)) or type(exc).__module__.startswith("redis")
+
+
+async def _to_the_end(aw: Awaitable[Any]) -> Any:
+    """Await ``aw`` to its end even if the awaiting task is cancelled meanwhile (a second
+    cancel, a shutdown): a run's record is written whatever happens. The cancellation is
+    absorbed (the task was being cancelled already, or it is stopping)."""
+    task = asyncio.ensure_future(aw)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            if task.done():
+                return task.result()
+            me = asyncio.current_task()
+            if me is not None:
+                me.uncancel()
 
 
 def _check_session_data(data: dict[str, Any]) -> None:

@@ -3,21 +3,25 @@
 A record is a JSON-able dict. A write returns only once the store has it (SQLite: the
 transaction committed; Redis: the server answered, so with AOF on it survives a restart of
 the Redis server). ``open_store(url)`` picks the store: ``sqlite:///path.db`` (the
-embedded default; ``sqlite:///:memory:`` for a throw-away one) or ``redis://HOST:PORT/DB``.
+embedded default; ``sqlite:///:memory:`` for a throw-away one) or ``redis://HOST:PORT/DB``
+(``?retry_ms=N``: how long a command is retried while Redis is away, default 15000).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import math
 import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from .._base.errors import ServiceError
 
 INSIGHTS_KEPT = 1000  # per learner by default; older ones are dropped
+DEFAULT_RETRY_MS = 15_000.0  # the Redis store retries a command this long (?retry_ms=N)
 
 
 class Store(Protocol):
@@ -37,6 +41,20 @@ class Store(Protocol):
 
     async def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The newest ``limit`` runs (by createdMs), only those with ``status`` if given."""
+
+    async def page_runs(
+        self,
+        *,
+        status: str | None = None,
+        plan_id: str | None = None,
+        learner_id: str | None = None,
+        since_ms: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of run summaries (``SUMMARY_FIELDS``), newest first (createdMs, then
+        runId, descending), filtered; and the cursor of the next page (None on the last).
+        Reads only the page, never every run."""
 
     async def interrupt_running(self, now_ms: float) -> list[str]:
         """Mark every run still ``running`` as ``interrupted`` (at start-up); returns their ids."""
@@ -71,14 +89,81 @@ def open_store(url: str) -> Store:
             )
         return SQLiteStore(path)
     if scheme in ("redis", "rediss", "unix"):
-        return RedisStore(url)
+        url, retry_ms = _retry_option(url)
+        return RedisStore(url, retry_for_ms=retry_ms)
     raise ServiceError(
         f"store url {url!r}: unknown scheme {scheme!r} (use sqlite:///FILE or redis://HOST:PORT/DB)"
     )
 
 
+def _retry_option(url: str) -> tuple[str, float]:
+    """``url`` without its ``retry_ms`` query parameter, and that parameter (the Redis
+    store's retry window in ms, default 15000); ``ServiceError`` if it is not a number of
+    ms in (0, 3600000]."""
+    parts = urlparse(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = [v for k, v in query if k == "retry_ms"]
+    if not given:
+        return url, DEFAULT_RETRY_MS
+    try:
+        retry_ms = float(given[-1])
+    except ValueError:
+        retry_ms = math.nan
+    if not 0 < retry_ms <= 3_600_000:
+        raise ServiceError(
+            f"store url: retry_ms={given[-1]!r:.40} must be a number of ms in (0, 3600000] "
+            "(how long a Redis command is retried while Redis is away)"
+        )
+    rest = urlencode([(k, v) for k, v in query if k != "retry_ms"])
+    return urlunparse(parts._replace(query=rest)), retry_ms
+
+
 def _dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":"), allow_nan=False, default=str)
+
+
+# -- paging (the dashboard's run list): summaries only, keyset cursors --------------------
+
+SUMMARY_FIELDS = (
+    "runId",
+    "planId",
+    "status",
+    "kind",
+    "learnerId",
+    "createdAt",
+    "createdMs",
+    "finishedAt",
+    "durationMs",
+    "error",
+)
+PAGE_SCAN_LIMIT = 5000  # Redis: records read per page at most (a rare filter: a short page)
+
+
+def encode_cursor(created_ms: float, run_id: str) -> str:
+    """The opaque cursor of the page after the run (``created_ms``, ``run_id``)."""
+    text = json.dumps([created_ms, run_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """(createdMs, runId) of a cursor ``encode_cursor`` made; ValueError naming the field."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, run_id = json.loads(raw)
+        if isinstance(created, bool) or not isinstance(created, (int, float)):
+            raise TypeError
+        if not isinstance(run_id, str):
+            raise TypeError
+        return float(created), run_id
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise ValueError(
+            f"parameter 'cursor': {cursor!r:.60} is not a cursor this server gave (use the "
+            "nextCursor of the previous page, or leave it out for the first page)"
+        ) from None
+
+
+def _summary(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record.get(k) for k in SUMMARY_FIELDS}
 
 
 class SQLiteStore:
@@ -110,6 +195,10 @@ class SQLiteStore:
                     created_ms REAL NOT NULL, record TEXT NOT NULL);
                 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_ms);
                 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_ms);
+                CREATE INDEX IF NOT EXISTS runs_by_plan
+                    ON runs (json_extract(record, '$.planId'), created_ms);
+                CREATE INDEX IF NOT EXISTS runs_by_learner
+                    ON runs (json_extract(record, '$.learnerId'), created_ms);
                 CREATE TABLE IF NOT EXISTS sessions (learner_id TEXT PRIMARY KEY,
                     status TEXT NOT NULL, record TEXT NOT NULL);
                 CREATE TABLE IF NOT EXISTS insights (id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -145,6 +234,43 @@ class SQLiteStore:
             args = (status, limit)
         rows = self._db.execute(sql, args).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+    async def page_runs(
+        self,
+        *,
+        status: str | None = None,
+        plan_id: str | None = None,
+        learner_id: str | None = None,
+        since_ms: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        where, args = [], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if plan_id is not None:  # the expression indexes runs_by_plan / runs_by_learner
+            where.append("json_extract(record, '$.planId') = ?")
+            args.append(plan_id)
+        if learner_id is not None:
+            where.append("json_extract(record, '$.learnerId') = ?")
+            args.append(learner_id)
+        if since_ms is not None:
+            where.append("created_ms >= ?")
+            args.append(since_ms)
+        if cursor is not None:
+            where.append("(created_ms, run_id) < (?, ?)")
+            args.extend(decode_cursor(cursor))
+        fields = ", ".join(f"'$.{k}'" for k in SUMMARY_FIELDS)
+        sql = (
+            f"SELECT run_id, created_ms, json_extract(record, {fields}) FROM runs"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY created_ms DESC, run_id DESC LIMIT ?"
+        )
+        rows = self._db.execute(sql, (*args, limit + 1)).fetchall()
+        page = [dict(zip(SUMMARY_FIELDS, json.loads(r[2]))) for r in rows[:limit]]
+        more = len(rows) > limit
+        return page, encode_cursor(rows[limit - 1][1], rows[limit - 1][0]) if more else None
 
     @contextlib.contextmanager
     def _transaction(self):
@@ -231,7 +357,9 @@ class RedisStore:
     ``runs:running`` (set), ``session:<learnerId>`` (JSON), ``sessions`` (set),
     ``insights:<learnerId>`` (list, newest first).
     A command that meets a lost connection is retried with backoff for up to
-    ``retry_for_ms`` (a Redis restart), so a write is acknowledged only once Redis has it.
+    ``retry_for_ms`` (a Redis restart; ``?retry_ms=N`` in the store URL), so a write is
+    acknowledged only once Redis has it. Past that window the command fails; the service
+    then keeps the record and retries it until written (``Service``'s outbox).
     """
 
     def __init__(
@@ -239,7 +367,7 @@ class RedisStore:
         url: str,
         *,
         prefix: str = "orchkit:",
-        retry_for_ms: float = 15_000,
+        retry_for_ms: float = DEFAULT_RETRY_MS,
         insights_kept: int = INSIGHTS_KEPT,
     ):
         self.url = url
@@ -307,6 +435,53 @@ class RedisStore:
                         out.append(rec)
             start += page
         return out[:limit]
+
+    async def page_runs(
+        self,
+        *,
+        status: str | None = None,
+        plan_id: str | None = None,
+        learner_id: str | None = None,
+        since_ms: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The sorted set ``runs`` walked newest first from the cursor, in batches; the
+        filters other than time apply to the records read, at most ``PAGE_SCAN_LIMIT`` of
+        them per page (then the page may be short, with a cursor to go on from)."""
+        key = f"{self.PREFIX}runs"
+        after = None if cursor is None else decode_cursor(cursor)
+        top = "+inf" if after is None else repr(after[0])
+        low = "-inf" if since_ms is None else repr(float(since_ms))
+        page: list[dict[str, Any]] = []
+        offset, scanned, last = 0, 0, None
+        batch = min(max(limit + 1, 100), 1000)
+        while scanned < PAGE_SCAN_LIMIT:
+            pairs = await self._r.zrevrangebyscore(
+                key, top, low, start=offset, num=batch, withscores=True
+            )
+            if not pairs:
+                return page, None
+            offset += len(pairs)
+            if after is not None:  # ties at the cursor's time: only those after it
+                pairs = [(m, s) for m, s in pairs if s < after[0] or m < after[1]]
+            texts = await self._r.mget([f"{self.PREFIX}run:{m}" for m, _ in pairs])
+            for (member, score), text in zip(pairs, texts):
+                scanned += 1
+                if text is None:
+                    continue
+                rec = json.loads(text)
+                if (
+                    (status is None or rec.get("status") == status)
+                    and (plan_id is None or rec.get("planId") == plan_id)
+                    and (learner_id is None or rec.get("learnerId") == learner_id)
+                ):
+                    if len(page) == limit:  # one more exists: this page is full
+                        tail = page[-1]
+                        return page, encode_cursor(tail["createdMs"], tail["runId"])
+                    page.append(_summary(rec))
+                last = (score, member)
+        return page, None if last is None else encode_cursor(*last)
 
     async def interrupt_running(self, now_ms: float) -> list[str]:
         p = self.PREFIX
