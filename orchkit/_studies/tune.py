@@ -373,7 +373,7 @@ def _corners(space: dict, limit: int = 256) -> list[dict[str, Any]]:
             {**a, p: v}
             for p, e in zip(paths, ends, strict=True)
             for v in e
-            for a in aligned[:: len(aligned) - 1 or 1]
+            for a in (aligned[0], aligned[-1])
         ]
     out: dict[str, dict[str, Any]] = {}
     for values in [*aligned, *rest]:
@@ -410,15 +410,17 @@ def _check_paths(base: StudyInputs, space: dict) -> None:
             next((v for v in _corners(others) if _invalid(base, v) is None), None) if others else {}
         )
         if valid is not None:
-            error = next(e for e in (_invalid(base, {**valid, path: x}) for x in dim._ends()) if e)
-            raise PlanValidationError(f"space[{path!r}]: {error}")
+            errs = [_invalid(base, {**valid, path: x}) for x in dim._ends()]
+            if not all(errs):  # a combination the corners above did not try is valid
+                return
+            raise PlanValidationError(f"space[{path!r}]: {errs[0]}")
     for path, dim in space.items():  # several at fault: the first that fails alone
         alone = [_invalid(base, {path: x}) for x in dim._ends()]
         if all(alone):
             raise PlanValidationError(f"space[{path!r}]: {alone[0]}")
     raise PlanValidationError(
         f"space: no combination of the ends of {', '.join(map(repr, space))} is valid "
-        f"together (each is valid alone): {errors[0]}"
+        f"together (each is valid alone at some end): {errors[0]}"
     )
 
 
