@@ -73,7 +73,7 @@ _LAZY = {  # public name -> the module defining it (imported on first use)
     "TuneResult": "._studies.tune",
     "tune": "._studies.tune",
 }
-_SUBMODULES = ("agents", "examples", "testing")  # ok.agents imports no agent library until used
+_SUBMODULES = ("agents", "analytics", "examples", "executors", "testing")  # imported on first use
 
 __all__ = [
     "ActionModel",
@@ -152,7 +152,7 @@ def __dir__() -> list[str]:
 
 
 if _TYPE_CHECKING:  # static analysers and IDEs see the eager imports
-    from . import agents, examples, testing
+    from . import agents, analytics, examples, executors, testing
     from ._engine.result import RUN_COLUMNS, SPAN_COLUMNS, RunResult
     from ._runtimes.agent import Agent, AgentResponse
     from ._runtimes.bus import EventBus

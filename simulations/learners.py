@@ -103,8 +103,18 @@ def activity_id(concept: str, difficulty: int, index: int) -> str:
     return f"{concept}-d{difficulty}-{index + 1:02d}"
 
 
-def generate(n_learners: int = 250, n_items: int = 40, seed: int = 0) -> pd.DataFrame:
+def generate(
+    n_learners: int = 250,
+    n_items: int = 40,
+    seed: int = 0,
+    *,
+    learn_factor: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Simulate ``n_learners`` learners answering ``n_items`` items each; one row per answer.
+
+    ``learn_factor`` (optional, shape (n_learners, n_items)) multiplies the learner's
+    P(learning the concept) right after each item: e.g. 1 where the tutor answered and 1/3
+    where it timed out. Without it the draws, and so the data set, are as they always were.
 
     Columns (``COLUMNS``): learner_id, seq (0-based per learner), concept, difficulty (1..3),
     activity_id, correct (0/1), response_time_ms, timestamp_ms (ms since the learner's first
@@ -113,6 +123,13 @@ def generate(n_learners: int = 250, n_items: int = 40, seed: int = 0) -> pd.Data
     """
     if n_learners < 1 or n_items < 1:
         raise ValueError(f"n_learners and n_items must be >= 1, got {n_learners}, {n_items}")
+    if learn_factor is not None:
+        learn_factor = np.asarray(learn_factor, dtype=float)
+        if learn_factor.shape != (n_learners, n_items) or not np.all(learn_factor >= 0):
+            raise ValueError(
+                f"learn_factor must be ({n_learners}, {n_items}) factors >= 0, "
+                f"got shape {learn_factor.shape}"
+            )
     rng = np.random.default_rng(seed)
     names = list(CONCEPTS)
     rows = []
@@ -149,9 +166,49 @@ def generate(n_learners: int = 250, n_items: int = 40, seed: int = 0) -> pd.Data
                     round(p, 4),
                 )
             )
-            if not was_mastered and rng.random() < p_learn[concept]:
+            factor = 1.0 if learn_factor is None else learn_factor[learner, seq]
+            if not was_mastered and rng.random() < p_learn[concept] * factor:
                 mastered[concept] = True
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def bkt_cohort(
+    n_learners: int,
+    n_opportunities: int,
+    *,
+    prior: float = 0.2,
+    learn: float | np.ndarray = 0.15,
+    guess: float = 0.2,
+    slip: float = 0.1,
+    forget: float = 0.0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Learners of one skill drawn from plain BKT (no ability, no item difficulty), one row
+    per answer: learner_id, skill ("skill"), opportunity (0-based), correct (0/1), ts_ms
+    (opportunity x 60 000) and the truth ``mastered`` (before the answer). ``learn`` may be
+    an array (n_learners, n_opportunities): P(learning) right after each answer (e.g.
+    lower where the tutor timed out). Vectorised over learners; seeded."""
+    rng = np.random.default_rng(seed)
+    learn_at = np.broadcast_to(np.asarray(learn, dtype=float), (n_learners, n_opportunities))
+    known = rng.random(n_learners) < prior
+    mastered = np.empty((n_learners, n_opportunities), dtype=np.int8)
+    correct = np.empty((n_learners, n_opportunities), dtype=np.int8)
+    for t in range(n_opportunities):
+        mastered[:, t] = known
+        u = rng.random(n_learners)
+        correct[:, t] = np.where(known, u >= slip, u < guess)
+        v = rng.random(n_learners)
+        known = np.where(known, v >= forget, v < learn_at[:, t])
+    return pd.DataFrame(
+        {
+            "learner_id": np.repeat([f"B{i:05d}" for i in range(n_learners)], n_opportunities),
+            "skill": "skill",
+            "opportunity": np.tile(np.arange(n_opportunities), n_learners),
+            "correct": correct.ravel(),
+            "ts_ms": np.tile(np.arange(n_opportunities) * 60_000.0, n_learners),
+            "mastered": mastered.ravel(),
+        }
+    )
 
 
 def _item(concept: str, difficulty: int, rng: np.random.Generator) -> tuple[str, str]:

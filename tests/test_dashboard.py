@@ -5,7 +5,7 @@ scripted agents of dashboard_agents.py, a circuit breaker on speech-agent-dash*)
 Chromium resolves no host but 127.0.0.1/localhost, and every test checks that each request
 its pages made went to the server: nothing is fetched from outside. Each page's screenshot
 goes to the test's tmp dir; with ORCHKIT_DOCS_SCREENSHOTS=1 also to docs/images/ (the
-README's). Never runs `playwright install`: the browser is the system's chromium, which
+service guide's). Never runs `playwright install`: the browser is the system's chromium, which
 `make test` installs.
 """
 

@@ -1,7 +1,7 @@
 """Hardening, round 2 (issue 19): the service under races and store outages, with real
 concurrent clients against a real `orchkit serve` process.
 
-The rules tested here (README, "Failure semantics"):
+The rules tested here (docs/guides/service.md, "Failure semantics in the service and on queues"):
 - every operation on one learner (start_session, process_interaction, an agent action,
   end_session, the tutor's follow-up to an insight, the idle release) runs alone, in
   arrival order: end_session waits for the learner's calls in flight, and no answer is a

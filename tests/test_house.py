@@ -148,7 +148,9 @@ def test_tests_import_the_public_api_or_a_wings_public_names():
 
 def test_dir_lists_the_users_vocabulary_only():
     names = dir(ok)
-    assert names == sorted({*ok.__all__, "agents", "examples", "testing", "__version__"})
+    assert names == sorted(
+        {*ok.__all__, "agents", "analytics", "examples", "executors", "testing", "__version__"}
+    )
     for leak in ("Any", "TYPE_CHECKING", "importlib", "annotations", *WINGS):
         assert leak not in names
     for name in ok.__all__:

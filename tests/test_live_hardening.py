@@ -1,6 +1,6 @@
 """Issue 7, live half: a run always ends, on time, with the right status — whatever agents
 and listeners do (raise anything, hang, ignore cancellation, block the loop, return
-garbage), and whenever ``shutdown()`` is called. README "Failure semantics".
+garbage), and whenever ``shutdown()`` is called. docs/guides/live.md, "Failure semantics".
 
 Real asyncio agents; each test bounds its own waits (``asyncio.wait_for``) and
 pytest-timeout bounds the file, so a regression is a failure, not a hung suite.

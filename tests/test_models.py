@@ -349,7 +349,7 @@ def test_default_models_serve_every_seed_plan():
         m.check_plan(Plan.load(path))
     assert m.match("learning-agent-learner_123-1638360000000") == "learning-agent-*"
     assert m.match("agent2") == "agent*"
-    # the profiles say what the README says they say
+    # the profiles say what docs/guides/simulation.md says they say
     tutor = m.resolve("tutor-agent-123", "generate_feedback").latency
     assert tutor.quantile(0.5) == pytest.approx(1500) and tutor.quantile(0.95) == pytest.approx(
         6000

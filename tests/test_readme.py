@@ -1,5 +1,9 @@
 """The README's own examples run as written (the "Ten lines", with their top-level awaits
-as in a notebook, and the capacity-study block), from an empty folder."""
+as in a notebook), from an empty folder; so do the docs' examples whose output the text
+states (the capacity guide's study, its capacity for an SLO and its deployment bundle, the
+command line's `orchkit tune` line, the learning analytics guide's cohort), checked here for
+what they print and write.
+tests/test_docs.py runs every block of the docs as well."""
 
 from __future__ import annotations
 
@@ -11,17 +15,28 @@ from pathlib import Path
 import plotly.io as pio
 import pytest
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def block_after(heading: str) -> str:
-    """The first ```python block after ``heading``."""
-    rest = README[README.index(heading) :]
-    return re.search(r"```python\n(.*?)```", rest, re.S).group(1)
+def page(path: str) -> str:
+    """A page of the docs site (``docs/``-relative)."""
+    return (ROOT / "docs" / path).read_text(encoding="utf-8")
+
+
+CAPACITY = page("guides/capacity.md")
+CLI = page("guides/cli.md")
+ANALYTICS = page("guides/analytics.md")
+
+
+def block_after(heading: str, text: str = README, lang: str = "python") -> str:
+    """The first ```lang block after ``heading`` in ``text`` (the README by default)."""
+    rest = text[text.index(heading) :]
+    return re.search(rf"```{lang}\n(.*?)```", rest, re.S).group(1)
 
 
 def run_block(source: str) -> dict:
-    code = compile(source, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    code = compile(source, "<example>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     namespace: dict = {}
     result = eval(code, namespace)  # a coroutine when the block awaits at top level
     if asyncio.iscoroutine(result):
@@ -53,20 +68,18 @@ def test_the_capacity_study_block_runs():
 
     # its sweep tries 3 tutor slots at the peak rate: too few, and it says so
     with pytest.warns(ok.OverloadWarning, match="tutor-agent-123.*capacity 3"):
-        ns = run_block(block_after("## Capacity studies"))
+        ns = run_block(block_after("# Capacity studies", CAPACITY))
     assert ns["mc"].workload is not None and len(ns["mc"].runs) > 100
 
 
 def test_the_command_line_tune_space_works_on_the_shipped_plan(tmp_path, capsys):
-    """The README's `orchkit tune` line and its space.yaml comment, run as written (fewer
-    trials and runs): exit 0, a tuned plan written."""
+    """The command line guide's `orchkit tune` line and its space.yaml comment, run as
+    written (fewer trials and runs): exit 0, a tuned plan written."""
     import yaml
 
     from orchkit.cli import main
 
-    block = README[README.index("## Command line") :]
-    block = re.search(r"```bash\n(.*?)```", block, re.S).group(1)
-    lines = block.splitlines()
+    lines = block_after("# Command line", CLI, lang="bash").splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith("orchkit tune "))
     command = " ".join(ln.rstrip("\\").strip() for ln in lines[start : start + 2])
     space = []
@@ -92,8 +105,8 @@ def test_the_command_line_tune_space_works_on_the_shipped_plan(tmp_path, capsys)
 
 def test_the_capacity_for_an_slo_block_runs(capsys):
     """The new user's task in one cell: infeasible with its reason, then a hedge and the
-    smallest tutor capacity, as the README's comments say."""
-    ns = run_block(block_after("### Capacity for an SLO"))
+    smallest tutor capacity, as the capacity guide's comments say."""
+    ns = run_block(block_after("## Capacity for an SLO", CAPACITY))
     out = capsys.readouterr().out
     assert out.startswith("infeasible (SLO makespan_p95_ms <= 3,000 ms):")
     assert "6,402 ms [6,132 ms, 6,723 ms]" in out and "step 'init_tutor'" in out
@@ -105,12 +118,12 @@ def test_the_capacity_for_an_slo_block_runs(capsys):
 
 
 def test_the_deployment_block_runs_after_the_capacity_block(capsys):
-    """The bundle of the README's answer saves, loads back equal and carries its capacity;
-    `orchkit simulate --deployment` on it predicts the answer's study."""
+    """The bundle of the capacity guide's answer saves, loads back equal and carries its
+    capacity; `orchkit simulate --deployment` on it predicts the answer's study."""
     from orchkit.cli import main
 
-    ns = run_block(block_after("### Capacity for an SLO"))
-    ns = run_block_in(block_after("### Deployment bundles"), ns)
+    ns = run_block(block_after("## Capacity for an SLO", CAPACITY))
+    ns = run_block_in(block_after("## Deployment bundles", CAPACITY), ns)
     d = ns["d"]
     import orchkit as ok
 
@@ -137,7 +150,19 @@ def test_the_deployment_block_runs_after_the_capacity_block(capsys):
     assert round(out["metrics"]["makespan_p95_ms"]["value"]) == 2892
 
 
+def test_the_learning_analytics_block_runs(capsys):
+    """BKT recovers the block's learners (prior 0.2, learn ~0.13 on average, guess 0.2,
+    slip 0.1) and finds less learning after the tutor's timeouts, with an interval below 0."""
+    ns = run_block(block_after("# Learning analytics", ANALYTICS))
+    fitted = ns["model"].params.loc["fractions"]
+    for name, true in {"prior": 0.2, "guess": 0.2, "slip": 0.1}.items():
+        assert abs(fitted[name] - true) < 0.05, fitted.to_dict()
+    timeout = ns["gain"].loc["timeout"]
+    assert timeout["diff"] < 0 and timeout["diff_high"] < 0
+    assert "timeout" in capsys.readouterr().out
+
+
 def run_block_in(source: str, namespace: dict) -> dict:
-    """Run a README block in the namespace an earlier block left."""
-    exec(compile(source, "README.md", "exec"), namespace)
+    """Run a block in the namespace an earlier block left."""
+    exec(compile(source, "<example>", "exec"), namespace)
     return namespace

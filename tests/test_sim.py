@@ -670,7 +670,7 @@ def test_a_step_that_can_hang_forever_is_warned_about_naming_plan_step_and_fix()
         ok.simulate(_plan([_step("a", "x")], timeout=500), models, seed=3)  # so does a deadline
 
 
-@pytest.mark.parametrize("kw", [{"method": "fast"}, {"executor": "processes"}])
+@pytest.mark.parametrize("kw", [{"method": "fast"}])  # executor= runs replications (§20)
 def test_capacity_study_rejects_options_that_apply_to_independent_runs_only(kw):
     models = _models({"x": {"latency": {"dist": "constant", "value": 5}}})
     with pytest.raises(ok.PlanValidationError, match="capacity study .* SimPy path"):

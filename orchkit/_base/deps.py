@@ -18,6 +18,7 @@ EXTRAS = {  # top-level module -> the extra of pyproject.toml that installs it
     "kaleido": "notebook",
     "dask": "distributed",
     "distributed": "distributed",
+    "ray": "distributed",
     "pyarrow": "parquet",
     "optuna": "tune",
     "scipy": "tune",

@@ -35,10 +35,26 @@ class PlanFailedError(OrchkitError):
 
 
 class AgentError(OrchkitError):
-    """An agent could not serve one attempt.
+    """An agent could not serve one attempt; raise it from ``Agent.process``.
 
-    ``retryable=False`` marks a permanent failure (e.g. invalid input): the step fails at
-    once, whatever its retry policy says.
+    Args:
+        message: What went wrong; it becomes the attempt's ``error`` (in spans, events
+            and ``RunResult.errors``).
+        retryable: True (default): the retry policy may try again. False: a permanent
+            failure (e.g. invalid input): the step fails at once, whatever its retry
+            policy says.
+
+    Attributes:
+        retryable (bool): As given.
+
+    Example:
+        ```python
+        class Lookup(ok.Agent):
+            async def process(self, action, input, context):
+                if "learnerId" not in input:  # retrying will not help
+                    raise ok.AgentError("input has no learnerId", retryable=False)
+                return ok.AgentResponse(action=action, confidence=1.0)
+        ```
     """
 
     def __init__(self, message: str, *, retryable: bool = True):

@@ -1,6 +1,6 @@
 """The live runtime: a thin asyncio driver around the scheduling core.
 
-What the driver guarantees whatever agents and listeners do (README "Failure semantics"):
+What the driver guarantees whatever agents and listeners do (docs/guides/live.md):
 every run ends, with the status the core gives it; an agent's slot is given back only when
 its coroutine has really finished; a listener's exception never reaches the run.
 ``KeyboardInterrupt`` and ``SystemExit`` are never swallowed: they propagate.

@@ -48,13 +48,46 @@ def _capacity(value: Any, where: str) -> int | None:
 
 
 class Deployment:
-    """Plans by role, agent capacities by id or glob (``{"tutor-agent-*": {"capacity": 4}}``),
-    policies, models (optional) and provenance ``meta``, as one strict file (SPEC §14).
+    """A deployment bundle (SPEC §14): plans by role, agent capacities by id or glob,
+    policies, optionally models, and provenance ``meta``, as one strict file.
 
-    ``Deployment.load(path)`` / ``.save(path)`` (YAML or JSON by suffix, loads back equal);
-    ``plan(role)`` picks a plan; ``capacity(agent_id)`` the bundle's capacity for an agent
-    (most specific pattern; None: not set or unlimited); ``simulated_models(models)`` the
-    models with the bundle's capacities applied.
+    ``Deployment.load(path)`` / ``save(path)`` (YAML or JSON by suffix; loads back equal);
+    ``plan(role)`` picks a plan; ``capacity(agent_id)`` the bundle's capacity for an agent;
+    ``simulated_models(models)`` the models with the bundle's capacities applied.
+    ``TuneResult.deployment()`` and ``CapacityPlan.deployment()`` build one from a study;
+    ``orchkit serve --deployment FILE`` runs one.
+
+    Args:
+        plans: Role -> plan (a ``Plan`` or its dict, camelCase, ms). ``orchkit serve``
+            runs the roles ``session_initialization`` and ``process_interaction``; other
+            names are free.
+        agents: Agent id or glob -> ``{"capacity": n}`` (an int >= 1, or None: unlimited).
+        policies: A ``Policies`` or its dict (``{"breakers": ...}``).
+        models: An ``AgentModels`` or its dict, e.g. the models a study assumed.
+        meta: Provenance, any JSON object (orchkit version, seed, SLO, predicted metrics).
+        source: Where the bundle comes from, named in error messages.
+
+    Attributes:
+        plans (dict[str, Plan]): Role -> plan.
+        agents (dict[str, dict]): Pattern -> ``{"capacity": int | None}``.
+        policies (Policies | None): The policies; None when none (or no breaker) was given.
+        models (AgentModels | None): The models, if given.
+        meta (dict): The provenance.
+        source (str): Where the bundle comes from (the file's path after ``load``).
+
+    Raises:
+        PlanValidationError: No plans, an invalid plan, a wrong capacity, an unknown key,
+            or invalid policies or models; the message names the key and the fix.
+
+    Example:
+        ```python
+        plan = ok.examples.plan("parallel_analysis")
+        bundle = ok.Deployment({"process_interaction": plan},
+                               {"tutor-agent-*": {"capacity": 6}}, models=ok.examples.models())
+        bundle.save("deployment.yaml")
+        ok.Deployment.load("deployment.yaml") == bundle  # True
+        bundle.capacity("tutor-agent-123")  # 6
+        ```
     """
 
     def __init__(
@@ -129,7 +162,21 @@ class Deployment:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "deployment") -> Deployment:
-        """Validate the on-disk form (camelCase plans, ms); unknown keys are errors."""
+        """Validate a bundle in its on-disk form.
+
+        Args:
+            data: ``{"plans": ..., "agents": ..., "policies": ..., "models": ...,
+                "meta": ...}`` (only ``plans`` required; camelCase plans, ms), as the
+                class takes them.
+            source: Where it comes from, named in error messages.
+
+        Returns:
+            The bundle.
+
+        Raises:
+            PlanValidationError: ``data`` is not a mapping, lacks ``plans``, has an
+                unknown key, or holds an invalid part.
+        """
         if not isinstance(data, dict):
             raise PlanValidationError(
                 f"{source}: a deployment is a mapping ({', '.join(_TOP_KEYS)}), got {short(data)}"
@@ -148,12 +195,29 @@ class Deployment:
 
     @classmethod
     def load(cls, path: str | Path) -> Deployment:
-        """Read a bundle from a ``.yaml``/``.yml`` or ``.json`` file (the plans' safe
-        reader: duplicate keys, aliases and depth are refused alike)."""
+        """Read a bundle from a file, with the plan files' safe reader (duplicate keys,
+        aliases and depth are refused alike).
+
+        Args:
+            path: A ``.yaml``/``.yml`` file, or JSON (any other suffix); it becomes
+                ``source``.
+
+        Returns:
+            The bundle.
+
+        Raises:
+            PlanValidationError: The file cannot be read or parsed, or its bundle is
+                invalid.
+        """
         return cls.from_dict(read_file(path, "deployment file"), str(path))
 
     def to_dict(self) -> dict[str, Any]:
-        """The on-disk form (plans camelCase, times in ms)."""
+        """The bundle in its on-disk form.
+
+        Returns:
+            A dict of plain JSON values: ``plans`` (camelCase, ms), ``agents``, then
+                ``policies`` and ``models`` when the bundle has them, and ``meta``.
+        """
         out: dict[str, Any] = {
             "plans": {role: plan.to_dict() for role, plan in self.plans.items()},
             "agents": {p: dict(s) for p, s in self.agents.items()},
@@ -166,7 +230,14 @@ class Deployment:
         return out
 
     def save(self, path: str | Path) -> None:
-        """Write the bundle as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+        """Write the bundle to a file that ``load`` reads back equal.
+
+        Args:
+            path: Where to write: YAML for a ``.yaml``/``.yml`` suffix, else JSON.
+
+        Raises:
+            OSError: The file cannot be written.
+        """
         write_file(path, self.to_dict())
 
     def __eq__(self, other: object) -> bool:
@@ -186,9 +257,21 @@ class Deployment:
         *,
         role: str | None = None,
     ) -> Deployment:
-        """A bundle of what a study assumed: ``plan`` under ``role`` (default: its id), the
-        capacity of every model entry serving one of its agents (fallbacks included; None
-        where unlimited), the policies, the models and ``meta``."""
+        """A bundle of what a study assumed (what ``TuneResult.deployment`` and
+        ``CapacityPlan.deployment`` build).
+
+        Args:
+            plan: The plan, put under ``role``.
+            models: The study's models: the capacity of every entry that serves an agent of
+                the plan or its fallbacks is the bundle's (None where unlimited), under the
+                entry's pattern; the models are kept too.
+            policies: The study's policies, or None.
+            meta: The provenance.
+            role: The plan's role; default: the plan's id.
+
+        Returns:
+            The bundle.
+        """
         agents: dict[str, dict[str, Any]] = {}
         for p in plan.chain():
             for step in p.steps:
@@ -200,7 +283,19 @@ class Deployment:
     # -------------------------------------------------------------- use
 
     def plan(self, role: str | None = None) -> Plan:
-        """The plan of ``role``; default: ``session_initialization``, or the only plan."""
+        """The plan of a role.
+
+        Args:
+            role: A role of ``plans``; None (default): ``session_initialization``, or the
+                only plan.
+
+        Returns:
+            The plan.
+
+        Raises:
+            PlanValidationError: No plan has ``role``, or ``role`` is None and the bundle
+                has several plans but no ``session_initialization``.
+        """
         if role is None:
             if SERVE_ROLES[0] in self.plans:
                 role = SERVE_ROLES[0]
@@ -218,15 +313,36 @@ class Deployment:
         return self.plans[role]
 
     def capacity(self, agent_id: str) -> int | None:
-        """The bundle's capacity for ``agent_id`` (most specific pattern), or None."""
+        """The bundle's capacity for an agent.
+
+        Args:
+            agent_id: An agent id (``agentId``).
+
+        Returns:
+            The capacity of the most specific pattern of ``agents`` matching
+                ``agent_id``; None when it is unlimited or no pattern matches.
+        """
         i = best_match(agent_id, self._patterns)
         return None if i is None else self.agents[self._patterns[i]]["capacity"]
 
     def simulated_models(self, models: AgentModels | None = None) -> AgentModels:
-        """``models`` (default: the bundle's own) with the bundle's capacities: a pattern that
-        is a model entry gets its capacity; another (``tutor-agent-7`` where the models have
-        ``tutor-agent-*``) gets a copy of the entry that serves it, with the capacity. A
-        pattern that no model entry serves is an error naming it."""
+        """Models with the bundle's capacities, to simulate the bundle as deployed.
+
+        A pattern of ``agents`` that is a model entry gets its capacity; another
+        (``tutor-agent-7`` where the models have ``tutor-agent-*``) gets a copy of the
+        entry that serves it, with the capacity. None removes an entry's capacity
+        (unlimited).
+
+        Args:
+            models: The models to apply them to; None (default): the bundle's own.
+
+        Returns:
+            New models (``models`` are unchanged).
+
+        Raises:
+            PlanValidationError: No models were given and the bundle has none, or a
+                pattern of ``agents`` that no model entry serves.
+        """
         models = models if models is not None else self.models
         if models is None:
             raise PlanValidationError(

@@ -69,7 +69,7 @@ __all__ = [
 _Z95 = NormalDist().inv_cdf(0.95)  # 1.6448536269514722
 
 # Parameter ranges that keep every draw finite on both simulation paths (SPEC §4.1; the
-# README's "Agent models" section). Latencies and their parameters are at most
+# docs/guides/simulation.md, "Agent models"). Latencies and their parameters are at most
 # MAX_LATENCY_MS (about 31.7 years). The shapes: lognormal sigma <= 10, so
 # mu + sigma·z stays far below exp's overflow (709) for any normal draw either sampler
 # can make; gamma cv in [1e-9, 10] (shape 1/cv² in [0.01, 1e18], where both samplers
@@ -529,10 +529,25 @@ class Outage:
 
 @dataclass(frozen=True, slots=True)
 class ActionModel:
-    """What one attempt of an (agent, action) does: its ``latency`` distribution (ms),
-    ``error`` = P(it ends in an error after its latency), ``hang`` = P(it never returns).
-    P(ok) = 1 − error − hang. ``outages``: windows of the study clock with another model
-    (``at(t_ms)`` picks the model of an attempt starting at ``t_ms``)."""
+    """What one attempt of an (agent, action) does in a simulation: what
+    ``AgentModels.resolve`` returns. P(ok) = 1 − error − hang.
+
+    Attributes:
+        latency: How long the attempt runs, ms (a distribution with ``sample``,
+            ``quantile(q)`` and ``mean_ms``).
+        error: P(the attempt ends in an error after its latency), in [0, 1].
+        hang: P(the attempt never returns; only a timeout ends it), in [0, 1].
+        outages: Windows of the study clock during which attempts that start use another
+            model (``at``).
+
+    Example:
+        ```python
+        import random
+        model = ok.examples.models().resolve("tutor-agent-1", "prepare_hints")
+        model.error, model.latency.quantile(0.95)  # 0.03, 4500 ms
+        model.draw(random.Random(0))  # (1296.6..., 'ok'): latency in ms, outcome
+        ```
+    """
 
     latency: Distribution
     error: float = 0.0
@@ -544,16 +559,31 @@ class ActionModel:
         object.__setattr__(self, "_fail", self.hang + self.error)
 
     def at(self, t_ms: float) -> ActionModel:
-        """The model of an attempt that starts at ``t_ms`` on the study clock: an outage's
-        while one is on (windows include their start, exclude their end), else this one."""
+        """The model of an attempt that starts at ``t_ms``.
+
+        Args:
+            t_ms: When the attempt starts, ms on the study clock (from a workload study's
+                start; from the run's own start for independent runs and ``simulate``).
+
+        Returns:
+            The outage's model while one is on (a window includes its start, excludes its
+                end), else this model.
+        """
         for o in self.outages:
             if o.start_ms <= t_ms < o.end_ms:
                 return o.model
         return self
 
     def draw(self, rng: random.Random) -> tuple[float, str]:
-        """One attempt: ``(latency_ms, outcome)``, outcome 'ok', 'error' or 'hang'
-        (latency ``inf``). Always draws the latency, then one ``rng.random()``."""
+        """Draw one attempt: always its latency, then one ``rng.random()``.
+
+        Args:
+            rng: A ``random.Random`` (a run's own, in the simulator).
+
+        Returns:
+            ``(latency_ms, outcome)``: outcome ``"ok"``, ``"error"`` (after latency_ms) or
+                ``"hang"`` (latency_ms is ``inf``).
+        """
         latency = self.latency.sample(rng)
         u = rng.random()
         if u < self.hang:
@@ -563,8 +593,16 @@ class ActionModel:
         return latency, "ok"
 
     def draw_arrays(self, gen: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` attempts at once: latencies (ms, ``inf`` for hangs) and int8 outcome codes
-        (0 ok, 1 error, 2 hang — indexes into ``OUTCOMES``)."""
+        """Draw ``n`` attempts at once (the fast path's vectorised draw).
+
+        Args:
+            gen: A ``numpy.random.Generator``.
+            n: How many attempts.
+
+        Returns:
+            Two arrays of length ``n``: the latencies in ms (``inf`` for a hang), and int8
+                outcome codes: 0 ok, 1 error, 2 hang (indexes into ``OUTCOMES``).
+        """
         latency = self.latency.sample_array(gen, n)
         u = gen.random(n)
         code = (u < self._fail).astype(np.int8) + (u < self.hang)
@@ -798,16 +836,48 @@ def _outages(raw: Any, where: str) -> list[tuple[float, float, Distribution | No
 
 
 class AgentModels:
-    """Latency, error, hang and capacity models of the agents a simulated plan calls.
+    """Latency, error, hang and capacity models of the agents a simulated plan calls
+    (SPEC §4.1). Times in ms.
 
     Load with ``AgentModels.load(path)`` (YAML or JSON) or ``AgentModels.from_dict(d)``;
-    look up with ``resolve(agent_id, action)`` and ``capacity(agent_id)``. Agent ids are
-    matched as the module docstring says (exact beats glob, then most literal characters,
-    then file order).
+    look up with ``resolve(agent_id, action)`` and ``capacity(agent_id)``. An agent id is
+    served by the most specific entry whose pattern matches it (``fnmatch``,
+    case-sensitive): an exact id beats any glob, then the pattern with the most literal
+    characters, then the entry listed first; action keys under ``actions`` are matched the
+    same way, and entries never merge. ``with_values`` and ``scaled`` return changed
+    copies.
+
+    Args:
+        data: The on-disk form, ``{"agents": {pattern: entry}, "description": text}``. An
+            entry has ``latency`` (required; e.g. ``{dist: lognormal, median: 250, p95:
+            900}``, ms), ``error`` and ``hang`` (probabilities of one attempt, default 0),
+            ``capacity`` (attempts served at once, an int >= 1; omitted: unlimited),
+            ``actions`` (action name or glob -> its own latency, error, hang) and
+            ``outages`` (``[{startMs, endMs, error, hang, latency}]``, ms on the study
+            clock).
+        source: Where the models come from, named in every error message.
+
+    Attributes:
+        source (str): Where the models come from (the file's path after ``load``).
+        description (str | None): The file's free-text ``description``.
+
+    Raises:
+        PlanValidationError: ``data`` is wrong (an unknown key or dist, a missing latency,
+            a probability outside [0, 1], error + hang > 1, overlapping outages, ...);
+            the message names the pattern, the action and the fix.
+
+    Example:
+        ```python
+        models = ok.AgentModels.from_dict({"agents": {
+            "tutor-agent-*": {"capacity": 4, "error": 0.03,
+                              "latency": {"dist": "lognormal", "median": 1500, "p95": 6000}},
+        }})
+        models.capacity("tutor-agent-1")  # 4
+        models.resolve("tutor-agent-1", "prepare_hints").latency.quantile(0.5)  # 1500 ms
+        ```
     """
 
     def __init__(self, data: dict[str, Any], *, source: str = "agent models"):
-        """Validate ``data`` (the on-disk form, ``{"agents": {...}}``); prefer ``from_dict``."""
         if not isinstance(data, dict):
             raise PlanValidationError(
                 f"{source}: expected a mapping with an 'agents' key, got "
@@ -844,12 +914,36 @@ class AgentModels:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "agent models") -> AgentModels:
-        """Validate and compile the on-disk form; raises ``PlanValidationError``."""
+        """Validate and compile the on-disk form (what a models file holds).
+
+        Args:
+            data: ``{"agents": {pattern: entry}, "description": text}`` (see the class).
+            source: Where it comes from, named in error messages.
+
+        Returns:
+            The models.
+
+        Raises:
+            PlanValidationError: ``data`` is wrong; the message names the pattern, the
+                action and the fix.
+        """
         return cls(data, source=source)
 
     @classmethod
     def load(cls, path: str | Path) -> AgentModels:
-        """Read models from a ``.yaml``/``.yml`` or ``.json`` file."""
+        """Read models from a file, with the plan files' safe reader.
+
+        Args:
+            path: A ``.yaml``/``.yml`` file, or JSON (any other suffix); it becomes
+                ``source``.
+
+        Returns:
+            The models.
+
+        Raises:
+            PlanValidationError: The file cannot be read or parsed, or its models are
+                wrong.
+        """
         return cls(read_file(path, "agent models file"), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -881,18 +975,40 @@ class AgentModels:
         return out
 
     def save(self, path: str | Path) -> None:
-        """Write the models as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+        """Write the models (``to_dict``) to a file that ``load`` reads back.
+
+        Args:
+            path: Where to write: YAML for a ``.yaml``/``.yml`` suffix, else JSON.
+
+        Raises:
+            OSError: The file cannot be written.
+        """
         write_file(path, self.to_dict())
 
     def with_values(self, values: dict[str, Any]) -> AgentModels:
         """A copy with on-disk fields set by dotted path, validated like a loaded file.
 
-        Paths are ``"agents.<pattern>.<key>[.<key>...]"``, e.g.
-        ``"agents.tutor-agent-*.capacity"``, ``"agents.llm.latency.median"`` or
-        ``"agents.llm.actions.summarise.error"``. ``<pattern>`` is a key of the file (an
-        agent id or glob, as written) or a glob matching keys (``"agents.*.capacity"`` sets
-        every entry's capacity); a pattern that is neither is an error listing the keys.
-        The original is unchanged.
+        Args:
+            values: Paths ``"agents.<pattern>.<key>[.<key>...]"`` to their new values,
+                e.g. ``"agents.tutor-agent-*.capacity"``, ``"agents.llm.latency.median"``
+                (ms) or ``"agents.llm.actions.summarise.error"``. ``<pattern>`` is a key
+                of the file (an agent id or glob, as written) or a glob matching keys
+                (``"agents.*.capacity"`` sets every entry's capacity).
+
+        Returns:
+            The new models (these are unchanged).
+
+        Raises:
+            TypeError: ``values`` is not a dict.
+            PlanValidationError: A path that does not start ``agents.<pattern>.``, a
+                pattern that names no entry (the message lists the keys), or a value that
+                makes the models invalid.
+
+        Example:
+            ```python
+            bigger = ok.examples.models().with_values({"agents.tutor-agent-*.capacity": 8})
+            bigger.capacity("tutor-agent-1")  # 8
+            ```
         """
         if not isinstance(values, dict):
             raise TypeError(
@@ -934,17 +1050,36 @@ class AgentModels:
         hang: float | None = None,
         capacity: int | None = None,
     ) -> AgentModels:
-        """A copy in which every entry whose pattern matches ``pattern`` (fnmatch over the
-        entries' patterns as written: ``"tutor-agent-*"``, ``"*"``) is changed (SPEC §13.1):
+        """A copy with the entries that match ``pattern`` slower, more or less reliable,
+        or with another capacity: "what if" questions (SPEC §13.1).
 
-        - ``latency``: every latency distribution of the entry (its own, its actions',
-          its outages') scaled by this factor > 0: every quantile is multiplied by it
-          (``latency=2``: "the agent got 2× slower"; the shape, e.g. p95/median, is kept);
-        - ``error`` / ``hang``: set on the entry and on every action override (probabilities
-          in [0, 1]; outages keep their own); ``capacity``: set (an int >= 1).
+        Args:
+            pattern: The entries to change: an entry's pattern as written
+                (``"tutor-agent-*"``, not an agent id such as ``"tutor-agent-1"``), or a
+                glob over the entries' patterns (``"*"``: every entry).
+            latency: A factor > 0 for every latency distribution of the entry (its own,
+                its actions', its outages'): every quantile is multiplied by it, the shape
+                (e.g. p95/median) is kept; ``latency=2``: "the agent got 2× slower".
+            error: The error probability, in [0, 1], set on the entry and on every action
+                that sets its own (outages keep theirs); None: unchanged.
+            hang: The hang probability, likewise; None: unchanged.
+            capacity: Attempts served at once, an int >= 1; None: unchanged.
 
-        ``None`` leaves a field as it is. The original is unchanged; a pattern matching no
-        entry is a ``PlanValidationError`` naming the entries."""
+        Returns:
+            The new models (these are unchanged).
+
+        Raises:
+            TypeError: ``pattern`` is not a non-empty string.
+            PlanValidationError: ``latency`` is not a finite number > 0, ``pattern``
+                matches no entry (the message names the entry serving it, if it is an
+                agent id), or a value is invalid (e.g. error + hang > 1).
+
+        Example:
+            ```python
+            slower = ok.examples.models().scaled("tutor-agent-*", latency=2)
+            slower.resolve("tutor-agent-1", "prepare_hints").latency.quantile(0.5)  # 2400 ms
+            ```
+        """
         if not isinstance(pattern, str) or not pattern:
             raise TypeError(f"scaled(): pattern must be a non-empty str, got {pattern!r}")
         if (
@@ -999,7 +1134,15 @@ class AgentModels:
         return list(self._patterns)
 
     def match(self, agent_id: str) -> str | None:
-        """The pattern whose entry serves ``agent_id`` (most specific match), or None."""
+        """The pattern of the entry that serves ``agent_id``.
+
+        Args:
+            agent_id: An agent id, as steps name it (``agentId``).
+
+        Returns:
+            The most specific matching pattern as written (``"tutor-agent-*"``), or None
+                when no entry matches.
+        """
         i = best_match(agent_id, self._patterns)
         return None if i is None else self._patterns[i]
 
@@ -1019,7 +1162,18 @@ class AgentModels:
     def resolve(self, agent_id: str, action: str) -> ActionModel:
         """The model of one attempt of ``action`` on ``agent_id`` (cached).
 
-        Raises ``PlanValidationError`` listing the patterns when no entry matches."""
+        Args:
+            agent_id: An agent id (``agentId``).
+            action: The step's action.
+
+        Returns:
+            The entry's model, with the most specific matching action override's
+                ``latency``, ``error`` and ``hang`` in place of the entry's own.
+
+        Raises:
+            PlanValidationError: No entry matches ``agent_id``; the message lists the
+                patterns.
+        """
         key = (agent_id, action)
         model = self._cache.get(key)
         if model is None:
@@ -1027,12 +1181,29 @@ class AgentModels:
         return model
 
     def capacity(self, agent_id: str) -> int | None:
-        """Attempts ``agent_id`` serves at once (None: unlimited)."""
+        """How many attempts ``agent_id`` serves at once.
+
+        Args:
+            agent_id: An agent id (``agentId``).
+
+        Returns:
+            The entry's ``capacity``, or None: unlimited.
+
+        Raises:
+            PlanValidationError: No entry matches ``agent_id``.
+        """
         return self._entry(agent_id).capacity
 
     def check_plan(self, plan: Any) -> None:
-        """Raise ``PlanValidationError`` if a step of ``plan`` (or of its fallback plans)
-        calls an agent that no entry matches; the message names plan, step and agent."""
+        """Check that every step of ``plan`` and of its fallback plans has a model.
+
+        Args:
+            plan: A ``Plan``.
+
+        Raises:
+            PlanValidationError: A step calls an agent that no entry matches; the message
+                names the plan, the step and the agent.
+        """
         while plan is not None:
             for step in plan.steps:
                 if best_match(step.agent_id, self._patterns) is None:
@@ -1050,24 +1221,66 @@ class AgentModels:
 
     @classmethod
     def fit(cls, spans: pd.DataFrame, *, min_samples: int = 2) -> AgentModels:
-        """Fit models from a spans frame (SPEC §4.4 columns; live or simulated): the
-        one-line shortcut for ``orchkit.fit_models(spans).models`` (censored maximum
-        likelihood, family by AIC, error and hang rates; see ``fit_models``)."""
+        """Fit models to a trace: the one-line shortcut for
+        ``ok.fit_models(spans, min_samples=min_samples).models``.
+
+        Args:
+            spans: A spans frame (``SPAN_COLUMNS``; live or simulated), a ``RunResult`` or
+                ``MonteCarloResult``, or a list of them.
+            min_samples: The fewest observed latencies (attempts that ended
+                ``succeeded`` or ``error``) an (agent, action) group needs to get its own
+                model; a group with fewer uses its agent's.
+
+        Returns:
+            One entry per agent id, with an override per action; no capacity (unlimited).
+
+        Raises:
+            PlanValidationError: The trace cannot be fitted (see ``fit_models``).
+            MissingDependencyError: scipy is not installed.
+
+        Example:
+            ```python
+            run = ok.simulate(ok.examples.plan("parallel_analysis"), ok.examples.models())
+            ok.AgentModels.fit(run.spans, min_samples=1).save("fitted.yaml")
+            ```
+        """
         return fit_models(spans, min_samples=min_samples).models
 
 
 @dataclass
 class FitResult:
-    """What ``fit_models`` found: ``models`` (AgentModels, §4.1 format), ``report`` (one
-    row per fitted group, REPORT_COLUMNS) and ``qq(agent_id, action)`` (a Q-Q figure)."""
+    """What ``fit_models`` found.
+
+    Attributes:
+        models: The fitted ``AgentModels``: one entry per agent id, with an override per
+            action (``by=("agent_id", "action")``); no capacity (unlimited).
+        report: One row per group: ``agent_id``, ``action`` (``"*"`` with
+            ``by=("agent_id",)``), ``n`` (attempts that started), ``censored`` (of them,
+            ended by a timeout or cancelled), ``family`` (None: too few samples, the
+            agent's model serves it), ``params`` (ms), ``aic``, ``ks_stat`` and ``ks_p``
+            (the fit's KS test), ``error`` and ``hang`` with their 95% intervals
+            (``_ci_low``/``_ci_high``), ``params_se`` and ``time_scale``.
+    """
 
     models: AgentModels
     report: pd.DataFrame
     _groups: dict = field(repr=False)
 
     def qq(self, agent_id: str, action: str = "*") -> Any:
-        """Q-Q plot (plotly) of one group: observed latency quantiles (Kaplan–Meier under
-        censoring) against the fitted model's, in ms; points on the diagonal = a good fit."""
+        """Q-Q plot of one fitted group: observed latency quantiles (Kaplan–Meier under
+        censoring) against the fitted model's, in ms; points on the diagonal: a good fit.
+
+        Args:
+            agent_id: The group's agent id.
+            action: The group's action; ``"*"`` (default) for a fit with
+                ``by=("agent_id",)``.
+
+        Returns:
+            A plotly Figure.
+
+        Raises:
+            KeyError: No fitted group (``agent_id``, ``action``); the message lists them.
+        """
         from .fitting import qq_figure
 
         return qq_figure(self._groups, agent_id, action)
@@ -1091,22 +1304,49 @@ def fit_models(
     time_scale: float | dict[str, float] | None = None,
     min_samples: int = 2,
 ) -> FitResult:
-    """Fit agent models (SPEC §4.1) to a trace: ``spans`` is a spans frame (SPEC §4.4
-    columns; live or simulated), a RunResult / MonteCarloResult, or a list of them.
+    """Fit agent models (SPEC §4.1) to a trace, live or simulated.
 
-    Per group (``by``: ``("agent_id", "action")`` or ``("agent_id",)``) the latency
-    (end_ms − start_ms of every attempt that started) is fitted by censored maximum
-    likelihood: ``timeout``/``cancelled`` attempts are right-censored, never dropped. The
-    family (``families``) with the lowest AIC wins. ``error`` is the error share with a
+    Per group the latency (end_ms − start_ms of every attempt that started) is fitted by
+    censored maximum likelihood: ``timeout``/``cancelled`` attempts are right-censored,
+    never dropped; the family with the lowest AIC wins. ``error`` is the error share with a
     Wilson interval; ``hang`` the cure fraction of a mixture-cure model when the group has
-    timeouts (0 otherwise). Groups with fewer than ``min_samples`` observed latencies use
-    their agent's model.
+    timeouts (0 otherwise). Capacity is not fitted (unlimited): set it by hand.
 
-    ``time_scale``: live traces of ``SyntheticAgent(time_scale=s)`` run s× faster than
-    their model; times are divided by s. Default: the scale the trace carries (a
-    ``time_scale`` column, as live ``RunResult.spans`` and ``orchkit run``'s files have,
-    or ``spans.attrs["time_scale"]`` = {agent id: s}), else 1.
-    Capacity is not fitted (unlimited): set it by hand.
+    Args:
+        spans: A spans frame (``SPAN_COLUMNS``), a ``RunResult`` or ``MonteCarloResult``,
+            or a list of them.
+        families: The latency families to try (``FAMILIES``: lognormal, gamma, weibull,
+            exponential).
+        by: The groups: ``("agent_id", "action")`` (default) or ``("agent_id",)``.
+        time_scale: Live traces of ``SyntheticAgent(time_scale=s)`` ran s× faster than
+            their model; their times are divided by s (one number, or agent id -> s).
+            Default: the scale the trace carries (a ``time_scale`` column, as live
+            ``RunResult.spans`` and ``orchkit run``'s files have, or
+            ``spans.attrs["time_scale"]``), else 1.
+        min_samples: The fewest observed latencies (attempts that ended ``succeeded`` or
+            ``error``) a group needs to get its own model; a group with fewer uses its
+            agent's.
+
+    Returns:
+        The fitted models (``.models``), the report of every group (``.report``) and a
+            Q-Q plot per group (``.qq(agent_id, action)``).
+
+    Raises:
+        PlanValidationError: The trace lacks a column, has a bad time (not a finite number
+            of ms, end before start; the message names the rows), or leaves nothing to fit
+            for an agent.
+        ValueError: ``by``, ``families`` or ``time_scale`` is not one of the values above.
+        TypeError: ``spans`` is none of the kinds above.
+        MissingDependencyError: scipy is not installed.
+
+    Example:
+        ```python
+        mc = ok.monte_carlo(ok.examples.plan("parallel_analysis"), ok.examples.models(),
+                            runs=500, progress=False)
+        fit = ok.fit_models(mc)
+        fit.report[["agent_id", "action", "n", "family", "error"]]
+        fit.qq("tutor-agent-123", "analyze_conversation_patterns")
+        ```
     """
     from .fitting import fit_agents  # scipy's numerics: loaded when used
 

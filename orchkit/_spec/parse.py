@@ -4,7 +4,7 @@ Every file orchkit reads (plans, agent models) goes through ``read_text`` and ``
 and every dict a user hands over goes through ``json_value``. What comes out is plain JSON
 data: dicts with string keys, lists, strings, bools, None, ints and finite floats — or a
 ``PlanValidationError`` that quotes at most a short prefix of the offending input. The
-limits (documented in the README's plan-format section):
+limits (documented in docs/guides/plans.md, "Strict input"):
 
 - a file must be UTF-8 (a leading byte-order mark is allowed and ignored);
 - duplicate keys in a JSON object or YAML mapping are errors, not "last one wins";
@@ -177,7 +177,7 @@ class _Walk:
             if self.count > MAX_VALUES:
                 raise _Bad(
                     f"more than {MAX_VALUES:,} values; a plan or model this large is "
-                    "refused (see the plan format's limits in the README)"
+                    "refused (see the limits under Strict input in docs/guides/plans.md)"
                 )
             depth += 1
             if t is dict:

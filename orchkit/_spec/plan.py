@@ -57,7 +57,7 @@ def _not_blank(value: str) -> str:
 
 
 # On disk, types are strict: a bool is not a number, a string is not a bool or a number,
-# and every time and count is finite (SPEC §2; README "Plan format").
+# and every time and count is finite (SPEC §2; docs/guides/plans.md, "Strict input").
 _Id = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
 _Ms = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 _Count = Annotated[int, Field(strict=True)]

@@ -32,18 +32,44 @@ SECTIONS = ("breakers",)
 
 
 class BreakerPolicy(BaseModel):
-    """One circuit breaker (Resilience4j's count-based sliding window). Times in ms.
+    """One agent's circuit breaker: Resilience4j's count-based sliding window (SPEC §10.1).
+    Times in ms; on disk the fields are camelCase (``minCalls``, ``failureRate``, ...).
 
-    - ``window``: the last N calls the rates are computed over (default 100)
-    - ``min_calls``: calls recorded before the breaker may open (default: ``window``)
-    - ``failure_rate``: open when failures / calls >= this (0..1, default 0.5)
-    - ``slow_call_ms``, ``slow_call_rate``: optionally, also open when the share of calls
-      running longer than ``slow_call_ms`` is >= ``slow_call_rate`` (default 1.0)
-    - ``open_ms``: how long it stays open before letting trial calls through (default 60000)
-    - ``half_open_calls``: trial calls in the half-open state (default 10)
+    Closed, the breaker admits every attempt and records each one that called the agent:
+    a failure if it ended in ``error`` or ``timeout``, slow if it ran (start to end, queue
+    wait excluded) longer than ``slow_call_ms``. It opens when at least ``min_calls`` of
+    the last ``window`` calls are recorded and their failure rate or slow-call rate reaches
+    its threshold. Open, it rejects every attempt at once (outcome ``"rejected"``, counted
+    as an ``"error"`` by ``retryOn``) for ``open_ms``; then, half-open, it admits
+    ``half_open_calls`` trial attempts and opens again or closes on their rates.
 
     Types are strict as in plans (counts are integers, rates and times numbers; no bools
-    or strings) and times are finite and at most ``MAX_MS`` (1e12 ms).
+    or strings).
+
+    Attributes:
+        window (int): The last N recorded calls the rates are computed over, >= 1 (default
+            100).
+        min_calls (int): Calls recorded before a closed breaker may open, 1 to ``window``
+            (``minCalls``; default: ``window``).
+        failure_rate (float): Open when failures / calls >= this, in (0, 1]
+            (``failureRate``; default 0.5).
+        slow_call_ms (float | None): A call running longer than this is slow, ms
+            (``slowCallMs``); None (default): no slow-call rule.
+        slow_call_rate (float): With ``slow_call_ms``, also open when slow calls / calls
+            >= this, in (0, 1] (``slowCallRate``; default 1.0).
+        open_ms (float): How long the breaker stays open before its trial calls, ms, at
+            most 1e12 (``openMs``; default 60000).
+        half_open_calls (int): Trial calls admitted half-open, >= 1 (``halfOpenCalls``;
+            default 10).
+
+    Raises:
+        pydantic.ValidationError: Built with a wrong type or value, or ``min_calls`` >
+            ``window`` (``Policies.from_dict`` raises ``PlanValidationError`` instead).
+
+    Example:
+        ```python
+        ok.BreakerPolicy(window=20, min_calls=10, failure_rate=0.5, open_ms=30_000)
+        ```
     """
 
     model_config = ConfigDict(
@@ -77,8 +103,35 @@ _KEYS = [to_camel(name) for name in BreakerPolicy.model_fields]
 
 
 class Policies:
-    """Resilience policies for ``ok.Orchestrator``, ``ok.simulate``, ``ok.monte_carlo`` and
-    ``ok.sweep`` (``policies=``): a dict or a YAML/JSON file in the format above."""
+    """Resilience policies (SPEC §10.1): a circuit breaker per agent-id pattern.
+
+    Give them as ``policies=`` to ``ok.Orchestrator``, ``ok.simulate``, ``ok.monte_carlo``,
+    ``ok.sweep``, ``ok.tune`` and ``ok.capacity_for``: an object of this class, a dict or
+    a YAML/JSON file of the form ``{breakers: {pattern: {window: 20, failureRate: 0.5,
+    ...}}}``. A pattern is an agent id or a glob; the most specific match serves an agent
+    (as in ``AgentModels``), and an agent no pattern matches has no breaker. Each agent
+    gets its own breaker state, shared by every run of one orchestrator or one workload
+    study. Build from data with ``from_dict`` or ``load`` (this constructor does not
+    validate).
+
+    Args:
+        breakers: Pattern -> its ``BreakerPolicy``.
+        source: Where the policies come from, named in error messages.
+
+    Attributes:
+        breakers (dict[str, BreakerPolicy]): Pattern -> its breaker, in the order given.
+        source (str): Where the policies come from (the file's path after ``load``).
+
+    Example:
+        ```python
+        policies = ok.Policies.from_dict({"breakers": {
+            "tutor-agent-*": {"window": 20, "minCalls": 10, "failureRate": 0.5, "openMs": 30_000},
+        }})
+        policies.breaker("tutor-agent-1").open_ms  # 30000.0
+        run = ok.simulate(ok.examples.plan("parallel_analysis"), ok.examples.models(),
+                          policies=policies)
+        ```
+    """
 
     def __init__(self, breakers: dict[str, BreakerPolicy] | None = None, source: str = "policies"):
         self.breakers = dict(breakers or {})
@@ -87,7 +140,22 @@ class Policies:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "policies") -> Policies:
-        """Validate a policies dict; raises ``PlanValidationError`` naming the pattern/key."""
+        """Validate policies in their on-disk form.
+
+        Args:
+            data: ``{"breakers": {pattern: settings}}``; settings are a dict of camelCase
+                keys (``window``, ``minCalls``, ``failureRate``, ``slowCallMs``,
+                ``slowCallRate``, ``openMs``, ``halfOpenCalls``; times in ms) or a
+                ``BreakerPolicy``.
+            source: Where they come from, named in error messages.
+
+        Returns:
+            The policies.
+
+        Raises:
+            PlanValidationError: An unknown section or key, or a wrong value; the message
+                names the pattern, the key and the fix.
+        """
         if not isinstance(data, dict):
             raise PlanValidationError(
                 f"{source}: policies must be a mapping with a 'breakers' "
@@ -125,15 +193,35 @@ class Policies:
 
     @classmethod
     def load(cls, path: str | Path) -> Policies:
-        """Read policies from a ``.yaml``/``.yml`` or ``.json`` file, with the plan files'
-        safe reader (duplicate keys, alias bombs and depth are refused alike)."""
+        """Read policies from a file, with the plan files' safe reader (duplicate keys,
+        alias bombs and depth are refused alike).
+
+        Args:
+            path: A ``.yaml``/``.yml`` file, or JSON (any other suffix); it becomes
+                ``source``. An empty file gives no breakers.
+
+        Returns:
+            The policies.
+
+        Raises:
+            PlanValidationError: The file cannot be read or parsed, or its policies are
+                wrong.
+        """
         path = Path(path)
         fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
         data = parse(read_text(path, "policies file"), fmt, str(path))
         return cls.from_dict(data if data is not None else {}, str(path))
 
     def breaker(self, agent_id: str) -> BreakerPolicy | None:
-        """The breaker policy serving ``agent_id`` (most specific pattern), or None."""
+        """The breaker that serves an agent.
+
+        Args:
+            agent_id: An agent id (``agentId``).
+
+        Returns:
+            The policy of the most specific pattern matching ``agent_id``, or None: the
+                agent has no breaker.
+        """
         i = best_match(agent_id, self._patterns)
         return None if i is None else self.breakers[self._patterns[i]]
 
@@ -146,9 +234,22 @@ class Policies:
         }
 
     def with_values(self, values: dict[str, Any]) -> Policies:
-        """A copy with settings changed by dotted paths ``breakers.<pattern>.<key>``
-        (e.g. ``"breakers.tutor-agent-*.openMs"``), for ``ok.sweep``/``ok.tune``. The
-        pattern must be one of the policies' patterns (it may contain dots)."""
+        """A copy with settings changed by dotted path, validated like a loaded file (what
+        ``ok.sweep`` and ``ok.tune`` use for ``breakers.`` paths).
+
+        Args:
+            values: Paths ``"breakers.<pattern>.<key>"`` to their new values, e.g.
+                ``{"breakers.tutor-agent-*.openMs": 10_000}``: ``<pattern>`` one of the
+                policies' patterns as written (it may contain dots), ``<key>`` a camelCase
+                setting (times in ms).
+
+        Returns:
+            The new policies (these are unchanged).
+
+        Raises:
+            PlanValidationError: A path that is not ``breakers.<pattern>.<key>``, a
+                pattern that is not in the policies, an unknown key or a wrong value.
+        """
         data = self.to_dict()
         for path, value in values.items():
             parts = path.split(".")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,7 @@ SPAN_NEEDS = ("run_id", "plan_id", "agent_id", "queued_ms", "end_ms", "outcome",
 
 
 def _rows(index: pd.Index, bad: np.ndarray, values: Any = None, shown: int = 5) -> str:
-    """"rows 3, 17 (2 of 100 rows)" for the rows where ``bad`` holds, with their values."""
+    """ "rows 3, 17 (2 of 100 rows)" for the rows where ``bad`` holds, with their values."""
     labels = index[bad]
     head = ", ".join(repr(x) if isinstance(x, str) else str(x) for x in labels[:shown])
     more = f" and {len(labels) - shown} more" if len(labels) > shown else ""
@@ -74,6 +75,34 @@ def _rows(index: pd.Index, bad: np.ndarray, values: Any = None, shown: int = 5) 
         vals = ", ".join(repr(v) for v in list(values[bad])[:shown])
         text += f" hold {vals}"
     return text
+
+
+def _is01(v: Any) -> bool:
+    if isinstance(v, (bool, np.bool_)):
+        return True
+    return isinstance(v, (int, float, np.integer, np.floating)) and v in (0, 1)
+
+
+def _order_values(col: pd.Series) -> np.ndarray:
+    """The order column as float: numbers as they are, datetimes as ms since the epoch;
+    anything else (text, booleans, missing) NaN."""
+    if pd.api.types.is_datetime64_any_dtype(col.dtype):
+        values = col.to_numpy(dtype="datetime64[ns]").astype("int64") / 1e6
+        return np.where(col.isna().to_numpy(), np.nan, values)
+    if col.dtype == bool:
+        return np.full(len(col), np.nan)
+    if pd.api.types.is_numeric_dtype(col.dtype):
+        return col.to_numpy(dtype=float, na_value=np.nan)
+    return np.array(
+        [
+            float(v)
+            if isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, (bool, np.bool_))
+            else np.nan
+            for v in col.to_numpy(dtype=object)
+        ],
+        dtype=float,
+    )
 
 
 def check_responses(
@@ -118,32 +147,24 @@ def check_responses(
             problems.append(f"column {names[key]!r} is missing a value in {_rows(index, bad)}")
     col = responses[names["correct"]]
     raw = col.to_numpy(dtype=object)
-    ok01 = np.array(
-        [
-            isinstance(v, (bool, np.bool_))
-            or (
-                isinstance(v, (int, float, np.integer, np.floating))
-                and not isinstance(v, bool)
-                and v in (0, 1)
-            )
-            for v in raw
-        ],
-        dtype=bool,
-    )
+    if col.dtype == bool:
+        ok01 = np.ones(len(col), dtype=bool)
+    elif pd.api.types.is_numeric_dtype(col.dtype):
+        ok01 = col.isin([0, 1]).to_numpy()
+    else:
+        ok01 = np.array([_is01(v) for v in raw], dtype=bool)
     if not ok01.all():
         problems.append(
             f"column {names['correct']!r} must be 0 or 1 (or True/False): "
             f"{_rows(index, ~ok01, raw)}"
         )
-    col = responses[names["order"]]
-    num = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
-    if col.dtype == bool:
-        num = np.full(len(col), np.nan)
+    num = _order_values(responses[names["order"]])
     bad = ~np.isfinite(num)
     if bad.any():
         problems.append(
             f"column {names['order']!r} (the responses' order: time in ms or a sequence "
-            f"number) must be a finite number: {_rows(index, bad, col.to_numpy(dtype=object))}"
+            "number) must be a finite number: "
+            f"{_rows(index, bad, responses[names['order']].to_numpy(dtype=object))}"
         )
     if problems:
         raise PlanValidationError(f"{what}: " + "; ".join(problems))
@@ -151,168 +172,204 @@ def check_responses(
         {
             "learner": responses[names["learner"]].to_numpy(),
             "skill": responses[names["skill"]].to_numpy(),
-            "correct": raw.astype(float).astype(np.int8),
+            "correct": np.asarray(
+                [bool(v) for v in raw] if col.dtype == object else col, dtype=np.int8
+            ),
             "order": num,
         },
         index=index,
     )
 
 
+def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes and the distinct values (sorted when they compare, else as met)."""
+    try:
+        codes, uniques = pd.factorize(values, sort=True)
+    except TypeError:  # mixed types (1 and "a"): in the order met
+        codes, uniques = pd.factorize(values, sort=False)
+    return codes, pd.Index(uniques)
+
+
 @dataclass
 class Sequences:
-    """Responses laid out as a padded matrix: one row per (skill, learner) sequence, in
-    order; sequences sorted by skill. ``row_seq[i]``, ``row_t[i]``: where the i-th input
-    row sits."""
+    """Responses as ragged (learner, skill) sequences, without padding: sequences are
+    numbered longest first, so the ones that reach opportunity t are ``0 .. counts[t]-1``,
+    and opportunity t of sequence i sits at ``offsets[t] + i`` of the flat arrays (memory
+    in proportion to the responses, whatever the longest sequence)."""
 
-    skills: pd.Index  # skill names, in sequence order
-    starts: np.ndarray  # first sequence of each skill
+    skills: pd.Index  # skill names
     seq_skill: np.ndarray  # (N,) skill code of each sequence
     seq_learner: np.ndarray  # (N,) learner of each sequence (object)
-    obs: np.ndarray  # (N, T) int8, 0/1; padding holds 0
-    valid: np.ndarray  # (N, T) bool
-    lengths: np.ndarray  # (N,)
+    lengths: np.ndarray  # (N,) non-increasing
+    counts: np.ndarray  # (T,) sequences with an opportunity t
+    offsets: np.ndarray  # (T,) where opportunity t starts in the flat arrays
+    obs: np.ndarray  # (n,) int8 0/1, flat
+    row_pos: np.ndarray  # (n,) input row -> flat position
     row_seq: np.ndarray  # (n,) input row -> sequence
     row_t: np.ndarray  # (n,) input row -> opportunity (0-based)
 
     @classmethod
     def of(cls, clean: pd.DataFrame) -> Sequences:
-        skill_code, skills = pd.factorize(clean["skill"], sort=True)
-        learner_code, learners = pd.factorize(clean["learner"], sort=True)
+        skill_code, skills = _codes(clean["skill"])
+        learner_code, learners = _codes(clean["learner"])
         n = len(clean)
         pos = np.arange(n)
         perm = np.lexsort((pos, clean["order"].to_numpy(), learner_code, skill_code))
-        ss, ll = skill_code[perm], learner_code[perm]
+        ss, lc = skill_code[perm], learner_code[perm]
         new = np.ones(n, dtype=bool)
-        new[1:] = (ss[1:] != ss[:-1]) | (ll[1:] != ll[:-1])
-        seq_sorted = np.cumsum(new) - 1
+        new[1:] = (ss[1:] != ss[:-1]) | (lc[1:] != lc[:-1])
+        found = np.cumsum(new) - 1  # sequence of each sorted row, in the order found
         first = np.flatnonzero(new)
-        lengths = np.diff(np.append(first, n))
-        t_sorted = pos - first[seq_sorted]
-        N, T = len(first), int(lengths.max())
-        obs = np.zeros((N, T), dtype=np.int8)
-        valid = np.zeros((N, T), dtype=bool)
-        obs[seq_sorted, t_sorted] = clean["correct"].to_numpy()[perm]
-        valid[seq_sorted, t_sorted] = True
-        row_seq, row_t = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-        row_seq[perm], row_t[perm] = seq_sorted, t_sorted
-        seq_skill = ss[first]
-        starts = np.searchsorted(seq_skill, np.arange(len(skills)))
+        found_len = np.diff(np.append(first, n))
+        t_sorted = pos - first[found]
+        by_length = np.argsort(-found_len, kind="stable")  # sequence i = found by_length[i]
+        number = np.empty(len(first), dtype=np.int64)
+        number[by_length] = np.arange(len(first))
+        lengths = found_len[by_length]
+        seq_sorted = number[found]
+        T = int(lengths[0])
+        per_length = np.bincount(lengths, minlength=T + 1)
+        counts = per_length[::-1].cumsum()[::-1][1 : T + 1]
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        flat = offsets[t_sorted] + seq_sorted
+        obs = np.empty(n, dtype=np.int8)
+        obs[flat] = clean["correct"].to_numpy()[perm]
+        row_pos, row_seq, row_t = (np.empty(n, dtype=np.int64) for _ in range(3))
+        row_pos[perm], row_seq[perm], row_t[perm] = flat, seq_sorted, t_sorted
         return cls(
-            pd.Index(skills),
-            starts,
-            seq_skill,
-            np.asarray(learners)[ll[first]],
-            obs,
-            valid,
+            skills,
+            ss[first][by_length],
+            np.asarray(learners, dtype=object)[lc[first][by_length]],
             lengths,
+            counts,
+            offsets,
+            obs,
+            row_pos,
             row_seq,
             row_t,
         )
+
+    def at(self, t: int) -> slice:
+        """The flat positions of opportunity ``t`` (sequences ``0 .. counts[t]-1``)."""
+        return slice(int(self.offsets[t]), int(self.offsets[t] + self.counts[t]))
 
 
 # -- the forward-backward pass ---------------------------------------------------------------
 
 
-def _emissions(obs_t: np.ndarray, valid_t: np.ndarray, guess: np.ndarray, slip: np.ndarray):
-    """P(response | unmastered), P(response | mastered); 1 for both where there is none."""
-    e0 = np.where(obs_t == 1, guess, 1.0 - guess)
-    e1 = np.where(obs_t == 1, 1.0 - slip, slip)
-    return np.where(valid_t, e0, 1.0), np.where(valid_t, e1, 1.0)
+def _full(p: dict[str, Any], seqs: Sequences) -> tuple[dict[str, np.ndarray], tuple]:
+    """Every parameter (``forget`` 0 when absent) as an array (..., N), and that shape."""
+    keys = (*PARAMS, "forget")
+    shape = np.broadcast_shapes(*(np.shape(p.get(k, 0.0)) for k in keys), (len(seqs.lengths),))
+    return {k: np.broadcast_to(np.asarray(p.get(k, 0.0), float), shape) for k in keys}, shape
 
 
-def forward(p: dict[str, np.ndarray], seqs: Sequences) -> tuple[np.ndarray, np.ndarray]:
-    """Filtering with parameters ``p`` (arrays broadcasting to (R, N)): ``before[t]`` =
-    P(mastered at opportunity t | responses before it) and ``after[t]`` = P(mastered at
-    opportunity t | responses up to and including it), each of shape (T, R, N)."""
-    T = seqs.obs.shape[1]
-    prior, learn, forget = p["prior"], p["learn"], p.get("forget", 0.0)
-    shape = np.broadcast_shapes(np.shape(prior), (seqs.obs.shape[0],))
-    pred = np.broadcast_to(prior, shape).astype(float)
-    before = np.empty((T, *shape))
-    after = np.empty((T, *shape))
-    for t in range(T):
-        e0, e1 = _emissions(seqs.obs[:, t], seqs.valid[:, t], p["guess"], p["slip"])
-        before[t] = pred
+def forward(p: dict[str, Any], seqs: Sequences, *, keep: bool = False) -> dict:
+    """Filtering with parameters ``p`` (arrays broadcasting to (R, N) or (N,)), flat arrays
+    (..., n): ``before`` = P(mastered at the opportunity | responses before it), ``after``
+    = P(mastered at it | responses up to and including it); ``ll`` (..., N): each
+    sequence's log-likelihood; with ``keep``, also ``e0``, ``e1`` (P(response | un- /
+    mastered)) and ``c`` (P(response | responses before it))."""
+    q, shape = _full(p, seqs)
+    lead, n = shape[:-1], len(seqs.obs)
+    out = {
+        k: np.empty((*lead, n)) for k in ("before", "after", *(("e0", "e1", "c") if keep else ()))
+    }
+    ll = np.zeros(shape)
+    pred = np.array(q["prior"], dtype=float)
+    for t in range(len(seqs.counts)):
+        m, at = int(seqs.counts[t]), seqs.at(t)
+        right = seqs.obs[at] == 1
+        pred = pred[..., :m]
+        g, s = q["guess"][..., :m], q["slip"][..., :m]
+        e0 = np.where(right, g, 1.0 - g)
+        e1 = np.where(right, 1.0 - s, s)
         num1 = pred * e1
-        a = num1 / (num1 + (1.0 - pred) * e0)
-        after[t] = a
-        pred = a * (1.0 - forget) + (1.0 - a) * learn
-    return before, after
+        c = num1 + (1.0 - pred) * e0
+        a = num1 / c
+        ll[..., :m] += np.log(c)
+        out["before"][..., at], out["after"][..., at] = pred, a
+        if keep:
+            out["e0"][..., at], out["e1"][..., at], out["c"][..., at] = e0, e1, c
+        pred = a * (1.0 - q["forget"][..., :m]) + (1.0 - a) * q["learn"][..., :m]
+    out["ll"] = ll
+    return out
 
 
-def expected_counts(p: dict[str, np.ndarray], seqs: Sequences) -> dict[str, np.ndarray]:
-    """The E-step: per sequence (arrays of shape (R, N)) the expected sufficient
-    statistics of BKT under ``p`` and the log-likelihood."""
-    obs, valid = seqs.obs, seqs.valid
-    T = obs.shape[1]
-    learn, forget = p["learn"], p.get("forget", np.zeros_like(p["learn"]))
-    before, after = forward(p, seqs)
-    e0s, e1s, cs = [], [], []
-    ll = 0.0
-    for t in range(T):
-        e0, e1 = _emissions(obs[:, t], valid[:, t], p["guess"], p["slip"])
-        c = before[t] * e1 + (1.0 - before[t]) * e0
-        ll = ll + np.log(c)
-        e0s.append(e0)
-        e1s.append(e1)
-        cs.append(c)
-    zero = np.zeros_like(after[0])
-    sums = {k: zero.copy() for k in ("l_num", "l_den", "f_num", "f_den")}
-    sums.update({k: zero.copy() for k in ("g_num", "g_den", "s_num", "s_den")})
-    b0 = np.ones_like(after[0])
-    b1 = np.ones_like(after[0])
+def _backward(p: dict[str, Any], f: dict, seqs: Sequences, visit: Any) -> None:
+    """The scaled backward pass over ``f = forward(p, seqs, keep=True)``: calls
+    ``visit(t, at, g0, g1, xi01, xi10)`` for t = T-1 .. 0, where ``at`` is the opportunity's
+    flat slice, ``g0``, ``g1`` the smoothed P(un- / mastered at t) of its sequences and,
+    for t < T-1, ``xi01`` P(unmastered at t, mastered at t+1) and ``xi10`` the reverse, of
+    the sequences that reach t+1 (the first ``counts[t+1]``)."""
+    q, shape = _full(p, seqs)
+    lead, T = shape[:-1], len(seqs.counts)
+    b0 = np.ones((*lead, int(seqs.counts[T - 1])))
+    b1 = b0.copy()
+    xi01 = xi10 = None
     for t in range(T - 1, -1, -1):
-        a1 = after[t]
-        g1, g0 = a1 * b1, (1.0 - a1) * b0
-        v = valid[:, t]
-        o = obs[:, t]
-        sums["g_num"] += np.where(v & (o == 1), g0, 0.0)
-        sums["g_den"] += np.where(v, g0, 0.0)
-        sums["s_num"] += np.where(v & (o == 0), g1, 0.0)
-        sums["s_den"] += np.where(v, g1, 0.0)
-        if t > 0:  # the transition t-1 -> t, counted where opportunity t exists
-            a_prev = after[t - 1]
-            e0, e1, c = e0s[t], e1s[t], cs[t]
-            w0, w1 = e0 * b0 / c, e1 * b1 / c
-            xi01 = (1.0 - a_prev) * learn * w1
-            xi10 = a_prev * forget * w0
-            g0_prev = (1.0 - a_prev) * ((1.0 - learn) * w0 + learn * w1)
-            g1_prev = a_prev * (forget * w0 + (1.0 - forget) * w1)
-            sums["l_num"] += np.where(v, xi01, 0.0)
-            sums["l_den"] += np.where(v, g0_prev, 0.0)
-            sums["f_num"] += np.where(v, xi10, 0.0)
-            sums["f_den"] += np.where(v, g1_prev, 0.0)
-            b0, b1 = g0_prev / np.maximum(1.0 - a_prev, 1e-300), g1_prev / np.maximum(a_prev, 1e-300)
-    sums["p_num"] = after[0] * b1  # gamma at the first opportunity
-    sums["ll"] = ll
-    return sums
+        m, at = int(seqs.counts[t]), seqs.at(t)
+        a = f["after"][..., at]
+        visit(t, at, (1.0 - a) * b0, a * b1, xi01, xi10)
+        if t == 0:
+            break
+        prev = seqs.at(t - 1)  # the transition t-1 -> t, for the first m sequences
+        w0 = f["e0"][..., at] * b0 / f["c"][..., at]
+        w1 = f["e1"][..., at] * b1 / f["c"][..., at]
+        a_prev = f["after"][..., prev][..., :m]
+        learn, forget = q["learn"][..., :m], q["forget"][..., :m]
+        xi01 = (1.0 - a_prev) * learn * w1
+        xi10 = a_prev * forget * w0
+        b0 = np.ones((*lead, int(seqs.counts[t - 1])))
+        b1 = b0.copy()
+        b0[..., :m] = (1.0 - learn) * w0 + learn * w1
+        b1[..., :m] = forget * w0 + (1.0 - forget) * w1
 
 
-def smoothed(p: dict[str, np.ndarray], seqs: Sequences) -> dict[str, np.ndarray]:
-    """Per opportunity (arrays (N, T)), given each sequence's whole record: ``mastered``
-    P(mastered at t), ``learned`` P(unmastered at t, mastered at t+1), ``forgot`` the
-    reverse, ``unmastered`` P(unmastered at t); the last two are 0 where t+1 does not exist.
-    ``p`` holds one value per sequence (arrays of shape (N,))."""
-    obs, valid = seqs.obs, seqs.valid
-    N, T = obs.shape
-    learn, forget = p["learn"], p.get("forget", np.zeros(N))
-    before, after = forward(p, seqs)
-    mastered = np.zeros((N, T))
-    learned = np.zeros((N, T))
-    forgot = np.zeros((N, T))
-    b0, b1 = np.ones(N), np.ones(N)
-    for t in range(T - 1, -1, -1):
-        mastered[:, t] = after[t] * b1
-        if t > 0:
-            a_prev = after[t - 1]
-            e0, e1 = _emissions(obs[:, t], valid[:, t], p["guess"], p["slip"])
-            c = before[t] * e1 + (1.0 - before[t]) * e0
-            w0, w1 = e0 * b0 / c, e1 * b1 / c
-            learned[:, t - 1] = np.where(valid[:, t], (1.0 - a_prev) * learn * w1, 0.0)
-            forgot[:, t - 1] = np.where(valid[:, t], a_prev * forget * w0, 0.0)
-            b0 = (1.0 - learn) * w0 + learn * w1
-            b1 = forget * w0 + (1.0 - forget) * w1
-    return {"mastered": mastered, "learned": learned, "forgot": forgot}
+def expected_counts(p: dict[str, Any], seqs: Sequences) -> dict[str, np.ndarray]:
+    """The E-step: per sequence (arrays (R, N)) BKT's expected sufficient statistics under
+    ``p`` and the log-likelihood ``ll``."""
+    f = forward(p, seqs, keep=True)
+    zero = np.zeros_like(f["ll"])
+    s = {k: zero.copy() for k in ("l_num", "l_den", "f_num", "f_den", "g_num", "g_den")}
+    s.update(s_num=zero.copy(), s_den=zero.copy(), p_num=zero.copy())
+
+    def visit(t, at, g0, g1, xi01, xi10):
+        m = g0.shape[-1]
+        right = seqs.obs[at] == 1
+        s["g_num"][..., :m] += np.where(right, g0, 0.0)
+        s["g_den"][..., :m] += g0
+        s["s_num"][..., :m] += np.where(right, 0.0, g1)
+        s["s_den"][..., :m] += g1
+        if xi01 is not None:  # transition t -> t+1, of the sequences that reach t+1
+            k = xi01.shape[-1]
+            s["l_num"][..., :k] += xi01
+            s["l_den"][..., :k] += g0[..., :k]
+            s["f_num"][..., :k] += xi10
+            s["f_den"][..., :k] += g1[..., :k]
+        if t == 0:
+            s["p_num"] += g1
+
+    _backward(p, f, seqs, visit)
+    s["ll"] = f["ll"]
+    return s
+
+
+def smoothed(p: dict[str, Any], seqs: Sequences) -> dict[str, np.ndarray]:
+    """Per opportunity (flat arrays (n,)), given each sequence's whole record: ``mastered``
+    P(mastered at t); ``learned`` P(unmastered at t, mastered at t+1) and ``forgot`` the
+    reverse (0 at a sequence's last opportunity). ``p`` holds one value per sequence."""
+    n = len(seqs.obs)
+    out = {k: np.zeros(n) for k in ("mastered", "learned", "forgot")}
+
+    def visit(t, at, g0, g1, xi01, xi10):
+        out["mastered"][at] = g1
+        if xi01 is not None:
+            head = slice(at.start, at.start + xi01.shape[-1])
+            out["learned"][head], out["forgot"][head] = xi01, xi10
+
+    _backward(p, forward(p, seqs, keep=True), seqs, visit)
+    return out
 
 
 # -- the fit ---------------------------------------------------------------------------------
@@ -320,7 +377,8 @@ def smoothed(p: dict[str, np.ndarray], seqs: Sequences) -> dict[str, np.ndarray]
 
 def _per_skill(x: np.ndarray, seqs: Sequences) -> np.ndarray:
     """Sum (R, N) per skill -> (R, S)."""
-    return np.add.reduceat(x, seqs.starts, axis=1)
+    S = len(seqs.skills)
+    return np.stack([np.bincount(seqs.seq_skill, weights=row, minlength=S) for row in x])
 
 
 def _m_step(s: dict[str, np.ndarray], old: dict[str, np.ndarray], seqs: Sequences, forgets: bool):
@@ -370,34 +428,29 @@ def fit(
     rng = np.random.default_rng(seed)
     keys = PARAMS + (("forget",) if forgets else ())
     p = {k: rng.uniform(*START_RANGES[k], size=(restarts, S)) for k in keys}
-    n_resp = np.add.reduceat(seqs.lengths, seqs.starts)
+    n_resp = np.bincount(seqs.seq_skill, weights=seqs.lengths, minlength=S)
     ll_old = np.full((restarts, S), -np.inf)
-    iterations = 0
-    converged = False
-    for iterations in range(1, max_iter + 1):
+    iterations, converged = 0, False
+    while iterations < max_iter and not converged:
+        iterations += 1
         s = expected_counts(_gather(p, seqs), seqs)
         ll = _per_skill(s["ll"], seqs)
         p = _m_step(s, p, seqs, forgets)
-        gain = (ll - ll_old) / n_resp
+        converged = bool(np.all((ll - ll_old) / n_resp < tol))
         ll_old = ll
-        if np.all(gain < tol):
-            converged = True
-            break
     s = expected_counts(_gather(p, seqs), seqs)
     ll = _per_skill(s["ll"], seqs)
     best = np.argmax(ll, axis=0)
     cols = np.arange(S)
     params = pd.DataFrame({k: p[k][best, cols] for k in keys}, index=seqs.skills)
     params.index.name = "skill"
-    learners = pd.Series(seqs.seq_skill).value_counts().reindex(range(S)).to_numpy()
+    learners = np.bincount(seqs.seq_skill, minlength=S)
     info = pd.DataFrame(
         {
-            "responses": n_resp,
+            "responses": n_resp.astype(int),
             "learners": learners,
             "loglik": ll[best, cols],
-            "restarts_agreeing": (np.abs(ll - ll[best, cols]) < 1e-3 * np.maximum(1, n_resp)).sum(
-                axis=0
-            ),
+            "restarts_agreeing": (ll[best, cols] - ll <= 1e-4 * n_resp).sum(axis=0),
             "iterations": iterations,
             "converged": converged,
         },
@@ -405,14 +458,6 @@ def fit(
     )
     info.index.name = "skill"
     return FitOutcome(params, info)
-
-
-def one_iteration_time_baseline(clean: pd.DataFrame, *, forgets: bool = False) -> None:
-    """One E-step and M-step with one restart (the benchmark's same-run baseline)."""
-    seqs = Sequences.of(clean)
-    keys = PARAMS + (("forget",) if forgets else ())
-    p = {k: np.full((1, len(seqs.skills)), np.mean(START_RANGES[k])) for k in keys}
-    _m_step(expected_counts(_gather(p, seqs), seqs), p, seqs, forgets)
 
 
 # -- using a model -----------------------------------------------------------------------------
@@ -439,9 +484,8 @@ def filtered(params: pd.DataFrame, clean: pd.DataFrame) -> tuple[np.ndarray, np.
     (before the next opportunity: the learning step included), in input order."""
     seqs = Sequences.of(clean)
     p = per_sequence(params, seqs)
-    before, after = forward(p, seqs)
-    pb = before[seqs.row_t, seqs.row_seq]
-    pa = after[seqs.row_t, seqs.row_seq]
+    f = forward(p, seqs)
+    pb, pa = f["before"][seqs.row_pos], f["after"][seqs.row_pos]
     g, s = p["guess"][seqs.row_seq], p["slip"][seqs.row_seq]
     lr, fg = p["learn"][seqs.row_seq], p["forget"][seqs.row_seq]
     return pb * (1.0 - s) + (1.0 - pb) * g, pa * (1.0 - fg) + (1.0 - pa) * lr
@@ -662,11 +706,12 @@ def per_interaction(params: pd.DataFrame, clean: pd.DataFrame) -> _Per:
     seqs = Sequences.of(clean)
     p = per_sequence(params, seqs)
     sm = smoothed(p, seqs)
-    r, t = seqs.row_seq, seqs.row_t
+    r, t, at = seqs.row_seq, seqs.row_t, seqs.row_pos
     has_next = t + 1 < seqs.lengths[r]
-    gain = sm["learned"][r, t] - sm["forgot"][r, t]
-    unmastered = 1.0 - sm["mastered"][r, t]
-    nxt = np.where(has_next, seqs.obs[r, np.minimum(t + 1, seqs.obs.shape[1] - 1)], 0)
+    gain = sm["learned"][at] - sm["forgot"][at]
+    unmastered = 1.0 - sm["mastered"][at]
+    t_next = np.minimum(t + 1, len(seqs.counts) - 1)
+    nxt = np.where(has_next, seqs.obs[np.where(has_next, seqs.offsets[t_next] + r, 0)], 0)
     return _Per(
         clean["learner"].to_numpy(),
         gain,
@@ -680,7 +725,35 @@ METRICS = ("gain", "norm_gain", "next_correct")
 """``outcomes``' metrics: ``gain`` mean mastery gain per interaction; ``norm_gain`` the gain
 over the gap left (sum of gains / sum of P(unmastered)): the group's rate of learning, the
 BKT ``learn`` of its interactions; ``next_correct`` the share of next responses (same
-learner, same skill) that were correct."""
+learner, same skill) that were correct. One model serves every group, so gains are pulled
+toward the pooled rate: differences between groups are conservative."""
+
+
+def _group_sums(per: _Per, use: np.ndarray, lcode: np.ndarray, L: int, gcode: np.ndarray, G: int):
+    """Per (learner, group) sums of interactions, gains, gaps and next-correct answers."""
+    keep = gcode >= 0
+    idx = lcode[keep] * G + gcode[keep]
+    parts = {
+        "n": np.ones(int(use.sum())),
+        "gain": per.gain[use],
+        "gap": per.unmastered[use],
+        "nc": per.next_correct[use],
+    }
+    return {
+        k: np.bincount(idx, weights=x[keep], minlength=L * G).reshape(L, G)
+        for k, x in parts.items()
+    }
+
+
+def _metrics(sums: dict[str, np.ndarray], w: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The metrics of the learners weighted by ``w`` (bootstrap counts (B, L); None: all once)."""
+    tot = {k: (v.sum(axis=0) if w is None else w @ v) for k, v in sums.items()}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "gain": tot["gain"] / tot["n"],
+            "norm_gain": tot["gain"] / tot["gap"],
+            "next_correct": tot["nc"] / tot["n"],
+        }
 
 
 def outcomes_table(
@@ -691,74 +764,50 @@ def outcomes_table(
     seed: int,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """The table of ``outcomes``: per dimension (``groups``: name -> group label of each
-    response, categorical order = reference first) and group, each metric with its
-    percentile bootstrap interval over learners and its difference from the dimension's
-    first group (same resamples, paired)."""
+    """The table of ``outcomes``: per dimension (``groups``: name -> categorical group label
+    of each response, the reference first) and group, each metric with its percentile
+    bootstrap interval over learners (resampled with replacement, ``boot`` times, seeded)
+    and its difference from the dimension's first group present (paired: same resamples)."""
     use = per.has_next
-    learners, lcode = np.unique(per.learner[use].astype(str), return_inverse=True)
-    L = len(learners)
+    _, lcode = np.unique(per.learner[use].astype(str), return_inverse=True)
+    L = int(lcode.max()) + 1 if len(lcode) else 0
     rng = np.random.default_rng(seed)
-    weights = [rng.multinomial(L, np.full(L, 1.0 / L), size=min(100, boot - b))
-               for b in range(0, boot, 100)] if L else []
-    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    weights = (
+        [
+            rng.multinomial(L, np.full(L, 1.0 / L), size=min(100, boot - b)).astype(float)
+            for b in range(0, boot, 100)
+        ]
+        if L
+        else []
+    )
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     rows = []
     for by, labels in groups.items():
         lab = labels.to_numpy()[use]
         cats = [c for c in labels.cat.categories if (lab == c).any()]
-        if not cats:
-            continue
-        G = len(cats)
         gcode = np.full(len(lab), -1)
         for i, c in enumerate(cats):
             gcode[lab == c] = i
-        keep = gcode >= 0
-        idx = lcode[keep] * G + gcode[keep]
-
-        def sums(x: np.ndarray, keep: np.ndarray = keep, idx: np.ndarray = idx) -> np.ndarray:
-            return np.bincount(idx, weights=x[keep], minlength=L * G).reshape(L, G)
-
-        n = sums(np.ones(use.sum()))
-        S = {
-            "n": n,
-            "gain": sums(per.gain[use]),
-            "gap": sums(per.unmastered[use]),
-            "nc": sums(per.next_correct[use]),
-        }
-
-        def metrics(w: np.ndarray | None, S: dict[str, np.ndarray] = S) -> dict[str, np.ndarray]:
-            tot = {k: (v.sum(axis=0) if w is None else w @ v) for k, v in S.items()}
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return {
-                    "gain": tot["gain"] / tot["n"],
-                    "norm_gain": tot["gain"] / tot["gap"],
-                    "next_correct": tot["nc"] / tot["n"],
-                }
-
-        point = metrics(None)
-        reps = [metrics(w.astype(float)) for w in weights]
-        learners_in = (n > 0).sum(axis=0)
+        G = len(cats)
+        if G == 0:
+            continue
+        sums = _group_sums(per, use, lcode, L, gcode, G)
+        point = _metrics(sums, None)
+        reps = [_metrics(sums, w) for w in weights]
+        learners_in = (sums["n"] > 0).sum(axis=0)
+        n = sums["n"].sum(axis=0)
         for m in METRICS:
-            R = np.concatenate([r[m] for r in reps], axis=0) if reps else np.empty((0, G))
-            D = R - R[:, :1]
-            with np.errstate(all="ignore"):
-                ci = np.nanpercentile(R, [lo_q, hi_q], axis=0) if len(R) else np.full((2, G), np.nan)
-                dci = np.nanpercentile(D, [lo_q, hi_q], axis=0) if len(D) else np.full((2, G), np.nan)
+            R = np.concatenate([r[m] for r in reps], axis=0) if reps else np.full((1, G), np.nan)
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: a group never drawn
+                ci = np.nanpercentile(R, q, axis=0)
+                dci = np.nanpercentile(R - R[:, :1], q, axis=0)
             for i, c in enumerate(cats):
+                diff = point[m][i] - point[m][0]
                 rows.append(
-                    (
-                        by,
-                        str(c),
-                        m,
-                        int(n[:, i].sum()),
-                        int(learners_in[i]),
-                        float(point[m][i]),
-                        float(ci[0, i]),
-                        float(ci[1, i]),
-                        float(point[m][i] - point[m][0]),
-                        float(dci[0, i]) if i else 0.0,
-                        float(dci[1, i]) if i else 0.0,
-                    )
+                    (by, str(c), m, int(n[i]), int(learners_in[i]), float(point[m][i]))
+                    + (float(ci[0, i]), float(ci[1, i]), float(diff))
+                    + ((float(dci[0, i]), float(dci[1, i])) if i else (0.0, 0.0))
                 )
     cols = ["by", "group", "metric", "n", "learners", "value", "ci_low", "ci_high"]
     table = pd.DataFrame(rows, columns=[*cols, "diff", "diff_low", "diff_high"])

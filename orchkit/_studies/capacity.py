@@ -25,6 +25,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -42,6 +43,7 @@ from .._spec.plan import as_plan
 from .._spec.workload import Workload, offered_load
 from .critical import describe_critical
 from .montecarlo import run_study
+from .parallel import caught, open_executor, result, rewarn, worker_count
 from .summary import METRIC_NAMES, MonteCarloResult, Summary
 
 #: Metrics whose SLO bound is a lower bound (``>=``); every other metric's is an upper bound.
@@ -74,15 +76,29 @@ def _fmt(metric: str, x: float) -> str:
 
 @dataclass
 class CapacityPlan:
-    """What ``capacity_for`` found (SPEC §13.2).
+    """What ``capacity_for`` found (SPEC §13.2). Prints as a few lines: the answer (or
+    "infeasible" and why) with the metrics at it (``describe()``).
 
-    - ``feasible``; ``capacities``: ``{pattern: slots}`` (empty when infeasible);
-    - ``summary``: the study at those capacities (``study``: its ``MonteCarloResult``;
-      both None when infeasible);
-    - ``unlimited``: the study with unlimited capacity for the agents searched, and
-      ``bound``: ``{metric: (value, ci_low, ci_high)}`` from it — what no capacity can beat;
-    - ``reason``: why it is infeasible, with numbers ("" when feasible);
-    - ``table()``: every candidate tried; ``chart(metric)``: the SLO metric against capacity.
+    Attributes:
+        feasible: True when some capacities meet the SLO.
+        capacities: Pattern -> slots, the answer (empty when infeasible).
+        slo: Metric -> (``">="`` or ``"<="``, bound); times in ms.
+        agents: The patterns searched.
+        summary: The study at the answer's capacities (None when infeasible).
+        study: Its ``MonteCarloResult`` (None when infeasible).
+        unlimited: The summary of the study with unlimited capacity for the agents
+            searched.
+        bound: Metric -> (value, ci_low, ci_high) with unlimited capacity: what no
+            capacity can beat.
+        reason: Why it is infeasible, with numbers (``""`` when feasible).
+        candidates: Every study of the search, in order (see ``table()``).
+        workload: The workload studied.
+        seed: The studies' seed.
+        search: ``"bisection"`` (one agent) or ``"greedy by bottleneck, then trimmed"``.
+        peak_in_flight: Pattern -> the most attempts in flight at once on one of its
+            agents, with unlimited capacity.
+        seconds: How long the search took, s.
+        inputs: The study's inputs, normalised (plan, models, policies, workload).
     """
 
     feasible: bool
@@ -103,11 +119,23 @@ class CapacityPlan:
     inputs: StudyInputs | None = field(default=None, repr=False)  # the study's inputs
 
     def deployment(self, plan: Any = None, *, role: str | None = None) -> Deployment:
-        """The answer as a deployment bundle (SPEC §14): ``plan`` (default: the plan
-        studied) under ``role`` (default: the plan's id; ``orchkit serve`` runs the roles
-        ``session_initialization`` and ``process_interaction``), the capacities found, the
-        study's policies and models, and the provenance in ``meta`` (version, seed, SLO,
-        workload, predicted metrics with 95% intervals, the models' source)."""
+        """The answer as a deployment bundle (SPEC §14).
+
+        Args:
+            plan: The plan to deploy (a ``Plan``, its dict or file); default: the plan
+                studied.
+            role: The plan's role; default: the plan's id (``orchkit serve`` runs the roles
+                ``session_initialization`` and ``process_interaction``).
+
+        Returns:
+            The bundle: the plan under ``role``, the capacities found, the study's
+                policies and models, and the provenance in ``meta["capacityFor"]``
+                (version, seed, SLO, workload, predicted metrics with 95% intervals, the
+                models' source).
+
+        Raises:
+            PlanValidationError: The search found no capacity (infeasible).
+        """
         if not self.feasible or self.summary is None or self.inputs is None:
             raise PlanValidationError(
                 f"capacity_for found no capacity to deploy: {self.reason or 'infeasible'}"
@@ -161,7 +189,18 @@ class CapacityPlan:
         return frame
 
     def chart(self, metric: str | None = None, title: str | None = None) -> Any:
-        """The SLO metric against capacity (see ``orchkit.capacity_chart``)."""
+        """The SLO metric against capacity (``ok.capacity_chart``).
+
+        Args:
+            metric: A metric of the SLO; None (default): the first.
+            title: The figure's title; None (default): the metric and the answer.
+
+        Returns:
+            A plotly Figure.
+
+        Raises:
+            PlanValidationError: ``metric`` is not a metric of the SLO.
+        """
         return capacity_chart(self, metric, title=title)
 
     def describe(self) -> str:
@@ -277,33 +316,98 @@ def capacity_for(
     seed: int = 0,
     policies: Any = None,
     progress: bool = True,
+    executor: Any = None,
 ) -> CapacityPlan:
     """The smallest capacities (attempts served at once) of the agents that meet an SLO
-    under a workload (SPEC §13.2); returns a ``CapacityPlan``.
+    under a workload (SPEC §13.2).
 
-    - ``slo``: summary metric -> bound, e.g. ``{"makespan_p95_ms": 3000, "success_rate":
-      0.99}`` (times in ms). ``success_rate`` is a lower bound, every other metric an upper
-      bound; a bound is met when the metric's 95% interval lies on its side (``ci_high``
-      for an upper bound, ``ci_low`` for a lower one): a lucky estimate does not pass.
-    - ``workload``: the arrivals (``orchkit.Workload``); each candidate is one workload
-      study of it with ``seed`` (common random numbers across candidates).
-    - ``agents``: the model patterns (or agent ids) whose capacity is searched; default:
-      every pattern of ``models`` the plan uses. Other agents keep their capacity.
-    - ``max_capacity``: the largest capacity tried per agent; ``progress``: a bar of the
-      studies run.
+    Every candidate is one workload study with ``seed`` (common random numbers). It first
+    studies unlimited capacity: the best any capacity can do. Then, for one agent, it
+    bisects over the integers from the fewest slots that keep up with the arrivals to the
+    most attempts ever in flight at once (exact on this study); for several, it raises the
+    bottleneck (the agent whose attempts wait longest per run) until the SLO is met, then
+    bisects each one down with the others fixed until none moves (a local minimum). When
+    no capacity can meet the SLO, ``feasible`` is False and ``reason`` gives the
+    unlimited-capacity bound, the steps that cause it and what could change it.
 
-    Exact for one agent (bisection over integers), greedy by bottleneck then trimmed for
-    several (the module docstring says how). When no capacity can meet the SLO,
-    ``feasible`` is False and ``reason`` gives the unlimited-capacity bound, the steps
-    that cause it and what could change it.
+    Args:
+        plan: A ``Plan``, a dict in the plan format or a plan file's path; None with a
+            workload that has a mix of plans.
+        models: ``AgentModels``, a dict in the models format or a models file's path.
+        slo: Summary metric -> bound, e.g. ``{"makespan_p95_ms": 3000, "success_rate":
+            0.99}`` (times in ms; rates in [0, 1]). ``success_rate`` is a lower bound,
+            every other metric an upper bound; a bound is met when the metric's 95%
+            interval lies on its side (``ci_high`` for an upper bound, ``ci_low`` for a
+            lower one): a lucky estimate does not pass.
+        workload: The arrivals (``ok.Workload``); required.
+        agents: The model patterns (or agent ids) whose capacity is searched; default:
+            every pattern of ``models`` the plan uses. Other agents keep their capacity.
+        max_capacity: The largest capacity tried per agent.
+        seed: The seed of every candidate study.
+        policies: Circuit breakers (SPEC §10.1; a dict, a YAML/JSON file path or
+            ``Policies``), in every study.
+        progress: True (default): a progress bar of the studies run.
+        executor: (SPEC §20: an Executor, a Dask ``Client``, ``orchkit.executors.ray()``
+            or ``"processes"``) the candidate studies run on it, each one chunk with the
+            study ``seed``. While the search waits for a study, the ones it may ask for
+            next run ahead on the free workers (the next bisection midpoints on both
+            sides, every bottleneck it may raise next); the search itself, its candidates
+            (``table()``), the answer and its frames are those of one process.
+
+    Returns:
+        The answer: ``feasible``, ``capacities`` (pattern -> slots), the study at them,
+            the unlimited-capacity bound, the ``reason`` when infeasible, ``table()`` of
+            every candidate, ``chart()`` and ``deployment()``.
+
+    Raises:
+        PlanValidationError: No workload; an SLO metric that is not a summary metric or a
+            bound that is not a finite number >= 0 (a rate above 1); an ``agents`` entry
+            that names no pattern the plan uses; ``max_capacity`` < 1; invalid plan,
+            models or policies.
+        TypeError: ``models`` is not an ``AgentModels`` (or its dict or file), or
+            ``seed`` or ``progress`` has the wrong type.
+
+    Warns:
+        HangWarning: A step can hang and no step or plan timeout would end it.
+
+    Example:
+        ```python
+        answer = ok.capacity_for(
+            ok.examples.plan("session_initialization"), ok.examples.models(),
+            slo={"makespan_p95_ms": 4000},
+            workload=ok.Workload(rate_per_s=20, horizon_ms=600_000),
+            agents="tutor-agent-*",
+        )
+        answer.capacities  # {'tutor-agent-*': 28}
+        answer.chart()
+        ```
     """
+    with open_executor(executor) as pool:
+        return _search(
+            plan, models, slo, workload, agents, max_capacity, seed, policies, progress, pool
+        )
+
+
+def _search(
+    plan: Any,
+    models: Any,
+    slo: Any,
+    workload: Any,
+    agents: Any,
+    max_capacity: int,
+    seed: int,
+    policies: Any,
+    progress: bool,
+    pool: Executor | None,
+) -> CapacityPlan:
+    """``capacity_for`` with its studies on ``pool`` (None: in this process)."""
     started = time.perf_counter()
     if workload is None:
         raise PlanValidationError(
             "capacity_for: workload is required: capacity is about runs that arrive and share "
             "agents, e.g. workload=ok.Workload(rate_per_s=20, horizon_ms=600_000)"
         )
-    base = StudyInputs.of(plan, models, policies, workload, where="capacity_for", stacklevel=2)
+    base = StudyInputs.of(plan, models, policies, workload, where="capacity_for", stacklevel=3)
     if not hasattr(base.models, "with_values"):
         raise TypeError("capacity_for: models must be an AgentModels (or a dict or file of one)")
     seed = check_int("seed", seed)
@@ -318,20 +422,44 @@ def capacity_for(
     cache: dict[tuple, _Candidate] = {}
     bar = tqdm(desc=f"capacity for {base.plan.id}", unit="study", disable=not progress)
 
+    width = worker_count(pool)
+    ahead: dict[tuple, Future] = {}  # studies started on the pool before the search asked
+
+    def inputs_for(caps: dict[str, int | None]) -> StudyInputs:
+        return base.with_values({f"agents.{p}.capacity": caps[p] for p in patterns})
+
+    def launch(wanted: list[dict[str, int | None]]) -> None:
+        """Start on the pool the study the search needs next (first) and those it may ask
+        for after it, as far as workers are free; cancel the ones not yet started that it
+        no longer may ask for. The search itself does not change."""
+        if pool is None:
+            return
+        keys = [tuple(c[p] for p in patterns) for c in wanted]
+        for key in [k for k in ahead if k not in keys]:
+            if ahead[key].cancel():
+                del ahead[key]
+        running = sum(not f.done() for f in ahead.values())
+        for i, (key, caps) in enumerate(zip(keys, wanted)):
+            if key in cache or key in ahead:
+                continue
+            if i and running >= width:
+                break
+            ahead[key] = pool.submit(caught, candidate_study, inputs_for(caps), seed, bounds, ids)
+            running += 1
+
     def study(caps: dict[str, int | None], phase: str) -> _Candidate:
         key = tuple(caps[p] for p in patterns)
         if key in cache:
             return cache[key]
-        inputs = base.with_values({f"agents.{p}.capacity": caps[p] for p in patterns})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", HangWarning)  # said once, at the user's call
-            mc = run_study(inputs, seed=seed, progress=False, keep_spans=True)
-        s = mc.summary()
-        met = {}
-        for metric, (op, bound) in bounds.items():
-            x = float(s.metrics.loc[metric, "ci_low" if op == ">=" else "ci_high"])
-            met[metric] = not math.isnan(x) and (x >= bound if op == ">=" else x <= bound)
-        c = _Candidate(dict(caps), phase, s, met, _waits(mc, ids), mc)
+        if pool is None:
+            mc, s, met, waits = candidate_study(inputs_for(caps), seed, bounds, ids)
+        else:
+            fut = ahead.pop(key, None) or pool.submit(
+                caught, candidate_study, inputs_for(caps), seed, bounds, ids
+            )
+            (mc, s, met, waits), seen = result(fut, pool)
+            rewarn(seen, stacklevel=4)
+        c = _Candidate(dict(caps), phase, s, met, waits, mc)
         if not c.meets and candidates:  # never the answer: free its frames now
             c.mc = None
         candidates.append(c)
@@ -342,6 +470,9 @@ def capacity_for(
 
     def answer(c: _Candidate | None, reason: str, unl: _Candidate, peak: dict) -> CapacityPlan:
         bar.close()
+        for f in ahead.values():  # studies run ahead that the search never asked for
+            f.cancel()
+        ahead.clear()
         for other in candidates:  # keep the frames of the answer and the bound only
             if other is not c and other is not unl:
                 other.mc = None
@@ -390,6 +521,11 @@ def capacity_for(
             peak,
         )
     hi = {p: min(max_capacity, max(peak[p], lo[p])) for p in patterns}
+    if len(patterns) == 1:  # the bisection under hi may follow: its first midpoints ahead
+        one = patterns[0]
+        launch([hi, *({one: m} for m in _bisection_ahead(lo[one] - 1, hi[one], width))])
+    else:
+        launch([hi, dict(lo)])
     top = study(hi, "no waits (as unlimited)")
     if not top.meets and any(hi[p] < max_capacity for p in patterns):
         top = study(dict.fromkeys(patterns, max_capacity), "max_capacity")
@@ -404,6 +540,7 @@ def capacity_for(
         best = passing
         while ok_n - fail > 1:
             mid = (fail + ok_n) // 2
+            launch([{**caps, p: m} for m in _bisection_ahead(fail, ok_n, width)])
             c = study({**caps, p: mid}, phase)
             if c.meets:
                 ok_n, best = mid, c
@@ -414,8 +551,17 @@ def capacity_for(
     if len(patterns) == 1:
         best = bisect(patterns[0], dict(hi), top, "bisection")
         return answer(best, "", unl, peak)
+
     # several agents: greedy by bottleneck from the lower ends, then trim each one
+    def raised(caps: dict[str, int | None], b: str) -> dict[str, int | None]:
+        n = int(caps[b] or 0)
+        return {**caps, b: min(hi[b], max(n + 1, math.ceil(n * 1.25)))}
+
+    def greedy_ahead(caps: dict[str, int | None]) -> None:  # every raise it may pick next
+        launch([caps, *(raised(caps, q) for q in patterns if (caps[q] or 0) < hi[q])])
+
     caps: dict[str, int | None] = dict(lo)
+    greedy_ahead(caps)
     cur = study(caps, "greedy")
     while not cur.meets:
         raisable = [p for p in patterns if (caps[p] or 0) < hi[p]]
@@ -424,8 +570,8 @@ def capacity_for(
             caps = dict(top.caps)
             break
         b = max(raisable, key=lambda p: (cur.wait_per_run[p], -patterns.index(p)))
-        n = int(caps[b] or 0)
-        caps[b] = min(hi[b], max(n + 1, math.ceil(n * 1.25)))
+        caps = raised(caps, b)
+        greedy_ahead(caps)
         cur = study(caps, f"greedy: raise {b}")
     for _ in range(8):  # trim passes until none lowers a capacity (each pass: one per agent)
         before = dict(cur.caps)
@@ -434,6 +580,40 @@ def capacity_for(
         if cur.caps == before:
             break
     return answer(cur, "", unl, peak)
+
+
+# ------------------------------------------------------------------ one study
+
+
+def candidate_study(
+    inputs: StudyInputs, seed: int, bounds: dict[str, tuple[str, float]], ids: dict
+) -> tuple[MonteCarloResult, Summary, dict[str, bool], dict[str, float]]:
+    """One candidate's workload study (picklable: a chunk for any executor): the study, its
+    summary, which SLO bounds it meets (on the conservative end of the 95% interval) and
+    the queue wait per run of each pattern searched."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HangWarning)  # said once, at the user's call
+        mc = run_study(inputs, seed=seed, progress=False, keep_spans=True)
+    s = mc.summary()
+    met = {}
+    for metric, (op, bound) in bounds.items():
+        x = float(s.metrics.loc[metric, "ci_low" if op == ">=" else "ci_high"])
+        met[metric] = not math.isnan(x) and (x >= bound if op == ">=" else x <= bound)
+    return mc, s, met, _waits(mc, ids)
+
+
+def _bisection_ahead(fail: int, ok: int, n: int) -> list[int]:
+    """The first ``n`` midpoints a bisection of (fail, ok] may try, breadth first: its next
+    midpoint, then the two it tries after it (the lower first), and so on."""
+    out: list[int] = []
+    todo = [(fail, ok)]
+    while todo and len(out) < n:
+        f, o = todo.pop(0)
+        if o - f > 1:
+            m = (f + o) // 2
+            out.append(m)
+            todo += [(f, m), (m, o)]
+    return out
 
 
 # ------------------------------------------------------------------ what a study shows
@@ -631,11 +811,24 @@ def _reason_max(
 
 
 def capacity_chart(plan: CapacityPlan, metric: str | None = None, title: str | None = None) -> Any:
-    """Plotly figure of a ``CapacityPlan``: an SLO metric (default: the first) of every
-    candidate studied against its capacity (several agents: their total), with 95%
-    intervals; the SLO bound, the unlimited-capacity bound and the answer marked. Lines
-    are traces in data units, so they sit right on a linear or a log axis (log when the
-    values span more than 4×). Times in ms."""
+    """An SLO metric of every candidate ``capacity_for`` studied, against its capacity
+    (several agents: their total), with 95% intervals; the SLO bound, the
+    unlimited-capacity bound and the answer marked. Lines are traces in data units, so
+    they sit right on a linear or a log axis (log when the values span more than 4×).
+    Times in ms.
+
+    Args:
+        plan: A ``CapacityPlan``.
+        metric: A metric of the SLO; None (default): the first.
+        title: The figure's title; None (default): the metric and the answer.
+
+    Returns:
+        A plotly Figure.
+
+    Raises:
+        TypeError: ``plan`` is not a ``CapacityPlan``.
+        PlanValidationError: ``metric`` is not a metric of the SLO.
+    """
     import plotly.graph_objects as go
 
     if not isinstance(plan, CapacityPlan):

@@ -116,9 +116,16 @@ def _metrics(data: Any, frame: pd.DataFrame, scale: float) -> tuple[dict[str, tu
 
 
 class Comparison(pd.DataFrame):
-    """``ok.compare``'s table (one row per metric: observed and predicted values with 95%
-    intervals, ``relative`` = predicted / observed − 1, ``overlap`` of the intervals), with
-    the two-sample KS test of the makespans in ``ks_stat`` / ``ks_p`` and ``chart()``."""
+    """``ok.compare``'s table: a DataFrame with one row per metric (``makespan_mean_ms``,
+    ``makespan_p50_ms``, ``makespan_p95_ms``, ``makespan_p99_ms``, ``success_rate``) and
+    the columns ``observed``, ``predicted`` (each with ``_ci_low``/``_ci_high``: its 95%
+    interval; times in ms), ``relative`` (predicted / observed − 1) and ``overlap`` (True
+    when the two intervals overlap).
+
+    Attributes:
+        ks_stat (float): The two-sample KS statistic D of the makespans.
+        ks_p (float): Its p-value (assumes independent runs).
+    """
 
     _metadata = ["ks_stat", "ks_p", "_samples"]
 
@@ -137,12 +144,21 @@ class Comparison(pd.DataFrame):
         return (super()._repr_html_() or "") + f"<p>{self._ks_line()}</p>"
 
     def chart(self, title: str | None = None) -> Any:
-        """Plotly figure, times in ms. Top: the observed and predicted makespan CDFs
-        overlaid, each side's p50/p95/p99 marked with its 95% interval (this table's
-        rows). Bottom: their difference, predicted − observed, in percentage points of
-        runs, with the KS statistic D marked where it is largest. The makespan axis is
-        logarithmic when the slowest run took over 5× the median (a few runs at a 60 s
-        deadline would otherwise squeeze the bulk, where the two differ, into a corner)."""
+        """The two makespan distributions, overlaid, and where they differ; times in ms.
+
+        Top: the observed and predicted makespan CDFs, each side's p50/p95/p99 marked with
+        its 95% interval (this table's rows). Bottom: their difference, predicted −
+        observed, in percentage points of runs, with the KS statistic D marked where it is
+        largest. The makespan axis is logarithmic when the slowest run took over 5× the
+        median (a few runs at a 60 s deadline would otherwise squeeze the bulk, where the
+        two differ, into a corner).
+
+        Args:
+            title: The figure's title; None (default): the KS statistic and p-value.
+
+        Returns:
+            A plotly Figure.
+        """
         from plotly.subplots import make_subplots
 
         colours = ("#1f77b4", "#e377c2")  # observed, predicted: not outcome colours
@@ -237,13 +253,41 @@ class Comparison(pd.DataFrame):
 
 
 def compare(observed: Any, predicted: Any, *, time_scale: float | None = None) -> Comparison:
-    """Observed runs (e.g. a held-out live trace) next to predicted ones (a simulation):
-    makespan mean/p50/p95/p99 (ms) and success rate with 95% intervals, and a two-sample
-    KS test of the makespans. Each side is a RunResult, a list of them, a MonteCarloResult
-    or a runs frame. Live runs of agents with a ``time_scale`` (SyntheticAgent) are
-    rescaled to model ms (or pass ``time_scale=`` for the observed side). A workload
-    study's intervals are its own steady-state ones (``summary()``); the KS p-value
-    assumes independent runs, so for a workload study read D, not p."""
+    """Observed runs (e.g. a held-out live trace) next to predicted ones (a simulation),
+    SPEC §7.4: makespan mean/p50/p95/p99 (ms) and success rate with 95% intervals, and a
+    two-sample KS test of the makespans.
+
+    A workload study's intervals are its own steady-state ones (``summary()``); the KS
+    p-value assumes independent runs, so for a workload study read D, not p.
+
+    Args:
+        observed: A ``RunResult``, a list of them, a ``MonteCarloResult`` or a runs frame
+            (``makespan_ms`` and ``status`` columns). Live runs of agents with a
+            ``time_scale`` (``SyntheticAgent``) are rescaled to model ms.
+        predicted: The same kinds.
+        time_scale: The observed runs' time scale, > 0: their makespans are divided by it;
+            None (default): the one the runs carry, else 1.
+
+    Returns:
+        The table (one row per metric; see ``Comparison``) with ``ks_stat``, ``ks_p``
+            and ``chart()``.
+
+    Raises:
+        TypeError: A side is none of the kinds above.
+        ValueError: A side has no runs, lacks a column, has a makespan that is not a
+            finite number of ms >= 0, mixes time scales, or ``time_scale`` is not a
+            finite number > 0.
+        MissingDependencyError: scipy is not installed.
+
+    Example:
+        ```python
+        plan, models = ok.examples.plan("parallel_analysis"), ok.examples.models()
+        observed = [ok.simulate(plan, models, seed=s) for s in range(200)]
+        predicted = ok.monte_carlo(plan, models, runs=2000, seed=1, progress=False)
+        table = ok.compare(observed, predicted)
+        table.chart()
+        ```
+    """
     stats = require_scipy()
     obs_frame, obs_scale = _runs_of(observed, "observed", time_scale)
     pred_frame, pred_scale = _runs_of(predicted, "predicted", None)

@@ -10,8 +10,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import nullcontext
+from concurrent.futures import Executor
 from typing import Any, Literal
 
 import pandas as pd
@@ -31,6 +30,7 @@ from .._runtimes.fast import choose_method, fast_runs
 from .._runtimes.sim import BLOCK, capacity_study, independent_runs
 from .._spec.inputs import StudyInputs, check_flag, check_int
 from .._spec.workload import offered_load
+from .parallel import caught, open_executor, result, rewarn
 from .summary import MonteCarloResult
 
 SPAN_SAMPLE_RUNS = 10_000  # monte_carlo keeps the spans of this many independent runs by default
@@ -48,7 +48,7 @@ def monte_carlo(
     seed: int = 0,
     *,
     workload: Any = None,
-    executor: Executor | Literal["processes"] | None = None,
+    executor: Executor | Literal["processes"] | Any = None,
     chunk_runs: int = 4096,
     keep_spans: bool | int | None = None,
     progress: bool = True,
@@ -57,39 +57,81 @@ def monte_carlo(
     warmup_ms: float | None = None,
     replications: int = 1,
 ) -> MonteCarloResult:
-    """Simulate many runs of ``plan``; returns frames of runs and spans and a summary.
-
-    - ``runs``: independent runs, each alone from t = 0 (ignored with a ``workload``).
-    - ``workload``: a capacity study instead: runs arrive over the horizon and share
-      each agent's capacity; times count from the study's start.
-    - ``executor``: any ``concurrent.futures.Executor`` (a process pool, a Dask
-      ``Client.get_executor()``), or ``"processes"`` for a process pool with one worker
-      per core, to spread chunks of ``chunk_runs`` runs over (SimPy path); the result is
-      identical to a single-process run with the same seed.
-    - ``keep_spans``: which attempts ``result.spans`` keeps. True: every attempt; an int k:
-      those of runs 0..k-1 only; False: none. Default None: every attempt of a workload
-      study (queue statistics need them all), and of the first ``SPAN_SAMPLE_RUNS``
-      (10,000) independent runs — runs are i.i.d., so that is a fair sample, and it keeps
-      million-run studies fast and small. Run rows, ``summary()`` and utilisation always
-      use every run.
-    - ``method``: "simpy" (the SimPy driver of the scheduling core), "fast" (vectorised
-      numpy, for plans where no agent's capacity can make an attempt of a lone run
-      wait), or "auto" (fast when it applies); ``result.method_reason`` says why.
-    - ``policies``: circuit breakers (SPEC §10.1; a dict, a YAML/JSON file path or
-      ``Policies``). In a workload study one breaker per agent serves every run; with
-      independent runs each run starts with closed, empty breakers (runs stay
-      independent). Transitions are in ``result.breakers``.
-    - ``warmup_ms`` (workload studies): runs arriving earlier are left out of the summary;
-      default None: the MSER-5 warm-up, found from the data and reported by ``summary()``.
-    - ``replications`` (workload studies): k independent studies of the workload (seeds
-      derived from ``seed``; the first is the study ``seed`` alone gives), for intervals
-      from independent replications instead of batch means. Frames gain a
-      ``replication`` column when k > 1.
+    """Simulate many runs of ``plan`` (SPEC §4.2–4.4): independent runs, or a workload
+    study whose runs arrive over time and share the agents; tidy frames out.
 
     The summary's intervals (SPEC §11.1): independent runs get the exact i.i.d.
     intervals; the runs of a workload study share agents and are autocorrelated, so
     their intervals come from batch means after warm-up deletion, or from replications
     (``orchkit._base.stats`` documents the methods and their sources).
+
+    Args:
+        plan: A ``Plan``, a dict in the plan format or a plan file's path; None with a
+            workload that has a mix of plans (``Workload(plans=...)``).
+        models: ``AgentModels``, a dict in the models format or a models file's path: a
+            model for every agent the plans call.
+        runs: Independent runs, each alone from t = 0 (ignored with a ``workload``).
+        seed: Seeds every random draw: the same inputs and seed give the same frames.
+        workload: A capacity study instead (``ok.Workload``): runs arrive over the
+            horizon and share each agent's capacity; times count from the study's start.
+        executor: (SPEC §20) any ``concurrent.futures.Executor`` (a process pool), a Dask
+            ``distributed.Client``, ``orchkit.executors.ray()``, or ``"processes"`` for a
+            process pool with one worker per core: chunks of ``chunk_runs`` independent
+            runs (SimPy path; the fast path is vectorised and runs here), or the
+            ``replications`` of a workload study, run on it. Each chunk's seed comes from
+            ``seed`` and the chunk's index only: the frames are identical to a
+            single-process run with the same seed. From a script, a process pool or
+            cluster needs the ``if __name__ == "__main__":`` guard.
+        chunk_runs: Independent runs per chunk (rounded down to a multiple of 64, at
+            least 64); the frames do not depend on it.
+        keep_spans: Which attempts ``result.spans`` keeps. True: every attempt; an int k:
+            those of runs 0..k-1 only; False: none. Default None: every attempt of a
+            workload study (queue statistics need them all), and of the first
+            ``SPAN_SAMPLE_RUNS`` (10,000) independent runs — runs are i.i.d., so that is a
+            fair sample, and it keeps million-run studies fast and small. Run rows,
+            ``summary()`` and utilisation always use every run.
+        progress: True (default): a progress bar of the runs simulated.
+        method: "simpy" (the SimPy driver of the scheduling core), "fast" (vectorised
+            numpy, for plans where no agent's capacity can make an attempt of a lone run
+            wait), or "auto" (fast when it applies); ``result.method_reason`` says why.
+        policies: Circuit breakers (SPEC §10.1; a dict, a YAML/JSON file path or
+            ``Policies``). In a workload study one breaker per agent serves every run;
+            with independent runs each run starts with closed, empty breakers (runs stay
+            independent). Transitions are in ``result.breakers``.
+        warmup_ms: (workload studies) runs arriving earlier are left out of the summary,
+            ms; default None: the MSER-5 warm-up, found from the data and reported by
+            ``summary()``.
+        replications: (workload studies) k independent studies of the workload (seeds
+            derived from ``seed``; the first is the study ``seed`` alone gives), for
+            intervals from independent replications instead of batch means. Frames gain
+            a ``replication`` column when k > 1.
+
+    Returns:
+        The study: ``runs`` and ``spans`` frames (ms), ``summary()`` (metrics with 95%
+            intervals), ``utilisation()``, ``queue_length()`` and ``critical_path()``.
+
+    Raises:
+        PlanValidationError: An invalid plan, models or policies; a step whose agent no
+            model matches; ``runs`` or ``chunk_runs`` < 1; ``method="fast"`` where it does
+            not apply (always with a workload); ``warmup_ms`` or ``replications`` without
+            a workload.
+        TypeError: A number of the wrong type (``runs``, ``seed``, ``warmup_ms``, ...), a
+            ``progress`` that is not a bool, or a ``workload`` that is not a ``Workload``.
+        ValueError: ``warmup_ms`` < 0 or not finite, ``replications`` < 1, or an unknown
+            ``method``.
+
+    Warns:
+        HangWarning: A step can hang and no step or plan timeout would end it.
+        OverloadWarning: (workload studies) an agent's offered load ρ >= 1: its queue
+            grows without bound.
+
+    Example:
+        ```python
+        mc = ok.monte_carlo(ok.examples.plan("parallel_analysis"), ok.examples.models(),
+                            runs=10_000, seed=1)
+        mc.summary()
+        ok.makespan_chart(mc)
+        ```
     """
     inputs = StudyInputs.of(plan, models, policies, workload, stacklevel=2)
     return run_study(
@@ -112,7 +154,7 @@ def run_study(
     *,
     runs: int = 1000,
     seed: int = 0,
-    executor: Executor | Literal["processes"] | None = None,
+    executor: Executor | Literal["processes"] | Any = None,
     chunk_runs: int = 4096,
     keep_spans: bool | int | None = None,
     progress: bool = True,
@@ -162,14 +204,15 @@ def run_study(
                     OverloadWarning,
                     stacklevel=stacklevel + 1,
                 )
-        if method == "fast" or executor is not None:
+        if method == "fast":
             raise PlanValidationError(
                 "monte_carlo: a capacity study is one simulation of runs sharing capacity, on "
-                "the SimPy path; drop method='fast' and executor (they apply to independent runs)"
+                "the SimPy path; drop method='fast' (it applies to independent runs)"
             )
-        rows, spans, busy, total_ms, log = _replicated_study(
-            prepared, seed, keep_spans, progress, replications
-        )
+        with open_executor(executor if replications > 1 else None) as pool:
+            rows, spans, busy, total_ms, log = _replicated_study(
+                prepared, seed, keep_spans, progress, replications, pool
+            )
         method_used, reason = "simpy", "a capacity study runs on the SimPy path"
     else:
         method_used, reason = choose_method(prepared, method)
@@ -177,9 +220,7 @@ def run_study(
         if method_used == "fast":
             rows, spans, busy = fast_runs(prepared, seed, runs, keep_spans, progress=progress)
         else:
-            with (
-                ProcessPoolExecutor() if executor == "processes" else nullcontext(executor)
-            ) as pool:
+            with open_executor(executor) as pool:
                 rows, spans, busy, log = _run_chunks(
                     prepared, seed, runs, pool, chunk_runs, keep_spans, progress
                 )
@@ -219,18 +260,32 @@ def replication_seed(seed: int, r: int) -> int:
 
 
 def _replicated_study(
-    prepared: Prepared, seed: int, keep_spans: bool | int, progress: bool, replications: int
+    prepared: Prepared,
+    seed: int,
+    keep_spans: bool | int,
+    progress: bool,
+    replications: int,
+    executor: Executor | None = None,
 ) -> tuple[Any, Any, dict, float, list]:
     """One workload study, or ``replications`` independent ones with their frames stacked
     (a ``replication`` column), busy and observed times summed, breaker logs joined (each
-    on its replication's clock)."""
+    on its replication's clock). Each replication is a chunk: on ``executor`` when given,
+    seeded by ``replication_seed(seed, r)`` alone."""
     if replications == 1:
         return capacity_study(prepared, seed, keep_spans, progress)
     runs, spans, busy, total, log = [], [], {}, 0.0, []
-    for r in range(replications):
-        rows, sp, bz, t, lg = capacity_study(
-            prepared, replication_seed(seed, r), keep_spans, progress
+    if executor is None:
+        parts: Any = (
+            capacity_study(prepared, replication_seed(seed, r), keep_spans, progress)
+            for r in range(replications)
         )
+    else:
+        futures = [
+            executor.submit(capacity_study, prepared, replication_seed(seed, r), keep_spans, False)
+            for r in range(replications)
+        ]
+        parts = (result(f, executor) for f in futures)
+    for r, (rows, sp, bz, t, lg) in enumerate(parts):  # in replication order
         runs.append(runs_frame(rows).assign(replication=r))
         spans.append(spans_frame(sp).assign(replication=r))
         for k, v in bz.items():
@@ -268,7 +323,7 @@ def _run_chunks(
         futures = [
             executor.submit(independent_runs, prepared, seed, a, b, keep_spans) for a, b in bounds
         ]
-        parts = (f.result() for f in futures)
+        parts = (result(f, executor) for f in futures)
     for (a, b), (r, s, bz, lg) in zip(bounds, parts):  # in run order, whatever finished first
         bar.update(b - a)
         rows.extend(r)
@@ -292,16 +347,45 @@ def sweep(
 ) -> pd.DataFrame:
     """One Monte-Carlo study per combination of ``grid`` values, to tune a plan.
 
-    ``grid`` maps a dotted on-disk path to the values to try: a plan path (see
-    ``Plan.with_values``, e.g. ``"steps.tutor_analysis.timeout"``) or a model path (see
-    ``AgentModels.with_values``, e.g. ``"agents.tutor-agent-*.capacity"``) or a breaker path
-    (see ``Policies.with_values``, e.g. ``"breakers.tutor-agent-*.openMs"``; give the
-    ``policies=`` option). Every study uses the same
-    ``seed`` (common random numbers: differences between rows are not seed noise).
-    Returns one row per combination: the grid's values, then each summary metric with
-    ``_ci_low``/``_ci_high`` columns (times in ms), as a ``SweepFrame``: a DataFrame that
-    prints as a short table (the swept values and the headline metrics); every column is
-    there (``.frame`` gives it as a plain DataFrame). ``options`` go to ``monte_carlo``.
+    Every study uses the same ``seed`` (common random numbers: differences between rows
+    are not seed noise).
+
+    Args:
+        plan: A ``Plan``, a dict in the plan format or a plan file's path.
+        models: ``AgentModels``, a dict in the models format or a models file's path.
+        grid: A dotted on-disk path -> the values to try: a plan path (see
+            ``Plan.with_values``, e.g. ``"steps.tutor_analysis.timeout"``), a model path
+            (see ``AgentModels.with_values``, e.g. ``"agents.tutor-agent-*.capacity"``) or
+            a breaker path (see ``Policies.with_values``, e.g.
+            ``"breakers.tutor-agent-*.openMs"``; give the ``policies=`` option). Times in
+            ms.
+        runs: Independent runs per study (ignored with a ``workload=``).
+        seed: The seed of every study.
+        progress: True (default): a progress bar of the studies.
+        **options: Go to ``monte_carlo`` (``workload=``, ``policies=``, ``method=``, ...);
+            ``executor=`` (SPEC §20: an Executor, a Dask ``Client``,
+            ``orchkit.executors.ray()`` or ``"processes"``) runs the cells on it, each
+            cell one chunk, in this process otherwise: the frame is the same either way.
+
+    Returns:
+        One row per combination, in grid order: the grid's values, then each summary
+            metric with ``_ci_low``/``_ci_high`` columns (times in ms), as a
+            ``SweepFrame``: a DataFrame that prints as a short table (the swept values and
+            the headline metrics); every column is there (``.frame`` gives it as a plain
+            DataFrame).
+
+    Raises:
+        TypeError: ``grid`` is not a dict of path -> list of values, or ``runs``,
+            ``seed`` or ``progress`` has the wrong type.
+        PlanValidationError: A path or value that makes the plan, models or policies
+            invalid (every combination is built and checked before anything runs), or
+            ``runs`` < 1.
+
+    Example:
+        ```python
+        ok.sweep(ok.examples.plan("parallel_analysis"), ok.examples.models(),
+                 {"steps.tutor_analysis.timeout": [5_000, 10_000, 20_000]}, runs=1000)
+        ```
     """
     runs, seed = check_int("runs", runs, 1), check_int("seed", seed)
     check_flag("progress", progress)
@@ -324,23 +408,45 @@ def sweep(
     combos = list(itertools.product(*(grid[k] for k in keys)))
     # every combination is built (and validated) before anything runs
     studies = [base.with_values(dict(zip(keys, combo)), stacklevel=2) for combo in combos]
+    executor = options.pop("executor", None)
     rows = []
-    for combo, study in tqdm(
-        list(zip(combos, studies)),
-        desc=f"sweeping {base.plan.id}",
-        unit="study",
-        disable=not progress,
-    ):
-        metrics = (
-            run_study(study, runs=runs, seed=seed, progress=False, **options).summary().metrics
+    with open_executor(executor) as pool:
+        if pool is None:  # lazily, cell by cell, so the bar moves
+            cells: Any = (sweep_cell(study, runs, seed, options) for study in studies)
+        else:
+            futures = [
+                pool.submit(caught, sweep_cell, study, runs, seed, options) for study in studies
+            ]
+            cells = (_rewarned(result(f, pool)) for f in futures)
+        bar = tqdm(
+            total=len(studies), desc=f"sweeping {base.plan.id}", unit="study", disable=not progress
         )
-        row = dict(zip(keys, combo))
-        for metric, r in metrics.iterrows():
-            row[metric] = r["value"]
-            row[f"{metric}_ci_low"] = r["ci_low"]
-            row[f"{metric}_ci_high"] = r["ci_high"]
-        rows.append(row)
+        for combo, metrics in zip(combos, cells):  # in grid order, whatever finished first
+            bar.update(1)
+            rows.append(_sweep_row(keys, combo, metrics))
+        bar.close()
     return SweepFrame(rows, swept=keys)
+
+
+def _rewarned(found: tuple[Any, list[Warning]]) -> Any:
+    value, seen = found
+    rewarn(seen, stacklevel=4)
+    return value
+
+
+def sweep_cell(study: StudyInputs, runs: int, seed: int, options: dict) -> pd.DataFrame:
+    """One cell of a sweep (picklable: a chunk for any executor): its summary metrics."""
+    return run_study(study, runs=runs, seed=seed, progress=False, **options).summary().metrics
+
+
+def _sweep_row(keys: list, combo: tuple, metrics: pd.DataFrame) -> dict:
+    """A sweep's row: the grid's values, then each metric with its interval."""
+    row = dict(zip(keys, combo))
+    for metric, r in metrics.iterrows():
+        row[metric] = r["value"]
+        row[f"{metric}_ci_low"] = r["ci_low"]
+        row[f"{metric}_ci_high"] = r["ci_high"]
+    return row
 
 
 #: The metrics a ``SweepFrame`` shows when printed (all of them stay in the frame).

@@ -31,19 +31,30 @@ from .._spec.workload import Workload
 
 @dataclass
 class Summary:
-    """Headline figures of a study.
+    """Headline figures of a study, with 95% intervals (``MonteCarloResult.summary()``).
 
-    - ``metrics``: one row per metric (runs, value, ci_low, ci_high; times in ms, 95%
-      intervals), over the runs the summary uses (``runs`` column);
-    - ``agents``: agent_id, capacity, busy_ms, mean_in_flight, utilisation
-      (mean_in_flight / capacity), queue_wait_mean_ms and queue_wait_p95_ms (time attempts
-      waited for a slot, from the kept spans; NaN when none were kept);
-    - ``method``: how the intervals were computed: "independent runs" (exact i.i.d.
-      intervals), "batch means" (one workload study, ``sections`` batches; quantiles at
-      most ``QUANTILE_BATCHES``, 10, see ``orchkit._base.stats.steady_quantile_ci``) or
-      "replications" (``sections`` independent studies);
-    - ``warmup``: "none", "MSER-5" or "given"; ``warmup_ms``: runs arriving before it are
-      left out (with replications: the mean over replications); ``warmup_runs``: how many.
+    ``summary[metric]`` is a metric's value (``summary["makespan_p95_ms"]``); ``describe()``
+    says in one line how the intervals were computed.
+
+    Attributes:
+        metrics: One row per metric (index ``metric``: ``makespan_mean_ms``,
+            ``makespan_p50_ms``/``p95``/``p99``, ``makespan_ok_p50_ms``/``p95``/``p99``
+            (succeeded runs only), ``success_rate``, ``attempts_per_run``,
+            ``retries_per_run``, ``timeout_rate``, ``fallback_rate``), with columns
+            ``runs`` (the runs it counts), ``value``, ``ci_low``, ``ci_high``; times in ms.
+        agents: One row per agent: ``agent_id``, ``capacity``, ``busy_ms`` (time its
+            attempts ran, ms), ``mean_in_flight``, ``utilisation`` (mean_in_flight /
+            capacity), ``queue_wait_mean_ms`` and ``queue_wait_p95_ms`` (how long attempts
+            waited for a slot, from the kept spans; NaN when none were kept).
+        method: How the intervals were computed: ``"independent runs"`` (exact i.i.d.
+            intervals), ``"batch means"`` (one workload study, ``sections`` batches;
+            quantiles at most 10) or ``"replications"`` (``sections`` independent studies).
+        sections: The batches or replications; None for independent runs.
+        warmup: ``"none"``, ``"MSER-5"`` (found from the data) or ``"given"``
+            (``warmup_ms=``).
+        warmup_ms: Runs arriving before this were left out, ms (with replications: the
+            mean over them).
+        warmup_runs: How many runs the warm-up left out.
     """
 
     metrics: pd.DataFrame
@@ -58,6 +69,12 @@ class Summary:
         return float(self.metrics.loc[metric, "value"])
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as plain JSON values (NaN as None).
+
+        Returns:
+            ``{"metrics": {metric: {runs, value, ci_low, ci_high}}, "agents": [row, ...],
+                "intervals": {method, sections, warmup, warmup_ms, warmup_runs}}``.
+        """
         return {
             "metrics": {
                 k: {c: _nan_none(v) for c, v in row.items()}
@@ -203,11 +220,40 @@ def _order(rows: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class MonteCarloResult:
-    """A study's output: ``runs`` (one row per run: RUN_COLUMNS) and ``spans`` (one row per
-    kept attempt: SPAN_COLUMNS), both with a ``replication`` column when the workload
-    study had several; ``summary()`` gives the headline figures. ``method`` is the path
-    taken ("simpy" or "fast") and ``method_reason`` why; ``breakers`` lists circuit breaker
-    transitions (BREAKER_COLUMNS)."""
+    """What ``ok.monte_carlo`` returns: tidy frames of the runs and their attempts, and
+    the figures computed from them (``summary()``, ``utilisation()``, ``queue_length()``,
+    ``critical_path()``).
+
+    Attributes:
+        plan: The plan studied (with a workload's mix: its first plan).
+        models: The agent models used.
+        seed: The study's seed.
+        runs: One row per run (``RUN_COLUMNS``; times in ms on the study's clock).
+        spans: One row per kept attempt (``SPAN_COLUMNS``; see ``keep_spans``), in ms
+            from each run's start (independent runs) or from the study's start (a
+            workload study).
+        busy_ms: Agent id -> total time its attempts ran, ms.
+        observed_ms: The time the agents were observed, ms: the sum of the makespans
+            (independent runs) or the study's length (a workload study).
+        workload: The workload; None for independent runs.
+        method: The path taken: ``"simpy"`` or ``"fast"``.
+        method_reason: Why that path.
+        breakers: Circuit breaker transitions: ``run_id`` (None in a workload study, whose
+            breakers are shared), ``t_ms``, ``agent_id``, ``event``
+            (``breaker:opened``/``half_open``/``closed``), ``failure_rate``,
+            ``slow_call_rate``.
+        warmup_ms: The warm-up given (ms), or None: MSER-5 finds it.
+        replications: Independent studies of the workload; with more than one, ``runs``
+            and ``spans`` have a ``replication`` column.
+
+    Example:
+        ```python
+        mc = ok.monte_carlo(ok.examples.plan("parallel_analysis"), ok.examples.models(),
+                            runs=2000, progress=False)
+        mc.summary()["makespan_p95_ms"]  # about 15,900 ms
+        mc.runs.groupby("status", observed=True).size()
+        ```
+    """
 
     plan: Plan
     models: AgentModels
@@ -225,14 +271,18 @@ class MonteCarloResult:
     _summary: Summary | None = field(default=None, repr=False)
 
     def summary(self) -> Summary:
-        """mean/p50/p95/p99 makespan (ms) — ``makespan_p95_ms`` over all runs,
-        ``makespan_ok_p95_ms`` over succeeded runs only (the one an SLO is about; ``runs``
-        then counts those) —, success rate, attempts and retries per run, timeout and
-        fallback rates, each with its 95% interval; each agent's utilisation and queue
-        waits. ``Summary.method`` says how the intervals were computed (SPEC
-        §11.1): exact i.i.d. intervals for independent runs; for a workload study, batch
-        means after warm-up deletion (MSER-5 unless ``warmup_ms`` was given), or
-        independent replications."""
+        """The headline figures, each with its 95% interval (computed once, then kept).
+
+        Mean/p50/p95/p99 makespan (ms): ``makespan_p95_ms`` over all runs,
+        ``makespan_ok_p95_ms`` over succeeded runs only (the one an SLO is about); success
+        rate, attempts and retries per run, timeout and fallback rates; each agent's
+        utilisation and queue waits. The intervals (SPEC §11.1): exact i.i.d. intervals
+        for independent runs; for a workload study, batch means after warm-up deletion
+        (MSER-5 unless ``warmup_ms`` was given), or independent replications.
+
+        Returns:
+            The summary: ``metrics`` and ``agents`` frames, ``method`` of the intervals.
+        """
         if self._summary is not None:
             return self._summary
         runs = self.runs
@@ -327,24 +377,44 @@ class MonteCarloResult:
         )
 
     def critical_path(self) -> pd.DataFrame:
-        """Where the makespan goes (SPEC §13.3), from the kept spans: one row per step of
-        each plan the study ran (plan_id, step_id, agent_id, action), with ``runs`` (runs in
-        which the step finished), ``criticality`` (the share of the analysed runs in which
-        it lies on the critical path: the Monte-Carlo criticality index), ``slack_mean_ms``
-        (how much later it could have finished without delaying its run, mean over the
-        runs it ran in), ``duration_mean_ms`` (release to finish: queue waits, retries
-        and backoffs included) and ``makespan_share`` (the mean share of a run's makespan
-        it accounts for while on the critical path; the shares of a plan's steps add up to
-        about 1). ``attrs["runs"]``: the runs analysed. Draw it with
-        ``orchkit.critical_path_chart``."""
+        """Where the makespan goes (SPEC §13.3), from the kept spans. Draw it with
+        ``ok.critical_path_chart``.
+
+        Returns:
+            One row per step of each plan the study ran: ``plan_id``, ``step_id``,
+                ``agent_id``, ``action``; ``runs`` (runs in which the step finished);
+                ``criticality`` (the share of the analysed runs in which it lies on the
+                critical path: the Monte-Carlo criticality index); ``slack_mean_ms`` (how
+                much later it could have finished without delaying its run, mean over the
+                runs it ran in); ``duration_mean_ms`` (release to finish: queue waits,
+                retries and backoffs included); ``makespan_share`` (the mean share of a
+                run's makespan it accounts for while on the critical path; a plan's shares
+                add up to about 1). ``attrs["runs"]``: the runs analysed.
+
+        Raises:
+            PlanValidationError: The study kept no spans (``keep_spans=False``).
+        """
         from .critical import critical_path
 
         return critical_path(self)
 
     def utilisation(self, bin_ms: float = 1000.0) -> pd.DataFrame:
-        """Attempts running per agent over time, from the kept spans: one row per
-        (agent_id, t_ms bin start) with ``in_flight`` (mean attempts running in the bin,
-        averaged over replications) and ``utilisation`` (in_flight / capacity)."""
+        """Attempts running per agent over time, from the kept spans (SPEC §11.5). Meant
+        for a workload study; with independent runs, which all start at t = 0, the bins
+        add up the runs. Draw it with ``ok.utilisation_chart``.
+
+        Args:
+            bin_ms: The width of a time bin, ms (default 1000).
+
+        Returns:
+            One row per (agent, bin): ``agent_id``, ``t_ms`` (the bin's start, ms),
+                ``in_flight`` (mean attempts running in the bin, averaged over
+                replications) and ``utilisation`` (in_flight / capacity; NaN for an
+                unlimited agent).
+
+        Raises:
+            ValueError: ``bin_ms`` is not a finite number > 0.
+        """
         sp = self.spans.dropna(subset=["start_ms"])
         out = self._over_time(sp["start_ms"], sp["end_ms"], sp["agent_id"], bin_ms)
         out = out.rename(columns={"value": "in_flight"})
@@ -353,10 +423,21 @@ class MonteCarloResult:
         return out
 
     def queue_length(self, bin_ms: float = 1000.0) -> pd.DataFrame:
-        """Attempts waiting for an agent slot over time, from the kept spans: one row per
-        (agent_id, t_ms bin start) with ``queue_length`` (mean attempts waiting in the
-        bin, averaged over replications). An attempt waits from ``queued_ms`` to
-        ``start_ms`` (or to ``end_ms`` if it never started)."""
+        """Attempts waiting for an agent slot over time, from the kept spans (SPEC §11.5).
+        An attempt waits from ``queued_ms`` to ``start_ms`` (or to ``end_ms`` if it never
+        started). Meant for a workload study, as ``utilisation``.
+
+        Args:
+            bin_ms: The width of a time bin, ms (default 1000).
+
+        Returns:
+            One row per (agent, bin): ``agent_id``, ``t_ms`` (the bin's start, ms) and
+                ``queue_length`` (mean attempts waiting in the bin, averaged over
+                replications).
+
+        Raises:
+            ValueError: ``bin_ms`` is not a finite number > 0.
+        """
         sp = self.spans
         until = sp["start_ms"].fillna(sp["end_ms"])
         out = self._over_time(sp["queued_ms"], until, sp["agent_id"], bin_ms)

@@ -17,6 +17,8 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from .._spec.inputs import StudyInputs
 from .._spec.models import AgentModels
 from .._spec.plan import Plan
 from .montecarlo import run_study
+from .parallel import caught, open_executor, result, rewarn, worker_count
 from .summary import METRIC_NAMES
 
 # ------------------------------------------------------------------ search space
@@ -192,27 +195,99 @@ def tune(
     seed: int = 0,
     sampler: Any = "auto",
     progress: bool = True,
+    executor: Any = None,
+    n_jobs: int | None = None,
+    storage: Any = None,
+    study_name: str | None = None,
     **options: Any,
 ) -> TuneResult:
     """Search ``space`` for the plan (and agent models) that minimise ``minimize`` subject
-    to ``constraints``; returns a ``TuneResult``.
+    to ``constraints`` (SPEC §7.1), with optuna.
 
-    - ``space``: dotted path -> ``ok.Int`` / ``ok.Float`` / ``ok.Choice``. Plan paths as in
-      ``Plan.with_values`` (``"steps.*.timeout"``, ``"steps.<id>.retryPolicy.maxRetries"``,
-      ``"maxConcurrency"``, ``"timeout"``, ...), model paths ``"agents.<pattern>.capacity"``,
-      breaker paths ``"breakers.<pattern>.openMs"`` (with ``policies=`` in ``options``).
-    - ``minimize`` (SPEC §13.4): a summary metric (``"makespan_p95_ms"``); a path of
-      ``space`` (``"agents.tutor-agent-*.capacity"``: the smallest setting that meets the
-      constraints); or a callable ``(params, metrics) -> float``, a cost: ``params`` maps
-      each path to the trial's value, ``metrics`` each summary metric (and its
-      ``_ci_low``/``_ci_high``) to its value (its column in ``trials``: the function's
-      name, or ``"cost"``). A list of them gives a Pareto front.
-    - ``constraints``: metric -> ``">= x"`` / ``"<= x"``; judged on the 95% interval.
-    - every trial is a ``monte_carlo`` of ``runs`` runs with the same ``seed``; ``options``
-      (e.g. ``workload=``) go to every call. ``sampler``: "auto" (TPE for one objective,
-      NSGA-II for several), "tpe", "nsga2", "random", "grid" (every combination of Int and
-      Choice dimensions, each once) or any optuna sampler (``GridSampler`` too: the search
-      ends when its grid is done); seeded by ``seed``.
+    Every trial is a ``monte_carlo`` study of ``runs`` runs with the same ``seed`` (common
+    random numbers). A trial is feasible when every constrained metric's 95% interval lies
+    on the right side of its bound (``ci_low`` for ``>=``, ``ci_high`` for ``<=``); a trial
+    whose values make an invalid plan is recorded as infeasible with the reason.
+
+    Args:
+        plan: A ``Plan``, a dict in the plan format or a plan file's path.
+        models: ``AgentModels``, a dict in the models format or a models file's path.
+        space: Dotted path -> ``ok.Int`` / ``ok.Float`` / ``ok.Choice``. Plan paths as in
+            ``Plan.with_values`` (``"steps.*.timeout"``,
+            ``"steps.<id>.retryPolicy.maxRetries"``, ``"maxConcurrency"``, ``"timeout"``,
+            ...; times in ms), model paths ``"agents.<pattern>.capacity"``, breaker paths
+            ``"breakers.<pattern>.openMs"`` (with ``policies=`` in ``options``). The paths
+            are checked together before anything runs.
+        minimize: (SPEC §13.4) a summary metric (``"makespan_p95_ms"``); a path of
+            ``space`` (``"agents.tutor-agent-*.capacity"``: the smallest setting that meets
+            the constraints); or a callable ``(params, metrics) -> float``, a cost:
+            ``params`` maps each path to the trial's value, ``metrics`` each summary metric
+            (and its ``_ci_low``/``_ci_high``) to its value (its column in ``trials``: the
+            function's name, or ``"cost"``). A list of them gives a Pareto front.
+        constraints: Summary metric -> ``">= x"`` / ``"<= x"`` (times in ms); judged on
+            the 95% interval.
+        trials: Trials to run (fewer when a grid sampler runs out of points).
+        runs: Independent runs per trial (ignored with a ``workload=``).
+        seed: The seed of every trial's study, and of the sampler.
+        sampler: "auto" (TPE for one objective, NSGA-II for several), "tpe", "nsga2",
+            "random", "grid" (every combination of Int and Choice dimensions, each once)
+            or any optuna sampler (``GridSampler`` too: the search ends when its grid is
+            done); seeded by ``seed``.
+        progress: True (default): a progress bar of the trials.
+        executor: (SPEC §20) where trials' studies run: an Executor, a Dask ``Client``,
+            ``orchkit.executors.ray()`` or ``"processes"``; default with ``n_jobs`` > 1: a
+            process pool of ``n_jobs`` processes. The trials never depend on it or on its
+            number of workers.
+        n_jobs: Trials at a time: the sampler is asked for ``n_jobs`` trials, their
+            studies run at once on ``executor`` and are told in trial order. Default: 1,
+            or the executor's worker count. With ``n_jobs=1`` the trials are the
+            sequential search's. Across values of ``n_jobs``, "random" and "grid" give the
+            same trials; TPE the same first (random) trials, then its choices depend on
+            the batch (a trial is asked for without the results of the ones running beside
+            it); NSGA-II likewise after its first generation.
+        storage: An optuna storage the trials are recorded in: a journal file path
+            (``"tune.log"``), ``"redis://host:6379/0"`` (a journal on Redis), an RDB URL
+            (``"sqlite:///tune.db"``) or an optuna storage object. A call on an existing
+            study adds ``trials`` trials to it, and ``trials`` holds every trial of the
+            study. Several ``tune`` calls (on several machines) sharing one storage and
+            study share its trials: their order, and so TPE's choices, then depend on
+            timing and are not reproducible; give each caller its own sampler seed
+            (``sampler=optuna.samplers.TPESampler(seed=k)``, same ``seed``) or their first
+            trials repeat each other's.
+        study_name: The study's name in ``storage``; default: one derived from the plan,
+            the space, the objectives, the constraints, ``runs``, ``seed`` and the sampler.
+        **options: Go to every trial's ``monte_carlo`` (e.g. ``workload=``, ``policies=``).
+
+    Returns:
+        The search: ``trials`` (one row per trial), ``best`` (or ``pareto``) as plans
+            carrying their provenance, ``verify()``, ``chart()`` and ``deployment()``.
+
+    Raises:
+        TypeError: ``space`` is not a dict of dimensions, or ``minimize`` is not a metric,
+            a path of the space, a callable or a list of them.
+        ValueError: An unknown metric in ``minimize`` or ``constraints``, a bound that is
+            not ``">= x"``/``"<= x"``, ``trials``, ``runs`` or ``n_jobs`` < 1, or an
+            unknown sampler.
+        PlanValidationError: An invalid plan, models or policies, or a space whose paths
+            make no valid combination (the message names the path at fault).
+        MissingDependencyError: optuna is not installed.
+
+    Warns:
+        HangWarning: A step can hang and no step or plan timeout would end it.
+
+    Example:
+        ```python
+        result = ok.tune(
+            ok.examples.plan("parallel_analysis"), ok.examples.models(),
+            {"steps.tutor_analysis.timeout": ok.Float(2_000, 30_000, log=True),
+             "steps.tutor_analysis.retryPolicy": ok.Choice(
+                 [None, {"maxRetries": 1, "backoffMs": 200}])},
+            minimize="makespan_p95_ms", constraints={"success_rate": ">= 0.85"},
+            trials=20, runs=1000,
+        )
+        result.best.meta["tuned"]["values"]
+        result.verify()
+        ```
     """
     optuna = _require_optuna()
     base = StudyInputs.of(
@@ -238,19 +313,64 @@ def tune(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     _check_paths(base, space)
+    if n_jobs is not None and (
+        not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs < 1
+    ):
+        raise ValueError(f"n_jobs must be an integer >= 1 (trials at a time), got {n_jobs!r}")
+    options.pop("executor", None)  # tune's own executor runs the trials' studies
     known: list[str] | None = None
-    cache: dict[str, tuple] = {}
+    cache: dict[str, Any] = {}  # a trial's values -> its study's (metrics, reason), or future
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     bar = tqdm(total=trials, desc=f"tuning {base.plan.id}", unit="trial", disable=not progress)
+    pool: Executor | None = None
+    batch_size = 1
+    asked = 0  # trials this call has asked for
 
-    def objective(trial: Any) -> list[float]:
-        """One trial: suggest the values, run (or recall) its study, record its row."""
-        nonlocal known
-        values = {p: _suggest(trial, p, dim) for p, dim in space.items()}
+    def start(values: dict[str, Any]) -> str:
+        """Start (or recall) the study of a trial's values; its key in ``cache``."""
         key = json.dumps(values, sort_keys=True, default=str)
         if key not in cache:
-            cache[key] = _evaluate(base, values, runs, seed, options)
+            cache[key] = (
+                _evaluate(base, values, runs, seed, options)
+                if pool is None
+                else pool.submit(caught, _evaluate, base, values, runs, seed, options)
+            )
+        return key
+
+    def objective(trial: Any) -> list[float]:
+        """A batch of trials: this one and ``batch_size - 1`` more asked of the sampler;
+        their studies run at once; the others are told here, in trial order."""
+        nonlocal asked
+        size = min(batch_size, trials - asked)
+        grid = _grid_size(study.sampler)
+        if grid is not None:  # never ask past the end of a grid (optuna would repeat it)
+            size = min(size, 1 + max(0, grid - len(study.get_trials(deepcopy=False))))
+        batch, keys, told = [trial], [], set()
+        try:
+            while True:
+                values = {p: _suggest(batch[-1], p, dim) for p, dim in space.items()}
+                keys.append((values, start(values)))
+                if len(batch) == size:
+                    break
+                batch.append(study.ask())
+            asked += len(batch)
+            for t, (values, key) in zip(batch[1:], keys[1:]):
+                study.tell(t, record(t, values, key))
+                told.add(t.number)
+        except BaseException:  # the batch's other trials end as failed, not left running
+            for t in batch[1:]:
+                if t.number not in told:
+                    study.tell(t, state=optuna.trial.TrialState.FAIL)
+            raise
+        return record(trial, *keys[0])
+
+    def record(trial: Any, values: dict[str, Any], key: str) -> list[float]:
+        """A trial's row, from its study's metrics; its scores for optuna."""
+        nonlocal known
+        if not isinstance(cache[key], tuple):  # a future: its study ran on the pool
+            cache[key], seen = result(cache[key], pool)
+            rewarn(seen, stacklevel=5)
         metrics, reason = cache[key]
         if metrics is not None and known is None:
             known = list(metrics.index)
@@ -281,26 +401,49 @@ def tune(
             scores.append(v if math.isfinite(v) else math.inf)
         row["feasible"] = not reason
         row["reason"] = reason
+        if storage is not None:  # for the calls that share the study, and for later ones
+            trial.set_user_attr(ROW_ATTR, row)
         rows.append(row)
         bar.update(1)
         return scores
 
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pools = ExitStack()
     try:
+        use = executor if executor is not None or (n_jobs or 1) == 1 else "processes"
+        pool = pools.enter_context(open_executor(use, n_jobs))
+        batch_size = n_jobs or worker_count(pool)
         study = optuna.create_study(
             directions=["minimize"] * len(objectives),
             sampler=_sampler(optuna, sampler, len(objectives), seed, trials, space),
+            storage=_storage(optuna, storage),
+            study_name=study_name
+            or _study_name(base, space, objectives, bounds, runs, seed, sampler),
+            load_if_exists=storage is not None,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # optimize(), not ask-and-tell: a sampler may end the search itself (GridSampler
             # and BruteForceSampler call study.stop() once every point has been tried, which
-            # optuna allows only inside optimize); fewer trials than asked are then recorded
-            study.optimize(objective, n_trials=trials, catch=(), show_progress_bar=False)
+            # optuna allows only inside optimize); fewer trials than asked are then recorded.
+            # Each call of the objective is a batch of batch_size trials.
+            study.optimize(
+                objective,
+                n_trials=math.ceil(trials / batch_size),
+                catch=(),
+                show_progress_bar=False,
+            )
+        if storage is not None:  # the study's other trials (earlier calls, other callers)
+            mine = {r["trial"] for r in rows}
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                if t.number not in mine and ROW_ATTR in t.user_attrs:
+                    rows.append(dict(t.user_attrs[ROW_ATTR]))
     finally:
         optuna.logging.set_verbosity(verbosity)
         bar.close()
+        pools.close()
+    rows.sort(key=lambda r: r["trial"])
     frame = pd.DataFrame(rows)
     tail = ["feasible", "reason"]
     frame = frame[[c for c in frame.columns if c not in tail] + tail]
@@ -318,6 +461,60 @@ def tune(
         inputs=base,
         costs=costs,
     )
+
+
+#: The user attribute of an optuna trial that holds its row of ``TuneResult.trials``.
+ROW_ATTR = "orchkit_row"
+
+
+def _grid_size(sampler: Any) -> int | None:
+    """The number of points of a grid sampler (None for another sampler)."""
+    grids = getattr(sampler, "_all_grids", None)
+    return len(grids) if isinstance(grids, list) else None
+
+
+def _storage(optuna: Any, storage: Any) -> Any:
+    """``storage=`` as optuna takes it: a journal file for a path, a journal on Redis for a
+    redis:// URL, an RDB URL or a storage object as they are."""
+    if storage is None or not isinstance(storage, (str, Path)):
+        return storage
+    text = str(storage)
+    journal = optuna.storages.journal
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        require("redis", "tune(storage='redis://...')")
+        with warnings.catch_warnings():  # "JournalRedisBackend is experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return journal.JournalStorage(journal.JournalRedisBackend(text))
+    if "://" in text:
+        return text  # sqlite:///..., postgresql://...: optuna's RDB storage
+    return journal.JournalStorage(journal.JournalFileBackend(text))
+
+
+def _study_name(
+    base: StudyInputs,
+    space: dict,
+    objectives: list[str],
+    bounds: dict,
+    runs: int,
+    seed: int,
+    sampler: Any,
+) -> str:
+    """A name for the study in a storage: the same search (plan, space, objectives,
+    constraints, runs, seed, sampler) finds its study again; another gets its own."""
+    text = json.dumps(
+        [
+            base.plan.to_dict(),
+            {p: repr(d) for p, d in space.items()},
+            objectives,
+            {m: list(b) for m, b in bounds.items()},
+            runs,
+            seed,
+            sampler if isinstance(sampler, str) else type(sampler).__name__,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return f"orchkit-{base.plan.id}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def _sampler(
@@ -548,13 +745,22 @@ def _pareto_mask(points: np.ndarray) -> np.ndarray:
 class TuneResult:
     """What ``tune`` found.
 
-    - ``trials``: one row per trial — ``trial``, the values tried (one column per path),
-      every summary metric with ``_ci_low``/``_ci_high``, ``feasible`` and ``reason``.
-    - ``best`` (one objective) / ``pareto`` (several): Plans whose ``meta["tuned"]`` holds
-      the provenance (values, models digest, seed, runs, predicted metrics, version).
-    - ``best_models`` / ``models_for(trial)``: the agent models with a trial's model paths.
-    - ``verify(runs, seed)``: the chosen plans re-simulated on a fresh seed.
-    - ``chart()``: optimisation history (one objective) or Pareto front (several).
+    Attributes:
+        trials: One row per trial: ``trial``, the values tried (one column per path; a
+            ``Choice`` of objects as JSON text), every summary metric with
+            ``_ci_low``/``_ci_high`` (times in ms), a column per callable objective,
+            ``feasible`` and ``reason`` (why not).
+        plan: The plan searched from.
+        models: The agent models searched from.
+        space: The search space (path -> dimension).
+        minimize: The objectives: the column of ``trials`` of each.
+        constraints: Metric -> (``">="`` or ``"<="``, bound).
+        runs: Runs per trial.
+        seed: The trials' seed.
+        options: The options every trial's study got (``workload``, ``policies``, ...).
+        seconds: How long the search took, s.
+        inputs: The study's inputs, normalised (plan, models, policies, workload).
+        costs: The callable objectives, by column.
     """
 
     trials: pd.DataFrame
@@ -592,7 +798,13 @@ class TuneResult:
 
     @property
     def best(self) -> Plan:
-        """The feasible trial with the lowest objective (ties: the earliest), as a Plan."""
+        """The feasible trial with the lowest objective (ties: the earliest), as a Plan
+        whose ``meta["tuned"]`` holds its provenance (see ``plan_for``).
+
+        Raises:
+            ValueError: No trial is feasible, or there are several objectives (use
+                ``pareto``).
+        """
         if len(self.minimize) > 1:
             raise ValueError(f"{len(self.minimize)} objectives have no single best: use .pareto")
         return self.plan_for(self._chosen()[0])
@@ -600,7 +812,11 @@ class TuneResult:
     @property
     def pareto(self) -> list[Plan]:
         """The feasible trials no other feasible trial dominates (one per distinct
-        objective vector), ordered by the first objective."""
+        objective vector), ordered by the first objective, as Plans (see ``plan_for``).
+
+        Raises:
+            ValueError: No trial is feasible.
+        """
         return [self.plan_for(t) for t in self._chosen()]
 
     @property
@@ -621,11 +837,34 @@ class TuneResult:
         }
 
     def models_for(self, trial: int) -> AgentModels:
-        """The agent models with trial ``trial``'s model paths applied."""
+        """The agent models of a trial.
+
+        Args:
+            trial: A trial's number (the ``trial`` column).
+
+        Returns:
+            The models with the trial's ``agents.…`` paths applied.
+
+        Raises:
+            KeyError: No trial has that number.
+        """
         return self._inputs().with_values(self._values(trial)).models
 
     def plan_for(self, trial: int) -> Plan:
-        """Trial ``trial``'s plan, its provenance in ``meta["tuned"]``."""
+        """The plan of a trial, carrying its provenance.
+
+        Args:
+            trial: A trial's number (the ``trial`` column).
+
+        Returns:
+            The plan with the trial's values; its ``meta["tuned"]`` holds ``trial``,
+                ``values``, ``minimize``, ``constraints``, ``predicted`` (each objective
+                and constrained metric with ``ciLow``/``ciHigh``), ``runs``, ``seed``,
+                ``modelsDigest``, ``modelsSource`` and ``orchkitVersion``.
+
+        Raises:
+            KeyError: No trial has that number.
+        """
         values = self._values(trial)
         plan = self._inputs().with_values(values).plan
         row = self.trials.loc[self.trials["trial"] == trial].iloc[0]
@@ -657,11 +896,23 @@ class TuneResult:
         return Plan.model_validate(data)
 
     def deployment(self, trial: int | None = None, *, role: str | None = None) -> Deployment:
-        """Trial ``trial`` (default: ``best``) as a deployment bundle (SPEC §14): its plan
-        under ``role`` (default: the plan's id; ``orchkit serve`` runs the roles
-        ``session_initialization`` and ``process_interaction``), the capacities of the
-        agents it calls, its policies and models; the provenance of ``plan_for`` in
-        ``meta["tuned"]``."""
+        """A trial as a deployment bundle (SPEC §14).
+
+        Args:
+            trial: A trial's number; None (default): ``best``.
+            role: The plan's role; default: the plan's id (``orchkit serve`` runs the roles
+                ``session_initialization`` and ``process_interaction``).
+
+        Returns:
+            The bundle: the trial's plan under ``role``, the capacities of the agents it
+                calls, its policies and models; the provenance of ``plan_for`` in
+                ``meta["tuned"]``.
+
+        Raises:
+            ValueError: No trial is feasible, or ``trial`` is None and the Pareto front has
+                several trials.
+            KeyError: No trial has that number.
+        """
         if trial is None:
             chosen = self._chosen()
             if len(chosen) > 1:
@@ -675,14 +926,30 @@ class TuneResult:
         return Deployment.of_study(plan, study.models, study.policies, meta, role=role)
 
     def verify(self, runs: int | None = None, seed: int | None = None) -> pd.DataFrame:
-        """Re-simulate the chosen plans (``best`` or every ``pareto`` plan) on a fresh seed
-        (default: the tuning seed + 1) and ``runs`` runs (default: as tuned). One row per
-        (trial, metric) for the objectives and constrained metrics (a callable objective:
-        recomputed on the verified metrics, no interval; a setting: no row): predicted and
-        verified values with their intervals, ``optimism`` (how much better the search said it was
-        than it is: verified − predicted for minimised and ``<=`` metrics, predicted −
-        verified for ``>=``; positive = the winner's curse) and ``feasible`` (the verified
-        intervals still meet every constraint)."""
+        """Re-simulate the chosen plans (``best`` or every ``pareto`` plan) on a fresh seed,
+        to measure the winner's curse.
+
+        Args:
+            runs: Runs per plan; default: as tuned.
+            seed: The seed; default: the tuning seed + 1.
+
+        Returns:
+            One row per (trial, metric) for the objectives and constrained metrics (a
+                callable objective: recomputed on the verified metrics, no interval; a
+                setting: no row): ``predicted`` and ``verified`` values with their
+                intervals (``_ci_low``/``_ci_high``; times in ms), ``optimism`` (how much
+                better the search said it was than it is: verified − predicted for
+                minimised and ``<=`` metrics, predicted − verified for ``>=``; positive =
+                the winner's curse) and ``feasible`` (the verified intervals still meet
+                every constraint).
+
+        Raises:
+            ValueError: No trial is feasible.
+
+        Warns:
+            UserWarning: ``seed`` is the tuning seed: the optimism is then 0 by
+                construction.
+        """
         runs = self.runs if runs is None else runs
         seed = self.seed + 1 if seed is None else seed
         if seed == self.seed:
@@ -748,14 +1015,24 @@ class TuneResult:
         return pd.DataFrame(rows)
 
     def chart(self, title: str | None = None) -> Any:
-        """Plotly figure of the search (times in ms). Top panel, one objective: each
-        feasible trial's value and the best feasible value so far (a staircase from the
-        first feasible trial on, the best trial starred); several objectives: the feasible
-        trials in the first two objectives' plane and the Pareto front. Infeasible trials
-        never share that panel (missing a constraint often makes a trial look better than
-        any candidate): one panel per constraint below shows, per trial, the end of the
-        metric's 95% interval the constraint judges (ci_low for >=, ci_high for <=)
-        against its bound, trials that meet it green and those that miss it grey."""
+        """The search as a figure (times in ms).
+
+        Top panel, one objective: each feasible trial's value and the best feasible value
+        so far (a staircase from the first feasible trial on, the best trial starred);
+        several objectives: the feasible trials in the first two objectives' plane and the
+        Pareto front. Infeasible trials never share that panel (missing a constraint often
+        makes a trial look better than any candidate): one panel per constraint below
+        shows, per trial, the end of the metric's 95% interval the constraint judges
+        (ci_low for >=, ci_high for <=) against its bound, trials that meet it green and
+        those that miss it grey.
+
+        Args:
+            title: The figure's title; None (default): the plan's id and the counts of
+                trials, feasible ones and invalid plans.
+
+        Returns:
+            A plotly Figure.
+        """
         from plotly.subplots import make_subplots
 
         def _unit(metric: str) -> str:  # by the metric's name: ms, fraction of runs, per run

@@ -1,5 +1,6 @@
 """Charts: tidy frames in, plotly figures out (``charts``: Gantt, makespan CDF, DAG,
-utilisation), in ms, with the outcome colours shared by every chart.
+utilisation; ``learning``: learning by tutor outcome), in ms, with the outcome colours
+shared by every chart.
 
 Rule: reads results, never runs anything; imports only the wings below it.
 """

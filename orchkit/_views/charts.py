@@ -76,16 +76,38 @@ def gantt(
     plan: Plan | None = None,
     title: str | None = None,
 ) -> go.Figure:
-    """One bar per attempt on a ms axis, coloured by outcome (``OUTCOME_COLORS``).
+    """A Gantt chart of attempts: one bar per attempt on a ms axis, coloured by outcome.
 
-    ``y="step_id"`` (default): one row per step (``run/step`` when there are several runs,
-    ``plan/step`` across a fallback chain). ``y="agent_id"``: one lane per agent across all
-    runs, attempts that overlap side by side inside the lane, so capacity contention shows
-    as a lane as tall as the agent's capacity with queue waits in front; bars are labelled
-    ``r<run>#<attempt>``. A light bar before an attempt is its wait for agent capacity
-    (queued_ms→start_ms). ``plan`` (with step rows) adds an arrow from each dependency's
-    end to the dependent's first start. ``data``: a RunResult (live or simulated), a
-    MonteCarloResult or a spans frame; ``run_id`` picks one run.
+    A light bar before an attempt is its wait for agent capacity (``queued_ms`` to
+    ``start_ms``). Bars are labelled ``#<attempt>`` (``r<run>#<attempt>`` in agent lanes
+    across runs).
+
+    Args:
+        data: A ``RunResult`` (live or simulated), a ``MonteCarloResult`` or a spans frame
+            (``SPAN_COLUMNS``); times in ms from the run's (or the study's) start.
+        y: ``"step_id"`` (default): one row per step (``run/step`` when there are several
+            runs, ``plan/step`` across a fallback chain). ``"agent_id"``: one lane per
+            agent across all runs, overlapping attempts side by side, so capacity
+            contention shows as a lane as tall as the agent's capacity with queue waits
+            in front. Any other column of the spans: one row per value.
+        run_id: Only this run's attempts; None (default): every run in ``data``.
+        plan: With step rows, the ``Plan`` whose dependencies to draw: an arrow from each
+            dependency's end to the dependent's first start.
+        title: The figure's title.
+
+    Returns:
+        A plotly Figure.
+
+    Raises:
+        TypeError: ``data`` has no spans frame, or ``plan`` is not a ``Plan``.
+        ValueError: The frame lacks a span column, or ``y`` is not a column.
+
+    Example:
+        ```python
+        plan = ok.examples.plan("parallel_analysis")
+        run = ok.simulate(plan, ok.examples.models(), seed=1)
+        ok.gantt(run, plan=plan)
+        ```
     """
     spans = _spans_of(data)
     if y not in spans.columns:
@@ -273,18 +295,41 @@ def makespan_chart(
     color: str | None = None,
     title: str | None = None,
 ) -> go.Figure:
-    """The distribution of ``makespan_ms`` over runs, with p50/p95/p99 marked per group.
+    """The distribution of ``makespan_ms`` over runs (ms), p50/p95/p99 marked per group.
 
-    ``data``: a MonteCarloResult or its ``runs`` frame; or several to compare in one figure
-    — a list (labelled ``1: <plan id>``, …) or a dict (labelled by key). One study alone is
-    one curve of all its runs (a timed-out run counts at its deadline), its outcome shares
-    in the legend. ``color`` names a column to split by on request (e.g. "status",
-    coloured by ``OUTCOME_COLORS``): each curve is then labelled with its share of the
-    (study's) runs, so a small group of failures is never read as the whole. Each group's
-    curve is normalised to that group (a CDF ends at 1; a histogram shows the fraction of
-    the group's runs), and its percentiles are marked on it (diamonds, in the legend) with
-    their 95% intervals as horizontal bars (one group: also as labelled vertical lines).
-    The legend gives each study's runs and, when runs can fail, its success rate.
+    One study alone is one curve of all its runs (a timed-out run counts at its deadline),
+    its outcome shares in the legend. Each group's curve is normalised to that group (a
+    CDF ends at 1; a histogram shows the fraction of the group's runs), and its
+    percentiles are marked on it (diamonds) with their 95% intervals as horizontal bars
+    (one group: also as labelled vertical lines). The legend gives each study's runs and,
+    when runs can fail, its success rate.
+
+    Args:
+        data: A ``MonteCarloResult`` or its ``runs`` frame; or several to compare in one
+            figure: a list (labelled ``1: <plan id>``, ...) or a dict (labelled by key).
+        kind: ``"cdf"`` (default) or ``"histogram"``.
+        color: A column of the runs to split each study by, e.g. ``"status"`` (coloured
+            by outcome): each curve is then labelled with its share of the (study's) runs,
+            so a small group of failures is never read as the whole. None (default): no
+            split.
+        title: The figure's title.
+
+    Returns:
+        A plotly Figure.
+
+    Raises:
+        TypeError: A study is neither a ``MonteCarloResult`` nor a frame with a
+            ``makespan_ms`` column.
+        ValueError: ``color`` is not a column, or the list or dict is empty.
+
+    Example:
+        ```python
+        plan, models = ok.examples.plan("parallel_analysis"), ok.examples.models()
+        mc = ok.monte_carlo(plan, models, runs=2000, progress=False)
+        ok.makespan_chart(mc, color="status")
+        ok.makespan_chart({"as is": mc, "tutor 2x slower": ok.monte_carlo(
+            plan, models.scaled("tutor-agent-*", latency=2), runs=2000, progress=False)})
+        ```
     """
     from .._base.stats import quantile_ci, wilson_ci
 
@@ -419,7 +464,23 @@ def makespan_chart(
 def draw(plan: Plan, *, title: str | None = None) -> go.Figure:
     """The plan's DAG: steps as boxes in columns by dependency depth (plan order within a
     column), arrows for dependencies, one band per plan of the fallback chain with a red
-    "fallback" arrow between bands. Hover a step for its limits (timeout, retries)."""
+    "fallback" arrow between bands. Hover a step for its limits (timeout in ms, retries).
+
+    Args:
+        plan: A ``Plan``.
+        title: The figure's title; None (default): ``plan <id>``.
+
+    Returns:
+        A plotly Figure.
+
+    Raises:
+        TypeError: ``plan`` is not a ``Plan``.
+
+    Example:
+        ```python
+        ok.draw(ok.examples.plan("graceful_degradation"))
+        ```
+    """
     if not isinstance(plan, Plan):
         raise TypeError(f"draw() takes a Plan, got {type(plan).__name__}")
     fig = go.Figure()
@@ -542,14 +603,34 @@ def utilisation_chart(
     agents: Sequence[str] | None = None,
     title: str | None = None,
 ) -> go.Figure:
-    """Utilisation and queue length per agent over a study's time (SPEC §11.5).
+    """Utilisation and queue length per agent over a workload study's time (SPEC §11.5).
 
-    Two panels sharing the time axis (ms of the study clock, like every chart):
-    ``mc.utilisation(bin_ms)`` (attempts running / capacity; the dashed line is 1, full)
-    and ``mc.queue_length(bin_ms)`` (attempts waiting for a slot), one line per agent (all
-    the agents with a capacity, or ``agents``). Outage windows of the models are shaded and
-    a workload study's warm-up cut is marked; both are named in the legend (no text over
-    the panels). Returns a ``go.Figure``.
+    Two panels sharing the time axis (ms of the study clock): ``mc.utilisation(bin_ms)``
+    (attempts running / capacity; the dashed line is 1, full) and
+    ``mc.queue_length(bin_ms)`` (attempts waiting for a slot), one line per agent. Outage
+    windows of the models are shaded and the study's warm-up cut is marked; both are named
+    in the legend (no text over the panels).
+
+    Args:
+        mc: A ``MonteCarloResult``, of a workload study (with independent runs, which all
+            start at t = 0, the bins add up the runs).
+        bin_ms: The width of a time bin, ms (default 1000).
+        agents: The agent ids to draw; None (default): every agent with a capacity.
+        title: The figure's title; None (default): the plan's id and the bin width.
+
+    Returns:
+        A plotly Figure.
+
+    Raises:
+        ValueError: ``bin_ms`` is not a finite number > 0.
+
+    Example:
+        ```python
+        mc = ok.monte_carlo(ok.examples.plan("parallel_analysis"), ok.examples.models(),
+                            workload=ok.Workload(rate_per_s=1, horizon_ms=300_000),
+                            progress=False)
+        ok.utilisation_chart(mc, bin_ms=5_000)
+        ```
     """
     from plotly.subplots import make_subplots
 
@@ -638,7 +719,25 @@ def critical_path_chart(data: Any, *, title: str | None = None) -> go.Figure:
     """Where a study's makespan goes (SPEC §13.3): for each step, the share of runs in which
     it lies on the critical path and its share of the makespan (left, 0–1), and its mean
     slack in ms (right: how much later it could finish without delaying its run).
-    ``data``: a MonteCarloResult (its ``critical_path()`` is computed) or that frame."""
+
+    Args:
+        data: A ``MonteCarloResult`` (its ``critical_path()`` is computed) or that frame.
+        title: The figure's title; None (default): the plan's id and the runs analysed.
+
+    Returns:
+        A plotly Figure.
+
+    Raises:
+        TypeError: ``data`` is neither of those.
+        PlanValidationError: The study kept no spans.
+
+    Example:
+        ```python
+        mc = ok.monte_carlo(ok.examples.plan("parallel_analysis"), ok.examples.models(),
+                            runs=2000, progress=False)
+        ok.critical_path_chart(mc)
+        ```
+    """
     from plotly.subplots import make_subplots
 
     frame = data.critical_path() if hasattr(data, "critical_path") else data

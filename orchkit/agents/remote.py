@@ -345,16 +345,46 @@ class RemoteAgent(Agent):
     """An agent served by a worker process behind a BullMQ queue on Redis (SPEC §9).
 
     To the orchestrator it is an ordinary ``Agent``: every attempt adds one job to queue
-    ``queue`` (default: ``agent_id``) and awaits its result; step timeouts, retries, plan
-    deadlines and ``capacity`` (attempts in flight from this orchestrator; ``None``:
-    unlimited, the workers' concurrency then bounds the work) stay the orchestrator's.
-    A failed job raises ``AgentError`` with the worker's message (non-retryable if the
-    worker raised a non-retryable AgentError or BullMQ's UnrecoverableError); so does an
-    attempt whose Redis does not answer for ``redis_timeout_ms`` (default 10,000 ms;
-    retryable), whether or not its step has a timeout. ``queue`` (and an agent id used as
-    the queue name) must be printable ASCII without spaces or ':'. A cancelled
+    ``queue`` and awaits its result; step timeouts, retries, plan deadlines and
+    ``capacity`` stay the orchestrator's. A failed job raises ``AgentError`` with the
+    worker's message (non-retryable if the worker raised a non-retryable AgentError or
+    BullMQ's UnrecoverableError); so does an attempt whose Redis does not answer for
+    ``redis_timeout_ms`` (retryable), whether or not its step has a timeout. A cancelled
     attempt removes its job if still waiting and asks the worker to cancel it if active;
-    its late result is ignored. Queue events carry the job id as ``bullJobId``.
+    its late result is ignored. Queue events carry the job id as ``bullJobId``. Serve the
+    queue with ``orchkit worker`` or any BullMQ worker (Node's too). Needs the ``queue``
+    extra (``pip install 'orchkit[queue]'``); registering the agent connects to Redis and
+    raises ``AgentError`` if it cannot be reached.
+
+    Args:
+        agent_id: The id steps name in ``agentId``.
+        redis: The Redis URL: ``redis://``, ``rediss://`` or ``unix://``.
+        queue: The BullMQ queue name, printable ASCII without spaces or ':'; None
+            (default): ``agent_id`` (which must then be such a name).
+        capacity: The most attempts in flight at once from this orchestrator (the others
+            wait, and the wait counts toward the step's timeout); None (default):
+            unlimited, the workers' concurrency then bounds the work.
+        redis_timeout_ms: How long an attempt waits for a Redis that does not answer
+            before it fails with a retryable ``AgentError``, ms (default 10,000).
+
+    Attributes:
+        redis (str): The Redis URL.
+        queue (str): The queue name.
+        capacity (int | None): Attempts in flight at once; None: unlimited.
+        redis_timeout_ms (float): As given, ms.
+
+    Raises:
+        ValueError: A URL that is not a Redis URL, a queue name that cannot name a queue,
+            a ``redis_timeout_ms`` that is not a finite number > 0, or a ``capacity``
+            that is not an int >= 1.
+
+    Example:
+        ```python
+        orch = ok.Orchestrator()
+        await orch.register_agent(
+            ok.RemoteAgent("tutor-agent-123", "redis://127.0.0.1:6379/0", capacity=4)
+        )
+        ```
     """
 
     def __init__(
@@ -407,7 +437,22 @@ class RemoteAgent(Agent):
         return self._refs.pop(job_id, None)
 
     async def process(self, action: str, input: Any, context: dict[str, Any]) -> Any:
-        """Run one attempt as a BullMQ job; returns the worker's response (a dict)."""
+        """Run one attempt as a BullMQ job on ``queue`` and wait for its result.
+
+        Args:
+            action: The step's action (the job's name).
+            input: The step's input (plain JSON; the job's ``input``).
+            context: The attempt's context (``plan_id``, ``step_id``, ``attempt``,
+                ``run_id``, ``job_id``, ``results``), sent as the job's camelCase
+                ``context`` (JSON only).
+
+        Returns:
+            The worker's response: a dict of the ``AgentResponse`` shape.
+
+        Raises:
+            AgentError: The job failed (non-retryable if the worker said so), or Redis
+                could not be reached or did not answer for ``redis_timeout_ms``.
+        """
         if self._link is None:
             await self.initialize()
         bull_id = next(self._ids)

@@ -8,6 +8,9 @@
 - ``orchkit_agent_calls_in_flight``: direct agent calls (REST / socket) running now
 - ``orchkit_queue_depth``: attempts waiting for agent capacity
 - ``orchkit_sessions_active``, ``orchkit_agents_registered``
+- ``orchkit_mastery_rate{skill}``: share of the learners with a response on the skill whose
+  P(mastered) (BKT) is at least 0.95; recomputed from the store on a scrape, at most every
+  10 s, when responses were added (learning analytics, ``_analytics``)
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ class Metrics:
         Gauge(
             "orchkit_agents_registered", "Agents registered with the orchestrator", registry=r
         ).set_function(lambda: len(service.orch.all_agents()))
+        self.mastery_rate = Gauge(
+            "orchkit_mastery_rate",
+            "Share of learners with a response on the skill whose P(mastered) >= 0.95 (BKT)",
+            ["skill"],
+            registry=r,
+        )
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

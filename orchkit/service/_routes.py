@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 
-from ._dashboard import agent_health, run_page
+from ._dashboard import agent_health, parse_since, run_page
 from ._schemas import (
     ERRORS,
     LEARNER_ID,
@@ -14,8 +14,10 @@ from ._schemas import (
     AgentList,
     AgentRequest,
     AgentResponseBody,
+    CohortAnalytics,
     ErrorBody,
     Health,
+    LearnerAnalytics,
     LearnerState,
     PlanValid,
     RunAccepted,
@@ -123,6 +125,23 @@ def build_router(auth: Any) -> APIRouter:
             "insights": await svc.insights(learnerId, limit),
         }
 
+    @api.get("/analytics/learners/{learnerId}", response_model=LearnerAnalytics, tags=["analytics"])
+    async def learner_analytics(request: Request, learnerId: str = Path(pattern=LEARNER_ID)) -> Any:
+        """The learner's mastery per skill (Bayesian knowledge tracing over the responses
+        the store recorded) and its trajectory; no responses: an empty `skills`."""
+        return await _service(request).analytics.learner(learnerId)
+
+    @api.get("/analytics/cohort", response_model=CohortAnalytics, tags=["analytics"])
+    async def cohort_analytics(
+        request: Request,
+        since: str | None = Query(
+            None, max_length=64, description="ms since the epoch, or ISO-8601 (e.g. …Z)"
+        ),
+    ) -> Any:
+        """Mastery rate, median opportunities to mastery, wheel-spin rate, learning gain by
+        tutor outcome and the tutor's p95 latency, over the learners active since `since`."""
+        return await _service(request).analytics.cohort(parse_since(since))
+
     @api.post(
         "/runs",
         status_code=202,
@@ -221,6 +240,7 @@ def build_router(auth: Any) -> APIRouter:
         """Prometheus text: runs by status, step latency histograms by agent, in flight,
         queue depth."""
         svc = _service(request)
+        await svc.analytics.refresh_gauge()  # orchkit_mastery_rate{skill}, from the store
         body, ctype = svc.metrics.render()
         return Response(body, media_type=ctype)
 

@@ -248,3 +248,42 @@ ERRORS = {
         ),
     }.items()
 }
+
+
+class LearnerAnalytics(BaseModel):
+    """``GET /api/analytics/learners/{id}``: the learner's mastery per skill (BKT)."""
+
+    learnerId: str
+    responses: int = Field(description="responses recorded for the learner")
+    masteryThreshold: float = Field(description="P(mastered) from which a skill is mastered")
+    skills: dict[str, dict[str, Any]] = Field(
+        description="per skill: mastery, mastered, opportunities, correct, "
+        "opportunitiesToMastery, wheelSpinning, params {prior, learn, guess, slip, source}, "
+        "trajectory [{tsMs, at, correct, mastery, runId}]"
+    )
+
+
+class CohortAnalytics(BaseModel):
+    """``GET /api/analytics/cohort``: mastery, wheel-spinning and learning by tutor outcome."""
+
+    since: str | None
+    sinceMs: float | None
+    learners: int = Field(description="learners with a response at or after since")
+    responses: int = Field(description="responses at or after since")
+    masteryThreshold: float
+    wheelSpinOpportunities: int
+    masteryRate: float | None = Field(description="share of (learner, skill) pairs mastered")
+    medianOpportunitiesToMastery: float | None
+    wheelSpinRate: float | None = Field(
+        description="share of decided (learner, skill) pairs with wheelSpinOpportunities "
+        "opportunities and no mastery"
+    )
+    skills: dict[str, dict[str, Any]]
+    byOutcome: dict[str, dict[str, Any]] = Field(
+        description="per tutor outcome (ok, fallback, timeout, shed, error, none, unknown): "
+        "interactions (answers with a next one on the skill), learners, gain, normGain, "
+        "nextCorrect, each with Ci [low, high] and VsOk [diff, low, high] against ok (null "
+        "without an ok group); 95 % percentile bootstrap over learners, seeded"
+    )
+    tutorLatencyP95Ms: float | None
+    servedResponses: int = Field(description="responses joined to a run with a tutor attempt")

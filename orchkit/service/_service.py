@@ -15,7 +15,7 @@ Events for clients go through ``publish(room, event, payload)``, a coroutine fun
 socket layer installs (rooms: ``learner:<learnerId>`` and ``run:<runId>``) with
 ``listening(room)``, so that a run nobody subscribed to costs no task per event.
 
-Races and outages (README, "Failure semantics"):
+Races and outages (docs/guides/service.md, "Failure semantics in the service and on queues"):
 
 - every operation on one learner (start_session, process_interaction, an agent action,
   end_session, the tutor's follow-up to an insight, the idle release) runs alone, in
@@ -66,6 +66,7 @@ from .._runtimes.live import Orchestrator
 from .._spec.deployment import Deployment
 from .._spec.parse import json_value
 from .._spec.plan import Plan
+from ._analytics import LearningAnalytics, rows_of_call, rows_of_run
 from ._metrics import Metrics
 from ._store import Store
 
@@ -239,6 +240,7 @@ class Service:
         self.deployment = deployment
         self.orch = Orchestrator(seed=seed, policies=policies)
         self.metrics = Metrics(self)
+        self.analytics = LearningAnalytics(store, self.metrics.mastery_rate)
         self.publish: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
         self.listening: Callable[[str], bool] = lambda room: True  # has the room a client?
         # hears every direct agent call: (agent id, ms, outcome); the dashboard's stats
@@ -366,7 +368,7 @@ class Service:
                 value = agent.process(action, input, context)
                 if inspect.isawaitable(value):
                     value = await value
-            return coerce_response(value, agent_id, action)
+            response = coerce_response(value, agent_id, action)
         except TimeoutError:
             outcome = "timeout"
             raise AgentError(
@@ -391,6 +393,9 @@ class Service:
             acc = AGENT_MS.get()
             if acc is not None:
                 acc[0] += ms
+        if action == "process_interaction":  # a scored answer: a response row (analytics)
+            await self._record_answers(rows_of_call(input, response.data, now_ms()))
+        return response
 
     def agents(self) -> list[dict[str, Any]]:
         """Every registered agent: id, kind, capacity, in flight, waiting, breaker, learner."""
@@ -894,6 +899,7 @@ class Service:
         t = now_ms()
         rec.update(events=live.events, finishedMs=t, finishedAt=iso(t), durationMs=t - t0)
         self.metrics.runs.labels(status=rec["status"]).inc()
+        await _to_the_end(self._record_answers(rows_of_run(rec)))  # its scored answers
         return await _to_the_end(self._finish(run_id, live, rec, t))
 
     async def _finish(
@@ -915,6 +921,17 @@ class Service:
         return rec
 
     # -- the store's outbox ---------------------------------------------------------------
+
+    async def _record_answers(self, rows: list[dict[str, Any]]) -> None:
+        """Store learners' scored answers (learning analytics: ``_analytics``); kept in the
+        outbox while the store is down; never fails the answer or the run."""
+        if not rows:
+            return
+        write = functools.partial(self.store.add_responses, rows)
+        try:
+            await self._write(f"{len(rows)} response(s) of {rows[0]['learnerId']}", write)
+        except Exception as exc:  # noqa: BLE001 - analytics never fail an answer or a run
+            log.warning("could not record responses: %s: %s", type(exc).__name__, exc)
 
     async def _save_run(self, rec: dict[str, Any]) -> None:
         """Write a run's final record; while the store is down it waits in the outbox (and

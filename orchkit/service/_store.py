@@ -74,6 +74,18 @@ class Store(Protocol):
     async def list_insights(self, learner_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The learner's newest ``limit`` insights, newest first."""
 
+    async def add_responses(self, rows: list[dict[str, Any]]) -> None:
+        """Append learners' responses (keys ``RESPONSE_FIELDS``; learning analytics)."""
+
+    async def list_responses(
+        self, *, learner_id: str | None = None, since_ms: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Responses (of ``learner_id``, at or after ``since_ms`` when given), oldest first
+        (by tsMs, then as added)."""
+
+    async def count_responses(self) -> int:
+        """How many responses the store holds."""
+
 
 def open_store(url: str) -> Store:
     """The store for ``url``: ``sqlite:///FILE`` or ``redis://HOST:PORT/DB`` (not yet opened)."""
@@ -166,6 +178,20 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
     return {k: record.get(k) for k in SUMMARY_FIELDS}
 
 
+# -- learners' responses (learning analytics, SPEC §18) -----------------------------------
+
+RESPONSE_FIELDS = (
+    "learnerId",  # who answered
+    "skill",  # the concept the item exercises
+    "correct",  # bool
+    "tsMs",  # when the answer was scored, ms since the epoch
+    "runId",  # the run that served it (None: a direct agent call without one)
+    "activityId",
+    "responseTimeMs",  # the learner's own time to answer, if the client said
+    "source",  # "call" (a direct agent call) or "run" (a step of a plan run)
+)
+
+
 class SQLiteStore:
     """Runs, sessions and insights in one SQLite file (WAL).
 
@@ -204,6 +230,10 @@ class SQLiteStore:
                 CREATE TABLE IF NOT EXISTS insights (id INTEGER PRIMARY KEY AUTOINCREMENT,
                     learner_id TEXT NOT NULL, record TEXT NOT NULL);
                 CREATE INDEX IF NOT EXISTS insights_by_learner ON insights (learner_id, id);
+                CREATE TABLE IF NOT EXISTS responses (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    learner_id TEXT NOT NULL, ts_ms REAL NOT NULL, record TEXT NOT NULL);
+                CREATE INDEX IF NOT EXISTS responses_by_learner ON responses (learner_id, ts_ms);
+                CREATE INDEX IF NOT EXISTS responses_by_time ON responses (ts_ms);
             """)
             self._db = db
         except (sqlite3.Error, OSError) as exc:
@@ -340,6 +370,33 @@ class SQLiteStore:
         ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    async def add_responses(self, rows: list[dict[str, Any]]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO responses (learner_id, ts_ms, record) VALUES (?, ?, ?)",
+                [(r["learnerId"], r["tsMs"], _dumps(r)) for r in rows],
+            )
+
+    async def list_responses(
+        self, *, learner_id: str | None = None, since_ms: float | None = None
+    ) -> list[dict[str, Any]]:
+        where, args = [], []
+        if learner_id is not None:
+            where.append("learner_id = ?")
+            args.append(learner_id)
+        if since_ms is not None:
+            where.append("ts_ms >= ?")
+            args.append(since_ms)
+        sql = (
+            "SELECT record FROM responses"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY ts_ms, id"
+        )
+        return [json.loads(r[0]) for r in self._db.execute(sql, args).fetchall()]
+
+    async def count_responses(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
 
 def _interrupted(record: dict[str, Any], now_ms: float) -> dict[str, Any]:
     return {
@@ -355,7 +412,9 @@ class RedisStore:
 
     Keys (``prefix`` first): ``run:<id>`` (JSON), ``runs`` (sorted set by createdMs),
     ``runs:running`` (set), ``session:<learnerId>`` (JSON), ``sessions`` (set),
-    ``insights:<learnerId>`` (list, newest first).
+    ``insights:<learnerId>`` (list, newest first), ``responses`` and
+    ``responses:<learnerId>`` (sorted sets by tsMs of JSON members, each with its ``seq``
+    from the counter ``responses:seq``, so no two are equal).
     A command that meets a lost connection is retried with backoff for up to
     ``retry_for_ms`` (a Redis restart; ``?retry_ms=N`` in the store URL), so a write is
     acknowledged only once Redis has it. Past that window the command fails; the service
@@ -523,3 +582,27 @@ class RedisStore:
     async def list_insights(self, learner_id: str, limit: int = 100) -> list[dict[str, Any]]:
         texts = await self._r.lrange(f"{self.PREFIX}insights:{learner_id}", 0, limit - 1)
         return [json.loads(t) for t in texts]
+
+    async def add_responses(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        p = self.PREFIX
+        last = await self._r.incrby(f"{p}responses:seq", len(rows))
+        async with self._r.pipeline(transaction=True) as pipe:
+            for seq, row in enumerate(rows, start=last - len(rows) + 1):
+                member = {_dumps({**row, "seq": seq}): row["tsMs"]}
+                pipe.zadd(f"{p}responses", member)
+                pipe.zadd(f"{p}responses:{row['learnerId']}", member)
+            await pipe.execute()
+
+    async def list_responses(
+        self, *, learner_id: str | None = None, since_ms: float | None = None
+    ) -> list[dict[str, Any]]:
+        key = f"{self.PREFIX}responses" + ("" if learner_id is None else f":{learner_id}")
+        low = "-inf" if since_ms is None else repr(float(since_ms))
+        rows = [json.loads(t) for t in await self._r.zrangebyscore(key, low, "+inf")]
+        rows.sort(key=lambda r: (r["tsMs"], r.pop("seq")))
+        return rows
+
+    async def count_responses(self) -> int:
+        return int(await self._r.zcard(f"{self.PREFIX}responses"))

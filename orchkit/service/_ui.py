@@ -1,8 +1,9 @@
 """The run dashboard (SPEC §15): ``/`` -> ``/ui/runs``, the pages ``/ui/runs``,
-``/ui/runs/{runId}`` and ``/ui/agents``, and ``/docs``, all offline.
+``/ui/runs/{runId}``, ``/ui/agents`` and ``/ui/learning``, and ``/docs``, all offline.
 
 The pages are small HTML shells; their plain scripts (``static/*.js``) read the JSON API
-(``GET /api/runs``, ``/api/runs/{id}``, ``/api/agents/health``) with the API key the page
+(``GET /api/runs``, ``/api/runs/{id}``, ``/api/agents/health``, ``/api/analytics/cohort``)
+with the API key the page
 asked for, and hear a run's events over Socket.IO (``subscribe {runId}``). Scripts come from
 installed packages or the package itself: plotly.js from the plotly wheel, the Socket.IO
 client vendored under ``static/vendor`` (MIT, its licence beside it), Swagger UI 5 from
@@ -22,6 +23,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from .. import analytics as an
 from .._views.charts import OUTCOME_COLORS, PALETTE
 from ._dashboard import DEFAULT_PAGE, MAX_PAGE, stats_of
 from ._service import RUN_STATUSES, Service
@@ -61,7 +63,12 @@ def _page(title: str, active: str, body: str, config: dict[str, Any], scripts: l
     cfg = json.dumps(config, separators=(",", ":")).replace("</", "<\\/")
     nav = "".join(
         f'<a href="{href}"{" class=active" if name == active else ""}>{name}</a>'
-        for name, href in (("Runs", "/ui/runs"), ("Agents", "/ui/agents"), ("API", "/docs"))
+        for name, href in (
+            ("Runs", "/ui/runs"),
+            ("Agents", "/ui/agents"),
+            ("Learning", "/ui/learning"),
+            ("API", "/docs"),
+        )
     )
     gate = (
         '<form id="key-gate" class="key-gate" hidden>'
@@ -152,6 +159,35 @@ last 5 minutes. Updated every second.</p>
 (<code>POST /api/agents</code>) or a run that names them.</p>
 """
 
+LEARNING_BODY = """
+<h1>Learning</h1>
+<p class="muted">The cohort report (<code>GET /api/analytics/cohort</code>): every learner's
+answers scored by BKT, and how learners did after each tutor outcome. Updated every 5 s.</p>
+<section data-testid="learning-panel" id="learning-panel">
+<dl class="facts cohort">
+  <dt>Learners</dt><dd data-testid="cohort-learners" id="cohort-learners"></dd>
+  <dt>Responses</dt><dd data-testid="cohort-responses" id="cohort-responses"></dd>
+  <dt>Mastery rate</dt>
+  <dd data-testid="cohort-mastery-rate" id="cohort-mastery-rate"></dd>
+  <dt>Median opportunities to mastery</dt>
+  <dd data-testid="cohort-median-opportunities" id="cohort-median-opportunities"></dd>
+  <dt>Wheel-spin rate</dt><dd data-testid="cohort-wheel-spin-rate" id="cohort-wheel-spin-rate">
+  </dd>
+  <dt>Tutor p95 latency</dt><dd data-testid="cohort-tutor-p95" id="cohort-tutor-p95"></dd>
+</dl>
+<p id="cohort-note" class="muted"></p>
+<h2>Learning gain by tutor outcome</h2>
+<table data-testid="outcomes-table" id="outcomes-table" class="grid">
+  <thead><tr><th>Tutor outcome</th><th class=num>Interactions</th><th class=num>Learners</th>
+  <th class=num>Gain</th><th class=num>Normalised gain</th><th class=num>Next correct</th>
+  <th class=num>Gain vs ok</th></tr></thead>
+  <tbody></tbody>
+</table>
+<p id="empty" class="muted" hidden>No scored answers yet: they come from
+<code>process_interaction</code> calls and plan steps.</p>
+</section>
+"""
+
 
 def mount_ui(api: FastAPI, service: Service, *, api_key: str | None) -> None:
     """Add the dashboard's pages, its static files and the offline ``/docs`` to ``api``
@@ -198,6 +234,11 @@ def mount_ui(api: FastAPI, service: Service, *, api_key: str | None) -> None:
     @api.get("/ui/agents", include_in_schema=False)
     async def agents_page() -> HTMLResponse:
         return _html(_page("Agents", "Agents", AGENTS_BODY, base, ["/ui/static/agents.js"]))
+
+    @api.get("/ui/learning", include_in_schema=False)
+    async def learning_page() -> HTMLResponse:
+        cfg = {**base, "outcomes": list(an.OUTCOMES)}
+        return _html(_page("Learning", "Learning", LEARNING_BODY, cfg, ["/ui/static/learning.js"]))
 
     @api.get("/ui/vendor/plotly.min.js", include_in_schema=False)
     async def plotly_js() -> FileResponse:
