@@ -82,6 +82,7 @@ bench: $(DEV) $(SYS) $(NODE_STAMPS)
 	$(PY) benchmarks/bench_service.py
 	$(PY) benchmarks/bench_scale.py
 	$(PY) benchmarks/bench_analytics.py
+	$(PY) benchmarks/bench_twin.py
 
 # The documentation site (mkdocs.yml, docs/, the notebooks' committed outputs) into site/,
 # strict: a broken link, a page missing from the nav or an unresolved API reference fails.

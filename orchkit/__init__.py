@@ -72,6 +72,8 @@ _LAZY = {  # public name -> the module defining it (imported on first use)
     "Int": "._studies.tune",
     "TuneResult": "._studies.tune",
     "tune": "._studies.tune",
+    "Twin": "._studies.twin",
+    "WhatIf": "._studies.twin",
 }
 _SUBMODULES = ("agents", "analytics", "examples", "executors", "testing")  # imported on first use
 
@@ -115,7 +117,9 @@ __all__ = [
     "Step",
     "Summary",
     "TuneResult",
+    "Twin",
     "UnknownActionError",
+    "WhatIf",
     "Workload",
     "capacity_chart",
     "capacity_for",
@@ -169,6 +173,7 @@ if _TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from ._studies.montecarlo import OverloadWarning, monte_carlo, sweep
     from ._studies.summary import MonteCarloResult, Summary
     from ._studies.tune import Choice, Float, Int, TuneResult, tune
+    from ._studies.twin import Twin, WhatIf
     from ._views.charts import (
         critical_path_chart,
         draw,
