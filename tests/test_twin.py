@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 import orchkit as ok
@@ -143,8 +142,12 @@ def test_a_2x_latency_change_is_not_covered_and_the_next_refit_recovers():
 
 
 @pytest.mark.slow
-def test_honesty_union_intervals_cover_the_next_window_in_75_to_100_percent():
+def test_honesty_intervals_cover_the_next_window_in_75_to_100_percent():
+    """The 90% interval to read (simulation and parameter half-widths in quadrature) holds
+    the next window's value in 75-100% of trials; the simulation interval alone is too
+    narrow, and so (less) is a plain union of the two, which the combination must beat."""
     trials, metrics = 20, ("makespan_p95_ms", "success_rate")
+    combined = {m: 0 for m in metrics}
     union = {m: 0 for m in metrics}
     sim_only = {m: 0 for m in metrics}
     for t in range(trials):
@@ -154,18 +157,15 @@ def test_honesty_union_intervals_cover_the_next_window_in_75_to_100_percent():
         p = twin.what_if(load=1.5, seed=t)
         table = twin.check(p, nxt)
         for m in metrics:
-            union[m] += bool(table.at[m, "covered"])
-            o = table.at[m, "observed"]
-            sim_only[m] += bool(p.metrics.at[m, "sim_low"] <= o <= p.metrics.at[m, "sim_high"])
-    coverage = {m: union[m] / trials for m in metrics}
-    print(
-        "twin coverage over",
-        trials,
-        "trials: union",
-        coverage,
-        "simulation only",
-        {m: sim_only[m] / trials for m in metrics},
-    )
+            combined[m] += bool(table.at[m, "covered"])
+            o, r = table.at[m, "observed"], p.metrics.loc[m]
+            union[m] += bool(
+                min(r["sim_low"], r["param_low"]) <= o <= max(r["sim_high"], r["param_high"])
+            )
+            sim_only[m] += bool(r["sim_low"] <= o <= r["sim_high"])
+    coverage = {m: combined[m] / trials for m in metrics}
+    print("twin coverage over", trials, "trials:", coverage, "union", union, "simulation", sim_only)
     for m in metrics:
-        assert 0.75 <= coverage[m] <= 1.0, (m, coverage, sim_only)
-    assert np.mean(list(coverage.values())) >= np.mean([v / trials for v in sim_only.values()])
+        assert 0.75 <= coverage[m] <= 1.0, (m, coverage, union, sim_only)
+        assert combined[m] >= union[m] >= sim_only[m], (m, combined, union, sim_only)
+    assert sum(combined.values()) > sum(sim_only.values())

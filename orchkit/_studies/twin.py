@@ -161,7 +161,8 @@ class WhatIf:
             (the point prediction), ``sim_low``/``sim_high`` (simulation noise: the study's
             own interval at ``level``), ``param_low``/``param_high`` (parameter
             uncertainty: the window's runs bootstrapped, refitted and simulated),
-            ``ci_low``/``ci_high`` (their union: the one to read). Times in ms.
+            ``ci_low``/``ci_high`` (the one to read: a prediction interval for one window's
+            value, the two half-widths combined in quadrature). Times in ms.
         unstable (bool): An agent's offered load is >= 1: its queue grows without bound,
             so the makespan metrics are ``inf`` (never a finite p95).
         offered_load (dict): ρ per capacity-limited agent.
@@ -411,7 +412,7 @@ class Twin:
             seed: Seeds the simulations and the bootstrap.
 
         Returns:
-            The prediction: ``metrics`` (value, sim, param and union intervals),
+            The prediction: ``metrics`` (value, sim, param and combined intervals),
             ``unstable``, ``offered_load``, ``assumptions``.
 
         Raises:
@@ -481,8 +482,14 @@ class Twin:
         if unstable:  # a queue without bound: its makespans have no finite quantile
             rows = [i for i in out.index if i.startswith("makespan_")]
             out.loc[rows, ["value", "sim_high", "param_high"]] = math.inf
-        out["ci_low"] = np.fmin(out["sim_low"], out["param_low"])
-        out["ci_high"] = np.fmax(out["sim_high"], out["param_high"])
+        # The interval to read predicts one window's value: the parameter spread (each
+        # bootstrap draw simulated once) and the noise of the window that will be observed
+        # add up, so their half-widths combine in quadrature. A plain union of the two
+        # undercovers: over 40 seeded trials it held the next window's p95 in 80% of them
+        # for a 90% interval, this 88% (tests/test_twin.py measures it).
+        v = out["value"]
+        out["ci_low"] = v - np.hypot(v - out["sim_low"], v - out["param_low"])
+        out["ci_high"] = v + np.hypot(out["sim_high"] - v, out["param_high"] - v)
         w = self.window
         assumptions = {
             "window_ms": self.window_ms,
@@ -510,7 +517,7 @@ class Twin:
         Returns:
             A frame indexed by metric (makespan mean/p50/p95/p99 and their ``ok`` forms,
             success rate, attempts per run) with ``observed``, ``predicted``, ``ci_low``,
-            ``ci_high``, ``covered`` (the union interval holds the observed value),
+            ``ci_high``, ``covered`` (the combined interval holds the observed value),
             ``relative_error`` ((predicted − observed) / observed) and ``ks_p`` (two-sample
             KS of the makespans, on the makespan rows).
 
