@@ -22,7 +22,12 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
+from browser_fixtures import (  # noqa: F401 - fixtures, found by name
+    CHROMIUM,
+    browser,
+    browser_type_launch_args,
+    playwright,
+)
 from service_harness import ServiceProcess
 
 from orchkit.service import SQLiteStore
@@ -31,7 +36,6 @@ pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "dash-key-1"
-CHROMIUM = shutil.which("chromium")
 N_STORED = 10_000
 OUTCOME_ERROR = "#d62728"  # ok.gantt's colour for an attempt that raised (OUTCOME_COLORS)
 ERROR_503 = (
@@ -186,41 +190,6 @@ def _finished(http, server, run_id) -> dict:
     rec = server.wait_run(http, run_id, timeout_s=30)
     assert rec["status"] != "running", rec
     return rec
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    """Module-scoped, not the plugin's session scope: while Playwright's sync API lives it
-    holds an event loop in this thread, which the suite's asyncio tests after this module
-    need free."""
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="module")
-def browser(playwright, browser_type_launch_args):
-    browser = playwright.chromium.launch(**browser_type_launch_args)
-    try:
-        yield browser
-    finally:
-        browser.close()
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args():
-    """Debian's chromium; every host but this machine unresolvable."""
-    return {
-        "executable_path": CHROMIUM,
-        "args": [
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
-        ],
-    }
 
 
 @pytest.fixture(scope="session")

@@ -17,14 +17,18 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
+from browser_fixtures import (  # noqa: F401 - fixtures, found by name
+    CHROMIUM,
+    browser,
+    browser_type_launch_args,
+    playwright,
+)
 from service_harness import ServiceProcess
 
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "learn-key-1"
-CHROMIUM = shutil.which("chromium")
 CURRICULUM = json.loads((ROOT / "data" / "learners" / "curriculum.json").read_text())
 ANSWER = {a["activityId"]: a["answer"] for a in CURRICULUM["activities"]}
 ITEMS = ["addition-d1-01", "addition-d1-02", "addition-d1-03", "addition-d1-04"]
@@ -40,39 +44,6 @@ def server(tmp_path_factory):
         yield srv
     finally:
         srv.stop()
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    """Module-scoped, not the plugin's session scope (see the module's docstring)."""
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="module")
-def browser(playwright, browser_type_launch_args):
-    browser = playwright.chromium.launch(**browser_type_launch_args)
-    try:
-        yield browser
-    finally:
-        browser.close()
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args():
-    """Debian's chromium; every host but this machine unresolvable."""
-    return {
-        "executable_path": CHROMIUM,
-        "args": [
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
-        ],
-    }
 
 
 @pytest.fixture(scope="session")
