@@ -59,6 +59,11 @@ class Workload:
         plans: A mix ``[(plan, weight), ...]`` (Plan objects, dicts or file paths; weights
             > 0, normalised): each arrival runs one of them, drawn independently with those
             probabilities; the plans share the agents. Pass None as the study's plan.
+        give_up_ms: The clients' patience, ms (SPEC §17.2): a run is *useful* only if it
+            succeeded within this time of its arrival. Nothing is cancelled (a real client
+            that gives up does not stop the server's work; a plan deadline would): the
+            summary's ``useful_rate`` and ``goodput_per_s`` count useful runs. None
+            (default): every succeeded run is useful.
 
     Raises:
         TypeError: A parameter that is not a number (a string rate, say), naming it.
@@ -72,6 +77,8 @@ class Workload:
         peak = ok.Workload(rate_per_s=[(0, 0.5), (300_000, 1.0)], horizon_ms=900_000)
         users = ok.Workload(population=200, think_ms=30_000, horizon_ms=3_600_000)
         mc = ok.monte_carlo(plan, models, workload=peak, seed=1)
+        impatient = ok.Workload(rate_per_s=2, horizon_ms=600_000, give_up_ms=20_000)
+        ok.monte_carlo(plan, models, workload=impatient, seed=1).summary()["goodput_per_s"]
         ```
     """
 
@@ -82,6 +89,7 @@ class Workload:
     population: int | None = None
     think_ms: float | None = None
     plans: tuple[tuple[Plan, float], ...] | None = field(default=None, repr=False)
+    give_up_ms: float | None = None
     MAX_ARRIVALS: ClassVar[int] = 10_000_000
 
     def __post_init__(self) -> None:
@@ -141,6 +149,8 @@ class Workload:
             self._too_many(expected)
         if self.plans is not None:
             object.__setattr__(self, "plans", self._mix(self.plans))
+        if self.give_up_ms is not None:
+            object.__setattr__(self, "give_up_ms", _number(self.give_up_ms, "give_up_ms"))
 
     def _rates(self, rate: Any) -> Any:
         if isinstance(rate, (list, tuple)):
@@ -226,6 +236,21 @@ class Workload:
             r * max(0.0, min(b, self._horizon) - a) / 1000.0
             for (a, r), b in zip(self.pieces(), bounds[1:])
         )
+
+    def mean_rate_per_s(self, from_ms: float, to_ms: float) -> float | None:
+        """The expected arrival rate between ``from_ms`` and ``to_ms``, runs/s, when the
+        workload fixes it (Poisson rates, fixed intervals); None when the arrivals decide
+        it (explicit times, a closed population)."""
+        if self.interval_ms is not None:
+            return 1000.0 / self.interval_ms
+        if self.rate_per_s is None or to_ms <= from_ms:
+            return None
+        pieces = self.pieces()
+        bounds = [a for a, _ in pieces[1:]] + [math.inf]
+        runs = sum(
+            r * max(0.0, min(b, to_ms) - max(a, from_ms)) for (a, r), b in zip(pieces, bounds)
+        )
+        return runs / (to_ms - from_ms)
 
     def peak_rate_per_s(self) -> float:
         """The highest arrival rate, runs/s (explicit arrivals: their mean rate; a closed

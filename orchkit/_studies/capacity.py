@@ -47,7 +47,7 @@ from .parallel import caught, open_executor, result, rewarn, worker_count
 from .summary import METRIC_NAMES, MonteCarloResult, Summary
 
 #: Metrics whose SLO bound is a lower bound (``>=``); every other metric's is an upper bound.
-LOWER_BOUND_METRICS = frozenset({"success_rate"})
+LOWER_BOUND_METRICS = frozenset({"success_rate", "useful_rate", "goodput_per_s"})
 
 
 @dataclass
@@ -335,10 +335,11 @@ def capacity_for(
             workload that has a mix of plans.
         models: ``AgentModels``, a dict in the models format or a models file's path.
         slo: Summary metric -> bound, e.g. ``{"makespan_p95_ms": 3000, "success_rate":
-            0.99}`` (times in ms; rates in [0, 1]). ``success_rate`` is a lower bound,
-            every other metric an upper bound; a bound is met when the metric's 95%
-            interval lies on its side (``ci_high`` for an upper bound, ``ci_low`` for a
-            lower one): a lucky estimate does not pass.
+            0.99}`` (times in ms; rates in [0, 1]). ``success_rate``, ``useful_rate`` and
+            ``goodput_per_s`` (runs/s) are lower bounds, every other metric an upper
+            bound; a bound is met when the metric's 95% interval lies on its side
+            (``ci_high`` for an upper bound, ``ci_low`` for a lower one): a lucky estimate
+            does not pass.
         workload: The arrivals (``ok.Workload``); required.
         agents: The model patterns (or agent ids) whose capacity is searched; default:
             every pattern of ``models`` the plan uses. Other agents keep their capacity.

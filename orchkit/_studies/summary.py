@@ -40,7 +40,11 @@ class Summary:
         metrics: One row per metric (index ``metric``: ``makespan_mean_ms``,
             ``makespan_p50_ms``/``p95``/``p99``, ``makespan_ok_p50_ms``/``p95``/``p99``
             (succeeded runs only), ``success_rate``, ``attempts_per_run``,
-            ``retries_per_run``, ``timeout_rate``, ``fallback_rate``), with columns
+            ``retries_per_run``, ``timeout_rate``, ``fallback_rate``, ``useful_rate`` (runs
+            that succeeded within the workload's ``give_up_ms`` of arriving; without one,
+            the success rate), ``goodput_per_s`` (useful runs per second: the arrival rate
+            times ``useful_rate``; NaN for independent runs, which do not arrive over
+            time)), with columns
             ``runs`` (the runs it counts), ``value``, ``ci_low``, ``ci_high``; times in ms.
         agents: One row per agent: ``agent_id``, ``capacity``, ``busy_ms`` (time its
             attempts ran, ms), ``mean_in_flight``, ``utilisation`` (mean_in_flight /
@@ -158,11 +162,24 @@ def _metrics_iid(runs: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
         rows[name] = mean_ci(runs[col].to_numpy(dtype=float))
     for name, col, value in _RATES[1:]:
         rows[name] = wilson_ci(int((runs[col] == value).sum()), len(runs))
+    rows["useful_rate"] = rows["success_rate"]  # no clients to give up
+    rows["goodput_per_s"] = (math.nan, math.nan, math.nan)  # runs do not arrive over time
     return _order(rows)
 
 
-def _metrics_batched(runs: pd.DataFrame) -> tuple[dict[str, tuple[float, float, float]], int]:
-    """Batch-means / sectioning intervals for one warm-up-free study, runs in arrival order."""
+def _useful(runs: pd.DataFrame, give_up_ms: float | None) -> np.ndarray:
+    """Per run: it succeeded within ``give_up_ms`` of its arrival (SPEC §17.2)."""
+    ok = (runs["status"] == "succeeded").to_numpy()
+    if give_up_ms is None:
+        return ok
+    return ok & (runs["makespan_ms"].to_numpy(dtype=float) <= give_up_ms)
+
+
+def _metrics_batched(
+    runs: pd.DataFrame, give_up_ms: float | None, rate_per_s: float
+) -> tuple[dict[str, tuple[float, float, float]], int]:
+    """Batch-means / sectioning intervals for one warm-up-free study, runs in arrival order;
+    ``rate_per_s``: the arrival rate over the runs kept (goodput = rate x useful rate)."""
     b = batches_for(len(runs))
     mk = runs["makespan_ms"].to_numpy(dtype=float)
     rows = {"makespan_mean_ms": steady_mean_ci(mk, b)}
@@ -176,12 +193,17 @@ def _metrics_batched(runs: pd.DataFrame) -> tuple[dict[str, tuple[float, float, 
         rows[name] = steady_proportion_ci((runs[col] == value).to_numpy(), b)
     for name, col in _MEANS:
         rows[name] = steady_mean_ci(runs[col].to_numpy(dtype=float), b)
+    useful = rows["useful_rate"] = steady_proportion_ci(_useful(runs, give_up_ms), b)
+    rows["goodput_per_s"] = (rate_per_s * useful[0], rate_per_s * useful[1], rate_per_s * useful[2])
     return _order(rows), b
 
 
-def _metrics_replicated(parts: list[pd.DataFrame]) -> dict[str, tuple[float, float, float]]:
+def _metrics_replicated(
+    parts: list[pd.DataFrame], give_up_ms: float | None, rates: list[float]
+) -> dict[str, tuple[float, float, float]]:
     """Intervals from independent replications: the pooled estimate, the spread of the
-    replications' own estimates (``section_ci`` with ``correlated=False``)."""
+    replications' own estimates (``section_ci`` with ``correlated=False``); ``rates``: each
+    replication's arrival rate over its runs kept, runs/s."""
     pooled = pd.concat(parts)
 
     def ci(stat: Any) -> tuple[float, float, float]:
@@ -198,7 +220,24 @@ def _metrics_replicated(parts: list[pd.DataFrame]) -> dict[str, tuple[float, flo
         rows[name] = (p, max(0.0, lo), min(1.0, hi))
     for name, col in _MEANS:
         rows[name] = ci(lambda d, c=col: float(d[c].mean()))
+    shares = np.array([_useful(p, give_up_ms).mean() for p in parts])
+    p, lo, hi = section_ci(float(_useful(pooled, give_up_ms).mean()), shares, correlated=False)
+    rows["useful_rate"] = (p, max(0.0, lo), min(1.0, hi))
+    goodputs = np.array(rates) * shares
+    rows["goodput_per_s"] = section_ci(float(goodputs.mean()), goodputs, correlated=False)
     return _order(rows)
+
+
+def _arrival_rate(workload: Workload, runs: pd.DataFrame, cut: float) -> float:
+    """The arrival rate over the runs kept (arriving from ``cut`` ms on), runs/s: the
+    workload's own where it fixes one (an estimate would add noise the interval of the
+    useful rate does not carry), else the runs counted over the time they arrived in."""
+    arrivals = runs["arrival_ms"].to_numpy(dtype=float)
+    end = workload.horizon_ms if workload.horizon_ms is not None else float(arrivals.max(initial=0))
+    rate = workload.mean_rate_per_s(cut, end)
+    if rate is not None:
+        return rate
+    return 1000.0 * len(arrivals) / (end - cut) if end > cut else math.nan
 
 
 def _quantile(x: pd.Series, q: float) -> float:
@@ -211,6 +250,7 @@ METRIC_NAMES = (
     + tuple(f"makespan_p{round(q * 100)}_ms" for q in _QUANTILES)
     + tuple(f"makespan_ok_p{round(q * 100)}_ms" for q in _QUANTILES)
     + ("success_rate", "attempts_per_run", "retries_per_run", "timeout_rate", "fallback_rate")
+    + ("useful_rate", "goodput_per_s")
 )
 
 
@@ -297,6 +337,7 @@ class MonteCarloResult:
                 if self.replications > 1
                 else [runs]
             )
+            rates = []
             for g in groups:
                 g = g.sort_values("run_id", kind="stable")  # arrival order
                 if self.warmup_ms is None:
@@ -306,6 +347,7 @@ class MonteCarloResult:
                     cut = float(self.warmup_ms)
                 cuts.append(cut)
                 parts.append(g[g["arrival_ms"] >= cut])
+                rates.append(_arrival_rate(self.workload, parts[-1], cut))
             used = pd.concat(parts)
             extra = {
                 "warmup": "given" if self.warmup_ms is not None else "MSER-5",
@@ -313,10 +355,10 @@ class MonteCarloResult:
                 "warmup_runs": len(runs) - len(used),
             }
             if self.replications > 1:
-                rows = _metrics_replicated(parts)
+                rows = _metrics_replicated(parts, self.workload.give_up_ms, rates)
                 extra.update(method="replications", sections=self.replications)
             else:
-                rows, b = _metrics_batched(used)
+                rows, b = _metrics_batched(used, self.workload.give_up_ms, rates[0])
                 extra.update(method="batch means", sections=b)
         metrics = pd.DataFrame.from_dict(
             rows, orient="index", columns=["value", "ci_low", "ci_high"]
