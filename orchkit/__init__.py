@@ -54,6 +54,13 @@ _LAZY = {  # public name -> the module defining it (imported on first use)
     "PlanWarning": "._spec.plan",
     "BreakerPolicy": "._spec.policies",
     "Policies": "._spec.policies",
+    "AdmissionPolicy": "._spec.policies",
+    "AimdLimit": "._spec.policies",
+    "AutoscalePolicy": "._spec.policies",
+    "CodelPolicy": "._spec.policies",
+    "FixedLimit": "._spec.policies",
+    "Gradient2Limit": "._spec.policies",
+    "ThrottlePolicy": "._spec.policies",
     "HangWarning": "._spec.inputs",
     "Deployment": "._spec.deployment",
     "Workload": "._spec.workload",
@@ -79,18 +86,24 @@ _SUBMODULES = ("agents", "analytics", "examples", "executors", "testing")  # imp
 
 __all__ = [
     "ActionModel",
+    "AdmissionPolicy",
     "Agent",
     "AgentError",
     "AgentModels",
     "AgentResponse",
+    "AimdLimit",
+    "AutoscalePolicy",
     "BreakerPolicy",
     "CapacityPlan",
     "Choice",
+    "CodelPolicy",
     "Comparison",
     "Deployment",
     "EventBus",
     "FitResult",
+    "FixedLimit",
     "Float",
+    "Gradient2Limit",
     "HangWarning",
     "Hedge",
     "Int",
@@ -116,6 +129,7 @@ __all__ = [
     "ServiceError",
     "Step",
     "Summary",
+    "ThrottlePolicy",
     "TuneResult",
     "Twin",
     "UnknownActionError",
@@ -166,7 +180,17 @@ if _TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from ._spec.inputs import HangWarning
     from ._spec.models import ActionModel, AgentModels, FitResult, fit_models
     from ._spec.plan import Hedge, Plan, PlanWarning, RetryPolicy, SeedCompatWarning, Step
-    from ._spec.policies import BreakerPolicy, Policies
+    from ._spec.policies import (
+        AdmissionPolicy,
+        AimdLimit,
+        AutoscalePolicy,
+        BreakerPolicy,
+        CodelPolicy,
+        FixedLimit,
+        Gradient2Limit,
+        Policies,
+        ThrottlePolicy,
+    )
     from ._spec.workload import Workload
     from ._studies.capacity import CapacityPlan, capacity_chart, capacity_for
     from ._studies.compare import Comparison, compare

@@ -290,6 +290,7 @@ def _simulate(args: argparse.Namespace) -> int:
                     "method_reason": mc.method_reason,
                     **summary.to_dict(),
                     "breaker_events": mc.breakers["event"].value_counts().to_dict(),
+                    "overload_events": mc.overload["event"].value_counts().to_dict(),
                 },
                 indent=2,
             )
@@ -321,6 +322,9 @@ def _simulate(args: argparse.Namespace) -> int:
                 "  circuit breakers: "
                 + (", ".join(f"{e} x{n}" for e, n in counts.items()) or "no transition")
             )
+            if len(mc.overload):
+                counts = mc.overload["event"].value_counts()
+                print("  overload control: " + ", ".join(f"{e} x{n}" for e, n in counts.items()))
     if args.gantt and not quiet:
         print(f"Gantt chart of one run written to {args.gantt}")
     return 0
@@ -850,7 +854,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--policies",
         metavar="FILE",
-        help="resilience policies (circuit breakers), YAML or JSON (SPEC §10.1)",
+        help="resilience policies (circuit breakers, overload control), YAML or JSON "
+        "(SPEC §10.1, §17)",
     )
     p.add_argument(
         "--processes",
@@ -1025,7 +1030,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--policies",
         metavar="FILE",
-        help="resilience policies (YAML/JSON): circuit breakers per agent pattern",
+        help="resilience policies (YAML/JSON): circuit breakers and overload control per "
+        "agent pattern",
     )
     p.add_argument(
         "--cors-origin",

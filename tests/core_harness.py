@@ -42,7 +42,7 @@ from orchkit._engine.core import (
     compile_plan,
 )
 from orchkit._spec.plan import Plan
-from orchkit._spec.policies import as_policies, breaker_lookup
+from orchkit._spec.policies import as_policies, breaker_lookup, overload_lookup
 from orchkit.testing import Crash, Fail, Garbage, Hang, Ok
 
 _SUBMIT, _DONE, _TIMER = 0, 1, 2
@@ -63,7 +63,7 @@ class Harness:
     """Drive one ``Scheduler`` with a virtual clock.
 
     ``capacity``: agent id -> capacity (None or missing: unlimited), or a callable.
-    ``policies``: circuit breakers (a policies dict, SPEC §10.1).
+    ``policies``: circuit breakers and overload rules (a policies dict, SPEC §10.1, §17).
     ``deliver_stale``: still report completions of attempts the core cancelled (the core
     must ignore them). ``fire_cancelled``: still fire timers the core cancelled (harmless).
     """
@@ -85,8 +85,13 @@ class Harness:
         else:
             caps = dict(capacity or {})
             cap = lambda agent_id: caps.get(agent_id)  # noqa: E731
+        pol = as_policies(policies)
         self.core = Scheduler(
-            cap, random.Random(seed), events=events, breakers=breaker_lookup(as_policies(policies))
+            cap,
+            random.Random(seed),
+            events=events,
+            breakers=breaker_lookup(pol),
+            overload=overload_lookup(pol),
         )
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.default = default

@@ -1,5 +1,6 @@
 """The pure rules and what a run leaves behind: the scheduling core (``core``: every rule
-of SPEC §3 and §10, given the time and the facts, answering with actions), a study's
+of SPEC §3, §10 and §17, given the time and the facts, answering with actions; the state of
+its overload rules in ``overload``), a study's
 inputs compiled once for the drivers (``prepared``), and the run, span and breaker tables'
 schemas with ``RunResult`` (``result``), written once for every driver.
 

@@ -52,6 +52,71 @@ Resilience policies (SPEC §10) are rules of this core too, so both drivers get 
   success wins and the others are cancelled. Each attempt has its own step ``timeout``. A
   try fails when its last attempt in flight fails (a non-retryable error fails it at once,
   cancelling the others); then the retry policy decides, counting tries, not hedges.
+
+Overload control (SPEC §17; ``overload(agent_id)`` -> the agent's (admission, throttle,
+autoscale) rules or None; the state classes live in ``overload``). An agent without rules
+costs one ``is None`` test per attempt queued and one per attempt ended. With rules:
+
+- Order at queueing: client-side throttle, then the breaker, then the queue bound; an
+  attempt that passes starts at once if a slot is free and nobody waits, else waits.
+- Shed and throttled attempts fail at once, outcome ``shed`` (error "shed: ..." or
+  "throttled: ..."; retryable, an ``error`` for ``retryOn``), through the same deferred
+  failure as breaker rejections (``_rejects``, failed in ``_settle``). ``Run.shed`` counts them.
+- Concurrency: the agent runs at most min(capacity, usable limit) attempts. ``fixed``: a
+  constant. ``aimd``: a timeout of a *running* attempt, or a shed by this agent's admission
+  (queue bound, CoDel), sets limit = max(minLimit, floor(limit x backoffRatio)); a success
+  while in flight >= limit / 2 (in flight: attempts running when it ended, itself included)
+  adds one, up to maxLimit; errors and cancellations change nothing. A timeout while still
+  waiting says nothing of the agent's concurrency and a throttled attempt never reached it:
+  neither counts. ``gradient2``: Netflix's Gradient2Limit with tolerance 1, fed the running
+  time (start to end) of every success and running timeout (see ``Gradient2Limiter``: the
+  long RTT is a mean of its first 10 samples then an exponential average over
+  ``longWindow``; it decays by 0.95 when long/short > 2; no change while in flight <
+  limit / 2); the usable limit is floor(limit), at least 1. A lower limit never stops
+  running attempts; a higher one starts waiting attempts at once.
+  ``admission:limit_changed {agentId, limit, timeMs}`` is emitted when the usable integer
+  limit changes.
+- Queue discipline: ``fifo``; ``lifo`` (the newest waiting attempt first);
+  ``adaptive_lifo``: FIFO, but LIFO while the queue has been non-empty (some attempt
+  waiting) continuously for longer than ``lifoAfterMs`` (default: CoDel's ``intervalMs``,
+  else 100 ms). The queue keeps a live count (``Overload.waiting``); dead entries (attempts
+  that timed out or were cancelled while waiting) are skipped, dropped when the count
+  reaches 0 and compacted when they outnumber the live ones.
+- ``maxLength``: an attempt that would wait while ``maxLength`` attempts already wait is
+  shed at once (running attempts are not counted; 0: no queue at all).
+- CoDel (folly's variant): a sample is taken whenever an attempt leaves the queue or
+  starts without waiting: the queue's age, i.e. the wait of the oldest attempt waiting
+  (the leaving one included; in FIFO its own wait; 0 for an attempt that did not wait).
+  Windows of ``intervalMs`` follow one another, each opened by the first sample after the
+  previous one closed; that sample judges the closed window: overloaded if its minimum
+  sample exceeded ``targetMs``. While overloaded, an attempt leaving the queue that waited
+  over 2 x ``targetMs`` is shed and the next one is taken at once (until one starts or
+  the queue is empty); under ``lifo``/``adaptive_lifo`` the oldest attempts would never
+  leave, so those that waited over 2 x ``targetMs`` are shed at that moment too (the
+  queue timeouts of Facebook's adaptive LIFO with CoDel).
+- ``throttle`` (Google SRE client-side adaptive throttling, every agent its own counts):
+  before an attempt is queued, p = max(0, (requests - k x accepts) / (requests + 1)) over
+  the requests and accepts of the last ``windowMs`` (times older than that leave it), the
+  attempt is counted as a request and refused if p > 0 and ``rng.random() < p`` (no draw
+  when p = 0). Requests are every attempt asked for (throttled ones included); accepts
+  the attempts the agent took (started running: not throttled, not rejected by a breaker,
+  not shed). With a backend accepting a share a of what it is sent and R requests per
+  window, the share sent settles at 1 / (1 + R (1 - k a)) when k a < 1 (else 1).
+- Autoscale: one core timer per autoscaled agent on the grid k x ``pollMs`` of the core's
+  clock, running only while the core has runs in flight: a poll that finds none is the
+  last, and the next submitted run restarts polling at the first grid point after its
+  arrival (so an idle simulation ends). A poll computes desired = ceil(metric / target)
+  (``in_flight``: running + waiting; ``queue_length``: waiting), clamped to [min, max];
+  above the capacity asked for, that capacity is provisioned ``provisionMs`` later (0: at
+  once); otherwise the capacity asked for drops to the largest desired value of the last
+  ``scaleDownStabilizationMs`` (this poll's included), at once, cancelling provisioning
+  above it (the HPA rule). The initial capacity is the agent's (model or live) capacity
+  clamped to [min, max] (unlimited: max); it counts as a desired value at the agent's
+  first call, so nothing scales down within the window after it.
+  ``autoscale:scaled {agentId, capacity, timeMs}`` is emitted when a capacity takes
+  effect. Lowering capacity never stops running attempts.
+- ``overload_log`` keeps every limit change and every capacity that took effect, events
+  built or not; ``reset_overload`` restarts every rule (independent runs of a study).
 """
 
 from __future__ import annotations
@@ -67,6 +132,7 @@ from heapq import heapify, heappop, heappush
 from typing import Any
 
 from .._spec.plan import Plan
+from .overload import ADAPTIVE_LIFO, FIFO, Overload, next_grid
 
 
 class StepState(IntEnum):
@@ -82,7 +148,8 @@ class StepState(IntEnum):
 PENDING, RUNNING, BACKING_OFF, SUCCEEDED, FAILED, SKIPPED, CANCELLED = StepState
 _TERMINAL = (SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 
-ATTEMPT_TIMEOUT, RETRY, DEADLINE, HEDGE, BREAKER = 0, 1, 2, 3, 4
+ATTEMPT_TIMEOUT, RETRY, DEADLINE, HEDGE, BREAKER, POLL, PROVISION = 0, 1, 2, 3, 4, 5, 6
+LIMIT_CHANGED, SCALED = "admission:limit_changed", "autoscale:scaled"
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"  # breaker states
 
 
@@ -190,6 +257,7 @@ class Attempt:
         "held",
         "hedge",
         "gen",
+        "waiting",
     )
 
     def __init__(self, run: Run, prun: PlanRun, step: int, number: int, queued_ms: float):
@@ -207,6 +275,7 @@ class Attempt:
         self.held = False  # cancelled, still holding its agent slot until attempt_exited
         self.hedge = False  # a hedged attempt (SPEC §10.2), not the first of its try
         self.gen: int | None = None  # the breaker generation that admitted it, if any
+        self.waiting = False  # in the queue of an agent with overload rules
 
     @property
     def step_id(self) -> str:
@@ -313,6 +382,7 @@ class Run:
         "context",
         "retries",
         "timeouts",
+        "shed",
     )
 
     def __init__(self, run_id: Any, now: float, context: Any = None):
@@ -325,17 +395,20 @@ class Run:
         self.context = context  # the driver's own data (a future, an rng...)
         self.retries = 0  # attempts after a step's first
         self.timeouts = 0  # attempts that ended in a step timeout
+        self.shed = 0  # attempts shed or throttled (SPEC §17)
 
 
 class _AgentSlots:
-    __slots__ = ("capacity", "busy", "queue", "busy_ms", "breaker")
+    __slots__ = ("capacity", "busy", "queue", "busy_ms", "breaker", "ov")
 
     def __init__(self, capacity: int | None, breaker: _Breaker | None):
-        self.capacity: float = math.inf if capacity is None else capacity  # inf: unlimited
+        # inf: unlimited; with overload rules, min(its capacity, its usable limit)
+        self.capacity: float = math.inf if capacity is None else capacity
         self.busy = 0  # attempts running now
-        self.queue: deque[Attempt] = deque()  # attempts waiting, FIFO
+        self.queue: deque[Attempt] = deque()  # attempts waiting, FIFO (or as ov says)
         self.busy_ms = 0.0  # total running time of the attempts that ended
         self.breaker = breaker
+        self.ov: Overload | None = None  # overload rules (SPEC §17), if any
 
 
 class _Breaker:
@@ -449,6 +522,8 @@ CORE_EVENTS = frozenset(
         "breaker:opened",
         "breaker:half_open",
         "breaker:closed",
+        LIMIT_CHANGED,
+        SCALED,
     }
 )
 _NO_EVENTS: frozenset[str] = frozenset()
@@ -467,7 +542,10 @@ class Scheduler:
     agent (None: no breakers at all). Each fact method takes the driver's current time in ms
     (never decreasing) and returns the actions to carry out, in order. ``breaker_log`` lists
     every breaker transition as (time_ms, agent_id, event, failure_rate, slow_call_rate),
-    events built or not.
+    events built or not. ``overload(agent_id)`` gives an agent's overload rules (admission,
+    throttle, autoscale; ``Policies.overload``) or None, asked once per agent (None: no
+    overload rules at all); ``overload_log`` lists every change of a usable admission limit
+    and every capacity an autoscaler put in effect as (time_ms, agent_id, event, value).
     """
 
     def __init__(
@@ -478,6 +556,7 @@ class Scheduler:
         events: bool | Container[str] = True,
         hold_slots: bool = False,
         breakers: Callable[[str], Any] | None = None,
+        overload: Callable[[str], Any] | None = None,
     ):
         self._capacity = capacity
         self.rng = rng if rng is not None else random.Random(0)
@@ -492,8 +571,15 @@ class Scheduler:
         self._seq = 0
         self._stale = 0  # timers in the heap that no longer fire
         self._breakers = breakers
-        self._rejects: list[Attempt] = []  # attempts a breaker refused, failed in _settle
+        # attempts refused (breaker, shed, throttled) as (attempt, outcome, error), failed
+        # in _settle, never re-entrantly
+        self._rejects: list[tuple[Attempt, str, str]] = []
         self.breaker_log: list[tuple[float, str, str, float, float]] = []
+        self._overload = overload
+        self._ov_on = overload is not None
+        self._scalers: list[_AgentSlots] = []  # agents with an autoscaler
+        self._open_runs = 0  # runs submitted and not finished (autoscalers poll meanwhile)
+        self.overload_log: list[tuple[float, str, str, float]] = []
 
     # -- facts ------------------------------------------------------------------------
 
@@ -504,6 +590,10 @@ class Scheduler:
         out = self._out = []
         self._due(now_ms)
         run = Run(run_id, now_ms, context)
+        self._open_runs += 1
+        if self._scalers:
+            for slots in self._scalers:
+                self._start_poll(slots, now_ms)
         self._start_plan(run, cp, now_ms)
         if self._freed or self._rejects:
             self._settle(now_ms)
@@ -631,8 +721,12 @@ class Scheduler:
         elif kind == HEDGE:
             pr, i = target
             self._hedge(pr, i, now_ms)
-        else:
+        elif kind == BREAKER:
             self._half_open(target, now_ms)
+        elif kind == POLL:
+            self._poll(target, timer.at_ms, now_ms)
+        else:
+            self._provisioned(timer, now_ms)
 
     def abort(self, run: Run, now_ms: float, reason: str) -> list[Any]:
         """End ``run`` now with status "failed" (its caller gave up): what is in flight is
@@ -669,6 +763,43 @@ class Scheduler:
                     br.timer = None
                 br._enter(CLOSED, br.gen + 1)
         return out
+
+    def reset_overload(self) -> list[Any]:
+        """Put every agent's overload rules back in their initial state (between independent
+        runs of a study): limits, CoDel, throttle counts, autoscaled capacity; returns the
+        CancelTimer actions of autoscalers' timers."""
+        out = self._out = []
+        for slots in self._agents.values():
+            ov = slots.ov
+            if ov is None:
+                continue
+            sc = ov.scaler
+            if sc is not None:
+                for timer in [sc.timer, *sc.pending]:
+                    if timer is not None and timer.live:
+                        self._drop(timer)
+                sc.timer, sc.pending = None, []
+            ov.reset()
+            slots.capacity = ov.effective()
+            slots.queue.clear()
+        return out
+
+    def admission_limits(self) -> dict[str, int]:
+        """Per agent with an admission limit: its usable limit now."""
+        return {
+            agent_id: int(slots.ov.usable)
+            for agent_id, slots in self._agents.items()
+            if slots.ov is not None and slots.ov.limiter is not None
+        }
+
+    def capacities(self) -> dict[str, float]:
+        """Per agent with overload rules: its own capacity now (an autoscaler's in effect;
+        inf: unlimited), before the admission limit."""
+        return {
+            agent_id: slots.ov.capacity
+            for agent_id, slots in self._agents.items()
+            if slots.ov is not None
+        }
 
     # -- rules ------------------------------------------------------------------------
 
@@ -734,15 +865,13 @@ class Scheduler:
         agent_id = cp.agent_ids[i]
         slots = self._agents.get(agent_id)
         if slots is None:
-            slots = self._agents[agent_id] = _AgentSlots(
-                self._capacity(agent_id),
-                None
-                if self._breakers is None
-                else _optional_breaker(agent_id, self._breakers(agent_id)),
-            )
+            slots = self._new_agent(agent_id, now)
+        if slots.ov is not None:
+            self._queue_ov(att, slots, now)
+            return
         br = slots.breaker
         if br is not None and not self._admit(br, att):
-            self._rejects.append(att)  # failed once the current fact is processed
+            self._rejects.append((att, "rejected", ""))  # failed once the fact is processed
             return
         t = cp.timeout_ms[i]
         if t is not None:
@@ -755,6 +884,24 @@ class Scheduler:
             self._begin(att, now)
         else:
             queue.append(att)
+
+    def _new_agent(self, agent_id: str, now: float) -> _AgentSlots:
+        slots = self._agents[agent_id] = _AgentSlots(
+            self._capacity(agent_id),
+            None
+            if self._breakers is None
+            else _optional_breaker(agent_id, self._breakers(agent_id)),
+        )
+        if self._overload is not None:
+            rules = self._overload(agent_id)
+            if rules is not None:
+                ov = slots.ov = Overload(agent_id, rules, slots.capacity, now)
+                slots.capacity = ov.effective()
+                if ov.scaler is not None:
+                    self._scalers.append(slots)
+                    if self._open_runs:
+                        self._start_poll(slots, now)
+        return slots
 
     def _begin(self, att: Attempt, now: float) -> None:
         att.start_ms = now
@@ -791,6 +938,8 @@ class Scheduler:
             self._drop(att.timer)
         if att.gen is not None:
             self._record(att, now, outcome)
+        if self._ov_on:
+            self._ov_end(att, now, outcome)
         if att.start_ms is None or att.held:
             return  # still waiting: the queue drops it at its turn; held: attempt_exited frees it
         self._release(att, now)
@@ -815,20 +964,25 @@ class Scheduler:
         waited while the breaker opened is rejected, not sent to the failing agent."""
         while self._rejects or self._freed:
             rejects, self._rejects = self._rejects, []
-            for att in rejects:
+            for att, outcome, error in rejects:
                 if att.live:  # else its plan ended meanwhile
-                    self._fail_attempt(
-                        att, now, "rejected", f"circuit open for agent {att.agent_id}", True
-                    )
+                    if outcome == "shed":
+                        att.run.shed += 1
+                    else:
+                        error = f"circuit open for agent {att.agent_id}"
+                    self._fail_attempt(att, now, outcome, error, True)
             freed, self._freed = self._freed, []
             for slots in freed:
+                if slots.ov is not None:
+                    self._drain(slots, slots.ov, now)
+                    continue
                 queue, br = slots.queue, slots.breaker
                 while queue and slots.busy < slots.capacity:
                     nxt = queue.popleft()
                     if not nxt.live:
                         continue
                     if br is not None and nxt.gen != br.gen and not self._admit(br, nxt):
-                        self._rejects.append(nxt)  # the breaker opened while it waited
+                        self._rejects.append((nxt, "rejected", ""))  # it opened meanwhile
                         continue
                     slots.busy += 1
                     self._begin(nxt, now)
@@ -1017,6 +1171,7 @@ class Scheduler:
             return
         run.status = status
         run.end_ms = now
+        self._open_runs -= 1
         self._out.append(FinishRun(run))
 
     # -- hedging (§10.2) --------------------------------------------------------------
@@ -1105,6 +1260,218 @@ class Scheduler:
                 payload["slowCallRate"] = rates[1]
             self._out.append(Emit(event, payload))
 
+    # -- overload control (§17) ------------------------------------------------------
+
+    def _queue_ov(self, att: Attempt, slots: _AgentSlots, now: float) -> None:
+        """``_queue`` for an agent with overload rules: throttle, breaker, queue bound, then
+        start at once or wait."""
+        ov = slots.ov
+        assert ov is not None
+        th = ov.throttle
+        if th is not None:
+            p = th.probability(now)
+            th.request(now)
+            if p > 0.0 and self.rng.random() < p:
+                self._rejects.append(
+                    (
+                        att,
+                        "shed",
+                        f"throttled: client-side throttling refused the call to agent "
+                        f"{ov.agent_id} (refusal probability {p:.2f})",
+                    )
+                )
+                return
+        br = slots.breaker
+        if br is not None and not self._admit(br, att):
+            self._rejects.append((att, "rejected", ""))
+            return
+        if ov.waiting or slots.busy >= slots.capacity:  # it has to wait
+            if ov.max_length is not None and ov.waiting >= ov.max_length:
+                self._shed(
+                    slots,
+                    att,
+                    f"shed: agent {ov.agent_id} already has {ov.waiting} attempts waiting "
+                    f"(maxLength {ov.max_length})",
+                    now,
+                )
+                return
+            t = att.prun.cp.timeout_ms[att.step]
+            if t is not None:
+                att.timer = self._timer(now + t, ATTEMPT_TIMEOUT, att)
+            if not ov.waiting:
+                ov.since = now
+            ov.waiting += 1
+            att.waiting = True
+            slots.queue.append(att)
+            return
+        t = att.prun.cp.timeout_ms[att.step]
+        if t is not None:
+            att.timer = self._timer(now + t, ATTEMPT_TIMEOUT, att)
+        if ov.codel is not None:
+            ov.codel.observe(0.0, now)  # the queue is empty: a sample of 0
+        slots.busy += 1
+        if th is not None:
+            th.accept(now)
+        self._begin(att, now)
+
+    def _drain(self, slots: _AgentSlots, ov: Overload, now: float) -> None:
+        """Give free slots to waiting attempts in the agent's discipline; CoDel sheds as
+        they leave the queue (the next one is tried at once)."""
+        queue, br, codel, th = slots.queue, slots.breaker, ov.codel, ov.throttle
+        while ov.waiting and slots.busy < slots.capacity:
+            if ov.discipline == FIFO or (
+                ov.discipline == ADAPTIVE_LIFO and now - ov.since <= ov.lifo_after
+            ):
+                nxt = queue.popleft()
+                if not nxt.live:
+                    continue
+                if codel is not None:
+                    codel.observe(now - nxt.queued_ms, now)
+            else:
+                if codel is not None:  # the queue's age: its oldest live attempt's wait
+                    while not queue[0].live:
+                        queue.popleft()
+                    codel.observe(now - queue[0].queued_ms, now)
+                nxt = queue.pop()
+                if not nxt.live:
+                    continue
+            nxt.waiting = False
+            ov.waiting -= 1
+            if not ov.waiting:
+                queue.clear()  # only dead entries are left
+            if codel is not None and codel.overloaded:
+                wait = now - nxt.queued_ms
+                if codel.sheds(wait):
+                    self._shed(slots, nxt, _codel_error(wait, ov.agent_id, codel.target), now)
+                    continue
+                if ov.discipline != FIFO:
+                    self._purge(slots, ov, codel.target, now)
+            if br is not None and nxt.gen != br.gen and not self._admit(br, nxt):
+                self._rejects.append((nxt, "rejected", ""))
+                continue
+            slots.busy += 1
+            if th is not None:
+                th.accept(now)
+            self._begin(nxt, now)
+
+    def _purge(self, slots: _AgentSlots, ov: Overload, target: float, now: float) -> None:
+        """LIFO under an overloaded CoDel: the oldest waiting attempts would never leave the
+        queue, so those that waited over 2 x target are shed now, oldest first."""
+        queue = slots.queue
+        while queue and (not queue[0].live or now - queue[0].queued_ms > 2 * target):
+            old = queue.popleft()
+            if old.live:
+                old.waiting = False
+                ov.waiting -= 1
+                self._shed(slots, old, _codel_error(now - old.queued_ms, ov.agent_id, target), now)
+
+    def _shed(self, slots: _AgentSlots, att: Attempt, error: str, now: float) -> None:
+        """The agent's admission sheds ``att`` (failed in ``_settle``); AIMD backs off."""
+        self._rejects.append((att, "shed", error))
+        ov = slots.ov
+        assert ov is not None
+        if ov.limiter is not None:
+            ov.limiter.drop()
+            self._limit_moved(slots, ov, now)
+
+    def _ov_end(self, att: Attempt, now: float, outcome: str) -> None:
+        """An attempt of an agent with overload rules ended: it leaves the queue's count,
+        or its running time is a sample for the limiter."""
+        slots = self._agents.get(att.prun.cp.agent_ids[att.step])
+        ov = None if slots is None else slots.ov
+        if ov is None:
+            return
+        if att.start_ms is None:
+            if att.waiting:
+                att.waiting = False
+                ov.waiting -= 1
+                queue = slots.queue  # type: ignore[union-attr]
+                if not ov.waiting:
+                    queue.clear()
+                elif len(queue) > 2 * ov.waiting + 32:  # LIFO keeps dead entries below
+                    live = [a for a in queue if a.live]
+                    queue.clear()
+                    queue.extend(live)
+            return
+        if ov.limiter is not None:
+            ov.limiter.ended(outcome, now - att.start_ms, slots.busy)  # type: ignore[union-attr]
+            self._limit_moved(slots, ov, now)  # type: ignore[arg-type]
+
+    def _limit_moved(self, slots: _AgentSlots, ov: Overload, now: float) -> None:
+        usable = ov.limit()
+        if usable == ov.usable:
+            return
+        up = usable > ov.usable
+        ov.usable = usable
+        slots.capacity = ov.effective()
+        self.overload_log.append((now, ov.agent_id, LIMIT_CHANGED, usable))
+        if LIMIT_CHANGED in self._wants:
+            self._out.append(
+                Emit(LIMIT_CHANGED, {"agentId": ov.agent_id, "limit": usable, "timeMs": now})
+            )
+        if up and ov.waiting:
+            self._freed.append(slots)
+
+    def _start_poll(self, slots: _AgentSlots, now: float) -> None:
+        sc = slots.ov.scaler  # type: ignore[union-attr]
+        if sc is not None and sc.timer is None:
+            sc.timer = self._timer(next_grid(now, sc.poll_ms), POLL, slots)
+
+    def _poll(self, slots: _AgentSlots, at_ms: float, now: float) -> None:
+        """An autoscaler's poll: desired capacity from the metric, scale up (after
+        provisioning) or down (HPA stabilisation); poll again while runs are in flight."""
+        ov = slots.ov
+        assert ov is not None and ov.scaler is not None
+        sc = ov.scaler
+        sc.timer = None
+        if self._agents.get(ov.agent_id) is not slots:
+            self._scalers.remove(slots)  # unregistered meanwhile
+            return
+        goal = sc.poll(now, sc.desired(slots.busy, ov.waiting))
+        if goal > sc.goal:
+            sc.goal = goal
+            if sc.provision_ms > 0:
+                sc.pending.append(self._timer(now + sc.provision_ms, PROVISION, (slots, goal)))
+            else:
+                self._scale(slots, ov, goal, now)
+        elif goal < sc.goal:
+            sc.goal = goal
+            keep = []
+            for timer in sc.pending:
+                if timer.live and timer.target[1] > goal:
+                    self._drop(timer)  # a scale-up not needed any more
+                elif timer.live:
+                    keep.append(timer)
+            sc.pending = keep
+            if sc.capacity > goal:
+                self._scale(slots, ov, goal, now)
+        if self._open_runs:
+            sc.timer = self._timer(at_ms + sc.poll_ms, POLL, slots)
+
+    def _provisioned(self, timer: Timer, now: float) -> None:
+        slots, value = timer.target
+        ov = slots.ov
+        sc = ov.scaler
+        if timer in sc.pending:
+            sc.pending.remove(timer)
+        if value > sc.capacity:
+            self._scale(slots, ov, value, now)
+
+    def _scale(self, slots: _AgentSlots, ov: Overload, capacity: int, now: float) -> None:
+        """``capacity`` takes effect now (running attempts are never stopped)."""
+        assert ov.scaler is not None
+        ov.scaler.capacity = capacity
+        ov.capacity = capacity
+        before = slots.capacity
+        slots.capacity = ov.effective()
+        self.overload_log.append((now, ov.agent_id, SCALED, capacity))
+        if SCALED in self._wants:
+            self._out.append(
+                Emit(SCALED, {"agentId": ov.agent_id, "capacity": capacity, "timeMs": now})
+            )
+        if slots.capacity > before and ov.waiting:
+            self._freed.append(slots)
+
     # -- helpers ----------------------------------------------------------------------
 
     def _timer(self, at: float, kind: int, target: Any) -> Timer:
@@ -1157,6 +1524,13 @@ def release(run: Run) -> None:
 
 def _optional_breaker(agent_id: str, policy: Any) -> _Breaker | None:
     return None if policy is None else _Breaker(agent_id, policy)
+
+
+def _codel_error(wait: float, agent_id: str, target: float) -> str:
+    return (
+        f"shed: waited {_ms(wait)} ms at agent {agent_id}, over twice CoDel's target of "
+        f"{_ms(target)} ms while its queue stood"
+    )
 
 
 def job_id_of(att: Attempt) -> str:

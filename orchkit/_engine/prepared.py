@@ -1,6 +1,6 @@
 """A study's inputs resolved once for the drivers: the plans compiled to the core's indexed
-form, with the models and the breaker policies beside them. Every driver (SimPy, fast) and
-every tune trial takes this; none compiles or checks again."""
+form, with the models and the policies (breakers, overload rules) beside them. Every driver
+(SimPy, fast) and every tune trial takes this; none compiles or checks again."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from .._spec.inputs import StudyInputs
 from .._spec.models import AgentModels
 from .._spec.plan import Plan
-from .._spec.policies import Policies, breaker_lookup
+from .._spec.policies import Policies, breaker_lookup, overload_lookup
 from .._spec.workload import Workload
 from .core import CompiledPlan, compile_plan
 
@@ -46,6 +46,10 @@ class Prepared:
     def breakers(self) -> Any:
         """The core's ``breakers`` argument (None when no breaker is configured)."""
         return breaker_lookup(self.inputs.policies)
+
+    def overload(self) -> Any:
+        """The core's ``overload`` argument (None when no overload rule is configured)."""
+        return overload_lookup(self.inputs.policies)
 
     def __reduce__(self) -> tuple:  # to a worker process: the inputs, compiled there
         return (Prepared.of, (self.inputs,))

@@ -34,7 +34,7 @@ from .._engine.core import (
 )
 from .._engine.result import RunResult
 from .._spec.plan import Plan, as_plan
-from .._spec.policies import Policies, as_policies, breaker_lookup
+from .._spec.policies import Policies, as_policies, breaker_lookup, overload_lookup
 from .agent import Agent, agent_event, coerce_response, describe
 from .bus import FATAL, EventBus, log, wait_tasks
 
@@ -58,9 +58,12 @@ class Orchestrator:
             1000). A cancelled attempt keeps its agent slot until its coroutine has really
             finished, so an agent that ignores cancellation never serves more than
             ``capacity`` attempts at once.
-        policies: Circuit breakers per agent-id pattern (SPEC §10.1; a dict, a YAML/JSON
-            file path or ``ok.Policies``), shared by every run of this orchestrator; their
-            ``breaker:*`` events carry ``timeMs`` on the orchestrator's clock.
+        policies: Circuit breakers and overload rules per agent-id pattern (SPEC §10.1,
+            §17; a dict, a YAML/JSON file path or ``ok.Policies``), shared by every run of
+            this orchestrator; their ``breaker:*``, ``admission:limit_changed`` and
+            ``autoscale:scaled`` events carry ``timeMs`` on the orchestrator's clock. An
+            autoscaler scales the capacity the orchestrator grants the agent (starting from
+            the agent's own ``capacity``, clamped to its min and max).
 
     Raises:
         ValueError: ``grace_ms`` is not a finite number >= 0.
@@ -98,6 +101,7 @@ class Orchestrator:
             random.Random(seed),
             hold_slots=True,
             breakers=breaker_lookup(self.policies),
+            overload=overload_lookup(self.policies),
             events=self._bus.wanted,
         )  # only events someone hears
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -201,6 +205,16 @@ class Orchestrator:
         """Agent id -> its circuit breaker's state ("closed", "open", "half_open"), for the
         agents with a breaker that have been called."""
         return self._core.breaker_states()
+
+    def admission_limits(self) -> dict[str, int]:
+        """Agent id -> its usable admission limit now (SPEC §17), for the agents with a
+        limit (``admission.<pattern>.limit``) that have been called."""
+        return self._core.admission_limits()
+
+    def capacities(self) -> dict[str, float]:
+        """Agent id -> its capacity now (an autoscaler's in effect; inf: unlimited), for the
+        agents with overload rules that have been called."""
+        return self._core.capacities()
 
     # -- runs -------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from .._engine.prepared import Prepared
 from .._engine.result import HUNG, RunCollector, RunResult
 from .._spec.inputs import StudyInputs, check_int
 from .._spec.models import AgentModels
-from .._spec.policies import Policies, breaker_lookup
+from .._spec.policies import Policies, breaker_lookup, overload_lookup
 from .agent import AgentResponse
 from .bus import EventBus
 
@@ -226,8 +226,8 @@ def simulate(
         seed: Seeds every random draw (latencies, errors, hangs, jitter).
         bus: An ``ok.EventBus`` to receive the live runtime's events, with simulated
             ``timeMs``.
-        policies: Circuit breakers (SPEC §10.1; a dict, a YAML/JSON file path or
-            ``ok.Policies``).
+        policies: Circuit breakers and overload rules (SPEC §10.1, §17; a dict, a
+            YAML/JSON file path or ``ok.Policies``).
 
     Returns:
         The run's result, in simulated ms: status, per-step results and errors, spans.
@@ -254,6 +254,7 @@ def simulate(
         prepared.models.capacity,
         rng,
         breakers=prepared.breakers(),
+        overload=prepared.overload(),
         events=False if bus is None else getattr(bus, "wanted", True),
     )
     driver = SimDriver(env, core, prepared.models, bus)
@@ -275,18 +276,23 @@ def simulate_runs(
     sink: Callable[[Run], None],
     policies: Policies | None = None,
     breaker_log: list | None = None,
+    overload_log: list | None = None,
 ) -> dict[str, float]:
     """Simulate independent runs ``start..stop`` (each alone, from t = 0), feeding each
     finished run to ``sink``; returns each agent's total running time in ms. ``start``
     must be a multiple of BLOCK. With breakers in ``policies`` every run starts with closed,
     empty breakers (runs stay independent); their transitions go to ``breaker_log`` as
-    (run index, *transition)."""
+    (run index, *transition). Overload rules likewise start afresh in every run; their limit
+    and capacity changes go to ``overload_log`` as (run index, *change)."""
     if start % BLOCK:
         raise ValueError(f"start must be a multiple of {BLOCK}")
     capacities = {a: models.capacity(a) for a in _agent_ids(cp)}
     env = simpy.Environment()
     breakers = breaker_lookup(policies)
-    core = Scheduler(capacities.__getitem__, None, events=False, breakers=breakers)
+    overload = overload_lookup(policies)
+    core = Scheduler(
+        capacities.__getitem__, None, events=False, breakers=breakers, overload=overload
+    )
     driver = SimDriver(env, core, models, responses=False)
     with gc_paused():
         for i in range(start, stop):
@@ -299,6 +305,12 @@ def simulate_runs(
                     if breaker_log is not None:
                         breaker_log.extend((i - 1, *t) for t in core.breaker_log)
                     core.breaker_log.clear()
+            if overload is not None:
+                core.reset_overload()
+                if core.overload_log:
+                    if overload_log is not None:
+                        overload_log.extend((i - 1, *t) for t in core.overload_log)
+                    core.overload_log.clear()
             run, actions = core.submit(cp, 0.0, i, core.rng)
             driver.apply(actions)
             env.run()
@@ -308,6 +320,8 @@ def simulate_runs(
             release(run)  # freed at once by reference counting, not by the cyclic GC
     if breaker_log is not None:
         breaker_log.extend((stop - 1, *t) for t in core.breaker_log)
+    if overload_log is not None:
+        overload_log.extend((stop - 1, *t) for t in core.overload_log)
     return core.busy_ms()
 
 
@@ -324,13 +338,23 @@ def independent_runs(
     prepared: Prepared, seed: int, start: int, stop: int, keep_spans: bool | int
 ) -> tuple[list, list, dict, list]:
     """Independent runs ``start..stop`` of the study's plan (picklable: a chunk for any
-    Executor): run rows, span rows, each agent's busy ms, breaker transitions."""
+    Executor): run rows, span rows, each agent's busy ms, breaker transitions then overload
+    changes (``result.policy_frames`` tells them apart)."""
     sink = RunCollector(keep_spans, study_clock=False)
     log: list = []
+    changes: list = []
     busy = simulate_runs(
-        prepared.compiled[0], prepared.models, seed, start, stop, sink, prepared.policies, log
+        prepared.compiled[0],
+        prepared.models,
+        seed,
+        start,
+        stop,
+        sink,
+        prepared.policies,
+        log,
+        changes,
     )
-    return sink.rows, sink.spans, busy, log
+    return sink.rows, sink.spans, busy, log + changes
 
 
 def capacity_study(
@@ -339,7 +363,8 @@ def capacity_study(
     """One workload study (SPEC §4.2): the workload's runs arrive over its horizon and share
     each agent's capacity on one SimPy clock (ms from the study's start). Returns the run
     rows and span rows (``RunCollector``'s, in run order), each agent's busy ms, the time
-    the last run ended and the breaker transitions."""
+    the last run ended and the breaker transitions then the overload changes (limits,
+    capacities; ``result.policy_frames`` tells them apart)."""
     workload, models = prepared.workload, prepared.models
     times = workload.times(random.Random(f"arrivals:{seed}"))
     cps = prepared.compiled
@@ -350,7 +375,11 @@ def capacity_study(
         mean_think, horizon = workload.think_ms, workload.horizon_ms
     env = simpy.Environment()
     core = Scheduler(
-        models.capacity, random.Random(f"jitter:{seed}"), events=False, breakers=prepared.breakers()
+        models.capacity,
+        random.Random(f"jitter:{seed}"),
+        events=False,
+        breakers=prepared.breakers(),
+        overload=prepared.overload(),
     )
     sink = RunCollector(keep_spans, study_clock=True)
     open_runs: dict[int, Run] = {}  # the runs in flight; a finished run is collected at once
@@ -415,5 +444,5 @@ def capacity_study(
     key = operator.itemgetter(0)
     rows.sort(key=key)  # run order (runs were collected as they finished)
     spans.sort(key=key)  # stable: each run's attempts stay in order
-    log = [(None, *t) for t in core.breaker_log]
+    log = [(None, *t) for t in core.breaker_log] + [(None, *t) for t in core.overload_log]
     return rows, spans, core.busy_ms(), last_end, log

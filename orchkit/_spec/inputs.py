@@ -77,12 +77,19 @@ def check_models(plan: Plan, models: AgentModels, stacklevel: int = 2) -> None:
 
 # The first segment of a dotted path names the study input it changes; any other path
 # changes the plan. Each input has ``with_values(paths)`` taking the full dotted paths.
-VALUE_TARGETS: dict[str, str] = {"agents": "models", "breakers": "policies"}
+VALUE_TARGETS: dict[str, str] = {
+    "agents": "models",
+    "breakers": "policies",
+    "admission": "policies",
+    "throttle": "policies",
+    "autoscale": "policies",
+}
 
 
 def path_target(path: str) -> str:
     """The study input a dotted path changes: ``"models"`` for ``agents.…``, ``"policies"``
-    for ``breakers.…``, else ``"plan"``."""
+    for ``breakers.…``, ``admission.…``, ``throttle.…`` and ``autoscale.…``, else
+    ``"plan"``."""
     if not isinstance(path, str):
         raise TypeError(f"grid/values keys must be dotted path strings, got {path!r}")
     return VALUE_TARGETS.get(path.split(".", 1)[0], "plan")

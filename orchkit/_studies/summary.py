@@ -23,7 +23,7 @@ from .._base.stats import (
     steady_quantile_ci,
     wilson_ci,
 )
-from .._engine.result import BREAKER_COLUMNS
+from .._engine.result import BREAKER_COLUMNS, OVERLOAD_COLUMNS
 from .._spec.models import AgentModels
 from .._spec.plan import Plan
 from .._spec.workload import Workload
@@ -44,7 +44,8 @@ class Summary:
             that succeeded within the workload's ``give_up_ms`` of arriving; without one,
             the success rate), ``goodput_per_s`` (useful runs per second: the arrival rate
             times ``useful_rate``; NaN for independent runs, which do not arrive over
-            time)), with columns
+            time), ``shed_per_run`` (attempts shed or throttled per run, SPEC §17)), with
+            columns
             ``runs`` (the runs it counts), ``value``, ``ci_low``, ``ci_high``; times in ms.
         agents: One row per agent: ``agent_id``, ``capacity``, ``busy_ms`` (time its
             attempts ran, ms), ``mean_in_flight``, ``utilisation`` (mean_in_flight /
@@ -145,7 +146,11 @@ _RATES = (
     ("timeout_rate", "status", "timed_out"),
     ("fallback_rate", "fallback_used", True),
 )
-_MEANS = (("attempts_per_run", "attempts"), ("retries_per_run", "retries"))
+_MEANS = (
+    ("attempts_per_run", "attempts"),
+    ("retries_per_run", "retries"),
+    ("shed_per_run", "shed"),
+)
 _QUANTILES = (0.5, 0.95, 0.99)
 
 
@@ -251,6 +256,7 @@ METRIC_NAMES = (
     + tuple(f"makespan_ok_p{round(q * 100)}_ms" for q in _QUANTILES)
     + ("success_rate", "attempts_per_run", "retries_per_run", "timeout_rate", "fallback_rate")
     + ("useful_rate", "goodput_per_s")
+    + ("shed_per_run",)
 )
 
 
@@ -282,6 +288,9 @@ class MonteCarloResult:
             breakers are shared), ``t_ms``, ``agent_id``, ``event``
             (``breaker:opened``/``half_open``/``closed``), ``failure_rate``,
             ``slow_call_rate``.
+        overload: Overload changes (SPEC §17): ``run_id`` (as in ``breakers``), ``t_ms``,
+            ``agent_id``, ``event`` (``admission:limit_changed``: ``value`` is the new
+            usable limit; ``autoscale:scaled``: ``value`` is the capacity now in effect).
         warmup_ms: The warm-up given (ms), or None: MSER-5 finds it.
         replications: Independent studies of the workload; with more than one, ``runs``
             and ``spans`` have a ``replication`` column.
@@ -306,6 +315,7 @@ class MonteCarloResult:
     method: str = "simpy"
     method_reason: str = ""
     breakers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BREAKER_COLUMNS))
+    overload: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=OVERLOAD_COLUMNS))
     warmup_ms: float | None = None
     replications: int = 1
     _summary: Summary | None = field(default=None, repr=False)

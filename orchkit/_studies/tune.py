@@ -665,7 +665,12 @@ def _objectives(minimize: Any, space: dict) -> tuple[list[str], dict[str, Callab
                 f"minimize={item!r}: a setting to minimise must be a number; space[{item!r}] "
                 f"is {dim!r}"
             )
-        if item.startswith(("agents.", "breakers.", "steps.")) and dim is None:
+        if (
+            item.startswith(
+                ("agents.", "breakers.", "admission.", "throttle.", "autoscale.", "steps.")
+            )
+            and dim is None
+        ):
             raise ValueError(
                 f"minimize={item!r} is a path but not one of the space's ({', '.join(space)}); "
                 "a setting to minimise must be searched"

@@ -23,6 +23,7 @@ OUTCOME_COLORS = {  # attempt outcomes and run statuses: the same colour in ever
     "cancelled": GREY,
     "skipped": "#c7c7c7",
     "rejected": PURPLE,
+    "shed": "#e7ba52",  # shed or throttled (SPEC §17)
     "queued": "#aec7e8",
 }
 PALETTE = (

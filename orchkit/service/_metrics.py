@@ -11,6 +11,13 @@
 - ``orchkit_mastery_rate{skill}``: share of the learners with a response on the skill whose
   P(mastered) (BKT) is at least 0.95; recomputed from the store on a scrape, at most every
   10 s, when responses were added (learning analytics, ``_analytics``)
+- ``orchkit_admission_limit{agent}``: the usable admission limit of each agent with one
+  (SPEC §17, ``admission.<pattern>.limit``), and ``orchkit_agent_capacity{agent}``: the
+  capacity in effect of each agent with overload rules (an autoscaler's; +Inf: unlimited),
+  both read from the scheduling core at each scrape, for the agents called so far
+- ``orchkit_twin_predicted_p95_ms{bound}``, ``orchkit_twin_observed_p95_ms``,
+  ``orchkit_twin_coverage{metric}``, ``orchkit_twin_predictions{status}``: the digital
+  twin's latest prediction, its last check and the coverage so far (registered by ``_twin``)
 """
 
 from __future__ import annotations
@@ -56,8 +63,41 @@ class Metrics:
             ["skill"],
             registry=r,
         )
+        r.register(_OverloadCollector(service))
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _OverloadCollector:
+    """``orchkit_admission_limit{agent}`` and ``orchkit_agent_capacity{agent}``, read from
+    the orchestrator's core when scraped (what its limit and capacity events changed)."""
+
+    def __init__(self, service: Any):
+        self.service = service
+
+    def describe(self) -> list:
+        return []  # collected on scrape only
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        orch = self.service.orch
+        limit = GaugeMetricFamily(
+            "orchkit_admission_limit",
+            "Usable admission limit per agent (SPEC §17)",
+            labels=["agent"],
+        )
+        for agent_id, value in sorted(orch.admission_limits().items()):
+            limit.add_metric([agent_id], value)
+        capacity = GaugeMetricFamily(
+            "orchkit_agent_capacity",
+            "Capacity in effect per agent with overload rules (autoscaled)",
+            labels=["agent"],
+        )
+        for agent_id, value in sorted(orch.capacities().items()):
+            capacity.add_metric([agent_id], value)
+        yield limit
+        yield capacity

@@ -37,6 +37,7 @@ OK.start(async () => {
   function guess(error) {
     const e = String(error || "");
     if (/^circuit open/.test(e)) return "rejected";
+    if (/^(shed|throttled): /.test(e)) return "shed";
     if (/^cancelled/.test(e)) return "cancelled";
     if (/timed out after/.test(e)) return "timeout";
     return "error";
@@ -188,7 +189,7 @@ OK.start(async () => {
         marker: { color: C.queued },
         hovertemplate: "%{y}: waited %{x:.1f} ms from %{base:.1f} ms<extra>queued</extra>" });
     }
-    const order = ["succeeded", "error", "timeout", "rejected", "cancelled", "running"];
+    const order = ["succeeded", "error", "timeout", "rejected", "shed", "cancelled", "running"];
     const names = [...groups.keys()].sort((a, b) => order.indexOf(a) - order.indexOf(b));
     for (const name of names) {
       const g = groups.get(name);
