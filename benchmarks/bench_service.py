@@ -13,6 +13,13 @@ per request over the agents' own time, two ways:
   framing, uvicorn, and the client's own event loop, which shares the 2 cores)
 - server: time inside the app (`Server-Timing: app;dur=` / the ack's `serverMs`) - agents' time
 
+Then, next to a baseline in the same run: the server's CPU per REST `process_interaction`
+of `orchkit serve` with instant agents against a minimal FastAPI app under the same uvicorn
+settings that answers the same JSON (both servers up at once; rounds of --cpu-learners
+learners x --cpu-answers answers, alternating between them; medians). Goals: `start_session`
+in-app overhead p95 < 2 ms at 200 learners; server CPU per REST request <= 1.25x the
+minimal app's.
+
     python benchmarks/bench_service.py                     # 200 learners x 10 answers
     python benchmarks/bench_service.py --agents instant    # the service's own cost alone
     python benchmarks/bench_service.py --learners 50 --answers 20 --think-ms 0
@@ -74,13 +81,74 @@ def instant_agent(kind: str, agent_id: str):
     return Instant(agent_id)
 
 
-def start_server(port: int, folder: str, agents: str) -> subprocess.Popen:
+INSTANT_ANSWER = {
+    "success": True,
+    "response": {
+        "correct": False,
+        "nextActivity": {
+            "activityId": "addition-d1-01",
+            "concept": "addition",
+            "difficulty": 1,
+            "prompt": "1 + 1",
+        },
+        "adaptations": {
+            "concept": "addition",
+            "difficultyLevel": 1,
+            "difficultyChange": "same",
+            "mastery": 0.5,
+            "struggling": False,
+            "recommendations": [],
+        },
+    },
+    "confidence": 0.9,
+    "reasoning": "instant",
+}
+
+
+def minimal_app():
+    """The baseline: a minimal FastAPI app answering ``POST /api/agents`` with the JSON
+    orchkit answers a process_interaction with instant agents (and /healthz)."""
+    from datetime import UTC, datetime
+    from typing import Any
+
+    from fastapi import Body, FastAPI
+
+    app = FastAPI()
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return {"status": "ok"}
+
+    @app.post("/api/agents")
+    async def agents(body: dict[str, Any] = Body(...)) -> Any:
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return {**INSTANT_ANSWER, "timestamp": now}
+
+    return app
+
+
+def serve_minimal(port: int) -> None:
+    """Run ``minimal_app`` as ``orchkit serve`` runs its app (uvicorn.run, same options)."""
+    import uvicorn
+
+    uvicorn.run(
+        minimal_app(),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_keep_alive=30,
+    )
+
+
+def start_server(port: int, folder: str, agents: str, minimal: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])}
     env.pop("ORCHKIT_API_KEY", None)
     env.pop("ORCHKIT_LLM_BASE_URL", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
+    command = (
+        ["-c", f"import bench_service; bench_service.serve_minimal({port})"]
+        if minimal
+        else [
             "-m",
             "orchkit",
             "serve",
@@ -91,7 +159,10 @@ def start_server(port: int, folder: str, agents: str) -> subprocess.Popen:
             "--log-level",
             "warning",
             *(["--agent-factory", "bench_service:instant_agent"] if agents == "instant" else []),
-        ],
+        ]
+    )
+    proc = subprocess.Popen(
+        [sys.executable, *command],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -240,6 +311,84 @@ def pct(values: np.ndarray) -> str:
     return f"p50 {p50:7.2f}   p95 {p95:7.2f}   p99 {p99:7.2f}"
 
 
+async def answers_cpu(url: str, pid: int, tag: str, learners: int, answers: int) -> float:
+    """Server CPU (ms) per REST process_interaction: ``learners`` learners start a session
+    (not counted), then answer ``answers`` times each, all at once (think time 0.5-1.5 ms)."""
+    limits = httpx.Limits(max_connections=learners, max_keepalive_connections=learners)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        ids = [f"cpu-{tag}-{i}" for i in range(learners)]
+        for learner in ids:
+            r = await http.post(
+                "/api/agents",
+                json={"action": "start_session", "learnerId": learner, "data": {"gradeLevel": 5}},
+            )
+            r.raise_for_status()
+
+        async def answer(learner: str, rng: random.Random) -> None:
+            for _ in range(answers):
+                await asyncio.sleep(rng.uniform(0.5, 1.5) / 1000.0)
+                r = await http.post(
+                    "/api/agents",
+                    json={
+                        "action": "process_interaction",
+                        "learnerId": learner,
+                        "data": {
+                            "activityId": "addition-d1-01",
+                            "response": {"answer": str(rng.randint(0, 20))},
+                        },
+                    },
+                )
+                r.raise_for_status()
+
+        cpu0 = cpu_ms(pid)
+        await asyncio.gather(*(answer(x, random.Random(i)) for i, x in enumerate(ids)))
+        cpu1 = cpu_ms(pid)
+    assert cpu0 is not None and cpu1 is not None
+    return (cpu1 - cpu0) / (learners * answers)
+
+
+async def cpu_versus_minimal(args: argparse.Namespace) -> None:
+    """Server CPU per REST answer: orchkit serve (instant agents) vs the minimal FastAPI app,
+    in alternating rounds, both servers up at once."""
+    with tempfile.TemporaryDirectory() as folder:
+        ports = free_port(), free_port()
+        ours = start_server(ports[0], folder, "instant")
+        base = start_server(ports[1], folder, "instant", minimal=True)
+        try:
+            ratios, mine, theirs = [], [], []
+            for r in range(args.cpu_rounds + 1):  # round 0 warms both up, not counted
+                a = await answers_cpu(
+                    f"http://127.0.0.1:{ports[0]}",
+                    ours.pid,
+                    f"o{r}",
+                    args.cpu_learners,
+                    args.cpu_answers,
+                )
+                b = await answers_cpu(
+                    f"http://127.0.0.1:{ports[1]}",
+                    base.pid,
+                    f"m{r}",
+                    args.cpu_learners,
+                    args.cpu_answers,
+                )
+                if r:
+                    mine.append(a)
+                    theirs.append(b)
+                    ratios.append(a / b)
+        finally:
+            stop(ours)
+            stop(base)
+    ratio = float(np.median(ratios))
+    print(
+        f"server CPU per REST process_interaction ({args.cpu_learners} learners x "
+        f"{args.cpu_answers} answers, {args.cpu_rounds} alternating rounds, load average "
+        f"{os.getloadavg()[0]:.1f}): orchkit serve (instant agents) {np.median(mine):.3f} ms, "
+        f"minimal FastAPI app {np.median(theirs):.3f} ms: {ratio:.2f}x "
+        f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}; goal <= 1.25x: "
+        f"{'met' if ratio <= 1.25 else 'not met'})"
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -312,6 +461,15 @@ async def main(args: argparse.Namespace) -> None:
         print(f"    agents' own time            {pct(sel[:, 1])}")
         print(f"    overhead, client - agents   {pct(sel[:, 0] - sel[:, 1])}")
         print(f"    overhead, in app - agents   {pct(sel[:, 2] - sel[:, 1])}")
+    starts = rows[routes == "start_session"]
+    if len(starts):
+        p95 = float(np.percentile(starts[:, 2] - starts[:, 1], 95))
+        print(
+            f"  start_session in-app overhead p95 at {args.learners} learners: {p95:.2f} ms "
+            f"(goal < 2 ms: {'met' if p95 < 2 else 'not met'})"
+        )
+    if args.cpu_rounds:
+        await cpu_versus_minimal(args)
 
 
 if __name__ == "__main__":
@@ -334,5 +492,13 @@ if __name__ == "__main__":
         "answer at once (the service's own cost alone)",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--cpu-rounds",
+        type=int,
+        default=5,
+        help="rounds of the CPU comparison with the minimal FastAPI app (0: skip it)",
+    )
+    ap.add_argument("--cpu-learners", type=int, default=50)
+    ap.add_argument("--cpu-answers", type=int, default=20)
     ap.add_argument("--max-seconds", type=float, default=300.0, help="give up after this long")
     asyncio.run(main(ap.parse_args()))

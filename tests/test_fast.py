@@ -4,6 +4,7 @@ critical paths, closed forms, determinism and frame shapes."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from pathlib import Path
@@ -708,3 +709,93 @@ def test_default_keeps_a_sample_of_spans_and_every_run():
     assert study.spans["run_id"].nunique() == len(study.runs)
     with pytest.raises(TypeError, match="keep_spans"):
         ok.monte_carlo(plan, models, runs=10, keep_spans="all", progress=False)
+
+
+# ------------------------------------------------------------------ pinned frames
+
+# Digests of the frames these studies gave before the fast path's frame building was
+# reworked (turn 3: views instead of per-block copies, no re-categorising, frames that take
+# their arrays): an optimisation must leave every value and dtype as it was. A deliberate
+# change of the draws or of the rules must update them (and say so).
+PINNED = {
+    ("graceful_degradation", 0, 3000, None): ("1660b6871ceee4d7", "2e1ef1f1d82b91bf"),
+    ("learning_activity", 0, 3000, None): ("2146f29758efbcb3", "fdcfa427aee91133"),
+    ("ml_with_gpt4_fallback", 0, 3000, None): ("0897a6ee7bf9d394", "ac684c4484cf7fae"),
+    ("parallel_analysis", 0, 3000, None): ("98e36bf8e46990f2", "459f797f2b8f9e20"),
+    ("retry_example", 0, 3000, None): ("f7b73f7743b994da", "618c4e61cd850979"),
+    ("session_initialization", 0, 3000, None): ("1209e927aae5d91f", "a55fc80d48148e51"),
+    # several blocks, spans kept across them, fallback chains
+    ("graceful_degradation", -5, 70000, 70000): ("25f96d41ceb86777", "3e650cc3bb9a15e2"),
+    ("ml_with_gpt4_fallback", -5, 70000, 70000): ("d5b8cbd565b5525c", "bcebceb30d4e50f4"),
+    # the light plan of the speed goals: the default span sample, and a tiny one
+    ("light", 0, 200_000, None): ("acd123d7e9a2fbfe", "a4213a6b42413b5c"),
+    ("light", 4, 20_000, 3): ("3304bd58c6dc67bd", "2d55ba91b63cf6a8"),
+}
+PINNED_RUN_COLUMNS = [
+    "run_id", "plan_id", "status", "arrival_ms", "start_ms", "end_ms", "makespan_ms",
+    "attempts", "retries", "timeouts", "fallback_used", "final_plan_id",
+]  # fmt: skip
+PINNED_SPAN_COLUMNS = [
+    "run_id", "plan_id", "step_id", "agent_id", "action", "attempt", "queued_ms",
+    "start_ms", "end_ms", "outcome", "error", "hedge",
+]  # fmt: skip
+
+
+def frame_digest(frame: pd.DataFrame, columns: list[str]) -> str:
+    """Every value (floats bit for bit) and dtype of ``columns``."""
+    h = hashlib.sha256()
+    for c in columns:
+        col = frame[c]
+        if col.dtype.kind in "biuf":
+            h.update(np.ascontiguousarray(col.to_numpy()).tobytes())
+        else:
+            h.update("\x1f".join(map(str, col.astype(object))).encode())
+        h.update(str(col.dtype).encode())
+    return h.hexdigest()[:16]
+
+
+def light_plan() -> tuple[ok.Plan, ok.AgentModels]:
+    """Three lognormal steps in parallel, then a fourth; 5% errors, no retries."""
+    lat = {"learning": (250, 900), "speech": (400, 1500), "tutor": (1200, 4000)}
+    steps = [{"id": f"{k}_analysis", "agentId": f"{k}-agent-1", "action": "analyze"} for k in lat]
+    steps.append(
+        {
+            "id": "combine",
+            "agentId": "combine-agent-1",
+            "action": "combine",
+            "dependencies": [s["id"] for s in steps],
+        }
+    )
+    lat["combine"] = (250, 900)
+    agents = {
+        f"{k}-agent-*": {"latency": {"dist": "lognormal", "median": m, "p95": p}, "error": 0.05}
+        for k, (m, p) in lat.items()
+    }
+    plan = ok.Plan.model_validate({"id": "multi", "parallel": True, "steps": steps})
+    return plan, ok.AgentModels.from_dict({"agents": agents})
+
+
+@pytest.mark.parametrize("case", list(PINNED), ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[3]}")
+def test_same_seed_gives_the_pinned_frames(case):
+    name, seed, runs, keep = case
+    plan, models = (
+        light_plan() if name == "light" else (ok.examples.plan(name), ok.examples.models())
+    )
+    res = ok.monte_carlo(plan, models, runs=runs, seed=seed, keep_spans=keep, progress=False)
+    assert res.method == "fast"
+    got = (frame_digest(res.runs, PINNED_RUN_COLUMNS), frame_digest(res.spans, PINNED_SPAN_COLUMNS))
+    assert got == PINNED[case]
+
+
+def test_frame_columns_do_not_share_memory():
+    """The frames take the fast path's arrays as they are: no two columns may be one array
+    (writing one would change the other)."""
+    plan, models = light_plan()
+    res = ok.monte_carlo(plan, models, runs=100, seed=1, progress=False)
+    runs, spans = res.runs, res.spans
+    end, queued = runs["end_ms"].copy(), spans["queued_ms"].copy()
+    runs.loc[0, "arrival_ms"] = 5.0
+    runs.loc[0, "makespan_ms"] = -1.0
+    spans.loc[0, "start_ms"] = -1.0
+    assert runs.loc[0, "start_ms"] == 0.0 and runs["end_ms"].equals(end)
+    assert spans["queued_ms"].equals(queued)

@@ -4,6 +4,7 @@ SimPy and fast drivers alike."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,8 +42,9 @@ SPAN_COLUMNS = [
 - ``queued_ms``, ``start_ms``, ``end_ms``: when the attempt was queued at the agent, began
   running (NaN if it never left the queue) and ended, in ms from the run's start (from the
   study's start in a workload study);
-- ``outcome``: ``"succeeded"``, ``"error"``, ``"timeout"``, ``"cancelled"`` or
-  ``"rejected"`` (an open circuit breaker); ``error``: the message, or None;
+- ``outcome``: ``"succeeded"``, ``"error"``, ``"timeout"``, ``"cancelled"``,
+  ``"rejected"`` (an open circuit breaker) or ``"shed"`` (shed by the agent's admission
+  rules or refused by client-side throttling, SPEC §17); ``error``: the message, or None;
 - ``hedge``: True for a hedged attempt (every attempt of a try but its first).
 
 A live trace of agents that slept scaled latencies adds a ``time_scale`` column.
@@ -83,6 +85,7 @@ RUN_COLUMNS = [
     "attempts",
     "retries",
     "timeouts",
+    "shed",
     "fallback_used",
     "final_plan_id",
 ]
@@ -93,12 +96,36 @@ RUN_COLUMNS = [
 - ``arrival_ms``, ``start_ms``, ``end_ms``: on the study's clock, ms;
   ``makespan_ms``: ``end_ms - start_ms``, the whole fallback chain;
 - ``attempts``: attempts made; ``retries``: attempts after a step's first; ``timeouts``:
-  attempts ended by a step timeout;
+  attempts ended by a step timeout; ``shed``: attempts shed or throttled (outcome
+  ``"shed"``, SPEC §17);
 - ``fallback_used``: True when a fallback plan ran; ``final_plan_id``: the last plan tried.
 """
 # breaker transitions of a study: run_id is the run an independent-runs study was in (None
 # in a workload study, where breakers are shared); t_ms on the run's or the study's clock
 BREAKER_COLUMNS = ["run_id", "t_ms", "agent_id", "event", "failure_rate", "slow_call_rate"]
+# overload changes of a study (SPEC §17): "admission:limit_changed" (value: the new usable
+# limit) and "autoscale:scaled" (value: the capacity now in effect); run_id as above
+OVERLOAD_COLUMNS = ["run_id", "t_ms", "agent_id", "event", "value"]
+
+
+def policy_frames(log: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A driver's policy log (breaker transitions and overload changes, as the SimPy
+    driver returns them) as the breakers frame (BREAKER_COLUMNS) and the overload frame
+    (OVERLOAD_COLUMNS)."""
+    breakers = [t for t in log if t[3].startswith("breaker:")]
+    changes = [t for t in log if not t[3].startswith("breaker:")]
+    return _records(breakers, BREAKER_COLUMNS), _records(changes, OVERLOAD_COLUMNS)
+
+
+def _records(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
+    if not rows:  # (most studies): a copy of the empty frame, built once
+        return _empty_records(tuple(columns)).copy()
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+@functools.cache
+def _empty_records(columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame.from_records([], columns=list(columns))
 
 
 def run_row(run: Run) -> tuple:
@@ -116,6 +143,7 @@ def run_row(run: Run) -> tuple:
         len(run.attempts),
         run.retries,
         run.timeouts,
+        run.shed,
         len(plans) > 1,
         plans[-1].cp.id,
     )
@@ -147,12 +175,18 @@ RUN_CATEGORIES = ("plan_id", "status", "final_plan_id")
 def categorical(values: list[str], codes: np.ndarray) -> pd.Categorical:
     """``values[code]`` per row, as a categorical whose categories are the values used, sorted
     (the same dtype as ``astype("category")`` of the strings)."""
-    used = np.unique(codes)
+    n = len(values)
+    # the codes used: for a few values, one comparison each beats a histogram
+    used = (
+        [c for c in range(n) if (codes == c).any()]
+        if n <= 8
+        else np.flatnonzero(np.bincount(codes, minlength=n))
+    )
     cats = sorted({values[c] for c in used})
-    remap = np.full(len(values), -1, dtype=np.int32)
+    remap = np.full(n, -1, dtype=np.int8 if n < 128 else np.int32)
     for c in used:
         remap[c] = cats.index(values[c])
-    return pd.Categorical.from_codes(remap[codes], categories=pd.Index(cats, dtype="str"))
+    return pd.Categorical.from_codes(np.take(remap, codes), categories=pd.Index(cats, dtype="str"))
 
 
 def categorize(df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
@@ -206,7 +240,15 @@ _SPAN_DTYPES = {
 
 def spans_frame(rows: Iterable[tuple]) -> pd.DataFrame:
     """The spans DataFrame (one row per attempt) from ``span_rows`` tuples."""
-    return records_frame(list(rows), SPAN_COLUMNS, SPAN_CATEGORIES, _SPAN_DTYPES)
+    rows = list(rows)
+    if not rows:  # (a study that keeps no spans): a copy of the empty frame, built once
+        return _empty_spans().copy()
+    return records_frame(rows, SPAN_COLUMNS, SPAN_CATEGORIES, _SPAN_DTYPES)
+
+
+@functools.cache
+def _empty_spans() -> pd.DataFrame:
+    return records_frame([], SPAN_COLUMNS, SPAN_CATEGORIES, _SPAN_DTYPES)
 
 
 _RUN_DTYPES = {
@@ -217,6 +259,7 @@ _RUN_DTYPES = {
     "attempts": "int64",
     "retries": "int64",
     "timeouts": "int64",
+    "shed": "int64",
     "fallback_used": "bool",
 }
 
@@ -226,12 +269,37 @@ def runs_frame(rows: list[tuple]) -> pd.DataFrame:
     return records_frame(rows, RUN_COLUMNS, RUN_CATEGORIES, _RUN_DTYPES)
 
 
+def str_column(values: np.ndarray) -> Any:
+    """``values`` (an object array of strings and None) as the column pandas infers from it,
+    built by pyarrow when pandas keeps its strings there (pandas 3 with pyarrow installed):
+    ~6x faster than pandas checking each value."""
+    dtype = _str_dtype()
+    if getattr(dtype, "storage", None) != "pyarrow" or not any(values):
+        return values  # inferred by pandas (no string at all: an object column)
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    return pd.array(pa.array(values, type=pa.large_string()), dtype=dtype)
+
+
+@functools.cache
+def _str_dtype() -> Any:
+    """The dtype pandas infers for strings (pandas 3: "str"; object before)."""
+    return pd.Series(np.array(["x"], dtype=object)).dtype
+
+
 def columns_frame(columns: dict[str, Any], schema: list[str]) -> pd.DataFrame:
     """A frame of whole columns (a vectorised driver's) in ``schema``'s order; a missing or
-    unknown column is a bug, not a column of NaN."""
+    unknown column is a bug, not a column of NaN. The frame takes the arrays as they are
+    (no copy into blocks): each must be the caller's own, used by no other column."""
+    if schema is RUN_COLUMNS and "shed" not in columns and "timeouts" in columns:
+        # a driver that declines overload rules (the fast path) sheds nothing
+        order = list(columns)
+        order.insert(order.index("timeouts") + 1, "shed")
+        zeros = np.zeros(len(columns["timeouts"]), np.int64)
+        columns = {c: zeros if c == "shed" else columns[c] for c in order}
     if list(columns) != schema:
         raise AssertionError(f"columns {list(columns)} are not the schema {schema}")
-    return pd.DataFrame(columns, columns=pd.Index(schema))
+    return pd.DataFrame(columns, columns=pd.Index(schema), copy=False)
 
 
 @dataclass(eq=False)

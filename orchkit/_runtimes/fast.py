@@ -47,6 +47,7 @@ from .._engine.result import (
     categorical,
     columns_frame,
     spans_frame,
+    str_column,
 )
 from .._spec.models import AgentModels
 from .._spec.plan import Plan
@@ -91,8 +92,8 @@ def why_not(plan: Plan) -> str | None:
 def choose_method(prepared: Prepared, method: str) -> tuple[str, str]:
     """The path an independent-runs study takes ("simpy" or "fast", as ``method`` asks:
     "auto", "simpy" or "fast") and why (``MonteCarloResult.method_reason``). The fast path
-    applies when no capacity, outage, breaker or hedge makes an attempt depend on another
-    one's timing."""
+    applies when no capacity, outage, breaker, overload rule or hedge makes an attempt
+    depend on another one's timing."""
     plan, models, policies = prepared.plan, prepared.models, prepared.policies
     if method not in ("auto", "simpy", "fast"):
         raise ValueError(f"method must be 'auto', 'simpy' or 'fast', got {method!r}")
@@ -115,6 +116,14 @@ def choose_method(prepared: Prepared, method: str) -> tuple[str, str]:
             if policies is not None and policies.breaker(s.agent_id) is not None
         }
     )
+    overloaded = sorted(
+        {
+            s.agent_id
+            for p in plan.chain()
+            for s in p.steps
+            if policies is not None and policies.overload(s.agent_id) is not None
+        }
+    )
     why = (
         f"the capacity of agents {', '.join(binding)} can make attempts of one run wait"
         if binding
@@ -124,6 +133,10 @@ def choose_method(prepared: Prepared, method: str) -> tuple[str, str]:
         else f"agents {', '.join(breakers)} have circuit breakers, whose state depends on the "
         "order of attempt outcomes in time (the fast path draws them step by step)"
         if breakers
+        else f"agents {', '.join(overloaded)} have overload rules (admission, throttle or "
+        "autoscale), which depend on what other attempts do at the same time (the fast path "
+        "draws each run alone)"
+        if overloaded
         else why_not(plan)
     )
     if why is None:
@@ -268,15 +281,35 @@ def _chain(cp: CompiledPlan | None, models: AgentModels) -> list[_Plan]:
 # ------------------------------------------------------------------ one block of runs
 
 
+class _Outputs:
+    """The per-run columns of a study; a block writes its runs' rows through views of
+    them (``rows``), so nothing is copied block by block."""
+
+    __slots__ = ("end", "status", "attempts", "retries", "timeouts", "final")
+
+    def __init__(self, *columns: np.ndarray):
+        for name, col in zip(self.__slots__, columns, strict=True):
+            setattr(self, name, col)
+
+    @classmethod
+    def zeros(cls, n: int) -> _Outputs:
+        counts = [np.zeros(n, dtype=np.int64) for _ in range(3)]  # attempts, retries, timeouts
+        return cls(np.zeros(n), np.zeros(n, dtype=np.int8), *counts, np.zeros(n, dtype=np.int8))
+
+    def rows(self, sl: slice) -> _Outputs:
+        return _Outputs(*(getattr(self, name)[sl] for name in self.__slots__))
+
+
 class _Block:
-    """Runs ``base .. base+n`` of a study: per-run outputs, busy time, kept span pieces."""
+    """Runs ``base .. base+n`` of a study: per-run outputs (written into ``out``, the
+    block's rows of the study's columns), busy time, kept span pieces."""
 
     def __init__(
         self,
         chain: list[_Plan],
         gen: np.random.Generator,
         base: int,
-        n: int,
+        out: _Outputs,
         keep: int,
         busy: dict[str, float],
         pieces: list[tuple] | None,
@@ -284,14 +317,10 @@ class _Block:
         self.chain, self.gen, self.base, self.keep = chain, gen, base, keep
         self.busy, self.pieces = busy, pieces
         self.track = any(fp.can_hang for fp in chain)
-        self.end = np.zeros(n)
-        self.status = np.zeros(n, dtype=np.int8)
-        self.attempts = np.zeros(n, dtype=np.int64)
-        self.retries = np.zeros(n, dtype=np.int64)
-        self.timeouts = np.zeros(n, dtype=np.int64)
-        self.final = np.zeros(n, dtype=np.int8)
+        self.end, self.status, self.final = out.end, out.status, out.final
+        self.attempts, self.retries, self.timeouts = out.attempts, out.retries, out.timeouts
         # the latest event time of each run so far (for runs that hang; SimDriver's clock)
-        self.last_event = np.zeros(n) if self.track else None
+        self.last_event = np.zeros(len(out.end)) if self.track else None
 
     def run(self) -> None:
         ids: np.ndarray | None = None  # block-local run indexes in this plan (None: all)
@@ -348,10 +377,12 @@ class _Block:
                 start = np.where(run, start, _INF)
             end, outc = self._step(fs, start, run, recs, horizon)
             ok = outc == _OK
-            fail = (outc == _ERROR) | (outc == _TIMEOUT)
+            # a failure matters only to a failFast plan (its first one cuts the plan)
+            fail = (outc == _ERROR) | (outc == _TIMEOUT) if fp.fail_fast else None
             if run is not None:
                 ok &= run
-                fail &= run
+                if fail is not None:
+                    fail &= run
                 if not fp.parallel:
                     t = np.where(run, end, t)
                 end = np.where(run, end, -_INF)
@@ -396,9 +427,12 @@ class _Block:
             self.last_event[sel] = last
 
         # -- the attempts that happened: counts, busy time, spans ----------------------
-        attempts = np.zeros(m, dtype=np.int64)
-        retries = np.zeros(m, dtype=np.int64)
-        timeouts = np.zeros(m, dtype=np.int64)
+        if ids is None:  # the chain's first plan, for every run: count into the block's
+            attempts, retries, timeouts = self.attempts, self.retries, self.timeouts
+        else:
+            attempts = np.zeros(m, dtype=np.int64)
+            retries = np.zeros(m, dtype=np.int64)
+            timeouts = np.zeros(m, dtype=np.int64)
         keep = self.keep if ids is None else int(np.searchsorted(ids, self.keep))
         reasons = self._reasons(fp, keep, timed, first_fail, hung, fails, ends) if keep else None
         busy = self.busy
@@ -455,7 +489,8 @@ class _Block:
                     reasons,
                     ids,
                 )
-        self._add(ids, attempts, retries, timeouts)
+        if ids is not None:
+            self._add(ids, attempts, retries, timeouts)
         return status, plan_end
 
     def _step(
@@ -529,15 +564,14 @@ class _Block:
 
     def _add(
         self,
-        ids: np.ndarray | None,
+        ids: np.ndarray,
         attempts: np.ndarray,
         retries: np.ndarray,
         timeouts: np.ndarray,
     ) -> None:
-        sel = _ALL if ids is None else ids  # ids are distinct, so += adds once per run
-        self.attempts[sel] += attempts
-        self.retries[sel] += retries
-        self.timeouts[sel] += timeouts
+        self.attempts[ids] += attempts  # ids are distinct, so += adds once per run
+        self.retries[ids] += retries
+        self.timeouts[ids] += timeouts
 
     # -- spans of the kept runs --------------------------------------------------------
 
@@ -649,12 +683,7 @@ def fast_runs(
     keep = runs if keep_spans is True else max(0, min(runs, int(keep_spans or 0)))
     busy = {a: 0.0 for fp in chain for a in dict.fromkeys(fp.cp.agent_ids)}
     pieces: list[tuple] = []
-    status = np.empty(runs, dtype=np.int8)
-    end = np.empty(runs)
-    attempts = np.empty(runs, dtype=np.int64)
-    retries = np.empty(runs, dtype=np.int64)
-    timeouts = np.empty(runs, dtype=np.int64)
-    final = np.empty(runs, dtype=np.int8)
+    out = _Outputs.zeros(runs)
     blocks = range(0, runs, BLOCK_RUNS)
     bar = tqdm(
         total=runs,
@@ -666,45 +695,33 @@ def fast_runs(
         for b, base in enumerate(blocks):
             n = min(BLOCK_RUNS, runs - base)
             gen = np.random.default_rng([abs(int(seed)), int(seed < 0), b, _SEED_TAG])
-            blk = _Block(chain, gen, base, n, max(0, min(n, keep - base)), busy, pieces)
-            blk.run()
-            sl = slice(base, base + n)
-            status[sl], end[sl], final[sl] = blk.status, blk.end, blk.final
-            attempts[sl], retries[sl], timeouts[sl] = blk.attempts, blk.retries, blk.timeouts
+            rows = out.rows(slice(base, base + n))
+            _Block(chain, gen, base, rows, max(0, min(n, keep - base)), busy, pieces).run()
             bar.update(n)
     bar.close()
     return (
-        _runs_frame(chain, status, end, attempts, retries, timeouts, final),
+        _runs_frame(chain, out),
         _spans_frame(chain, pieces),
         busy,
     )
 
 
-def _runs_frame(
-    chain: list[_Plan],
-    status: np.ndarray,
-    end: np.ndarray,
-    attempts: np.ndarray,
-    retries: np.ndarray,
-    timeouts: np.ndarray,
-    final: np.ndarray,
-) -> pd.DataFrame:
-    n = len(status)
-    zeros = np.zeros(n)
+def _runs_frame(chain: list[_Plan], out: _Outputs) -> pd.DataFrame:
+    n = len(out.end)
     return columns_frame(
         {
             "run_id": np.arange(n, dtype=np.int64),
             "plan_id": categorical([chain[0].id], np.zeros(n, dtype=np.int8)),
-            "status": categorical(list(_STATUS), status),
-            "arrival_ms": zeros,
-            "start_ms": zeros.copy(),
-            "end_ms": end,
-            "makespan_ms": end.copy(),
-            "attempts": attempts,
-            "retries": retries,
-            "timeouts": timeouts,
-            "fallback_used": final > 0,
-            "final_plan_id": categorical([fp.id for fp in chain], final),
+            "status": categorical(list(_STATUS), out.status),
+            "arrival_ms": np.zeros(n),
+            "start_ms": np.zeros(n),
+            "end_ms": out.end,
+            "makespan_ms": out.end.copy(),
+            "attempts": out.attempts,
+            "retries": out.retries,
+            "timeouts": out.timeouts,
+            "fallback_used": out.final > 0,
+            "final_plan_id": categorical([fp.id for fp in chain], out.final),
         },
         RUN_COLUMNS,
     )
@@ -741,7 +758,7 @@ def _spans_frame(chain: list[_Plan], pieces: list[tuple]) -> pd.DataFrame:
             "start_ms": start.copy(),
             "end_ms": end[order],
             "outcome": categorical(list(_OUTCOMES), outc[order]),
-            "error": error[order],
+            "error": str_column(error[order]),
             "hedge": np.zeros(len(order), dtype=bool),  # the fast path declines hedged plans
         },
         SPAN_COLUMNS,

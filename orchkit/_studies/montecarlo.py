@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 from .._base.errors import PlanValidationError
 from .._engine.prepared import Prepared
 from .._engine.result import (
-    BREAKER_COLUMNS,
     RUN_CATEGORIES,
     SPAN_CATEGORIES,
     categorize,
+    policy_frames,
     runs_frame,
     spans_frame,
 )
@@ -214,26 +214,20 @@ def run_study(
                 prepared, seed, keep_spans, progress, replications, pool
             )
         method_used, reason = "simpy", "a capacity study runs on the SimPy path"
+        runs_df, spans_df = _frames(rows, spans)
     else:
         method_used, reason = choose_method(prepared, method)
         log = []
-        if method_used == "fast":
-            rows, spans, busy = fast_runs(prepared, seed, runs, keep_spans, progress=progress)
+        if method_used == "fast":  # whole frames, built column-wise, categoricals included
+            runs_df, spans_df, busy = fast_runs(prepared, seed, runs, keep_spans, progress=progress)
         else:
             with open_executor(executor) as pool:
                 rows, spans, busy, log = _run_chunks(
                     prepared, seed, runs, pool, chunk_runs, keep_spans, progress
                 )
-    runs_df = (
-        categorize(rows, RUN_CATEGORIES) if isinstance(rows, pd.DataFrame) else runs_frame(rows)
-    )
-    if workload is None:  # runs are alone: agents are observed for the sum of makespans
+            runs_df, spans_df = _frames(rows, spans)
+        # runs are alone: agents are observed for the sum of makespans
         total_ms = float(runs_df["makespan_ms"].sum())
-    spans_df = (
-        categorize(spans, SPAN_CATEGORIES)
-        if isinstance(spans, pd.DataFrame)
-        else spans_frame(spans)
-    )
     return MonteCarloResult(
         plan=inputs.plan,
         models=models,
@@ -245,10 +239,19 @@ def run_study(
         workload=workload,
         method=method_used,
         method_reason=reason,
-        breakers=pd.DataFrame.from_records(log, columns=BREAKER_COLUMNS),
+        breakers=policy_frames(log)[0],
+        overload=policy_frames(log)[1],
         warmup_ms=warmup_ms,
         replications=replications,
     )
+
+
+def _frames(rows: Any, spans: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs and spans frames from a SimPy driver's rows (tuples), or from stacked
+    replications' frames (their id columns back to categoricals)."""
+    if isinstance(rows, pd.DataFrame):
+        return categorize(rows, RUN_CATEGORIES), categorize(spans, SPAN_CATEGORIES)
+    return runs_frame(rows), spans_frame(spans)
 
 
 def replication_seed(seed: int, r: int) -> int:

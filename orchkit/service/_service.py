@@ -899,7 +899,9 @@ class Service:
         t = now_ms()
         rec.update(events=live.events, finishedMs=t, finishedAt=iso(t), durationMs=t - t0)
         self.metrics.runs.labels(status=rec["status"]).inc()
-        await _to_the_end(self._record_answers(rows_of_run(rec)))  # its scored answers
+        answers = rows_of_run(rec)  # its scored answers (a session's run has none)
+        if answers:
+            await _to_the_end(self._record_answers(answers))
         return await _to_the_end(self._finish(run_id, live, rec, t))
 
     async def _finish(
