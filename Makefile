@@ -40,9 +40,10 @@ $(DOCS): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[docs]'
 	touch $@ $(BASE)
 
-# The course's notebooks run live agents (learning, tutor; speech: TensorFlow), tune and fit.
+# The course's notebooks run live agents (learning, tutor; speech: TensorFlow), tune and fit,
+# and start the service (notebook 12).
 $(LAB): pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[notebook,agents,speech,tune]'
+	$(PY) -m pip install -q -e '.[notebook,agents,speech,tune,server]'
 	touch $@ $(BASE)
 
 # System packages the tests use for real (no systemd here: the tests start redis-server

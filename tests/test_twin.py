@@ -114,7 +114,8 @@ def test_offered_load_at_or_over_one_is_unstable_with_no_finite_p95():
         (lambda f: f.iloc[:0], "empty"),
         (lambda f: f.drop(columns=["queued_ms"]), r"lacks columns \['queued_ms'\]"),
         (lambda f: f.assign(plan_id="other"), r"plan\(s\) \['other'\] that plans lacks"),
-        (lambda f: "sqlite:///orchkit.db", "store URL"),
+        (lambda f: "sqlite:///no/such/orchkit.db", r"no SQLite store at 'no/such/orchkit.db'"),
+        (lambda f: "ftp://x/spans.csv", "neither a spans frame nor a service store URL"),
         (lambda f: 42, "spans frame"),
     ],
 )

@@ -10,17 +10,18 @@ states them. The service half (a store URL as source, the routes) is not here.
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
 
-from .._base.errors import PlanValidationError
+from .._base.errors import MissingDependencyError, PlanValidationError
 from .._base.stats import Z95
 from .._spec.fitting import fit_agents
 from .._spec.inputs import StudyInputs, check_int
@@ -55,8 +56,16 @@ WHATIF_COLUMNS = [
 CHECK_COLUMNS = ["observed", "predicted", "ci_low", "ci_high", "covered", "relative_error", "ks_p"]
 _MAKESPAN = ("makespan_mean_ms", "makespan_p50_ms", "makespan_p95_ms", "makespan_p99_ms")
 
+StoreReader = Callable[..., pd.DataFrame]
+STORE_READERS: dict[str, StoreReader] = {}
+"""URL scheme -> ``reader(url, *, window_ms=None, since_ms=None, until_ms=None)``: the spans
+of the finished runs of a service store, on one clock (ms since the epoch), with a
+``run_status`` column. ``window_ms``: the runs created in the most recent ``window_ms``
+(up to the newest run); else those created in [``since_ms``, ``until_ms``]. Registered by
+``orchkit.service`` (``sqlite``, ``redis``, ``rediss``, ``unix``)."""
 
-def _fail(message: str) -> None:
+
+def _fail(message: str) -> NoReturn:
     raise PlanValidationError(f"twin: {message}")
 
 
@@ -80,8 +89,9 @@ def _plans_of(plans: Any) -> dict[str, Plan]:
 def _runs_of_spans(spans: pd.DataFrame, plans: dict[str, Plan]) -> pd.DataFrame:
     """One row per run from its spans (``run_id``, ``plan_id``: its first plan,
     ``arrival_ms``: its earliest ``queued_ms``, ``end_ms``, ``makespan_ms``, ``status``,
-    ``attempts``). A run succeeded when every step of the last plan it tried has a
-    succeeded attempt."""
+    ``attempts``, ``fallback_used``: its last plan is not its first; ``timed_out``: the
+    spans' ``run_status`` column says so, NaN without one). A run succeeded when every step
+    of the last plan it tried has a succeeded attempt."""
     steps = {p.id: {s.id for s in p.steps} for root in plans.values() for p in root.chain()}
     sp = spans.sort_values(["run_id", "queued_ms"], kind="stable")
     g = sp.groupby("run_id", sort=True, observed=True)
@@ -99,6 +109,10 @@ def _runs_of_spans(spans: pd.DataFrame, plans: dict[str, Plan]) -> pd.DataFrame:
         status.append("succeeded" if need and all((plan_id, s) in have for s in need) else "failed")
     arrival = g["queued_ms"].min().astype(float)
     end = g["end_ms"].max().astype(float)
+    if "run_status" in sp.columns:
+        timed_out = (g["run_status"].first().astype(str) == "timed_out").astype(float).to_numpy()
+    else:
+        timed_out = np.full(len(first), math.nan)
     return pd.DataFrame(
         {
             "run_id": first.index,
@@ -108,27 +122,57 @@ def _runs_of_spans(spans: pd.DataFrame, plans: dict[str, Plan]) -> pd.DataFrame:
             "makespan_ms": (end - arrival).to_numpy(),
             "status": status,
             "attempts": g.size().to_numpy(),
+            "fallback_used": (first != last).to_numpy(),
+            "timed_out": timed_out,
         }
     )
 
 
+def read_store(url: str, what: str = "source", **window: Any) -> pd.DataFrame:
+    """The spans a service store at ``url`` holds (``STORE_READERS``; ``window``: its
+    ``window_ms`` or ``since_ms``/``until_ms``). ``PlanValidationError`` naming the URL and
+    the fix for anything but a readable store URL."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in STORE_READERS and scheme in ("sqlite", "redis", "rediss", "unix"):
+        try:  # the service registers its stores' readers when imported
+            importlib.import_module("orchkit.service")
+        except (MissingDependencyError, ImportError) as exc:
+            _fail(
+                f"{what} {url!r}: reading a service store needs the service: pip install "
+                f"'orchkit[server]' ({exc})"
+            )
+    reader = STORE_READERS.get(scheme)
+    if reader is None:
+        _fail(
+            f"{what} {url!r:.80} is neither a spans frame nor a service store URL: give a "
+            "spans frame (SPAN_COLUMNS), sqlite:///FILE or redis://HOST:PORT/DB"
+        )
+    try:
+        return reader(url, **window)
+    except PlanValidationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one message naming the store and the fix
+        _fail(
+            f"{what} {url!r}: cannot read the store ({type(exc).__name__}: {exc}); check the "
+            "URL (the one `orchkit serve --store` was given) and that the store is reachable"
+        )
+
+
 def _checked_spans(source: Any, plans: dict[str, Plan], what: str) -> pd.DataFrame:
-    """``source`` as a spans frame, every check done: a frame (not a store URL), not empty,
-    the columns the twin reads, every plan id known."""
+    """``source`` as a spans frame, every check done: a frame, not empty, the columns the
+    twin reads, every plan id known."""
     if hasattr(source, "spans") and isinstance(source.spans, pd.DataFrame):
         source = source.spans
-    if isinstance(source, str):
-        _fail(
-            f"{what}: a service store URL ({source!r}) is the service's twin (SPEC §16.3), "
-            "not the library's: pass a spans frame (SPAN_COLUMNS)"
-        )
     if not isinstance(source, pd.DataFrame):
-        _fail(f"{what} must be a spans frame (SPAN_COLUMNS), got {type(source).__name__}")
+        _fail(
+            f"{what} must be a spans frame (SPAN_COLUMNS) or a service store URL, got "
+            f"{type(source).__name__}"
+        )
     missing = [c for c in NEEDED if c not in source.columns]
     if missing:
         _fail(f"{what}: the spans frame lacks columns {missing} (have {list(source.columns)})")
     if source.empty:
-        _fail(f"{what}: the spans frame is empty: nothing to fit or to count")
+        _fail(f"{what}: the spans frame is empty (no finished run): nothing to fit or to count")
     known = {p.id for root in plans.values() for p in root.chain()}
     unknown = sorted({str(p) for p in source["plan_id"].unique()} - known)
     if unknown:
@@ -194,7 +238,10 @@ class Twin:
             agent_id, action, queued_ms, start_ms, end_ms, outcome) on one clock in ms, or
             a result with a ``.spans`` frame. A run's arrival is its earliest ``queued_ms``;
             the frame's clock is at its latest ``queued_ms`` (the last time work arrived).
-            A service store URL is the service's twin (SPEC §16.3), not accepted here.
+            Or a service store URL (``sqlite:///FILE``, ``redis://HOST:PORT/DB``; needs
+            ``orchkit[server]``): the spans of the ended runs submitted as plans that were
+            created in its most recent ``window_ms``, read page by page, on one clock (ms
+            since the epoch); ``refit()`` reads its newest window again.
         plans: A plan, a list of plans or ``{id: plan}``: every plan the spans ran (their
             fallbacks come with them).
         models: ``AgentModels`` (or a dict / path) giving the agents' capacities, which
@@ -216,9 +263,10 @@ class Twin:
         mix (dict): Plan id -> its share of the window's runs.
 
     Raises:
-        PlanValidationError: A source that is not a spans frame, is empty or lacks a
-            column; a plan id in the spans that ``plans`` lacks; a group with fewer than
-            ``min_samples`` finished attempts on the first fit; no run in the window.
+        PlanValidationError: A source that is not a spans frame or a readable store URL
+            (naming the URL and the fix), is empty or lacks a column; a plan id in the spans
+            that ``plans`` lacks; a group with fewer than ``min_samples`` finished attempts
+            on the first fit; no run in the window.
 
     Example:
         ```python
@@ -264,15 +312,22 @@ class Twin:
         self._families: dict[tuple[str, str], str] = {}
         self.stale: list[tuple[str, str]] = []
         self._boot: dict[int, list[AgentModels]] = {}
+        self.source_url: str | None = None
         self.refit(source)
 
     # ------------------------------------------------------------ the window and fits
 
     def refit(self, source: Any = None) -> Twin:
         """Fit the window's spans again (censored MLE per (agent, action)); ``source``, a
-        newer spans frame, replaces the twin's (the frame a store would have grown to).
-        Groups with fewer than ``min_samples`` finished attempts keep their last fit and are
-        listed in ``stale``. Returns the twin."""
+        newer spans frame or a store URL, replaces the twin's (the frame a store would have
+        grown to). A twin made from a store URL reads the store's newest window again when
+        ``source`` is None. Groups with fewer than ``min_samples`` finished attempts keep
+        their last fit and are listed in ``stale``. Returns the twin."""
+        if source is None and self.source_url is not None:
+            source = self.source_url
+        if isinstance(source, str):
+            self.source_url = source
+            source = read_store(source, "source", window_ms=self.window_ms)
         if source is not None:
             spans = _checked_spans(source, self.plans, "source")
             queued = spans["queued_ms"].astype(float)
@@ -490,6 +545,11 @@ class Twin:
         v = out["value"]
         out["ci_low"] = v - np.hypot(v - out["sim_low"], v - out["param_low"])
         out["ci_high"] = v + np.hypot(out["sim_high"] - v, out["param_high"] - v)
+        # the combination may step outside what a metric can be: a share lies in [0, 1],
+        # a time or a count is >= 0
+        shares = out.index.str.endswith("_rate")
+        out.loc[shares, ["ci_low", "ci_high"]] = out.loc[shares, ["ci_low", "ci_high"]].clip(0, 1)
+        out["ci_low"] = out["ci_low"].clip(lower=0)
         w = self.window
         assumptions = {
             "window_ms": self.window_ms,
@@ -512,52 +572,32 @@ class Twin:
         return WhatIf(out[WHATIF_COLUMNS], unstable, rho, assumptions, level, main.runs)
 
     def check(self, prediction: WhatIf, spans: Any) -> pd.DataFrame:
-        """Observed vs predicted (SPEC §16.2): ``spans`` came after the window (any clock).
+        """Observed vs predicted (SPEC §16.2): ``spans`` came after the window (any clock),
+        or a store URL: then the runs created after the prediction's window, over its
+        horizon, are read from the store.
 
         Returns:
             A frame indexed by metric (makespan mean/p50/p95/p99 and their ``ok`` forms,
-            success rate, attempts per run) with ``observed``, ``predicted``, ``ci_low``,
-            ``ci_high``, ``covered`` (the combined interval holds the observed value),
-            ``relative_error`` ((predicted − observed) / observed) and ``ks_p`` (two-sample
-            KS of the makespans, on the makespan rows).
+            success rate, attempts per run, fallback rate, and the timeout rate when the
+            spans carry their runs' status, as a store's do) with ``observed``,
+            ``predicted``, ``ci_low``, ``ci_high``, ``covered`` (the combined interval holds
+            the observed value), ``relative_error`` ((predicted − observed) / observed; NaN
+            when nothing was observed) and ``ks_p`` (two-sample KS of the makespans, on the
+            makespan rows).
 
         Raises:
-            PlanValidationError: ``spans`` is not a spans frame, is empty, lacks a column
-                or names a plan the twin lacks.
+            PlanValidationError: ``spans`` is not a spans frame or a readable store URL, is
+                empty, lacks a column or names a plan the twin lacks.
         """
         if not isinstance(prediction, WhatIf):
             raise TypeError(f"check: prediction must be a WhatIf, got {type(prediction).__name__}")
-        spans = _checked_spans(spans, self.plans, "spans")
-        runs = _runs_of_spans(spans, self.plans)
-        mk = runs["makespan_ms"].to_numpy(dtype=float)
-        ok = mk[(runs["status"] == "succeeded").to_numpy()]
-        observed = {"makespan_mean_ms": float(mk.mean())}
-        for q in (0.5, 0.95, 0.99):
-            observed[f"makespan_p{round(q * 100)}_ms"] = float(np.quantile(mk, q))
-            observed[f"makespan_ok_p{round(q * 100)}_ms"] = (
-                float(np.quantile(ok, q)) if ok.size else math.nan
+        if isinstance(spans, str):
+            a = prediction.assumptions
+            since = float(a["window_end_ms"]) + 1e-3
+            spans = read_store(
+                spans, "spans", since_ms=since, until_ms=since + float(a["horizon_ms"])
             )
-        observed["success_rate"] = float((runs["status"] == "succeeded").mean())
-        observed["attempts_per_run"] = float(runs["attempts"].mean())
-        pm = prediction.metrics
-        ks = compare(runs[["makespan_ms", "status"]], prediction.runs).ks_p
-        rows = {}
-        for metric, o in observed.items():
-            if metric not in pm.index:
-                continue
-            p, lo, hi = (float(pm.at[metric, c]) for c in ("value", "ci_low", "ci_high"))
-            rows[metric] = (
-                o,
-                p,
-                lo,
-                hi,
-                bool(lo <= o <= hi),
-                (p - o) / o if o else math.nan,
-                ks if metric.startswith("makespan_") else math.nan,
-            )
-        table = pd.DataFrame.from_dict(rows, orient="index", columns=CHECK_COLUMNS)
-        table.index.name = "metric"
-        return table
+        return check_prediction(prediction.metrics, prediction.runs, spans, self.plans)
 
     def __repr__(self) -> str:
         return (
@@ -566,4 +606,54 @@ class Twin:
         )
 
 
-__all__ = ["Twin", "WhatIf"]
+def observed_metrics(runs: pd.DataFrame) -> dict[str, float]:
+    """The check's metrics of observed runs (``_runs_of_spans``)."""
+    mk = runs["makespan_ms"].to_numpy(dtype=float)
+    ok = mk[(runs["status"] == "succeeded").to_numpy()]
+    observed = {"makespan_mean_ms": float(mk.mean())}
+    for q in (0.5, 0.95, 0.99):
+        observed[f"makespan_p{round(q * 100)}_ms"] = float(np.quantile(mk, q))
+        observed[f"makespan_ok_p{round(q * 100)}_ms"] = (
+            float(np.quantile(ok, q)) if ok.size else math.nan
+        )
+    observed["success_rate"] = float((runs["status"] == "succeeded").mean())
+    observed["attempts_per_run"] = float(runs["attempts"].mean())
+    observed["fallback_rate"] = float(runs["fallback_used"].mean())
+    timed_out = runs["timed_out"].to_numpy(dtype=float)
+    if not np.isnan(timed_out).any():  # the spans carry their runs' status
+        observed["timeout_rate"] = float(timed_out.mean())
+    return observed
+
+
+def check_prediction(
+    metrics: pd.DataFrame, predicted_runs: pd.DataFrame, spans: Any, plans: Any
+) -> pd.DataFrame:
+    """``Twin.check`` on a prediction's parts: its ``metrics`` frame (``WhatIf.metrics``),
+    its simulated runs (``makespan_ms``, ``status``; for the KS test) and the spans that
+    came after its window, for the ``plans`` they ran (a plan, a list or ``{id: plan}``).
+    What a service keeps of a prediction is enough to check it after a restart."""
+    plans = _plans_of(plans)
+    spans = _checked_spans(spans, plans, "spans")
+    runs = _runs_of_spans(spans, plans)
+    observed = observed_metrics(runs)
+    ks = compare(runs[["makespan_ms", "status"]], predicted_runs[["makespan_ms", "status"]]).ks_p
+    rows = {}
+    for metric, o in observed.items():
+        if metric not in metrics.index:
+            continue
+        p, lo, hi = (float(metrics.at[metric, c]) for c in ("value", "ci_low", "ci_high"))
+        rows[metric] = (
+            o,
+            p,
+            lo,
+            hi,
+            bool(lo <= o <= hi),
+            (p - o) / o if o else math.nan,
+            ks if metric.startswith("makespan_") else math.nan,
+        )
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=CHECK_COLUMNS)
+    table.index.name = "metric"
+    return table
+
+
+__all__ = ["STORE_READERS", "Twin", "WhatIf", "check_prediction", "read_store"]

@@ -22,6 +22,7 @@ from ._routes import build_router
 from ._schemas import error_status
 from ._service import Service
 from ._sockets import build_sockets
+from ._twin import TwinService, build_twin_router
 from ._ui import mount_ui
 
 log = logging.getLogger("orchkit.service")
@@ -47,12 +48,16 @@ def create_app(
     if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be an int >= 1, got {max_body_bytes!r}")
 
+    twin = TwinService(service)  # the digital twin's predictions (SPEC §16.3)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await service.start()
+        await twin.start()
         try:
             yield
         finally:
+            await twin.stop()
             await service.stop()
 
     bearer = HTTPBearer(auto_error=False, description="the server's ORCHKIT_API_KEY")
@@ -76,7 +81,9 @@ def create_app(
         redoc_url=None,
     )
     api.state.service = service
+    api.state.twin = twin
     api.include_router(build_router(auth))
+    api.include_router(build_twin_router(auth))
     mount_ui(api, service, api_key=api_key)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

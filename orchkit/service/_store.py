@@ -86,6 +86,25 @@ class Store(Protocol):
     async def count_responses(self) -> int:
         """How many responses the store holds."""
 
+    async def runs_between(
+        self, since_ms: float, until_ms: float, *, limit: int = 500, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of full run records created in [``since_ms``, ``until_ms``], oldest
+        first (createdMs, then runId), and the cursor of the next page (None on the last):
+        the twin pages through a window, never the whole history."""
+
+    async def latest_run_ms(self) -> float | None:
+        """The newest run's createdMs, or None when the store holds no run."""
+
+    async def save_prediction(self, record: dict[str, Any]) -> None:
+        """Insert or replace the twin's prediction ``record["id"]`` (keys: id, createdMs, …)."""
+
+    async def get_prediction(self, prediction_id: str) -> dict[str, Any] | None:
+        """The prediction, or None."""
+
+    async def list_predictions(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest ``limit`` predictions (by createdMs), newest first."""
+
 
 def open_store(url: str) -> Store:
     """The store for ``url``: ``sqlite:///FILE`` or ``redis://HOST:PORT/DB`` (not yet opened)."""
@@ -234,6 +253,9 @@ class SQLiteStore:
                     learner_id TEXT NOT NULL, ts_ms REAL NOT NULL, record TEXT NOT NULL);
                 CREATE INDEX IF NOT EXISTS responses_by_learner ON responses (learner_id, ts_ms);
                 CREATE INDEX IF NOT EXISTS responses_by_time ON responses (ts_ms);
+                CREATE TABLE IF NOT EXISTS predictions (id TEXT PRIMARY KEY,
+                    created_ms REAL NOT NULL, record TEXT NOT NULL);
+                CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (created_ms);
             """)
             self._db = db
         except (sqlite3.Error, OSError) as exc:
@@ -397,6 +419,45 @@ class SQLiteStore:
     async def count_responses(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
+    async def runs_between(
+        self, since_ms: float, until_ms: float, *, limit: int = 500, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        where, args = ["created_ms >= ?", "created_ms <= ?"], [since_ms, until_ms]
+        if cursor is not None:
+            where.append("(created_ms, run_id) > (?, ?)")
+            args.extend(decode_cursor(cursor))
+        rows = self._db.execute(
+            "SELECT run_id, created_ms, record FROM runs WHERE "
+            + " AND ".join(where)
+            + " ORDER BY created_ms, run_id LIMIT ?",
+            (*args, limit + 1),
+        ).fetchall()
+        page = [json.loads(r[2]) for r in rows[:limit]]
+        more = len(rows) > limit
+        return page, encode_cursor(rows[limit - 1][1], rows[limit - 1][0]) if more else None
+
+    async def latest_run_ms(self) -> float | None:
+        row = self._db.execute("SELECT MAX(created_ms) FROM runs").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def save_prediction(self, record: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?)",
+            (record["id"], record["createdMs"], _dumps(record)),
+        )
+
+    async def get_prediction(self, prediction_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT record FROM predictions WHERE id = ?", (prediction_id,)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    async def list_predictions(self, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT record FROM predictions ORDER BY created_ms DESC, id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
 
 def _interrupted(record: dict[str, Any], now_ms: float) -> dict[str, Any]:
     return {
@@ -414,7 +475,8 @@ class RedisStore:
     ``runs:running`` (set), ``session:<learnerId>`` (JSON), ``sessions`` (set),
     ``insights:<learnerId>`` (list, newest first), ``responses`` and
     ``responses:<learnerId>`` (sorted sets by tsMs of JSON members, each with its ``seq``
-    from the counter ``responses:seq``, so no two are equal).
+    from the counter ``responses:seq``, so no two are equal), ``prediction:<id>`` (JSON) and
+    ``predictions`` (sorted set by createdMs; the twin's).
     A command that meets a lost connection is retried with backoff for up to
     ``retry_for_ms`` (a Redis restart; ``?retry_ms=N`` in the store URL), so a write is
     acknowledged only once Redis has it. Past that window the command fails; the service
@@ -606,3 +668,51 @@ class RedisStore:
 
     async def count_responses(self) -> int:
         return int(await self._r.zcard(f"{self.PREFIX}responses"))
+
+    async def runs_between(
+        self, since_ms: float, until_ms: float, *, limit: int = 500, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The sorted set ``runs`` walked oldest first from the cursor (ties at the
+        cursor's time: those after its run id)."""
+        key = f"{self.PREFIX}runs"
+        after = None if cursor is None else decode_cursor(cursor)
+        low = repr(float(since_ms)) if after is None else repr(max(after[0], float(since_ms)))
+        num = limit + 1
+        while True:
+            pairs = await self._r.zrangebyscore(
+                key, low, repr(float(until_ms)), start=0, num=num, withscores=True
+            )
+            kept = [(m, sc) for m, sc in pairs if after is None or sc > after[0] or m > after[1]]
+            if len(kept) > limit or len(pairs) < num:
+                break
+            num *= 2  # many runs tied at the cursor's time: read past them
+        texts = (
+            await self._r.mget([f"{self.PREFIX}run:{m}" for m, _ in kept[:limit]]) if kept else []
+        )
+        page = [json.loads(t) for t in texts if t is not None]
+        if len(kept) > limit:
+            member, score = kept[limit - 1]
+            return page, encode_cursor(score, member)
+        return page, None
+
+    async def latest_run_ms(self) -> float | None:
+        top = await self._r.zrevrange(f"{self.PREFIX}runs", 0, 0, withscores=True)
+        return float(top[0][1]) if top else None
+
+    async def save_prediction(self, record: dict[str, Any]) -> None:
+        p, pid = self.PREFIX, record["id"]
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.set(f"{p}prediction:{pid}", _dumps(record))
+            pipe.zadd(f"{p}predictions", {pid: record["createdMs"]})
+            await pipe.execute()
+
+    async def get_prediction(self, prediction_id: str) -> dict[str, Any] | None:
+        text = await self._r.get(f"{self.PREFIX}prediction:{prediction_id}")
+        return None if text is None else json.loads(text)
+
+    async def list_predictions(self, limit: int = 1000) -> list[dict[str, Any]]:
+        ids = await self._r.zrevrange(f"{self.PREFIX}predictions", 0, limit - 1)
+        if not ids:
+            return []
+        texts = await self._r.mget([f"{self.PREFIX}prediction:{i}" for i in ids])
+        return [json.loads(t) for t in texts if t is not None]

@@ -1,8 +1,10 @@
 """The run dashboard (SPEC §15): ``/`` -> ``/ui/runs``, the pages ``/ui/runs``,
-``/ui/runs/{runId}``, ``/ui/agents`` and ``/ui/learning``, and ``/docs``, all offline.
+``/ui/runs/{runId}``, ``/ui/agents``, ``/ui/learning`` and ``/ui/twin``, and ``/docs``, all
+offline.
 
 The pages are small HTML shells; their plain scripts (``static/*.js``) read the JSON API
-(``GET /api/runs``, ``/api/runs/{id}``, ``/api/agents/health``, ``/api/analytics/cohort``)
+(``GET /api/runs``, ``/api/runs/{id}``, ``/api/agents/health``, ``/api/analytics/cohort``,
+``/api/twin/predictions``, ``/api/twin/calibration``; ``POST /api/twin/what-if``)
 with the API key the page
 asked for, and hear a run's events over Socket.IO (``subscribe {runId}``). Scripts come from
 installed packages or the package itself: plotly.js from the plotly wheel, the Socket.IO
@@ -67,6 +69,7 @@ def _page(title: str, active: str, body: str, config: dict[str, Any], scripts: l
             ("Runs", "/ui/runs"),
             ("Agents", "/ui/agents"),
             ("Learning", "/ui/learning"),
+            ("Twin", "/ui/twin"),
             ("API", "/docs"),
         )
     )
@@ -148,11 +151,13 @@ bar to see the attempt below.</p>
 AGENTS_BODY = """
 <h1>Agents</h1>
 <p class="muted">Every registered agent; latency and errors over the attempts that ended in the
-last 5 minutes. Updated every second.</p>
+last 5 minutes. With overload policies: the capacity in force (autoscaled) and the admission
+limit. Updated every second.</p>
 <table data-testid="agents-table" id="agents-table" class="grid">
   <thead><tr><th>Agent</th><th>Kind</th><th>Type</th><th class=num>Capacity</th>
   <th class=num>In flight</th><th class=num>Waiting</th><th>Breaker</th>
-  <th class=num>p95, 5 min</th><th class=num>Errors, 5 min</th><th>Workers</th></tr></thead>
+  <th class=num>p95, 5 min</th><th class=num>Errors, 5 min</th><th>Workers</th>
+  <th class=num>Capacity now</th><th class=num>Admission limit</th></tr></thead>
   <tbody></tbody>
 </table>
 <p id="empty" class="muted" hidden>No agents registered yet: they are made by a session
@@ -185,6 +190,44 @@ answers scored by BKT, and how learners did after each tutor outcome. Updated ev
 </table>
 <p id="empty" class="muted" hidden>No scored answers yet: they come from
 <code>process_interaction</code> calls and plan steps.</p>
+</section>
+"""
+
+TWIN_BODY = """
+<h1>Digital twin</h1>
+<p class="muted">Each prediction (<code>POST /api/twin/what-if</code>) was fitted on the
+service's own spans and speaks of the runs created over its horizon; once that has passed,
+the service checks it against what happened. Bars: the predicted p95 makespan's interval,
+its dash the point prediction; diamonds: the p95 observed over the horizon, green when the
+interval covered it, red when not. Updated every 5 s.</p>
+<div data-testid="twin-chart" id="twin-chart" class="gantt"></div>
+<p data-testid="twin-calibration" id="twin-calibration" class="muted"></p>
+<section><h2>Ask a what-if</h2>
+<form data-testid="twin-form" id="twin-form" class="filters">
+  <label>Load &times; <input name="load" type="number" step="any" min="0" value="1"></label>
+  <label>Slower agents (glob) <input name="latencyPattern" placeholder="tutor-agent-*"></label>
+  <label>Latency &times; <input name="latencyFactor" type="number" step="any" min="0"
+    placeholder="2"></label>
+  <label>Capacity of (glob) <input name="capacityPattern" placeholder="tutor-agent-*"></label>
+  <label>Capacity <input name="capacity" type="number" step="1" min="1"></label>
+  <label>Window (ms) <input name="windowMs" type="number" step="any" min="1"
+    placeholder="900000"></label>
+  <label>Horizon (ms) <input name="horizonMs" type="number" step="any" min="1"
+    placeholder="= window"></label>
+  <label>Level <input name="level" type="number" step="any" min="0" max="1" value="0.9"></label>
+  <label>Seed <input name="seed" type="number" step="1" min="0" value="0"></label>
+  <button type="submit" data-testid="twin-ask">Predict</button>
+</form>
+<p data-testid="twin-result" id="twin-result" class="muted"></p></section>
+<section><h2>Predictions</h2>
+<table data-testid="twin-table" id="twin-table" class="grid">
+  <thead><tr><th>Made (UTC)</th><th>What if</th><th>Status</th><th class=num>Runs seen</th>
+  <th class=num>Predicted p95</th><th class=num>Interval</th><th class=num>Observed p95</th>
+  <th>Covered</th></tr></thead>
+  <tbody></tbody>
+</table>
+<p id="empty" class="muted" hidden>No predictions yet: ask one above once the service has
+served some runs.</p>
 </section>
 """
 
@@ -239,6 +282,11 @@ def mount_ui(api: FastAPI, service: Service, *, api_key: str | None) -> None:
     async def learning_page() -> HTMLResponse:
         cfg = {**base, "outcomes": list(an.OUTCOMES)}
         return _html(_page("Learning", "Learning", LEARNING_BODY, cfg, ["/ui/static/learning.js"]))
+
+    @api.get("/ui/twin", include_in_schema=False)
+    async def twin_page() -> HTMLResponse:
+        scripts = [*plotly, "/ui/static/twin.js"]
+        return _html(_page("Digital twin", "Twin", TWIN_BODY, base, scripts))
 
     @api.get("/ui/vendor/plotly.min.js", include_in_schema=False)
     async def plotly_js() -> FileResponse:
