@@ -301,3 +301,35 @@ async def test_agent_health_names_the_workers_on_a_remote_agents_queue(redis_ser
         if worker is not None:
             await worker.close()
         await svc.stop()
+
+
+async def test_agent_health_shows_the_capacity_in_force_and_the_admission_limit(tmp_path):
+    """With overload policies (SPEC §17) each agent's row has ``capacityNow`` (an
+    autoscaled agent: the capacity in force, here its own 3 raised to the autoscaler's
+    min 4) and ``admissionLimit`` (the usable limit); an agent without rules shows its
+    capacity and no limit."""
+    policies = {
+        "admission": {"tutor-agent-*": {"limit": {"kind": "fixed", "limit": 2}}},
+        "autoscale": {"tutor-agent-*": {"target": 1, "min": 4, "max": 6, "pollMs": 600_000}},
+    }
+    svc = Service(SQLiteStore(tmp_path / "o.db"), agent_factory=_factory, policies=policies)
+    app = create_app(svc, api_key="k")
+    auth = {"Authorization": "Bearer k"}
+    plan = {
+        "id": "p",
+        "steps": [
+            {"id": "a", "agentId": "tutor-agent-x", "action": "x"},
+            {"id": "b", "agentId": "learning-agent-y", "action": "x"},
+        ],
+    }
+    async with LifespanManager(app), await _client(app) as c:
+        rid = (await c.post("/api/runs", json=plan, headers=auth)).json()["runId"]
+        while (await c.get(f"/api/runs/{rid}", headers=auth)).json()["status"] == "running":
+            await asyncio.sleep(0.01)
+        health = (await c.get("/api/agents/health", headers=auth)).json()
+        by_id = {a["agentId"]: a for a in health}
+        tutor, other = by_id["tutor-agent-x"], by_id["learning-agent-y"]
+        assert (tutor["capacity"], tutor["capacityNow"], tutor["admissionLimit"]) == (3, 4, 2)
+        assert (other["capacity"], other["capacityNow"], other["admissionLimit"]) == (3, 3, None)
+        page = (await c.get("/ui/agents", headers=auth)).text
+        assert "Capacity now" in page and "Admission limit" in page

@@ -17,10 +17,17 @@ The search, every study a workload study with the same seed (common random numbe
    bisected down with the others fixed, pass after pass until none moves: no single
    capacity of the answer can be lowered by one (a local minimum, not always the
    smallest total).
+
+**Autoscaled agents** (SPEC §13.2, §17): when the study's policies give a searched pattern's
+agents an ``autoscale`` rule, the number searched is that rule's ``max`` (the ceiling the
+autoscaler may reach), every candidate studied with the autoscaler running from the
+models' capacity; the unlimited-capacity bound is studied without the autoscaler (no
+ceiling, no lag). The search starts at the rule's ``min`` at the least.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -39,7 +46,9 @@ from .._base.errors import PlanValidationError
 from .._base.version import VERSION
 from .._spec.deployment import Deployment
 from .._spec.inputs import HangWarning, StudyInputs, check_flag, check_int
+from .._spec.models import best_match
 from .._spec.plan import as_plan
+from .._spec.policies import Policies
 from .._spec.workload import Workload, offered_load
 from .critical import describe_critical
 from .montecarlo import run_study
@@ -99,6 +108,10 @@ class CapacityPlan:
             agents, with unlimited capacity.
         seconds: How long the search took, s.
         inputs: The study's inputs, normalised (plan, models, policies, workload).
+        searched: Pattern -> what its number is: ``"capacity"`` (the models' capacity) or,
+            for an agent the policies autoscale, ``"autoscale.<pattern>.max"`` (the
+            autoscaler's ceiling, studied with the autoscaler running; ``capacities`` then
+            holds that max).
     """
 
     feasible: bool
@@ -117,6 +130,16 @@ class CapacityPlan:
     peak_in_flight: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     inputs: StudyInputs | None = field(default=None, repr=False)  # the study's inputs
+    searched: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def autoscaled(self) -> dict[str, str]:
+        """Searched pattern -> the autoscale pattern whose ``max`` was searched."""
+        return {
+            p: s[len("autoscale.") : -len(".max")]
+            for p, s in self.searched.items()
+            if s.startswith("autoscale.")
+        }
 
     def deployment(self, plan: Any = None, *, role: str | None = None) -> Deployment:
         """The answer as a deployment bundle (SPEC §14).
@@ -131,7 +154,9 @@ class CapacityPlan:
             The bundle: the plan under ``role``, the capacities found, the study's
                 policies and models, and the provenance in ``meta["capacityFor"]``
                 (version, seed, SLO, workload, predicted metrics with 95% intervals, the
-                models' source).
+                models' source, what was searched). For an autoscaled agent the bundle's
+                policies carry the autoscale ``max`` found and its capacity stays the
+                models' (where the autoscaler starts).
 
         Raises:
             PlanValidationError: The search found no capacity (infeasible).
@@ -161,18 +186,30 @@ class CapacityPlan:
                 "modelsSource": Path(str(getattr(self.inputs.models, "source", ""))).name,
             }
         }
-        models = self.inputs.with_values(
-            {f"agents.{p}.capacity": n for p, n in self.capacities.items()}
-        ).models
-        return Deployment.of_study(plan, models, self.inputs.policies, meta, role=role)
+        scaled = self.autoscaled
+        if scaled:
+            meta["capacityFor"]["searched"] = dict(self.searched)
+        chosen = self.inputs.with_values(
+            {
+                (f"autoscale.{scaled[p]}.max" if p in scaled else f"agents.{p}.capacity"): n
+                for p, n in self.capacities.items()
+            }
+        )
+        return Deployment.of_study(plan, chosen.models, chosen.policies, meta, role=role)
 
     def table(self) -> pd.DataFrame:
         """One row per study tried, in order: ``phase``, the capacity of each agent pattern
         searched (<NA>: unlimited), each SLO metric with its 95% interval and whether it
-        met its bound judged on the conservative end (``<metric>_met``), ``meets``."""
+        met its bound judged on the conservative end (``<metric>_met``), ``meets``. When an
+        agent is autoscaled, a ``searched`` column after ``phase`` says which number its
+        column holds (e.g. ``"tutor-agent-*: autoscale.tutor-agent-*.max"``)."""
         rows = []
+        scaled = self.autoscaled
+        what = "; ".join(f"{p}: {self.searched[p]}" for p in self.agents if p in scaled)
         for i, c in enumerate(self.candidates):
             row: dict[str, Any] = {"study": i, "phase": c.phase}
+            if scaled:
+                row["searched"] = what
             for p in self.agents:
                 row[p] = c.caps[p]
             for metric in self.slo:
@@ -208,7 +245,11 @@ class CapacityPlan:
         slo = ", ".join(f"{m} {op} {_fmt(m, b)}" for m, (op, b) in self.slo.items())
         if not self.feasible:
             return f"infeasible (SLO {slo}):\n{self.reason}"
-        caps = ", ".join(f"{p}: {n}" for p, n in self.capacities.items())
+        scaled = self.autoscaled
+        caps = ", ".join(
+            f"{p}: {n}" + (f" (autoscale max, autoscale '{scaled[p]}')" if p in scaled else "")
+            for p, n in self.capacities.items()
+        )
         lines = [f"capacities {caps} meet the SLO {slo} (95% intervals, conservative end):"]
         assert self.summary is not None
         for m in self.slo:
@@ -302,6 +343,50 @@ def _patterns(base: StudyInputs, agents: Any, used: dict[str, list[str]]) -> lis
     return out
 
 
+def _autoscaled(
+    policies: Policies | None, patterns: list[str], ids: dict[str, list[str]], max_capacity: int
+) -> dict[str, str]:
+    """Searched pattern -> the autoscale pattern that serves all its agents (SPEC §13.2 with
+    §17: its ``max`` is searched), for the patterns whose agents are autoscaled."""
+    if policies is None or not policies.autoscale:
+        return {}
+    rules = list(policies.autoscale)
+    out: dict[str, str] = {}
+    for p in patterns:
+        found = {a: best_match(a, rules) for a in ids[p]}
+        which = {rules[i] if i is not None else None for i in found.values()}
+        if which == {None}:
+            continue
+        if len(which) > 1:
+            each = ", ".join(
+                f"{a}: {'none' if i is None else repr(rules[i])}" for a, i in found.items()
+            )
+            raise PlanValidationError(
+                f"capacity_for: the agents of pattern {p!r} are not all served by one "
+                f"autoscale rule ({each}), so no one number can be searched for them; give "
+                "them one autoscale pattern, or search them apart with agents= and models "
+                "entries of their own"
+            )
+        (rule,) = which
+        assert rule is not None
+        other = next((q for q, r in out.items() if r == rule), None)
+        if other is not None:
+            raise PlanValidationError(
+                f"capacity_for: autoscale {rule!r} serves the agents of two searched patterns, "
+                f"{other!r} and {p!r}, so its max cannot be searched for each; give each "
+                "pattern an autoscale rule of its own, or search one of them (agents=)"
+            )
+        low = policies.autoscale[rule].min
+        if low > max_capacity:
+            raise PlanValidationError(
+                f"capacity_for: autoscale.{rule}.min is {low}, above max_capacity = "
+                f"{max_capacity}, the largest max the search may try; raise max_capacity to "
+                f"at least {low} or lower autoscale.{rule}.min"
+            )
+        out[p] = rule
+    return out
+
+
 # ------------------------------------------------------------------ the search
 
 
@@ -345,8 +430,12 @@ def capacity_for(
             every pattern of ``models`` the plan uses. Other agents keep their capacity.
         max_capacity: The largest capacity tried per agent.
         seed: The seed of every candidate study.
-        policies: Circuit breakers (SPEC §10.1; a dict, a YAML/JSON file path or
-            ``Policies``), in every study.
+        policies: Resilience and overload policies (SPEC §10.1, §17; a dict, a YAML/JSON
+            file path or ``Policies``), in every study. When they autoscale the agents of
+            a searched pattern (one ``autoscale`` rule for all of them), that rule's ``max``
+            is searched instead of the capacity, with the autoscaler running (its
+            ``min`` the search's floor); ``searched`` says so and ``deployment()``
+            carries the max found.
         progress: True (default): a progress bar of the studies run.
         executor: (SPEC §20: an Executor, a Dask ``Client``, ``orchkit.executors.ray()``
             or ``"processes"``) the candidate studies run on it, each one chunk with the
@@ -364,7 +453,9 @@ def capacity_for(
         PlanValidationError: No workload; an SLO metric that is not a summary metric or a
             bound that is not a finite number >= 0 (a rate above 1); an ``agents`` entry
             that names no pattern the plan uses; ``max_capacity`` < 1; invalid plan,
-            models or policies.
+            models or policies; the agents of a searched pattern under different autoscale
+            rules (or some without one), one autoscale rule over two searched patterns, or
+            an autoscale ``min`` above ``max_capacity``.
         TypeError: ``models`` is not an ``AgentModels`` (or its dict or file), or
             ``seed`` or ``progress`` has the wrong type.
 
@@ -418,6 +509,16 @@ def _search(
     used = _agent_ids(base)
     patterns = _patterns(base, agents, used)
     ids = {p: used[p] for p in patterns}
+    scaled = _autoscaled(base.policies, patterns, ids, max_capacity)
+    searched = {p: f"autoscale.{scaled[p]}.max" if p in scaled else "capacity" for p in patterns}
+    unlimited_base = base
+    if scaled:  # the bound: no ceiling and no lag, i.e. without those autoscalers
+        assert base.policies is not None
+        data = base.policies.to_dict()
+        data["autoscale"] = {a: r for a, r in data["autoscale"].items() if a not in scaled.values()}
+        unlimited_base = dataclasses.replace(
+            base, policies=Policies.from_dict(data, base.policies.source)
+        )
     search = "bisection" if len(patterns) == 1 else "greedy by bottleneck, then trimmed"
     candidates: list[_Candidate] = []
     cache: dict[tuple, _Candidate] = {}
@@ -427,7 +528,14 @@ def _search(
     ahead: dict[tuple, Future] = {}  # studies started on the pool before the search asked
 
     def inputs_for(caps: dict[str, int | None]) -> StudyInputs:
-        return base.with_values({f"agents.{p}.capacity": caps[p] for p in patterns})
+        if scaled and all(caps[p] is None for p in scaled):
+            return unlimited_base.with_values({f"agents.{p}.capacity": caps[p] for p in patterns})
+        return base.with_values(
+            {
+                (f"autoscale.{scaled[p]}.max" if p in scaled else f"agents.{p}.capacity"): caps[p]
+                for p in patterns
+            }
+        )
 
     def launch(wanted: list[dict[str, int | None]]) -> None:
         """Start on the pool the study the search needs next (first) and those it may ask
@@ -499,6 +607,7 @@ def _search(
             peak_in_flight=peak,
             seconds=time.perf_counter() - started,
             inputs=base,
+            searched=searched,
         )
 
     unl = study(dict.fromkeys(patterns), "unlimited capacity")
@@ -507,6 +616,9 @@ def _search(
     if not unl.meets:
         return answer(None, _reason_unlimited(unl, bounds, patterns), unl, peak)
     lo = _stability_bounds(base, patterns, ids)
+    for p, a in scaled.items():  # the autoscaler's max is at least its min
+        assert base.policies is not None
+        lo[p] = max(lo[p], base.policies.autoscale[a].min)
     over = {p: n for p, n in lo.items() if n > max_capacity}
     if over:
         text = "; ".join(
@@ -527,12 +639,20 @@ def _search(
         launch([hi, *({one: m} for m in _bisection_ahead(lo[one] - 1, hi[one], width))])
     else:
         launch([hi, dict(lo)])
-    top = study(hi, "no waits (as unlimited)")
+    top = study(hi, "peak in flight (autoscaled)" if scaled else "no waits (as unlimited)")
     if not top.meets and any(hi[p] < max_capacity for p in patterns):
         top = study(dict.fromkeys(patterns, max_capacity), "max_capacity")
         hi = dict.fromkeys(patterns, max_capacity)
     if not top.meets:
-        return answer(None, _reason_max(top, unl, bounds, patterns, max_capacity, peak), unl, peak)
+        reason = _reason_max(top, unl, bounds, patterns, max_capacity, peak)
+        if scaled:
+            reason += (
+                "; or, since the autoscaler of "
+                + ", ".join(f"{p} (autoscale '{a}')" for p, a in scaled.items())
+                + " lags the load, a shorter pollMs or provisionMs, a lower target or a "
+                "higher min"
+            )
+        return answer(None, reason, unl, peak)
 
     def bisect(p: str, caps: dict[str, int | None], passing: _Candidate, phase: str) -> _Candidate:
         """The smallest capacity of ``p`` in [lo[p], caps[p]] that meets the SLO with the
@@ -938,9 +1058,14 @@ def capacity_chart(plan: CapacityPlan, metric: str | None = None, title: str | N
         pad = 0.08 * (y_max - y_min) or 0.05 * max(abs(y_max), 1.0)
         y_range = [y_min - pad if y_min - pad > 0 or y_min < 0 else 0.0, y_max + pad]
     x_title = (
-        f"{plan.agents[0]} capacity (attempts served at once)"
+        (
+            f"{plan.agents[0]} autoscale max (most attempts served at once)"
+            if plan.agents[0] in plan.autoscaled
+            else f"{plan.agents[0]} capacity (attempts served at once)"
+        )
         if one
         else f"total slots of {' + '.join(plan.agents)}"
+        + (" (autoscale max where autoscaled)" if plan.autoscaled else "")
     )
     if title is None:
         verdict = (

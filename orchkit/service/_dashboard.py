@@ -194,6 +194,8 @@ async def agent_health(service: Service) -> list[dict[str, Any]]:
     """``GET /api/agents/health`` (SPEC §15.4): one row per registered agent."""
     stats = stats_of(service)
     breakers = service.orch.breaker_states()
+    limits = service.orch.admission_limits()  # SPEC §17: agents with overload rules only
+    scaled = {a: None if math.isinf(c) else int(c) for a, c in service.orch.capacities().items()}
     now = time.time() * 1000.0
     out = []
     agents = sorted(service.orch.all_agents(), key=lambda a: a.agent_id)
@@ -214,6 +216,10 @@ async def agent_health(service: Service) -> list[dict[str, Any]]:
                 "kind": kind_of(a.agent_id) or type(a).__name__,
                 "type": type(a).__name__,
                 "capacity": a.capacity,
+                # with overload rules: the capacity in force (autoscaled) and the usable
+                # admission limit; None where no rule applies or the agent is not called yet
+                "capacityNow": scaled.get(a.agent_id, a.capacity),
+                "admissionLimit": limits.get(a.agent_id),
                 "inFlight": running,
                 "waiting": waiting,
                 "breaker": breakers.get(a.agent_id),

@@ -201,6 +201,13 @@ class AgentHealth(BaseModel):
     kind: str
     type: str
     capacity: int | None
+    capacityNow: int | None = Field(
+        None,
+        description="the capacity in force (an autoscaler's, SPEC §17), or null: unlimited",
+    )
+    admissionLimit: int | None = Field(
+        None, description="the usable admission limit (SPEC §17), or null: no limit"
+    )
     inFlight: int
     waiting: int
     breaker: str | None = Field(None, description="closed | open | half_open, or null")

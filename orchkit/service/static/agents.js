@@ -23,7 +23,9 @@ OK.start(async () => {
       `<td class=num>${a.inFlight}</td><td class=num>${a.waiting}</td>` +
       `<td>${breaker ? OK.badge(breaker, BREAKER[breaker]) : '<span class="muted">none</span>'}</td>` +
       `<td class=num>${OK.ms(a.p95Ms5m)}</td><td class=num>${rate}</td>` +
-      `<td class="workers">${workers(a.workers)}</td></tr>`;
+      `<td class="workers">${workers(a.workers)}</td>` +
+      `<td class=num data-testid="capacity-now">${a.capacityNow == null ? "unlimited" : a.capacityNow}</td>` +
+      `<td class=num data-testid="admission-limit">${a.admissionLimit == null ? '<span class="muted">none</span>' : a.admissionLimit}</td></tr>`;
   }
 
   async function load() {
