@@ -174,6 +174,7 @@ class CompiledPlan:
         "fallback",
         "roots",
         "hedge",
+        "fresh",
     )
 
     def __init__(self, plan: Plan):
@@ -192,6 +193,7 @@ class CompiledPlan:
             for d in ds:
                 self.dependents[d].append(i)
         self.roots = [i for i, c in enumerate(self.deps_count) if c == 0]
+        self.fresh = ([PENDING] * self.n, [None] * self.n)  # a plan run's first states, slots
         # retry: (max_retries, delay_ms, jitter, on_error, on_timeout), where delay_ms(k) is
         # the delay after failed attempt k before jitter (RetryPolicy.delay_ms, on demand:
         # a budget of 10**8 retries costs nothing until used)
@@ -336,13 +338,13 @@ class PlanRun:
         self.run = run
         self.start_ms = now
         self.end_ms: float | None = None
-        self.state = [PENDING] * cp.n
+        self.state = cp.fresh[0].copy()
         self.remaining = cp.deps_count.copy()
         self.ready = cp.roots.copy()  # a heap of step indexes: plan order breaks ties
         self.busy = 0  # steps holding one of the plan's slots (running or backing off)
         self.left = cp.n  # steps not yet in a terminal state
         # live Attempt, the retry Timer, or the _Hedged state of a hedged step's try
-        self.current: list[Any] = [None] * cp.n
+        self.current: list[Any] = cp.fresh[1].copy()
         self.results: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.deadline: Timer | None = None
@@ -588,7 +590,8 @@ class Scheduler:
     ) -> tuple[Run, list[Any]]:
         """Start a run of ``cp`` at ``now_ms``; returns the run and the first actions."""
         out = self._out = []
-        self._due(now_ms)
+        if self._timers and self._timers[0][0] <= now_ms:
+            self._due(now_ms)
         run = Run(run_id, now_ms, context)
         self._open_runs += 1
         if self._scalers:
@@ -602,7 +605,8 @@ class Scheduler:
     def attempt_succeeded(self, attempt: Attempt, now_ms: float, response: Any) -> list[Any]:
         """The agent returned a valid ``response`` for ``attempt``."""
         out = self._out = []
-        self._due(now_ms)
+        if self._timers and self._timers[0][0] <= now_ms:
+            self._due(now_ms)
         if not attempt.live:
             return out
         self._end_attempt(attempt, now_ms, "succeeded", None)
@@ -650,7 +654,8 @@ class Scheduler:
     ) -> list[Any]:
         """The agent raised, or returned something that is not a valid response."""
         out = self._out = []
-        self._due(now_ms)
+        if self._timers and self._timers[0][0] <= now_ms:
+            self._due(now_ms)
         if attempt.live:
             self._fail_attempt(attempt, now_ms, "error", str(error), retryable)
             if self._freed or self._rejects:
@@ -660,7 +665,8 @@ class Scheduler:
     def timer_fired(self, timer: Timer, now_ms: float) -> list[Any]:
         """A timer the core started is due."""
         out = self._out = []
-        self._due(now_ms)
+        if self._timers and self._timers[0][0] <= now_ms:
+            self._due(now_ms)
         if timer.live:  # a driver may call a little before ``timer.at_ms`` (clock ticks)
             self._stale += 1  # it stays in the heap
             self._fire(timer, now_ms)

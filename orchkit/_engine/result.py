@@ -55,23 +55,31 @@ _STEP_STATES = ["pending", "running", "backing_off", "succeeded", "failed", "ski
 def span_rows(run: Run, origin_ms: float) -> list[tuple]:
     """One tuple per attempt of ``run`` (SPAN_COLUMNS), times in ms from ``origin_ms``."""
     rid, nan = run.run_id, math.nan
-    return [
-        (
-            rid,
-            a.prun.cp.id,
-            a.prun.cp.step_ids[a.step],
-            a.prun.cp.agent_ids[a.step],
-            a.prun.cp.actions[a.step],
-            a.number,
-            a.queued_ms - origin_ms,
-            nan if a.start_ms is None else a.start_ms - origin_ms,
-            nan if a.end_ms is None else a.end_ms - origin_ms,
-            a.outcome,
-            a.error,
-            a.hedge,
+    rows = []
+    shift = origin_ms != 0.0  # (simulations count from 0: the attempts' own floats serve)
+    for a in run.attempts:
+        cp, i, queued, start, end = a.prun.cp, a.step, a.queued_ms, a.start_ms, a.end_ms
+        if shift:
+            queued -= origin_ms
+            start = None if start is None else start - origin_ms
+            end = None if end is None else end - origin_ms
+        rows.append(
+            (
+                rid,
+                cp.id,
+                cp.step_ids[i],
+                cp.agent_ids[i],
+                cp.actions[i],
+                a.number,
+                queued,
+                nan if start is None else start,
+                nan if end is None else end,
+                a.outcome,
+                a.error,
+                a.hedge,
+            )
         )
-        for a in run.attempts
-    ]
+    return rows
 
 
 RUN_COLUMNS = [
@@ -164,7 +172,7 @@ class RunCollector:
         self.rows.append(run_row(run))
         keep = self.keep
         if keep is True or (keep and run.run_id < keep):
-            self.spans.extend(span_rows(run, 0.0 if self.study_clock else run.start_ms))
+            self.spans += span_rows(run, 0.0 if self.study_clock else run.start_ms)
 
 
 # id-like columns are categoricals (sorted categories): small and fast at millions of rows

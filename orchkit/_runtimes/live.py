@@ -14,7 +14,7 @@ import itertools
 import random
 import time
 from pathlib import Path
-from types import MappingProxyType
+from types import CoroutineType, MappingProxyType
 from typing import Any
 
 from .._base.errors import AgentError, OrchkitError, PlanValidationError
@@ -35,7 +35,7 @@ from .._engine.core import (
 from .._engine.result import RunResult
 from .._spec.plan import Plan, as_plan
 from .._spec.policies import Policies, as_policies, breaker_lookup, overload_lookup
-from .agent import Agent, agent_event, coerce_response, describe
+from .agent import Agent, AgentResponse, agent_event, coerce_response, describe
 from .bus import FATAL, EventBus, log, wait_tasks
 
 _QUEUE_EVENTS = frozenset({"queue:completed", "queue:failed"})
@@ -345,16 +345,16 @@ class Orchestrator:
     def _apply(self, actions: list[Any]) -> None:
         for action in actions:
             kind = type(action)
-            if kind is Emit:
+            if kind is StartAttempt:
+                att = action.attempt
+                self._tasks[att] = self._loop.create_task(self._call(att))
+            elif kind is Emit:
                 if action.event in _QUEUE_EVENTS:  # an agent behind a queue names its job
                     agent = self._agents.get(action.payload["agentId"])
                     ref = agent.job_ref(action.payload["jobId"]) if agent else None
                     if ref is not None:
                         action.payload["bullJobId"] = ref
                 self._bus.emit(action.event, action.payload)
-            elif kind is StartAttempt:
-                att = action.attempt
-                self._tasks[att] = self._loop.create_task(self._call(att))
             elif kind is StartTimer:
                 timer = action.timer
                 self._timers[timer] = self._loop.call_at(
@@ -391,7 +391,7 @@ class Orchestrator:
     def _exited(self, att: Attempt) -> None:
         """An attempt's coroutine has ended: a cancelled attempt's agent slot is free now."""
         self._tasks.pop(att, None)
-        cancelled_ms = self._stragglers.pop(att, None)
+        cancelled_ms = self._stragglers.pop(att, None) if self._stragglers else None
         if cancelled_ms is not None and self._now() - cancelled_ms > self.grace_ms:
             log.warning(
                 "agent '%s' stopped step '%s' attempt %d %.0f ms after it was cancelled",
@@ -445,9 +445,14 @@ class Orchestrator:
             }
             try:
                 value = agent.process(action, cp.inputs[i], context)
-                if inspect.isawaitable(value):  # a plain def process() may return directly
+                # a plain def process() may return directly
+                if type(value) is CoroutineType or inspect.isawaitable(value):
                     value = await value
-                response = coerce_response(value, agent.agent_id, action)
+                response = (
+                    value
+                    if type(value) is AgentResponse
+                    else coerce_response(value, agent.agent_id, action)
+                )
             except FATAL:
                 raise
             except asyncio.CancelledError:

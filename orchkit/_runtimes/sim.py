@@ -90,20 +90,21 @@ class Fact:
         self.data = data
 
 
+# env._now is SimPy's clock itself (its ``now`` property costs a Python call per event)
 def _succeeded(ev: Fact) -> None:
     d = ev.driver
-    d.apply(d.core.attempt_succeeded(ev.target, d.env.now, ev.data))
+    d.apply(d.core.attempt_succeeded(ev.target, d.env._now, ev.data))
 
 
 def _failed(ev: Fact) -> None:
     d = ev.driver
     message, retryable = ev.data
-    d.apply(d.core.attempt_failed(ev.target, d.env.now, message, retryable=retryable))
+    d.apply(d.core.attempt_failed(ev.target, d.env._now, message, retryable=retryable))
 
 
 def _fired(ev: Fact) -> None:
     d = ev.driver
-    d.apply(d.core.timer_fired(ev.target, d.env.now))
+    d.apply(d.core.timer_fired(ev.target, d.env._now))
 
 
 # shared callback tuples (SimPy only iterates them): no per-event list, no cycle
@@ -174,22 +175,22 @@ class SimDriver:
                 steps = self._steps.get(cp) or self._compile(cp)
                 draw, response, errors, timed = steps[att.step]
                 if timed is not None:  # outages: the model of an attempt starting now
-                    draw = timed.at(env.now).draw
+                    draw = timed.at(env._now).draw
                 latency, outcome = draw(att.run.context)
                 if outcome == "ok":
                     env.schedule(Fact(_SUCCEEDED, self, att, response), 1, latency)
                 elif outcome != "hang":  # a hung attempt never returns: a timer ends it
                     # "error", or "fatal": an error the agent marks non-retryable
                     env.schedule(Fact(_FAILED, self, att, errors[outcome]), 1, latency)
-            elif kind is StartTimer:
-                timer = action.timer
-                env.schedule(Fact(_FIRED, self, timer), 1, max(0.0, timer.at_ms - env.now))
-            elif kind is Emit:
-                if self.bus is not None:
-                    self.bus.emit(action.event, action.payload)
             elif kind is FinishRun:
                 if self.on_finish is not None:
                     self.on_finish(action.run)
+            elif kind is StartTimer:
+                timer = action.timer
+                env.schedule(Fact(_FIRED, self, timer), 1, max(0.0, timer.at_ms - env._now))
+            elif kind is Emit:
+                if self.bus is not None:
+                    self.bus.emit(action.event, action.payload)
             # CancelAttempt / CancelTimer: nothing to undo, the core ignores stale facts
 
     def finish_hung(self, runs: list[Run]) -> None:
@@ -388,12 +389,13 @@ def capacity_study(
     def finish(run: Run) -> None:
         nonlocal last_end
         del open_runs[run.run_id]
-        last_end = max(last_end, run.end_ms)
+        if run.end_ms > last_end:  # type: ignore[operator]  # a finished run has an end
+            last_end = run.end_ms
         sink(run)
         release(run)  # freed by reference counting: the live heap stays small
         if closed:
             delay = think.expovariate(1.0 / mean_think)
-            if env.now + delay < horizon:
+            if env._now + delay < horizon:
                 at(env, delay, arrive, priority=0)
 
     driver = SimDriver(env, core, models, responses=False, on_finish=finish)
@@ -404,26 +406,30 @@ def capacity_study(
         unit="ms" if closed else "run",
         disable=not progress,
     )
-    rngs: dict[int, random.Random] = {}
     arrived = 0
+    rng = run_rng(seed, 0)  # the rng of the block of runs arriving now (see run_rng)
+    single = cps[0] if len(cps) == 1 else None
+    schedule, submit, apply = env.schedule, core.submit, driver.apply
 
-    def arrive(_event: Any) -> None:
-        nonlocal arrived
+    def arrive(event: Fact) -> None:
+        nonlocal arrived, rng
         i = arrived
         arrived += 1
+        now = env._now
         if arrived < n and not closed:  # one arrival in the event heap at a time keeps the
-            # heap small; urgent: at equal times arrivals go first, in order
-            at(env, times[arrived] - env.now, arrive, priority=0)
-        block = i // BLOCK
-        rng = rngs.get(block)
-        if rng is None:
-            rngs.clear()
-            rng = rngs[block] = run_rng(seed, block)
-        run, actions = core.submit(cps[pick()], env.now, i, rng)
+            # heap small (and its event serves again); urgent: at equal times arrivals go
+            # first, in order
+            event.callbacks = arrival
+            schedule(event, 0, times[arrived] - now)
+        if i % BLOCK == 0 and i:
+            rng = run_rng(seed, i // BLOCK)
+        run, actions = submit(cps[pick()] if single is None else single, now, i, rng)
         open_runs[i] = run
-        driver.apply(actions)
+        apply(actions)
         if i % 256 == 255 and not closed:
             bar.update(256)
+
+    arrival = (arrive,)  # SimPy only iterates an event's callbacks: one tuple for every arrival
 
     if closed:  # every user's first think; later arrivals come from finish()
         for t in times:
@@ -436,7 +442,7 @@ def capacity_study(
     with gc_paused():
         env.run()
         driver.finish_hung(list(open_runs.values()))
-    arrive = None  # it referred to itself: without the cycle, refcounting frees the study
+    arrive = arrival = None  # (cycles through them: without, refcounting frees the study)
     if not closed:
         bar.update(n % 256)
     bar.close()
