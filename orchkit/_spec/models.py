@@ -605,8 +605,11 @@ class ActionModel:
         """
         latency = self.latency.sample_array(gen, n)
         u = gen.random(n)
-        code = (u < self._fail).astype(np.int8) + (u < self.hang)
-        latency[code == 2] = math.inf
+        code = (u < self._fail).astype(np.int8)
+        if self.hang > 0:  # (most models never hang: no second pass)
+            hung = u < self.hang
+            code += hung
+            latency[hung] = math.inf
         return latency, code
 
 
