@@ -1291,28 +1291,26 @@ class Scheduler:
         if br is not None and not self._admit(br, att):
             self._rejects.append((att, "rejected", ""))
             return
-        if ov.waiting or slots.busy >= slots.capacity:  # it has to wait
-            if ov.max_length is not None and ov.waiting >= ov.max_length:
-                self._shed(
-                    slots,
-                    att,
-                    f"shed: agent {ov.agent_id} already has {ov.waiting} attempts waiting "
-                    f"(maxLength {ov.max_length})",
-                    now,
-                )
-                return
-            t = att.prun.cp.timeout_ms[att.step]
-            if t is not None:
-                att.timer = self._timer(now + t, ATTEMPT_TIMEOUT, att)
+        waits = ov.waiting or slots.busy >= slots.capacity
+        if waits and ov.max_length is not None and ov.waiting >= ov.max_length:
+            self._shed(
+                slots,
+                att,
+                f"shed: agent {ov.agent_id} already has {ov.waiting} attempts waiting "
+                f"(maxLength {ov.max_length})",
+                now,
+            )
+            return
+        t = att.prun.cp.timeout_ms[att.step]
+        if t is not None:
+            att.timer = self._timer(now + t, ATTEMPT_TIMEOUT, att)
+        if waits:
             if not ov.waiting:
                 ov.since = now
             ov.waiting += 1
             att.waiting = True
             slots.queue.append(att)
             return
-        t = att.prun.cp.timeout_ms[att.step]
-        if t is not None:
-            att.timer = self._timer(now + t, ATTEMPT_TIMEOUT, att)
         if ov.codel is not None:
             ov.codel.observe(0.0, now)  # the queue is empty: a sample of 0
         slots.busy += 1

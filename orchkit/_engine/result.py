@@ -299,12 +299,6 @@ def columns_frame(columns: dict[str, Any], schema: list[str]) -> pd.DataFrame:
     """A frame of whole columns (a vectorised driver's) in ``schema``'s order; a missing or
     unknown column is a bug, not a column of NaN. The frame takes the arrays as they are
     (no copy into blocks): each must be the caller's own, used by no other column."""
-    if schema is RUN_COLUMNS and "shed" not in columns and "timeouts" in columns:
-        # a driver that declines overload rules (the fast path) sheds nothing
-        order = list(columns)
-        order.insert(order.index("timeouts") + 1, "shed")
-        zeros = np.zeros(len(columns["timeouts"]), np.int64)
-        columns = {c: zeros if c == "shed" else columns[c] for c in order}
     if list(columns) != schema:
         raise AssertionError(f"columns {list(columns)} are not the schema {schema}")
     return pd.DataFrame(columns, columns=pd.Index(schema), copy=False)

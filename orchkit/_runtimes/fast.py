@@ -720,6 +720,7 @@ def _runs_frame(chain: list[_Plan], out: _Outputs) -> pd.DataFrame:
             "attempts": out.attempts,
             "retries": out.retries,
             "timeouts": out.timeouts,
+            "shed": np.zeros(n, dtype=np.int64),  # the fast path declines overload rules
             "fallback_used": out.final > 0,
             "final_plan_id": categorical([fp.id for fp in chain], out.final),
         },
