@@ -18,6 +18,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
+import pandas as pd
 import simpy
 from tqdm.auto import tqdm
 
@@ -32,12 +33,13 @@ from .._engine.core import (
     release,
 )
 from .._engine.prepared import Prepared
-from .._engine.result import HUNG, RunCollector, RunResult
+from .._engine.result import HUNG, RunCollector, RunResult, runs_frame, spans_frame
 from .._spec.inputs import StudyInputs, check_int
 from .._spec.models import AgentModels
 from .._spec.policies import Policies, breaker_lookup, overload_lookup
 from .agent import AgentResponse
 from .bus import EventBus
+from .tables import TableStudy, declines
 
 BLOCK = 64  # runs share one rng seeding per block of BLOCK run indexes (see run_rng)
 
@@ -358,97 +360,141 @@ def independent_runs(
     return sink.rows, sink.spans, busy, log + changes
 
 
+class _Arrivals:
+    """A workload's arrivals on a SimPy clock (SPEC §4.2), for either engine of a workload
+    study: ``run(start)`` calls ``start(k, now, i, rng)`` as run ``i`` (of plan ``k`` of the
+    mix) arrives, its attempts drawing from ``rng``; the engine calls ``ended(end_ms)`` as
+    each run ends (a closed population's user then thinks again)."""
+
+    def __init__(
+        self, env: simpy.Environment, workload: Any, seed: int, n_plans: int, progress: bool
+    ):
+        self.env = env
+        self.seed = seed
+        self.times = workload.times(random.Random(f"arrivals:{seed}"))
+        self.pick = workload.picker(random.Random(f"mix:{seed}"))
+        self.closed = workload.population is not None
+        if self.closed:  # a user thinks again once their run has ended
+            self.think = random.Random(f"think:{seed}")
+            self.mean_think, self.horizon = workload.think_ms, workload.horizon_ms
+        self.single = n_plans == 1
+        self.progress = progress
+        self.horizon_ms = workload.horizon_ms
+        self.last_end = 0.0  # when the last run ended
+        self.arrival: tuple | None = None
+
+    def ended(self, end_ms: float) -> None:
+        """A run ended at ``end_ms`` (now)."""
+        if end_ms > self.last_end:
+            self.last_end = end_ms
+        if self.closed:
+            delay = self.think.expovariate(1.0 / self.mean_think)
+            if self.env._now + delay < self.horizon:
+                at(self.env, delay, self.arrival[0], priority=0)  # type: ignore[index]
+
+    def run(self, start: Callable[[int, float, int, random.Random], None]) -> None:
+        """Run the study's clock until no event is left."""
+        env, times, closed, seed, pick = self.env, self.times, self.closed, self.seed, self.pick
+        n = len(times)
+        bar = tqdm(
+            total=round(self.horizon_ms) if closed else n,
+            desc="capacity study",
+            unit="ms" if closed else "run",
+            disable=not self.progress,
+        )
+        arrived = 0
+        rng = run_rng(seed, 0)  # the rng of the block of runs arriving now (see run_rng)
+        single, schedule = self.single, env.schedule
+
+        def arrive(event: Fact) -> None:
+            nonlocal arrived, rng
+            i = arrived
+            arrived += 1
+            now = env._now
+            if arrived < n and not closed:  # one arrival in the event heap at a time keeps
+                # the heap small (and its event serves again); urgent: at equal times
+                # arrivals go first, in order
+                event.callbacks = arrival
+                schedule(event, 0, times[arrived] - now)
+            if i % BLOCK == 0 and i:
+                rng = run_rng(seed, i // BLOCK)
+            start(0 if single else pick(), now, i, rng)
+            if i % 256 == 255 and not closed:
+                bar.update(256)
+
+        arrival = self.arrival = (arrive,)  # SimPy only iterates an event's callbacks
+        if closed:  # every user's first think; later arrivals come from ended()
+            for t in times:
+                at(env, t, arrive, priority=0)
+            if self.progress:  # the bar follows the study clock, in hundredths of the horizon
+                horizon = self.horizon
+                for k in range(1, 101):
+                    at(env, horizon * k / 100, lambda _e: bar.update(round(horizon / 100)))
+        elif n:
+            at(env, times[0], arrive, priority=0)
+        env.run()
+        self.arrival = arrival = arrive = None  # type: ignore[assignment]  # (cycles)
+        if not closed:
+            bar.update(n % 256)
+        bar.close()
+
+
 def capacity_study(
-    prepared: Prepared, seed: int, keep_spans: bool | int, progress: bool
-) -> tuple[list, list, dict, float, list]:
+    prepared: Prepared,
+    seed: int,
+    keep_spans: bool | int,
+    progress: bool,
+    tables: bool | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict, float, list]:
     """One workload study (SPEC §4.2): the workload's runs arrive over its horizon and share
-    each agent's capacity on one SimPy clock (ms from the study's start). Returns the run
-    rows and span rows (``RunCollector``'s, in run order), each agent's busy ms, the time
-    the last run ended and the breaker transitions then the overload changes (limits,
-    capacities; ``result.policy_frames`` tells them apart)."""
-    workload, models = prepared.workload, prepared.models
-    times = workload.times(random.Random(f"arrivals:{seed}"))
-    cps = prepared.compiled
-    pick = workload.picker(random.Random(f"mix:{seed}"))
-    closed = workload.population is not None
-    if closed:  # a user thinks again once their run has ended
-        think = random.Random(f"think:{seed}")
-        mean_think, horizon = workload.think_ms, workload.horizon_ms
+    each agent's capacity on one SimPy clock (ms from the study's start). Returns the runs
+    frame and the spans frame (in run order), each agent's busy ms, the time the last run
+    ended and the breaker transitions then the overload changes (limits, capacities;
+    ``result.policy_frames`` tells them apart). The table lane (``tables.py``: the same
+    frames, faster) runs the study unless it declines it, or ``tables`` says which."""
     env = simpy.Environment()
+    arrivals = _Arrivals(env, prepared.workload, seed, len(prepared.compiled), progress)
+    jitter = random.Random(f"jitter:{seed}")
+    if tables is None:
+        tables = declines(prepared) is None
+    if tables:
+        lane = TableStudy(env, prepared.compiled, prepared.models, jitter, arrivals.ended)
+        with gc_paused():  # (frames too: the collector would scan every record once more)
+            arrivals.run(lane.submit)
+            runs, spans = lane.frames(keep_spans)
+            busy = lane.busy_ms()
+            lane.close()
+        return runs, spans, busy, arrivals.last_end, []
     core = Scheduler(
-        models.capacity,
-        random.Random(f"jitter:{seed}"),
+        prepared.models.capacity,
+        jitter,
         events=False,
         breakers=prepared.breakers(),
         overload=prepared.overload(),
     )
     sink = RunCollector(keep_spans, study_clock=True)
     open_runs: dict[int, Run] = {}  # the runs in flight; a finished run is collected at once
-    last_end = 0.0
 
     def finish(run: Run) -> None:
-        nonlocal last_end
         del open_runs[run.run_id]
-        if run.end_ms > last_end:  # type: ignore[operator]  # a finished run has an end
-            last_end = run.end_ms
         sink(run)
         release(run)  # freed by reference counting: the live heap stays small
-        if closed:
-            delay = think.expovariate(1.0 / mean_think)
-            if env._now + delay < horizon:
-                at(env, delay, arrive, priority=0)
+        arrivals.ended(run.end_ms)  # type: ignore[arg-type]  # a finished run has an end
 
-    driver = SimDriver(env, core, models, responses=False, on_finish=finish)
-    n = len(times)
-    bar = tqdm(
-        total=round(workload.horizon_ms) if closed else n,
-        desc="capacity study",
-        unit="ms" if closed else "run",
-        disable=not progress,
-    )
-    arrived = 0
-    rng = run_rng(seed, 0)  # the rng of the block of runs arriving now (see run_rng)
-    single = cps[0] if len(cps) == 1 else None
-    schedule, submit, apply = env.schedule, core.submit, driver.apply
+    driver = SimDriver(env, core, prepared.models, responses=False, on_finish=finish)
+    cps, submit, apply = prepared.compiled, core.submit, driver.apply
 
-    def arrive(event: Fact) -> None:
-        nonlocal arrived, rng
-        i = arrived
-        arrived += 1
-        now = env._now
-        if arrived < n and not closed:  # one arrival in the event heap at a time keeps the
-            # heap small (and its event serves again); urgent: at equal times arrivals go
-            # first, in order
-            event.callbacks = arrival
-            schedule(event, 0, times[arrived] - now)
-        if i % BLOCK == 0 and i:
-            rng = run_rng(seed, i // BLOCK)
-        run, actions = submit(cps[pick()] if single is None else single, now, i, rng)
+    def start(k: int, now: float, i: int, rng: random.Random) -> None:
+        run, actions = submit(cps[k], now, i, rng)
         open_runs[i] = run
         apply(actions)
-        if i % 256 == 255 and not closed:
-            bar.update(256)
 
-    arrival = (arrive,)  # SimPy only iterates an event's callbacks: one tuple for every arrival
-
-    if closed:  # every user's first think; later arrivals come from finish()
-        for t in times:
-            at(env, t, arrive, priority=0)
-        if progress:  # the bar follows the study clock, in hundredths of the horizon
-            for k in range(1, 101):
-                at(env, horizon * k / 100, lambda _e: bar.update(round(horizon / 100)), priority=1)
-    elif n:
-        at(env, times[0], arrive, priority=0)
     with gc_paused():
-        env.run()
+        arrivals.run(start)
         driver.finish_hung(list(open_runs.values()))
-    arrive = arrival = None  # (cycles through them: without, refcounting frees the study)
-    if not closed:
-        bar.update(n % 256)
-    bar.close()
     rows, spans = sink.rows, sink.spans
     key = operator.itemgetter(0)
     rows.sort(key=key)  # run order (runs were collected as they finished)
     spans.sort(key=key)  # stable: each run's attempts stay in order
     log = [(None, *t) for t in core.breaker_log] + [(None, *t) for t in core.overload_log]
-    return rows, spans, core.busy_ms(), last_end, log
+    return runs_frame(rows), spans_frame(spans), core.busy_ms(), arrivals.last_end, log

@@ -210,11 +210,10 @@ def run_study(
                 "the SimPy path; drop method='fast' (it applies to independent runs)"
             )
         with open_executor(executor if replications > 1 else None) as pool:
-            rows, spans, busy, total_ms, log = _replicated_study(
+            runs_df, spans_df, busy, total_ms, log = _replicated_study(
                 prepared, seed, keep_spans, progress, replications, pool
             )
         method_used, reason = "simpy", "a capacity study runs on the SimPy path"
-        runs_df, spans_df = _frames(rows, spans)
     else:
         method_used, reason = choose_method(prepared, method)
         log = []
@@ -246,11 +245,8 @@ def run_study(
     )
 
 
-def _frames(rows: Any, spans: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The runs and spans frames from a SimPy driver's rows (tuples), or from stacked
-    replications' frames (their id columns back to categoricals)."""
-    if isinstance(rows, pd.DataFrame):
-        return categorize(rows, RUN_CATEGORIES), categorize(spans, SPAN_CATEGORIES)
+def _frames(rows: list, spans: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs and spans frames from a SimPy driver's rows (tuples)."""
     return runs_frame(rows), spans_frame(spans)
 
 
@@ -288,16 +284,16 @@ def _replicated_study(
             for r in range(replications)
         ]
         parts = (result(f, executor) for f in futures)
-    for r, (rows, sp, bz, t, lg) in enumerate(parts):  # in replication order
-        runs.append(runs_frame(rows).assign(replication=r))
-        spans.append(spans_frame(sp).assign(replication=r))
+    for r, (rf, sf, bz, t, lg) in enumerate(parts):  # in replication order
+        runs.append(rf.assign(replication=r))
+        spans.append(sf.assign(replication=r))
         for k, v in bz.items():
             busy[k] = busy.get(k, 0.0) + v
         total += t
         log.extend(lg)
-    return (
-        pd.concat(runs, ignore_index=True),
-        pd.concat(spans, ignore_index=True),
+    return (  # (the id columns back to categoricals of every replication's values)
+        categorize(pd.concat(runs, ignore_index=True), RUN_CATEGORIES),
+        categorize(pd.concat(spans, ignore_index=True), SPAN_CATEGORIES),
         busy,
         total,
         log,
