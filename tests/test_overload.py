@@ -428,7 +428,10 @@ def test_autoscale_follows_a_load_step_within_poll_plus_provisioning():
     reached = min(t for t, c in scaled if c >= 3)
     assert reached <= step_ms + poll + provision + poll, scaled
     assert all(t % poll == 0 for t, _ in scaled)  # polls on the grid, + provisionMs
-    assert mc.method_reason == "a capacity study runs on the SimPy path"
+    assert mc.method_reason == (
+        "a capacity study runs on the SimPy path, in the general core "
+        "(circuit breakers and overload rules run in the core)"
+    )
 
 
 def _oscillating_scaling_events(stabilisation_ms):

@@ -12,6 +12,10 @@ from core_harness import plan_of, run_plan, step
 import orchkit as ok
 from orchkit import EventBus
 from orchkit._engine.core import CORE_EVENTS, Emit
+from orchkit._engine.prepared import Prepared
+from orchkit._runtimes.sim import capacity_study
+from orchkit._runtimes.tables import declines
+from orchkit._spec.inputs import StudyInputs
 from orchkit.testing import Fail, Ok, ScriptedAgent, ScriptedModels
 
 pytestmark = pytest.mark.timeout(60)
@@ -228,11 +232,12 @@ def test_simulated_runs_leave_no_reference_cycles():
     assert cyclic_garbage(lambda: ok.simulate(GC_PLAN, GC_MODELS, seed=3)) < 50
 
 
-def test_capacity_study_leaves_no_per_run_cycles():
+@pytest.mark.parametrize("tables", [True, False], ids=["table-lane", "core"])
+def test_capacity_study_leaves_no_per_run_cycles(tables):
     work = ok.Workload(rate_per_s=20.0, horizon_ms=10_000)
-    n = cyclic_garbage(
-        lambda: ok.monte_carlo(GC_PLAN, GC_MODELS, seed=1, workload=work, progress=False)
-    )
+    prepared = Prepared.of(StudyInputs.of(GC_PLAN, GC_MODELS, None, work, where="test"))
+    assert declines(prepared) is None
+    n = cyclic_garbage(lambda: capacity_study(prepared, 1, True, False, tables=tables))
     assert n < 50, n  # a constant; ~200 runs of ~5 attempts each would leave thousands
 
 

@@ -17,6 +17,7 @@ from orchkit._engine.prepared import Prepared
 from orchkit._runtimes.sim import capacity_study
 from orchkit._runtimes.tables import declines
 from orchkit._spec.inputs import StudyInputs
+from orchkit.testing import Ok, ScriptedAgent, ScriptedModels
 
 
 def prepared(plan, models, workload, policies=None) -> Prepared:
@@ -56,6 +57,11 @@ def test_the_lane_gives_the_cores_frames_on_the_seed_plans(name, workload):
     lane, core = both(p, seed=3)
     assert len(lane[0]) > 10 and len(lane[1]) >= len(lane[0])
     assert_same(lane, core)
+    if workload == "poisson":  # what a user is told
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mc = ok.monte_carlo(p.plan, p.models, workload=p.workload, progress=False)
+        assert mc.method_reason.endswith("in the table lane")
 
 
 def test_the_lane_gives_the_cores_frames_on_a_mix_with_a_span_sample():
@@ -99,6 +105,8 @@ def test_the_lane_declines_what_runs_in_the_core():
         {"id": "p", "steps": [{"id": "s", "agentId": "a", "action": "x", "timeout": 50}]}
     )
     assert declines(prepared(timed, hangs, wl)) is None
+    scripted = ScriptedModels([ScriptedAgent("a", script={"*": [Ok(latency_ms=5)]})])
+    assert "ok.AgentModels" in declines(prepared(timed, scripted, wl))
 
 
 # ---------------------------------------------------------------- random studies

@@ -16,6 +16,7 @@ import random
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
+from heapq import heappush
 from typing import Any
 
 import pandas as pd
@@ -363,8 +364,8 @@ def independent_runs(
 class _Arrivals:
     """A workload's arrivals on a SimPy clock (SPEC §4.2), for either engine of a workload
     study: ``run(start)`` calls ``start(k, now, i, rng)`` as run ``i`` (of plan ``k`` of the
-    mix) arrives, its attempts drawing from ``rng``; the engine calls ``ended(end_ms)`` as
-    each run ends (a closed population's user then thinks again)."""
+    mix) arrives, its attempts drawing from ``rng``; in a closed population the engine calls
+    ``think_again()`` as each run ends."""
 
     def __init__(
         self, env: simpy.Environment, workload: Any, seed: int, n_plans: int, progress: bool
@@ -380,17 +381,14 @@ class _Arrivals:
         self.single = n_plans == 1
         self.progress = progress
         self.horizon_ms = workload.horizon_ms
-        self.last_end = 0.0  # when the last run ended
         self.arrival: tuple | None = None
 
-    def ended(self, end_ms: float) -> None:
-        """A run ended at ``end_ms`` (now)."""
-        if end_ms > self.last_end:
-            self.last_end = end_ms
-        if self.closed:
-            delay = self.think.expovariate(1.0 / self.mean_think)
-            if self.env._now + delay < self.horizon:
-                at(self.env, delay, self.arrival[0], priority=0)  # type: ignore[index]
+    def think_again(self) -> None:
+        """A run of a closed population ended now: its user thinks, then arrives again
+        (if before the horizon)."""
+        delay = self.think.expovariate(1.0 / self.mean_think)
+        if self.env._now + delay < self.horizon:
+            at(self.env, delay, self.arrival[0], priority=0)  # type: ignore[index]
 
     def run(self, start: Callable[[int, float, int, random.Random], None]) -> None:
         """Run the study's clock until no event is left."""
@@ -404,7 +402,7 @@ class _Arrivals:
         )
         arrived = 0
         rng = run_rng(seed, 0)  # the rng of the block of runs arriving now (see run_rng)
-        single, schedule = self.single, env.schedule
+        single, queue, eid = self.single, env._queue, env._eid
 
         def arrive(event: Fact) -> None:
             nonlocal arrived, rng
@@ -414,8 +412,8 @@ class _Arrivals:
             if arrived < n and not closed:  # one arrival in the event heap at a time keeps
                 # the heap small (and its event serves again); urgent: at equal times
                 # arrivals go first, in order
-                event.callbacks = arrival
-                schedule(event, 0, times[arrived] - now)
+                event.callbacks = arrival  # (SimPy's env.schedule, inline)
+                heappush(queue, (now + (times[arrived] - now), 0, next(eid), event))
             if i % BLOCK == 0 and i:
                 rng = run_rng(seed, i // BLOCK)
             start(0 if single else pick(), now, i, rng)
@@ -458,13 +456,15 @@ def capacity_study(
     if tables is None:
         tables = declines(prepared) is None
     if tables:
-        lane = TableStudy(env, prepared.compiled, prepared.models, jitter, arrivals.ended)
+        on_finish = arrivals.think_again if arrivals.closed else None
+        lane = TableStudy(env, prepared.compiled, prepared.models, jitter, on_finish)
         with gc_paused():  # (frames too: the collector would scan every record once more)
             arrivals.run(lane.submit)
             runs, spans = lane.frames(keep_spans)
             busy = lane.busy_ms()
             lane.close()
-        return runs, spans, busy, arrivals.last_end, []
+        last_end = float(runs["end_ms"].max()) if len(runs) else 0.0
+        return runs, spans, busy, max(last_end, 0.0), []
     core = Scheduler(
         prepared.models.capacity,
         jitter,
@@ -474,12 +474,17 @@ def capacity_study(
     )
     sink = RunCollector(keep_spans, study_clock=True)
     open_runs: dict[int, Run] = {}  # the runs in flight; a finished run is collected at once
+    last_end = 0.0
 
     def finish(run: Run) -> None:
+        nonlocal last_end
         del open_runs[run.run_id]
+        if run.end_ms > last_end:  # type: ignore[operator]  # a finished run has an end
+            last_end = run.end_ms
         sink(run)
         release(run)  # freed by reference counting: the live heap stays small
-        arrivals.ended(run.end_ms)  # type: ignore[arg-type]  # a finished run has an end
+        if arrivals.closed:
+            arrivals.think_again()
 
     driver = SimDriver(env, core, prepared.models, responses=False, on_finish=finish)
     cps, submit, apply = prepared.compiled, core.submit, driver.apply
@@ -497,4 +502,4 @@ def capacity_study(
     rows.sort(key=key)  # run order (runs were collected as they finished)
     spans.sort(key=key)  # stable: each run's attempts stay in order
     log = [(None, *t) for t in core.breaker_log] + [(None, *t) for t in core.overload_log]
-    return runs_frame(rows), spans_frame(spans), core.busy_ms(), arrivals.last_end, log
+    return runs_frame(rows), spans_frame(spans), core.busy_ms(), last_end, log

@@ -38,7 +38,7 @@ from .._engine.result import (
     spans_frame,
     str_column,
 )
-from .._spec.models import AgentModels
+from .._spec.models import ActionModel, AgentModels
 
 PENDING, RUNNING, BACKING_OFF, SUCCEEDED, FAILED, SKIPPED = 0, 1, 2, 3, 4, 5
 TIMEOUT, RETRY, DEADLINE = 0, 1, 2  # timer kinds
@@ -57,6 +57,8 @@ def declines(prepared: Prepared) -> str | None:
             return f"plan '{cp.id}' hedges"
         for i in range(cp.n):
             model = models.resolve(cp.agent_ids[i], cp.actions[i])
+            if type(model) is not ActionModel:
+                return "agent models other than ok.AgentModels' run in the core"
             hangs = model.hang > 0 or any(o.model.hang > 0 for o in model.outages)
             if hangs and cp.timeout_ms[i] is None and cp.deadline_ms is None:
                 return f"step '{cp.step_ids[i]}' of plan '{cp.id}' can hang for ever"
@@ -95,9 +97,11 @@ class _Step:
         "sid",
         "action",
         "agent",
-        "draw",
+        "sample",
+        "hang",
+        "fail",
         "timed",
-        "errors",
+        "error",
         "timeout",
         "retry",
         "dependents",
@@ -113,6 +117,7 @@ class _Plan:
         "fresh",
         "deps_count",
         "roots",
+        "flat",
         "limit",
         "deadline",
         "fail_fast",
@@ -140,9 +145,6 @@ class _Run:
         "current",
         "failed",
         "deadline",
-        "attempts",
-        "retries",
-        "timeouts",
     )
 
 
@@ -153,7 +155,6 @@ class _Job:
         "callbacks",
         "run",
         "step",
-        "plan",
         "number",
         "queued",
         "start",
@@ -162,7 +163,6 @@ class _Job:
         "error",
         "live",
         "timer",
-        "failure",
     )
     _ok = True  # what SimPy's Environment.step asks of an event
 
@@ -172,7 +172,6 @@ class _Job:
         self.number = number
         self.queued = queued
         self.start: float | None = None
-        self.end = math.nan
         self.live = True
         self.timer: _Timer | None = None
 
@@ -193,7 +192,7 @@ class _Timer:
 
 class TableStudy:
     """The table lane on SimPy environment ``env``: ``submit(k, now, i, rng)`` starts run
-    ``i`` of plan ``k`` of ``cps``, ``on_finish(end_ms)`` hears each run end."""
+    ``i`` of plan ``k`` of ``cps``; ``on_finish()``, if given, is called as each run ends."""
 
     def __init__(
         self,
@@ -201,7 +200,7 @@ class TableStudy:
         cps: tuple[CompiledPlan, ...],
         models: AgentModels,
         rng: Any,
-        on_finish: Callable[[float], None],
+        on_finish: Callable[[], None] | None,
     ):
         self.env = env
         self.rng = rng  # the backoff jitter's
@@ -212,6 +211,7 @@ class TableStudy:
         self.seq = 0
         self.freed: list[_Agent] = []
         self.order: list[_Agent] = []  # agents in the order of their first attempt
+        self.failures = False  # an attempt ended other than in success
         self._push = env._queue
         self._eid = env._eid
         self._ok_cb = (self._succeeded,)
@@ -227,6 +227,9 @@ class TableStudy:
             p.id, p.code, p.n = cp.id, code, cp.n
             p.fresh = [PENDING] * cp.n
             p.deps_count, p.roots = cp.deps_count, cp.roots
+            # no dependency and no limit: every step starts at once, nothing is ever ready
+            # later (no ready heap, no dependency counts to copy per run)
+            p.flat = cp.n == len(cp.roots) and cp.limit >= cp.n
             p.limit, p.deadline, p.fail_fast = cp.limit, cp.deadline_ms, cp.fail_fast
             p.steps = []
             for i in range(cp.n):
@@ -235,13 +238,13 @@ class TableStudy:
                 if ag is None:
                     ag = agents[agent_id] = _Agent(agent_id, models.capacity(agent_id))
                 model = models.resolve(agent_id, action)
-                error = f"simulated error: agent '{agent_id}' action '{action}' failed"
                 s = _Step()
                 s.plan, s.i, s.code, s.sid, s.action = p, i, len(self.steps), cp.step_ids[i], action
                 s.agent = ag
-                s.draw = model.draw
+                # ActionModel.draw, inline: its latency, then one rng.random() for the outcome
+                s.sample, s.hang, s.fail = model.latency.sample, model.hang, model._fail
                 s.timed = model if model.outages else None
-                s.errors = {"error": (error, True), "fatal": (error, False)}
+                s.error = f"simulated error: agent '{agent_id}' action '{action}' failed"
                 s.timeout, s.retry, s.dependents = cp.timeout_ms[i], cp.retry[i], cp.dependents[i]
                 p.steps.append(s)
                 self.steps.append(s)
@@ -256,10 +259,8 @@ class TableStudy:
         if self.timers and self.timers[0][0] <= now:
             self._due(now)
         run = _Run()
-        run.id, run.rng, run.start, run.nplans = i, rng, now, 0
-        run.attempts = run.retries = run.timeouts = 0
         plan = self.plans[k]
-        run.first = plan.code
+        run.id, run.rng, run.start, run.first, run.nplans = i, rng, now, plan.code, 0
         self.runs.append(run)
         self._start_plan(run, plan, now)
         if self.freed:
@@ -271,21 +272,39 @@ class TableStudy:
             self._due(now)
         if not job.live:
             return
-        self._end(job, now, _OK, None)
+        job.live = False  # (the core's _end_attempt)
+        job.end = now
+        job.outcome = _OK
+        job.error = None
+        if job.timer is not None:
+            self._drop_timer(job)
         run, step = job.run, job.step
+        ag = step.agent
+        ag.busy -= 1
+        ag.busy_ms += now - job.start  # type: ignore[operator]  # it started
+        if ag.queue:
+            self.freed.append(ag)
         i = step.i
         run.state[i] = SUCCEEDED
         run.current[i] = None
         run.busy -= 1
         run.left -= 1
-        remaining, state, ready = run.remaining, run.state, run.ready
-        for j in step.dependents:
-            remaining[j] -= 1
-            if remaining[j] == 0 and state[j] == PENDING:
-                heappush(ready, j)
+        if step.dependents:
+            remaining, state, ready = run.remaining, run.state, run.ready
+            for j in step.dependents:
+                remaining[j] -= 1
+                if remaining[j] == 0 and state[j] == PENDING:
+                    heappush(ready, j)
         if run.left == 0:
-            self._finish(run, now, "failed" if run.failed else "succeeded")
-        elif ready:
+            if run.failed or run.deadline is not None:
+                self._finish(run, now, "failed" if run.failed else "succeeded")
+            else:  # (the common end, inline)
+                run.status = 0
+                run.end = now
+                run.state = run.remaining = run.ready = run.current = None  # type: ignore[assignment]
+                if self.on_finish is not None:
+                    self.on_finish()
+        elif run.ready:
             self._pump(run, now)
         if self.freed:
             self._settle(now)
@@ -295,8 +314,7 @@ class TableStudy:
         if self.timers and self.timers[0][0] <= now:
             self._due(now)
         if job.live:
-            error, retryable = job.failure
-            self._fail(job, now, _ERROR, error, retryable)
+            self._fail(job, now, _ERROR, job.step.error, True)
             if self.freed:
                 self._settle(now)
 
@@ -347,15 +365,29 @@ class TableStudy:
     def _start_plan(self, run: _Run, plan: _Plan, now: float) -> None:
         run.plan = plan
         run.nplans += 1
-        run.state = plan.fresh.copy()
-        run.remaining = plan.deps_count.copy()
-        run.ready = plan.roots.copy()
-        run.busy, run.left, run.failed = 0, plan.n, False
+        run.state = state = plan.fresh.copy()
+        run.left, run.failed = plan.n, False
         run.current = [None] * plan.n
         run.deadline = None
         if plan.deadline is not None:
             run.deadline = self._timer(now + plan.deadline, DEADLINE, run)
-        self._pump(run, now)
+        steps = plan.steps
+        if plan.flat:
+            run.remaining = run.ready = ()  # type: ignore[assignment]
+            run.busy = plan.n
+            for step in steps:  # in plan order, as the core's ready heap gives them
+                state[step.i] = RUNNING
+                self._launch(run, step, 1, now)
+            return
+        run.remaining = plan.deps_count.copy()
+        run.ready = ready = plan.roots.copy()
+        limit, busy = plan.limit, 0  # (the core's _pump, inline)
+        while ready and busy < limit:
+            i = heappop(ready)
+            busy += 1
+            state[i] = RUNNING
+            self._launch(run, steps[i], 1, now)
+        run.busy = busy
 
     def _pump(self, run: _Run, now: float) -> None:
         ready, limit, state, steps = run.ready, run.plan.limit, run.state, run.plan.steps
@@ -366,11 +398,8 @@ class TableStudy:
             self._launch(run, steps[i], 1, now)
 
     def _launch(self, run: _Run, step: _Step, number: int, now: float) -> None:
-        if number > 1:
-            run.retries += 1
         job = _Job(run, step, number, now)
         run.current[step.i] = job
-        run.attempts += 1
         self.jobs.append(job)
         ag = step.agent
         if not ag.used:
@@ -390,27 +419,32 @@ class TableStudy:
     def _begin(self, job: _Job, now: float) -> None:
         job.start = now
         step = job.step
-        draw = step.draw if step.timed is None else step.timed.at(now).draw
-        latency, outcome = draw(job.run.rng)
-        if outcome == "ok":
+        rng = job.run.rng
+        if step.timed is None:
+            latency = step.sample(rng)
+            u = rng.random()
+            hang, fail = step.hang, step.fail
+        else:  # an outage: the model of an attempt starting now
+            model = step.timed.at(now)
+            latency = model.latency.sample(rng)
+            u = rng.random()
+            hang, fail = model.hang, model._fail
+        if u >= fail:
             job.callbacks = self._ok_cb
-        elif outcome != "hang":  # a hung attempt never returns: its timer ends it
+        elif u >= hang:
             job.callbacks = self._fail_cb
-            job.failure = step.errors[outcome]
         else:
-            return
+            return  # a hung attempt never returns: its timer ends it
         heappush(self._push, (now + latency, 1, next(self._eid), job))
 
     def _end(self, job: _Job, now: float, outcome: int, error: str | None) -> None:
+        self.failures = True  # (every other end is an attempt's success, inline)
         job.live = False
         job.end = now
         job.outcome = outcome
         job.error = error
-        timer = job.timer
-        if timer is not None and timer.live:
-            timer.live = False
-            timer.target = None
-        job.timer = None
+        if job.timer is not None:
+            self._drop_timer(job)
         if job.start is None:
             return  # still waiting: the queue drops it at its turn
         ag = job.step.agent
@@ -418,6 +452,15 @@ class TableStudy:
         ag.busy_ms += now - job.start
         if ag.queue:
             self.freed.append(ag)
+
+    @staticmethod
+    def _drop_timer(job: _Job) -> None:
+        """The attempt ended: its timeout timer, if still to fire, no longer will."""
+        timer = job.timer
+        if timer.live:  # type: ignore[union-attr]
+            timer.live = False  # type: ignore[union-attr]
+            timer.target = None  # type: ignore[union-attr]
+        job.timer = None
 
     def _settle(self, now: float) -> None:
         """Give the agent slots the current fact freed to queued attempts, FIFO."""
@@ -435,8 +478,6 @@ class TableStudy:
         self._end(job, now, outcome, error)
         run, step = job.run, job.step
         i = step.i
-        if outcome == _TIMEOUT:
-            run.timeouts += 1
         k = job.number
         rp = step.retry
         if (
@@ -505,10 +546,11 @@ class TableStudy:
         if status != "succeeded" and plan.fallback is not None:
             self._start_plan(run, plan.fallback, now)
             return
-        run.status = status
+        run.status = STATUSES.index(status)
         run.end = now
         run.state = run.remaining = run.ready = run.current = None  # type: ignore[assignment]
-        self.on_finish(now)
+        if self.on_finish is not None:
+            self.on_finish()
 
     def _timer(self, at: float, kind: int, target: Any) -> _Timer:
         timer = _Timer(at, kind, target, self._fire_cb)
@@ -533,55 +575,67 @@ class TableStudy:
     def frames(self, keep_spans: bool | int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The runs frame and the spans frame (the core's ``runs_frame``/``spans_frame``
         of the same runs, built from whole columns)."""
-        runs = self.runs
-        status = {s: k for k, s in enumerate(STATUSES)}
+        runs, jobs, steps = self.runs, self.jobs, self.steps
+        n = len(runs)
+        assert not runs or runs[-1].id == n - 1, "runs are numbered as they arrive"
+        # per attempt, in the order attempts were made: what the run counts come from
+        run_of = np.array([j.run.id for j in jobs], dtype=np.int64)
+        number = np.array([j.number for j in jobs], dtype=np.int64)
+        outcome = _codes([j.outcome for j in jobs])
         start = np.array([r.start for r in runs], dtype=float)
         end = np.array([r.end for r in runs], dtype=float)
-        n = len(runs)
+        if len(self.plan_ids) == 1:  # (no mix, no fallback)
+            first, final, fallback = np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, bool)
+        else:
+            first = _codes([r.first for r in runs])
+            final = _codes([r.plan.code for r in runs])
+            fallback = np.array([r.nplans > 1 for r in runs], dtype=bool)
         run_frame = columns_frame(
             {
-                "run_id": np.array([r.id for r in runs], dtype=np.int64),
-                "plan_id": categorical(self.plan_ids, _codes([r.first for r in runs])),
-                "status": categorical(STATUSES, _codes([status[r.status] for r in runs])),
+                "run_id": np.arange(n, dtype=np.int64),
+                "plan_id": categorical(self.plan_ids, first),
+                "status": categorical(STATUSES, _codes([r.status for r in runs])),
                 "arrival_ms": start,
                 "start_ms": start.copy(),
                 "end_ms": end,
                 "makespan_ms": end - start,
-                "attempts": np.array([r.attempts for r in runs], dtype=np.int64),
-                "retries": np.array([r.retries for r in runs], dtype=np.int64),
-                "timeouts": np.array([r.timeouts for r in runs], dtype=np.int64),
+                "attempts": np.bincount(run_of, minlength=n).astype(np.int64),
+                "retries": np.bincount(run_of[number > 1], minlength=n).astype(np.int64),
+                "timeouts": np.bincount(run_of[outcome == _TIMEOUT], minlength=n).astype(np.int64),
                 "shed": np.zeros(n, dtype=np.int64),
-                "fallback_used": np.array([r.nplans > 1 for r in runs], dtype=bool),
-                "final_plan_id": categorical(self.plan_ids, _codes([r.plan.code for r in runs])),
+                "fallback_used": fallback,
+                "final_plan_id": categorical(self.plan_ids, final),
             },
             RUN_COLUMNS,
         )
-        jobs = self.jobs
-        if keep_spans is not True:
-            jobs = [j for j in jobs if keep_spans and j.run.id < keep_spans]
+        if keep_spans is not True:  # the attempts of runs 0 .. keep_spans - 1
+            kept = np.flatnonzero(run_of < keep_spans) if keep_spans else np.empty(0, np.intp)
+            jobs = [jobs[k] for k in kept]
+            run_of, number, outcome = run_of[kept], number[kept], outcome[kept]
         if not jobs:
             return run_frame, spans_frame([])
-        # each run's attempts in the order they were made, runs in order
-        order = np.argsort(np.array([j.run.id for j in jobs], dtype=np.int64), kind="stable")
-        jobs = [jobs[k] for k in order]
-        steps = self.steps
-        code = _codes([j.step.code for j in jobs])
+        if (run_of[1:] < run_of[:-1]).any():  # each run's attempts in order, runs in order
+            order = np.argsort(run_of, kind="stable")
+            jobs = [jobs[k] for k in order]
+            run_of, number, outcome = run_of[order], number[order], outcome[order]
+        m = len(jobs)
+        code = np.zeros(m, np.int32) if len(steps) == 1 else _codes([j.step.code for j in jobs])
         span_frame = columns_frame(
             {
-                "run_id": np.array([j.run.id for j in jobs], dtype=np.int64),
+                "run_id": run_of,
                 "plan_id": categorical([s.plan.id for s in steps], code),
                 "step_id": categorical([s.sid for s in steps], code),
                 "agent_id": categorical([s.agent.id for s in steps], code),
                 "action": categorical([s.action for s in steps], code),
-                "attempt": np.array([j.number for j in jobs], dtype=np.int64),
+                "attempt": number,
                 "queued_ms": np.array([j.queued for j in jobs], dtype=float),
-                "start_ms": np.array(
-                    [math.nan if j.start is None else j.start for j in jobs], dtype=float
-                ),
+                "start_ms": np.array([j.start for j in jobs], dtype=float),  # None: NaN
                 "end_ms": np.array([j.end for j in jobs], dtype=float),
-                "outcome": categorical(OUTCOMES, _codes([j.outcome for j in jobs])),
-                "error": _errors([j.error for j in jobs]),
-                "hedge": np.zeros(len(jobs), dtype=bool),
+                "outcome": categorical(OUTCOMES, outcome),
+                "error": _errors([j.error for j in jobs])
+                if self.failures
+                else np.full(m, None, dtype=object),
+                "hedge": np.zeros(m, dtype=bool),
             },
             SPAN_COLUMNS,
         )

@@ -284,11 +284,12 @@ class Workload:
             if rate <= 0 or start >= end:
                 continue
             t, mean = start, 1000.0 / rate
+            lambd, draw, append = 1.0 / mean, rng.expovariate, out.append
             while True:
-                t += rng.expovariate(1.0 / mean)
+                t += draw(lambd)
                 if t >= end:
                     break
-                out.append(t)
+                append(t)
         return out
 
     def plans_of(self, plan: Plan) -> list[Plan]:

@@ -28,6 +28,7 @@ from .._engine.result import (
 )
 from .._runtimes.fast import choose_method, fast_runs
 from .._runtimes.sim import BLOCK, capacity_study, independent_runs
+from .._runtimes.tables import declines
 from .._spec.inputs import StudyInputs, check_flag, check_int
 from .._spec.workload import offered_load
 from .parallel import caught, open_executor, result, rewarn
@@ -213,7 +214,15 @@ def run_study(
             runs_df, spans_df, busy, total_ms, log = _replicated_study(
                 prepared, seed, keep_spans, progress, replications, pool
             )
-        method_used, reason = "simpy", "a capacity study runs on the SimPy path"
+        why = declines(prepared)
+        method_used, reason = (
+            "simpy",
+            (
+                "a capacity study runs on the SimPy path, in the table lane"
+                if why is None
+                else f"a capacity study runs on the SimPy path, in the general core ({why})"
+            ),
+        )
     else:
         method_used, reason = choose_method(prepared, method)
         log = []
