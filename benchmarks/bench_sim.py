@@ -3,7 +3,9 @@ lognormal steps, then a combine step; p = 0.05 errors; 2 retries, linear backoff
   (a) a direct hand-written SimPy model,   (b) orchkit's SimPy path,
   (c) a hand-written numpy version,        (d) orchkit's fast path,
   (e) a capacity study (Poisson arrivals sharing capacity-4 agents) against
-  (f) the same workload written directly in SimPy (simpy.Resource per agent),
+  (f) the same workload written directly in SimPy (simpy.Resource per agent), and the
+      simplest queue (one step, M/M/3) both ways; each also on the general core (the
+      engine the table lane replaces, for plans it takes),
   (g) per-run cost of the SimPy path from 10^3 to 10^5 runs (it must stay flat).
 (b), (d) and (e) use monte_carlo's default arguments (what a user pays).
 Prints runs/s and the ratios the targets are stated in. Run: python benchmarks/bench_sim.py
@@ -149,6 +151,51 @@ def hand_simpy_capacity(rate_per_s: float, horizon_ms: float, seed: int) -> np.n
     return np.asarray(out)
 
 
+MM3_PLAN = ok.Plan.model_validate(
+    {"id": "one", "steps": [{"id": "s", "agentId": "srv", "action": "x"}]}
+)
+MM3_MODELS = ok.AgentModels.from_dict(
+    {"agents": {"srv": {"capacity": 3, "latency": {"dist": "exponential", "mean": 40.0}}}}
+)
+
+
+def hand_simpy_mm3(horizon_ms: float, seed: int) -> int:
+    """The simplest queue a planner writes, directly in SimPy: Poisson 60/s, one Resource
+    of capacity 3, exponential 40 ms (rho = 0.8). Returns the jobs served."""
+    rng = np.random.default_rng(seed)
+    env = simpy.Environment()
+    res = simpy.Resource(env, 3)
+    served = []
+
+    def job(env, t0):
+        with res.request() as req:
+            yield req
+            start = env.now
+            yield env.timeout(rng.exponential(40.0))
+            served.append((t0, start, env.now))
+
+    def source(env):
+        while True:
+            yield env.timeout(rng.exponential(1000.0 / 60.0))
+            if env.now > horizon_ms:
+                return
+            env.process(job(env, env.now))
+
+    env.process(source(env))
+    env.run()
+    return len(served)
+
+
+def core_study(plan, models, workload, seed):
+    """The same workload study on the general core (what the table lane replaces)."""
+    from orchkit._engine.prepared import Prepared
+    from orchkit._runtimes.sim import capacity_study
+    from orchkit._spec.inputs import StudyInputs
+
+    p = Prepared.of(StudyInputs.of(plan, models, None, workload, where="bench"))
+    return capacity_study(p, seed, True, False, tables=False)[0]
+
+
 def rate(fn, n: int, repeat: int = 3) -> tuple[float, object]:
     """``n`` / the best of ``repeat`` timings of ``fn(n, seed)``, and its last output."""
     best, out = math.inf, None
@@ -189,6 +236,20 @@ def main(scale: float = 1.0) -> None:
         repeat=3,
     )
     r_cap *= len(cap.runs)
+    r_core, core = rate(lambda n, s: core_study(PLAN, CAP_MODELS, wl, s), 1, repeat=3)
+    r_core *= len(core)
+    mm3_h = 200_000 * scale
+    r_hmm3, hm = rate(lambda n, s: hand_simpy_mm3(mm3_h, s), 1, repeat=5)
+    r_hmm3 *= hm
+    mm3_wl = ok.Workload(rate_per_s=60.0, horizon_ms=mm3_h)
+    r_mm3, mm3 = rate(
+        lambda n, s: ok.monte_carlo(MM3_PLAN, MM3_MODELS, workload=mm3_wl, seed=s, progress=False),
+        1,
+        repeat=5,
+    )
+    r_mm3 *= len(mm3.runs)
+    r_mm3_core, mc3 = rate(lambda n, s: core_study(MM3_PLAN, MM3_MODELS, mm3_wl, s), 1, repeat=5)
+    r_mm3_core *= len(mc3)
     print(f"{'':40}{'runs/s':>12}  mean makespan ms")
     print(f"{'hand-written SimPy':40}{r_hand:12,.0f}  {np.mean(hs):8.1f}")
     print(
@@ -204,6 +265,10 @@ def main(scale: float = 1.0) -> None:
         f"{'orchkit capacity study (defaults)':40}{r_cap:12,.0f}  "
         f"{cap.runs['makespan_ms'].mean():8.1f}"
     )
+    print(f"{'  the same on the general core':40}{r_core:12,.0f}")
+    print(f"{'hand-written SimPy M/M/3 (jobs/s)':40}{r_hmm3:12,.0f}")
+    print(f"{'orchkit capacity study M/M/3 (defaults)':40}{r_mm3:12,.0f}")
+    print(f"{'  the same on the general core':40}{r_mm3_core:12,.0f}")
     print()
     print("SimPy path, per-run cost as the study grows (defaults; must stay flat):")
     base = None
@@ -221,7 +286,10 @@ def main(scale: float = 1.0) -> None:
         print(f"  {n:>9,} runs  {us:7.2f} us/run  ({us / base:4.2f}x the 1,000-run cost)")
     print()
     print(f"SimPy path / hand SimPy          = {r_sim / r_hand:5.2f}   (target >= 0.75)")
-    print(f"capacity study / hand SimPy      = {r_cap / r_hcap:5.2f}   (target >= 1.5)")
+    print(f"capacity study / hand SimPy      = {r_cap / r_hcap:5.2f}   (target >= 3, fork-join)")
+    print(f"capacity study / hand SimPy      = {r_mm3 / r_hmm3:5.2f}   (target >= 3, M/M/3)")
+    print(f"table lane / general core        = {r_cap / r_core:5.2f}   (fork-join)")
+    print(f"table lane / general core        = {r_mm3 / r_mm3_core:5.2f}   (M/M/3)")
     print(f"fast path (defaults) / hand numpy = {r_fast / r_np:5.2f}   (target >= 0.5)")
     print(f"fast path runs/s (defaults)      = {r_fast:,.0f}   (target >= 1,000,000)")
 
