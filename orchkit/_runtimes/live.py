@@ -13,6 +13,7 @@ import inspect
 import itertools
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import CoroutineType, MappingProxyType
 from typing import Any
@@ -22,6 +23,7 @@ from .._engine.core import (
     Attempt,
     CancelAttempt,
     CancelTimer,
+    CompiledPlan,
     Emit,
     FinishRun,
     Run,
@@ -40,6 +42,9 @@ from .bus import FATAL, EventBus, log, wait_tasks
 
 _QUEUE_EVENTS = frozenset({"queue:completed", "queue:failed"})
 SHUTDOWN = "cancelled: the orchestrator shut down"
+_BURST_STEPS = 64  # a trampolining attempt task yields to the loop at least this often
+_BURST_MS = 1.0  # and at least every this many ms
+_TASK_NAME = "orchkit attempt"  # (asyncio would format a "Task-<n>" per task)
 
 
 class Orchestrator:
@@ -238,7 +243,12 @@ class Orchestrator:
                 ``failed`` ("cancelled: the caller cancelled the run").
         """
         plan = as_plan(plan)
-        self._check_agents(plan)
+        cp = compile_plan(plan)
+        agent_ids = dict.fromkeys(  # every agent of the plan and its fallbacks, in order
+            itertools.chain.from_iterable(c.agent_ids for c in _compiled_chain(cp))
+        )
+        if not agent_ids.keys() <= self._agents.keys():
+            self._check_agents(plan)  # raises, naming the first step whose agent is missing
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._tasks:
@@ -248,7 +258,7 @@ class Orchestrator:
             self._loop, self._t0, self._loop_t0 = loop, time.perf_counter(), loop.time()
         done = loop.create_future()
         run_id = next(self._runs) if run_id is None else run_id
-        run, actions = self._core.submit(compile_plan(plan), self._now(), run_id, done)
+        run, actions = self._core.submit(cp, self._now(), run_id, done)
         self._open.add(run)
         try:
             self._apply(actions)
@@ -262,7 +272,7 @@ class Orchestrator:
             self._open.discard(run)
         result = RunResult.from_run(run)
         release(run)
-        for agent_id in dict.fromkeys(s.agent_id for p in plan.chain() for s in p.steps):
+        for agent_id in agent_ids:
             # .get: shutdown() may have dropped the agents while the run was in flight
             scale = getattr(self._agents.get(agent_id), "time_scale", 1.0)
             if scale != 1.0:  # e.g. SyntheticAgent: the trace is `scale` x its model's times
@@ -342,12 +352,14 @@ class Orchestrator:
         t = (time.perf_counter() - self._t0) * 1000.0 if self._loop else 0.0
         return t if t > self._floor else self._floor
 
-    def _apply(self, actions: list[Any]) -> None:
+    def _apply(self, actions: list[Any], handed: StartAttempt | None = None) -> None:
         for action in actions:
             kind = type(action)
             if kind is StartAttempt:
+                if action is handed:  # _hand_off: the ending task runs it
+                    continue
                 att = action.attempt
-                self._tasks[att] = self._loop.create_task(self._call(att))
+                self._tasks[att] = self._loop.create_task(self._call(att), name=_TASK_NAME)
             elif kind is Emit:
                 if action.event in _QUEUE_EVENTS:  # an agent behind a queue names its job
                     agent = self._agents.get(action.payload["agentId"])
@@ -380,6 +392,10 @@ class Orchestrator:
                 done = action.run.context
                 if not done.done():
                     done.set_result(None)
+        # Done with them: the core keeps this list until its next fact, so a FinishRun in it
+        # would keep a finished run alive (and the next run would free it), a submit's
+        # StartAttempts their attempts' objects.
+        actions.clear()
 
     def _fire(self, timer: Any) -> None:
         self._timers.pop(timer, None)
@@ -429,59 +445,135 @@ class Orchestrator:
                 self._now() - cancelled_ms,
             )
 
-    async def _call(self, att: Attempt) -> None:
+    def _hand_off(self, actions: list[Any]) -> Attempt | None:
+        """Carry out ``actions`` as ``_apply`` does, for an attempt's task that is ending;
+        but if they start exactly one attempt, give it no task: return it, for the ending
+        task to run next (a chain of steps then takes one task, not one per step)."""
+        start = None
+        for action in actions:
+            if type(action) is StartAttempt:
+                if start is not None:  # two or more: each gets its task
+                    start = None
+                    break
+                start = action
+        if start is None:
+            self._apply(actions)
+            return None
         try:
-            cp, i = att.prun.cp, att.step
-            agent = self._agents[cp.agent_ids[i]]
-            action = cp.actions[i]
-            job_id = job_id_of(att)
-            context = {
-                "plan_id": cp.id,
-                "step_id": cp.step_ids[i],
-                "attempt": att.number,
-                "run_id": att.run.run_id,
-                "job_id": job_id,
-                "results": MappingProxyType(att.prun.results),
-            }
-            try:
-                value = agent.process(action, cp.inputs[i], context)
-                # a plain def process() may return directly
-                if type(value) is CoroutineType or inspect.isawaitable(value):
-                    value = await value
-                response = (
-                    value
-                    if type(value) is AgentResponse
-                    else coerce_response(value, agent.agent_id, action)
-                )
-            except FATAL:
-                raise
-            except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():  # we (or the loop's owner) cancelled it
-                    raise
-                actions = self._core.attempt_failed(  # the agent raised it itself
-                    att,
-                    self._now(),
-                    f"agent '{agent.agent_id}' action '{action}' raised "
-                    "CancelledError without being cancelled",
-                )
-            except AgentError as exc:
-                actions = self._core.attempt_failed(
-                    att, self._now(), describe(exc, str), retryable=exc.retryable
-                )
-            except BaseException as exc:  # noqa: BLE001 - an agent's bug fails the attempt, not the run
-                actions = self._core.attempt_failed(
-                    att,
-                    self._now(),
-                    f"agent '{agent.agent_id}' action '{action}' raised {describe(exc)}",
-                )
-            else:
-                actions = self._core.attempt_succeeded(att, self._now(), response)
-            try:
-                self._apply(actions)
-            finally:  # if no queue:* event reported the agent's job ref (nobody listens to
-                agent.job_ref(job_id)  # it, or the run ended), the agent forgets it now
-        finally:  # however it ended (cancelled too), the attempt's coroutine has stopped
-            self._exited(att)
+            self._apply(actions, start)
+        except BaseException:  # a listener raised KeyboardInterrupt: the attempt still runs
+            self._spawn(start.attempt)
+            raise
+        return start.attempt
+
+    def _spawn(self, att: Attempt) -> None:
+        """Run ``att``'s agent call in a task of its own (``_apply`` does it inline)."""
+        loop = self._loop
+        assert loop is not None, "orchestrate() sets the loop before any attempt starts"
+        self._tasks[att] = loop.create_task(self._call(att), name=_TASK_NAME)
+
+    async def _call(self, att: Attempt) -> None:
+        """Call ``att``'s agent and report how it ended. While the answer starts exactly one
+        attempt (a dependent step, a retry without backoff), run that one next in this task
+        rather than in a new one (a trampoline), yielding to the event loop at least every
+        ``_BURST_STEPS`` calls and every ``_BURST_MS`` ms."""
+        nxt: Attempt | None = None
+        task: asyncio.Task | None = None
+        steps = 0  # attempts run since this task last yielded to the event loop
+        now = mark = 0.0  # when the last attempt ended, when this task last yielded (ms)
+        tasks = self._tasks
+        last = results = None
+        try:
+            while True:
+                try:
+                    if steps >= _BURST_STEPS or now - mark >= _BURST_MS:
+                        await asyncio.sleep(0)  # cancelled here: att never called its agent
+                        mark, steps = self._now(), 0
+                    pr, i = att.prun, att.step
+                    if pr is not last:  # attempts of one plan run share its results' view
+                        last, results = pr, MappingProxyType(pr.results)
+                    cp = pr.cp
+                    agent = self._agents[cp.agent_ids[i]]
+                    action = cp.actions[i]
+                    job_id = job_id_of(att)
+                    context = {
+                        "plan_id": cp.id,
+                        "step_id": cp.step_ids[i],
+                        "attempt": att.number,
+                        "run_id": att.run.run_id,
+                        "job_id": job_id,
+                        "results": results,
+                    }
+                    try:
+                        value = agent.process(action, cp.inputs[i], context)
+                        # a plain def process() may return directly
+                        if type(value) is CoroutineType or inspect.isawaitable(value):
+                            value = await value
+                        response = (
+                            value
+                            if type(value) is AgentResponse
+                            else coerce_response(value, agent.agent_id, action)
+                        )
+                    except FATAL:
+                        raise
+                    except asyncio.CancelledError:
+                        if asyncio.current_task().cancelling():  # we (or the loop's owner) did
+                            raise
+                        actions = self._core.attempt_failed(  # the agent raised it itself
+                            att,
+                            now := self._now(),
+                            f"agent '{agent.agent_id}' action '{action}' raised "
+                            "CancelledError without being cancelled",
+                        )
+                    except AgentError as exc:
+                        actions = self._core.attempt_failed(
+                            att, now := self._now(), describe(exc, str), retryable=exc.retryable
+                        )
+                    except BaseException as exc:  # noqa: BLE001 - an agent's bug fails the attempt, not the run
+                        actions = self._core.attempt_failed(
+                            att,
+                            now := self._now(),
+                            f"agent '{agent.agent_id}' action '{action}' raised {describe(exc)}",
+                        )
+                    else:
+                        actions = self._core.attempt_succeeded(att, now := self._now(), response)
+                    try:
+                        if len(actions) == 1 and type(actions[0]) is StartAttempt:
+                            nxt = actions[0].attempt  # the common case (no event anyone hears)
+                        elif actions:
+                            nxt = self._hand_off(actions)
+                    finally:  # if no queue:* event reported the agent's job ref (nobody listens to
+                        agent.job_ref(job_id)  # it, or the run ended), the agent forgets it now
+                finally:  # however it ended (cancelled too), the attempt's coroutine has stopped
+                    if att.live or att.held or self._stragglers:
+                        self._exited(att)
+                    else:  # (_exited with nothing to report)
+                        tasks.pop(att, None)
+                if nxt is None:
+                    return
+                if not nxt.live:  # cancelled before it began: _apply gave its slot back
+                    nxt = None
+                    return
+                if task is None:
+                    task = asyncio.current_task()
+                    assert task is not None
+                    mark = now
+                if task.cancelling():  # an agent swallowed this task's cancel: nxt gets a
+                    return  # fresh task (here its own CancelledError would pass for ours)
+                att, nxt = nxt, None
+                tasks[att] = task
+                steps += 1
+        finally:
+            if nxt is not None:  # handed off, then this task stopped: nxt gets its own task
+                self._spawn(nxt)
+
+
+def _compiled_chain(cp: CompiledPlan) -> Iterator[CompiledPlan]:
+    """``cp`` and its fallbacks, in the order they would run."""
+    c: CompiledPlan | None = cp
+    while c is not None:
+        yield c
+        c = c.fallback
 
 
 async def _agent_shutdown(agent: Agent) -> None:
