@@ -358,8 +358,7 @@ class Orchestrator:
             if kind is StartAttempt:
                 if action is handed:  # _hand_off: the ending task runs it
                     continue
-                att = action.attempt
-                self._tasks[att] = self._loop.create_task(self._call(att), name=_TASK_NAME)
+                self._spawn(action.attempt)
             elif kind is Emit:
                 if action.event in _QUEUE_EVENTS:  # an agent behind a queue names its job
                     agent = self._agents.get(action.payload["agentId"])
@@ -467,7 +466,7 @@ class Orchestrator:
         return start.attempt
 
     def _spawn(self, att: Attempt) -> None:
-        """Run ``att``'s agent call in a task of its own (``_apply`` does it inline)."""
+        """Run ``att``'s agent call in a task of its own."""
         loop = self._loop
         assert loop is not None, "orchestrate() sets the loop before any attempt starts"
         self._tasks[att] = loop.create_task(self._call(att), name=_TASK_NAME)

@@ -377,7 +377,7 @@ class _Arrivals:
         self.closed = workload.population is not None
         if self.closed:  # a user thinks again once their run has ended
             self.think = random.Random(f"think:{seed}")
-            self.mean_think, self.horizon = workload.think_ms, workload.horizon_ms
+            self.mean_think = workload.think_ms
         self.single = n_plans == 1
         self.progress = progress
         self.horizon_ms = workload.horizon_ms
@@ -387,7 +387,7 @@ class _Arrivals:
         """A run of a closed population ended now: its user thinks, then arrives again
         (if before the horizon)."""
         delay = self.think.expovariate(1.0 / self.mean_think)
-        if self.env._now + delay < self.horizon:
+        if self.env._now + delay < self.horizon_ms:
             at(self.env, delay, self.arrival[0], priority=0)  # type: ignore[index]
 
     def run(self, start: Callable[[int, float, int, random.Random], None]) -> None:
@@ -425,7 +425,7 @@ class _Arrivals:
             for t in times:
                 at(env, t, arrive, priority=0)
             if self.progress:  # the bar follows the study clock, in hundredths of the horizon
-                horizon = self.horizon
+                horizon = self.horizon_ms
                 for k in range(1, 101):
                     at(env, horizon * k / 100, lambda _e: bar.update(round(horizon / 100)))
         elif n:

@@ -28,7 +28,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._engine.core import CompiledPlan
+from .._engine.core import (
+    ATTEMPT_TIMEOUT,
+    BACKING_OFF,
+    DEADLINE,
+    FAILED,
+    PENDING,
+    RETRY,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    CompiledPlan,
+)
 from .._engine.prepared import Prepared
 from .._engine.result import (
     RUN_COLUMNS,
@@ -40,8 +51,6 @@ from .._engine.result import (
 )
 from .._spec.models import ActionModel, AgentModels
 
-PENDING, RUNNING, BACKING_OFF, SUCCEEDED, FAILED, SKIPPED = 0, 1, 2, 3, 4, 5
-TIMEOUT, RETRY, DEADLINE = 0, 1, 2  # timer kinds
 STATUSES = ["succeeded", "failed", "timed_out"]
 OUTCOMES = ["succeeded", "error", "timeout", "cancelled"]
 _OK, _ERROR, _TIMEOUT, _CANCELLED = 0, 1, 2, 3
@@ -225,7 +234,7 @@ class TableStudy:
         for code, cp in enumerate(chain):
             p = compiled[cp] = _Plan()
             p.id, p.code, p.n = cp.id, code, cp.n
-            p.fresh = [PENDING] * cp.n
+            p.fresh = cp.fresh[0]
             p.deps_count, p.roots = cp.deps_count, cp.roots
             # no dependency and no limit: every step starts at once, nothing is ever ready
             # later (no ready heap, no dependency counts to copy per run)
@@ -339,7 +348,7 @@ class TableStudy:
     def _fire(self, timer: _Timer, now: float) -> None:
         timer.live = False
         kind, target = timer.kind, timer.target
-        if kind == TIMEOUT:
+        if kind == ATTEMPT_TIMEOUT:
             job = target
             step = job.step
             where = "waiting for agent capacity" if job.start is None else "running"
@@ -406,7 +415,7 @@ class TableStudy:
             ag.used = True
             self.order.append(ag)
         if step.timeout is not None:
-            job.timer = self._timer(now + step.timeout, TIMEOUT, job)
+            job.timer = self._timer(now + step.timeout, ATTEMPT_TIMEOUT, job)
         queue = ag.queue
         while queue and not queue[0].live:
             queue.popleft()

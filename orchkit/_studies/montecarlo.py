@@ -210,11 +210,11 @@ def run_study(
                 "monte_carlo: a capacity study is one simulation of runs sharing capacity, on "
                 "the SimPy path; drop method='fast' (it applies to independent runs)"
             )
+        why = declines(prepared)  # the engine: the table lane, unless it declines
         with open_executor(executor if replications > 1 else None) as pool:
             runs_df, spans_df, busy, total_ms, log = _replicated_study(
-                prepared, seed, keep_spans, progress, replications, pool
+                prepared, seed, keep_spans, progress, replications, pool, why is None
             )
-        why = declines(prepared)
         method_used, reason = (
             "simpy",
             (
@@ -274,22 +274,26 @@ def _replicated_study(
     progress: bool,
     replications: int,
     executor: Executor | None = None,
-) -> tuple[Any, Any, dict, float, list]:
+    tables: bool | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict, float, list]:
     """One workload study, or ``replications`` independent ones with their frames stacked
     (a ``replication`` column), busy and observed times summed, breaker logs joined (each
     on its replication's clock). Each replication is a chunk: on ``executor`` when given,
-    seeded by ``replication_seed(seed, r)`` alone."""
+    seeded by ``replication_seed(seed, r)`` alone. ``tables``: run in the table lane (None:
+    unless it declines the study)."""
     if replications == 1:
-        return capacity_study(prepared, seed, keep_spans, progress)
+        return capacity_study(prepared, seed, keep_spans, progress, tables)
     runs, spans, busy, total, log = [], [], {}, 0.0, []
     if executor is None:
         parts: Any = (
-            capacity_study(prepared, replication_seed(seed, r), keep_spans, progress)
+            capacity_study(prepared, replication_seed(seed, r), keep_spans, progress, tables)
             for r in range(replications)
         )
     else:
         futures = [
-            executor.submit(capacity_study, prepared, replication_seed(seed, r), keep_spans, False)
+            executor.submit(
+                capacity_study, prepared, replication_seed(seed, r), keep_spans, False, tables
+            )
             for r in range(replications)
         ]
         parts = (result(f, executor) for f in futures)
