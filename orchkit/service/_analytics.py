@@ -32,6 +32,7 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,8 +149,14 @@ class LearningAnalytics:
     """The service's analytics over its store: the BKT model (fitted or defaults, cached),
     the learner and cohort reports, and the ``orchkit_mastery_rate{skill}`` gauge."""
 
-    def __init__(self, store: Any, gauge: Any = None):
+    def __init__(
+        self,
+        store: Any,
+        gauge: Any = None,
+        before_read: Callable[[], Awaitable[None]] | None = None,
+    ):
         self.store = store
+        self.before_read = before_read  # writes what the service keeps for the store
         self.gauge = gauge
         self._model: an.BKTModel | None = None
         self._sources: dict[str, str] = {}
@@ -159,6 +166,16 @@ class LearningAnalytics:
         self._gauge_count = -1  # responses it counted
         self._gauge_skills: set[str] = set()
 
+    async def _responses(self, **where: Any) -> list[dict[str, Any]]:
+        if self.before_read is not None:
+            await self.before_read()
+        return await self.store.list_responses(**where)
+
+    async def _count(self) -> int:
+        if self.before_read is not None:
+            await self.before_read()
+        return int(await self.store.count_responses())
+
     # -- the model ------------------------------------------------------------------------
 
     async def model(self, frame: pd.DataFrame | None = None) -> an.BKTModel:
@@ -166,11 +183,11 @@ class LearningAnalytics:
         since); rebuilt from the store's responses when they have grown by ``REFIT_GROWTH``
         or ``frame`` has a skill the model lacks."""
         async with self._lock:
-            count = await self.store.count_responses()
+            count = await self._count()
             skills = set() if frame is None else set(frame["skill"])
             known = set() if self._model is None else set(self._model.params.index)
             if self._model is None or count >= REFIT_GROWTH * self._fitted_at or skills - known:
-                everything = _frame(await self.store.list_responses())
+                everything = _frame(await self._responses())
                 self._model, self._sources = await asyncio.to_thread(_build_model, everything)
                 self._fitted_at = max(count, 1)
             return self._model
@@ -188,7 +205,7 @@ class LearningAnalytics:
         """``GET /api/analytics/learners/{id}``: per skill the learner's mastery now, the
         opportunities, when mastery was reached and the trajectory (P(mastered) after each
         response)."""
-        frame = _frame(await self.store.list_responses(learner_id=learner_id))
+        frame = _frame(await self._responses(learner_id=learner_id))
         out: dict[str, Any] = {
             "learnerId": learner_id,
             "responses": len(frame),
@@ -231,7 +248,7 @@ class LearningAnalytics:
         """``GET /api/analytics/cohort``: the learners with a response at or after
         ``since_ms`` (all when None), each read over their whole record; the gains by tutor
         outcome and the tutor's p95 latency over the interactions at or after it."""
-        rows = await self.store.list_responses()
+        rows = await self._responses()
         frame = _frame(rows)
         window = np.ones(len(frame), dtype=bool) if since_ms is None else frame["tsMs"] >= since_ms
         learners = set(frame.loc[window, "learnerId"])
@@ -309,10 +326,10 @@ class LearningAnalytics:
             return
         self._gauge_at = now
         try:
-            count = await self.store.count_responses()
+            count = await self._count()
             if count == self._gauge_count:
                 return
-            frame = _frame(await self.store.list_responses())
+            frame = _frame(await self._responses())
             if not frame.empty:
                 model = await self.model()
                 self._set_gauge(await asyncio.to_thread(model.cohort, frame))

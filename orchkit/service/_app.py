@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .._base.errors import OrchkitError
+from ._lane import AgentsLane
 from ._routes import build_router
 from ._schemas import error_status
 from ._service import Service
@@ -126,31 +127,33 @@ def create_app(
         )
 
     @api.exception_handler(OrchkitError)
-    async def refused(request: Request, exc: OrchkitError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=error_status(exc))
-
     @api.exception_handler(ValueError)
-    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
     @api.exception_handler(Exception)
-    async def crashed(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, (OSError, sqlite3.Error)) or type(exc).__module__.startswith("redis"):
-            log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
-            return JSONResponse(
-                {"detail": f"the store is unavailable ({type(exc).__name__}: {exc}); retry later"},
-                status_code=503,
-            )
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {"detail": f"internal error ({type(exc).__name__}); see the server log"},
-            status_code=500,
-        )
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        status, body = refusal(exc, request.method, request.url.path)
+        return JSONResponse(body, status_code=status)
 
     sio = build_sockets(
         service, api_key=api_key, max_bytes=max_body_bytes, cors_origins=cors_origins
     )
-    return BodyLimit(socketio.ASGIApp(sio, other_asgi_app=api), max_body_bytes)
+    app = socketio.ASGIApp(sio, other_asgi_app=api)
+    lane = AgentsLane(app, service, refusal, api_key=api_key, cors=bool(cors_origins))
+    return BodyLimit(lane, max_body_bytes)
+
+
+def refusal(exc: BaseException, method: str, path: str) -> tuple[int, dict[str, Any]]:
+    """The error table: (status, JSON body) answering ``exc`` raised by a request
+    (``OrchkitError``: its status; ``ValueError``: 422; the store down: 503; else 500)."""
+    if isinstance(exc, OrchkitError):
+        return error_status(exc), {"detail": str(exc)}
+    if isinstance(exc, ValueError):
+        return 422, {"detail": str(exc)}
+    if isinstance(exc, (OSError, sqlite3.Error)) or type(exc).__module__.startswith("redis"):
+        log.warning("store unavailable on %s %s: %s", method, path, exc)
+        detail = f"the store is unavailable ({type(exc).__name__}: {exc}); retry later"
+        return 503, {"detail": detail}
+    log.exception("unexpected error on %s %s", method, path, exc_info=exc)
+    return 500, {"detail": f"internal error ({type(exc).__name__}); see the server log"}
 
 
 class _Unauthorized(Exception):

@@ -81,6 +81,7 @@ RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "cancelled", "int
 DEFAULT_IDLE_MS = 30 * 60_000.0
 DEFAULT_CALL_TIMEOUT_MS = 30_000.0
 STOP_FLUSH_S = 10.0  # how long stop() waits for a returning store to take the outbox
+ANSWERS_WRITE_MS = 20.0  # scored answers are written together, at most this long after
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 # Agent time spent on behalf of the current request, in ms (a one-element list per request).
@@ -240,7 +241,9 @@ class Service:
         self.deployment = deployment
         self.orch = Orchestrator(seed=seed, policies=policies)
         self.metrics = Metrics(self)
-        self.analytics = LearningAnalytics(store, self.metrics.mastery_rate)
+        self.analytics = LearningAnalytics(
+            store, self.metrics.mastery_rate, before_read=self.write_answers
+        )
         self.publish: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
         self.listening: Callable[[str], bool] = lambda room: True  # has the room a client?
         # hears every direct agent call: (agent id, ms, outcome); the dashboard's stats
@@ -259,6 +262,9 @@ class Service:
         self._unsaved: dict[str, dict[str, Any]] = {}
         self._flusher: asyncio.Task | None = None
         self.store_error: str | None = None  # why the outbox's first write last failed
+        self._answers: list[dict[str, Any]] = []  # scored answers not yet written
+        self._answers_due: asyncio.TimerHandle | None = None
+        self._answers_lock = asyncio.Lock()  # one write of them at a time, in order
         self._last_used: dict[str, float] = {}  # agents of submitted runs -> last use (ms)
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
@@ -301,10 +307,12 @@ class Service:
         await asyncio.gather(
             *(lv.task for lv in list(self._runs.values()) if lv.task), return_exceptions=True
         )
+        await self.write_answers()  # after the write under way, if any
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.orch.shutdown()
+        await self.write_answers()
         if self._flusher is not None and not self._flusher.done():
             await asyncio.wait([self._flusher], timeout=STOP_FLUSH_S)
             if not self._flusher.done():
@@ -394,7 +402,7 @@ class Service:
             if acc is not None:
                 acc[0] += ms
         if action == "process_interaction":  # a scored answer: a response row (analytics)
-            await self._record_answers(rows_of_call(input, response.data, now_ms()))
+            self._record_answers(rows_of_call(input, response.data, now_ms()))
         return response
 
     def agents(self) -> list[dict[str, Any]]:
@@ -899,9 +907,9 @@ class Service:
         t = now_ms()
         rec.update(events=live.events, finishedMs=t, finishedAt=iso(t), durationMs=t - t0)
         self.metrics.runs.labels(status=rec["status"]).inc()
-        answers = rows_of_run(rec)  # its scored answers (a session's run has none)
-        if answers:
-            await _to_the_end(self._record_answers(answers))
+        self._record_answers(rows_of_run(rec))  # its scored answers (a session's run: none)
+        if live.task is None:  # a session's, in its request: no DELETE cancels it midway
+            return await self._finish(run_id, live, rec, t)  # (and no shield's loop turns)
         return await _to_the_end(self._finish(run_id, live, rec, t))
 
     async def _finish(
@@ -924,16 +932,32 @@ class Service:
 
     # -- the store's outbox ---------------------------------------------------------------
 
-    async def _record_answers(self, rows: list[dict[str, Any]]) -> None:
-        """Store learners' scored answers (learning analytics: ``_analytics``); kept in the
-        outbox while the store is down; never fails the answer or the run."""
+    def _record_answers(self, rows: list[dict[str, Any]]) -> None:
+        """Keep learners' scored answers (learning analytics: ``_analytics``) to be written
+        together, within ``ANSWERS_WRITE_MS``; never fails the answer or the run."""
         if not rows:
             return
-        write = functools.partial(self.store.add_responses, rows)
-        try:
-            await self._write(f"{len(rows)} response(s) of {rows[0]['learnerId']}", write)
-        except Exception as exc:  # noqa: BLE001 - analytics never fail an answer or a run
-            log.warning("could not record responses: %s: %s", type(exc).__name__, exc)
+        self._answers.extend(rows)
+        if self._answers_due is None:
+            self._answers_due = asyncio.get_running_loop().call_later(
+                ANSWERS_WRITE_MS / 1000.0, lambda: self._spawn(self.write_answers())
+            )
+
+    async def write_answers(self) -> None:
+        """Write the scored answers kept so far, in one transaction (kept in the outbox
+        while the store is down); every read of the answers waits for it first."""
+        async with self._answers_lock:  # a read waits for the write under way, too
+            if self._answers_due is not None:
+                self._answers_due.cancel()
+                self._answers_due = None
+            rows, self._answers = self._answers, []
+            if not rows:
+                return
+            write = functools.partial(self.store.add_responses, rows)
+            try:
+                await self._write(f"{len(rows)} response(s)", write)
+            except Exception as exc:  # noqa: BLE001 - analytics never fail an answer or a run
+                log.warning("could not record responses: %s: %s", type(exc).__name__, exc)
 
     async def _save_run(self, rec: dict[str, Any]) -> None:
         """Write a run's final record; while the store is down it waits in the outbox (and
