@@ -194,7 +194,14 @@ def categorical(values: list[str], codes: np.ndarray) -> pd.Categorical:
     remap = np.full(n, -1, dtype=np.int8 if n < 128 else np.int32)
     for c in used:
         remap[c] = cats.index(values[c])
-    return pd.Categorical.from_codes(np.take(remap, codes), categories=pd.Index(cats, dtype="str"))
+    return pd.Categorical.from_codes(np.take(remap, codes), dtype=_category_dtype(tuple(cats)))
+
+
+@functools.lru_cache(maxsize=256)
+def _category_dtype(categories: tuple[str, ...]) -> pd.CategoricalDtype:
+    """The categorical dtype of these categories, made once (frames of a study need the same
+    few, and making one is most of the cost of a column; dtypes are immutable)."""
+    return pd.CategoricalDtype(pd.Index(list(categories), dtype="str"))
 
 
 def categorize(df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:

@@ -414,11 +414,11 @@ class _Arrivals:
                 # arrivals go first, in order
                 event.callbacks = arrival  # (SimPy's env.schedule, inline)
                 heappush(queue, (now + (times[arrived] - now), 0, next(eid), event))
-            if i % BLOCK == 0 and i:
+            if i % BLOCK == 0 and i:  # a new block of runs: its rng; the bar moves on
                 rng = run_rng(seed, i // BLOCK)
+                if not closed:
+                    bar.update(BLOCK)
             start(0 if single else pick(), now, i, rng)
-            if i % 256 == 255 and not closed:
-                bar.update(256)
 
         arrival = self.arrival = (arrive,)  # SimPy only iterates an event's callbacks
         if closed:  # every user's first think; later arrivals come from ended()
@@ -433,7 +433,7 @@ class _Arrivals:
         env.run()
         self.arrival = arrival = arrive = None  # type: ignore[assignment]  # (cycles)
         if not closed:
-            bar.update(n % 256)
+            bar.update(n - bar.n)
         bar.close()
 
 

@@ -135,7 +135,8 @@ class _Plan:
 
 
 class _Run:
-    """One run, with the state of the plan of its fallback chain that runs now."""
+    """One run, with the state of the plan of its fallback chain that runs now (``state``,
+    the steps' states, only where a step waits on others: None in a flat plan)."""
 
     __slots__ = (
         "id",
@@ -155,6 +156,22 @@ class _Run:
         "failed",
         "deadline",
     )
+    id: int
+    rng: Any
+    start: float
+    end: float
+    status: int
+    first: int
+    plan: _Plan
+    nplans: int
+    state: list[int]  # (None in a flat plan's run)
+    remaining: list[int]
+    ready: list[int]
+    busy: int
+    left: int
+    current: list[Any]
+    failed: bool
+    deadline: _Timer | None
 
 
 class _Job:
@@ -174,15 +191,18 @@ class _Job:
         "timer",
     )
     _ok = True  # what SimPy's Environment.step asks of an event
-
-    def __init__(self, run: _Run, step: _Step, number: int, queued: float):
-        self.run = run
-        self.step = step
-        self.number = number
-        self.queued = queued
-        self.start: float | None = None
-        self.live = True
-        self.timer: _Timer | None = None
+    # (no __init__: _launch sets its fields, a Python call less per attempt)
+    callbacks: tuple | None
+    run: _Run
+    step: _Step
+    number: int
+    queued: float
+    start: float | None
+    end: float
+    outcome: int
+    error: str | None
+    live: bool
+    timer: _Timer | None
 
 
 class _Timer:
@@ -269,7 +289,11 @@ class TableStudy:
             self._due(now)
         run = _Run()
         plan = self.plans[k]
-        run.id, run.rng, run.start, run.first, run.nplans = i, rng, now, plan.code, 0
+        run.id = i
+        run.rng = rng
+        run.start = now
+        run.first = plan.code
+        run.nplans = 0
         self.runs.append(run)
         self._start_plan(run, plan, now)
         if self.freed:
@@ -293,18 +317,9 @@ class TableStudy:
         ag.busy_ms += now - job.start  # type: ignore[operator]  # it started
         if ag.queue:
             self.freed.append(ag)
-        i = step.i
-        run.state[i] = SUCCEEDED
-        run.current[i] = None
         run.busy -= 1
         run.left -= 1
-        if step.dependents:
-            remaining, state, ready = run.remaining, run.state, run.ready
-            for j in step.dependents:
-                remaining[j] -= 1
-                if remaining[j] == 0 and state[j] == PENDING:
-                    heappush(ready, j)
-        if run.left == 0:
+        if run.left == 0:  # its last step: the run ends (its step states, unwritten, go)
             if run.failed or run.deadline is not None:
                 self._finish(run, now, "failed" if run.failed else "succeeded")
             else:  # (the common end, inline)
@@ -313,8 +328,20 @@ class TableStudy:
                 run.state = run.remaining = run.ready = run.current = None  # type: ignore[assignment]
                 if self.on_finish is not None:
                     self.on_finish()
-        elif run.ready:
-            self._pump(run, now)
+        else:
+            i = step.i
+            run.current[i] = None
+            state = run.state
+            if state is not None:
+                state[i] = SUCCEEDED
+                if step.dependents:
+                    remaining, ready = run.remaining, run.ready
+                    for j in step.dependents:
+                        remaining[j] -= 1
+                        if remaining[j] == 0 and state[j] == PENDING:
+                            heappush(ready, j)
+                if run.ready:
+                    self._pump(run, now)
         if self.freed:
             self._settle(now)
 
@@ -363,7 +390,8 @@ class TableStudy:
         elif kind == RETRY:
             run, i, number = target
             run.current[i] = None
-            run.state[i] = RUNNING
+            if run.state is not None:
+                run.state[i] = RUNNING
             self._launch(run, run.plan.steps[i], number, now)
         else:
             target.deadline = None
@@ -374,20 +402,20 @@ class TableStudy:
     def _start_plan(self, run: _Run, plan: _Plan, now: float) -> None:
         run.plan = plan
         run.nplans += 1
-        run.state = state = plan.fresh.copy()
         run.left, run.failed = plan.n, False
         run.current = [None] * plan.n
         run.deadline = None
         if plan.deadline is not None:
             run.deadline = self._timer(now + plan.deadline, DEADLINE, run)
         steps = plan.steps
-        if plan.flat:
+        if plan.flat:  # no step waits on another: no step's state is ever asked
+            run.state = None  # type: ignore[assignment]
             run.remaining = run.ready = ()  # type: ignore[assignment]
             run.busy = plan.n
             for step in steps:  # in plan order, as the core's ready heap gives them
-                state[step.i] = RUNNING
                 self._launch(run, step, 1, now)
             return
+        run.state = state = plan.fresh.copy()
         run.remaining = plan.deps_count.copy()
         run.ready = ready = plan.roots.copy()
         limit, busy = plan.limit, 0  # (the core's _pump, inline)
@@ -407,7 +435,14 @@ class TableStudy:
             self._launch(run, steps[i], 1, now)
 
     def _launch(self, run: _Run, step: _Step, number: int, now: float) -> None:
-        job = _Job(run, step, number, now)
+        job = _Job()
+        job.run = run
+        job.step = step
+        job.number = number
+        job.queued = now
+        job.start = None
+        job.live = True
+        job.timer = None
         run.current[step.i] = job
         self.jobs.append(job)
         ag = step.agent
@@ -472,16 +507,17 @@ class TableStudy:
         job.timer = None
 
     def _settle(self, now: float) -> None:
-        """Give the agent slots the current fact freed to queued attempts, FIFO."""
-        while self.freed:
-            freed, self.freed = self.freed, []
-            for ag in freed:
-                queue = ag.queue
-                while queue and ag.busy < ag.capacity:
-                    nxt = queue.popleft()
-                    if nxt.live:
-                        ag.busy += 1
-                        self._begin(nxt, now)
+        """Give the agent slots the current fact freed to queued attempts, FIFO (starting
+        an attempt frees nothing: no agent joins ``freed`` meanwhile)."""
+        freed = self.freed
+        for ag in freed:
+            queue = ag.queue
+            while queue and ag.busy < ag.capacity:
+                nxt = queue.popleft()
+                if nxt.live:
+                    ag.busy += 1
+                    self._begin(nxt, now)
+        freed.clear()
 
     def _fail(self, job: _Job, now: float, outcome: int, error: str, retryable: bool) -> None:
         self._end(job, now, outcome, error)
@@ -500,12 +536,14 @@ class TableStudy:
             if jitter:
                 delay *= 1.0 - jitter + 2.0 * jitter * self.rng.random()
             if delay > 0:
-                run.state[i] = BACKING_OFF
+                if run.state is not None:
+                    run.state[i] = BACKING_OFF
                 run.current[i] = self._timer(now + delay, RETRY, (run, i, k + 1))
             else:
                 self._launch(run, step, k + 1, now)
             return
-        run.state[i] = FAILED
+        if run.state is not None:
+            run.state[i] = FAILED
         run.current[i] = None
         run.busy -= 1
         run.left -= 1
@@ -585,12 +623,24 @@ class TableStudy:
         """The runs frame and the spans frame (the core's ``runs_frame``/``spans_frame``
         of the same runs, built from whole columns)."""
         runs, jobs, steps = self.runs, self.jobs, self.steps
-        n = len(runs)
+        n, m = len(runs), len(jobs)
         assert not runs or runs[-1].id == n - 1, "runs are numbered as they arrive"
         # per attempt, in the order attempts were made: what the run counts come from
-        run_of = np.array([j.run.id for j in jobs], dtype=np.int64)
-        number = np.array([j.number for j in jobs], dtype=np.int64)
-        outcome = _codes([j.outcome for j in jobs])
+        # one attempt per run (every run makes one as it arrives): attempt k is run k's,
+        # queued as it arrived and ended as it ended
+        one_each = m == n
+        if one_each:
+            run_of = np.arange(n, dtype=np.int64)
+        else:
+            run_of = np.array([j.run.id for j in jobs], dtype=np.int64)
+        if self.failures:
+            number = np.array([j.number for j in jobs], dtype=np.int64)
+            outcome = _codes([j.outcome for j in jobs])
+            status = _codes([r.status for r in runs])
+        else:  # every attempt succeeded (so none was a retry) and so did every run
+            number = np.ones(m, dtype=np.int64)
+            outcome = np.full(m, _OK, dtype=np.int32)
+            status = np.zeros(n, dtype=np.int32)
         start = np.array([r.start for r in runs], dtype=float)
         end = np.array([r.end for r in runs], dtype=float)
         if len(self.plan_ids) == 1:  # (no mix, no fallback)
@@ -603,7 +653,7 @@ class TableStudy:
             {
                 "run_id": np.arange(n, dtype=np.int64),
                 "plan_id": categorical(self.plan_ids, first),
-                "status": categorical(STATUSES, _codes([r.status for r in runs])),
+                "status": categorical(STATUSES, status),
                 "arrival_ms": start,
                 "start_ms": start.copy(),
                 "end_ms": end,
@@ -627,7 +677,7 @@ class TableStudy:
             order = np.argsort(run_of, kind="stable")
             jobs = [jobs[k] for k in order]
             run_of, number, outcome = run_of[order], number[order], outcome[order]
-        m = len(jobs)
+        m = len(jobs)  # (the spans kept)
         code = np.zeros(m, np.int32) if len(steps) == 1 else _codes([j.step.code for j in jobs])
         span_frame = columns_frame(
             {
@@ -637,9 +687,11 @@ class TableStudy:
                 "agent_id": categorical([s.agent.id for s in steps], code),
                 "action": categorical([s.action for s in steps], code),
                 "attempt": number,
-                "queued_ms": np.array([j.queued for j in jobs], dtype=float),
+                "queued_ms": start[run_of]
+                if one_each
+                else np.array([j.queued for j in jobs], dtype=float),
                 "start_ms": np.array([j.start for j in jobs], dtype=float),  # None: NaN
-                "end_ms": np.array([j.end for j in jobs], dtype=float),
+                "end_ms": end[run_of] if one_each else np.array([j.end for j in jobs], dtype=float),
                 "outcome": categorical(OUTCOMES, outcome),
                 "error": _errors([j.error for j in jobs])
                 if self.failures
