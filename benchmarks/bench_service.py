@@ -495,10 +495,10 @@ if __name__ == "__main__":
     ap.add_argument(
         "--cpu-rounds",
         type=int,
-        default=5,
+        default=7,
         help="rounds of the CPU comparison with the minimal FastAPI app (0: skip it)",
     )
     ap.add_argument("--cpu-learners", type=int, default=50)
-    ap.add_argument("--cpu-answers", type=int, default=20)
+    ap.add_argument("--cpu-answers", type=int, default=30)
     ap.add_argument("--max-seconds", type=float, default=300.0, help="give up after this long")
     asyncio.run(main(ap.parse_args()))
