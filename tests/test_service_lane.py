@@ -14,8 +14,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 import orchkit as ok
-from orchkit.service import Service, SQLiteStore, create_app
-from orchkit.service._service import ANSWERS_WRITE_MS
+from orchkit.service import ANSWERS_WRITE_MS, Service, SQLiteStore, create_app
 
 KEY = "sesame"
 FASTAPI_JSON = "application/vnd.orchkit+json"  # JSON to FastAPI's route; the lane declines it

@@ -20,6 +20,7 @@ for _module in ("fastapi", "socketio", "uvicorn", "prometheus_client"):
 from ._app import MAX_BODY_BYTES, create_app  # noqa: E402
 from ._dashboard import AgentStats, agent_health, parse_since, run_page  # noqa: E402
 from ._service import (  # noqa: E402
+    ANSWERS_WRITE_MS,
     DEFAULT_CALL_TIMEOUT_MS,
     DEFAULT_IDLE_MS,
     AgentFactory,
@@ -30,6 +31,7 @@ from ._service import (  # noqa: E402
 from ._store import RedisStore, SQLiteStore, Store, open_store  # noqa: E402
 
 __all__ = [
+    "ANSWERS_WRITE_MS",
     "AgentFactory",
     "AgentStats",
     "DEFAULT_CALL_TIMEOUT_MS",
